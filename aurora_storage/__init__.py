@@ -1,0 +1,15 @@
+"""aurora-storage: a log-structured, quorum-replicated storage volume with a C core.
+
+The storage layer of Amazon Aurora as the SIGMOD 2017 and 2018 papers describe
+it: the writer ships redo records, storage segments materialize pages from
+them. See docs/architecture.md for the layers and docs/format.md for every
+byte format.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from .errors import AuroraStorageError
+
+__all__ = ["AuroraStorageError", "__version__", "errors"]
+__version__ = "0.1.0"

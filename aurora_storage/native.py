@@ -1,0 +1,479 @@
+"""The boundary with the C core, and the pure-Python reference behind it.
+
+This module is the only importer of the compiled ``aurora_storage._native``.
+It offers three batch-shaped functions, each one call per batch of records:
+
+- :func:`validate` checks every rule of a packed record batch;
+- :func:`index` lists, per record, its page, LSN, flags, CPL time and position;
+- :func:`apply` applies a batch to many page images at once, below an LSN
+  bound and outside annulled LSN ranges.
+
+Two backends implement them with identical results: ``native`` (the C core,
+the default) and ``python`` (a readable reference, selected with
+``AURORA_STORAGE_BACKEND=python``). C statuses become exceptions in one place,
+:func:`raise_for_status`. Record layout: docs/format.md and ``log.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from array import array
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, Union
+
+from .errors import FormatVersionError, InvalidArgumentError, InvalidRecordError, NativeCoreError
+
+FORMAT_VERSION = 1
+RECORD_HEADER_SIZE = 48
+RECORD_ALIGN = 8
+PAGE_SIZE_MIN = 4096
+PAGE_SIZE_MAX = 65536
+KIND_WRITE = 1
+KIND_PAGE = 2
+KIND_ZERO = 3
+FLAG_CPL = 1
+NO_BACKLINK = 0xFFFF_FFFF_FFFF_FFFF
+LSN_MAX = 0xFFFF_FFFF_FFFF_FFFF
+
+# Statuses of the C core (csrc/aurora.h) -> (what was wrong, the field at fault).
+STATUS_OK = 0
+STATUS_TRUNCATED = 1
+STATUS_KIND = 2
+STATUS_RANGE = 3
+STATUS_LSN_ORDER = 4
+STATUS_RESERVED = 5
+STATUS_LENGTH = 6
+STATUS_PAGE = 7
+STATUS_BACKLINK = 8
+STATUS_EMPTY = 9
+STATUS_PADDING = 10
+STATUS_CAPACITY = 11
+STATUS_ARGUMENT = 12
+
+_STATUS_TABLE: dict[int, tuple[str, str]] = {
+    STATUS_TRUNCATED: ("header or payload runs past the end of the batch", "length"),
+    STATUS_KIND: ("unknown record kind", "kind"),
+    STATUS_RANGE: ("offset plus length runs past the end of the page", "offset"),
+    STATUS_LSN_ORDER: ("LSN is zero or not above the previous record's", "lsn"),
+    STATUS_RESERVED: ("unknown flag bits or nonzero reserved bytes", "flags"),
+    STATUS_LENGTH: ("length does not fit the record kind", "length"),
+    STATUS_PAGE: ("page number outside the protection group", "page_no"),
+    STATUS_BACKLINK: ("backlink does not continue the chain", "backlink"),
+    STATUS_EMPTY: ("a batch with no record", "length"),
+    STATUS_PADDING: ("nonzero padding after the payload", "payload"),
+}
+
+# Anything that exposes the buffer protocol as bytes (collections.abc.Buffer from 3.12).
+Buffer = Union[bytes, bytearray, memoryview, "array[int]"]
+
+_HEADER = struct.Struct("<QQQdIIBB6s")
+assert _HEADER.size == RECORD_HEADER_SIZE
+_RESERVED = bytes(6)
+
+
+def raise_for_status(status: int, position: int) -> None:
+    """Turns a C core status into the library's exception; the one mapping."""
+    if status == STATUS_OK:
+        return
+    if status in _STATUS_TABLE:
+        reason, field = _STATUS_TABLE[status]
+        raise InvalidRecordError(reason, position, field)
+    if status == STATUS_ARGUMENT:
+        raise InvalidArgumentError(
+            "invalid argument to the C core: page size not a power of two in 4 KiB..64 KiB, "
+            "page numbers not strictly ascending, or annulled ranges not sorted and disjoint"
+        )
+    if status == STATUS_CAPACITY:
+        raise NativeCoreError("an output array given to the C core is too small")
+    raise NativeCoreError(f"unknown status {status} from the C core")
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    """What :func:`validate` learned about a valid batch."""
+
+    count: int
+    first_lsn: int
+    last_lsn: int
+    cpl_count: int
+    last_cpl_lsn: int
+    payload_bytes: int
+
+
+@dataclass(frozen=True)
+class RecordIndex:
+    """Per-record columns of a batch, as :func:`index` returns them."""
+
+    page_nos: array[int]
+    lsns: array[int]
+    flags: bytes
+    times: array[float]
+    positions: array[int]
+
+    def __len__(self) -> int:
+        return len(self.lsns)
+
+
+class Backend(Protocol):
+    name: str
+
+    def validate(
+        self, buf: Buffer, page_size: int, page_lo: int, page_hi: int, backlink: int
+    ) -> BatchSummary: ...
+
+    def index(self, buf: Buffer, page_size: int) -> RecordIndex: ...
+
+    def apply(
+        self,
+        buf: Buffer,
+        page_size: int,
+        page_nos: array[int],
+        pages: Buffer,
+        page_lsns: array[int] | None,
+        lsn_bound: int,
+        annulled: array[int],
+    ) -> int: ...
+
+
+def _flatten_annulled(annulled: Sequence[tuple[int, int]] | array[int]) -> array[int]:
+    if isinstance(annulled, array):
+        return annulled
+    flat = array("Q")
+    for lo, hi in annulled:
+        flat.append(lo)
+        flat.append(hi)
+    return flat
+
+
+# --- the pure-Python reference ----------------------------------------------------
+
+
+def _check_page_size(page_size: int) -> bool:
+    return PAGE_SIZE_MIN <= page_size <= PAGE_SIZE_MAX and page_size & (page_size - 1) == 0
+
+
+def _padded(length: int) -> int:
+    return (length + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
+
+
+class PythonBackend:
+    """Readable reference implementation; same results as the C core, slower."""
+
+    name = "python"
+
+    @staticmethod
+    def _records(
+        data: memoryview, page_size: int
+    ) -> Iterator[tuple[int, tuple[int, int, int, float, int, int, int, int]]]:
+        """Yields (position, fields) of each record after checking it, like check_record in C."""
+        length = len(data)
+        if length == 0:
+            raise_for_status(STATUS_EMPTY, 0)
+        position = 0
+        previous = 0
+        while position < length:
+            if length - position < RECORD_HEADER_SIZE:
+                raise_for_status(STATUS_TRUNCATED, position)
+            lsn, backlink, page_no, time, offset, size, kind, flags, reserved = (
+                _HEADER.unpack_from(data, position)
+            )
+            status = STATUS_OK
+            if reserved != _RESERVED or flags & ~FLAG_CPL:
+                status = STATUS_RESERVED
+            elif lsn == 0 or lsn <= previous:
+                status = STATUS_LSN_ORDER
+            elif kind == KIND_WRITE:
+                if size == 0:
+                    status = STATUS_LENGTH
+                elif offset + size > page_size:
+                    status = STATUS_RANGE
+            elif kind == KIND_PAGE:
+                if offset != 0 or size != page_size:
+                    status = STATUS_LENGTH
+            elif kind == KIND_ZERO:
+                if offset != 0 or size != 0:
+                    status = STATUS_LENGTH
+            else:
+                status = STATUS_KIND
+            body = _padded(size)
+            if status == STATUS_OK and length - position - RECORD_HEADER_SIZE < body:
+                status = STATUS_TRUNCATED
+            if status == STATUS_OK:
+                start = position + RECORD_HEADER_SIZE + size
+                if any(data[start : position + RECORD_HEADER_SIZE + body]):
+                    status = STATUS_PADDING
+            raise_for_status(status, position)
+            yield position, (lsn, backlink, page_no, time, offset, size, kind, flags)
+            previous = lsn
+            position += RECORD_HEADER_SIZE + body
+
+    def validate(
+        self, buf: Buffer, page_size: int, page_lo: int, page_hi: int, backlink: int
+    ) -> BatchSummary:
+        if not _check_page_size(page_size) or page_lo > page_hi:
+            raise_for_status(STATUS_ARGUMENT, 0)
+        count = cpl_count = last_cpl = payload = first = previous = 0
+        for position, fields in self._records(memoryview(buf).cast("B"), page_size):
+            lsn, record_backlink, page_no, _time, _offset, size, _kind, flags = fields
+            if not page_lo <= page_no < page_hi:
+                raise_for_status(STATUS_PAGE, position)
+            if backlink != NO_BACKLINK:
+                expected = backlink if count == 0 else previous
+                if record_backlink != expected:
+                    raise_for_status(STATUS_BACKLINK, position)
+            if count == 0:
+                first = lsn
+            if flags & FLAG_CPL:
+                cpl_count += 1
+                last_cpl = lsn
+            payload += size
+            count += 1
+            previous = lsn
+        return BatchSummary(count, first, previous, cpl_count, last_cpl, payload)
+
+    def index(self, buf: Buffer, page_size: int) -> RecordIndex:
+        if not _check_page_size(page_size):
+            raise_for_status(STATUS_ARGUMENT, 0)
+        records = list(self._records(memoryview(buf).cast("B"), page_size))
+        return RecordIndex(
+            page_nos=array("Q", (fields[2] for _, fields in records)),
+            lsns=array("Q", (fields[0] for _, fields in records)),
+            flags=bytes(fields[7] for _, fields in records),
+            times=array("d", (fields[3] for _, fields in records)),
+            positions=array("Q", (position for position, _ in records)),
+        )
+
+    def apply(
+        self,
+        buf: Buffer,
+        page_size: int,
+        page_nos: array[int],
+        pages: Buffer,
+        page_lsns: array[int] | None,
+        lsn_bound: int,
+        annulled: array[int],
+    ) -> int:
+        if not _check_page_size(page_size) or not _annulled_valid(annulled):
+            raise_for_status(STATUS_ARGUMENT, 0)
+        if any(page_nos[i] <= page_nos[i - 1] for i in range(1, len(page_nos))):
+            raise_for_status(STATUS_ARGUMENT, 0)
+        data = memoryview(buf).cast("B")
+        records = list(self._records(data, page_size))
+        target = memoryview(pages).cast("B")
+        slots = {page_no: slot for slot, page_no in enumerate(page_nos)}
+        ranges = [(annulled[i], annulled[i + 1]) for i in range(0, len(annulled), 2)]
+        applied = 0
+        for position, (lsn, _backlink, page_no, _time, offset, size, kind, _flags) in records:
+            if lsn > lsn_bound:
+                break
+            if any(lo < lsn <= hi for lo, hi in ranges):
+                continue
+            slot = slots.get(page_no)
+            if slot is None:
+                continue
+            if page_lsns is not None:
+                if lsn <= page_lsns[slot]:
+                    continue
+                page_lsns[slot] = lsn
+            base = slot * page_size
+            payload = position + RECORD_HEADER_SIZE
+            if kind == KIND_WRITE:
+                target[base + offset : base + offset + size] = data[payload : payload + size]
+            elif kind == KIND_PAGE:
+                target[base : base + page_size] = data[payload : payload + page_size]
+            else:
+                target[base : base + page_size] = bytes(page_size)
+            applied += 1
+        return applied
+
+
+def _annulled_valid(annulled: array[int]) -> bool:
+    if len(annulled) % 2:
+        return False
+    for i in range(0, len(annulled), 2):
+        if annulled[i] >= annulled[i + 1]:
+            return False
+        if i and annulled[i] < annulled[i - 1]:
+            return False
+    return True
+
+
+# --- the C core ---------------------------------------------------------------------
+
+
+class NativeBackend:
+    """The compiled C core (csrc/aurora.c) through cffi, no copies of inputs."""
+
+    name = "native"
+
+    def __init__(self, module: Any) -> None:
+        self.ffi = module.ffi
+        self.lib = module.lib
+        found = int(self.lib.aus_format_version())
+        if found != FORMAT_VERSION:
+            raise FormatVersionError("the compiled C core", found, FORMAT_VERSION)
+        for name, value in (
+            ("AUS_RECORD_HEADER_SIZE", RECORD_HEADER_SIZE),
+            ("AUS_KIND_WRITE", KIND_WRITE),
+            ("AUS_KIND_PAGE", KIND_PAGE),
+            ("AUS_KIND_ZERO", KIND_ZERO),
+            ("AUS_FLAG_CPL", FLAG_CPL),
+        ):
+            if getattr(self.lib, name) != value:
+                raise NativeCoreError(f"{name} is {getattr(self.lib, name)} in C, {value} here")
+        self._summary = self.ffi.new("uint64_t[6]")
+        self._position = self.ffi.new("size_t *")
+        self._count = self.ffi.new("size_t *")
+        self._applied = self.ffi.new("uint64_t *")
+
+    def validate(
+        self, buf: Buffer, page_size: int, page_lo: int, page_hi: int, backlink: int
+    ) -> BatchSummary:
+        ffi = self.ffi
+        source = ffi.from_buffer("uint8_t[]", buf)
+        summary = self._summary
+        status = self.lib.aus_validate(
+            source, len(source), page_size, page_lo, page_hi, backlink, summary, self._position
+        )
+        raise_for_status(status, self._position[0])
+        return BatchSummary(*(int(summary[i]) for i in range(6)))
+
+    def index(self, buf: Buffer, page_size: int) -> RecordIndex:
+        ffi = self.ffi
+        source = ffi.from_buffer("uint8_t[]", buf)
+        capacity = len(source) // RECORD_HEADER_SIZE
+        page_nos = array("Q", bytes(8 * capacity))
+        lsns = array("Q", bytes(8 * capacity))
+        flags = bytearray(capacity)
+        times = array("d", bytes(8 * capacity))
+        positions = array("Q", bytes(8 * capacity))
+        status = self.lib.aus_index(
+            source,
+            len(source),
+            page_size,
+            capacity,
+            ffi.from_buffer("uint64_t[]", page_nos),
+            ffi.from_buffer("uint64_t[]", lsns),
+            ffi.from_buffer("uint8_t[]", flags),
+            ffi.from_buffer("double[]", times),
+            ffi.from_buffer("uint64_t[]", positions),
+            self._count,
+            self._position,
+        )
+        raise_for_status(status, self._position[0])
+        count = int(self._count[0])
+        for column in (page_nos, lsns, times, positions):
+            del column[count:]
+        return RecordIndex(page_nos, lsns, bytes(flags[:count]), times, positions)
+
+    def apply(
+        self,
+        buf: Buffer,
+        page_size: int,
+        page_nos: array[int],
+        pages: Buffer,
+        page_lsns: array[int] | None,
+        lsn_bound: int,
+        annulled: array[int],
+    ) -> int:
+        ffi = self.ffi
+        if len(annulled) % 2:
+            raise_for_status(STATUS_ARGUMENT, 0)
+        source = ffi.from_buffer("uint8_t[]", buf)
+        status = self.lib.aus_apply(
+            source,
+            len(source),
+            page_size,
+            ffi.from_buffer("uint64_t[]", page_nos),
+            len(page_nos),
+            ffi.from_buffer("uint8_t[]", pages, require_writable=True),
+            ffi.NULL if page_lsns is None else ffi.from_buffer("uint64_t[]", page_lsns),
+            lsn_bound,
+            ffi.from_buffer("uint64_t[]", annulled),
+            len(annulled) // 2,
+            self._applied,
+            self._position,
+        )
+        raise_for_status(status, self._position[0])
+        return int(self._applied[0])
+
+
+def _load_backend(name: str) -> Backend:
+    if name == "python":
+        return PythonBackend()
+    if name == "native":
+        try:
+            from . import _native  # type: ignore[attr-defined]
+        except ImportError as error:
+            raise NativeCoreError(
+                "the compiled C core aurora_storage._native is missing: install the package "
+                "with pip (it compiles csrc/), or set AURORA_STORAGE_BACKEND=python"
+            ) from error
+        return NativeBackend(_native)
+    raise NativeCoreError(f"AURORA_STORAGE_BACKEND={name!r}: expected 'native' or 'python'")
+
+
+BACKEND_NAMES = ("native", "python")
+backend: Backend = _load_backend(os.environ.get("AURORA_STORAGE_BACKEND", "native"))
+
+
+def get_backend(name: str) -> Backend:
+    """A backend by name, for tests and benchmarks that compare the two."""
+    if name == backend.name:
+        return backend
+    return _load_backend(name)
+
+
+def validate(
+    buf: Buffer,
+    page_size: int,
+    page_lo: int = 0,
+    page_hi: int = LSN_MAX,
+    backlink: int | None = None,
+) -> BatchSummary:
+    """Checks a packed record batch; raises :class:`InvalidRecordError` on the first bad record.
+
+    Pages must lie in ``[page_lo, page_hi)``. With ``backlink`` the records must
+    form a chain: the first record's backlink is ``backlink``, each later one's
+    the LSN before it.
+    """
+    return backend.validate(
+        buf, page_size, page_lo, page_hi, NO_BACKLINK if backlink is None else backlink
+    )
+
+
+def index(buf: Buffer, page_size: int) -> RecordIndex:
+    """Validates a batch and returns its per-record columns."""
+    return backend.index(buf, page_size)
+
+
+def apply(
+    buf: Buffer,
+    page_size: int,
+    page_nos: array[int],
+    pages: Buffer,
+    *,
+    page_lsns: array[int] | None = None,
+    lsn_bound: int = LSN_MAX,
+    annulled: Sequence[tuple[int, int]] | array[int] = (),
+) -> int:
+    """Applies a batch to page images; returns how many records were applied.
+
+    ``pages`` holds ``len(page_nos)`` images of ``page_size`` bytes end to end,
+    for the strictly ascending ``page_nos``. Records above ``lsn_bound``, in an
+    annulled range ``(lo, hi]``, or not above ``page_lsns[slot]`` are skipped;
+    ``page_lsns`` is updated to the last LSN applied to each page. The batch is
+    validated first: on error no page is touched.
+    """
+    if len(memoryview(pages).cast("B")) < len(page_nos) * page_size:
+        raise InvalidArgumentError(
+            f"pages holds {len(memoryview(pages).cast('B'))} bytes, "
+            f"fewer than {len(page_nos)} pages of {page_size}"
+        )
+    if page_lsns is not None and len(page_lsns) < len(page_nos):
+        raise InvalidArgumentError("page_lsns is shorter than page_nos")
+    return backend.apply(
+        buf, page_size, page_nos, pages, page_lsns, lsn_bound, _flatten_annulled(annulled)
+    )

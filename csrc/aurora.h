@@ -1,0 +1,103 @@
+/*
+ * aurora-storage C core: everything done once per record or once per byte.
+ *
+ * The record format is specified in docs/format.md ("Redo records"); the
+ * constants below must match it and aurora_storage/log.py, which asserts so
+ * at import. Python owns every buffer: C reads and writes only the memory it
+ * is handed for the duration of one call, never allocates, prints or exits,
+ * and reports problems as an AUS_E_* status plus the byte position of the
+ * first bad record. aurora_storage/native.py maps statuses to exceptions in
+ * one place.
+ *
+ * This header is also read by the cffi build script (cdef), so it holds only
+ * declarations cffi understands: no preprocessor conditionals, no macros with
+ * expressions.
+ */
+#ifndef AURORA_STORAGE_H
+#define AURORA_STORAGE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AUS_FORMAT_VERSION 1
+#define AUS_RECORD_HEADER_SIZE 48
+#define AUS_RECORD_ALIGN 8
+#define AUS_PAGE_SIZE_MIN 4096
+#define AUS_PAGE_SIZE_MAX 65536
+
+/* Record kinds (docs/format.md). Values are on disk: never reuse one. */
+#define AUS_KIND_WRITE 1 /* length bytes at offset within the page */
+#define AUS_KIND_PAGE 2  /* a full page image: offset 0, length page_size */
+#define AUS_KIND_ZERO 3  /* the page becomes zeros: offset 0, length 0 */
+
+/* Record flags. */
+#define AUS_FLAG_CPL 1 /* last record of a mini-transaction */
+
+/* Statuses. Values are part of the Python mapping table in native.py. */
+#define AUS_OK 0
+#define AUS_E_TRUNCATED 1   /* header or payload runs past the buffer end */
+#define AUS_E_KIND 2        /* unknown record kind */
+#define AUS_E_RANGE 3       /* offset + length past the page end */
+#define AUS_E_LSN_ORDER 4   /* LSN zero or not strictly increasing */
+#define AUS_E_RESERVED 5    /* unknown flag bits or nonzero reserved field */
+#define AUS_E_LENGTH 6      /* length does not fit the kind */
+#define AUS_E_PAGE 7        /* page number outside the allowed range */
+#define AUS_E_BACKLINK 8    /* backlink does not continue the chain */
+#define AUS_E_EMPTY 9       /* a batch with no record */
+#define AUS_E_PADDING 10    /* nonzero padding after a payload */
+#define AUS_E_CAPACITY 11   /* an output array is too small */
+#define AUS_E_ARGUMENT 12   /* a bad argument (page size, annulled ranges) */
+
+/* Sentinel for "do not check the backlink chain". */
+#define AUS_NO_BACKLINK 0xFFFFFFFFFFFFFFFF
+
+uint32_t aus_format_version(void);
+
+/*
+ * Check every rule of a packed record batch (docs/format.md, validity rule).
+ * Pages must lie in [page_lo, page_hi). If backlink != AUS_NO_BACKLINK the
+ * first record's backlink must equal it and each later record's backlink must
+ * be the LSN of the record before it. On AUS_OK, summary receives
+ * {record count, first LSN, last LSN, CPL count, last CPL LSN, payload bytes}.
+ * On error, *error_pos is the byte position of the first bad record.
+ */
+int aus_validate(const uint8_t *buf, size_t len, uint32_t page_size,
+                 uint64_t page_lo, uint64_t page_hi, uint64_t backlink,
+                 uint64_t *summary, size_t *error_pos);
+
+/*
+ * Validate (without the backlink or page range checks) and write one entry
+ * per record: its page number, LSN, flags, CPL time and byte position in buf.
+ * Any output pointer may be NULL. capacity is the length of each array.
+ */
+int aus_index(const uint8_t *buf, size_t len, uint32_t page_size,
+              size_t capacity, uint64_t *page_nos, uint64_t *lsns,
+              uint8_t *flags, double *times, uint64_t *positions,
+              size_t *count, size_t *error_pos);
+
+/*
+ * Apply the records of buf to page images, in LSN order. The pages are
+ * page_count images of page_size bytes laid end to end in pages, holding the
+ * page numbers page_nos (strictly ascending). Records of other pages are
+ * skipped. A record is applied only if lsn <= lsn_bound, its LSN lies in no
+ * annulled range (lo, hi] (annulled holds n_annulled pairs lo, hi, sorted by
+ * lo and disjoint), and lsn > page_lsns[i] when page_lsns is not NULL; then
+ * page_lsns[i] becomes its LSN. The whole buffer is validated before any page
+ * is touched: on error nothing is written.
+ */
+int aus_apply(const uint8_t *buf, size_t len, uint32_t page_size,
+              const uint64_t *page_nos, size_t page_count, uint8_t *pages,
+              uint64_t *page_lsns, uint64_t lsn_bound,
+              const uint64_t *annulled, size_t n_annulled,
+              uint64_t *applied, size_t *error_pos);
+
+/*
+ * Benchmark baseline: the same writes as a batch of WRITE records, with no
+ * format, lookup or checks; slots index pages directly.
+ */
+void aus_baseline_writes(uint8_t *pages, uint32_t page_size,
+                         const uint32_t *slots, const uint32_t *offsets,
+                         const uint32_t *lengths, const uint8_t *payload,
+                         size_t count);
+
+#endif

@@ -1,0 +1,55 @@
+"""cffi build script for aurora_storage._native (out-of-line API mode).
+
+setup.py names it in ``cffi_modules``; it reads the real header and source
+files in this folder, so the C code lives in .c/.h files, not in strings.
+Extra compiler flags come from AURORA_STORAGE_CFLAGS (for example
+``-fsanitize=address`` for the sanitizer run described in the README).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from cffi import FFI
+
+HERE = Path(__file__).resolve().parent
+HEADER = HERE / "aurora.h"
+
+
+def cdef_text(header: str) -> str:
+    """The header without preprocessor lines, except AUS_ integer constants."""
+    kept = []
+    for line in header.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            if re.match(r"#define AUS_\w+\s+\S", stripped):
+                kept.append(stripped.split("/*")[0].rstrip())
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
+ffibuilder = FFI()
+ffibuilder.cdef(cdef_text(HEADER.read_text()))
+
+extra_compile_args = ["-O2", "-std=c11", "-Wall", "-Wextra"]
+extra_link_args: list[str] = []
+if os.environ.get("AURORA_STORAGE_CFLAGS"):
+    flags = os.environ["AURORA_STORAGE_CFLAGS"].split()
+    extra_compile_args += flags
+    extra_link_args += flags
+
+ffibuilder.set_source(
+    "aurora_storage._native",
+    '#include "aurora.h"',
+    # Relative to the project root, where setup.py runs the build.
+    sources=["csrc/aurora.c"],
+    include_dirs=["csrc"],
+    extra_compile_args=extra_compile_args,
+    extra_link_args=extra_link_args,
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)
