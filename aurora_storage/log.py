@@ -99,7 +99,9 @@ class BatchBuilder:
         start = len(buffer)
         length = len(payload)
         buffer += bytes(record_size(length))
-        RECORD_HEADER.pack_into(buffer, start, lsn, backlink, page_no, time, offset, length, kind, flags)
+        RECORD_HEADER.pack_into(
+            buffer, start, lsn, backlink, page_no, time, offset, length, kind, flags
+        )
         body = start + native.RECORD_HEADER_SIZE
         buffer[body : body + length] = payload
         if self.count == 0:
@@ -126,7 +128,9 @@ class Frame:
         return FRAME_HEADER_SIZE + len(self.body)
 
 
-def frame_checksum(header: bytes | bytearray | memoryview, body: bytes | bytearray | memoryview) -> int:
+def frame_checksum(
+    header: bytes | bytearray | memoryview, body: bytes | bytearray | memoryview
+) -> int:
     hasher = xxhash.xxh3_64(memoryview(header)[:FRAME_CHECKED_PREFIX])
     hasher.update(body)
     return hasher.intdigest()
@@ -143,7 +147,9 @@ def encode_frame(
 ) -> bytes:
     """A frame around an already packed batch. The writer knows the summary; readers check it."""
     if len(body) > FRAME_BODY_MAX:
-        raise InvalidRecordError(f"frame body of {len(body)} bytes over {FRAME_BODY_MAX}", 0, "length")
+        raise InvalidRecordError(
+            f"frame body of {len(body)} bytes over {FRAME_BODY_MAX}", 0, "length"
+        )
     header = bytearray(
         FRAME_HEADER.pack(
             FRAME_MAGIC,
@@ -178,7 +184,9 @@ def frame_length(buf: bytes | bytearray | memoryview, position: int = 0) -> int:
     if version != FRAME_VERSION:
         raise FormatVersionError(f"frame at byte {position}", version, FRAME_VERSION)
     if header_size != FRAME_HEADER_SIZE:
-        raise CorruptFrameError(f"header size {header_size}, expected {FRAME_HEADER_SIZE}", position)
+        raise CorruptFrameError(
+            f"header size {header_size}, expected {FRAME_HEADER_SIZE}", position
+        )
     (body_length,) = struct.unpack_from("<I", view, position + 52)
     if body_length > FRAME_BODY_MAX:
         raise CorruptFrameError(f"body length {body_length} over {FRAME_BODY_MAX}", position)
@@ -215,7 +223,7 @@ def decode_frame(
         first_lsn,
         last_lsn,
         record_count,
-        body_length,
+        _body_length,
         checksum,
     ) = FRAME_HEADER.unpack_from(view, position)
     header = view[position : position + FRAME_HEADER_SIZE]

@@ -176,8 +176,8 @@ class PythonBackend:
         while position < length:
             if length - position < RECORD_HEADER_SIZE:
                 raise_for_status(STATUS_TRUNCATED, position)
-            lsn, backlink, page_no, time, offset, size, kind, flags, reserved = (
-                _HEADER.unpack_from(data, position)
+            lsn, backlink, page_no, time, offset, size, kind, flags, reserved = _HEADER.unpack_from(
+                data, position
             )
             status = STATUS_OK
             if reserved != _RESERVED or flags & ~FLAG_CPL:
