@@ -91,6 +91,9 @@ int aus_apply(const uint8_t *buf, size_t len, uint32_t page_size,
               const uint64_t *annulled, size_t n_annulled,
               uint64_t *applied, size_t *error_pos);
 
+/* 1 if annulled holds n_annulled ranges (lo, hi] with lo < hi, sorted, disjoint. */
+int aus_annulled_valid(const uint64_t *annulled, size_t n_annulled);
+
 /*
  * Benchmark baseline: the same writes as a batch of WRITE records, with no
  * format, lookup or checks; slots index pages directly.

@@ -15,7 +15,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-HEADER = HERE / "aurora.h"
+HEADERS = [HERE / "aurora.h", HERE / "pagelog.h"]
 
 
 def cdef_text(header: str) -> str:
@@ -32,7 +32,7 @@ def cdef_text(header: str) -> str:
 
 
 ffibuilder = FFI()
-ffibuilder.cdef(cdef_text(HEADER.read_text()))
+ffibuilder.cdef("\n".join(cdef_text(header.read_text()) for header in HEADERS))
 
 extra_compile_args = ["-O2", "-std=c11", "-Wall", "-Wextra"]
 extra_link_args: list[str] = []
@@ -43,9 +43,9 @@ if os.environ.get("AURORA_STORAGE_CFLAGS"):
 
 ffibuilder.set_source(
     "aurora_storage._native",
-    '#include "aurora.h"',
+    '#include "aurora.h"\n#include "pagelog.h"',
     # Relative to the project root, where setup.py runs the build.
-    sources=["csrc/aurora.c"],
+    sources=["csrc/aurora.c", "csrc/pagelog.c"],
     include_dirs=["csrc"],
     extra_compile_args=extra_compile_args,
     extra_link_args=extra_link_args,
