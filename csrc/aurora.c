@@ -222,7 +222,7 @@ static inline ptrdiff_t find_page(const uint64_t *page_nos, size_t page_count,
     return lo < page_count && page_nos[lo] == page_no ? (ptrdiff_t)lo : -1;
 }
 
-static int annulled_valid(const uint64_t *annulled, size_t n_annulled) {
+int aus_annulled_valid(const uint64_t *annulled, size_t n_annulled) {
     for (size_t i = 0; i < n_annulled; i++) {
         if (annulled[2 * i] >= annulled[2 * i + 1]) return 0;
         if (i > 0 && annulled[2 * i] < annulled[2 * i - 1]) return 0;
@@ -237,7 +237,7 @@ int aus_apply(const uint8_t *buf, size_t len, uint32_t page_size,
               uint64_t *applied, size_t *error_pos) {
     *applied = 0;
     *error_pos = 0;
-    if (!page_size_valid(page_size) || !annulled_valid(annulled, n_annulled))
+    if (!page_size_valid(page_size) || !aus_annulled_valid(annulled, n_annulled))
         return AUS_E_ARGUMENT;
     for (size_t i = 1; i < page_count; i++) {
         if (page_nos[i] <= page_nos[i - 1]) return AUS_E_ARGUMENT;
