@@ -9,7 +9,17 @@ byte format.
 from __future__ import annotations
 
 from . import errors
+from .clock import SimulatedClock, WallClock
 from .errors import AuroraStorageError
+from .volume import Transaction, Volume
 
-__all__ = ["AuroraStorageError", "__version__", "errors"]
+__all__ = [
+    "AuroraStorageError",
+    "SimulatedClock",
+    "Transaction",
+    "Volume",
+    "WallClock",
+    "__version__",
+    "errors",
+]
 __version__ = "0.1.0"

@@ -100,3 +100,79 @@ class FormatVersionError(CorruptionError):
 
 class NativeCoreError(AuroraStorageError):
     """The compiled C core is missing, mismatched, or was called wrongly."""
+
+
+class UnknownNodeError(InvalidArgumentError):
+    """A node or AZ name that the cluster does not have."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        super().__init__(f"no node or AZ named {name!r}; known: {', '.join(known)}")
+
+
+class LsnOutOfRangeError(InvalidArgumentError):
+    """A read point above the durable point (VDL) or below zero."""
+
+    def __init__(self, lsn: int, vdl: int) -> None:
+        self.lsn = lsn
+        self.vdl = vdl
+        super().__init__(f"LSN {lsn} is not a readable point: reads go at or below VDL {vdl}")
+
+
+# --- quorums, epochs, limits --------------------------------------------------------
+
+
+class QuorumError(AuroraStorageError):
+    """Too few segments answered for the operation."""
+
+
+class WriteQuorumError(QuorumError):
+    """A commit did not reach 4 of 6 segments in every protection group it touched.
+
+    The commit is in doubt, not lost or undone: its records may still become
+    durable when the missing segments return (gossip and retransmission carry
+    them); until then VDL stays below ``lsn`` and the commit is invisible.
+    """
+
+    def __init__(self, lsn: int, vdl: int, detail: str) -> None:
+        self.lsn = lsn
+        self.vdl = vdl
+        super().__init__(
+            f"commit at LSN {lsn} is not durable (VDL {vdl}): {detail}; it stays invisible "
+            "unless the missing segments return"
+        )
+
+
+class ReadUnavailableError(QuorumError):
+    """No segment able to serve the read point answered."""
+
+    def __init__(self, page_no: int, read_point: int, detail: str) -> None:
+        self.page_no = page_no
+        self.read_point = read_point
+        super().__init__(f"page {page_no} at LSN {read_point} cannot be read: {detail}")
+
+
+class LsnLimitError(AuroraStorageError):
+    """Allocating more LSNs would pass VDL + LAL; the writer waits for acks first."""
+
+    def __init__(self, wanted: int, vdl: int, limit: int) -> None:
+        self.wanted = wanted
+        self.vdl = vdl
+        self.limit = limit
+        super().__init__(
+            f"LSN {wanted} would pass the allocation limit VDL {vdl} + LAL {limit}; "
+            "storage is not acknowledging fast enough"
+        )
+
+
+class StaleEpochError(AuroraStorageError):
+    """A node rejected a request: a newer writer has taken over the volume."""
+
+    def __init__(self, node: str, epoch: int, reason: str) -> None:
+        self.node = node
+        self.epoch = epoch
+        super().__init__(f"node {node} rejected the request: {reason}")
+
+
+class VolumeClosedError(AuroraStorageError):
+    """An operation on a closed volume."""

@@ -147,6 +147,19 @@ def _flatten_annulled(annulled: Sequence[tuple[int, int]] | array[int]) -> array
     return flat
 
 
+def _check_apply_buffers(
+    page_size: int, page_nos: array[int], pages: Buffer, page_lsns: array[int] | None
+) -> None:
+    """Both backends write into ``pages`` and ``page_lsns``: refuse ones too short for page_nos."""
+    if len(memoryview(pages).cast("B")) < len(page_nos) * page_size:
+        raise InvalidArgumentError(
+            f"pages holds {len(memoryview(pages).cast('B'))} bytes, "
+            f"fewer than {len(page_nos)} pages of {page_size}"
+        )
+    if page_lsns is not None and len(page_lsns) < len(page_nos):
+        raise InvalidArgumentError("page_lsns is shorter than page_nos")
+
+
 # --- the pure-Python reference ----------------------------------------------------
 
 
@@ -259,6 +272,7 @@ class PythonBackend:
             raise_for_status(STATUS_ARGUMENT, 0)
         if any(page_nos[i] <= page_nos[i - 1] for i in range(1, len(page_nos))):
             raise_for_status(STATUS_ARGUMENT, 0)
+        _check_apply_buffers(page_size, page_nos, pages, page_lsns)
         data = memoryview(buf).cast("B")
         records = list(self._records(data, page_size))
         target = memoryview(pages).cast("B")
@@ -331,6 +345,9 @@ class NativeBackend:
     def validate(
         self, buf: Buffer, page_size: int, page_lo: int, page_hi: int, backlink: int
     ) -> BatchSummary:
+        # Checked here too: cffi raises OverflowError for a size that is no uint32_t.
+        if not _check_page_size(page_size):
+            raise_for_status(STATUS_ARGUMENT, 0)
         ffi = self.ffi
         source = ffi.from_buffer("uint8_t[]", buf)
         summary = self._summary
@@ -341,6 +358,8 @@ class NativeBackend:
         return BatchSummary(*(int(summary[i]) for i in range(6)))
 
     def index(self, buf: Buffer, page_size: int) -> RecordIndex:
+        if not _check_page_size(page_size):
+            raise_for_status(STATUS_ARGUMENT, 0)
         ffi = self.ffi
         source = ffi.from_buffer("uint8_t[]", buf)
         capacity = len(source) // RECORD_HEADER_SIZE
@@ -378,9 +397,11 @@ class NativeBackend:
         lsn_bound: int,
         annulled: array[int],
     ) -> int:
-        ffi = self.ffi
-        if len(annulled) % 2:
+        if not _check_page_size(page_size) or len(annulled) % 2:
             raise_for_status(STATUS_ARGUMENT, 0)
+        # C writes page_count pages and page LSNs: short buffers would be overrun.
+        _check_apply_buffers(page_size, page_nos, pages, page_lsns)
+        ffi = self.ffi
         source = ffi.from_buffer("uint8_t[]", buf)
         status = self.lib.aus_apply(
             source,
@@ -467,13 +488,67 @@ def apply(
     ``page_lsns`` is updated to the last LSN applied to each page. The batch is
     validated first: on error no page is touched.
     """
-    if len(memoryview(pages).cast("B")) < len(page_nos) * page_size:
-        raise InvalidArgumentError(
-            f"pages holds {len(memoryview(pages).cast('B'))} bytes, "
-            f"fewer than {len(page_nos)} pages of {page_size}"
-        )
-    if page_lsns is not None and len(page_lsns) < len(page_nos):
-        raise InvalidArgumentError("page_lsns is shorter than page_nos")
     return backend.apply(
         buf, page_size, page_nos, pages, page_lsns, lsn_bound, _flatten_annulled(annulled)
     )
+
+
+# --- writer-side stamping ----------------------------------------------------------
+
+
+def _python_stamp(
+    buf: bytearray, page_size: int, first_lsn: int, backlink: int, cpl: bool, time: float
+) -> int:
+    """Reference for csrc/writer.c aus_stamp."""
+    positions = []
+    position = 0
+    while position < len(buf):
+        if len(buf) - position < RECORD_HEADER_SIZE:
+            raise_for_status(STATUS_TRUNCATED, position)
+        (length,) = struct.unpack_from("<I", buf, position + 36)
+        size = RECORD_HEADER_SIZE + _padded(length)
+        if len(buf) - position < size:
+            raise_for_status(STATUS_TRUNCATED, position)
+        positions.append(position)
+        position += size
+    if not positions:
+        raise_for_status(STATUS_EMPTY, 0)
+    if first_lsn == 0 or first_lsn <= backlink or first_lsn + len(positions) > LSN_MAX:
+        raise_for_status(STATUS_ARGUMENT, 0)
+    previous = backlink
+    for lsn, position in enumerate(positions, start=first_lsn):
+        is_cpl = cpl and position == positions[-1]
+        struct.pack_into("<QQ", buf, position, lsn, previous)
+        struct.pack_into("<d", buf, position + 24, time if is_cpl else 0.0)
+        buf[position + 41] = FLAG_CPL if is_cpl else 0
+        previous = lsn
+    PythonBackend().validate(buf, page_size, 0, LSN_MAX, backlink)
+    return previous
+
+
+def stamp(
+    buf: bytearray, page_size: int, first_lsn: int, backlink: int, cpl: bool, time: float
+) -> int:
+    """Gives a packed batch its LSNs from ``first_lsn``, chains backlinks, marks the CPL.
+
+    The writer packs a mini-transaction's records with zero LSNs as they are
+    written and stamps each PG's batch once at commit. Returns the last LSN.
+    """
+    if not isinstance(backend, NativeBackend):
+        return _python_stamp(buf, page_size, first_lsn, backlink, cpl, time)
+    ffi, lib = backend.ffi, backend.lib
+    last = ffi.new("uint64_t *")
+    position = ffi.new("size_t *")
+    status = lib.aus_stamp(
+        ffi.from_buffer("uint8_t[]", buf, require_writable=True),
+        len(buf),
+        page_size,
+        first_lsn,
+        backlink,
+        1 if cpl else 0,
+        time,
+        last,
+        position,
+    )
+    raise_for_status(status, position[0])
+    return int(last[0])

@@ -179,7 +179,9 @@ class PythonPageLog:
         data = memoryview(batch).cast("B")
         ends = [*index.positions[1:], len(data)]
         added = 0
-        for page_no, lsn, start, end in zip(index.page_nos, index.lsns, index.positions, ends, strict=True):
+        for page_no, lsn, start, end in zip(
+            index.page_nos, index.lsns, index.positions, ends, strict=True
+        ):
             page = pages.setdefault(page_no, _PythonPage())
             if lsn <= page.last_lsn:
                 continue

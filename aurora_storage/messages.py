@@ -1,0 +1,155 @@
+"""Messages between the writer and storage nodes, and between nodes (gossip).
+
+Protocol state machines (segment, node, writer) take these and return these;
+a transport moves them. Frames travel as the bytes of docs/format.md
+("Frames"); every other field is a plain value, so a network transport can
+encode a message with msgpack (:func:`encode`, :func:`decode`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+from typing import Any
+
+import msgpack
+
+from .errors import CorruptionError
+
+
+@dataclass(frozen=True, slots=True)
+class WriteFrames:
+    """Writer -> segment: frames of one PG, in LSN order."""
+
+    epoch: int
+    pg_id: int
+    frames: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentState:
+    """Segment -> writer: the segment's SCL, after a write or after it caught up."""
+
+    node: str
+    pg_id: int
+    epoch: int
+    scl: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReadPage:
+    """Writer -> segment: the page as of read_point, annulled ranges excluded.
+
+    required_scl is the last record of the PG at or below read_point as far as
+    the writer knows: a segment whose SCL reaches it holds every record needed.
+    """
+
+    request_id: int
+    pg_id: int
+    page_no: int
+    read_point: int
+    required_scl: int
+    annulled: tuple[int, ...]  # flat (lo, hi] pairs
+
+
+@dataclass(frozen=True, slots=True)
+class PageImage:
+    """Segment -> writer: the answer to a ReadPage; image is empty when problem is set."""
+
+    request_id: int
+    node: str
+    page_no: int
+    scl: int
+    image: bytes
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
+class GossipPull:
+    """Segment -> peer: "I hold everything up to scl; send me what follows"."""
+
+    sender: str
+    pg_id: int
+    scl: int
+
+
+@dataclass(frozen=True, slots=True)
+class GossipPush:
+    """Peer -> segment: frames above the puller's SCL, in chain order."""
+
+    sender: str
+    pg_id: int
+    scl: int
+    frames: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogPull:
+    """Node -> peer, after a restart: which PGs do you hold, at which SCL?"""
+
+    sender: str
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    """Peer -> node: (pg_id, scl) pairs, flattened."""
+
+    sender: str
+    segments: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Node -> sender: a request carried an epoch older than the node's."""
+
+    node: str
+    epoch: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Transport -> node: time passed; run background steps (gossip, coalesce)."""
+
+
+Message = (
+    WriteFrames
+    | SegmentState
+    | ReadPage
+    | PageImage
+    | GossipPull
+    | GossipPush
+    | CatalogPull
+    | Catalog
+    | Rejected
+    | Tick
+)
+
+_TYPES: tuple[type[Any], ...] = (
+    WriteFrames,
+    SegmentState,
+    ReadPage,
+    PageImage,
+    GossipPull,
+    GossipPush,
+    CatalogPull,
+    Catalog,
+    Rejected,
+    Tick,
+)
+_TAGS = {kind: tag for tag, kind in enumerate(_TYPES)}
+
+
+def encode(message: Message) -> bytes:
+    """msgpack of [type tag, fields...] (docs/format.md, "Messages")."""
+    return bytes(msgpack.packb([_TAGS[type(message)], *astuple(message)], use_bin_type=True))
+
+
+def decode(data: bytes) -> Message:
+    try:
+        tag, *fields = msgpack.unpackb(data, raw=False, use_list=True)
+        kind = _TYPES[tag]
+        converted = [tuple(field) if isinstance(field, list) else field for field in fields]
+        message: Message = kind(*converted)
+    except (ValueError, TypeError, IndexError, msgpack.UnpackException) as error:
+        raise CorruptionError(f"undecodable message: {error}") from None
+    return message

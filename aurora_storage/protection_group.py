@@ -1,0 +1,95 @@
+"""The writer's view of one protection group: six segments, quorum sets, PGCL.
+
+A PG's six segments sit on six nodes, two per AZ in three AZs. A write is
+durable once a write quorum (4 of 6) holds it; recovery reads need a read
+quorum (3 of 6); any write quorum and any read quorum intersect. During a
+membership change (replace F by G) a write must reach a write quorum of both
+the old and the new member set: :class:`QuorumSet` holds one or more member
+sets and counts a point as reached only when every set reaches it.
+
+Invariants: PGCL never decreases; frames leave ``outstanding`` only once PGCL
+covers them; the writer allocates a PG's records in chain order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+WRITE_QUORUM = 4
+READ_QUORUM = 3
+SEGMENTS_PER_PG = 6
+
+
+@dataclass(frozen=True)
+class QuorumSet:
+    """One member set per configuration in effect (two during a membership change)."""
+
+    member_sets: tuple[tuple[str, ...], ...]
+    write_quorum: int = WRITE_QUORUM
+    read_quorum: int = READ_QUORUM
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for members in self.member_sets:
+            seen.update(dict.fromkeys(members))
+        return tuple(seen)
+
+    def point(self, scls: dict[str, int], quorum: int) -> int:
+        """Highest LSN that ``quorum`` members of every set have reached."""
+        reached = []
+        for members in self.member_sets:
+            ranked = sorted((scls.get(member, 0) for member in members), reverse=True)
+            reached.append(ranked[quorum - 1])
+        return min(reached)
+
+    def write_point(self, scls: dict[str, int]) -> int:
+        return self.point(scls, self.write_quorum)
+
+    def read_point(self, scls: dict[str, int]) -> int:
+        return self.point(scls, self.read_quorum)
+
+
+@dataclass
+class Outstanding:
+    """A frame sent but not yet covered by PGCL; kept for retransmission."""
+
+    first_lsn: int
+    last_lsn: int
+    frame: bytes
+
+
+@dataclass
+class ProtectionGroup:
+    pg_id: int
+    quorum: QuorumSet
+    tail_lsn: int = 0  # last LSN allocated in this PG: the next record's backlink
+    pgcl: int = 0
+    scls: dict[str, int] = field(default_factory=dict)
+    outstanding: deque[Outstanding] = field(default_factory=deque)
+    # Record LSN boundaries the writer allocated, kept while they may be read points.
+
+    def record_scl(self, node: str, scl: int) -> bool:
+        """Takes a segment's SCL from an ack; True when PGCL moved."""
+        if scl <= self.scls.get(node, 0):
+            return False
+        self.scls[node] = scl
+        pgcl = self.quorum.write_point(self.scls)
+        if pgcl <= self.pgcl:
+            return False
+        self.pgcl = pgcl
+        while self.outstanding and self.outstanding[0].last_lsn <= pgcl:
+            self.outstanding.popleft()
+        return True
+
+    def first_unacknowledged(self) -> int | None:
+        """First LSN of this PG without a write quorum, or None."""
+        return self.outstanding[0].first_lsn if self.outstanding else None
+
+    def readable_nodes(self, required_scl: int) -> list[str]:
+        """Members whose acknowledged SCL reaches ``required_scl``."""
+        return [node for node in self.quorum.members if self.scls.get(node, 0) >= required_scl]
+
+    def lagging(self, frame: Outstanding) -> list[str]:
+        return [node for node in self.quorum.members if self.scls.get(node, 0) < frame.last_lsn]

@@ -1,0 +1,198 @@
+"""One segment: a protection group's replica on one storage node.
+
+A segment owns its chain of frames, its SCL and its page log. It follows the
+storage node write path of the SIGMOD 2017 paper, each step a method:
+
+1. :meth:`receive` - verify and queue incoming frames;
+2. :meth:`persist` - make queued frames durable (memory here) and ack;
+3. :meth:`sort_and_find_holes` - extend the chain from the SCL by backlinks;
+4. :meth:`gossip_pull` / :meth:`gossip_push` - fill holes from peers;
+5. :meth:`coalesce` - fold records into page images;
+6. backup staging - backup.py (not yet);
+7. :meth:`collect_garbage` - drop frames every peer holds and no reader needs;
+8. :meth:`scrub` - re-verify every retained frame's checksum and records.
+
+Invariants: ``scl`` is the last LSN of an unbroken backlink chain from the
+PG's first record, and the page log holds exactly the records of that chain
+above the coalesced images. Frames beyond a hole wait in ``pending`` and are
+bounded by ``PENDING_FRAMES_MAX``.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+
+from . import log
+from .errors import CorruptionError
+from .pagelog import PageLog, new_page_log
+
+PENDING_FRAMES_MAX = 4096  # frames held beyond a hole before new ones are refused
+GOSSIP_FRAMES_MAX = 1024  # frames sent in one gossip push
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How the volume's pages map onto protection groups."""
+
+    page_size: int
+    pages_per_pg: int
+    page_count: int
+
+    def pg_of(self, page_no: int) -> int:
+        return page_no // self.pages_per_pg
+
+    def page_range(self, pg_id: int) -> tuple[int, int]:
+        first = pg_id * self.pages_per_pg
+        return first, min(first + self.pages_per_pg, self.page_count)
+
+
+@dataclass
+class SegmentCounters:
+    frames_received: int = 0
+    frames_duplicate: int = 0
+    frames_corrupt: int = 0
+    frames_refused: int = 0
+    gossip_frames_in: int = 0
+    gossip_frames_out: int = 0
+    records_coalesced: int = 0
+
+
+@dataclass
+class Segment:
+    pg_id: int
+    geometry: Geometry
+    backend: str | None = None
+    scl: int = 0
+    coalesced_lsn: int = 0
+    counters: SegmentCounters = field(default_factory=SegmentCounters)
+
+    def __post_init__(self) -> None:
+        self.page_lo, self.page_hi = self.geometry.page_range(self.pg_id)
+        self.page_log: PageLog = new_page_log(self.geometry.page_size, self.backend)
+        # The chain above the gossip floor, for peers: frames and their last LSNs.
+        self.chain_frames: list[bytes] = []
+        self.chain_last_lsns: list[int] = []
+        # Frames beyond a hole, by backlink: backlink -> (last LSN, frame).
+        self.pending: dict[int, tuple[int, bytes]] = {}
+        self.queued: list[tuple[log.Frame, bytes]] = []
+        self.peer_scls: dict[str, int] = {}
+
+    # 1. receive and queue ----------------------------------------------------------
+
+    def receive(self, frames: tuple[bytes, ...] | list[bytes]) -> None:
+        """Verifies each frame (checksum, then records) and queues the good ones."""
+        for data in frames:
+            self.counters.frames_received += 1
+            try:
+                frame = log.decode_frame(data, self.geometry.page_size, self.page_lo, self.page_hi)
+            except CorruptionError:
+                # A damaged frame is never stored; a peer or the writer resends it.
+                self.counters.frames_corrupt += 1
+                continue
+            if frame.pg_id != self.pg_id:
+                self.counters.frames_corrupt += 1
+                continue
+            self.queued.append((frame, data))
+
+    # 2. persist and ack ------------------------------------------------------------
+
+    def persist(self) -> int:
+        """Makes queued frames durable and chains them; returns the SCL to ack."""
+        for frame, data in self.queued:
+            if frame.last_lsn <= self.scl or frame.backlink in self.pending:
+                self.counters.frames_duplicate += 1
+            elif len(self.pending) >= PENDING_FRAMES_MAX and frame.backlink != self.scl:
+                self.counters.frames_refused += 1
+            else:
+                self.pending[frame.backlink] = (frame.last_lsn, data)
+        self.queued.clear()
+        self.sort_and_find_holes()
+        return self.scl
+
+    # 3. sort and find holes --------------------------------------------------------
+
+    def sort_and_find_holes(self) -> bool:
+        """Extends the chain from the SCL; True if frames still wait beyond a hole."""
+        while self.scl in self.pending:
+            last_lsn, data = self.pending.pop(self.scl)
+            body = memoryview(data)[log.FRAME_HEADER_SIZE :]
+            self.page_log.append(body)
+            self.chain_frames.append(data)
+            self.chain_last_lsns.append(last_lsn)
+            self.scl = last_lsn
+        # Frames the chain overtook (possible only after a duplicate) are stale.
+        for backlink in [b for b in self.pending if b < self.scl]:
+            del self.pending[backlink]
+            self.counters.frames_duplicate += 1
+        return bool(self.pending)
+
+    # 4. gossip -----------------------------------------------------------------------
+
+    def gossip_pull(self, peer_scl: int, peer: str) -> tuple[bytes, ...]:
+        """Frames a peer at ``peer_scl`` lacks, oldest first, at most GOSSIP_FRAMES_MAX."""
+        self.peer_scls[peer] = peer_scl
+        if peer_scl >= self.scl:
+            return ()
+        start = bisect.bisect_right(self.chain_last_lsns, peer_scl)
+        frames = tuple(self.chain_frames[start : start + GOSSIP_FRAMES_MAX])
+        self.counters.gossip_frames_out += len(frames)
+        return frames
+
+    def gossip_push(self, frames: tuple[bytes, ...], peer: str, peer_scl: int) -> int:
+        """Takes frames from a peer; returns the new SCL."""
+        self.peer_scls[peer] = peer_scl
+        self.counters.gossip_frames_in += len(frames)
+        self.receive(frames)
+        return self.persist()
+
+    def frames_above(self, lsn: int) -> int:
+        """How many retained chain frames end above ``lsn``."""
+        return len(self.chain_last_lsns) - bisect.bisect_right(self.chain_last_lsns, lsn)
+
+    # 5. coalesce ---------------------------------------------------------------------
+
+    def coalesce(self, upto_lsn: int, annulled: tuple[int, ...] = ()) -> int:
+        """Folds records <= upto_lsn into page images; the caller vouches no reader needs older."""
+        upto_lsn = min(upto_lsn, self.scl)
+        if upto_lsn <= self.coalesced_lsn:
+            return 0
+        folded = self.page_log.coalesce(
+            upto_lsn, list(zip(annulled[::2], annulled[1::2], strict=True))
+        )
+        self.coalesced_lsn = upto_lsn
+        self.counters.records_coalesced += folded
+        return folded
+
+    # 7. garbage collection ---------------------------------------------------------
+
+    def collect_garbage(self, floor_lsn: int) -> int:
+        """Drops chain frames ending at or below ``floor_lsn`` (every peer holds them)."""
+        cut = bisect.bisect_right(self.chain_last_lsns, floor_lsn)
+        del self.chain_frames[:cut]
+        del self.chain_last_lsns[:cut]
+        return cut
+
+    # 8. scrub ----------------------------------------------------------------------------
+
+    def scrub(self) -> list[str]:
+        """Re-verifies every retained frame; returns a line per problem."""
+        problems = []
+        for data in self.chain_frames:
+            try:
+                log.decode_frame(data, self.geometry.page_size, self.page_lo, self.page_hi)
+            except CorruptionError as error:
+                problems.append(f"pg {self.pg_id}: {error}")
+        return problems
+
+    # reads -----------------------------------------------------------------------------
+
+    def read(self, page_no: int, read_point: int, annulled: tuple[int, ...]) -> bytes:
+        """The page as of ``read_point``; the caller checked ``read_point <= scl``."""
+        pairs = list(zip(annulled[::2], annulled[1::2], strict=True))
+        image, _page_lsn = self.page_log.materialize(page_no, read_point, pairs)
+        return bytes(image)
+
+    def bytes_used(self) -> int:
+        stats = self.page_log.stats()
+        return stats.record_bytes + stats.image_bytes

@@ -1,0 +1,221 @@
+"""How messages reach nodes: the direct transport and the simulated one.
+
+Both implement :class:`Transport`. Endpoints (the writer, each storage node)
+register a handler that takes (message, sender) and returns (destination,
+message) pairs; the transport delivers them. The writer never waits on its
+own: it asks the transport to ``run_until`` a condition holds, so in
+simulation a quorum really is the first four acks to arrive.
+
+- :class:`DirectTransport`: in-process calls in FIFO order, no latency, the
+  embedded default. Down nodes and cut links drop messages.
+- :class:`SimulatedTransport`: seeded latency, loss, duplication, reordering
+  (from random latency), partitions, node and AZ outages, periodic ticks, all
+  in virtual time. The same seed and the same calls give the same delivery
+  order; ``trace_hash`` fingerprints it so a failing seed replays exactly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import xxhash
+
+from . import messages as m
+from .clock import SimulatedClock
+
+Handler = Callable[[m.Message, str], list[tuple[str, m.Message]]]
+
+DELIVERIES_PER_RUN_MAX = 10_000_000  # a run that delivers more is a livelock
+
+
+class Transport:
+    """The seam between protocol state machines and the world."""
+
+    def __init__(self) -> None:
+        self.handlers: dict[str, Handler] = {}
+        self.down: set[str] = set()
+        self.cut_links: set[tuple[str, str]] = set()
+        self.delivered = 0
+        self.dropped = 0
+
+    def register(self, name: str, handler: Handler) -> None:
+        self.handlers[name] = handler
+
+    def now(self) -> float:
+        return 0.0
+
+    def link_open(self, source: str, destination: str) -> bool:
+        return (
+            source not in self.down
+            and destination not in self.down
+            and (source, destination) not in self.cut_links
+        )
+
+    def set_down(self, name: str, down: bool) -> None:
+        if down:
+            self.down.add(name)
+        else:
+            self.down.discard(name)
+
+    def partition(self, groups: Iterable[Iterable[str]]) -> None:
+        """Cuts every link between endpoints of different groups (both ways)."""
+        sets = [set(group) for group in groups]
+        for i, left in enumerate(sets):
+            for right in sets[i + 1 :]:
+                for a in left:
+                    for b in right:
+                        self.cut_links.add((a, b))
+                        self.cut_links.add((b, a))
+
+    def heal(self) -> None:
+        self.cut_links.clear()
+
+    def send(self, source: str, destination: str, message: m.Message) -> None:
+        raise NotImplementedError
+
+    def run_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        """Delivers messages until ``condition()`` holds or nothing more can happen by timeout."""
+        raise NotImplementedError
+
+    def _deliver(self, source: str, destination: str, message: m.Message) -> None:
+        if not self.link_open(source, destination):
+            self.dropped += 1
+            return
+        handler = self.handlers.get(destination)
+        if handler is None:
+            self.dropped += 1
+            return
+        self.delivered += 1
+        for target, reply in handler(message, source):
+            self.send(destination, target, reply)
+
+
+class DirectTransport(Transport):
+    """In-process delivery in FIFO order; everything sent is delivered before run_until returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._queue: deque[tuple[str, str, m.Message]] = deque()
+        self._draining = False
+
+    def send(self, source: str, destination: str, message: m.Message) -> None:
+        self._queue.append((source, destination, message))
+
+    def _drain(self) -> None:
+        if self._draining:  # a handler sent while we deliver: the loop below takes it
+            return
+        self._draining = True
+        try:
+            delivered = 0
+            while self._queue:
+                source, destination, message = self._queue.popleft()
+                self._deliver(source, destination, message)
+                delivered += 1
+                assert delivered < DELIVERIES_PER_RUN_MAX, "message storm in direct transport"
+        finally:
+            self._draining = False
+
+    def run_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        self._drain()
+        return condition()
+
+
+@dataclass(frozen=True)
+class NetworkFaults:
+    """Seeded fault rates of the simulated network."""
+
+    latency_min: float = 0.0005
+    latency_max: float = 0.005
+    loss: float = 0.0
+    duplication: float = 0.0
+
+
+class SimulatedTransport(Transport):
+    """Virtual-time delivery with seeded latency, loss, duplication and reordering."""
+
+    def __init__(
+        self,
+        seed: int,
+        clock: SimulatedClock | None = None,
+        faults: NetworkFaults | None = None,
+        tick_interval: float = 0.05,
+    ) -> None:
+        super().__init__()
+        self.seed = seed
+        self.random = random.Random(seed)
+        self.clock = clock or SimulatedClock()
+        self.faults = faults or NetworkFaults()
+        self.tick_interval = tick_interval
+        self.tick_targets: list[str] = []
+        self._events: list[tuple[float, int, str, str, m.Message]] = []
+        self._sequence = 0
+        self._next_tick = self.clock.now() + tick_interval
+        self._trace = xxhash.xxh3_64()
+        self.lost = 0
+        self.duplicated = 0
+        self.observers: list[Callable[[], None]] = []
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def set_faults(self, faults: NetworkFaults) -> None:
+        self.faults = faults
+
+    def send(self, source: str, destination: str, message: m.Message) -> None:
+        faults = self.faults
+        copies = 1
+        if faults.loss and self.random.random() < faults.loss:
+            self.lost += 1
+            copies = 0
+        elif faults.duplication and self.random.random() < faults.duplication:
+            self.duplicated += 1
+            copies = 2
+        for _ in range(copies):
+            delay = self.random.uniform(faults.latency_min, faults.latency_max)
+            self._sequence += 1
+            event = (self.clock.now() + delay, self._sequence, source, destination, message)
+            heapq.heappush(self._events, event)
+
+    def run_until(self, condition: Callable[[], bool], timeout: float) -> bool:
+        deadline = self.clock.now() + timeout
+        delivered = 0
+        while not condition():
+            next_event = self._events[0][0] if self._events else float("inf")
+            if min(next_event, self._next_tick) > deadline:
+                self.clock.set(max(deadline, self.clock.now()))
+                return condition()
+            if self._next_tick <= next_event:
+                self.clock.set(self._next_tick)
+                self._next_tick += self.tick_interval
+                for target in self.tick_targets:
+                    if target not in self.down:
+                        self._trace.update(f"tick {target} {self.clock.now():.9f}\n".encode())
+                        self._deliver(target, target, m.Tick())
+            else:
+                when, _, source, destination, message = heapq.heappop(self._events)
+                self.clock.set(when)
+                self._trace.update(
+                    f"{when:.9f} {source} {destination} {type(message).__name__}\n".encode()
+                )
+                self._deliver(source, destination, message)
+            for observe in self.observers:
+                observe()
+            delivered += 1
+            assert delivered < DELIVERIES_PER_RUN_MAX, "simulation livelock"
+        return True
+
+    def settle(self, seconds: float) -> None:
+        """Lets virtual time pass, delivering everything due."""
+        self.run_until(lambda: False, seconds)
+
+    @property
+    def trace_hash(self) -> str:
+        return self._trace.hexdigest()
+
+    @property
+    def pending_messages(self) -> int:
+        return len(self._events)

@@ -1,0 +1,554 @@
+"""The writer: LSN allocation, VCL and VDL, commits, reads, and the cluster.
+
+:class:`Volume` is the database instance's side of the storage layer. It
+never writes pages: a :class:`Transaction` (one mini-transaction, MTR) packs
+redo records as they are written; at commit the writer allocates the MTR's
+LSNs in one contiguous range, stamps each protection group's batch in one C
+call, frames it and sends the frame to the PG's six segments. The commit
+returns once VDL reaches the MTR's CPL.
+
+Bookkeeping (names from the SIGMOD papers):
+
+- PGCL of a PG: highest LSN held by a write quorum of its segments;
+- VCL: highest LSN below which every record of the volume has a write quorum,
+  i.e. one below the first unacknowledged record of any PG;
+- VDL: highest CPL at or below VCL; reads default to it;
+- LAL: no LSN is allocated above VDL + LAL.
+
+Invariants: VCL and VDL never decrease; an MTR's records get consecutive
+LSNs, so an MTR is visible entirely (CPL <= VDL) or not at all; a read is
+served by one segment whose acknowledged SCL covers the read point.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from . import log, native
+from . import messages as m
+from .clock import Clock, WallClock
+from .errors import (
+    ConfigurationError,
+    InvalidArgumentError,
+    LsnLimitError,
+    LsnOutOfRangeError,
+    OffsetOutOfRangeError,
+    PageOutOfRangeError,
+    ReadUnavailableError,
+    RecordTooLargeError,
+    StaleEpochError,
+    UnknownNodeError,
+    VolumeClosedError,
+    WriteQuorumError,
+)
+from .node import WRITER, StorageNode
+from .protection_group import Outstanding, ProtectionGroup, QuorumSet
+from .segment import Geometry
+from .transport import DirectTransport, SimulatedTransport, Transport
+
+KIB = 1024
+GIB = 1024**3
+TIB = 1024**4
+PAGE_SIZE_DEFAULT = 16 * KIB
+SEGMENT_SIZE_DEFAULT = 10 * GIB
+CAPACITY_MAX = 128 * TIB
+LAL_DEFAULT = 10_000_000
+COMMIT_TIMEOUT = 10.0  # seconds of transport time a commit waits for its quorum
+READ_HEDGE_DELAY = 0.02  # seconds before a read is also asked of the next segment
+READ_TIMEOUT = 5.0
+AZS = ("az1", "az2", "az3")
+NODE_NAMES = tuple(f"{az}-{suffix}" for az in AZS for suffix in ("a", "b"))
+DURABILITY_MODES = ("memory",)
+MTR_RECORDS_MAX = 100_000  # records in one mini-transaction
+MTR_BYTES_MAX = 64 * 1024 * 1024  # bytes of records of one PG in one mini-transaction
+
+
+@dataclass
+class VolumeOptions:
+    page_size: int = PAGE_SIZE_DEFAULT
+    segment_size: int = SEGMENT_SIZE_DEFAULT
+    capacity: int = CAPACITY_MAX
+    durability: str = "memory"
+    lal: int = LAL_DEFAULT
+    backend: str | None = None
+
+    def check(self) -> None:
+        if not native._check_page_size(self.page_size):
+            raise ConfigurationError(
+                f"page_size {self.page_size} must be a power of two from 4 KiB to 64 KiB"
+            )
+        if self.segment_size < self.page_size or self.segment_size % self.page_size:
+            raise ConfigurationError(
+                f"segment_size {self.segment_size} must be a positive multiple of "
+                f"page_size {self.page_size}"
+            )
+        if not self.page_size <= self.capacity <= CAPACITY_MAX or self.capacity % self.page_size:
+            raise ConfigurationError(
+                f"capacity {self.capacity} must be a multiple of page_size up to 128 TiB"
+            )
+        if self.durability not in DURABILITY_MODES:
+            raise ConfigurationError(
+                f"durability {self.durability!r} is not available; choose from {DURABILITY_MODES}"
+            )
+        if self.lal < 1:
+            raise ConfigurationError(f"lal {self.lal} must be at least 1")
+
+    def geometry(self) -> Geometry:
+        return Geometry(
+            self.page_size, self.segment_size // self.page_size, self.capacity // self.page_size
+        )
+
+
+class Transaction:
+    """One mini-transaction: records packed as written, sent at commit, atomic."""
+
+    __slots__ = ("_batches", "_done", "_records", "_volume", "lsn")
+
+    def __init__(self, volume: Volume) -> None:
+        self._volume = volume
+        self._batches: dict[int, bytearray] = {}
+        self._records = 0
+        self._done = False
+        self.lsn = 0
+
+    def _append(self, page_no: int, kind: int, offset: int, payload: Any) -> None:
+        volume = self._volume
+        if self._done:
+            raise InvalidArgumentError("the transaction has already committed or aborted")
+        if not isinstance(page_no, int) or not 0 <= page_no < volume.geometry.page_count:
+            raise PageOutOfRangeError(page_no, volume.geometry.page_count)
+        if self._records >= MTR_RECORDS_MAX:
+            raise RecordTooLargeError(page_no, self._records + 1, MTR_RECORDS_MAX)
+        pg_id = page_no // volume.geometry.pages_per_pg
+        batch = self._batches.get(pg_id)
+        if batch is None:
+            batch = self._batches[pg_id] = bytearray()
+        length = len(payload)
+        start = len(batch)
+        if start + length > MTR_BYTES_MAX:
+            raise RecordTooLargeError(page_no, start + length, MTR_BYTES_MAX)
+        padded = (length + 7) & ~7
+        batch += bytes(native.RECORD_HEADER_SIZE + padded)
+        log.RECORD_HEADER.pack_into(batch, start, 0, 0, page_no, 0.0, offset, length, kind, 0)
+        body = start + native.RECORD_HEADER_SIZE
+        batch[body : body + length] = payload
+        self._records += 1
+
+    def write(self, page_no: int, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """Redo record: ``data`` goes at ``offset`` in the page."""
+        size = self._volume.geometry.page_size
+        length = len(data)
+        if not isinstance(offset, int) or offset < 0 or length == 0 or offset + length > size:
+            if isinstance(page_no, int) and not 0 <= page_no < self._volume.geometry.page_count:
+                raise PageOutOfRangeError(page_no, self._volume.geometry.page_count)
+            raise OffsetOutOfRangeError(page_no, offset, length, size)
+        self._append(page_no, log.KIND_WRITE, offset, data)
+
+    def put_page(self, page_no: int, image: bytes | bytearray | memoryview) -> None:
+        """Redo record: the whole page becomes ``image`` (exactly one page long)."""
+        size = self._volume.geometry.page_size
+        if len(image) != size:
+            raise RecordTooLargeError(page_no, len(image), size)
+        self._append(page_no, log.KIND_PAGE, 0, image)
+
+    def zero_page(self, page_no: int) -> None:
+        """Redo record: the page becomes zeros."""
+        self._append(page_no, log.KIND_ZERO, 0, b"")
+
+    def commit(self) -> int:
+        if self._done:
+            raise InvalidArgumentError("the transaction has already committed or aborted")
+        self._done = True
+        if self._records:
+            self.lsn = self._volume._commit(self._batches, self._records)
+        return self.lsn
+
+    def abort(self) -> None:
+        self._done = True
+        self._batches.clear()
+
+    def __enter__(self) -> Transaction:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+@dataclass
+class _PendingRead:
+    page_no: int
+    image: bytes | None = None
+    problems: list[str] = field(default_factory=list)
+    answered: set[str] = field(default_factory=set)
+
+
+def _answered_by(pending: _PendingRead, node: str) -> bool:
+    return pending.image is not None or node in pending.answered
+
+
+class Cluster:
+    """Failure control of the six storage nodes, for tests and demos."""
+
+    def __init__(self, volume: Volume) -> None:
+        self._volume = volume
+
+    @property
+    def nodes(self) -> dict[str, StorageNode]:
+        return self._volume.nodes
+
+    def _names(self, name: str) -> list[str]:
+        if name in self.nodes:
+            return [name]
+        members = [node.name for node in self.nodes.values() if node.az == name]
+        if not members:
+            raise UnknownNodeError(name, [*self.nodes, *AZS])
+        return members
+
+    def is_up(self, name: str) -> bool:
+        return name not in self._volume.transport.down
+
+    def fail_node(self, name: str) -> None:
+        """The node stops answering; what it stored stays on its disk."""
+        for node_name in self._names(name):
+            self._volume.transport.set_down(node_name, True)
+
+    def fail_az(self, az: str) -> None:
+        if az not in AZS:
+            raise UnknownNodeError(az, list(AZS))
+        self.fail_node(az)
+
+    def restore_node(self, name: str) -> None:
+        """The node answers again and catches up from its peers by gossip."""
+        volume = self._volume
+        for node_name in self._names(name):
+            volume.transport.set_down(node_name, False)
+            for destination, message in self.nodes[node_name].restart():
+                volume.transport.send(node_name, destination, message)
+        volume._retransmit()
+        volume._settle()
+
+    def restore_az(self, az: str) -> None:
+        if az not in AZS:
+            raise UnknownNodeError(az, list(AZS))
+        self.restore_node(az)
+
+    def partition(self, *groups: list[str] | tuple[str, ...]) -> None:
+        """Cuts links between groups of endpoint names ("writer" and node names)."""
+        known = {WRITER, *self.nodes}
+        for group in groups:
+            for name in group:
+                if name not in known:
+                    raise UnknownNodeError(name, sorted(known))
+        self._volume.transport.partition(groups)
+
+    def heal(self) -> None:
+        volume = self._volume
+        volume.transport.heal()
+        for node in self.nodes.values():
+            if self.is_up(node.name):
+                for destination, message in node.restart():
+                    volume.transport.send(node.name, destination, message)
+        volume._retransmit()
+        volume._settle()
+
+
+class Volume:
+    """A quorum-replicated, log-structured volume seen from its single writer."""
+
+    def __init__(
+        self,
+        options: VolumeOptions,
+        path: str | os.PathLike[str] | None = None,
+        clock: Clock | None = None,
+        transport: Transport | None = None,
+    ) -> None:
+        options.check()
+        self.options = options
+        self.path = None if path is None else os.fspath(path)
+        self.geometry = options.geometry()
+        self.clock: Clock = clock or getattr(transport, "clock", None) or WallClock()
+        self.transport = transport or DirectTransport()
+        self.epoch = 1
+        self.allocated_lsn = 0
+        self._vcl = 0
+        self._vdl = 0
+        self.pgs: dict[int, ProtectionGroup] = {}
+        self._cpls: deque[int] = deque()
+        self._closed = False
+        self._request_ids = itertools.count(1)
+        self._reads: dict[int, _PendingRead] = {}
+        self._rejections: list[m.Rejected] = []
+        self.annulled: tuple[int, ...] = ()
+        self.read_latency: dict[str, float] = {}
+        self.nodes = {
+            name: StorageNode(
+                name, name.split("-")[0], self.geometry, list(NODE_NAMES), options.backend
+            )
+            for name in NODE_NAMES
+        }
+        self.quorum = QuorumSet((NODE_NAMES,))
+        for node in self.nodes.values():
+            self.transport.register(node.name, node.handle)
+        self.transport.register(WRITER, self._handle)
+        if isinstance(self.transport, SimulatedTransport):
+            self.transport.tick_targets = list(NODE_NAMES)
+            self.transport.register(WRITER, self._handle)
+        self.cluster = Cluster(self)
+
+    # --- creation -------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        page_size: int = PAGE_SIZE_DEFAULT,
+        segment_size: int = SEGMENT_SIZE_DEFAULT,
+        capacity: int = CAPACITY_MAX,
+        durability: str = "memory",
+        clock: Clock | None = None,
+        lal: int = LAL_DEFAULT,
+        transport: Transport | None = None,
+        backend: str | None = None,
+    ) -> Volume:
+        """A new empty volume of six nodes in three AZs."""
+        options = VolumeOptions(page_size, segment_size, capacity, durability, lal, backend)
+        return cls(options, path, clock, transport)
+
+    # --- bookkeeping ----------------------------------------------------------------
+
+    @property
+    def vcl(self) -> int:
+        return self._vcl
+
+    @property
+    def vdl(self) -> int:
+        return self._vdl
+
+    def _advance(self) -> None:
+        """Recomputes VCL from the PGs and VDL from the CPLs in flight."""
+        firsts = [
+            first for pg in self.pgs.values() if (first := pg.first_unacknowledged()) is not None
+        ]
+        vcl = min(firsts) - 1 if firsts else self.allocated_lsn
+        if vcl > self._vcl:
+            self._vcl = vcl
+        cpls = self._cpls
+        while cpls and cpls[0] <= self._vcl:
+            self._vdl = cpls.popleft()
+
+    def _handle(self, message: m.Message, sender: str) -> list[tuple[str, m.Message]]:
+        if isinstance(message, m.SegmentState):
+            pg = self.pgs.get(message.pg_id)
+            if (
+                pg is not None
+                and message.epoch == self.epoch
+                and pg.record_scl(message.node, message.scl)
+            ):
+                self._advance()
+        elif isinstance(message, m.PageImage):
+            pending = self._reads.get(message.request_id)
+            if pending is not None:
+                pending.answered.add(message.node)
+                if message.problem:
+                    pending.problems.append(f"{message.node}: {message.problem}")
+                elif pending.image is None:
+                    pending.image = message.image
+        elif isinstance(message, m.Rejected):
+            self._rejections.append(message)
+        return []
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise VolumeClosedError("the volume is closed")
+
+    def _raise_if_fenced(self) -> None:
+        if self._rejections:
+            rejected = self._rejections[-1]
+            raise StaleEpochError(rejected.node, rejected.epoch, rejected.reason)
+
+    # --- writes -----------------------------------------------------------------------
+
+    def transaction(self) -> Transaction:
+        self._check_open()
+        return Transaction(self)
+
+    def _commit(self, batches: dict[int, bytearray], record_count: int) -> int:
+        self._check_open()
+        self._raise_if_fenced()
+        wanted = self.allocated_lsn + record_count
+        limit = self.options.lal
+        if wanted > self._vdl + limit and not self.transport.run_until(
+            lambda: wanted <= self._vdl + limit, COMMIT_TIMEOUT
+        ):
+            raise LsnLimitError(wanted, self._vdl, limit)
+        time = self.clock.now()
+        page_size = self.geometry.page_size
+        lsn = self.allocated_lsn + 1
+        last_pg = max(batches)
+        sends = []
+        for pg_id in sorted(batches):
+            body = batches[pg_id]
+            pg = self.pgs.get(pg_id)
+            if pg is None:
+                pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum)
+            last = native.stamp(body, page_size, lsn, pg.tail_lsn, pg_id == last_pg, time)
+            frame = log.encode_frame(
+                pg_id, self.epoch, pg.tail_lsn, lsn, last, last - lsn + 1, body
+            )
+            pg.tail_lsn = last
+            pg.outstanding.append(Outstanding(lsn, last, frame))
+            sends.append((pg, frame))
+            lsn = last + 1
+        cpl = lsn - 1
+        self.allocated_lsn = cpl
+        self._cpls.append(cpl)
+        for pg, frame in sends:
+            message = m.WriteFrames(self.epoch, pg.pg_id, (frame,))
+            for node in pg.quorum.members:
+                self.transport.send(WRITER, node, message)
+        if not self.transport.run_until(lambda: self._vdl >= cpl, COMMIT_TIMEOUT):
+            self._raise_if_fenced()
+            raise WriteQuorumError(cpl, self._vdl, self._quorum_detail(sends))
+        return cpl
+
+    def _quorum_detail(self, sends: list[tuple[ProtectionGroup, bytes]]) -> str:
+        parts = []
+        for pg, _frame in sends:
+            if pg.first_unacknowledged() is not None:
+                acked = sorted(node for node, scl in pg.scls.items() if scl >= pg.tail_lsn)
+                parts.append(
+                    f"PG {pg.pg_id} acknowledged by {len(acked)} of 6 ({', '.join(acked)})"
+                )
+        blocked = [pg.pg_id for pg in self.pgs.values() if pg.first_unacknowledged() is not None]
+        return "; ".join(parts) or f"an earlier commit in PG {blocked} still lacks a write quorum"
+
+    def _retransmit(self) -> None:
+        """Resends frames without a write quorum to the segments that lack them."""
+        for pg in self.pgs.values():
+            for outstanding in pg.outstanding:
+                message = m.WriteFrames(self.epoch, pg.pg_id, (outstanding.frame,))
+                for node in pg.lagging(outstanding):
+                    self.transport.send(WRITER, node, message)
+
+    def _settle(self) -> None:
+        self.transport.run_until(lambda: False, 0.0)
+
+    # --- reads ------------------------------------------------------------------------
+
+    def read_page(self, page_no: int, lsn: int | None = None) -> bytes:
+        """The page's bytes at ``lsn`` (default: the current VDL), from one segment."""
+        self._check_open()
+        if not isinstance(page_no, int) or not 0 <= page_no < self.geometry.page_count:
+            raise PageOutOfRangeError(page_no, self.geometry.page_count)
+        read_point = self._vdl if lsn is None else lsn
+        if not isinstance(read_point, int) or not 0 <= read_point <= self._vdl:
+            raise LsnOutOfRangeError(read_point, self._vdl)
+        pg = self.pgs.get(self.geometry.pg_of(page_no))
+        if pg is None or read_point == 0:
+            return bytes(self.geometry.page_size)
+        required = min(read_point, pg.tail_lsn)
+        candidates = sorted(
+            pg.readable_nodes(required), key=lambda node: (self.read_latency.get(node, 0.0), node)
+        )
+        if not candidates:
+            raise ReadUnavailableError(page_no, read_point, "no segment has acknowledged it")
+        request_id = next(self._request_ids)
+        pending = self._reads[request_id] = _PendingRead(page_no)
+        request = m.ReadPage(request_id, pg.pg_id, page_no, read_point, required, self.annulled)
+        asked: list[str] = []
+        try:
+            for node in candidates:
+                asked.append(node)
+                started = self.transport.now()
+                self.transport.send(WRITER, node, request)
+                answered = functools.partial(_answered_by, pending, node)
+                if (
+                    self.transport.run_until(answered, READ_HEDGE_DELAY)
+                    and pending.image is not None
+                ):
+                    self._note_latency(node, self.transport.now() - started)
+                    return pending.image
+            # Every candidate was asked; wait a while longer for a late answer.
+            if (
+                self.transport.run_until(
+                    lambda: pending.image is not None or len(pending.answered) == len(asked),
+                    READ_TIMEOUT,
+                )
+                and pending.image is not None
+            ):
+                return pending.image
+        finally:
+            del self._reads[request_id]
+        for node in asked:
+            if node not in pending.answered:
+                self._note_latency(node, READ_TIMEOUT)
+        detail = "; ".join(pending.problems) or f"no answer from {', '.join(asked)}"
+        raise ReadUnavailableError(page_no, read_point, detail)
+
+    def _note_latency(self, node: str, seconds: float) -> None:
+        previous = self.read_latency.get(node, seconds)
+        self.read_latency[node] = 0.8 * previous + 0.2 * seconds
+
+    # --- status and lifecycle -------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        nodes = []
+        for node in self.nodes.values():
+            nodes.append(
+                {
+                    "name": node.name,
+                    "az": node.az,
+                    "up": self.cluster.is_up(node.name),
+                    "epoch": node.epoch,
+                    "segments": len(node.segments),
+                    "bytes": sum(segment.bytes_used() for segment in node.segments.values()),
+                }
+            )
+        pgs = [
+            {
+                "pg": pg.pg_id,
+                "pgcl": pg.pgcl,
+                "tail_lsn": pg.tail_lsn,
+                "scls": {node: pg.scls.get(node, 0) for node in pg.quorum.members},
+                "unacknowledged_frames": len(pg.outstanding),
+            }
+            for pg in sorted(self.pgs.values(), key=lambda pg: pg.pg_id)
+        ]
+        return {
+            "epoch": self.epoch,
+            "page_size": self.geometry.page_size,
+            "pages_per_pg": self.geometry.pages_per_pg,
+            "capacity_bytes": self.geometry.page_count * self.geometry.page_size,
+            "durability": self.options.durability,
+            "allocated_lsn": self.allocated_lsn,
+            "vcl": self._vcl,
+            "vdl": self._vdl,
+            "pg_count": len(self.pgs),
+            "nodes": nodes,
+            "pgs": pgs,
+            "bytes_used": sum(node["bytes"] for node in nodes),
+        }
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> Volume:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
