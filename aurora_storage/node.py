@@ -33,6 +33,7 @@ class StorageNode:
         self.epoch = 1
         self.segments: dict[int, Segment] = {}
         self.rejected_requests = 0
+        self._ticks = 0
 
     def segment(self, pg_id: int) -> Segment:
         segment = self.segments.get(pg_id)
@@ -143,12 +144,15 @@ class StorageNode:
         return [(peer, pull) for peer in self.peers]
 
     def background(self) -> Outgoing:
-        """Periodic work: pull across holes, and tell peers our SCLs (gossip)."""
+        """Periodic work: pull across holes; compare catalogs with one peer, in turn."""
         out: Outgoing = []
         for segment in self.segments.values():
             if segment.pending:
                 out += self._pull_from_peers(segment)
-        out += self.restart()
+        self._ticks += 1
+        if self.peers:
+            peer = self.peers[self._ticks % len(self.peers)]
+            out.append((peer, m.CatalogPull(self.name)))
         return out
 
     def collect_garbage(self) -> None:

@@ -77,6 +77,7 @@ class VolumeOptions:
     durability: str = "memory"
     lal: int = LAL_DEFAULT
     backend: str | None = None
+    commit_timeout: float = COMMIT_TIMEOUT
 
     def check(self) -> None:
         if not native._check_page_size(self.page_size):
@@ -98,6 +99,8 @@ class VolumeOptions:
             )
         if self.lal < 1:
             raise ConfigurationError(f"lal {self.lal} must be at least 1")
+        if not self.commit_timeout > 0:
+            raise ConfigurationError(f"commit_timeout {self.commit_timeout} must be positive")
 
     def geometry(self) -> Geometry:
         return Geometry(
@@ -305,8 +308,7 @@ class Volume:
             self.transport.register(node.name, node.handle)
         self.transport.register(WRITER, self._handle)
         if isinstance(self.transport, SimulatedTransport):
-            self.transport.tick_targets = list(NODE_NAMES)
-            self.transport.register(WRITER, self._handle)
+            self.transport.tick_targets = [*NODE_NAMES, WRITER]
         self.cluster = Cluster(self)
 
     # --- creation -------------------------------------------------------------------
@@ -324,9 +326,12 @@ class Volume:
         lal: int = LAL_DEFAULT,
         transport: Transport | None = None,
         backend: str | None = None,
+        commit_timeout: float = COMMIT_TIMEOUT,
     ) -> Volume:
         """A new empty volume of six nodes in three AZs."""
-        options = VolumeOptions(page_size, segment_size, capacity, durability, lal, backend)
+        options = VolumeOptions(
+            page_size, segment_size, capacity, durability, lal, backend, commit_timeout
+        )
         return cls(options, path, clock, transport)
 
     # --- bookkeeping ----------------------------------------------------------------
@@ -370,6 +375,8 @@ class Volume:
                     pending.image = message.image
         elif isinstance(message, m.Rejected):
             self._rejections.append(message)
+        elif isinstance(message, m.Tick):
+            return self._retransmissions()
         return []
 
     def _check_open(self) -> None:
@@ -393,7 +400,7 @@ class Volume:
         wanted = self.allocated_lsn + record_count
         limit = self.options.lal
         if wanted > self._vdl + limit and not self.transport.run_until(
-            lambda: wanted <= self._vdl + limit, COMMIT_TIMEOUT
+            lambda: wanted <= self._vdl + limit, self.options.commit_timeout
         ):
             raise LsnLimitError(wanted, self._vdl, limit)
         time = self.clock.now()
@@ -421,7 +428,7 @@ class Volume:
             message = m.WriteFrames(self.epoch, pg.pg_id, (frame,))
             for node in pg.quorum.members:
                 self.transport.send(WRITER, node, message)
-        if not self.transport.run_until(lambda: self._vdl >= cpl, COMMIT_TIMEOUT):
+        if not self.transport.run_until(lambda: self._vdl >= cpl, self.options.commit_timeout):
             self._raise_if_fenced()
             raise WriteQuorumError(cpl, self._vdl, self._quorum_detail(sends))
         return cpl
@@ -437,13 +444,18 @@ class Volume:
         blocked = [pg.pg_id for pg in self.pgs.values() if pg.first_unacknowledged() is not None]
         return "; ".join(parts) or f"an earlier commit in PG {blocked} still lacks a write quorum"
 
-    def _retransmit(self) -> None:
-        """Resends frames without a write quorum to the segments that lack them."""
+    def _retransmissions(self) -> list[tuple[str, m.Message]]:
+        """Frames without a write quorum, addressed to the segments that lack them."""
+        out: list[tuple[str, m.Message]] = []
         for pg in self.pgs.values():
             for outstanding in pg.outstanding:
                 message = m.WriteFrames(self.epoch, pg.pg_id, (outstanding.frame,))
-                for node in pg.lagging(outstanding):
-                    self.transport.send(WRITER, node, message)
+                out += [(node, message) for node in pg.lagging(outstanding)]
+        return out
+
+    def _retransmit(self) -> None:
+        for destination, message in self._retransmissions():
+            self.transport.send(WRITER, destination, message)
 
     def _settle(self) -> None:
         self.transport.run_until(lambda: False, 0.0)

@@ -1,0 +1,289 @@
+"""Deterministic simulation: a seeded workload and seeded faults against a model.
+
+A :class:`Simulation` drives a volume over the simulated transport in virtual
+time. Each step commits a random mini-transaction, reads a random page at the
+current or an older read point, or injects or heals a fault (node, AZ,
+writer partition, message loss, duplication and reordering). After every step
+:meth:`Simulation.check` compares the volume with a reference model, a plain
+dict of page images per LSN, and raises :class:`SimulationFailure` naming the
+seed and step. The same seed replays the same trace (``trace_hash``).
+
+Invariants checked:
+
+- every acknowledged commit has CPL <= VDL; VCL and VDL never decrease, and
+  VDL <= VCL <= allocated LSN;
+- every read equals the model at its read point (never an older version,
+  never different bytes), so no mini-transaction is ever partly visible;
+- no segment's SCL exceeds the allocated LSN;
+- after faults stop (:meth:`Simulation.converge`): every segment of every PG
+  reaches the PG's last LSN and all six replicas hold byte-identical pages,
+  equal to the model.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from dataclasses import dataclass, field
+
+from .clock import SimulatedClock
+from .errors import AuroraStorageError, ReadUnavailableError, WriteQuorumError
+from .node import WRITER
+from .transport import NetworkFaults, SimulatedTransport
+from .volume import AZS, NODE_NAMES, Volume
+
+PAGE_SIZE = 4096
+PAGES_PER_PG = 4
+PAGE_COUNT = 64
+
+
+class SimulationFailure(AssertionError):
+    def __init__(self, seed: int, step: int, detail: str) -> None:
+        self.seed = seed
+        self.step = step
+        super().__init__(f"seed {seed}, step {step}: {detail} (replay: Simulation({seed}))")
+
+
+@dataclass
+class Model:
+    """Page images after every commit: page -> ascending LSNs and images."""
+
+    page_size: int
+    lsns: dict[int, list[int]] = field(default_factory=dict)
+    images: dict[int, list[bytes]] = field(default_factory=dict)
+
+    def apply(self, lsn: int, changes: list[tuple[int, int, bytes]]) -> None:
+        current: dict[int, bytearray] = {}
+        for page_no, offset, data in changes:
+            if page_no not in current:
+                current[page_no] = bytearray(self.at(page_no, lsn))
+            current[page_no][offset : offset + len(data)] = data
+        for page_no, image in current.items():
+            self.lsns.setdefault(page_no, []).append(lsn)
+            self.images.setdefault(page_no, []).append(bytes(image))
+
+    def at(self, page_no: int, lsn: int) -> bytes:
+        lsns = self.lsns.get(page_no, [])
+        index = bisect.bisect_right(lsns, lsn)
+        return self.images[page_no][index - 1] if index else bytes(self.page_size)
+
+
+@dataclass
+class Outcome:
+    seed: int
+    steps: int
+    commits_acknowledged: int
+    commits_in_doubt: int
+    reads_served: int
+    reads_unavailable: int
+    vdl: int
+    trace_hash: str
+
+
+class Simulation:
+    def __init__(
+        self,
+        seed: int,
+        *,
+        loss_max: float = 0.3,
+        duplication_max: float = 0.5,
+        fault_rate: float = 0.15,
+    ) -> None:
+        self.seed = seed
+        self.random = random.Random(seed)
+        self.clock = SimulatedClock(1_700_000_000.0)
+        self.transport = SimulatedTransport(seed, self.clock, NetworkFaults(), tick_interval=0.05)
+        self.volume = Volume.create(
+            page_size=PAGE_SIZE,
+            segment_size=PAGE_SIZE * PAGES_PER_PG,
+            capacity=PAGE_SIZE * PAGE_COUNT,
+            clock=self.clock,
+            transport=self.transport,
+            commit_timeout=1.0,
+        )
+        self.model = Model(PAGE_SIZE)
+        self.loss_max = loss_max
+        self.duplication_max = duplication_max
+        self.fault_rate = fault_rate
+        self.step_number = 0
+        self.acknowledged: list[int] = []
+        self.in_doubt: list[int] = []
+        self.committed: list[int] = []  # every CPL handed out, acknowledged or in doubt
+        self.reads_served = 0
+        self.reads_unavailable = 0
+        self.last_vdl = 0
+        self.last_vcl = 0
+
+    def fail(self, detail: str) -> None:
+        raise SimulationFailure(self.seed, self.step_number, detail)
+
+    # --- actions --------------------------------------------------------------------------
+
+    def random_changes(self) -> list[tuple[int, int, bytes]]:
+        rng = self.random
+        changes = []
+        for _ in range(rng.randint(1, 5)):
+            page_no = rng.randrange(PAGE_COUNT)
+            length = rng.randint(1, 64)
+            offset = rng.randrange(PAGE_SIZE - length)
+            changes.append((page_no, offset, rng.randbytes(length)))
+        return changes
+
+    def commit(self, changes: list[tuple[int, int, bytes]] | None = None) -> bool:
+        """Commits one MTR (random unless given); True if acknowledged, False if in doubt."""
+        if changes is None:
+            changes = self.random_changes()
+        tx = self.volume.transaction()
+        for page_no, offset, data in changes:
+            tx.write(page_no, offset, data)
+        # The model learns the MTR at the LSN it gets, acknowledged or in doubt.
+        cpl = self.volume.allocated_lsn + len(changes)
+        self.model.apply(cpl, changes)
+        self.committed.append(cpl)
+        try:
+            lsn = tx.commit()
+        except WriteQuorumError as error:
+            if error.lsn != cpl:
+                self.fail(f"in-doubt commit reports LSN {error.lsn}, allocated {cpl}")
+            self.in_doubt.append(cpl)
+            return False
+        if lsn != cpl:
+            self.fail(f"commit returned LSN {lsn}, expected {cpl}")
+        self.acknowledged.append(lsn)
+        return True
+
+    def read(self, page_no: int | None = None, read_point: int | None = None) -> bool:
+        """Reads a page (random unless given) and checks it; False if no segment could serve."""
+        rng = self.random
+        if page_no is None:
+            page_no = rng.randrange(PAGE_COUNT)
+        vdl = self.volume.vdl
+        if read_point is None:
+            # Read points are consistent points: VDL or an earlier commit's CPL.
+            earlier = [cpl for cpl in self.committed if cpl <= vdl]
+            read_point = vdl if rng.random() < 0.7 or not earlier else rng.choice(earlier)
+        try:
+            image = self.volume.read_page(page_no, lsn=read_point)
+        except ReadUnavailableError:
+            self.reads_unavailable += 1
+            return False
+        self.reads_served += 1
+        expected = self.model.at(page_no, read_point)
+        if image != expected:
+            self.fail(f"page {page_no} at LSN {read_point} differs from the model")
+        return True
+
+    def inject_fault(self) -> None:
+        rng = self.random
+        cluster = self.volume.cluster
+        choice = rng.randrange(7)
+        if choice == 0:
+            cluster.fail_node(rng.choice(NODE_NAMES))
+        elif choice == 1:
+            cluster.fail_az(rng.choice(AZS))
+        elif choice in (2, 3):
+            for name in NODE_NAMES:
+                if not cluster.is_up(name):
+                    cluster.restore_node(name)
+                    break
+        elif choice == 4:
+            isolated = rng.sample(NODE_NAMES, rng.randint(1, 3))
+            cluster.partition([WRITER], isolated)
+        elif choice == 5:
+            cluster.heal()
+        else:
+            self.transport.set_faults(
+                NetworkFaults(
+                    loss=rng.uniform(0, self.loss_max),
+                    duplication=rng.uniform(0, self.duplication_max),
+                )
+            )
+
+    def step(self) -> None:
+        self.step_number += 1
+        roll = self.random.random()
+        if roll < self.fault_rate:
+            self.inject_fault()
+        elif roll < 0.6:
+            self.commit()
+        else:
+            self.read()
+        self.check()
+
+    # --- invariants ---------------------------------------------------------------------
+
+    def check(self) -> None:
+        volume = self.volume
+        vdl, vcl = volume.vdl, volume.vcl
+        if vdl < self.last_vdl or vcl < self.last_vcl:
+            self.fail(f"VDL/VCL went back: {self.last_vdl}/{self.last_vcl} -> {vdl}/{vcl}")
+        if not vdl <= vcl <= volume.allocated_lsn:
+            self.fail(f"VDL {vdl} <= VCL {vcl} <= allocated {volume.allocated_lsn} broken")
+        self.last_vdl, self.last_vcl = vdl, vcl
+        if self.acknowledged and self.acknowledged[-1] > vdl:
+            self.fail(f"acknowledged commit {self.acknowledged[-1]} above VDL {vdl}")
+        for node in volume.nodes.values():
+            for segment in node.segments.values():
+                if segment.scl > volume.allocated_lsn:
+                    self.fail(f"{node.name} PG {segment.pg_id} SCL {segment.scl} above allocated")
+
+    def converge(self, seconds: float = 30.0) -> None:
+        """Stops faults, heals, waits, and demands identical replicas equal to the model."""
+        cluster = self.volume.cluster
+        self.transport.set_faults(NetworkFaults())
+        for name in NODE_NAMES:
+            if not cluster.is_up(name):
+                cluster.restore_node(name)
+        cluster.heal()
+        volume = self.volume
+
+        def converged() -> bool:
+            return all(
+                node.segments.get(pg.pg_id) is not None
+                and node.segments[pg.pg_id].scl == pg.tail_lsn
+                for pg in volume.pgs.values()
+                for node in volume.nodes.values()
+            )
+
+        if not self.transport.run_until(converged, seconds):
+            lagging = [
+                f"{node.name}/PG{pg.pg_id}"
+                for pg in volume.pgs.values()
+                for node in volume.nodes.values()
+                if node.segments.get(pg.pg_id) is None or node.segments[pg.pg_id].scl != pg.tail_lsn
+            ]
+            self.fail(f"replicas did not converge in {seconds} s: {lagging[:6]}")
+        self.transport.run_until(lambda: volume.vcl == volume.allocated_lsn, seconds)
+        if volume.vcl != volume.allocated_lsn:
+            self.fail(f"VCL {volume.vcl} short of {volume.allocated_lsn} after convergence")
+        self.check()
+        vdl = volume.vdl
+        for page_no in range(PAGE_COUNT):
+            pg_id = page_no // PAGES_PER_PG
+            expected = self.model.at(page_no, vdl)
+            if pg_id not in volume.pgs:
+                continue
+            for node in volume.nodes.values():
+                image = node.segments[pg_id].read(page_no, vdl, volume.annulled)
+                if image != expected:
+                    self.fail(f"{node.name} page {page_no} differs from the model at VDL {vdl}")
+
+    def run(self, steps: int) -> Outcome:
+        try:
+            for _ in range(steps):
+                self.step()
+            self.converge()
+        except SimulationFailure:
+            raise
+        except AuroraStorageError as error:
+            self.fail(f"unexpected {type(error).__name__}: {error}")
+        return Outcome(
+            self.seed,
+            self.step_number,
+            len(self.acknowledged),
+            len(self.in_doubt),
+            self.reads_served,
+            self.reads_unavailable,
+            self.volume.vdl,
+            self.transport.trace_hash,
+        )
