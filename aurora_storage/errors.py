@@ -174,5 +174,17 @@ class StaleEpochError(AuroraStorageError):
         super().__init__(f"node {node} rejected the request: {reason}")
 
 
+class VersionGoneError(AuroraStorageError):
+    """A page version older than what storage retains (it was coalesced away)."""
+
+    def __init__(self, page_no: int, lsn: int) -> None:
+        self.page_no = page_no
+        self.lsn = lsn
+        super().__init__(
+            f"page {page_no} at LSN {lsn} is older than what storage retains; "
+            "pin read points with Volume.read_view to keep them"
+        )
+
+
 class VolumeClosedError(AuroraStorageError):
     """An operation on a closed volume."""

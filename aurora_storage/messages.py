@@ -18,11 +18,19 @@ from .errors import CorruptionError
 
 @dataclass(frozen=True, slots=True)
 class WriteFrames:
-    """Writer -> segment: frames of one PG, in LSN order."""
+    """Writer -> segment: frames of one PG, in LSN order.
+
+    retain_lsn: no reader needs a version older than this (the minimum read
+    point), so records at or below it may be coalesced. floor_lsn: every
+    segment of the PG holds the chain up to here, so frames at or below it
+    need not be kept for gossip.
+    """
 
     epoch: int
     pg_id: int
     frames: tuple[bytes, ...]
+    retain_lsn: int = 0
+    floor_lsn: int = 0
 
 
 @dataclass(frozen=True, slots=True)

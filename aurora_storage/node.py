@@ -13,10 +13,11 @@ changes nothing; a segment is never read above its SCL.
 from __future__ import annotations
 
 from . import messages as m
-from .errors import AuroraStorageError
+from .errors import AuroraStorageError, VersionGoneError
 from .segment import Geometry, Segment
 
 WRITER = "writer"
+GONE = "version gone"  # PageImage.problem when the read point was coalesced away
 
 Outgoing = list[tuple[str, m.Message]]
 
@@ -74,6 +75,7 @@ class StorageNode:
         segment = self.segment(message.pg_id)
         segment.receive(message.frames)
         scl = segment.persist()
+        segment.maintain(message.retain_lsn, message.floor_lsn)
         out: Outgoing = [(sender, m.SegmentState(self.name, message.pg_id, self.epoch, scl))]
         if segment.pending:
             out += self._pull_from_peers(segment)
@@ -89,6 +91,8 @@ class StorageNode:
         else:
             try:
                 image = segment.read(message.page_no, message.read_point, message.annulled)
+            except VersionGoneError:
+                problem = GONE
             except AuroraStorageError as error:
                 problem = str(error)
         return [

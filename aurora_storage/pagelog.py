@@ -20,20 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Union
 
 from . import native
-from .errors import AuroraStorageError, InvalidArgumentError, NativeCoreError
+from .errors import InvalidArgumentError, NativeCoreError, VersionGoneError
 from .native import Buffer
 
 STATUS_NOMEM = 13
 STATUS_GONE = 14
-
-
-class VersionGoneError(AuroraStorageError):
-    """A page version older than the segment's coalesced image was asked for."""
-
-    def __init__(self, page_no: int, lsn: int) -> None:
-        self.page_no = page_no
-        self.lsn = lsn
-        super().__init__(f"page {page_no} at LSN {lsn} is older than what the segment retains")
 
 
 @dataclass(frozen=True)

@@ -91,5 +91,9 @@ class ProtectionGroup:
         """Members whose acknowledged SCL reaches ``required_scl``."""
         return [node for node in self.quorum.members if self.scls.get(node, 0) >= required_scl]
 
+    def floor(self) -> int:
+        """Highest LSN every member has acknowledged."""
+        return min(self.scls.get(node, 0) for node in self.quorum.members)
+
     def lagging(self, frame: Outstanding) -> list[str]:
         return [node for node in self.quorum.members if self.scls.get(node, 0) < frame.last_lsn]

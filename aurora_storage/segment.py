@@ -28,6 +28,7 @@ from .errors import CorruptionError
 from .pagelog import PageLog, new_page_log
 
 PENDING_FRAMES_MAX = 4096  # frames held beyond a hole before new ones are refused
+COALESCE_RECORD_BYTES = 32 * 1024 * 1024  # hot log size that triggers coalescing
 GOSSIP_FRAMES_MAX = 1024  # frames sent in one gossip push
 
 
@@ -163,6 +164,13 @@ class Segment:
         self.coalesced_lsn = upto_lsn
         self.counters.records_coalesced += folded
         return folded
+
+    def maintain(self, retain_lsn: int, floor_lsn: int) -> None:
+        """Steps 5 and 7 when due: coalesce a large hot log, drop frames every peer holds."""
+        if self.page_log.stats().record_bytes > COALESCE_RECORD_BYTES:
+            self.coalesce(retain_lsn)
+        if self.chain_last_lsns and self.chain_last_lsns[0] <= floor_lsn:
+            self.collect_garbage(floor_lsn)
 
     # 7. garbage collection ---------------------------------------------------------
 

@@ -26,6 +26,8 @@ import functools
 import itertools
 import os
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -44,10 +46,11 @@ from .errors import (
     RecordTooLargeError,
     StaleEpochError,
     UnknownNodeError,
+    VersionGoneError,
     VolumeClosedError,
     WriteQuorumError,
 )
-from .node import WRITER, StorageNode
+from .node import GONE, WRITER, StorageNode
 from .protection_group import Outstanding, ProtectionGroup, QuorumSet
 from .segment import Geometry
 from .transport import DirectTransport, SimulatedTransport, Transport
@@ -296,6 +299,7 @@ class Volume:
         self._reads: dict[int, _PendingRead] = {}
         self._rejections: list[m.Rejected] = []
         self.annulled: tuple[int, ...] = ()
+        self._pinned: list[int] = []
         self.read_latency: dict[str, float] = {}
         self.nodes = {
             name: StorageNode(
@@ -424,14 +428,31 @@ class Volume:
         cpl = lsn - 1
         self.allocated_lsn = cpl
         self._cpls.append(cpl)
+        retain = self.min_read_point()
         for pg, frame in sends:
-            message = m.WriteFrames(self.epoch, pg.pg_id, (frame,))
+            message = m.WriteFrames(self.epoch, pg.pg_id, (frame,), retain, pg.floor())
             for node in pg.quorum.members:
                 self.transport.send(WRITER, node, message)
         if not self.transport.run_until(lambda: self._vdl >= cpl, self.options.commit_timeout):
             self._raise_if_fenced()
             raise WriteQuorumError(cpl, self._vdl, self._quorum_detail(sends))
         return cpl
+
+    def min_read_point(self) -> int:
+        """Oldest read point any reader may still use: versions below it may be coalesced."""
+        return min([self._vdl, *self._pinned])
+
+    @contextmanager
+    def read_view(self, lsn: int | None = None) -> Iterator[int]:
+        """Pins a read point (default VDL) so segments keep its versions while the block runs."""
+        read_point = self._vdl if lsn is None else lsn
+        if not 0 <= read_point <= self._vdl:
+            raise LsnOutOfRangeError(read_point, self._vdl)
+        self._pinned.append(read_point)
+        try:
+            yield read_point
+        finally:
+            self._pinned.remove(read_point)
 
     def _quorum_detail(self, sends: list[tuple[ProtectionGroup, bytes]]) -> str:
         parts = []
@@ -509,6 +530,8 @@ class Volume:
         for node in asked:
             if node not in pending.answered:
                 self._note_latency(node, READ_TIMEOUT)
+        if any(problem.endswith(GONE) for problem in pending.problems):
+            raise VersionGoneError(page_no, read_point)
         detail = "; ".join(pending.problems) or f"no answer from {', '.join(asked)}"
         raise ReadUnavailableError(page_no, read_point, detail)
 
