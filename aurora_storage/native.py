@@ -357,7 +357,7 @@ class NativeBackend:
                 source, len(source), page_size, page_lo, page_hi, backlink, summary, self._position
             )
         raise_for_status(status, self._position[0])
-        return BatchSummary(*(int(summary[i]) for i in range(6)))
+        return BatchSummary(*ffi.unpack(summary, 6))
 
     def index(self, buf: Buffer, page_size: int) -> RecordIndex:
         if not _check_page_size(page_size):

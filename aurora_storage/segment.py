@@ -78,6 +78,7 @@ class Segment:
         self.pending: dict[int, tuple[int, bytes]] = {}
         self.queued: list[tuple[log.Frame, bytes]] = []
         self.peer_scls: dict[str, int] = {}
+        self.hot_bytes = 0  # record bytes appended since the last coalescing (an upper bound)
 
     # 1. receive and queue ----------------------------------------------------------
 
@@ -119,6 +120,7 @@ class Segment:
             last_lsn, data = self.pending.pop(self.scl)
             body = memoryview(data)[log.FRAME_HEADER_SIZE :]
             self.page_log.append(body)
+            self.hot_bytes += len(body)
             self.chain_frames.append(data)
             self.chain_last_lsns.append(last_lsn)
             self.scl = last_lsn
@@ -163,11 +165,12 @@ class Segment:
         )
         self.coalesced_lsn = upto_lsn
         self.counters.records_coalesced += folded
+        self.hot_bytes = self.page_log.stats().record_bytes
         return folded
 
     def maintain(self, retain_lsn: int, floor_lsn: int) -> None:
         """Steps 5 and 7 when due: coalesce a large hot log, drop frames every peer holds."""
-        if self.page_log.stats().record_bytes > COALESCE_RECORD_BYTES:
+        if self.hot_bytes > COALESCE_RECORD_BYTES:
             self.coalesce(retain_lsn)
         if self.chain_last_lsns and self.chain_last_lsns[0] <= floor_lsn:
             self.collect_garbage(floor_lsn)

@@ -111,6 +111,14 @@ class VolumeOptions:
         )
 
 
+_pack_header = log.RECORD_HEADER.pack
+_PADDING = bytes(8)
+
+
+def _page_room(transaction: Transaction, offset: int) -> int:
+    return int(transaction._volume.geometry.page_size) - offset
+
+
 class Transaction:
     """One mini-transaction: records packed as written, sent at commit, atomic."""
 
@@ -124,36 +132,35 @@ class Transaction:
         self.lsn = 0
 
     def _append(self, page_no: int, kind: int, offset: int, payload: Any) -> None:
-        volume = self._volume
+        """Packs one record with LSN and backlink zero; commit stamps them in C."""
         if self._done:
             raise InvalidArgumentError("the transaction has already committed or aborted")
-        if not isinstance(page_no, int) or not 0 <= page_no < volume.geometry.page_count:
-            raise PageOutOfRangeError(page_no, volume.geometry.page_count)
+        geometry = self._volume.geometry
+        if type(page_no) is not int or not 0 <= page_no < geometry.page_count:
+            raise PageOutOfRangeError(page_no, geometry.page_count)
         if self._records >= MTR_RECORDS_MAX:
             raise RecordTooLargeError(page_no, self._records + 1, MTR_RECORDS_MAX)
-        pg_id = page_no // volume.geometry.pages_per_pg
+        pg_id = page_no // geometry.pages_per_pg
         batch = self._batches.get(pg_id)
         if batch is None:
             batch = self._batches[pg_id] = bytearray()
         length = len(payload)
-        start = len(batch)
-        if start + length > MTR_BYTES_MAX:
-            raise RecordTooLargeError(page_no, start + length, MTR_BYTES_MAX)
-        padded = (length + 7) & ~7
-        batch += bytes(native.RECORD_HEADER_SIZE + padded)
-        log.RECORD_HEADER.pack_into(batch, start, 0, 0, page_no, 0.0, offset, length, kind, 0)
-        body = start + native.RECORD_HEADER_SIZE
-        batch[body : body + length] = payload
+        if len(batch) + length > MTR_BYTES_MAX:
+            raise RecordTooLargeError(page_no, len(batch) + length, MTR_BYTES_MAX)
+        batch += _pack_header(0, 0, page_no, 0.0, offset, length, kind, 0)
+        batch += payload
+        if length & 7:
+            batch += _PADDING[: -length & 7]
         self._records += 1
 
     def write(self, page_no: int, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Redo record: ``data`` goes at ``offset`` in the page."""
-        size = self._volume.geometry.page_size
         length = len(data)
-        if not isinstance(offset, int) or offset < 0 or length == 0 or offset + length > size:
-            if isinstance(page_no, int) and not 0 <= page_no < self._volume.geometry.page_count:
-                raise PageOutOfRangeError(page_no, self._volume.geometry.page_count)
-            raise OffsetOutOfRangeError(page_no, offset, length, size)
+        if type(offset) is not int or offset < 0 or not 0 < length <= _page_room(self, offset):
+            geometry = self._volume.geometry
+            if type(page_no) is int and not 0 <= page_no < geometry.page_count:
+                raise PageOutOfRangeError(page_no, geometry.page_count)
+            raise OffsetOutOfRangeError(page_no, offset, length, geometry.page_size)
         self._append(page_no, log.KIND_WRITE, offset, data)
 
     def put_page(self, page_no: int, image: bytes | bytearray | memoryview) -> None:

@@ -34,7 +34,7 @@ def cdef_text(header: str) -> str:
 ffibuilder = FFI()
 ffibuilder.cdef("\n".join(cdef_text(header.read_text()) for header in HEADERS))
 
-extra_compile_args = ["-O2", "-std=c11", "-Wall", "-Wextra"]
+extra_compile_args = ["-std=c11", "-Wall", "-Wextra"]
 extra_link_args: list[str] = []
 if os.environ.get("AURORA_STORAGE_CFLAGS"):
     flags = os.environ["AURORA_STORAGE_CFLAGS"].split()

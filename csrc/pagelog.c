@@ -39,6 +39,7 @@ struct aus_pagelog {
     uint64_t record_count;
     uint64_t record_bytes;
     uint64_t image_count;
+    uint64_t allocated; /* bytes of record batches and images */
 };
 
 static inline size_t slot_of(uint64_t page_no, size_t table_size) {
@@ -138,56 +139,48 @@ int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
     size_t capacity = len / AUS_RECORD_HEADER_SIZE, count = 0;
     uint64_t *columns = malloc((capacity ? capacity : 1) * 2 * sizeof *columns);
     if (!columns) return AUS_E_NOMEM;
-    uint64_t *page_nos = columns, *positions = columns + capacity;
-    int status = aus_index(buf, len, log->page_size, capacity, page_nos, NULL,
-                           NULL, NULL, positions, &count, error_pos);
-    /* Phase 1: reserve every entry and byte needed, so phase 2 cannot fail. */
-    size_t new_pages = 0;
-    if (status == AUS_OK) {
-        for (size_t i = 0; i < count; i++) {
-            if (!find_entry(log, page_nos[i])) new_pages++;
-        }
-        status = reserve_entries(log, new_pages);
-    }
-    for (size_t i = 0; status == AUS_OK && i < count; i++) {
-        page_entry *entry = find_entry(log, page_nos[i]);
-        if (!entry) {
-            entry = &log->entries[log->entry_count];
-            memset(entry, 0, sizeof *entry);
-            entry->page_no = page_nos[i];
-            table_insert(log->table, log->table_size, page_nos[i],
-                         (uint32_t)log->entry_count);
-            log->entry_count++;
-        }
-        entry->incoming += (i + 1 < count ? positions[i + 1] : len) - positions[i];
-    }
-    for (size_t i = 0; status == AUS_OK && i < count; i++) {
-        page_entry *entry = find_entry(log, page_nos[i]);
-        if (entry->length + entry->incoming > entry->capacity) {
-            size_t grown = entry->capacity ? entry->capacity : 256;
-            while (grown < entry->length + entry->incoming) grown *= 2;
-            uint8_t *records = realloc(entry->records, grown);
-            if (!records) {
-                status = AUS_E_NOMEM;
-                break;
-            }
-            entry->records = records;
-            entry->capacity = grown;
-        }
-    }
-    /* New entries with no record are harmless: they read as zeros. */
-    for (size_t i = 0; i < count; i++) {
-        page_entry *entry = find_entry(log, page_nos[i]);
-        if (entry) entry->incoming = 0;
-    }
+    /* slots[i] holds record i's page number, then its entry index. */
+    uint64_t *slots = columns, *positions = columns + capacity;
+    int status = aus_index(buf, len, log->page_size, capacity, slots, NULL, NULL,
+                           NULL, positions, &count, error_pos);
+    /* Reserve room for every record's page being new, so entries cannot fail. */
+    if (status == AUS_OK) status = reserve_entries(log, count);
     if (status != AUS_OK) {
         free(columns);
         return status;
     }
     for (size_t i = 0; i < count; i++) {
+        page_entry *entry = find_entry(log, slots[i]);
+        if (!entry) {
+            entry = &log->entries[log->entry_count];
+            memset(entry, 0, sizeof *entry);
+            entry->page_no = slots[i];
+            table_insert(log->table, log->table_size, slots[i], (uint32_t)log->entry_count);
+            log->entry_count++;
+        }
+        entry->incoming += (i + 1 < count ? positions[i + 1] : len) - positions[i];
+        slots[i] = (uint64_t)(entry - log->entries);
+    }
+    /* Grow each page's batch once; a failure leaves only empty new entries. */
+    for (size_t i = 0; i < count && status == AUS_OK; i++) {
+        page_entry *entry = &log->entries[slots[i]];
+        if (entry->length + entry->incoming <= entry->capacity) continue;
+        size_t grown = entry->capacity ? entry->capacity : 256;
+        while (grown < entry->length + entry->incoming) grown *= 2;
+        uint8_t *records = realloc(entry->records, grown);
+        if (!records) {
+            status = AUS_E_NOMEM;
+            break;
+        }
+        log->allocated += grown - entry->capacity;
+        entry->records = records;
+        entry->capacity = grown;
+    }
+    for (size_t i = 0; i < count; i++) log->entries[slots[i]].incoming = 0;
+    for (size_t i = 0; i < count && status == AUS_OK; i++) {
         const uint8_t *record = buf + positions[i];
         uint64_t lsn = load_u64(record);
-        page_entry *entry = find_entry(log, page_nos[i]);
+        page_entry *entry = &log->entries[slots[i]];
         if (lsn <= entry->last_lsn) continue; /* duplicate or already folded */
         size_t size = record_bytes(record);
         memcpy(entry->records + entry->length, record, size);
@@ -199,7 +192,7 @@ int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
         (*added)++;
     }
     free(columns);
-    return AUS_OK;
+    return status;
 }
 
 int aus_pagelog_materialize(aus_pagelog *log, uint64_t page_no,
@@ -236,6 +229,7 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
         entry->image = calloc(1, log->page_size);
         if (!entry->image) return AUS_E_NOMEM;
         log->image_count++;
+        log->allocated += log->page_size;
     }
     for (size_t i = 0; i < log->entry_count; i++) {
         page_entry *entry = &log->entries[i];
@@ -266,9 +260,7 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
 
 void aus_pagelog_stats(const aus_pagelog *log, uint64_t *stats) {
     uint64_t allocated = log->entry_capacity * sizeof(page_entry) +
-                         log->table_size * sizeof(uint32_t) +
-                         log->image_count * log->page_size;
-    for (size_t i = 0; i < log->entry_count; i++) allocated += log->entries[i].capacity;
+                         log->table_size * sizeof(uint32_t) + log->allocated;
     stats[0] = log->entry_count;
     stats[1] = log->record_count;
     stats[2] = log->record_bytes;
