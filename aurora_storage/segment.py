@@ -21,7 +21,9 @@ bounded by ``PENDING_FRAMES_MAX``.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from . import log
 from .errors import CorruptionError
@@ -54,6 +56,7 @@ class SegmentCounters:
     frames_duplicate: int = 0
     frames_corrupt: int = 0
     frames_refused: int = 0
+    frames_annulled: int = 0
     gossip_frames_in: int = 0
     gossip_frames_out: int = 0
     records_coalesced: int = 0
@@ -71,11 +74,23 @@ class Segment:
     def __post_init__(self) -> None:
         self.page_lo, self.page_hi = self.geometry.page_range(self.pg_id)
         self.page_log: PageLog = new_page_log(self.geometry.page_size, self.backend)
-        # The chain above the gossip floor, for peers: frames and their last LSNs.
+        # The chain above the gossip floor: frames, their LSN ranges, whether each
+        # ends an MTR (its last record is a CPL). chain_base_lsn: the last LSN of
+        # the newest frame dropped by garbage collection.
         self.chain_frames: list[bytes] = []
+        self.chain_first_lsns: list[int] = []
         self.chain_last_lsns: list[int] = []
-        # Frames beyond a hole, by backlink: backlink -> (last LSN, frame).
-        self.pending: dict[int, tuple[int, bytes]] = {}
+        self.chain_ends_mtr: list[bool] = []
+        self.chain_base_lsn = 0
+        # Called with each frame as it joins the chain (the node appends it to disk).
+        self.on_chain: Callable[[int, bytes], None] | None = None
+        # Truncations (epoch, lo, hi) in force on this node: (lo, hi] is annulled.
+        self.truncations: list[tuple[int, int, int]] = []
+        # True while the segment may have lost acknowledged frames (damage found at
+        # restart): it counts toward no quorum until it has caught up with peers.
+        self.suspect = False
+        # Frames beyond a hole, by backlink: backlink -> (first, last, ends MTR, frame).
+        self.pending: dict[int, tuple[int, int, bool, bytes]] = {}
         self.queued: list[tuple[log.Frame, bytes]] = []
         self.peer_scls: dict[str, int] = {}
         self.hot_bytes = 0  # record bytes appended since the last coalescing (an upper bound)
@@ -95,7 +110,19 @@ class Segment:
             if frame.pg_id != self.pg_id:
                 self.counters.frames_corrupt += 1
                 continue
+            if self.annulled_frame(frame.epoch, frame.first_lsn, frame.last_lsn):
+                self.counters.frames_annulled += 1
+                continue
             self.queued.append((frame, data))
+
+    def annulled_frame(self, epoch: int, first_lsn: int, last_lsn: int) -> bool:
+        """True for a frame a truncation annulled, or one a fenced writer sent after it."""
+        for truncation_epoch, lo, hi in self.truncations:
+            if first_lsn <= hi and last_lsn > lo:
+                return True
+            if epoch < truncation_epoch and last_lsn > lo:
+                return True
+        return False
 
     # 2. persist and ack ------------------------------------------------------------
 
@@ -107,7 +134,8 @@ class Segment:
             elif len(self.pending) >= PENDING_FRAMES_MAX and frame.backlink != self.scl:
                 self.counters.frames_refused += 1
             else:
-                self.pending[frame.backlink] = (frame.last_lsn, data)
+                ends_mtr = frame.summary.last_cpl_lsn == frame.last_lsn
+                self.pending[frame.backlink] = (frame.first_lsn, frame.last_lsn, ends_mtr, data)
         self.queued.clear()
         self.sort_and_find_holes()
         return self.scl
@@ -117,12 +145,16 @@ class Segment:
     def sort_and_find_holes(self) -> bool:
         """Extends the chain from the SCL; True if frames still wait beyond a hole."""
         while self.scl in self.pending:
-            last_lsn, data = self.pending.pop(self.scl)
+            first_lsn, last_lsn, ends_mtr, data = self.pending.pop(self.scl)
+            if self.on_chain is not None:
+                self.on_chain(self.pg_id, data)
             body = memoryview(data)[log.FRAME_HEADER_SIZE :]
             self.page_log.append(body)
             self.hot_bytes += len(body)
             self.chain_frames.append(data)
+            self.chain_first_lsns.append(first_lsn)
             self.chain_last_lsns.append(last_lsn)
+            self.chain_ends_mtr.append(ends_mtr)
             self.scl = last_lsn
         # Frames the chain overtook (possible only after a duplicate) are stale.
         for backlink in [b for b in self.pending if b < self.scl]:
@@ -180,9 +212,41 @@ class Segment:
     def collect_garbage(self, floor_lsn: int) -> int:
         """Drops chain frames ending at or below ``floor_lsn`` (every peer holds them)."""
         cut = bisect.bisect_right(self.chain_last_lsns, floor_lsn)
-        del self.chain_frames[:cut]
-        del self.chain_last_lsns[:cut]
+        if cut:
+            self.chain_base_lsn = self.chain_last_lsns[cut - 1]
+            for column in self._chain_columns():
+                del column[:cut]
         return cut
+
+    def _chain_columns(self) -> tuple[list[Any], ...]:
+        return (self.chain_frames, self.chain_first_lsns, self.chain_last_lsns, self.chain_ends_mtr)
+
+    # truncation (crash recovery, backtrack) --------------------------------------------
+
+    def truncate(self, epoch: int, lo: int, hi: int) -> None:
+        """Annuls (lo, hi]: the chain rewinds to its last frame at or below ``lo``.
+
+        The annulled frames stay on disk (a node skips them when it reloads) and
+        in the page log (reads skip them through the annulled ranges).
+        """
+        if (epoch, lo, hi) not in self.truncations:
+            self.truncations.append((epoch, lo, hi))
+        keep = bisect.bisect_right(self.chain_last_lsns, lo)
+        assert keep or self.chain_base_lsn <= lo, "frames above VDL are never collected"
+        for column in self._chain_columns():
+            del column[keep:]
+        self.scl = self.chain_last_lsns[-1] if self.chain_last_lsns else self.chain_base_lsn
+        for backlink in [b for b, entry in self.pending.items() if entry[1] <= hi]:
+            del self.pending[backlink]
+        self.sort_and_find_holes()
+
+    def intervals_above(self, lsn: int) -> tuple[int, ...]:
+        """Flat (first, last, ends MTR) triples of chain frames ending above ``lsn``."""
+        start = bisect.bisect_right(self.chain_last_lsns, lsn)
+        flat: list[int] = []
+        for i in range(start, len(self.chain_last_lsns)):
+            flat += (self.chain_first_lsns[i], self.chain_last_lsns[i], int(self.chain_ends_mtr[i]))
+        return tuple(flat)
 
     # 8. scrub ----------------------------------------------------------------------------
 

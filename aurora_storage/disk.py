@@ -1,0 +1,252 @@
+"""Where storage nodes keep their files: the real file system or a simulated one.
+
+A :class:`Disk` is the only way nodes touch storage. It offers exactly what
+the node's persistence needs: append to a file, fsync it, read it whole,
+replace a small file atomically, list and remove. Paths are relative to the
+disk's root and never leave it.
+
+- :class:`RealDisk` uses the operating system. ``replace`` writes a temporary
+  file, fsyncs it, renames it over the target and fsyncs the folder; a new
+  file's folder is fsynced too, so a crash never loses a file that was synced.
+- :class:`SimulatedDisk` keeps files in memory and remembers which bytes were
+  synced. ``crash()`` then decides, with a seeded random source, what each
+  unsynced write became: written, dropped, torn (a prefix) or garbled (bits
+  flipped), like SQLite's crash test layer (src/test6.c). Synced bytes always
+  survive.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from .errors import InvalidArgumentError
+
+SYNC_MODES = ("fsync", "os")
+
+
+class Disk(Protocol):
+    def append(self, name: str, data: bytes | bytearray | memoryview) -> int: ...
+
+    def sync(self, name: str) -> None: ...
+
+    def read(self, name: str) -> bytes: ...
+
+    def replace(self, name: str, data: bytes) -> None: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def list(self, prefix: str = "") -> list[str]: ...
+
+    def remove(self, name: str) -> None: ...
+
+    def truncate(self, name: str, size: int) -> None: ...
+
+    def size(self, name: str) -> int: ...
+
+
+def _check_name(name: str) -> str:
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
+        raise InvalidArgumentError(f"bad file name {name!r}")
+    return name
+
+
+class RealDisk:
+    """Files under a folder; ``fsync`` mode syncs data and folders, ``os`` mode never syncs."""
+
+    def __init__(self, root: str | os.PathLike[str], mode: str = "fsync") -> None:
+        if mode not in SYNC_MODES:
+            raise InvalidArgumentError(f"sync mode {mode!r} is not one of {SYNC_MODES}")
+        self.root = Path(root)
+        self.mode = mode
+        self._handles: dict[str, int] = {}
+
+    def _path(self, name: str) -> Path:
+        return self.root / _check_name(name)
+
+    def _sync_folder(self, folder: Path) -> None:
+        if self.mode != "fsync":
+            return
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def _handle(self, name: str) -> int:
+        handle = self._handles.get(name)
+        if handle is None:
+            path = self._path(name)
+            created = not path.exists()
+            if created:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._handles[name] = handle
+            if created:
+                self._sync_folder(path.parent)
+        return handle
+
+    def append(self, name: str, data: bytes | bytearray | memoryview) -> int:
+        handle = self._handle(name)
+        view = memoryview(data)
+        while view:
+            written = os.write(handle, view)
+            view = view[written:]
+        return len(data)
+
+    def sync(self, name: str) -> None:
+        if self.mode == "fsync" and name in self._handles:
+            os.fsync(self._handles[name])
+
+    def read(self, name: str) -> bytes:
+        return self._path(name).read_bytes()
+
+    def replace(self, name: str, data: bytes) -> None:
+        path = self._path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(descriptor, data)
+            if self.mode == "fsync":
+                os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+        self._sync_folder(path.parent)
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).exists()
+
+    def list(self, prefix: str = "") -> list[str]:
+        if not self.root.exists():
+            return []
+        names = []
+        for path in self.root.rglob("*"):
+            if path.is_file() and not path.name.endswith(".tmp"):
+                name = path.relative_to(self.root).as_posix()
+                if name.startswith(prefix):
+                    names.append(name)
+        return sorted(names)
+
+    def remove(self, name: str) -> None:
+        handle = self._handles.pop(name, None)
+        if handle is not None:
+            os.close(handle)
+        self._path(name).unlink(missing_ok=True)
+
+    def truncate(self, name: str, size: int) -> None:
+        descriptor = os.open(self._path(name), os.O_WRONLY)
+        try:
+            os.ftruncate(descriptor, size)
+            if self.mode == "fsync":
+                os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    def size(self, name: str) -> int:
+        return self._path(name).stat().st_size
+
+    def close(self) -> None:
+        for handle in self._handles.values():
+            os.close(handle)
+        self._handles.clear()
+
+
+@dataclass
+class _SimulatedFile:
+    synced: bytearray = field(default_factory=bytearray)
+    unsynced: list[bytes] = field(default_factory=list)  # appends since the last sync
+    exists_synced: bool = False  # the file's name survives a crash
+
+
+class SimulatedDisk:
+    """In-memory files that remember what was synced; ``crash`` mangles the rest."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.random = random.Random(seed)
+        self.files: dict[str, _SimulatedFile] = {}
+        self.sync_error: OSError | None = None  # raised by the next sync, then cleared
+        self.syncs = 0
+
+    def append(self, name: str, data: bytes | bytearray | memoryview) -> int:
+        entry = self.files.setdefault(_check_name(name), _SimulatedFile())
+        entry.unsynced.append(bytes(data))
+        return len(data)
+
+    def sync(self, name: str) -> None:
+        if self.sync_error is not None:
+            error, self.sync_error = self.sync_error, None
+            raise error
+        entry = self.files.get(name)
+        if entry is None:
+            return
+        self.syncs += 1
+        for chunk in entry.unsynced:
+            entry.synced += chunk
+        entry.unsynced.clear()
+        entry.exists_synced = True
+
+    def read(self, name: str) -> bytes:
+        entry = self.files.get(_check_name(name))
+        if entry is None:
+            raise FileNotFoundError(name)
+        return bytes(entry.synced) + b"".join(entry.unsynced)
+
+    def replace(self, name: str, data: bytes) -> None:
+        # Write, sync, rename, sync the folder: atomic and durable on return.
+        self.files[_check_name(name)] = _SimulatedFile(bytearray(data), [], True)
+        self.syncs += 1
+
+    def exists(self, name: str) -> bool:
+        return name in self.files
+
+    def list(self, prefix: str = "") -> list[str]:
+        return sorted(name for name in self.files if name.startswith(prefix))
+
+    def remove(self, name: str) -> None:
+        self.files.pop(name, None)
+
+    def truncate(self, name: str, size: int) -> None:
+        data = self.read(name)[:size]
+        self.files[name] = _SimulatedFile(bytearray(data), [], True)
+
+    def size(self, name: str) -> int:
+        return len(self.read(name))
+
+    def crash(self, mode: str = "random") -> None:
+        """Loses the machine: each unsynced append is written, dropped, torn or garbled.
+
+        ``mode`` forces one outcome for every append ("write", "drop", "tear",
+        "garble") or lets the seeded random source choose per append ("random").
+        Once an append is dropped or torn, later appends to that file are lost
+        too: files are written in order.
+        """
+        outcomes = ("write", "drop", "tear", "garble")
+        for name in list(self.files):
+            entry = self.files[name]
+            if not entry.exists_synced and not entry.synced:
+                if mode == "random" and self.random.random() < 0.5 or mode == "drop":
+                    del self.files[name]
+                    continue
+            data = bytearray(entry.synced)
+            for chunk in entry.unsynced:
+                outcome = self.random.choice(outcomes) if mode == "random" else mode
+                if outcome == "write":
+                    data += chunk
+                elif outcome == "garble":
+                    garbled = bytearray(chunk)
+                    if garbled:
+                        position = self.random.randrange(len(garbled))
+                        garbled[position] ^= 1 << self.random.randrange(8)
+                    data += garbled
+                elif outcome == "tear":
+                    data += chunk[: self.random.randrange(len(chunk) + 1)]
+                    break
+                else:
+                    break
+            self.files[name] = _SimulatedFile(data, [], True)
