@@ -351,7 +351,7 @@ class NativeBackend:
         ffi = self.ffi
         summary = self._summary
         # Each input is released before raising: a traceback keeping a memoryview exported
-        # to cffi crashes the garbage collector of CPython 3.10, 3.11 and 3.12.6 (gh-77894).
+        # to cffi crashes the garbage collector of CPython before 3.12.7 (gh-77894).
         with ffi.from_buffer("uint8_t[]", buf) as source:
             status = self.lib.aus_validate(
                 source, len(source), page_size, page_lo, page_hi, backlink, summary, self._position
