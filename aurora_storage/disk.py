@@ -229,10 +229,12 @@ class SimulatedDisk:
         outcomes = ("write", "drop", "tear", "garble")
         for name in list(self.files):
             entry = self.files[name]
-            if not entry.exists_synced and not entry.synced:
-                if mode == "random" and self.random.random() < 0.5 or mode == "drop":
-                    del self.files[name]
-                    continue
+            never_synced = not entry.exists_synced and not entry.synced
+            if never_synced and (
+                mode == "drop" or (mode == "random" and self.random.random() < 0.5)
+            ):
+                del self.files[name]  # the file's name was never made durable
+                continue
             data = bytearray(entry.synced)
             for chunk in entry.unsynced:
                 outcome = self.random.choice(outcomes) if mode == "random" else mode

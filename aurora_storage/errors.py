@@ -186,5 +186,55 @@ class VersionGoneError(AuroraStorageError):
         )
 
 
+class WrongNodeError(CorruptionError):
+    """A node folder holds another node's or another volume's data."""
+
+    def __init__(self, node: str, found_node: str, found_volume: str) -> None:
+        self.node = node
+        super().__init__(
+            f"the folder of node {node} belongs to node {found_node!r} of volume {found_volume!r}"
+        )
+
+
 class VolumeClosedError(AuroraStorageError):
     """An operation on a closed volume."""
+
+
+class RecoveryError(QuorumError):
+    """Crash recovery could not reach the quorums it needs; nothing was changed."""
+
+
+class VolumeNotFoundError(AuroraStorageError):
+    """The path holds no volume (no readable volume.meta)."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        self.path = path
+        super().__init__(f"{path} is not an aurora-storage volume: {detail}")
+
+
+class VolumeExistsError(InvalidArgumentError):
+    """Volume.create was given a folder that is not empty."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path} exists and is not empty; open it with Volume.open")
+
+
+class MissingNodeError(AuroraStorageError):
+    """Node folders of the volume are missing (open with rebuild_missing=True to rebuild them)."""
+
+    def __init__(self, path: str, nodes: list[str]) -> None:
+        self.path = path
+        self.nodes = nodes
+        super().__init__(
+            f"{path}: node folders missing: {', '.join(nodes)}; Volume.open(path, "
+            "rebuild_missing=True) rebuilds them from their peers"
+        )
+
+
+class VolumeInUseError(AuroraStorageError):
+    """Another writer has the volume open."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path} is open by another writer")

@@ -31,6 +31,7 @@ class WriteFrames:
     frames: tuple[bytes, ...]
     retain_lsn: int = 0
     floor_lsn: int = 0
+    truncations: tuple[int, ...] = ()  # flat (epoch, lo, hi) triples in force
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +100,53 @@ class CatalogPull:
 
 @dataclass(frozen=True, slots=True)
 class Catalog:
-    """Peer -> node: (pg_id, scl) pairs, flattened."""
+    """Peer -> node: (pg_id, scl) pairs, flattened, with the peer's epoch and truncations."""
 
     sender: str
     segments: tuple[int, ...]
+    epoch: int = 0
+    truncations: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryQuery:
+    """Recovering writer -> node: take this epoch (durably), then tell me what you hold."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryState:
+    """Node -> recovering writer.
+
+    segments: flat (pg_id, scl, suspect) triples. intervals: flat (pg_id,
+    first_lsn, last_lsn, ends_mtr) of chain frames above the node's VDL hint.
+    """
+
+    node: str
+    epoch: int
+    vdl_hint: int
+    suspect: int
+    truncations: tuple[int, ...]
+    segments: tuple[int, ...]
+    intervals: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Truncate:
+    """Recovering writer -> node: annul (lo, hi] from this epoch on (durably)."""
+
+    epoch: int
+    lo: int
+    hi: int
+
+
+@dataclass(frozen=True, slots=True)
+class Truncated:
+    """Node -> writer: the truncation of this epoch is durable here."""
+
+    node: str
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +174,10 @@ Message = (
     | Catalog
     | Rejected
     | Tick
+    | RecoveryQuery
+    | RecoveryState
+    | Truncate
+    | Truncated
 )
 
 _TYPES: tuple[type[Any], ...] = (
@@ -143,6 +191,10 @@ _TYPES: tuple[type[Any], ...] = (
     Catalog,
     Rejected,
     Tick,
+    RecoveryQuery,
+    RecoveryState,
+    Truncate,
+    Truncated,
 )
 _TAGS = {kind: tag for tag, kind in enumerate(_TYPES)}
 

@@ -34,7 +34,7 @@ assert struct.pack("<I", MAGIC) == b"AUMT"
 
 
 def encode(kind: int, body: dict[str, Any]) -> bytes:
-    payload = msgpack.packb(body, use_bin_type=True)
+    payload = bytes(msgpack.packb(body, use_bin_type=True))
     header = bytearray(HEADER.pack(MAGIC, VERSION, kind, len(payload), 0, 0))
     checksum = xxhash.xxh3_64(bytes(header[:16]) + payload).intdigest()
     struct.pack_into("<Q", header, 16, checksum)

@@ -544,16 +544,9 @@ def stamp(
     ffi, lib = backend.ffi, backend.lib
     last = ffi.new("uint64_t *")
     position = ffi.new("size_t *")
-    status = lib.aus_stamp(
-        ffi.from_buffer("uint8_t[]", buf, require_writable=True),
-        len(buf),
-        page_size,
-        first_lsn,
-        backlink,
-        1 if cpl else 0,
-        time,
-        last,
-        position,
-    )
+    with ffi.from_buffer("uint8_t[]", buf, require_writable=True) as target:
+        status = lib.aus_stamp(
+            target, len(buf), page_size, first_lsn, backlink, 1 if cpl else 0, time, last, position
+        )
     raise_for_status(status, position[0])
     return int(last[0])

@@ -1,49 +1,272 @@
-"""A storage node: its name and AZ, one segment per protection group, its epoch.
+"""A storage node: its name and AZ, one segment per protection group, its disk, its epoch.
 
 A node is a state machine: :meth:`StorageNode.handle` takes one message and
 returns the messages to send, as (destination, message) pairs. It never
-sleeps, reads a clock or touches a socket; the transport delivers. Segments
-are created when their PG's first frame arrives (or when a peer's catalog
-names it), so an unwritten PG costs nothing.
+sleeps, reads a clock or opens a socket; the transport delivers, and runs the
+fsyncs the node asks for (:meth:`begin_sync`). Segments are created when
+their PG's first frame arrives (or a peer's catalog names it), so an
+unwritten PG costs nothing.
+
+On disk (docs/format.md, "Node folder"): ``node.meta`` (name, volume, epoch,
+truncations, a VDL hint) replaced atomically, and ``pg-<id>.log`` per
+segment, an append-only sequence of frames in the order they joined the
+chain. With ``durability="fsync"`` a node acknowledges only what is synced:
+acks wait in ``held`` until the transport's sync job for them returns.
 
 Invariants: a request with an epoch older than the node's is rejected and
-changes nothing; a segment is never read above its SCL.
+changes nothing; the epoch is durable before the node answers a recovery
+query; a segment is never read above its SCL; a suspect segment (damage
+found at restart) or a node that started empty votes in no recovery quorum
+until it has caught up with three peers.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import log, metafile
 from . import messages as m
-from .errors import AuroraStorageError, VersionGoneError
+from .disk import Disk
+from .errors import AuroraStorageError, CorruptionError, VersionGoneError, WrongNodeError
 from .segment import Geometry, Segment
 
 WRITER = "writer"
 GONE = "version gone"  # PageImage.problem when the read point was coalesced away
+NODE_META = "node.meta"
+META_EVERY_FRAMES = 4096  # the VDL hint is persisted at least this often
+VOUCHERS_NEEDED = 3  # peers a suspect segment must catch up with (a read quorum's worth)
+_LOG_NAME = re.compile(r"^pg-(\d+)\.log$")
 
 Outgoing = list[tuple[str, m.Message]]
 
 
+def log_name(pg_id: int) -> str:
+    return f"pg-{pg_id:08d}.log"
+
+
+def _flat_truncations(truncations: list[tuple[int, int, int]]) -> tuple[int, ...]:
+    return tuple(value for truncation in truncations for value in truncation)
+
+
+def _triples(flat: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+
+
+@dataclass
+class SyncJob:
+    """Files to fsync and the acks to release once they are synced."""
+
+    node: StorageNode
+    names: list[str]
+    acks: Outgoing
+
+    def run(self) -> None:
+        """Runs on a sync thread; raises OSError if the disk fails."""
+        disk = self.node.disk
+        assert disk is not None
+        for name in self.names:
+            disk.sync(name)
+
+
+@dataclass
+class LoadReport:
+    """What a node found on its disk at restart."""
+
+    frames: int = 0
+    bytes: int = 0
+    torn_tails_cut: int = 0
+    damaged_ranges: int = 0
+    started_empty: bool = False
+
+
 class StorageNode:
     def __init__(
-        self, name: str, az: str, geometry: Geometry, peers: list[str], backend: str | None = None
+        self,
+        name: str,
+        az: str,
+        geometry: Geometry,
+        peers: list[str],
+        backend: str | None = None,
+        disk: Disk | None = None,
+        volume_id: str = "",
+        durability: str = "memory",
     ) -> None:
         self.name = name
         self.az = az
         self.geometry = geometry
         self.peers = [peer for peer in peers if peer != name]
         self.backend = backend
+        self.disk = disk
+        self.volume_id = volume_id
+        self.durability = durability
         self.epoch = 1
+        self.truncations: list[tuple[int, int, int]] = []
+        self.vdl_hint = 0
+        self.writer = WRITER
         self.segments: dict[int, Segment] = {}
         self.rejected_requests = 0
+        self.suspect = False
+        self.vouched_by: set[str] = set()
+        self.failed = ""  # why the node stopped (an fsync error); empty while healthy
+        self.dirty: set[str] = set()
+        self.held: Outgoing = []
+        self.load_report = LoadReport()
         self._ticks = 0
+        self._frames_since_meta = 0
+
+    # --- segments ---------------------------------------------------------------------
 
     def segment(self, pg_id: int) -> Segment:
         segment = self.segments.get(pg_id)
         if segment is None:
             segment = Segment(pg_id, self.geometry, self.backend)
+            segment.truncations = list(self.truncations)
+            segment.suspect = self.suspect
+            if self.disk is not None:
+                segment.on_chain = self._append_to_disk
             self.segments[pg_id] = segment
         return segment
 
+    def _append_to_disk(self, pg_id: int, frame: bytes) -> None:
+        assert self.disk is not None
+        name = log_name(pg_id)
+        self.disk.append(name, frame)
+        self.dirty.add(name)
+        self._frames_since_meta += 1
+
+    # --- persistence ----------------------------------------------------------------
+
+    def _meta_body(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "az": self.az,
+            "volume_id": self.volume_id,
+            "epoch": self.epoch,
+            "truncations": [list(t) for t in self.truncations],
+            "vdl_hint": self.vdl_hint,
+        }
+
+    def write_meta(self) -> None:
+        """Replaces node.meta atomically and durably (temporary file, fsync, rename, fsync)."""
+        if self.disk is not None:
+            self.disk.replace(NODE_META, metafile.encode(metafile.KIND_NODE, self._meta_body()))
+            self._frames_since_meta = 0
+
+    def load(self) -> LoadReport:
+        """Rebuilds the node from its disk: metadata, then every segment's log.
+
+        A frame cut short at the end of a log (a torn write, never acknowledged)
+        is cut off. A damaged frame with good frames after it, or a damaged last
+        frame of full length (maybe acknowledged), is never trusted: the segment
+        becomes suspect and refetches what it lacks from peers by gossip.
+        Raises :class:`WrongNodeError` for another node's or volume's folder.
+        """
+        disk = self.disk
+        assert disk is not None
+        report = self.load_report = LoadReport()
+        if not disk.exists(NODE_META):
+            if disk.list("pg-"):
+                raise CorruptionError(f"node {self.name}: logs present but node.meta is missing")
+            # A node that lost its disk knows nothing, including what it acknowledged.
+            report.started_empty = True
+            self.suspect = True
+            self.write_meta()
+            return report
+        meta = metafile.decode(disk.read(NODE_META), metafile.KIND_NODE, f"{self.name}/node.meta")
+        if meta.get("name") != self.name or meta.get("volume_id") != self.volume_id:
+            raise WrongNodeError(self.name, str(meta.get("name")), str(meta.get("volume_id")))
+        self.epoch = int(meta["epoch"])
+        self.truncations = [(int(e), int(lo), int(hi)) for e, lo, hi in meta["truncations"]]
+        self.vdl_hint = int(meta["vdl_hint"])
+        for name in disk.list("pg-"):
+            match = _LOG_NAME.match(name)
+            if match is None:
+                continue
+            self._load_segment(int(match.group(1)), name, report)
+        return report
+
+    def _load_segment(self, pg_id: int, name: str, report: LoadReport) -> None:
+        assert self.disk is not None
+        data = self.disk.read(name)
+        segment = self.segment(pg_id)
+        segment.on_chain = None  # these frames are on disk already
+        position = 0
+        while position < len(data):
+            try:
+                frame = log.decode_frame(
+                    data, self.geometry.page_size, segment.page_lo, segment.page_hi, position
+                )
+            except CorruptionError:
+                following = _next_valid_frame(data, position + 1, self.geometry, segment)
+                if following is None:
+                    try:
+                        complete = len(data) - position >= log.frame_length(data, position)
+                    except CorruptionError:
+                        complete = len(data) - position >= log.FRAME_HEADER_SIZE
+                    if complete:
+                        segment.suspect = True
+                        report.damaged_ranges += 1
+                    else:
+                        report.torn_tails_cut += 1
+                    self.disk.truncate(name, position)
+                    break
+                segment.suspect = True
+                report.damaged_ranges += 1
+                position = following
+                continue
+            size = frame.size
+            report.frames += 1
+            report.bytes += size
+            if not segment.annulled_frame(frame.epoch, frame.first_lsn, frame.last_lsn):
+                segment.queued.append((frame, bytes(data[position : position + size])))
+            position += size
+        segment.persist()
+        segment.on_chain = self._append_to_disk
+
+    # --- syncing ---------------------------------------------------------------------
+
+    def begin_sync(self) -> SyncJob | None:
+        """The fsync work due now (group commit): every dirty file, every held ack."""
+        if self.durability != "fsync":
+            self.dirty.clear()
+            return None
+        if not self.dirty and not self.held:
+            return None
+        job = SyncJob(self, sorted(self.dirty), self.held)
+        self.dirty = set()
+        self.held = []
+        return job
+
+    def sync_failed(self, error: OSError) -> None:
+        """An fsync failed: nothing it covered is acknowledged, and the node stops.
+
+        It does not retry and trust the page cache (fsyncgate): a restart
+        reloads and re-verifies everything from disk.
+        """
+        self.failed = f"fsync failed: {error}"
+        self.held.clear()
+        self.dirty.clear()
+
+    # --- messages ---------------------------------------------------------------------
+
     def handle(self, message: m.Message, sender: str) -> Outgoing:
+        if self.failed:
+            return []
+        out = self._dispatch(message, sender)
+        if self.durability == "fsync" and self.disk is not None:
+            # An SCL may be reported only once the frames under it are synced.
+            ready: Outgoing = []
+            for destination, reply in out:
+                if isinstance(reply, m.SegmentState):
+                    self.held.append((destination, reply))
+                else:
+                    ready.append((destination, reply))
+            return ready
+        return out
+
+    def _dispatch(self, message: m.Message, sender: str) -> Outgoing:
         if isinstance(message, m.WriteFrames):
             return self._on_write(message, sender)
         if isinstance(message, m.ReadPage):
@@ -53,9 +276,16 @@ class StorageNode:
         if isinstance(message, m.GossipPush):
             return self._on_gossip_push(message)
         if isinstance(message, m.CatalogPull):
-            return [(message.sender, m.Catalog(self.name, self._catalog()))]
+            catalog = m.Catalog(
+                self.name, self._catalog(), self.epoch, _flat_truncations(self.truncations)
+            )
+            return [(message.sender, catalog)]
         if isinstance(message, m.Catalog):
             return self._on_catalog(message)
+        if isinstance(message, m.RecoveryQuery):
+            return self._on_recovery_query(message, sender)
+        if isinstance(message, m.Truncate):
+            return self._on_truncate(message, sender)
         if isinstance(message, m.Tick):
             return self.background()
         return []
@@ -65,17 +295,40 @@ class StorageNode:
             self.rejected_requests += 1
             reason = f"epoch {epoch} is older than node {self.name}'s epoch {self.epoch}"
             return [(sender, m.Rejected(self.name, self.epoch, reason))]
-        self.epoch = epoch
         return None
+
+    def _adopt(self, epoch: int, truncations: tuple[int, ...], writer: str | None) -> None:
+        """Takes a newer epoch and the truncations decided with it; durable before use."""
+        changed = False
+        for truncation in _triples(truncations):
+            if truncation not in self.truncations:
+                self.truncations.append(truncation)
+                for segment in self.segments.values():
+                    segment.truncate(*truncation)
+                changed = True
+        if epoch > self.epoch:
+            self.epoch = epoch
+            changed = True
+        if writer is not None:
+            self.writer = writer
+        if changed:
+            self.write_meta()
 
     def _on_write(self, message: m.WriteFrames, sender: str) -> Outgoing:
         stale = self._stale(message.epoch, sender)
         if stale is not None:
             return stale
+        if message.epoch > self.epoch or len(message.truncations) != 3 * len(self.truncations):
+            self._adopt(message.epoch, message.truncations, sender)
+        self.writer = sender
         segment = self.segment(message.pg_id)
         segment.receive(message.frames)
         scl = segment.persist()
         segment.maintain(message.retain_lsn, message.floor_lsn)
+        if message.retain_lsn > self.vdl_hint:
+            self.vdl_hint = message.retain_lsn
+            if self._frames_since_meta >= META_EVERY_FRAMES:
+                self.write_meta()
         out: Outgoing = [(sender, m.SegmentState(self.name, message.pg_id, self.epoch, scl))]
         if segment.pending:
             out += self._pull_from_peers(segment)
@@ -87,7 +340,10 @@ class StorageNode:
         problem = ""
         image = b""
         if segment is None or scl < message.required_scl:
-            problem = f"SCL {scl} is below {message.required_scl}, needed at read point {message.read_point}"
+            problem = (
+                f"SCL {scl} is below {message.required_scl}, "
+                f"needed at read point {message.read_point}"
+            )
         else:
             try:
                 image = segment.read(message.page_no, message.read_point, message.annulled)
@@ -95,12 +351,8 @@ class StorageNode:
                 problem = GONE
             except AuroraStorageError as error:
                 problem = str(error)
-        return [
-            (
-                sender,
-                m.PageImage(message.request_id, self.name, message.page_no, scl, image, problem),
-            )
-        ]
+        reply = m.PageImage(message.request_id, self.name, message.page_no, scl, image, problem)
+        return [(sender, reply)]
 
     def _pull_from_peers(self, segment: Segment) -> Outgoing:
         pull = m.GossipPull(self.name, segment.pg_id, segment.scl)
@@ -121,10 +373,12 @@ class StorageNode:
         scl = segment.gossip_push(message.frames, message.sender, message.scl)
         out: Outgoing = []
         if scl > before:
-            out.append((WRITER, m.SegmentState(self.name, message.pg_id, self.epoch, scl)))
+            out.append((self.writer, m.SegmentState(self.name, message.pg_id, self.epoch, scl)))
         if scl < message.scl:
             # The peer holds more than one push carries: keep pulling.
             out.append((message.sender, m.GossipPull(self.name, message.pg_id, scl)))
+        else:
+            self._vouch(segment, message.sender, message.scl)
         return out
 
     def _catalog(self) -> tuple[int, ...]:
@@ -134,12 +388,73 @@ class StorageNode:
         return tuple(flat)
 
     def _on_catalog(self, message: m.Catalog) -> Outgoing:
+        if message.epoch > self.epoch or len(message.truncations) > 3 * len(self.truncations):
+            self._adopt(message.epoch, message.truncations, None)
         out: Outgoing = []
         for pg_id, peer_scl in zip(message.segments[::2], message.segments[1::2], strict=True):
             segment = self.segment(pg_id)
             segment.peer_scls[message.sender] = peer_scl
             if peer_scl > segment.scl:
                 out.append((message.sender, m.GossipPull(self.name, pg_id, segment.scl)))
+            else:
+                self._vouch(segment, message.sender, peer_scl)
+        if self.suspect:
+            self.vouched_by.add(message.sender)
+            if len(self.vouched_by) >= VOUCHERS_NEEDED and not any(
+                segment.suspect for segment in self.segments.values()
+            ):
+                self.suspect = False
+        return out
+
+    def _vouch(self, segment: Segment, peer: str, peer_scl: int) -> None:
+        """A suspect segment that caught up with enough peers holds all that was acknowledged.
+
+        An acknowledged frame is on at least four of six segments, so at least
+        three of any five: catching up with three peers recovers it.
+        """
+        if segment.suspect and segment.scl >= peer_scl:
+            segment.vouchers.add(peer)
+            if len(segment.vouchers) >= VOUCHERS_NEEDED:
+                segment.suspect = False
+
+    def _on_recovery_query(self, message: m.RecoveryQuery, sender: str) -> Outgoing:
+        stale = self._stale(message.epoch, sender)
+        if stale is not None:
+            return stale
+        self.writer = sender
+        if message.epoch > self.epoch:
+            self.epoch = message.epoch
+            self.write_meta()  # fencing is durable before anyone relies on it
+        segments: list[int] = []
+        intervals: list[int] = []
+        for pg_id, segment in sorted(self.segments.items()):
+            segments += (pg_id, segment.scl, int(segment.suspect or self.suspect))
+            found = segment.intervals_above(self.vdl_hint)
+            for i in range(0, len(found), 3):
+                intervals += (pg_id, *found[i : i + 3])
+        state = m.RecoveryState(
+            self.name,
+            self.epoch,
+            self.vdl_hint,
+            int(self.suspect),
+            _flat_truncations(self.truncations),
+            tuple(segments),
+            tuple(intervals),
+        )
+        return [(sender, state)]
+
+    def _on_truncate(self, message: m.Truncate, sender: str) -> Outgoing:
+        stale = self._stale(message.epoch, sender)
+        if stale is not None:
+            return stale
+        self._adopt(message.epoch, (message.epoch, message.lo, message.hi), sender)
+        if message.lo > self.vdl_hint:
+            self.vdl_hint = message.lo
+            self.write_meta()
+        out: Outgoing = [(sender, m.Truncated(self.name, message.epoch))]
+        for pg_id, segment in self.segments.items():
+            out.append((sender, m.SegmentState(self.name, pg_id, self.epoch, segment.scl)))
+        out += self.restart()
         return out
 
     def restart(self) -> Outgoing:
@@ -159,8 +474,26 @@ class StorageNode:
             out.append((peer, m.CatalogPull(self.name)))
         return out
 
-    def collect_garbage(self) -> None:
-        """Drops frames that every peer is known to hold."""
-        for segment in self.segments.values():
-            known = [segment.peer_scls.get(peer, 0) for peer in self.peers]
-            segment.collect_garbage(min(known, default=0))
+    def close(self) -> None:
+        if self.disk is not None and not self.failed:
+            for name in sorted(self.dirty):
+                self.disk.sync(name)
+            self.dirty.clear()
+            self.write_meta()
+
+
+def _next_valid_frame(data: bytes, start: int, geometry: Geometry, segment: Segment) -> int | None:
+    """Position of the first frame at or after ``start`` that verifies, or None."""
+    magic = b"AUFR"
+    position = data.find(magic, start)
+    while position != -1:
+        try:
+            log.decode_frame(data, geometry.page_size, segment.page_lo, segment.page_hi, position)
+        except CorruptionError:
+            position = data.find(magic, position + 1)
+            continue
+        return position
+    return None
+
+
+SyncRunner = Callable[[SyncJob], None]

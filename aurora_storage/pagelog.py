@@ -79,10 +79,11 @@ class NativePageLog:
             self._handle = None
 
     def append(self, batch: Buffer) -> int:
-        source = self._ffi.from_buffer("uint8_t[]", batch)
-        status = self._lib.aus_pagelog_append(
-            self._live(), source, len(source), self._count, self._position
-        )
+        # Released before raising: see NativeBackend.validate (CPython gh-77894).
+        with self._ffi.from_buffer("uint8_t[]", batch) as source:
+            status = self._lib.aus_pagelog_append(
+                self._live(), source, len(source), self._count, self._position
+            )
         _raise(status, self._position[0])
         return int(self._count[0])
 

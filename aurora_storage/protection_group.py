@@ -68,6 +68,9 @@ class ProtectionGroup:
     pgcl: int = 0
     scls: dict[str, int] = field(default_factory=dict)
     outstanding: deque[Outstanding] = field(default_factory=deque)
+    # After recovery: the PG's last record at or below VDL, which must reach a write
+    # quorum (gossip spreads it) before VCL may pass it.
+    durable_target: int = 0
     # Record LSN boundaries the writer allocated, kept while they may be read points.
 
     def record_scl(self, node: str, scl: int) -> bool:
@@ -85,7 +88,11 @@ class ProtectionGroup:
 
     def first_unacknowledged(self) -> int | None:
         """First LSN of this PG without a write quorum, or None."""
-        return self.outstanding[0].first_lsn if self.outstanding else None
+        if self.outstanding:
+            return self.outstanding[0].first_lsn
+        if self.pgcl < self.durable_target:
+            return self.pgcl + 1
+        return None
 
     def readable_nodes(self, required_scl: int) -> list[str]:
         """Members whose acknowledged SCL reaches ``required_scl``."""

@@ -89,6 +89,7 @@ class Segment:
         # True while the segment may have lost acknowledged frames (damage found at
         # restart): it counts toward no quorum until it has caught up with peers.
         self.suspect = False
+        self.vouchers: set[str] = set()
         # Frames beyond a hole, by backlink: backlink -> (first, last, ends MTR, frame).
         self.pending: dict[int, tuple[int, int, bool, bytes]] = {}
         self.queued: list[tuple[log.Frame, bytes]] = []

@@ -18,16 +18,24 @@ from __future__ import annotations
 
 import heapq
 import random
+import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import xxhash
 
 from . import messages as m
 from .clock import SimulatedClock
 
+if TYPE_CHECKING:
+    from .node import SyncJob
+
 Handler = Callable[[m.Message, str], list[tuple[str, m.Message]]]
+Syncer = Callable[[], "SyncJob | None"]
 
 DELIVERIES_PER_RUN_MAX = 10_000_000  # a run that delivers more is a livelock
 
@@ -37,13 +45,40 @@ class Transport:
 
     def __init__(self) -> None:
         self.handlers: dict[str, Handler] = {}
+        self.syncers: dict[str, Syncer] = {}
         self.down: set[str] = set()
         self.cut_links: set[tuple[str, str]] = set()
         self.delivered = 0
         self.dropped = 0
+        self.sync_failures: list[tuple[str, OSError]] = []
+        # Held by every caller that changes protocol state (the writer, sync callbacks).
+        self.lock = threading.RLock()
 
-    def register(self, name: str, handler: Handler) -> None:
+    def register(self, name: str, handler: Handler, syncer: Syncer | None = None) -> None:
+        """Adds an endpoint; ``syncer`` returns the fsync work it has due (storage nodes)."""
         self.handlers[name] = handler
+        if syncer is not None:
+            self.syncers[name] = syncer
+        else:
+            self.syncers.pop(name, None)
+
+    def _sync_inline(self, name: str) -> None:
+        """Runs an endpoint's due fsyncs now and sends the acks they release."""
+        job = self.syncers[name]()
+        if job is None:
+            return
+        try:
+            job.run()
+        except OSError as error:
+            self._sync_failed(name, job, error)
+            return
+        for destination, message in job.acks:
+            self.send(name, destination, message)
+
+    def _sync_failed(self, name: str, job: SyncJob, error: OSError) -> None:
+        job.node.sync_failed(error)
+        self.sync_failures.append((name, error))
+        self.set_down(name, True)
 
     def now(self) -> float:
         return 0.0
@@ -77,6 +112,12 @@ class Transport:
     def send(self, source: str, destination: str, message: m.Message) -> None:
         raise NotImplementedError
 
+    def wait_for_syncs(self) -> None:
+        """Blocks until no fsync is in flight."""
+
+    def close(self) -> None:
+        """Releases threads; the transport is unusable afterwards."""
+
     def run_until(self, condition: Callable[[], bool], timeout: float) -> bool:
         """Delivers messages until ``condition()`` holds or nothing more can happen by timeout."""
         raise NotImplementedError
@@ -95,12 +136,23 @@ class Transport:
 
 
 class DirectTransport(Transport):
-    """In-process delivery in FIFO order; everything sent is delivered before run_until returns."""
+    """In-process delivery in FIFO order, the embedded default.
 
-    def __init__(self) -> None:
+    Storage nodes' fsyncs run on a pool of ``sync_threads`` threads, one job per
+    node at a time, so the six nodes sync in parallel and each job covers every
+    frame that arrived meanwhile (group commit). ``run_until`` returns as soon
+    as its condition holds, e.g. once the first four acks are in; the other
+    syncs finish in the background. With ``sync_threads=0`` syncs run inline.
+    """
+
+    def __init__(self, sync_threads: int = 6) -> None:
         super().__init__()
         self._queue: deque[tuple[str, str, m.Message]] = deque()
         self._draining = False
+        self._pool = ThreadPoolExecutor(sync_threads, "aurora-sync") if sync_threads else None
+        self._in_flight: set[str] = set()
+        self._finished: deque[tuple[str, SyncJob, OSError | None]] = deque()
+        self._changed = threading.Condition(self.lock)
 
     def send(self, source: str, destination: str, message: m.Message) -> None:
         self._queue.append((source, destination, message))
@@ -111,17 +163,77 @@ class DirectTransport(Transport):
         self._draining = True
         try:
             delivered = 0
-            while self._queue:
-                source, destination, message = self._queue.popleft()
-                self._deliver(source, destination, message)
-                delivered += 1
-                assert delivered < DELIVERIES_PER_RUN_MAX, "message storm in direct transport"
+            while True:
+                while self._queue:
+                    source, destination, message = self._queue.popleft()
+                    self._deliver(source, destination, message)
+                    delivered += 1
+                    assert delivered < DELIVERIES_PER_RUN_MAX, "message storm in direct transport"
+                self._collect_syncs()
+                self._start_syncs()
+                if not self._queue:
+                    return
         finally:
             self._draining = False
 
+    def _start_syncs(self) -> None:
+        for name, syncer in self.syncers.items():
+            if name in self._in_flight or name in self.down:
+                continue
+            if self._pool is None:
+                self._sync_inline(name)
+                continue
+            job = syncer()
+            if job is None:
+                continue
+            self._in_flight.add(name)
+            self._pool.submit(self._run_job, name, job)
+
+    def _run_job(self, name: str, job: SyncJob) -> None:
+        error: OSError | None = None
+        try:
+            job.run()
+        except OSError as raised:
+            error = raised
+        with self._changed:
+            self._finished.append((name, job, error))
+            self._in_flight.discard(name)
+            self._changed.notify_all()
+
+    def _collect_syncs(self) -> None:
+        while self._finished:
+            name, job, error = self._finished.popleft()
+            if error is not None:
+                self._sync_failed(name, job, error)
+                continue
+            for destination, message in job.acks:
+                self.send(name, destination, message)
+
     def run_until(self, condition: Callable[[], bool], timeout: float) -> bool:
-        self._drain()
-        return condition()
+        with self._changed:
+            deadline = time.monotonic() + timeout
+            while True:
+                self._drain()
+                if condition():
+                    return True
+                remaining = deadline - time.monotonic()
+                if (not self._in_flight and not self._finished) or remaining <= 0:
+                    return condition()
+                self._changed.wait(remaining)
+
+    def wait_for_syncs(self) -> None:
+        """Blocks until no sync job is in flight (used by close)."""
+        with self._changed:
+            while True:
+                self._drain()
+                if not self._in_flight and not self._finished:
+                    return
+                self._changed.wait(1.0)
+
+    def close(self) -> None:
+        self.wait_for_syncs()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 @dataclass(frozen=True)
@@ -202,6 +314,8 @@ class SimulatedTransport(Transport):
                     f"{when:.9f} {source} {destination} {type(message).__name__}\n".encode()
                 )
                 self._deliver(source, destination, message)
+                if destination in self.syncers and destination not in self.down:
+                    self._sync_inline(destination)
             for observe in self.observers:
                 observe()
             delivered += 1

@@ -22,36 +22,53 @@ served by one segment whose acknowledged SCL covers the read point.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import itertools
 import os
+import uuid
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import log, native
+from . import log, metafile, native, recovery
 from . import messages as m
 from .clock import Clock, WallClock
+from .disk import Disk, RealDisk
 from .errors import (
     ConfigurationError,
+    CorruptionError,
     InvalidArgumentError,
     LsnLimitError,
     LsnOutOfRangeError,
+    MissingNodeError,
     OffsetOutOfRangeError,
     PageOutOfRangeError,
     ReadUnavailableError,
     RecordTooLargeError,
+    RecoveryError,
     StaleEpochError,
     UnknownNodeError,
     VersionGoneError,
     VolumeClosedError,
+    VolumeExistsError,
+    VolumeInUseError,
+    VolumeNotFoundError,
     WriteQuorumError,
 )
 from .node import GONE, WRITER, StorageNode
-from .protection_group import Outstanding, ProtectionGroup, QuorumSet
+from .protection_group import (
+    READ_QUORUM,
+    WRITE_QUORUM,
+    Outstanding,
+    ProtectionGroup,
+    QuorumSet,
+)
+from .recovery import RecoveryPlan
 from .segment import Geometry
 from .transport import DirectTransport, SimulatedTransport, Transport
 
@@ -67,7 +84,9 @@ READ_HEDGE_DELAY = 0.02  # seconds before a read is also asked of the next segme
 READ_TIMEOUT = 5.0
 AZS = ("az1", "az2", "az3")
 NODE_NAMES = tuple(f"{az}-{suffix}" for az in AZS for suffix in ("a", "b"))
-DURABILITY_MODES = ("memory",)
+DURABILITY_MODES = ("fsync", "os", "memory")
+VOLUME_META = "volume.meta"
+LOCK_FILE = "volume.lock"
 MTR_RECORDS_MAX = 100_000  # records in one mini-transaction
 MTR_BYTES_MAX = 64 * 1024 * 1024  # bytes of records of one PG in one mini-transaction
 
@@ -209,6 +228,66 @@ class _PendingRead:
     answered: set[str] = field(default_factory=set)
 
 
+def _make_nodes(
+    options: VolumeOptions, root: Path | None, volume_id: str, disks: dict[str, Disk] | None
+) -> dict[str, StorageNode]:
+    nodes = {}
+    mode = "fsync" if options.durability == "fsync" else "os"
+    for name in NODE_NAMES:
+        disk: Disk | None = None
+        if disks is not None:
+            disk = disks[name]
+        elif root is not None and options.durability != "memory":
+            disk = RealDisk(root / "nodes" / name, mode)
+        nodes[name] = StorageNode(
+            name,
+            name.split("-")[0],
+            options.geometry(),
+            list(NODE_NAMES),
+            options.backend,
+            disk,
+            volume_id,
+            options.durability,
+        )
+    return nodes
+
+
+def _volume_body(options: VolumeOptions, volume_id: str) -> dict[str, Any]:
+    return {
+        "volume_id": volume_id,
+        "page_size": options.page_size,
+        "segment_size": options.segment_size,
+        "capacity": options.capacity,
+        "durability": options.durability,
+        "lal": options.lal,
+        "nodes": list(NODE_NAMES),
+    }
+
+
+def _read_volume_meta(root: Path) -> tuple[VolumeOptions, str]:
+    where = str(root / VOLUME_META)
+    try:
+        data = (root / VOLUME_META).read_bytes()
+    except FileNotFoundError:
+        raise VolumeNotFoundError(str(root), "no volume.meta") from None
+    except OSError as error:
+        raise VolumeNotFoundError(str(root), str(error)) from None
+    body = metafile.decode(data, metafile.KIND_VOLUME, where)
+    try:
+        options = VolumeOptions(
+            page_size=int(body["page_size"]),
+            segment_size=int(body["segment_size"]),
+            capacity=int(body["capacity"]),
+            durability=str(body["durability"]),
+            lal=int(body["lal"]),
+        )
+        volume_id = str(body["volume_id"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise CorruptionError(f"{where}: missing or bad field ({error})") from None
+    options.check()
+    return options, volume_id
+
+
 def _answered_by(pending: _PendingRead, node: str) -> bool:
     return pending.image is not None or node in pending.answered
 
@@ -261,7 +340,7 @@ class Cluster:
 
     def partition(self, *groups: list[str] | tuple[str, ...]) -> None:
         """Cuts links between groups of endpoint names ("writer" and node names)."""
-        known = {WRITER, *self.nodes}
+        known = {self._volume.writer_name, *self.nodes}
         for group in groups:
             for name in group:
                 if name not in known:
@@ -280,7 +359,12 @@ class Cluster:
 
 
 class Volume:
-    """A quorum-replicated, log-structured volume seen from its single writer."""
+    """A quorum-replicated, log-structured volume seen from its single writer.
+
+    Build one with :meth:`create` or :meth:`open`. Every public method takes
+    the transport's lock, so several threads may commit at once (their frames
+    share fsyncs: group commit).
+    """
 
     def __init__(
         self,
@@ -288,13 +372,20 @@ class Volume:
         path: str | os.PathLike[str] | None = None,
         clock: Clock | None = None,
         transport: Transport | None = None,
+        *,
+        nodes: dict[str, StorageNode] | None = None,
+        volume_id: str = "",
+        writer_name: str = WRITER,
     ) -> None:
         options.check()
         self.options = options
         self.path = None if path is None else os.fspath(path)
+        self.volume_id = volume_id
         self.geometry = options.geometry()
         self.clock: Clock = clock or getattr(transport, "clock", None) or WallClock()
+        self._owns_transport = transport is None
         self.transport = transport or DirectTransport()
+        self.writer_name = writer_name
         self.epoch = 1
         self.allocated_lsn = 0
         self._vcl = 0
@@ -305,24 +396,34 @@ class Volume:
         self._request_ids = itertools.count(1)
         self._reads: dict[int, _PendingRead] = {}
         self._rejections: list[m.Rejected] = []
+        self.truncations: list[tuple[int, int, int]] = []
         self.annulled: tuple[int, ...] = ()
         self._pinned: list[int] = []
         self.read_latency: dict[str, float] = {}
-        self.nodes = {
-            name: StorageNode(
-                name, name.split("-")[0], self.geometry, list(NODE_NAMES), options.backend
-            )
-            for name in NODE_NAMES
-        }
+        self.recovery: RecoveryPlan | None = None
+        self._recovery_states: dict[str, m.RecoveryState] = {}
+        self._truncated: set[str] = set()
+        self._lock_handle: Any = None
+        if nodes is None:
+            nodes = {
+                name: StorageNode(
+                    name, name.split("-")[0], self.geometry, list(NODE_NAMES), options.backend
+                )
+                for name in NODE_NAMES
+            }
+        self.nodes = nodes
         self.quorum = QuorumSet((NODE_NAMES,))
         for node in self.nodes.values():
-            self.transport.register(node.name, node.handle)
-        self.transport.register(WRITER, self._handle)
+            self._register_node(node)
+        self.transport.register(self.writer_name, self._handle)
         if isinstance(self.transport, SimulatedTransport):
-            self.transport.tick_targets = [*NODE_NAMES, WRITER]
+            self.transport.tick_targets = [*NODE_NAMES, self.writer_name]
         self.cluster = Cluster(self)
 
-    # --- creation -------------------------------------------------------------------
+    def _register_node(self, node: StorageNode) -> None:
+        self.transport.register(node.name, node.handle, node.begin_sync)
+
+    # --- creation and opening -------------------------------------------------------
 
     @classmethod
     def create(
@@ -332,18 +433,155 @@ class Volume:
         page_size: int = PAGE_SIZE_DEFAULT,
         segment_size: int = SEGMENT_SIZE_DEFAULT,
         capacity: int = CAPACITY_MAX,
-        durability: str = "memory",
+        durability: str | None = None,
         clock: Clock | None = None,
         lal: int = LAL_DEFAULT,
         transport: Transport | None = None,
         backend: str | None = None,
         commit_timeout: float = COMMIT_TIMEOUT,
+        disks: dict[str, Disk] | None = None,
     ) -> Volume:
-        """A new empty volume of six nodes in three AZs."""
+        """A new empty volume of six nodes in three AZs.
+
+        With a ``path``, nodes keep their segments in ``path/nodes/<name>`` and
+        ``durability`` defaults to ``"fsync"``; without one, to ``"memory"``.
+        ``disks`` replaces the node folders by given disks (crash tests).
+        """
+        if durability is None:
+            durability = "memory" if path is None and disks is None else "fsync"
         options = VolumeOptions(
             page_size, segment_size, capacity, durability, lal, backend, commit_timeout
         )
-        return cls(options, path, clock, transport)
+        options.check()
+        if durability != "memory" and path is None and disks is None:
+            raise ConfigurationError(f"durability {durability!r} needs a path")
+        volume_id = uuid.uuid4().hex
+        root = None if path is None else Path(path)
+        if root is not None:
+            if root.exists() and (not root.is_dir() or any(root.iterdir())):
+                raise VolumeExistsError(str(root))
+            root.mkdir(parents=True, exist_ok=True)
+        nodes = _make_nodes(options, root, volume_id, disks)
+        for node in nodes.values():
+            node.write_meta()
+        if root is not None:
+            RealDisk(root, "fsync" if durability == "fsync" else "os").replace(
+                VOLUME_META, metafile.encode(metafile.KIND_VOLUME, _volume_body(options, volume_id))
+            )
+        volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
+        volume._take_lock()
+        return volume
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        clock: Clock | None = None,
+        transport: Transport | None = None,
+        backend: str | None = None,
+        rebuild_missing: bool = False,
+        disks: dict[str, Disk] | None = None,
+        options: VolumeOptions | None = None,
+        volume_id: str = "",
+    ) -> Volume:
+        """Opens a volume and recovers it: everything committed is there, nothing else.
+
+        Raises :class:`VolumeNotFoundError` for a folder that is not a volume,
+        :class:`FormatVersionError` for a newer format, :class:`MissingNodeError`
+        when node folders are gone (unless ``rebuild_missing``), and
+        :class:`RecoveryError` when too few nodes can vouch for their data.
+        """
+        root = None if path is None else Path(path)
+        if root is not None:
+            options, volume_id = _read_volume_meta(root)
+        if options is None:
+            raise ConfigurationError("Volume.open needs a path, or options with disks")
+        if backend is not None:
+            options.backend = backend
+        if root is not None and disks is None:
+            missing = [name for name in NODE_NAMES if not (root / "nodes" / name).exists()]
+            if missing and not rebuild_missing:
+                raise MissingNodeError(str(root), missing)
+        nodes = _make_nodes(options, root, volume_id, disks)
+        volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
+        volume._take_lock()
+        try:
+            for node in nodes.values():
+                try:
+                    node.load()
+                except (CorruptionError, OSError) as error:
+                    # A node that cannot load is down; the others may still form quorums.
+                    node.failed = f"cannot load: {error}"
+                    volume.transport.set_down(node.name, True)
+            volume._recover()
+        except BaseException:
+            volume._release_lock()
+            raise
+        return volume
+
+    def _take_lock(self) -> None:
+        if self.path is None:
+            return
+        handle = open(Path(self.path) / LOCK_FILE, "a+b")  # noqa: SIM115 (held until close)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise VolumeInUseError(self.path) from None
+        self._lock_handle = handle
+
+    def _release_lock(self) -> None:
+        if self._lock_handle is not None:
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    # --- recovery -----------------------------------------------------------------------
+
+    def _recover(self) -> RecoveryPlan:
+        """Crash recovery of the writer (recovery.py): fence, learn SCLs, truncate, resume."""
+        with self.transport.lock:
+            live = [name for name, node in self.nodes.items() if not node.failed]
+            epoch = max(node.epoch for node in self.nodes.values()) + 1
+            self.epoch = epoch
+            self._recovery_states.clear()
+            self._truncated.clear()
+            for name in live:
+                self.transport.send(self.writer_name, name, m.RecoveryQuery(epoch))
+            self.transport.run_until(
+                lambda: len(self._recovery_states) == len(live), self.options.commit_timeout
+            )
+            self._raise_if_fenced()
+            states = list(self._recovery_states.values())
+            if len(states) < READ_QUORUM:
+                raise RecoveryError(
+                    f"{len(states)} of 6 nodes answered the recovery query; {READ_QUORUM} needed"
+                )
+            plan = recovery.plan(epoch, states, self.options.lal)
+            lo, hi = plan.truncation
+            self.pgs = {pg_id: ProtectionGroup(pg_id, self.quorum) for pg_id in plan.pg_ids}
+            for name in live:
+                self.transport.send(self.writer_name, name, m.Truncate(epoch, lo, hi))
+            answered = self.transport.run_until(
+                lambda: len(self._truncated) >= len(live), self.options.commit_timeout
+            )
+            if not answered and len(self._truncated) < WRITE_QUORUM:
+                raise RecoveryError(
+                    f"the truncation reached {len(self._truncated)} nodes; {WRITE_QUORUM} needed"
+                )
+            # Segments report their rewound SCLs once synced: each PG's tail is the
+            # highest, since a responder holds the PG's whole chain up to VDL.
+            self.transport.wait_for_syncs()
+            self.truncations = list(plan.truncations)
+            self.annulled = recovery.annulled_ranges(self.truncations)
+            self.allocated_lsn = hi
+            self._vcl = self._vdl = lo
+            for pg in self.pgs.values():
+                pg.tail_lsn = max(pg.scls.values(), default=0)
+                pg.durable_target = pg.tail_lsn
+            self.recovery = plan
+            self._advance()
+            return plan
 
     # --- bookkeeping ----------------------------------------------------------------
 
@@ -386,6 +624,12 @@ class Volume:
                     pending.image = message.image
         elif isinstance(message, m.Rejected):
             self._rejections.append(message)
+        elif isinstance(message, m.RecoveryState):
+            if message.epoch == self.epoch:
+                self._recovery_states[message.node] = message
+        elif isinstance(message, m.Truncated):
+            if message.epoch == self.epoch:
+                self._truncated.add(message.node)
         elif isinstance(message, m.Tick):
             return self._retransmissions()
         return []
@@ -410,8 +654,8 @@ class Volume:
         self._raise_if_fenced()
         wanted = self.allocated_lsn + record_count
         limit = self.options.lal
-        if wanted > self._vdl + limit and not self.transport.run_until(
-            lambda: wanted <= self._vdl + limit, self.options.commit_timeout
+        if wanted > self._lal_base() + limit and not self.transport.run_until(
+            lambda: wanted <= self._lal_base() + limit, self.options.commit_timeout
         ):
             raise LsnLimitError(wanted, self._vdl, limit)
         time = self.clock.now()
@@ -439,11 +683,15 @@ class Volume:
         for pg, frame in sends:
             message = m.WriteFrames(self.epoch, pg.pg_id, (frame,), retain, pg.floor())
             for node in pg.quorum.members:
-                self.transport.send(WRITER, node, message)
+                self.transport.send(self.writer_name, node, message)
         if not self.transport.run_until(lambda: self._vdl >= cpl, self.options.commit_timeout):
             self._raise_if_fenced()
             raise WriteQuorumError(cpl, self._vdl, self._quorum_detail(sends))
         return cpl
+
+    def _lal_base(self) -> int:
+        """LSNs in flight count from VDL, or from the end of the last truncation above it."""
+        return max([self._vdl, *(hi for _, _, hi in self.truncations)])
 
     def min_read_point(self) -> int:
         """Oldest read point any reader may still use: versions below it may be coalesced."""
@@ -483,7 +731,7 @@ class Volume:
 
     def _retransmit(self) -> None:
         for destination, message in self._retransmissions():
-            self.transport.send(WRITER, destination, message)
+            self.transport.send(self.writer_name, destination, message)
 
     def _settle(self) -> None:
         self.transport.run_until(lambda: False, 0.0)
@@ -515,7 +763,7 @@ class Volume:
             for node in candidates:
                 asked.append(node)
                 started = self.transport.now()
-                self.transport.send(WRITER, node, request)
+                self.transport.send(self.writer_name, node, request)
                 answered = functools.partial(_answered_by, pending, node)
                 if (
                     self.transport.run_until(answered, READ_HEDGE_DELAY)
@@ -587,7 +835,19 @@ class Volume:
         }
 
     def close(self) -> None:
-        self._closed = True
+        """Waits for fsyncs in flight, syncs and records node metadata, releases the folder."""
+        if self._closed:
+            return
+        with self.transport.lock:
+            self._closed = True
+            self.transport.wait_for_syncs()
+            for node in self.nodes.values():
+                if not self.transport.link_open(node.name, node.name):
+                    continue
+                node.close()
+            if self._owns_transport:
+                self.transport.close()
+        self._release_lock()
 
     def __enter__(self) -> Volume:
         return self

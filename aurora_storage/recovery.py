@@ -1,0 +1,128 @@
+"""Writer crash recovery: from a read quorum's SCLs to VDL and a truncation range.
+
+The SIGMOD 2018 paper's recovery, as a pure function of what nodes answered
+(:func:`plan`): no redo runs at the writer, and the work grows with the
+number of PGs and the frames above the last known VDL, not with the log.
+
+1. The recovering writer picks an epoch above every epoch it sees and sends
+   it to every node; a node makes it durable before answering, which fences
+   the old writer (it can no longer reach four nodes of its epoch).
+2. Each node answers, per segment, its SCL and the LSN ranges of its chain
+   frames above the node's VDL hint (a VDL an earlier writer reached).
+3. For every PG at least three answers must come from segments that can
+   vouch for their data; since any write quorum (4) and any read quorum (3)
+   of six intersect, every acknowledged record is in some answer.
+4. LSNs are allocated densely (each MTR gets a contiguous range), so VCL is
+   the end of the run of LSNs present in some answer, starting from the
+   highest VDL hint and skipping ranges already annulled. VDL is the last CPL
+   in that run.
+5. Everything above VDL is annulled: the truncation range is (VDL, VDL + LAL]
+   widened to cover any LSN seen, since the old writer never allocated past
+   its VDL + LAL. New LSNs start above it. The range is written with the new
+   epoch to a write quorum before the volume opens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import messages as m
+from .errors import RecoveryError
+from .protection_group import READ_QUORUM
+
+
+@dataclass(frozen=True)
+class RecoveryPlan:
+    epoch: int
+    vdl: int
+    vcl: int
+    truncation: tuple[int, int]  # annul (lo, hi]
+    truncations: tuple[tuple[int, int, int], ...]  # every truncation, the new one included
+    pg_ids: tuple[int, ...]
+    highest_lsn_seen: int
+
+
+def _triples(flat: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+
+
+def _annulled(lo: int, hi: int, truncations: list[tuple[int, int, int]]) -> bool:
+    """True if every LSN in (lo, hi] lies in one truncation range."""
+    return any(t_lo <= lo and hi <= t_hi for _, t_lo, t_hi in truncations)
+
+
+def plan(epoch: int, states: list[m.RecoveryState], lal: int) -> RecoveryPlan:
+    """What the recovering writer decides from the nodes' answers; raises RecoveryError."""
+    trusted = [state for state in states if not state.suspect]
+    truncations: list[tuple[int, int, int]] = []
+    for state in states:
+        for truncation in _triples(state.truncations):
+            if truncation not in truncations:
+                truncations.append(truncation)
+    truncations.sort(key=lambda t: t[1])
+    # Per PG: the trusted answers, counting a node that holds no segment as "nothing here".
+    pg_ids = sorted({s.segments[i] for s in states for i in range(0, len(s.segments), 3)})
+    suspect_segments = {
+        (state.node, state.segments[i])
+        for state in states
+        for i in range(0, len(state.segments), 3)
+        if state.segments[i + 2]
+    }
+    for pg_id in pg_ids:
+        voters = [s for s in trusted if (s.node, pg_id) not in suspect_segments]
+        if len(voters) < READ_QUORUM:
+            raise RecoveryError(
+                f"PG {pg_id}: {len(voters)} segments can vouch for their data, "
+                f"{READ_QUORUM} are needed"
+            )
+    if len(trusted) < READ_QUORUM:
+        raise RecoveryError(f"{len(trusted)} nodes can vouch for their data, {READ_QUORUM} needed")
+    start = max((state.vdl_hint for state in trusted), default=0)
+    intervals = sorted(
+        {
+            (state.intervals[i + 1], state.intervals[i + 2], state.intervals[i + 3])
+            for state in trusted
+            for i in range(0, len(state.intervals), 4)
+            if (state.node, state.intervals[i]) not in suspect_segments
+            and state.intervals[i + 2] > start
+        }
+    )
+    covered = start
+    vdl = start
+    for first, last, ends_mtr in intervals:
+        if last <= covered:
+            continue
+        if first > covered + 1 and not _annulled(covered, first - 1, truncations):
+            break
+        covered = last
+        if ends_mtr:
+            vdl = last
+    highest = max(
+        [start]
+        + [last for _, last, _ in intervals]
+        + [s.segments[i + 1] for s in states for i in range(0, len(s.segments), 3)]
+        + [hi for _, _, hi in truncations]
+    )
+    hi = max(vdl + lal, highest)
+    return RecoveryPlan(
+        epoch=epoch,
+        vdl=vdl,
+        vcl=covered,
+        truncation=(vdl, hi),
+        truncations=(*truncations, (epoch, vdl, hi)),
+        pg_ids=tuple(pg_ids),
+        highest_lsn_seen=highest,
+    )
+
+
+def annulled_ranges(
+    truncations: list[tuple[int, int, int]] | tuple[tuple[int, int, int], ...],
+) -> tuple[int, ...]:
+    """Flat, sorted, merged (lo, hi] pairs of every truncation, as the C core wants them."""
+    merged: list[list[int]] = []
+    for _, lo, hi in sorted(truncations, key=lambda t: (t[1], t[2])):
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return tuple(value for pair in merged for value in pair)
