@@ -157,6 +157,27 @@ class RealDisk:
         self._handles.clear()
 
 
+class SimulatedCrash(BaseException):
+    """Raised by a simulated disk at the operation a CrashPlan chose: the machine stops.
+
+    A BaseException, so no handler in the library mistakes it for an I/O error.
+    """
+
+
+@dataclass
+class CrashPlan:
+    """Counts disk operations across disks and stops the machine at operation ``crash_at``."""
+
+    crash_at: int | None = None
+    operations: int = 0
+
+    def tick(self) -> None:
+        self.operations += 1
+        if self.crash_at is not None and self.operations >= self.crash_at:
+            self.crash_at = None
+            raise SimulatedCrash(f"crash at disk operation {self.operations}")
+
+
 @dataclass
 class _SimulatedFile:
     synced: bytearray = field(default_factory=bytearray)
@@ -167,18 +188,21 @@ class _SimulatedFile:
 class SimulatedDisk:
     """In-memory files that remember what was synced; ``crash`` mangles the rest."""
 
-    def __init__(self, seed: int = 0) -> None:
+    def __init__(self, seed: int = 0, plan: CrashPlan | None = None) -> None:
         self.random = random.Random(seed)
         self.files: dict[str, _SimulatedFile] = {}
         self.sync_error: OSError | None = None  # raised by the next sync, then cleared
         self.syncs = 0
+        self.plan = plan or CrashPlan()
 
     def append(self, name: str, data: bytes | bytearray | memoryview) -> int:
+        self.plan.tick()
         entry = self.files.setdefault(_check_name(name), _SimulatedFile())
         entry.unsynced.append(bytes(data))
         return len(data)
 
     def sync(self, name: str) -> None:
+        self.plan.tick()
         if self.sync_error is not None:
             error, self.sync_error = self.sync_error, None
             raise error
@@ -199,6 +223,7 @@ class SimulatedDisk:
 
     def replace(self, name: str, data: bytes) -> None:
         # Write, sync, rename, sync the folder: atomic and durable on return.
+        self.plan.tick()
         self.files[_check_name(name)] = _SimulatedFile(bytearray(data), [], True)
         self.syncs += 1
 
@@ -212,6 +237,7 @@ class SimulatedDisk:
         self.files.pop(name, None)
 
     def truncate(self, name: str, size: int) -> None:
+        self.plan.tick()
         data = self.read(name)[:size]
         self.files[name] = _SimulatedFile(bytearray(data), [], True)
 

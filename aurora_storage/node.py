@@ -157,10 +157,13 @@ class StorageNode:
     def load(self) -> LoadReport:
         """Rebuilds the node from its disk: metadata, then every segment's log.
 
-        A frame cut short at the end of a log (a torn write, never acknowledged)
-        is cut off. A damaged frame with good frames after it, or a damaged last
-        frame of full length (maybe acknowledged), is never trusted: the segment
-        becomes suspect and refetches what it lacks from peers by gossip.
+        Damage with nothing valid after it is the tail a crash tore or garbled
+        before its fsync returned: it was never acknowledged, and is cut off.
+        Damage with valid frames after it is corruption of acknowledged data:
+        it is never truncated away; the segment becomes suspect (it votes in no
+        recovery quorum) and refetches what it lacks from peers by gossip.
+        (A bit flip in the very last frame after its fsync looks like a torn
+        write; the five other replicas still hold that frame.)
         Raises :class:`WrongNodeError` for another node's or volume's folder.
         """
         disk = self.disk
@@ -201,15 +204,9 @@ class StorageNode:
             except CorruptionError:
                 following = _next_valid_frame(data, position + 1, self.geometry, segment)
                 if following is None:
-                    try:
-                        complete = len(data) - position >= log.frame_length(data, position)
-                    except CorruptionError:
-                        complete = len(data) - position >= log.FRAME_HEADER_SIZE
-                    if complete:
-                        segment.suspect = True
-                        report.damaged_ranges += 1
-                    else:
-                        report.torn_tails_cut += 1
+                    # Nothing valid follows: the last write was torn or garbled by the
+                    # crash before its fsync returned, so it was never acknowledged.
+                    report.torn_tails_cut += 1
                     self.disk.truncate(name, position)
                     break
                 segment.suspect = True

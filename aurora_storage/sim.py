@@ -62,6 +62,13 @@ class Model:
             self.lsns.setdefault(page_no, []).append(lsn)
             self.images.setdefault(page_no, []).append(bytes(image))
 
+    def annul(self, lo: int, hi: int) -> None:
+        """Forgets the images of commits in (lo, hi], as a truncation does."""
+        for page_no, lsns in self.lsns.items():
+            keep = [i for i, lsn in enumerate(lsns) if not lo < lsn <= hi]
+            self.lsns[page_no] = [lsns[i] for i in keep]
+            self.images[page_no] = [self.images[page_no][i] for i in keep]
+
     def at(self, page_no: int, lsn: int) -> bytes:
         lsns = self.lsns.get(page_no, [])
         index = bisect.bisect_right(lsns, lsn)
