@@ -397,11 +397,17 @@ class StorageNode:
                 self._vouch(segment, message.sender, peer_scl)
         if self.suspect:
             self.vouched_by.add(message.sender)
-            if len(self.vouched_by) >= VOUCHERS_NEEDED and not any(
-                segment.suspect for segment in self.segments.values()
-            ):
-                self.suspect = False
+            self._clear_node_suspicion()
         return out
+
+    def _clear_node_suspicion(self) -> None:
+        """A node that started empty votes again once three peers' catalogs are caught up."""
+        if (
+            self.suspect
+            and len(self.vouched_by) >= VOUCHERS_NEEDED
+            and not any(segment.suspect for segment in self.segments.values())
+        ):
+            self.suspect = False
 
     def _vouch(self, segment: Segment, peer: str, peer_scl: int) -> None:
         """A suspect segment that caught up with enough peers holds all that was acknowledged.
@@ -413,6 +419,7 @@ class StorageNode:
             segment.vouchers.add(peer)
             if len(segment.vouchers) >= VOUCHERS_NEEDED:
                 segment.suspect = False
+                self._clear_node_suspicion()
 
     def _on_recovery_query(self, message: m.RecoveryQuery, sender: str) -> Outgoing:
         stale = self._stale(message.epoch, sender)

@@ -327,8 +327,13 @@ class Cluster:
         """The node answers again and catches up from its peers by gossip."""
         volume = self._volume
         for node_name in self._names(name):
+            node = self.nodes[node_name]
+            if node.failed:
+                node = volume._reload_node(node_name)
+                if node.failed:
+                    continue  # still unreadable: it stays down, its reason in status()
             volume.transport.set_down(node_name, False)
-            for destination, message in self.nodes[node_name].restart():
+            for destination, message in node.restart():
                 volume.transport.send(node_name, destination, message)
         volume._retransmit()
         volume._settle()
@@ -422,6 +427,28 @@ class Volume:
 
     def _register_node(self, node: StorageNode) -> None:
         self.transport.register(node.name, node.handle, node.begin_sync)
+
+    def _reload_node(self, name: str) -> StorageNode:
+        """Replaces a failed node by a fresh one that reloads and re-verifies its disk."""
+        old = self.nodes[name]
+        node = StorageNode(
+            name,
+            old.az,
+            self.geometry,
+            list(NODE_NAMES),
+            self.options.backend,
+            old.disk,
+            self.volume_id,
+            self.options.durability,
+        )
+        if node.disk is not None:
+            try:
+                node.load()
+            except (CorruptionError, OSError) as error:
+                node.failed = f"cannot load: {error}"
+        self.nodes[name] = node
+        self._register_node(node)
+        return node
 
     # --- creation and opening -------------------------------------------------------
 
