@@ -51,6 +51,7 @@ CHILD = textwrap.dedent(
 def run_child(path: Path, start: int, kill_after: float) -> list[int]:
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, str(path), str(start)],
+        cwd=path.parent,  # not the checkout: "-c" would import the uncompiled source tree
         stdout=subprocess.PIPE,
         text=True,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import sys
 import textwrap
 from types import SimpleNamespace
@@ -28,9 +29,12 @@ def run_python(code: str, backend_name: str | None) -> subprocess.CompletedProce
     environment.pop("AURORA_STORAGE_BACKEND", None)
     if backend_name is not None:
         environment["AURORA_STORAGE_BACKEND"] = backend_name
+    # Run outside the checkout: "-c" puts the working folder first on sys.path, and the
+    # source tree there has no compiled core unless it was installed in place.
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env=environment,
+        cwd=tempfile.gettempdir(),
         capture_output=True,
         text=True,
         timeout=SUBPROCESS_TIMEOUT_SECONDS,
