@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-import tempfile
 import sys
+import tempfile
 import textwrap
 from types import SimpleNamespace
 
