@@ -238,3 +238,66 @@ class VolumeInUseError(AuroraStorageError):
     def __init__(self, path: str) -> None:
         self.path = path
         super().__init__(f"{path} is open by another writer")
+
+
+# --- history: backtrack and restore ---------------------------------------------------
+
+
+class HistoryError(AuroraStorageError):
+    """A backtrack or restore cannot be done as asked; nothing was changed."""
+
+
+class BacktrackDisabledError(HistoryError):
+    """The volume was created with backtrack_window=0; backtrack stays off for good."""
+
+    def __init__(self) -> None:
+        super().__init__("backtrack is off: the volume was created with backtrack_window=0")
+
+
+class TimeOutsideWindowError(HistoryError, ValueError):
+    """A target time before the earliest reachable time or after the latest."""
+
+    def __init__(self, target: float, earliest: float, latest: float) -> None:
+        self.target = target
+        self.earliest = earliest
+        self.latest = latest
+        super().__init__(f"time {target:.3f} is outside the window {earliest:.3f} .. {latest:.3f}")
+
+
+# --- backup store ------------------------------------------------------------------
+
+
+class InvalidBackupNameError(InvalidArgumentError):
+    """A backup object name (or list prefix) breaks the naming rules of docs/format.md."""
+
+    def __init__(self, name: object, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"bad backup object name {name!r}: {reason}")
+
+
+class BackupObjectMissingError(AuroraStorageError):
+    """The backup store holds no object of that name."""
+
+    def __init__(self, name: str, store: str) -> None:
+        self.name = name
+        self.store = store
+        super().__init__(f"backup object {name!r} is not in {store}")
+
+
+class BackupCorruptError(CorruptionError):
+    """A backup object breaks the validity rule of docs/format.md, "Backup objects"."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        super().__init__(f"backup object {name!r} is corrupt: {reason}")
+
+
+class BackupStoreUnavailableError(ConfigurationError):
+    """A backup target cannot be opened: a missing package, an unknown URL scheme, a file."""
+
+    def __init__(self, target: str, detail: str) -> None:
+        self.target = target
+        self.detail = detail
+        super().__init__(f"backup store {target!r} cannot be opened: {detail}")

@@ -130,6 +130,7 @@ class RecoveryState:
     truncations: tuple[int, ...]
     segments: tuple[int, ...]
     intervals: tuple[int, ...]
+    history: bytes = b""  # msgpack of History.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,43 @@ class Truncated:
 
     node: str
     epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class SetHistory:
+    """Writer -> node: the volume's history versions (msgpack), to keep durably."""
+
+    epoch: int
+    history: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySet:
+    """Node -> writer: the history up to ``version`` is durable here."""
+
+    node: str
+    epoch: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimeQuery:
+    """Writer -> node: your last commit at or before ``moment``, outside ``annulled``."""
+
+    request_id: int
+    moment: float
+    annulled: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TimeAnswer:
+    """Node -> writer: the latest such CPL over the node's segments (0 if none)."""
+
+    request_id: int
+    node: str
+    cpl: int
+    time: float
+    trusted: int  # 0 when a segment of the node is suspect
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +216,10 @@ Message = (
     | RecoveryState
     | Truncate
     | Truncated
+    | SetHistory
+    | HistorySet
+    | TimeQuery
+    | TimeAnswer
 )
 
 _TYPES: tuple[type[Any], ...] = (
@@ -195,6 +237,10 @@ _TYPES: tuple[type[Any], ...] = (
     RecoveryState,
     Truncate,
     Truncated,
+    SetHistory,
+    HistorySet,
+    TimeQuery,
+    TimeAnswer,
 )
 _TAGS = {kind: tag for tag, kind in enumerate(_TYPES)}
 

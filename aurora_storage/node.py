@@ -23,13 +23,15 @@ until it has caught up with three peers.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
+
+import msgpack
 
 from . import log, metafile
 from . import messages as m
 from .disk import Disk
 from .errors import AuroraStorageError, CorruptionError, VersionGoneError, WrongNodeError
+from .history import History, merge_ranges, truncation_ranges
 from .segment import Geometry, Segment
 
 WRITER = "writer"
@@ -103,6 +105,7 @@ class StorageNode:
         self.durability = durability
         self.epoch = 1
         self.truncations: list[tuple[int, int, int]] = []
+        self.history: History | None = None  # versions of the visible history, once known
         self.vdl_hint = 0
         self.writer = WRITER
         self.segments: dict[int, Segment] = {}
@@ -146,6 +149,7 @@ class StorageNode:
             "epoch": self.epoch,
             "truncations": [list(t) for t in self.truncations],
             "vdl_hint": self.vdl_hint,
+            "history": self.history.encode() if self.history is not None else [],
         }
 
     def write_meta(self) -> None:
@@ -183,6 +187,8 @@ class StorageNode:
         self.epoch = int(meta["epoch"])
         self.truncations = [(int(e), int(lo), int(hi)) for e, lo, hi in meta["truncations"]]
         self.vdl_hint = int(meta["vdl_hint"])
+        encoded_history = meta.get("history") or []
+        self.history = History.decode(encoded_history) if encoded_history else None
         for name in disk.list("pg-"):
             match = _LOG_NAME.match(name)
             if match is None:
@@ -283,9 +289,40 @@ class StorageNode:
             return self._on_recovery_query(message, sender)
         if isinstance(message, m.Truncate):
             return self._on_truncate(message, sender)
+        if isinstance(message, m.SetHistory):
+            return self._on_set_history(message, sender)
+        if isinstance(message, m.TimeQuery):
+            return self._on_time_query(message, sender)
         if isinstance(message, m.Tick):
             return self.background()
         return []
+
+    def annulled(self) -> tuple[int, ...]:
+        """Every LSN range this node's reads and coalescing must skip."""
+        hidden = self.history.current.annulled if self.history is not None else ()
+        return merge_ranges(hidden, truncation_ranges(self.truncations))
+
+    def _on_set_history(self, message: m.SetHistory, sender: str) -> Outgoing:
+        stale = self._stale(message.epoch, sender)
+        if stale is not None:
+            return stale
+        incoming = decode_history(message.history)
+        if incoming is None:
+            return []
+        merged = incoming if self.history is None else self.history.merged_with(incoming)
+        if self.history is None or merged.current.version != self.history.current.version:
+            self.history = merged
+            self.write_meta()
+        return [(sender, m.HistorySet(self.name, self.epoch, self.history.current.version))]
+
+    def _on_time_query(self, message: m.TimeQuery, sender: str) -> Outgoing:
+        cpl, moment = 0, 0.0
+        for segment in self.segments.values():
+            found, found_time = segment.last_commit_at(message.moment, message.annulled)
+            if found > cpl:
+                cpl, moment = found, found_time
+        trusted = not self.suspect and not any(s.suspect for s in self.segments.values())
+        return [(sender, m.TimeAnswer(message.request_id, self.name, cpl, moment, int(trusted)))]
 
     def _stale(self, epoch: int, sender: str) -> Outgoing | None:
         if epoch < self.epoch:
@@ -321,7 +358,7 @@ class StorageNode:
         segment = self.segment(message.pg_id)
         segment.receive(message.frames)
         scl = segment.persist()
-        segment.maintain(message.retain_lsn, message.floor_lsn)
+        segment.maintain(message.retain_lsn, message.floor_lsn, self.annulled())
         if message.retain_lsn > self.vdl_hint:
             self.vdl_hint = message.retain_lsn
             if self._frames_since_meta >= META_EVERY_FRAMES:
@@ -444,6 +481,7 @@ class StorageNode:
             _flat_truncations(self.truncations),
             tuple(segments),
             tuple(intervals),
+            encode_history(self.history),
         )
         return [(sender, state)]
 
@@ -500,4 +538,14 @@ def _next_valid_frame(data: bytes, start: int, geometry: Geometry, segment: Segm
     return None
 
 
-SyncRunner = Callable[[SyncJob], None]
+def encode_history(history: History | None) -> bytes:
+    return bytes(msgpack.packb(history.encode() if history is not None else [], use_bin_type=True))
+
+
+def decode_history(data: bytes) -> History | None:
+    """The history a message carries, or None when the sender knows none yet."""
+    try:
+        encoded = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.UnpackException) as error:
+        raise CorruptionError(f"undecodable history: {error}") from None
+    return History.decode(encoded) if encoded else None

@@ -113,16 +113,3 @@ def plan(epoch: int, states: list[m.RecoveryState], lal: int) -> RecoveryPlan:
         pg_ids=tuple(pg_ids),
         highest_lsn_seen=highest,
     )
-
-
-def annulled_ranges(
-    truncations: list[tuple[int, int, int]] | tuple[tuple[int, int, int], ...],
-) -> tuple[int, ...]:
-    """Flat, sorted, merged (lo, hi] pairs of every truncation, as the C core wants them."""
-    merged: list[list[int]] = []
-    for _, lo, hi in sorted(truncations, key=lambda t: (t[1], t[2])):
-        if merged and lo <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], hi)
-        else:
-            merged.append([lo, hi])
-    return tuple(value for pair in merged for value in pair)

@@ -25,13 +25,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import log
+from . import log, native
 from .errors import CorruptionError
 from .pagelog import PageLog, new_page_log
 
 PENDING_FRAMES_MAX = 4096  # frames held beyond a hole before new ones are refused
 COALESCE_RECORD_BYTES = 32 * 1024 * 1024  # hot log size that triggers coalescing
 GOSSIP_FRAMES_MAX = 1024  # frames sent in one gossip push
+
+
+def _range_start(lsn: int, annulled: tuple[int, ...]) -> int | None:
+    """The lo of the annulled (lo, hi] range holding ``lsn``, or None."""
+    for i in range(0, len(annulled), 2):
+        if annulled[i] < lsn <= annulled[i + 1]:
+            return annulled[i]
+    return None
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,10 @@ class Segment:
         self.chain_last_lsns: list[int] = []
         self.chain_ends_mtr: list[bool] = []
         self.chain_base_lsn = 0
+        # The time index of this PG: LSN and writer time of every CPL in the chain,
+        # both ascending (the writer's commit clock never goes back).
+        self.cpl_lsns: list[int] = []
+        self.cpl_times: list[float] = []
         # Called with each frame as it joins the chain (the node appends it to disk).
         self.on_chain: Callable[[int, bytes], None] | None = None
         # Truncations (epoch, lo, hi) in force on this node: (lo, hi] is annulled.
@@ -90,8 +102,9 @@ class Segment:
         # restart): it counts toward no quorum until it has caught up with peers.
         self.suspect = False
         self.vouchers: set[str] = set()
-        # Frames beyond a hole, by backlink: backlink -> (first, last, ends MTR, frame).
-        self.pending: dict[int, tuple[int, int, bool, bytes]] = {}
+        # Frames beyond a hole, by backlink: backlink -> (first, last, CPL time if the
+        # frame ends an MTR else None, frame).
+        self.pending: dict[int, tuple[int, int, float | None, bytes]] = {}
         self.queued: list[tuple[log.Frame, bytes]] = []
         self.peer_scls: dict[str, int] = {}
         self.hot_bytes = 0  # record bytes appended since the last coalescing (an upper bound)
@@ -136,7 +149,15 @@ class Segment:
                 self.counters.frames_refused += 1
             else:
                 ends_mtr = frame.summary.last_cpl_lsn == frame.last_lsn
-                self.pending[frame.backlink] = (frame.first_lsn, frame.last_lsn, ends_mtr, data)
+                cpl_time = (
+                    native.index(frame.body, self.geometry.page_size).times[-1] if ends_mtr else 0.0
+                )
+                self.pending[frame.backlink] = (
+                    frame.first_lsn,
+                    frame.last_lsn,
+                    cpl_time if ends_mtr else None,
+                    data,
+                )
         self.queued.clear()
         self.sort_and_find_holes()
         return self.scl
@@ -146,7 +167,11 @@ class Segment:
     def sort_and_find_holes(self) -> bool:
         """Extends the chain from the SCL; True if frames still wait beyond a hole."""
         while self.scl in self.pending:
-            first_lsn, last_lsn, ends_mtr, data = self.pending.pop(self.scl)
+            first_lsn, last_lsn, cpl_time, data = self.pending.pop(self.scl)
+            ends_mtr = cpl_time is not None
+            if cpl_time is not None:
+                self.cpl_lsns.append(last_lsn)
+                self.cpl_times.append(cpl_time)
             if self.on_chain is not None:
                 self.on_chain(self.pg_id, data)
             body = memoryview(data)[log.FRAME_HEADER_SIZE :]
@@ -201,10 +226,11 @@ class Segment:
         self.hot_bytes = self.page_log.stats().record_bytes
         return folded
 
-    def maintain(self, retain_lsn: int, floor_lsn: int) -> None:
+    def maintain(self, retain_lsn: int, floor_lsn: int, annulled: tuple[int, ...] = ()) -> None:
         """Steps 5 and 7 when due: coalesce a large hot log, drop frames every peer holds."""
         if self.hot_bytes > COALESCE_RECORD_BYTES:
-            self.coalesce(retain_lsn)
+            self.coalesce(retain_lsn, annulled)
+            self.forget_commits_before(self.coalesced_lsn)
         if self.chain_last_lsns and self.chain_last_lsns[0] <= floor_lsn:
             self.collect_garbage(floor_lsn)
 
@@ -236,10 +262,35 @@ class Segment:
         assert keep or self.chain_base_lsn <= lo, "frames above VDL are never collected"
         for column in self._chain_columns():
             del column[keep:]
+        del_from = bisect.bisect_right(self.cpl_lsns, lo)
+        del self.cpl_lsns[del_from:]
+        del self.cpl_times[del_from:]
         self.scl = self.chain_last_lsns[-1] if self.chain_last_lsns else self.chain_base_lsn
         for backlink in [b for b, entry in self.pending.items() if entry[1] <= hi]:
             del self.pending[backlink]
         self.sort_and_find_holes()
+
+    def last_commit_at(self, moment: float, annulled: tuple[int, ...]) -> tuple[int, float]:
+        """(CPL, time) of this PG's last commit at or before ``moment`` outside ``annulled``.
+
+        Bisection on the time index, then one jump per annulled range in the way.
+        (0, 0.0) if there is none.
+        """
+        index = bisect.bisect_right(self.cpl_times, moment)
+        while index > 0:
+            lsn = self.cpl_lsns[index - 1]
+            lo = _range_start(lsn, annulled)
+            if lo is None:
+                return lsn, self.cpl_times[index - 1]
+            index = bisect.bisect_right(self.cpl_lsns, lo, 0, index - 1)
+        return 0, 0.0
+
+    def forget_commits_before(self, lsn: int) -> None:
+        """Trims the time index below ``lsn``, keeping the last entry at or below it."""
+        cut = bisect.bisect_right(self.cpl_lsns, lsn) - 1
+        if cut > 0:
+            del self.cpl_lsns[:cut]
+            del self.cpl_times[:cut]
 
     def intervals_above(self, lsn: int) -> tuple[int, ...]:
         """Flat (first, last, ends MTR) triples of chain frames ending above ``lsn``."""

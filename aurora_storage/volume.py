@@ -31,15 +31,17 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from . import log, metafile, native, recovery
 from . import messages as m
-from .clock import Clock, WallClock
+from .clock import Clock, WallClock, to_seconds
 from .disk import Disk, RealDisk
 from .errors import (
+    BacktrackDisabledError,
     ConfigurationError,
     CorruptionError,
     InvalidArgumentError,
@@ -52,6 +54,7 @@ from .errors import (
     RecordTooLargeError,
     RecoveryError,
     StaleEpochError,
+    TimeOutsideWindowError,
     UnknownNodeError,
     VersionGoneError,
     VolumeClosedError,
@@ -60,7 +63,8 @@ from .errors import (
     VolumeNotFoundError,
     WriteQuorumError,
 )
-from .node import GONE, WRITER, StorageNode
+from .history import History, HistoryVersion, merge_ranges, truncation_ranges
+from .node import GONE, WRITER, StorageNode, decode_history, encode_history
 from .protection_group import (
     READ_QUORUM,
     WRITE_QUORUM,
@@ -86,6 +90,7 @@ AZS = ("az1", "az2", "az3")
 NODE_NAMES = tuple(f"{az}-{suffix}" for az in AZS for suffix in ("a", "b"))
 DURABILITY_MODES = ("fsync", "os", "memory")
 VOLUME_META = "volume.meta"
+BACKTRACK_WINDOW_MAX = 72 * 3600.0
 LOCK_FILE = "volume.lock"
 MTR_RECORDS_MAX = 100_000  # records in one mini-transaction
 MTR_BYTES_MAX = 64 * 1024 * 1024  # bytes of records of one PG in one mini-transaction
@@ -100,6 +105,8 @@ class VolumeOptions:
     lal: int = LAL_DEFAULT
     backend: str | None = None
     commit_timeout: float = COMMIT_TIMEOUT
+    backtrack_window: float = 0.0  # seconds; 0 turns backtrack off for good
+    backtrack_budget: int = 0  # bytes of change records the window may hold; 0: no limit
 
     def check(self) -> None:
         if not native._check_page_size(self.page_size):
@@ -123,6 +130,12 @@ class VolumeOptions:
             raise ConfigurationError(f"lal {self.lal} must be at least 1")
         if not self.commit_timeout > 0:
             raise ConfigurationError(f"commit_timeout {self.commit_timeout} must be positive")
+        if not 0 <= self.backtrack_window <= BACKTRACK_WINDOW_MAX:
+            raise ConfigurationError(
+                f"backtrack_window {self.backtrack_window} s must be 0 (off) to 72 hours"
+            )
+        if self.backtrack_budget < 0:
+            raise ConfigurationError(f"backtrack_budget {self.backtrack_budget} must be >= 0")
 
     def geometry(self) -> Geometry:
         return Geometry(
@@ -228,6 +241,16 @@ class _PendingRead:
     answered: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class BacktrackResult:
+    """Where a backtrack landed: the last commit at or before the target time."""
+
+    target: float
+    lsn: int  # the CPL now last visible (0: the empty volume)
+    commit_time: float
+    history_version: int
+
+
 def _make_nodes(
     options: VolumeOptions, root: Path | None, volume_id: str, disks: dict[str, Disk] | None
 ) -> dict[str, StorageNode]:
@@ -260,6 +283,8 @@ def _volume_body(options: VolumeOptions, volume_id: str) -> dict[str, Any]:
         "capacity": options.capacity,
         "durability": options.durability,
         "lal": options.lal,
+        "backtrack_window": options.backtrack_window,
+        "backtrack_budget": options.backtrack_budget,
         "nodes": list(NODE_NAMES),
     }
 
@@ -280,6 +305,8 @@ def _read_volume_meta(root: Path) -> tuple[VolumeOptions, str]:
             capacity=int(body["capacity"]),
             durability=str(body["durability"]),
             lal=int(body["lal"]),
+            backtrack_window=float(body.get("backtrack_window", 0.0)),
+            backtrack_budget=int(body.get("backtrack_budget", 0)),
         )
         volume_id = str(body["volume_id"])
     except (KeyError, TypeError, ValueError) as error:
@@ -402,7 +429,16 @@ class Volume:
         self._reads: dict[int, _PendingRead] = {}
         self._rejections: list[m.Rejected] = []
         self.truncations: list[tuple[int, int, int]] = []
-        self.annulled: tuple[int, ...] = ()
+        self.history = History.new(self.clock.now())
+        self.annulled: tuple[int, ...] = ()  # LSN ranges every read skips (history + truncations)
+        self._last_commit_time = 0.0
+        # (time, CPL, record bytes) of commits inside the backtrack window, oldest first.
+        self._window_commits: deque[tuple[float, int, int]] = deque()
+        self._window_bytes = 0
+        self._window_floor_lsn = 0  # versions below this may be coalesced
+        self._window_floor_time = 0.0  # the earliest time backtrack can still reach
+        self._time_answers: dict[int, dict[str, m.TimeAnswer]] = {}
+        self._history_acks: set[str] = set()
         self._pinned: list[int] = []
         self.read_latency: dict[str, float] = {}
         self.recovery: RecoveryPlan | None = None
@@ -467,6 +503,8 @@ class Volume:
         backend: str | None = None,
         commit_timeout: float = COMMIT_TIMEOUT,
         disks: dict[str, Disk] | None = None,
+        backtrack_window: float = 0.0,
+        backtrack_budget: int = 0,
     ) -> Volume:
         """A new empty volume of six nodes in three AZs.
 
@@ -477,7 +515,15 @@ class Volume:
         if durability is None:
             durability = "memory" if path is None and disks is None else "fsync"
         options = VolumeOptions(
-            page_size, segment_size, capacity, durability, lal, backend, commit_timeout
+            page_size,
+            segment_size,
+            capacity,
+            durability,
+            lal,
+            backend,
+            commit_timeout,
+            float(backtrack_window),
+            int(backtrack_budget),
         )
         options.check()
         if durability != "memory" and path is None and disks is None:
@@ -489,13 +535,17 @@ class Volume:
                 raise VolumeExistsError(str(root))
             root.mkdir(parents=True, exist_ok=True)
         nodes = _make_nodes(options, root, volume_id, disks)
+        clock = clock or getattr(transport, "clock", None) or WallClock()
+        history = History.new(clock.now())
         for node in nodes.values():
+            node.history = history
             node.write_meta()
         if root is not None:
             RealDisk(root, "fsync" if durability == "fsync" else "os").replace(
                 VOLUME_META, metafile.encode(metafile.KIND_VOLUME, _volume_body(options, volume_id))
             )
         volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
+        volume.history = history
         volume._take_lock()
         return volume
 
@@ -600,7 +650,14 @@ class Volume:
             # highest, since a responder holds the PG's whole chain up to VDL.
             self.transport.wait_for_syncs()
             self.truncations = list(plan.truncations)
-            self.annulled = recovery.annulled_ranges(self.truncations)
+            histories = [decode_history(state.history) for state in states if state.history]
+            usable = [history for history in histories if history is not None]
+            if usable:
+                merged = usable[0]
+                for history in usable[1:]:
+                    merged = merged.merged_with(history)
+                self.history = merged
+            self._refresh_annulled()
             self.allocated_lsn = hi
             self._vcl = self._vdl = lo
             for pg in self.pgs.values():
@@ -608,7 +665,20 @@ class Volume:
                 pg.durable_target = pg.tail_lsn
             self.recovery = plan
             self._advance()
+            self._window_floor_time = max(
+                self.history.created_at, self.clock.now() - self.options.backtrack_window
+            )
+            if self.options.backtrack_window:
+                self._window_floor_lsn, _ = self._last_commit_at(self._window_floor_time)
+            else:
+                self._window_floor_lsn = self._vdl
+            self._last_commit_time = max(self._last_commit_time, self.clock.now())
             return plan
+
+    def _refresh_annulled(self) -> None:
+        self.annulled = merge_ranges(
+            self.history.current.annulled, truncation_ranges(self.truncations)
+        )
 
     # --- bookkeeping ----------------------------------------------------------------
 
@@ -657,6 +727,13 @@ class Volume:
         elif isinstance(message, m.Truncated):
             if message.epoch == self.epoch:
                 self._truncated.add(message.node)
+        elif isinstance(message, m.TimeAnswer):
+            answers = self._time_answers.get(message.request_id)
+            if answers is not None:
+                answers[message.node] = message
+        elif isinstance(message, m.HistorySet):
+            if message.epoch == self.epoch and message.version == self.history.current.version:
+                self._history_acks.add(message.node)
         elif isinstance(message, m.Tick):
             return self._retransmissions()
         return []
@@ -685,7 +762,8 @@ class Volume:
             lambda: wanted <= self._lal_base() + limit, self.options.commit_timeout
         ):
             raise LsnLimitError(wanted, self._vdl, limit)
-        time = self.clock.now()
+        time = max(self.clock.now(), self._last_commit_time)
+        self._last_commit_time = time
         page_size = self.geometry.page_size
         lsn = self.allocated_lsn + 1
         last_pg = max(batches)
@@ -706,6 +784,7 @@ class Volume:
         cpl = lsn - 1
         self.allocated_lsn = cpl
         self._cpls.append(cpl)
+        self._note_commit(time, cpl, sum(len(body) for body in batches.values()))
         retain = self.min_read_point()
         for pg, frame in sends:
             message = m.WriteFrames(self.epoch, pg.pg_id, (frame,), retain, pg.floor())
@@ -721,8 +800,129 @@ class Volume:
         return max([self._vdl, *(hi for _, _, hi in self.truncations)])
 
     def min_read_point(self) -> int:
-        """Oldest read point any reader may still use: versions below it may be coalesced."""
-        return min([self._vdl, *self._pinned])
+        """Oldest read point any reader or the backtrack window may still need.
+
+        Versions below it may be coalesced away by segments.
+        """
+        return min([self._vdl, *self._pinned, self._window_floor()])
+
+    # --- backtrack ------------------------------------------------------------------
+
+    def _note_commit(self, time: float, cpl: int, size: int) -> None:
+        if not self.options.backtrack_window:
+            return
+        self._window_commits.append((time, cpl, size))
+        self._window_bytes += size
+
+    def _window_floor(self) -> int:
+        """LSN below which no backtrack can reach: the last commit before the window."""
+        if not self.options.backtrack_window:
+            return self._vdl
+        start = self.clock.now() - self.options.backtrack_window
+        budget = self.options.backtrack_budget
+        commits = self._window_commits
+        while commits and (
+            commits[0][0] < start or (budget and self._window_bytes > budget and len(commits) > 1)
+        ):
+            time, cpl, size = commits.popleft()
+            self._window_bytes -= size
+            self._window_floor_lsn = cpl
+            self._window_floor_time = max(self._window_floor_time, time)
+        self._window_floor_time = max(self._window_floor_time, start, self.history.created_at)
+        self.history.forget_before(self._window_floor_time)
+        return self._window_floor_lsn
+
+    @property
+    def backtrack_window(self) -> tuple[float, float]:
+        """(earliest, latest) times backtrack can reach now; raises if backtrack is off."""
+        if not self.options.backtrack_window:
+            raise BacktrackDisabledError()
+        with self.transport.lock:
+            self._window_floor()
+            return self._window_floor_time, max(self.clock.now(), self._last_commit_time)
+
+    def _last_commit_at(
+        self, moment: float, annulled: tuple[int, ...] | None = None
+    ) -> tuple[int, float]:
+        """(CPL, time) of the last visible commit at or before ``moment``, asking the nodes.
+
+        Each node bisects its segments' time indexes; a read quorum of trusted
+        answers is needed, since every durable CPL is on four nodes of six.
+        """
+        if annulled is None:
+            version = self.history.at(moment)
+            hidden = version.annulled if version is not None else ()
+            annulled = merge_ranges(hidden, truncation_ranges(self.truncations))
+        request_id = next(self._request_ids)
+        answers: dict[str, m.TimeAnswer] = {}
+        self._time_answers[request_id] = answers
+        live = [name for name, node in self.nodes.items() if self.cluster.is_up(name)]
+        try:
+            query = m.TimeQuery(request_id, moment, annulled)
+            for name in live:
+                self.transport.send(self.writer_name, name, query)
+            self.transport.run_until(lambda: len(answers) == len(live), READ_TIMEOUT)
+        finally:
+            del self._time_answers[request_id]
+        trusted = [answer for answer in answers.values() if answer.trusted]
+        if len(trusted) < READ_QUORUM:
+            raise ReadUnavailableError(
+                0,
+                0,
+                f"only {len(trusted)} nodes answered the time index query; {READ_QUORUM} needed",
+            )
+        best = max(trusted, key=lambda answer: answer.cpl)
+        return best.cpl, best.time
+
+    def backtrack(self, to: float | datetime) -> BacktrackResult:
+        """Rewinds the live volume to its last commit at or before ``to``, in place.
+
+        Non-destructive: the undone commits stay until they leave the window, so
+        a later backtrack may move forward again to any time in the window.
+        Writes afterwards get LSNs above everything ever allocated. Raises
+        :class:`BacktrackDisabledError`, :class:`TimeOutsideWindowError`, or a
+        quorum error; on any error nothing changes.
+        """
+        self._check_open()
+        target = to_seconds(to)
+        with self.transport.lock:
+            earliest, latest = self.backtrack_window
+            if not earliest <= target <= latest:
+                raise TimeOutsideWindowError(target, earliest, latest)
+            if self.allocated_lsn > self._lal_base() and not self.transport.run_until(
+                lambda: self._lal_base() >= self.allocated_lsn, self.options.commit_timeout
+            ):
+                raise WriteQuorumError(
+                    self.allocated_lsn, self._vdl, "backtrack waits for every commit to be durable"
+                )
+            version = self.history.at(target)
+            assert version is not None, "the window starts after the volume was created"
+            cpl, cpl_time = self._last_commit_at(target)
+            hidden = version.annulled
+            if cpl < self.allocated_lsn:
+                hidden = merge_ranges(hidden, (cpl, self.allocated_lsn))
+            now = max(self.clock.now(), self._last_commit_time)
+            new = HistoryVersion(self.history.current.version + 1, now, hidden, "backtrack")
+            candidate = History([*self.history.versions, new])
+            self._history_acks = set()
+            message = m.SetHistory(self.epoch, encode_history(candidate))
+            previous = self.history
+            self.history = candidate
+            for name in self.nodes:
+                self.transport.send(self.writer_name, name, message)
+            if not self.transport.run_until(
+                lambda: len(self._history_acks) >= WRITE_QUORUM, self.options.commit_timeout
+            ):
+                self.history = previous
+                self._raise_if_fenced()
+                raise WriteQuorumError(
+                    self._vdl,
+                    self._vdl,
+                    f"the backtrack reached {len(self._history_acks)} nodes, {WRITE_QUORUM} needed",
+                )
+            self._last_commit_time = now
+            self._refresh_annulled()
+            return BacktrackResult(target, cpl, cpl_time, new.version)
 
     @contextmanager
     def read_view(self, lsn: int | None = None) -> Iterator[int]:
