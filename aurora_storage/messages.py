@@ -188,6 +188,35 @@ class TimeAnswer:
 
 
 @dataclass(frozen=True, slots=True)
+class Stage:
+    """Writer -> one node per PG: upload the PG's frames in (from_lsn, upto_lsn] as a LOG
+    object, or, with snapshot set, the PG's pages at upto_lsn as a PAGES object."""
+
+    request_id: int
+    pg_id: int
+    from_lsn: int
+    upto_lsn: int
+    required_scl: int  # the PG's last record at or below upto_lsn: the segment must hold it
+    snapshot: int
+    annulled: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    """Node -> writer: the object is in the backup store (problem empty), or why not."""
+
+    request_id: int
+    node: str
+    pg_id: int
+    upto_lsn: int
+    name: str
+    size: int
+    cpls: tuple[int, ...]
+    times: tuple[float, ...]
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """Node -> sender: a request carried an epoch older than the node's."""
 
@@ -220,6 +249,8 @@ Message = (
     | HistorySet
     | TimeQuery
     | TimeAnswer
+    | Stage
+    | Staged
 )
 
 _TYPES: tuple[type[Any], ...] = (
@@ -241,6 +272,8 @@ _TYPES: tuple[type[Any], ...] = (
     HistorySet,
     TimeQuery,
     TimeAnswer,
+    Stage,
+    Staged,
 )
 _TAGS = {kind: tag for tag, kind in enumerate(_TYPES)}
 

@@ -29,6 +29,7 @@ import msgpack
 
 from . import log, metafile
 from . import messages as m
+from .backup_store import BackupStore
 from .disk import Disk
 from .errors import AuroraStorageError, CorruptionError, VersionGoneError, WrongNodeError
 from .history import History, merge_ranges, truncation_ranges
@@ -106,6 +107,7 @@ class StorageNode:
         self.epoch = 1
         self.truncations: list[tuple[int, int, int]] = []
         self.history: History | None = None  # versions of the visible history, once known
+        self.backup: BackupStore | None = None  # where step 6 stages this node's PGs
         self.vdl_hint = 0
         self.writer = WRITER
         self.segments: dict[int, Segment] = {}
@@ -293,6 +295,8 @@ class StorageNode:
             return self._on_set_history(message, sender)
         if isinstance(message, m.TimeQuery):
             return self._on_time_query(message, sender)
+        if isinstance(message, m.Stage):
+            return self._on_stage(message, sender)
         if isinstance(message, m.Tick):
             return self.background()
         return []
@@ -314,6 +318,45 @@ class StorageNode:
             self.history = merged
             self.write_meta()
         return [(sender, m.HistorySet(self.name, self.epoch, self.history.current.version))]
+
+    def _on_stage(self, message: m.Stage, sender: str) -> Outgoing:
+        """Step 6: upload this PG's frames (or pages) to the backup store, once per PG."""
+        from . import backup
+
+        segment = self.segments.get(message.pg_id)
+        name, size, cpls, times, problem = "", 0, (), (), ""
+        try:
+            if self.backup is None:
+                raise CorruptionError("this node has no backup store")
+            if segment is None or segment.scl < message.required_scl or segment.suspect:
+                raise CorruptionError(f"segment cannot vouch for LSN {message.required_scl}")
+            if message.snapshot:
+                name = backup.pages_name(message.pg_id, message.upto_lsn)
+                data = backup.build_pages_object(segment, message.upto_lsn, message.annulled)
+                self.backup.put(name, data)
+                size = len(data)
+            else:
+                built = backup.build_log_object(segment, message.from_lsn, message.upto_lsn)
+                if built is not None:
+                    data, meta = built
+                    name = backup.log_name(message.pg_id, meta["first_lsn"], meta["last_lsn"])
+                    self.backup.put(name, data)
+                    size = len(data)
+                    cpls, times = tuple(meta["cpls"]), tuple(meta["times"])
+        except (AuroraStorageError, OSError) as error:
+            problem = str(error) or type(error).__name__
+        reply = m.Staged(
+            message.request_id,
+            self.name,
+            message.pg_id,
+            message.upto_lsn,
+            name,
+            size,
+            cpls,
+            times,
+            problem,
+        )
+        return [(sender, reply)]
 
     def _on_time_query(self, message: m.TimeQuery, sender: str) -> Outgoing:
         cpl, moment = 0, 0.0

@@ -36,8 +36,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from . import backup as backup_module
 from . import log, metafile, native, recovery
 from . import messages as m
+from .backup_store import KIND_MANIFEST, BackupStore, decode_object, encode_object, open_store
 from .clock import Clock, WallClock, to_seconds
 from .disk import Disk, RealDisk
 from .errors import (
@@ -289,7 +291,7 @@ def _volume_body(options: VolumeOptions, volume_id: str) -> dict[str, Any]:
     }
 
 
-def _read_volume_meta(root: Path) -> tuple[VolumeOptions, str]:
+def _read_volume_meta(root: Path) -> tuple[VolumeOptions, str, backup_module.BackupOptions | None]:
     where = str(root / VOLUME_META)
     try:
         data = (root / VOLUME_META).read_bytes()
@@ -309,10 +311,21 @@ def _read_volume_meta(root: Path) -> tuple[VolumeOptions, str]:
             backtrack_budget=int(body.get("backtrack_budget", 0)),
         )
         volume_id = str(body["volume_id"])
+        stored_backup = None
+        if body.get("backup"):
+            stored_backup = backup_module.BackupOptions(
+                str(body["backup"]),
+                float(body["backup_retention_days"]),
+                float(body["backup_staging_interval"]),
+            )
     except (KeyError, TypeError, ValueError) as error:
         raise CorruptionError(f"{where}: missing or bad field ({error})") from None
     options.check()
-    return options, volume_id
+    return options, volume_id, stored_backup
+
+
+def _has_reply(replies: dict[int, m.Staged | None], request_id: int) -> bool:
+    return replies.get(request_id) is not None
 
 
 def _answered_by(pending: _PendingRead, node: str) -> bool:
@@ -439,6 +452,11 @@ class Volume:
         self._window_floor_time = 0.0  # the earliest time backtrack can still reach
         self._time_answers: dict[int, dict[str, m.TimeAnswer]] = {}
         self._history_acks: set[str] = set()
+        self.backup_options = backup_module.BackupOptions()
+        self.backup_store: BackupStore | None = None
+        self.staging = backup_module.StagingState()
+        self._staged: dict[int, m.Staged | None] = {}
+        self.restored_from: tuple[float, int] | None = None
         self._pinned: list[int] = []
         self.read_latency: dict[str, float] = {}
         self.recovery: RecoveryPlan | None = None
@@ -505,13 +523,23 @@ class Volume:
         disks: dict[str, Disk] | None = None,
         backtrack_window: float = 0.0,
         backtrack_budget: int = 0,
+        backup: Any = None,
+        backup_retention_days: float = 1.0,
+        backup_staging_interval: float = backup_module.STAGING_INTERVAL_DEFAULT,
     ) -> Volume:
         """A new empty volume of six nodes in three AZs.
 
         With a ``path``, nodes keep their segments in ``path/nodes/<name>`` and
         ``durability`` defaults to ``"fsync"``; without one, to ``"memory"``.
         ``disks`` replaces the node folders by given disks (crash tests).
+        ``backup`` (a folder, a URL, or a BackupStore) turns on continuous
+        backup, kept ``backup_retention_days`` (1 to 35), staged every
+        ``backup_staging_interval`` seconds.
         """
+        backup_options = backup_module.BackupOptions(
+            backup, float(backup_retention_days), float(backup_staging_interval)
+        )
+        backup_options.check()
         if durability is None:
             durability = "memory" if path is None and disks is None else "fsync"
         options = VolumeOptions(
@@ -547,7 +575,37 @@ class Volume:
         volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
         volume.history = history
         volume._take_lock()
+        if backup is not None:
+            volume._attach_backup(backup_options)
         return volume
+
+    def _attach_backup(self, options: backup_module.BackupOptions) -> None:
+        store = open_store(options.target)
+        self.backup_options = options
+        self.backup_store = store
+        for node in self.nodes.values():
+            node.backup = store
+        if store.exists(backup_module.HISTORY_NAME):
+            catalog = backup_module.BackupCatalog(store)
+            if catalog.meta.get("volume_id") not in (None, self.volume_id):
+                raise ConfigurationError(
+                    f"the backup store holds volume {catalog.meta.get('volume_id')}, "
+                    f"not {self.volume_id}"
+                )
+            if catalog.rounds:
+                self.staging.last_round_vdl = max(entry.vdl for entry in catalog.rounds)
+                self.staging.last_round_time_recorded = max(entry.time for entry in catalog.rounds)
+                # After a reopen every PG continues from the last recorded round.
+                for pg_id in self.pgs:
+                    self.staging.staged_lsn[pg_id] = self.staging.last_round_vdl
+        if self.path is not None and isinstance(options.target, (str, os.PathLike)):
+            body = _volume_body(self.options, self.volume_id)
+            body["backup"] = os.fspath(options.target)
+            body["backup_retention_days"] = options.retention_days
+            body["backup_staging_interval"] = options.staging_interval
+            RealDisk(
+                Path(self.path), "fsync" if self.options.durability == "fsync" else "os"
+            ).replace(VOLUME_META, metafile.encode(metafile.KIND_VOLUME, body))
 
     @classmethod
     def open(
@@ -561,6 +619,7 @@ class Volume:
         disks: dict[str, Disk] | None = None,
         options: VolumeOptions | None = None,
         volume_id: str = "",
+        backup: Any = None,
     ) -> Volume:
         """Opens a volume and recovers it: everything committed is there, nothing else.
 
@@ -570,8 +629,11 @@ class Volume:
         :class:`RecoveryError` when too few nodes can vouch for their data.
         """
         root = None if path is None else Path(path)
+        backup_options = backup_module.BackupOptions(backup)
         if root is not None:
-            options, volume_id = _read_volume_meta(root)
+            options, volume_id, stored_backup = _read_volume_meta(root)
+            if backup is None and stored_backup is not None:
+                backup_options = stored_backup
         if options is None:
             raise ConfigurationError("Volume.open needs a path, or options with disks")
         if backend is not None:
@@ -592,6 +654,8 @@ class Volume:
                     node.failed = f"cannot load: {error}"
                     volume.transport.set_down(node.name, True)
             volume._recover()
+            if backup_options.target is not None:
+                volume._attach_backup(backup_options)
         except BaseException:
             volume._release_lock()
             raise
@@ -731,6 +795,9 @@ class Volume:
             answers = self._time_answers.get(message.request_id)
             if answers is not None:
                 answers[message.node] = message
+        elif isinstance(message, m.Staged):
+            if message.request_id in self._staged:
+                self._staged[message.request_id] = message
         elif isinstance(message, m.HistorySet):
             if message.epoch == self.epoch and message.version == self.history.current.version:
                 self._history_acks.add(message.node)
@@ -786,14 +853,202 @@ class Volume:
         self._cpls.append(cpl)
         self._note_commit(time, cpl, sum(len(body) for body in batches.values()))
         retain = self.min_read_point()
+        truncations = tuple(value for truncation in self.truncations for value in truncation)
         for pg, frame in sends:
-            message = m.WriteFrames(self.epoch, pg.pg_id, (frame,), retain, pg.floor())
+            message = m.WriteFrames(
+                self.epoch, pg.pg_id, (frame,), retain, self._gc_floor(pg), truncations
+            )
             for node in pg.quorum.members:
                 self.transport.send(self.writer_name, node, message)
         if not self.transport.run_until(lambda: self._vdl >= cpl, self.options.commit_timeout):
             self._raise_if_fenced()
             raise WriteQuorumError(cpl, self._vdl, self._quorum_detail(sends))
+        if self.backup_store is not None and (
+            time - self.staging.last_round_time >= self.backup_options.staging_interval
+        ):
+            self.stage_backup()
         return cpl
+
+    def _gc_floor(self, pg: ProtectionGroup) -> int:
+        """Frames at or below this may leave the PG's segments' gossip chains.
+
+        Every segment holds them, they are at or below VDL (recovery may rewind
+        chains to VDL), and the backup has staged them.
+        """
+        floor = min(pg.floor(), self._vdl)
+        if self.backup_store is not None:
+            floor = min(floor, self.staging.staged_lsn.get(pg.pg_id, 0))
+        return floor
+
+    # --- continuous backup (backup_module.py) --------------------------------------------------
+
+    def stage_backup(self) -> bool:
+        """One staging round: every PG's frames up to VDL go to the backup store.
+
+        Returns True when every PG was staged and the round was recorded; a PG
+        no healthy segment can stage leaves the round for the next attempt.
+        """
+        store = self.backup_store
+        if store is None:
+            return False
+        with self.transport.lock:
+            now = self.clock.now()
+            self.staging.last_round_time = now
+            upto = self._vdl
+            if upto <= self.staging.last_round_vdl:
+                return True
+            requests: dict[int, tuple[int, int]] = {}
+            for pg in self.pgs.values():
+                staged = self.staging.staged_lsn.get(pg.pg_id, 0)
+                if min(pg.tail_lsn, upto) <= staged:
+                    self.staging.staged_lsn[pg.pg_id] = upto
+                    continue
+                requests[pg.pg_id] = (staged, upto)
+            replies = self._stage_requests(requests, snapshot=False)
+            cpls: list[tuple[int, float]] = []
+            complete = True
+            for pg_id, reply in replies.items():
+                if reply is None or reply.problem:
+                    complete = False
+                    continue
+                self.staging.staged_lsn[pg_id] = upto
+                self.staging.bytes_since_snapshot[pg_id] = (
+                    self.staging.bytes_since_snapshot.get(pg_id, 0) + reply.size
+                )
+                cpls += zip(reply.cpls, reply.times, strict=True)
+            if not complete:
+                return False
+            if self.staging.history_written != self._history_signature():
+                store.put(backup_module.HISTORY_NAME, backup_module.history_object(self))
+                self.staging.history_written = self._history_signature()
+            cpls.sort()
+            in_flight = self.allocated_lsn > self._lal_base()
+            round_time = cpls[-1][1] if in_flight and cpls else now
+            round_meta: dict[str, Any] = {
+                "vdl": upto,
+                "time": max(round_time, self.staging.last_round_time_recorded),
+                "cpls": [cpl for cpl, _ in cpls],
+                "times": [time for _, time in cpls],
+            }
+            store.put(backup_module.round_name(upto), encode_object(KIND_MANIFEST, b"", round_meta))
+            self.staging.last_round_vdl = upto
+            self.staging.last_round_time_recorded = round_meta["time"]
+            self._take_snapshots(now)
+            self._expire_backups(now)
+            return True
+
+    def _history_signature(self) -> int:
+        return hash((self.history.current.version, tuple(self.truncations)))
+
+    def _stage_requests(
+        self, requests: dict[int, tuple[int, int]], snapshot: bool
+    ) -> dict[int, m.Staged | None]:
+        """Sends each PG's Stage to one healthy segment that holds it; retries on another."""
+        replies: dict[int, m.Staged | None] = {}
+        for pg_id, (staged, upto) in requests.items():
+            pg = self.pgs[pg_id]
+            needed = min(pg.tail_lsn, upto)
+            start = pg_id % len(NODE_NAMES)
+            order = NODE_NAMES[start:] + NODE_NAMES[:start]
+            replies[pg_id] = None
+            for name in order:
+                if pg.scls.get(name, 0) < needed or not self.cluster.is_up(name):
+                    continue
+                request_id = next(self._request_ids)
+                self._staged[request_id] = None
+                self.transport.send(
+                    self.writer_name,
+                    name,
+                    m.Stage(request_id, pg_id, staged, upto, needed, int(snapshot), self.annulled),
+                )
+                self.transport.run_until(
+                    functools.partial(_has_reply, self._staged, request_id),
+                    self.options.commit_timeout,
+                )
+                reply = self._staged.pop(request_id)
+                replies[pg_id] = reply
+                if reply is not None and not reply.problem:
+                    break
+        return replies
+
+    def _take_snapshots(self, now: float) -> None:
+        """PAGES objects for PGs with enough log staged since their last one."""
+        horizon = now - max(
+            self.options.backtrack_window, self.backup_options.retention_days * backup_module.DAY
+        )
+        unsettled = [
+            version.annulled[i]
+            for version in self.history.versions
+            if version.created_at >= horizon
+            for i in range(0, len(version.annulled), 2)
+        ]
+        limit = min(unsettled, default=self._vdl)
+        requests = {
+            pg_id: (0, self.staging.staged_lsn[pg_id])
+            for pg_id, size in self.staging.bytes_since_snapshot.items()
+            if size >= backup_module.SNAPSHOT_EVERY_BYTES
+            and self.staging.staged_lsn.get(pg_id, 0) <= limit
+        }
+        for pg_id, reply in self._stage_requests(requests, snapshot=True).items():
+            if reply is not None and not reply.problem:
+                self.staging.bytes_since_snapshot[pg_id] = 0
+
+    def _expire_backups(self, now: float) -> None:
+        """Deletes what no restore inside the retention period needs."""
+        store = self.backup_store
+        assert store is not None
+        horizon = now - self.backup_options.retention_days * backup_module.DAY
+        catalog_rounds = store.list("rounds/")
+        horizon_vdl = 0
+        for name in catalog_rounds:
+            round_meta, _ = decode_object(store.get(name), name, KIND_MANIFEST)
+            if float(round_meta["time"]) <= horizon:
+                horizon_vdl = max(horizon_vdl, int(round_meta["vdl"]))
+        if horizon_vdl == 0:
+            return
+        for pg_id in self.pgs:
+            snapshots = sorted(
+                int(name.rsplit("/", 1)[1]) for name in store.list(f"pages/pg-{pg_id:08d}/")
+            )
+            base = max((lsn for lsn in snapshots if lsn <= horizon_vdl), default=0)
+            if base == 0:
+                continue
+            for lsn in snapshots:
+                if lsn < base:
+                    store.delete(backup_module.pages_name(pg_id, lsn))
+            for name in store.list(f"log/pg-{pg_id:08d}/"):
+                last = int(name.rsplit("-", 1)[1])
+                if last <= base:
+                    store.delete(name)
+
+    @property
+    def restorable_window(self) -> tuple[float, float]:
+        """(earliest, latest) times a point-in-time restore from this volume's backup reaches."""
+        if self.backup_store is None:
+            raise ConfigurationError("the volume has no backup store (create it with backup=...)")
+        with self.transport.lock:
+            if self._vdl > self.staging.last_round_vdl:
+                self.stage_backup()
+            return backup_module.BackupCatalog(self.backup_store).window()
+
+    @classmethod
+    def restore(
+        cls,
+        backup: Any,
+        to: float | datetime,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        progress: backup_module.Progress | None = None,
+        **options: Any,
+    ) -> Volume:
+        """Point-in-time restore: a new volume with exactly the commits at or before ``to``.
+
+        Reads only the backup store (a folder, a URL, or a store object); the
+        source volume may be gone. Raises TimeOutsideWindowError outside the
+        restorable window, BackupCorruptError or BackupObjectMissingError
+        naming a damaged or missing object, RestoreError for a gap.
+        """
+        return backup_module.restore(backup, to, path, progress=progress, **options)
 
     def _lal_base(self) -> int:
         """LSNs in flight count from VDL, or from the end of the last truncation above it."""
@@ -829,7 +1084,8 @@ class Volume:
             self._window_floor_lsn = cpl
             self._window_floor_time = max(self._window_floor_time, time)
         self._window_floor_time = max(self._window_floor_time, start, self.history.created_at)
-        self.history.forget_before(self._window_floor_time)
+        if self.backup_store is None:  # a backup needs old versions for its restores
+            self.history.forget_before(self._window_floor_time)
         return self._window_floor_lsn
 
     @property

@@ -1,0 +1,361 @@
+"""Continuous backup (step 6 of the write path) and point-in-time restore.
+
+Storage stages each protection group's log to a backup store once per PG,
+not six times: for each staging round the writer names one healthy segment
+per PG, and that node uploads the PG's chain frames of the round as a LOG
+object. Periodically a node also uploads a PAGES object: every page of the PG
+materialized at a staged LSN, the base a restore starts from once older LOG
+objects are gone. The writer keeps two kinds of small objects: ``rounds/``
+manifests (each round's VDL and the CPLs it staged with their times: the
+time index of the backup) and ``volume/history`` (geometry, history
+versions, truncations). Objects are lz4-compressed and xxh3-checksummed
+(backup_store.py; docs/format.md, "Backup objects").
+
+Names (all numbers zero-padded so names sort by LSN)::
+
+    log/pg-<pg>/<first_lsn>-<last_lsn>   frames of one PG, chained
+    pages/pg-<pg>/<lsn>                  page images of one PG at lsn
+    rounds/<vdl>                         one staging round
+    volume/history                       geometry, versions, truncations
+
+Restore to time T reads only the store: the version in effect at T and every
+truncation give the hidden LSN ranges; the last CPL at or before T outside
+them is the restore point; each PG's newest PAGES object at or below it and
+the LOG objects after it (their backlinks must chain, or the restore names
+the missing range) are applied in C and written into a new volume.
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import log
+from .backup_store import (
+    KIND_HISTORY,
+    KIND_LOG,
+    KIND_MANIFEST,
+    KIND_PAGES,
+    BackupStore,
+    decode_object,
+    encode_object,
+    open_store,
+)
+from .clock import to_seconds
+from .errors import (
+    BackupCorruptError,
+    CorruptionError,
+    HistoryError,
+    TimeOutsideWindowError,
+)
+from .history import History, merge_ranges, truncation_ranges
+from .pagelog import new_page_log
+
+if TYPE_CHECKING:
+    from .segment import Segment
+    from .volume import Volume
+
+HISTORY_NAME = "volume/history"
+STAGING_INTERVAL_DEFAULT = 60.0  # seconds between staging rounds: latest restorable trails by this
+SNAPSHOT_EVERY_BYTES = 64 * 1024 * 1024  # staged log bytes of a PG between PAGES objects
+RESTORE_PAGES_PER_MTR = 64
+DAY = 86400.0
+
+
+def log_name(pg_id: int, first_lsn: int, last_lsn: int) -> str:
+    return f"log/pg-{pg_id:08d}/{first_lsn:020d}-{last_lsn:020d}"
+
+
+def pages_name(pg_id: int, lsn: int) -> str:
+    return f"pages/pg-{pg_id:08d}/{lsn:020d}"
+
+
+def round_name(vdl: int) -> str:
+    return f"rounds/{vdl:020d}"
+
+
+class RestoreError(HistoryError):
+    """A restore cannot be done: a time outside the window, or objects missing."""
+
+
+# --- node side: building objects from a segment --------------------------------------
+
+
+def build_log_object(
+    segment: Segment, from_lsn: int, upto_lsn: int
+) -> tuple[bytes, dict[str, Any]] | None:
+    """The LOG object of a segment's chain frames in (from_lsn, upto_lsn], or None if empty.
+
+    Raises CorruptionError if the chain no longer holds the start of the range.
+    """
+    start = bisect.bisect_right(segment.chain_last_lsns, from_lsn)
+    end = bisect.bisect_right(segment.chain_last_lsns, upto_lsn)
+    if start == end:
+        return None
+    if segment.chain_first_lsns[start] <= from_lsn:
+        raise CorruptionError(f"PG {segment.pg_id}: a frame straddles staged LSN {from_lsn}")
+    first_frame = log.decode_frame(
+        segment.chain_frames[start], segment.geometry.page_size, segment.page_lo, segment.page_hi
+    )
+    if first_frame.backlink > from_lsn:
+        raise CorruptionError(f"PG {segment.pg_id}: frames after LSN {from_lsn} were collected")
+    cpl_start = bisect.bisect_right(segment.cpl_lsns, from_lsn)
+    cpl_end = bisect.bisect_right(segment.cpl_lsns, upto_lsn)
+    meta = {
+        "pg_id": segment.pg_id,
+        "first_lsn": segment.chain_first_lsns[start],
+        "last_lsn": segment.chain_last_lsns[end - 1],
+        "backlink": first_frame.backlink,
+        "cpls": segment.cpl_lsns[cpl_start:cpl_end],
+        "times": segment.cpl_times[cpl_start:cpl_end],
+    }
+    payload = b"".join(segment.chain_frames[start:end])
+    return encode_object(KIND_LOG, payload, meta), meta
+
+
+def build_pages_object(segment: Segment, lsn: int, annulled: tuple[int, ...]) -> bytes:
+    """The PAGES object of every page the segment holds, materialized at ``lsn``."""
+    page_nos = segment.page_log.page_nos()
+    pairs = list(zip(annulled[::2], annulled[1::2], strict=True))
+    images = [bytes(segment.page_log.materialize(page_no, lsn, pairs)[0]) for page_no in page_nos]
+    meta = {"pg_id": segment.pg_id, "lsn": lsn, "page_nos": page_nos}
+    return encode_object(KIND_PAGES, b"".join(images), meta)
+
+
+# --- writer side: staging state --------------------------------------------------------
+
+
+@dataclass
+class BackupOptions:
+    target: Any = None  # a folder path, a URL, or a BackupStore
+    retention_days: float = 1.0
+    staging_interval: float = STAGING_INTERVAL_DEFAULT
+
+    def check(self) -> None:
+        from .errors import ConfigurationError
+
+        if not 1 <= self.retention_days <= 35:
+            raise ConfigurationError(
+                f"backup_retention_days {self.retention_days} must be from 1 to 35"
+            )
+        if not self.staging_interval > 0:
+            raise ConfigurationError(f"staging interval {self.staging_interval} must be positive")
+
+
+@dataclass
+class StagingState:
+    """What the writer knows of the backup: per PG, staged up to where."""
+
+    staged_lsn: dict[int, int] = field(default_factory=dict)
+    snapshot_lsn: dict[int, int] = field(default_factory=dict)
+    bytes_since_snapshot: dict[int, int] = field(default_factory=dict)
+    last_round_time: float = float("-inf")
+    last_round_vdl: int = 0
+    last_round_time_recorded: float = float("-inf")
+    history_written: int = -1  # signature of the history last uploaded
+
+
+def history_object(volume: Volume) -> bytes:
+    options = volume.options
+    meta = {
+        "volume_id": volume.volume_id,
+        "page_size": options.page_size,
+        "segment_size": options.segment_size,
+        "capacity": options.capacity,
+        "versions": volume.history.encode(),
+        "truncations": [list(t) for t in volume.truncations],
+    }
+    return encode_object(KIND_HISTORY, b"", meta)
+
+
+# --- reading a backup ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Round:
+    vdl: int
+    time: float
+    cpls: tuple[int, ...]
+    times: tuple[float, ...]
+
+
+class BackupCatalog:
+    """What a backup store holds, read from names and small objects only."""
+
+    def __init__(self, store: BackupStore) -> None:
+        self.store = store
+        try:
+            meta, _ = decode_object(store.get(HISTORY_NAME), HISTORY_NAME, KIND_HISTORY)
+        except CorruptionError:
+            raise
+        except Exception as error:
+            raise RestoreError(f"the backup has no readable {HISTORY_NAME}: {error}") from None
+        self.meta = meta
+        self.history = History.decode(meta["versions"])
+        self.truncations = [(int(e), int(lo), int(hi)) for e, lo, hi in meta["truncations"]]
+        self.logs: dict[int, list[tuple[int, int, str]]] = {}
+        self.snapshots: dict[int, list[tuple[int, str]]] = {}
+        for name in store.list("log/"):
+            pg_part, range_part = name.split("/")[1:]
+            first, last = range_part.split("-")
+            self.logs.setdefault(int(pg_part[3:]), []).append((int(first), int(last), name))
+        for name in store.list("pages/"):
+            pg_part, lsn_part = name.split("/")[1:]
+            self.snapshots.setdefault(int(pg_part[3:]), []).append((int(lsn_part), name))
+        for entries in self.logs.values():
+            entries.sort()
+        for snapshots in self.snapshots.values():
+            snapshots.sort()
+        self.rounds: list[Round] = []
+        for name in store.list("rounds/"):
+            round_meta, _ = decode_object(store.get(name), name, KIND_MANIFEST)
+            self.rounds.append(
+                Round(
+                    int(round_meta["vdl"]),
+                    float(round_meta["time"]),
+                    tuple(int(v) for v in round_meta["cpls"]),
+                    tuple(float(v) for v in round_meta["times"]),
+                )
+            )
+        self.rounds.sort(key=lambda entry: entry.vdl)
+
+    def window(self) -> tuple[float, float]:
+        """(earliest, latest) restorable times."""
+        if not self.rounds:
+            raise RestoreError("the backup holds no staged round yet")
+        latest = max(entry.time for entry in self.rounds)
+        earliest = max(
+            self.history.created_at, float(self.meta.get("earliest", self.history.created_at))
+        )
+        return earliest, latest
+
+    def restore_point(self, moment: float) -> tuple[int, tuple[int, ...]]:
+        """The CPL a restore to ``moment`` lands on, and the LSN ranges it must hide."""
+        earliest, latest = self.window()
+        if not earliest <= moment <= latest:
+            raise TimeOutsideWindowError(moment, earliest, latest)
+        version = self.history.at(moment)
+        hidden = version.annulled if version is not None else ()
+        annulled = merge_ranges(hidden, truncation_ranges(self.truncations))
+        best = 0
+        for entry in self.rounds:
+            for cpl, time in zip(entry.cpls, entry.times, strict=True):
+                if time <= moment and cpl > best and not _inside(cpl, annulled):
+                    best = cpl
+        return best, annulled
+
+
+def _inside(lsn: int, annulled: tuple[int, ...]) -> bool:
+    return any(annulled[i] < lsn <= annulled[i + 1] for i in range(0, len(annulled), 2))
+
+
+Progress = Callable[[int, int], None]
+
+
+def restore(
+    backup: Any,
+    to: float | Any,
+    path: str | os.PathLike[str] | None,
+    *,
+    progress: Progress | None = None,
+    **create_options: Any,
+) -> Volume:
+    """A new volume holding exactly the commits of the backup at or before ``to``."""
+    from .volume import Volume
+
+    store = open_store(backup)
+    catalog = BackupCatalog(store)
+    moment = to_seconds(to)
+    point, annulled = catalog.restore_point(moment)
+    meta = catalog.meta
+    page_size = int(meta["page_size"])
+    pairs = list(zip(annulled[::2], annulled[1::2], strict=True))
+    plans = []
+    for pg_id in sorted(set(catalog.logs) | set(catalog.snapshots)):
+        base_lsn, base_name = 0, None
+        for lsn, name in catalog.snapshots.get(pg_id, []):
+            if lsn <= point:
+                base_lsn, base_name = lsn, name
+        needed = [
+            entry
+            for entry in catalog.logs.get(pg_id, [])
+            if entry[1] > base_lsn and entry[0] <= point
+        ]
+        plans.append((pg_id, base_lsn, base_name, needed))
+    total = sum(len(needed) + (1 if base_name else 0) for _, _, base_name, needed in plans)
+    done = 0
+    volume = Volume.create(
+        path,
+        page_size=page_size,
+        segment_size=int(meta["segment_size"]),
+        capacity=int(meta["capacity"]),
+        **create_options,
+    )
+    try:
+        for pg_id, base_lsn, base_name, needed in plans:
+            page_log = new_page_log(page_size)
+            page_nos: set[int] = set()
+            if base_name is not None:
+                snapshot_meta, images = decode_object(store.get(base_name), base_name, KIND_PAGES)
+                snapshot_pages = [int(p) for p in snapshot_meta["page_nos"]]
+                if len(images) != len(snapshot_pages) * page_size:
+                    raise BackupCorruptError(base_name, "page images do not match the page list")
+                for index, page_no in enumerate(snapshot_pages):
+                    batch = log.pack_record(
+                        base_lsn,
+                        0,
+                        page_no,
+                        log.KIND_PAGE,
+                        images[index * page_size : (index + 1) * page_size],
+                    )
+                    page_log.append(batch)
+                    page_nos.add(page_no)
+                done += 1
+                if progress:
+                    progress(done, total)
+            chain = base_lsn
+            for first, last, name in needed:
+                object_meta, frames = decode_object(store.get(name), name, KIND_LOG)
+                if int(object_meta["backlink"]) > chain:
+                    raise RestoreError(
+                        f"PG {pg_id}: the LOG objects for LSNs {chain + 1} to {first - 1} are "
+                        f"missing ({name} continues from LSN {object_meta['backlink']})"
+                    )
+                position = 0
+                while position < len(frames):
+                    try:
+                        frame = log.decode_frame(frames, page_size, position=position)
+                    except CorruptionError as error:
+                        raise BackupCorruptError(name, str(error)) from None
+                    if frame.last_lsn > base_lsn:  # frames never straddle a staged LSN
+                        page_log.append(frame.body)
+                    position += frame.size
+                chain = last
+                done += 1
+                if progress:
+                    progress(done, total)
+            # Only the base images lie at or below base_lsn, and they already reflect
+            # the ranges hidden there: clip the ranges so the images themselves apply.
+            clipped = [(max(lo, base_lsn), hi) for lo, hi in pairs if hi > base_lsn]
+            page_nos.update(page_log.page_nos())
+            _write_pages(volume, page_log, sorted(page_nos), point, clipped)
+    except BaseException:
+        volume.close()
+        raise
+    volume.restored_from = (moment, point)
+    return volume
+
+
+def _write_pages(
+    volume: Volume, page_log: Any, page_nos: list[int], point: int, pairs: list[tuple[int, int]]
+) -> None:
+    zero = bytes(volume.geometry.page_size)
+    for start in range(0, len(page_nos), RESTORE_PAGES_PER_MTR):
+        with volume.transaction() as tx:
+            for page_no in page_nos[start : start + RESTORE_PAGES_PER_MTR]:
+                image, _ = page_log.materialize(page_no, point, pairs)
+                if image != zero:
+                    tx.put_page(page_no, image)
