@@ -15,7 +15,7 @@ Names (all numbers zero-padded so names sort by LSN)::
 
     log/pg-<pg>/<first_lsn>-<last_lsn>   frames of one PG, chained
     pages/pg-<pg>/<lsn>                  page images of one PG at lsn
-    rounds/<vdl>                         one staging round
+    rounds/<vdl>-<milliseconds>          one staging round
     volume/history                       geometry, versions, truncations
 
 Restore to time T reads only the store: the version in effect at T and every
@@ -73,8 +73,8 @@ def pages_name(pg_id: int, lsn: int) -> str:
     return f"pages/pg-{pg_id:08d}/{lsn:020d}"
 
 
-def round_name(vdl: int) -> str:
-    return f"rounds/{vdl:020d}"
+def round_name(vdl: int, time: float) -> str:
+    return f"rounds/{vdl:020d}-{max(0, round(time * 1000)):015d}"
 
 
 class RestoreError(HistoryError):
@@ -155,6 +155,7 @@ class StagingState:
     last_round_time: float = float("-inf")
     last_round_vdl: int = 0
     last_round_time_recorded: float = float("-inf")
+    earliest: float = float("-inf")  # restores before this were given up by retention
     history_written: int = -1  # signature of the history last uploaded
 
 
@@ -167,6 +168,7 @@ def history_object(volume: Volume) -> bytes:
         "capacity": options.capacity,
         "versions": volume.history.encode(),
         "truncations": [list(t) for t in volume.truncations],
+        "earliest": max(volume.history.created_at, volume.staging.earliest),
     }
     return encode_object(KIND_HISTORY, b"", meta)
 
@@ -187,12 +189,9 @@ class BackupCatalog:
 
     def __init__(self, store: BackupStore) -> None:
         self.store = store
-        try:
-            meta, _ = decode_object(store.get(HISTORY_NAME), HISTORY_NAME, KIND_HISTORY)
-        except CorruptionError:
-            raise
-        except Exception as error:
-            raise RestoreError(f"the backup has no readable {HISTORY_NAME}: {error}") from None
+        # A missing or damaged history raises BackupObjectMissingError or
+        # BackupCorruptError, naming the object.
+        meta, _ = decode_object(store.get(HISTORY_NAME), HISTORY_NAME, KIND_HISTORY)
         self.meta = meta
         self.history = History.decode(meta["versions"])
         self.truncations = [(int(e), int(lo), int(hi)) for e, lo, hi in meta["truncations"]]

@@ -230,7 +230,8 @@ class Segment:
         """Steps 5 and 7 when due: coalesce a large hot log, drop frames every peer holds."""
         if self.hot_bytes > COALESCE_RECORD_BYTES:
             self.coalesce(retain_lsn, annulled)
-            self.forget_commits_before(self.coalesced_lsn)
+        # The time index goes with the frames: the backup stages both.
+        self.forget_commits_before(min(self.coalesced_lsn, floor_lsn))
         if self.chain_last_lsns and self.chain_last_lsns[0] <= floor_lsn:
             self.collect_garbage(floor_lsn)
 

@@ -75,6 +75,34 @@ class Model:
         return self.images[page_no][index - 1] if index else bytes(self.page_size)
 
 
+class TimelineModel:
+    """What a volume shows at each moment: (time, pages) after every commit or backtrack.
+
+    The reference for backtrack and point-in-time restore: the state at time T
+    is the last entry at or before T, whatever LSNs produced it.
+    """
+
+    def __init__(self, start: float, page_size: int) -> None:
+        self.page_size = page_size
+        self.events: list[tuple[float, dict[int, bytes]]] = [(start, {})]
+
+    def at(self, moment: float) -> dict[int, bytes]:
+        times = [time for time, _ in self.events]
+        index = bisect.bisect_right(times, moment)
+        return self.events[index - 1][1] if index else {}
+
+    def commit(self, time: float, changes: list[tuple[int, int, bytes]]) -> None:
+        pages = dict(self.events[-1][1])
+        for page_no, offset, data in changes:
+            image = bytearray(pages.get(page_no, bytes(self.page_size)))
+            image[offset : offset + len(data)] = data
+            pages[page_no] = bytes(image)
+        self.events.append((time, pages))
+
+    def backtrack(self, now: float, target: float) -> None:
+        self.events.append((now, dict(self.at(target))))
+
+
 @dataclass
 class Outcome:
     seed: int

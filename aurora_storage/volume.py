@@ -855,8 +855,11 @@ class Volume:
         retain = self.min_read_point()
         truncations = tuple(value for truncation in self.truncations for value in truncation)
         for pg, frame in sends:
+            pg_retain = retain
+            if self.backup_store is not None:  # the backup's page images are taken at staged LSNs
+                pg_retain = min(retain, self.staging.staged_lsn.get(pg.pg_id, 0))
             message = m.WriteFrames(
-                self.epoch, pg.pg_id, (frame,), retain, self._gc_floor(pg), truncations
+                self.epoch, pg.pg_id, (frame,), pg_retain, self._gc_floor(pg), truncations
             )
             for node in pg.quorum.members:
                 self.transport.send(self.writer_name, node, message)
@@ -895,7 +898,15 @@ class Volume:
             now = self.clock.now()
             self.staging.last_round_time = now
             upto = self._vdl
-            if upto <= self.staging.last_round_vdl:
+            history_changed = self.staging.history_written != self._history_signature()
+            if (
+                upto <= self.staging.last_round_vdl
+                and not history_changed
+                and (
+                    now - self.staging.last_round_time_recorded
+                    < self.backup_options.staging_interval
+                )
+            ):
                 return True
             requests: dict[int, tuple[int, int]] = {}
             for pg in self.pgs.values():
@@ -930,15 +941,23 @@ class Volume:
                 "cpls": [cpl for cpl, _ in cpls],
                 "times": [time for _, time in cpls],
             }
-            store.put(backup_module.round_name(upto), encode_object(KIND_MANIFEST, b"", round_meta))
+            name = backup_module.round_name(upto, round_meta["time"])
+            if store.exists(name):  # a second round in the same millisecond: keep both lists
+                earlier, _ = decode_object(store.get(name), name, KIND_MANIFEST)
+                merged = sorted({*zip(earlier["cpls"], earlier["times"], strict=True), *cpls})
+                round_meta["cpls"] = [cpl for cpl, _ in merged]
+                round_meta["times"] = [time for _, time in merged]
+            store.put(name, encode_object(KIND_MANIFEST, b"", round_meta))
             self.staging.last_round_vdl = upto
             self.staging.last_round_time_recorded = round_meta["time"]
             self._take_snapshots(now)
-            self._expire_backups(now)
+            if self._expire_backups(now):
+                store.put(backup_module.HISTORY_NAME, backup_module.history_object(self))
+                self.staging.history_written = self._history_signature()
             return True
 
     def _history_signature(self) -> int:
-        return hash((self.history.current.version, tuple(self.truncations)))
+        return hash((self.history.current.version, tuple(self.truncations), self.staging.earliest))
 
     def _stage_requests(
         self, requests: dict[int, tuple[int, int]], snapshot: bool
@@ -993,33 +1012,41 @@ class Volume:
             if reply is not None and not reply.problem:
                 self.staging.bytes_since_snapshot[pg_id] = 0
 
-    def _expire_backups(self, now: float) -> None:
-        """Deletes what no restore inside the retention period needs."""
+    def _expire_backups(self, now: float) -> bool:
+        """Deletes what no restore inside the retention period needs; True if it moved
+        the earliest restorable time.
+
+        For each PG the newest page snapshot at or below the horizon's VDL stays,
+        with every LOG object after it; older snapshots and LOG objects go.
+        Restores before the horizon are then given up for the whole volume.
+        """
         store = self.backup_store
         assert store is not None
         horizon = now - self.backup_options.retention_days * backup_module.DAY
-        catalog_rounds = store.list("rounds/")
-        horizon_vdl = 0
-        for name in catalog_rounds:
-            round_meta, _ = decode_object(store.get(name), name, KIND_MANIFEST)
-            if float(round_meta["time"]) <= horizon:
-                horizon_vdl = max(horizon_vdl, int(round_meta["vdl"]))
+        catalog = backup_module.BackupCatalog(store)
+        horizon_vdl = max(
+            (entry.vdl for entry in catalog.rounds if entry.time <= horizon), default=0
+        )
         if horizon_vdl == 0:
-            return
+            return False
+        deleted = False
         for pg_id in self.pgs:
-            snapshots = sorted(
-                int(name.rsplit("/", 1)[1]) for name in store.list(f"pages/pg-{pg_id:08d}/")
-            )
+            snapshots = [lsn for lsn, _ in catalog.snapshots.get(pg_id, [])]
             base = max((lsn for lsn in snapshots if lsn <= horizon_vdl), default=0)
             if base == 0:
                 continue
-            for lsn in snapshots:
+            for lsn, name in catalog.snapshots.get(pg_id, []):
                 if lsn < base:
-                    store.delete(backup_module.pages_name(pg_id, lsn))
-            for name in store.list(f"log/pg-{pg_id:08d}/"):
-                last = int(name.rsplit("-", 1)[1])
+                    store.delete(name)
+                    deleted = True
+            for _, last, name in catalog.logs.get(pg_id, []):
                 if last <= base:
                     store.delete(name)
+                    deleted = True
+        if deleted and horizon > self.staging.earliest:
+            self.staging.earliest = horizon
+            return True
+        return False
 
     @property
     def restorable_window(self) -> tuple[float, float]:
@@ -1027,8 +1054,7 @@ class Volume:
         if self.backup_store is None:
             raise ConfigurationError("the volume has no backup store (create it with backup=...)")
         with self.transport.lock:
-            if self._vdl > self.staging.last_round_vdl:
-                self.stage_backup()
+            self.stage_backup()
             return backup_module.BackupCatalog(self.backup_store).window()
 
     @classmethod

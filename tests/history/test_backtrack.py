@@ -12,7 +12,7 @@ import random
 
 import pytest
 
-from aurora_storage import SimulatedClock, Volume, segment
+from aurora_storage import SimulatedClock, Volume, segment, sim
 from aurora_storage.disk import SimulatedDisk
 from aurora_storage.errors import BacktrackDisabledError, TimeOutsideWindowError
 from aurora_storage.transport import DirectTransport
@@ -24,29 +24,9 @@ WINDOW = 3600.0
 START = 1_700_000_000.0
 
 
-class TimelineModel:
-    """What the volume shows at each moment: (time, pages) after every change."""
-
+class TimelineModel(sim.TimelineModel):
     def __init__(self) -> None:
-        self.events: list[tuple[float, dict[int, bytes]]] = [(START, {})]
-
-    def at(self, moment: float) -> dict[int, bytes]:
-        state: dict[int, bytes] = {}
-        for time, pages in self.events:
-            if time <= moment:
-                state = pages
-        return state
-
-    def commit(self, time: float, changes: list[tuple[int, int, bytes]]) -> None:
-        pages = dict(self.events[-1][1])
-        for page_no, offset, data in changes:
-            image = bytearray(pages.get(page_no, bytes(PAGE)))
-            image[offset : offset + len(data)] = data
-            pages[page_no] = bytes(image)
-        self.events.append((time, pages))
-
-    def backtrack(self, now: float, target: float) -> None:
-        self.events.append((now, dict(self.at(target))))
+        super().__init__(START, PAGE)
 
 
 def volume_with(clock: SimulatedClock, **options: object) -> Volume:

@@ -1,0 +1,213 @@
+"""Point-in-time restore from continuous backup, on a simulated clock.
+
+A timeline model records what the volume showed at every moment; restores to
+random times inside the restorable window must equal it, after backtracks
+too, and after the source volume's folder is gone. Damaged or missing backup
+objects raise errors naming them and never yield a volume with wrong bytes.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from aurora_storage import SimulatedClock, Volume, backup, segment
+from aurora_storage.backup_store import MemoryStore
+from aurora_storage.errors import (
+    BackupCorruptError,
+    BackupObjectMissingError,
+    ConfigurationError,
+    TimeOutsideWindowError,
+)
+from aurora_storage.sim import TimelineModel
+
+PAGE = 4096
+PAGES = 24
+START = 1_700_000_000.0
+
+
+def make(
+    clock: SimulatedClock, store: object, path: Path | None = None, **options: object
+) -> Volume:
+    return Volume.create(
+        path,
+        page_size=PAGE,
+        segment_size=PAGE * 4,
+        capacity=PAGE * PAGES,
+        clock=clock,
+        backup=store,
+        backup_staging_interval=30,
+        **options,  # type: ignore[arg-type]
+    )
+
+
+def commit_random(volume: Volume, model: TimelineModel, rng: random.Random) -> None:
+    changes = []
+    for _ in range(rng.randint(1, 4)):
+        data = rng.randbytes(rng.randint(1, 32))
+        changes.append((rng.randrange(PAGES), rng.randrange(PAGE - len(data)), data))
+    with volume.transaction() as tx:
+        for page_no, offset, data in changes:
+            tx.write(page_no, offset, data)
+    model.commit(volume.clock.now(), changes)
+
+
+def assert_pages(volume: Volume, expected: dict[int, bytes]) -> None:
+    for page_no in range(PAGES):
+        assert volume.read_page(page_no) == expected.get(page_no, bytes(PAGE)), page_no
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_restores_match_the_timeline(seed: int) -> None:
+    rng = random.Random(seed)
+    clock = SimulatedClock(START)
+    store = MemoryStore()
+    volume = make(clock, store, backtrack_window=3600)
+    model = TimelineModel(START, PAGE)
+    for _ in range(80):
+        roll = rng.random()
+        clock.advance(rng.uniform(1, 40))
+        if roll < 0.85:
+            commit_random(volume, model, rng)
+        else:
+            earliest, latest = volume.backtrack_window
+            target = rng.uniform(earliest, latest)
+            volume.backtrack(target)
+            model.backtrack(clock.now(), target)
+    earliest, latest = volume.restorable_window
+    assert latest == clock.now(), "nothing in flight: the latest restorable time is now"
+    for _ in range(4):
+        moment = rng.uniform(earliest, latest)
+        restored = Volume.restore(store, to=moment)
+        assert_pages(restored, model.at(moment))
+
+
+def test_restore_after_the_source_is_deleted(tmp_path: Path) -> None:
+    clock = SimulatedClock(START)
+    volume = make(clock, str(tmp_path / "backup"), tmp_path / "source")
+    model = TimelineModel(START, PAGE)
+    rng = random.Random(7)
+    for _ in range(30):
+        clock.advance(20)
+        commit_random(volume, model, rng)
+    earliest, latest = volume.restorable_window
+    volume.close()
+    shutil.rmtree(tmp_path / "source")
+    moment = START + 20 * 17 + 5
+    assert earliest <= moment <= latest
+    restored = Volume.restore(str(tmp_path / "backup"), to=moment, path=tmp_path / "restored")
+    assert_pages(restored, model.at(moment))
+    restored.close()
+    reopened = Volume.open(tmp_path / "restored")
+    assert_pages(reopened, model.at(moment))
+    reopened.close()
+
+
+def test_times_outside_the_window() -> None:
+    clock = SimulatedClock(START)
+    store = MemoryStore()
+    volume = make(clock, store)
+    for _ in range(5):
+        clock.advance(10)
+        with volume.transaction() as tx:
+            tx.write(0, 0, b"x")
+    earliest, latest = volume.restorable_window
+    for moment in (earliest - 1, latest + 1):
+        with pytest.raises(TimeOutsideWindowError):
+            Volume.restore(store, to=moment)
+
+
+def test_retention_days_are_checked() -> None:
+    for days in (0, 36):
+        with pytest.raises(ConfigurationError):
+            make(SimulatedClock(START), MemoryStore(), backup_retention_days=days)
+
+
+def filled_store(clock: SimulatedClock) -> tuple[MemoryStore, TimelineModel]:
+    store = MemoryStore()
+    volume = make(clock, store)
+    model = TimelineModel(START, PAGE)
+    rng = random.Random(3)
+    for _ in range(20):
+        clock.advance(20)
+        commit_random(volume, model, rng)
+    volume.restorable_window  # noqa: B018 (stages the last round)
+    return store, model
+
+
+def test_a_corrupt_object_is_named_and_yields_no_volume() -> None:
+    clock = SimulatedClock(START)
+    store, _ = filled_store(clock)
+    name = store.list("log/")[0]
+    data = bytearray(store.objects[name])
+    data[len(data) // 2] ^= 0x01
+    store.objects[name] = bytes(data)
+    with pytest.raises(BackupCorruptError) as caught:
+        Volume.restore(store, to=clock.now())
+    assert caught.value.name == name
+
+
+def test_a_missing_object_is_named() -> None:
+    clock = SimulatedClock(START)
+    store, _ = filled_store(clock)
+    names = store.list("log/pg-00000000/")
+    assert len(names) >= 3
+    del store.objects[names[1]]
+    with pytest.raises(backup.RestoreError) as caught:
+        Volume.restore(store, to=clock.now())
+    assert "missing" in str(caught.value)
+    del store.objects[backup.HISTORY_NAME]
+    with pytest.raises(BackupObjectMissingError) as missing:
+        Volume.restore(store, to=clock.now())
+    assert missing.value.name == backup.HISTORY_NAME
+
+
+def test_retention_keeps_what_restores_need(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(backup, "SNAPSHOT_EVERY_BYTES", 1)
+    clock = SimulatedClock(START)
+    store = MemoryStore()
+    volume = make(clock, store, backup_retention_days=1)
+    model = TimelineModel(START, PAGE)
+    rng = random.Random(11)
+    for _ in range(40):
+        clock.advance(3600)  # 40 hours of history, one commit an hour
+        commit_random(volume, model, rng)
+    earliest, latest = volume.restorable_window
+    assert latest == clock.now()
+    assert earliest >= clock.now() - 24 * 3600 - 1, "restores older than a day were given up"
+    with pytest.raises(TimeOutsideWindowError):
+        Volume.restore(store, to=START + 3600)
+    assert store.list("pages/"), "page snapshots were staged"
+    logs_before = len(store.list("log/"))
+    clock.advance(3600)
+    commit_random(volume, model, rng)
+    volume.restorable_window  # noqa: B018
+    assert len(store.list("log/")) <= logs_before + 6, "old LOG objects were deleted"
+    for moment in (clock.now() - 20 * 3600, clock.now() - 3600, clock.now()):
+        restored = Volume.restore(store, to=moment)
+        assert_pages(restored, model.at(moment))
+
+
+def test_coalescing_waits_for_staging(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segment, "COALESCE_RECORD_BYTES", 1)
+    clock = SimulatedClock(START)
+    store = MemoryStore()
+    volume = Volume.create(
+        page_size=PAGE,
+        segment_size=PAGE * 4,
+        capacity=PAGE * PAGES,
+        clock=clock,
+        backup=store,
+        backup_staging_interval=10_000,
+    )
+    model = TimelineModel(START, PAGE)
+    rng = random.Random(5)
+    for _ in range(30):
+        clock.advance(5)
+        commit_random(volume, model, rng)
+    assert volume.stage_backup()
+    for moment in (START + 7, START + 50, clock.now()):
+        assert_pages(Volume.restore(store, to=moment), model.at(moment))
