@@ -821,6 +821,13 @@ class Volume:
         return Transaction(self)
 
     def _commit(self, batches: dict[int, bytearray], record_count: int) -> int:
+        # The transport's lock serializes LSN allocation and every change of
+        # protocol state; waiting for acks releases it, so other threads' frames
+        # join the same fsyncs (group commit).
+        with self.transport.lock:
+            return self._commit_locked(batches, record_count)
+
+    def _commit_locked(self, batches: dict[int, bytearray], record_count: int) -> int:
         self._check_open()
         self._raise_if_fenced()
         wanted = self.allocated_lsn + record_count
@@ -1249,6 +1256,10 @@ class Volume:
 
     def read_page(self, page_no: int, lsn: int | None = None) -> bytes:
         """The page's bytes at ``lsn`` (default: the current VDL), from one segment."""
+        with self.transport.lock:
+            return self._read_page_locked(page_no, lsn)
+
+    def _read_page_locked(self, page_no: int, lsn: int | None) -> bytes:
         self._check_open()
         if not isinstance(page_no, int) or not 0 <= page_no < self.geometry.page_count:
             raise PageOutOfRangeError(page_no, self.geometry.page_count)
@@ -1306,42 +1317,91 @@ class Volume:
     # --- status and lifecycle -------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        nodes = []
-        for node in self.nodes.values():
-            nodes.append(
+        """Nodes, AZs, health, SCLs, PG count, bytes, and the history windows, as plain data."""
+        with self.transport.lock:
+            nodes = []
+            for node in self.nodes.values():
+                disk_bytes = 0
+                if node.disk is not None and not node.failed:
+                    disk_bytes = sum(node.disk.size(name) for name in node.disk.list())
+                nodes.append(
+                    {
+                        "name": node.name,
+                        "az": node.az,
+                        "up": self.cluster.is_up(node.name),
+                        "failed": node.failed,
+                        "suspect": node.suspect or any(s.suspect for s in node.segments.values()),
+                        "epoch": node.epoch,
+                        "segments": len(node.segments),
+                        "memory_bytes": sum(s.bytes_used() for s in node.segments.values()),
+                        "disk_bytes": disk_bytes,
+                    }
+                )
+            pgs = [
                 {
-                    "name": node.name,
-                    "az": node.az,
-                    "up": self.cluster.is_up(node.name),
-                    "epoch": node.epoch,
-                    "segments": len(node.segments),
-                    "bytes": sum(segment.bytes_used() for segment in node.segments.values()),
+                    "pg": pg.pg_id,
+                    "pgcl": pg.pgcl,
+                    "tail_lsn": pg.tail_lsn,
+                    "scls": {node: pg.scls.get(node, 0) for node in pg.quorum.members},
+                    "unacknowledged_frames": len(pg.outstanding),
                 }
-            )
-        pgs = [
-            {
-                "pg": pg.pg_id,
-                "pgcl": pg.pgcl,
-                "tail_lsn": pg.tail_lsn,
-                "scls": {node: pg.scls.get(node, 0) for node in pg.quorum.members},
-                "unacknowledged_frames": len(pg.outstanding),
+                for pg in sorted(self.pgs.values(), key=lambda pg: pg.pg_id)
+            ]
+            result: dict[str, Any] = {
+                "path": self.path,
+                "epoch": self.epoch,
+                "page_size": self.geometry.page_size,
+                "pages_per_pg": self.geometry.pages_per_pg,
+                "capacity_bytes": self.geometry.page_count * self.geometry.page_size,
+                "durability": self.options.durability,
+                "allocated_lsn": self.allocated_lsn,
+                "vcl": self._vcl,
+                "vdl": self._vdl,
+                "pg_count": len(self.pgs),
+                "nodes": nodes,
+                "pgs": pgs,
+                "bytes_used": sum(n["disk_bytes"] or n["memory_bytes"] for n in nodes),
+                "truncations": [list(t) for t in self.truncations],
+                "history_version": self.history.current.version,
             }
-            for pg in sorted(self.pgs.values(), key=lambda pg: pg.pg_id)
-        ]
-        return {
-            "epoch": self.epoch,
-            "page_size": self.geometry.page_size,
-            "pages_per_pg": self.geometry.pages_per_pg,
-            "capacity_bytes": self.geometry.page_count * self.geometry.page_size,
-            "durability": self.options.durability,
-            "allocated_lsn": self.allocated_lsn,
-            "vcl": self._vcl,
-            "vdl": self._vdl,
-            "pg_count": len(self.pgs),
-            "nodes": nodes,
-            "pgs": pgs,
-            "bytes_used": sum(node["bytes"] for node in nodes),
-        }
+            if self.options.backtrack_window:
+                earliest, latest = self.backtrack_window
+                result["backtrack"] = {
+                    "window_target_seconds": self.options.backtrack_window,
+                    "window_actual_seconds": latest - earliest,
+                    "earliest": earliest,
+                    "latest": latest,
+                    "change_records_stored": len(self._window_commits),
+                    "change_bytes_stored": self._window_bytes,
+                    "budget_bytes": self.options.backtrack_budget,
+                }
+            if self.backup_store is not None:
+                earliest, latest = self.restorable_window
+                result["backup"] = {
+                    "store": repr(self.backup_store),
+                    "retention_days": self.backup_options.retention_days,
+                    "staging_interval_seconds": self.backup_options.staging_interval,
+                    "earliest_restorable": earliest,
+                    "latest_restorable": latest,
+                    "staged_vdl": self.staging.last_round_vdl,
+                }
+            return result
+
+    def simulate_crash(self) -> None:
+        """Stops the writer as a crash would, for demos and tests.
+
+        Nothing more is sent or flushed and node metadata is not rewritten; the
+        folder lock is released so the volume can be opened again (recovery).
+        Storage keeps exactly what it had made durable.
+        """
+        with self.transport.lock:
+            self._closed = True
+            for node in self.nodes.values():
+                if isinstance(node.disk, RealDisk):
+                    node.disk.close()
+            if self._owns_transport:
+                self.transport.close()
+        self._release_lock()
 
     def close(self) -> None:
         """Waits for fsyncs in flight, syncs and records node metadata, releases the folder."""

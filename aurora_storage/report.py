@@ -1,0 +1,161 @@
+"""``aurora-storage bench``: run the benchmark suite and write a report folder.
+
+The suite (``benchmarks/`` of a checkout, run with pytest-benchmark) writes
+its same-run ratio table to ``.benchmarks/ratios.json``; this module turns it
+into ``report.md`` (one row per workload and baseline, with the goal and
+whether it was met) and, when matplotlib is installed (the ``report`` extra),
+two charts: throughput per workload and ratio to baseline against the goal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError
+
+RATIOS = Path(".benchmarks") / "ratios.json"
+
+
+def run(out: Path, *, quick: bool, root: Path) -> int:
+    """Runs the suite from the checkout at ``root`` and writes the report into ``out``."""
+    benchmarks = sorted((root / "benchmarks").glob("bench_*.py"))
+    if not benchmarks:
+        raise ConfigurationError(
+            f"no benchmarks/bench_*.py under {root.resolve()}: run from a checkout, or pass --source"
+        )
+    environment = dict(os.environ)
+    if quick:
+        environment["AURORA_STORAGE_BENCH_QUICK"] = "1"
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        *map(str, benchmarks),
+        "--benchmark-only",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+    ]
+    print("running:", " ".join(command), flush=True)
+    finished = subprocess.run(command, cwd=root, env=environment, check=False)
+    ratios = root / RATIOS
+    if not ratios.exists():
+        raise ConfigurationError(f"the benchmark run wrote no {ratios}")
+    document = json.loads(ratios.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ratios.json").write_text(json.dumps(document, indent=2) + "\n")
+    markdown = render_markdown(document)
+    (out / "report.md").write_text(markdown)
+    charts = write_charts(document, out)
+    print(markdown)
+    print(f"report: {out / 'report.md'}" + (f", charts: {', '.join(charts)}" if charts else ""))
+    return int(finished.returncode)
+
+
+def _rate(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    for factor, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if value >= factor:
+            return f"{value / factor:.2f} {prefix}{unit}/s"
+    return f"{value:.1f} {unit}/s"
+
+
+def _goal(goal: dict[str, Any] | None) -> str:
+    if not goal:
+        return "-"
+    kind, value = goal.get("kind", ""), goal.get("value")
+    return {
+        "ratio_min": f">= {value}x",
+        "median_us_max": f"< {value} us median",
+        "bytes_per_s_min": f">= {_rate(value, 'B')}",
+    }.get(kind, f"{kind} {value}")
+
+
+def render_markdown(document: dict[str, Any]) -> str:
+    lines = [
+        "# aurora-storage benchmark report",
+        "",
+        f"{document.get('generated_utc', '')}, {document.get('platform', '')}, "
+        f"{document.get('cpu_count', '?')} CPUs; figures are medians, baselines measured in the same run.",
+        "",
+        "| workload | figure | baseline | baseline figure | ratio | goal | met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in document.get("rows", []):
+        unit = row.get("subject_unit", "rec")
+        ratio = row.get("ratio")
+        met = row.get("met")
+        lines.append(
+            "| {workload} | {figure} | {baseline} | {baseline_figure} | {ratio} | {goal} | {met} |".format(
+                workload=row["workload"],
+                figure=_rate(row.get("subject_records_per_s"), unit),
+                baseline=row.get("baseline_label") or "-",
+                baseline_figure=_rate(
+                    row.get("baseline_records_per_s"), row.get("baseline_unit", unit)
+                ),
+                ratio=f"{ratio:.2f}x" if isinstance(ratio, (int, float)) else "-",
+                goal=_goal(row.get("goal")),
+                met={True: "yes", False: "**no**", None: "-"}[
+                    met if isinstance(met, bool) else None
+                ],
+            )
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_charts(document: dict[str, Any], out: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plot
+    except ImportError:
+        return []
+    rows = document.get("rows", [])
+    names = []
+    seen = set()
+    for row in rows:
+        if row["workload"] not in seen:
+            seen.add(row["workload"])
+            names.append(row)
+    written = []
+    figure, axis = plot.subplots(figsize=(10, 0.45 * len(names) + 1.5))
+    axis.barh(
+        [row["workload"] for row in names],
+        [row.get("subject_records_per_s") or 0 for row in names],
+        color="#4c72b0",
+    )
+    axis.set_xscale("log")
+    axis.set_xlabel("records (or operations) per second, log scale")
+    axis.invert_yaxis()
+    figure.tight_layout()
+    figure.savefig(out / "throughput.png", dpi=110)
+    plot.close(figure)
+    written.append("throughput.png")
+    with_ratio = [row for row in rows if isinstance(row.get("ratio"), (int, float))]
+    if with_ratio:
+        figure, axis = plot.subplots(figsize=(10, 0.45 * len(with_ratio) + 1.5))
+        labels = [f"{row['workload']} vs {row.get('baseline', '')}" for row in with_ratio]
+        colors = [
+            "#55a868" if row.get("met") else ("#c44e52" if row.get("met") is False else "#8c8c8c")
+            for row in with_ratio
+        ]
+        axis.barh(labels, [row["ratio"] for row in with_ratio], color=colors)
+        for index, row in enumerate(with_ratio):
+            goal = row.get("goal") or {}
+            if goal.get("kind") == "ratio_min":
+                axis.plot([goal["value"]] * 2, [index - 0.4, index + 0.4], color="black")
+        axis.set_xscale("log")
+        axis.set_xlabel("ratio to the same-run baseline (black tick: goal; green met, red missed)")
+        axis.invert_yaxis()
+        figure.tight_layout()
+        figure.savefig(out / "ratios.png", dpi=110)
+        plot.close(figure)
+        written.append("ratios.png")
+    return written

@@ -1,0 +1,168 @@
+"""The command line: every command on a small volume, its output and exit status."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from aurora_storage import Volume, cli
+from aurora_storage.node import log_name
+
+
+@pytest.fixture
+def volume_path(tmp_path: Path) -> Path:
+    path = tmp_path / "volume"
+    volume = Volume.create(
+        path,
+        page_size=4096,
+        segment_size=4096 * 8,
+        capacity=4096 * 256,
+        backtrack_window=3600,
+        backup=str(tmp_path / "backup"),
+        backup_staging_interval=0.001,
+    )
+    for i in range(30):
+        with volume.transaction() as tx:
+            tx.write(i % 16, 0, f"value {i:03d}".encode())
+    volume.close()
+    return path
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    status = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+def test_demo_passes(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = run(capsys, "demo")
+    assert status == 0, out
+    assert "checks passed" in out
+    for step in ("AZ az1 down", "writer crash", "backtrack", "point-in-time restore"):
+        assert step in out
+
+
+def test_status_text_json_prometheus(capsys: pytest.CaptureFixture[str], volume_path: Path) -> None:
+    status, out, _ = run(capsys, "status", str(volume_path))
+    assert status == 0
+    assert "az3-b" in out and "VDL 30" in out and "backtrack window" in out and "restorable" in out
+    status, out, _ = run(capsys, "status", str(volume_path), "--json")
+    document = json.loads(out)
+    assert document["vdl"] == 30 and len(document["nodes"]) == 6
+    status, out, _ = run(capsys, "status", str(volume_path), "--prometheus")
+    assert "aurora_volume_bytes_used" in out
+    assert "aurora_backtrack_window_actual_seconds" in out
+    assert 'aurora_node_up{node="az1-a",az="az1"} 1' in out
+
+
+def test_verify_clean_then_corrupt(capsys: pytest.CaptureFixture[str], volume_path: Path) -> None:
+    status, out, _ = run(capsys, "verify", str(volume_path))
+    assert status == 0, out
+    assert "0 problems" in out
+    log_file = volume_path / "nodes" / "az2-b" / log_name(0)
+    data = bytearray(log_file.read_bytes())
+    data[len(data) // 3] ^= 0x40
+    log_file.write_bytes(bytes(data))
+    status, out, _ = run(capsys, "verify", str(volume_path))
+    assert status == 1
+    assert "az2-b" in out and "damaged" in out
+
+
+def test_dump(capsys: pytest.CaptureFixture[str], volume_path: Path) -> None:
+    status, out, _ = run(capsys, "dump", str(volume_path), "--page", "3")
+    assert status == 0
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("lsn")
+    assert all("\t3\t" in line for line in lines[1:]) and len(lines) >= 2
+    status, out, _ = run(capsys, "dump", str(volume_path), "--lsn", "5:7")
+    assert [line.split("\t")[0] for line in out.strip().splitlines()[1:]] == ["5", "6", "7"]
+
+
+def test_backtrack_and_restore(
+    capsys: pytest.CaptureFixture[str], volume_path: Path, tmp_path: Path
+) -> None:
+    status, out, err = run(capsys, "backtrack", str(volume_path), "--to=now")
+    assert status == 0, err
+    assert "last visible commit LSN" in out
+    from aurora_storage.backup import BackupCatalog
+    from aurora_storage.backup_store import open_store
+
+    _, latest = BackupCatalog(open_store(str(tmp_path / "backup"))).window()
+    status, out, err = run(
+        capsys,
+        "restore",
+        str(tmp_path / "backup"),
+        "--to",
+        str(latest),
+        "--into",
+        str(tmp_path / "copy"),
+    )
+    assert status == 0, err
+    restored = Volume.open(tmp_path / "copy")
+    assert restored.read_page(13)[:9] == b"value 029"
+    restored.close()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "/nonexistent/volume"],
+        ["verify", "/nonexistent/volume"],
+        ["restore", "/nonexistent/backup", "--to", "now", "--into", "/tmp/never"],
+    ],
+)
+def test_bad_paths_print_one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    status, out, err = run(capsys, *argv)
+    assert status == 1
+    assert err.count("\n") == 1 and err.startswith("aurora-storage: ")
+    assert "Traceback" not in err
+
+
+def test_bad_times(capsys: pytest.CaptureFixture[str], volume_path: Path) -> None:
+    status, _, err = run(capsys, "backtrack", str(volume_path), "--to", "yesterday-ish")
+    assert status == 1 and "cannot read time" in err
+    status, _, err = run(capsys, "backtrack", str(volume_path), "--to", "+5h")
+    assert status == 1 and "outside the window" in err
+
+
+def test_parse_time() -> None:
+    now = 1_000_000.0
+    assert cli.parse_time("-2h", now) == now - 7200
+    assert cli.parse_time("-30m", now) == now - 1800
+    assert cli.parse_time("-1d", now) == now - 86400
+    assert cli.parse_time("now", now) == now
+    assert cli.parse_time("1970-01-02T00:00:00") == 86400
+    assert cli.parse_time("1970-01-02T01:00:00+01:00") == 86400
+    assert cli.parse_time("12.5") == 12.5
+
+
+def test_help_on_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("demo", "status", "verify", "dump", "backtrack", "restore", "bench"):
+        with pytest.raises(SystemExit) as caught:
+            cli.main([command, "--help"])
+        assert caught.value.code == 0
+        assert "usage: aurora-storage" in capsys.readouterr().out
+
+
+def test_report_renders_a_table(tmp_path: Path) -> None:
+    from aurora_storage import report
+
+    document = {
+        "generated_utc": "now",
+        "rows": [
+            {
+                "workload": "w",
+                "subject_unit": "rows",
+                "subject_records_per_s": 2e6,
+                "baseline_label": "sqlite",
+                "baseline_records_per_s": 1e6,
+                "ratio": 2.0,
+                "goal": {"kind": "ratio_min", "value": 1.0},
+                "met": True,
+            }
+        ],
+    }
+    text = report.render_markdown(document)
+    assert "| w | 2.00 Mrows/s | sqlite | 1.00 Mrows/s | 2.00x | >= 1.0x | yes |" in text

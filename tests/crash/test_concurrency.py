@@ -1,0 +1,57 @@
+"""Several threads committing at once through the public API.
+
+Every acknowledged commit must be visible and read back, LSNs must be
+unique. (The fsyncs they share, group commit, are measured by
+benchmarks/bench_durability.py.)
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from aurora_storage import Volume
+
+THREADS = 8
+COMMITS_PER_THREAD = 40
+PAGE = 4096
+
+
+@pytest.mark.parametrize("durability", ["memory", "fsync"])
+def test_eight_committers(tmp_path: Path, durability: str) -> None:
+    path = None if durability == "memory" else tmp_path / "v"
+    volume = Volume.create(
+        path, page_size=PAGE, segment_size=PAGE * 16, capacity=PAGE * 1024, durability=durability
+    )
+    lsns: list[int] = []
+    errors: list[BaseException] = []
+
+    def committer(number: int) -> None:
+        try:
+            for i in range(COMMITS_PER_THREAD):
+                page_no = number * COMMITS_PER_THREAD + i
+                with volume.transaction() as tx:
+                    tx.write(page_no, 0, f"thread {number} commit {i}".encode())
+                    tx.write(page_no, 100, b"second record")
+                lsns.append(tx.lsn)
+        except BaseException as error:  # reported below, with the thread's number
+            errors.append(error)
+
+    threads = [threading.Thread(target=committer, args=(n,)) for n in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    total = THREADS * COMMITS_PER_THREAD
+    assert len(set(lsns)) == total, "every commit got its own LSNs"
+    assert volume.vdl == 2 * total
+    for number in range(THREADS):
+        for i in range(COMMITS_PER_THREAD):
+            image = volume.read_page(number * COMMITS_PER_THREAD + i)
+            text = f"thread {number} commit {i}".encode()
+            assert image[: len(text)] == text
+            assert image[100:113] == b"second record"
+    volume.close()
