@@ -114,7 +114,7 @@ def test_backtrack_and_restore(
     ],
 )
 def test_bad_paths_print_one_line(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
-    status, out, err = run(capsys, *argv)
+    status, _, err = run(capsys, *argv)
     assert status == 1
     assert err.count("\n") == 1 and err.startswith("aurora-storage: ")
     assert "Traceback" not in err
