@@ -1,12 +1,18 @@
 """The boundary with the C core, and the pure-Python reference behind it.
 
 This module is the only importer of the compiled ``aurora_storage._native``.
-It offers three batch-shaped functions, each one call per batch of records:
+It offers batch-shaped functions, each one call per batch of records:
 
 - :func:`validate` checks every rule of a packed record batch;
 - :func:`index` lists, per record, its page, LSN, flags, CPL time and position;
 - :func:`apply` applies a batch to many page images at once, below an LSN
-  bound and outside annulled LSN ranges.
+  bound and outside annulled LSN ranges;
+- :func:`apply_to` does the same to a :class:`PageSet`, page images whose
+  page numbers, order and buffer sizes were checked once when the set was
+  built, so that a call costs only what its batch costs;
+- :func:`apply_verified` applies a batch that already passed :func:`validate`
+  (a frame body verified on receipt) in one pass, trusting it for every rule
+  memory safety does not need (docs/format.md, "Applying records").
 
 Two backends implement them with identical results: ``native`` (the C core,
 the default) and ``python`` (a readable reference, selected with
@@ -16,11 +22,15 @@ the default) and ``python`` (a readable reference, selected with
 
 from __future__ import annotations
 
+import mmap
+import operator
 import os
 import struct
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from types import TracebackType
 from typing import Any, Protocol, Union
 
 from .errors import FormatVersionError, InvalidArgumentError, InvalidRecordError, NativeCoreError
@@ -66,7 +76,7 @@ _STATUS_TABLE: dict[int, tuple[str, str]] = {
 }
 
 # Anything that exposes the buffer protocol as bytes (collections.abc.Buffer from 3.12).
-Buffer = Union[bytes, bytearray, memoryview, "array[int]"]
+Buffer = Union[bytes, bytearray, memoryview, "array[int]", mmap.mmap]
 
 _HEADER = struct.Struct("<QQQdIIBB6s")
 assert _HEADER.size == RECORD_HEADER_SIZE
@@ -136,6 +146,14 @@ class Backend(Protocol):
         annulled: array[int],
     ) -> int: ...
 
+    def apply_to(
+        self, page_set: PageSet, buf: Buffer, lsn_bound: int, annulled: array[int]
+    ) -> int: ...
+
+    def apply_verified(
+        self, page_set: PageSet, buf: Buffer, lsn_bound: int, annulled: array[int]
+    ) -> int: ...
+
 
 def _flatten_annulled(annulled: Sequence[tuple[int, int]] | array[int]) -> array[int]:
     if isinstance(annulled, array):
@@ -158,6 +176,110 @@ def _check_apply_buffers(
         )
     if page_lsns is not None and len(page_lsns) < len(page_nos):
         raise InvalidArgumentError("page_lsns is shorter than page_nos")
+
+
+def _ascending(page_nos: array[int]) -> bool:
+    return all(map(operator.lt, page_nos, islice(page_nos, 1, None)))
+
+
+class PageSet:
+    """Page images of a fixed list of page numbers, checked once for many apply calls.
+
+    ``pages`` holds ``len(page_nos)`` images of ``page_size`` bytes end to end,
+    for strictly ascending ``page_nos``; ``page_lsns``, when given, holds one
+    LSN per page (an ``array("Q")``). The constructor checks the page size,
+    the order of the page numbers and the sizes of both buffers, once:
+    :func:`apply_to` and :func:`apply_verified` then convert only the batch,
+    and the C core takes the order of the page numbers on trust.
+
+    The page numbers are copied. ``pages`` and ``page_lsns`` are the caller's
+    buffers, written in place; the set keeps a view of each, so they cannot be
+    resized (``BufferError``) and C can keep their addresses, until
+    :meth:`close` or the end of a ``with`` block. Applying to a closed set
+    raises :class:`InvalidArgumentError`. The set holds no buffer exported to
+    cffi between calls: its views export nothing, so the garbage collector may
+    clear them in any order (gh-77894).
+    """
+
+    __slots__ = ("_native", "_slots", "_views", "page_lsns", "page_nos", "page_size", "pages")
+
+    def __init__(
+        self,
+        page_size: int,
+        page_nos: Iterable[int],
+        pages: Buffer,
+        page_lsns: array[int] | None = None,
+    ) -> None:
+        if not _check_page_size(page_size):
+            raise_for_status(STATUS_ARGUMENT, 0)
+        try:
+            numbers = array("Q", page_nos)
+        except (OverflowError, TypeError) as error:
+            raise InvalidArgumentError(
+                f"page numbers must be integers from 0 to {LSN_MAX}: {error}"
+            ) from None
+        if not _ascending(numbers):
+            raise InvalidArgumentError("page numbers are not strictly ascending")
+        if page_lsns is not None and (
+            not isinstance(page_lsns, array) or page_lsns.typecode != "Q"
+        ):
+            raise InvalidArgumentError("page_lsns must be an array('Q')")
+        # The pins, taken before the sizes are checked so that the checks stay true:
+        # each view holds its object's buffer in place (no resize) and exports nothing.
+        views = [memoryview(numbers), memoryview(pages).cast("B")]
+        if page_lsns is not None:
+            views.append(memoryview(page_lsns))
+        try:
+            if views[1].readonly:
+                raise InvalidArgumentError("pages is read-only")
+            if len(views[1]) < len(numbers) * page_size:
+                raise InvalidArgumentError(
+                    f"pages holds {len(views[1])} bytes, "
+                    f"fewer than {len(numbers)} pages of {page_size}"
+                )
+            if page_lsns is not None and len(page_lsns) < len(numbers):
+                raise InvalidArgumentError("page_lsns is shorter than page_nos")
+        except InvalidArgumentError:
+            for view in views:
+                view.release()
+            raise
+        self.page_size = page_size
+        self.page_nos = numbers
+        self.pages = pages
+        self.page_lsns = page_lsns
+        self._views: tuple[memoryview, ...] = tuple(views)
+        self._native: tuple[Any, ...] | None = None  # pointers and out cells, by NativeBackend
+        self._slots: dict[int, int] | None = None  # page number -> slot, by PythonBackend
+
+    def __len__(self) -> int:
+        return len(self.page_nos)
+
+    @property
+    def closed(self) -> bool:
+        return not self._views
+
+    def close(self) -> None:
+        """Releases the buffers; the set can no longer be applied to. Idempotent."""
+        self._native = None
+        views, self._views = self._views, ()
+        for view in views:
+            view.release()
+
+    def __enter__(self) -> PageSet:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _open_views(self) -> tuple[memoryview, ...]:
+        if not self._views:
+            raise InvalidArgumentError("the page set is closed")
+        return self._views
 
 
 # --- the pure-Python reference ----------------------------------------------------
@@ -270,13 +392,43 @@ class PythonBackend:
     ) -> int:
         if not _check_page_size(page_size) or not _annulled_valid(annulled):
             raise_for_status(STATUS_ARGUMENT, 0)
-        if any(page_nos[i] <= page_nos[i - 1] for i in range(1, len(page_nos))):
+        if not _ascending(page_nos):
             raise_for_status(STATUS_ARGUMENT, 0)
         _check_apply_buffers(page_size, page_nos, pages, page_lsns)
+        slots = {page_no: slot for slot, page_no in enumerate(page_nos)}
+        return self._apply_records(
+            buf, page_size, slots, memoryview(pages).cast("B"), page_lsns, lsn_bound, annulled
+        )
+
+    def apply_to(self, page_set: PageSet, buf: Buffer, lsn_bound: int, annulled: array[int]) -> int:
+        target = page_set._open_views()[1]
+        if not _annulled_valid(annulled):
+            raise_for_status(STATUS_ARGUMENT, 0)
+        slots = page_set._slots
+        if slots is None:
+            slots = page_set._slots = {no: slot for slot, no in enumerate(page_set.page_nos)}
+        return self._apply_records(
+            buf, page_set.page_size, slots, target, page_set.page_lsns, lsn_bound, annulled
+        )
+
+    def apply_verified(
+        self, page_set: PageSet, buf: Buffer, lsn_bound: int, annulled: array[int]
+    ) -> int:
+        """The reference validates anyway: on a valid batch the result is the same."""
+        return self.apply_to(page_set, buf, lsn_bound, annulled)
+
+    def _apply_records(
+        self,
+        buf: Buffer,
+        page_size: int,
+        slots: dict[int, int],
+        target: memoryview,
+        page_lsns: array[int] | None,
+        lsn_bound: int,
+        annulled: array[int],
+    ) -> int:
         data = memoryview(buf).cast("B")
         records = list(self._records(data, page_size))
-        target = memoryview(pages).cast("B")
-        slots = {page_no: slot for slot, page_no in enumerate(page_nos)}
         ranges = [(annulled[i], annulled[i + 1]) for i in range(0, len(annulled), 2)]
         applied = 0
         for position, (lsn, _backlink, page_no, _time, offset, size, kind, _flags) in records:
@@ -341,6 +493,11 @@ class NativeBackend:
         self._position = self.ffi.new("size_t *")
         self._count = self.ffi.new("size_t *")
         self._applied = self.ffi.new("uint64_t *")
+        # Bound once for apply_to / apply_verified, which run once per batch.
+        self._from_buffer = self.ffi.from_buffer
+        self._null = self.ffi.NULL
+        self._aus_apply = self.lib.aus_apply
+        self._aus_apply_verified = self.lib.aus_apply_verified
 
     def validate(
         self, buf: Buffer, page_size: int, page_lo: int, page_hi: int, backlink: int
@@ -401,29 +558,143 @@ class NativeBackend:
     ) -> int:
         if not _check_page_size(page_size) or len(annulled) % 2:
             raise_for_status(STATUS_ARGUMENT, 0)
+        ffi, lib = self.ffi, self.lib
+        numbers = ffi.from_buffer("uint64_t[]", page_nos)
+        ranges = ffi.from_buffer("uint64_t[]", annulled)
+        # The C core takes ascending page numbers on trust; checked here in the order
+        # of the Python reference, so that both report the same error.
+        if not lib.aus_annulled_valid(ranges, len(annulled) // 2) or not (
+            lib.aus_page_nos_ascending(numbers, len(page_nos))
+        ):
+            del numbers, ranges
+            raise_for_status(STATUS_ARGUMENT, 0)
         # C writes page_count pages and page LSNs: short buffers would be overrun.
         _check_apply_buffers(page_size, page_nos, pages, page_lsns)
-        ffi = self.ffi
         with (
             ffi.from_buffer("uint8_t[]", buf) as source,
             ffi.from_buffer("uint8_t[]", pages, require_writable=True) as target,
         ):
-            status = self.lib.aus_apply(
+            status = lib.aus_apply(
                 source,
                 len(source),
                 page_size,
-                ffi.from_buffer("uint64_t[]", page_nos),
+                numbers,
                 len(page_nos),
                 target,
                 ffi.NULL if page_lsns is None else ffi.from_buffer("uint64_t[]", page_lsns),
                 lsn_bound,
-                ffi.from_buffer("uint64_t[]", annulled),
+                ranges,
                 len(annulled) // 2,
                 self._applied,
                 self._position,
             )
+        del numbers, ranges
         raise_for_status(status, self._position[0])
         return int(self._applied[0])
+
+    # apply_to and apply_verified run once per batch: each is written out in full, with
+    # no helper call, and converts only the batch (the page set was bound once, by _bind).
+
+    def apply_to(self, page_set: PageSet, buf: Buffer, lsn_bound: int, annulled: array[int]) -> int:
+        page_size, page_nos, page_count, pages, page_lsns, applied, position = (
+            page_set._native or self._bind(page_set)
+        )
+        if annulled:
+            if len(annulled) % 2:
+                raise_for_status(STATUS_ARGUMENT, 0)
+            ranges, range_count = self._from_buffer("uint64_t[]", annulled), len(annulled) // 2
+        else:
+            ranges, range_count = self._null, 0
+        source = self._from_buffer(buf)
+        try:
+            status = self._aus_apply(
+                source,
+                len(source),
+                page_size,
+                page_nos,
+                page_count,
+                pages,
+                page_lsns,
+                lsn_bound,
+                ranges,
+                range_count,
+                applied,
+                position,
+            )
+        except BaseException:
+            # cffi refused an argument: release the inputs before a traceback can keep
+            # this frame, and with it a memoryview exported to cffi (gh-77894).
+            del source, ranges
+            raise
+        if status:
+            del source, ranges
+            raise_for_status(status, position[0])
+        return applied[0]  # type: ignore[no-any-return]
+
+    def apply_verified(
+        self, page_set: PageSet, buf: Buffer, lsn_bound: int, annulled: array[int]
+    ) -> int:
+        page_size, page_nos, page_count, pages, page_lsns, applied, position = (
+            page_set._native or self._bind(page_set)
+        )
+        if annulled:
+            if len(annulled) % 2:
+                raise_for_status(STATUS_ARGUMENT, 0)
+            ranges, range_count = self._from_buffer("uint64_t[]", annulled), len(annulled) // 2
+        else:
+            ranges, range_count = self._null, 0
+        source = self._from_buffer(buf)
+        try:
+            status = self._aus_apply_verified(
+                source,
+                len(source),
+                page_size,
+                page_nos,
+                page_count,
+                pages,
+                page_lsns,
+                lsn_bound,
+                ranges,
+                range_count,
+                applied,
+                position,
+            )
+        except BaseException:
+            del source, ranges  # as in apply_to
+            raise
+        if status:
+            del source, ranges
+            raise_for_status(status, position[0])
+        return applied[0]  # type: ignore[no-any-return]
+
+    def _bind(self, page_set: PageSet) -> tuple[Any, ...]:
+        """The C arguments of a page set: addresses of its pinned buffers, and out cells.
+
+        Each address comes from a temporary ffi.from_buffer, released at once: the
+        set's views keep the memory in place, and nothing stays exported to cffi.
+        """
+        ffi = self.ffi
+        views = page_set._open_views()
+        page_nos = ffi.cast("uint64_t *", ffi.from_buffer(views[0]))
+        pages = ffi.cast("uint8_t *", ffi.from_buffer(views[1], require_writable=True))
+        page_lsns = (
+            ffi.cast("uint64_t *", ffi.from_buffer(views[2], require_writable=True))
+            if len(views) > 2
+            else ffi.NULL
+        )
+        bound = (
+            page_set.page_size,
+            page_nos,
+            len(page_set.page_nos),
+            pages,
+            page_lsns,
+            # Out cells of the set's own: C runs without the GIL, so cells shared by
+            # every call of this backend could be overwritten by another thread's call.
+            ffi.new("uint64_t *"),
+            ffi.new("size_t *"),
+        )
+        page_set._native = bound
+        return bound
 
 
 def _load_backend(name: str) -> Backend:
@@ -496,6 +767,39 @@ def apply(
     return backend.apply(
         buf, page_size, page_nos, pages, page_lsns, lsn_bound, _flatten_annulled(annulled)
     )
+
+
+def apply_to(
+    page_set: PageSet,
+    buf: Buffer,
+    *,
+    lsn_bound: int = LSN_MAX,
+    annulled: Sequence[tuple[int, int]] | array[int] = (),
+) -> int:
+    """:func:`apply` to the pages of ``page_set``; returns how many records were applied.
+
+    The batch is validated first: on error no page is touched.
+    """
+    return backend.apply_to(page_set, buf, lsn_bound, _flatten_annulled(annulled))
+
+
+def apply_verified(
+    page_set: PageSet,
+    buf: Buffer,
+    *,
+    lsn_bound: int = LSN_MAX,
+    annulled: Sequence[tuple[int, int]] | array[int] = (),
+) -> int:
+    """:func:`apply_to` for a batch that already passed :func:`validate`, in one pass.
+
+    For a valid batch the pages, page LSNs and count are those of
+    :func:`apply_to`. The C core trusts the batch for every rule but those
+    memory safety needs (docs/format.md, "Applying records"): a record that
+    breaks one of those raises :class:`InvalidRecordError` *after* the
+    records before it were applied; one that breaks another rule is applied
+    as its bytes say. Never pass bytes that were not validated.
+    """
+    return backend.apply_verified(page_set, buf, lsn_bound, _flatten_annulled(annulled))
 
 
 # --- writer-side stamping ----------------------------------------------------------

@@ -120,6 +120,8 @@ class StorageNode:
         self.load_report = LoadReport()
         self._ticks = 0
         self._frames_since_meta = 0
+        self._annulled: tuple[int, ...] = ()
+        self._annulled_key: tuple[int, int] = (-1, 0)
 
     # --- segments ---------------------------------------------------------------------
 
@@ -302,9 +304,14 @@ class StorageNode:
         return []
 
     def annulled(self) -> tuple[int, ...]:
-        """Every LSN range this node's reads and coalescing must skip."""
-        hidden = self.history.current.annulled if self.history is not None else ()
-        return merge_ranges(hidden, truncation_ranges(self.truncations))
+        """Every LSN range this node's coalescing must skip (cached per history and truncations)."""
+        version = self.history.current.version if self.history is not None else -1
+        key = (version, len(self.truncations))
+        if key != self._annulled_key:
+            hidden = self.history.current.annulled if self.history is not None else ()
+            self._annulled = merge_ranges(hidden, truncation_ranges(self.truncations))
+            self._annulled_key = key
+        return self._annulled
 
     def _on_set_history(self, message: m.SetHistory, sender: str) -> Outgoing:
         stale = self._stale(message.epoch, sender)

@@ -149,32 +149,41 @@ _pack_header = log.RECORD_HEADER.pack
 _PADDING = bytes(8)
 
 
-def _page_room(transaction: Transaction, offset: int) -> int:
-    return int(transaction._volume.geometry.page_size) - offset
-
-
 class Transaction:
     """One mini-transaction: records packed as written, sent at commit, atomic."""
 
-    __slots__ = ("_batches", "_done", "_records", "_volume", "lsn")
+    __slots__ = (
+        "_batches",
+        "_done",
+        "_page_count",
+        "_page_size",
+        "_pages_per_pg",
+        "_records",
+        "_volume",
+        "lsn",
+    )
 
     def __init__(self, volume: Volume) -> None:
         self._volume = volume
+        geometry = volume.geometry
+        self._page_count = geometry.page_count
+        self._page_size = geometry.page_size
+        self._pages_per_pg = geometry.pages_per_pg
         self._batches: dict[int, bytearray] = {}
         self._records = 0
         self._done = False
         self.lsn = 0
 
     def _append(self, page_no: int, kind: int, offset: int, payload: Any) -> None:
-        """Packs one record with LSN and backlink zero; commit stamps them in C."""
+        """Packs one record with LSN and backlink zero; commit stamps them in C.
+
+        The caller checked ``page_no``; this is the one place a record is built.
+        """
         if self._done:
             raise InvalidArgumentError("the transaction has already committed or aborted")
-        geometry = self._volume.geometry
-        if type(page_no) is not int or not 0 <= page_no < geometry.page_count:
-            raise PageOutOfRangeError(page_no, geometry.page_count)
         if self._records >= MTR_RECORDS_MAX:
             raise RecordTooLargeError(page_no, self._records + 1, MTR_RECORDS_MAX)
-        pg_id = page_no // geometry.pages_per_pg
+        pg_id = page_no // self._pages_per_pg
         batch = self._batches.get(pg_id)
         if batch is None:
             batch = self._batches[pg_id] = bytearray()
@@ -187,25 +196,28 @@ class Transaction:
             batch += _PADDING[: -length & 7]
         self._records += 1
 
+    def _check_page(self, page_no: int) -> None:
+        if type(page_no) is not int or not 0 <= page_no < self._page_count:
+            raise PageOutOfRangeError(page_no, self._page_count)
+
     def write(self, page_no: int, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Redo record: ``data`` goes at ``offset`` in the page."""
+        self._check_page(page_no)
         length = len(data)
-        if type(offset) is not int or offset < 0 or not 0 < length <= _page_room(self, offset):
-            geometry = self._volume.geometry
-            if type(page_no) is int and not 0 <= page_no < geometry.page_count:
-                raise PageOutOfRangeError(page_no, geometry.page_count)
-            raise OffsetOutOfRangeError(page_no, offset, length, geometry.page_size)
+        if type(offset) is not int or offset < 0 or not 0 < length <= self._page_size - offset:
+            raise OffsetOutOfRangeError(page_no, offset, length, self._page_size)
         self._append(page_no, log.KIND_WRITE, offset, data)
 
     def put_page(self, page_no: int, image: bytes | bytearray | memoryview) -> None:
         """Redo record: the whole page becomes ``image`` (exactly one page long)."""
-        size = self._volume.geometry.page_size
-        if len(image) != size:
-            raise RecordTooLargeError(page_no, len(image), size)
+        self._check_page(page_no)
+        if len(image) != self._page_size:
+            raise RecordTooLargeError(page_no, len(image), self._page_size)
         self._append(page_no, log.KIND_PAGE, 0, image)
 
     def zero_page(self, page_no: int) -> None:
         """Redo record: the page becomes zeros."""
+        self._check_page(page_no)
         self._append(page_no, log.KIND_ZERO, 0, b"")
 
     def commit(self) -> int:
@@ -480,7 +492,9 @@ class Volume:
         self.cluster = Cluster(self)
 
     def _register_node(self, node: StorageNode) -> None:
-        self.transport.register(node.name, node.handle, node.begin_sync)
+        # Only fsync durability has sync work for the transport to run.
+        syncer = node.begin_sync if node.durability == "fsync" and node.disk is not None else None
+        self.transport.register(node.name, node.handle, syncer)
 
     def _reload_node(self, name: str) -> StorageNode:
         """Replaces a failed node by a fresh one that reloads and re-verifies its disk."""
