@@ -108,6 +108,9 @@ class RealDisk:
     def replace(self, name: str, data: bytes) -> None:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self._handles.pop(name, None)  # later appends go to the new file
+        if handle is not None:
+            os.close(handle)
         temporary = path.with_name(path.name + ".tmp")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:

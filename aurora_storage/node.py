@@ -22,6 +22,7 @@ until it has caught up with three peers.
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import dataclass
 
@@ -29,7 +30,7 @@ import msgpack
 
 from . import log, metafile
 from . import messages as m
-from .backup_store import BackupStore
+from .backup_store import KIND_PAGES, BackupStore, decode_object, encode_object
 from .disk import Disk
 from .errors import AuroraStorageError, CorruptionError, VersionGoneError, WrongNodeError
 from .history import History, merge_ranges, truncation_ranges
@@ -39,6 +40,7 @@ WRITER = "writer"
 GONE = "version gone"  # PageImage.problem when the read point was coalesced away
 NODE_META = "node.meta"
 META_EVERY_FRAMES = 4096  # the VDL hint is persisted at least this often
+CHECKPOINT_EVERY_FRAMES = 4096  # frames logged between attempts to trim a segment's log
 VOUCHERS_NEEDED = 3  # peers a suspect segment must catch up with (a read quorum's worth)
 _LOG_NAME = re.compile(r"^pg-(\d+)\.log$")
 
@@ -47,6 +49,10 @@ Outgoing = list[tuple[str, m.Message]]
 
 def log_name(pg_id: int) -> str:
     return f"pg-{pg_id:08d}.log"
+
+
+def checkpoint_name(pg_id: int) -> str:
+    return f"pg-{pg_id:08d}.pages"
 
 
 def _flat_truncations(truncations: list[tuple[int, int, int]]) -> tuple[int, ...]:
@@ -142,6 +148,87 @@ class StorageNode:
         self.disk.append(name, frame)
         self.dirty.add(name)
         self._frames_since_meta += 1
+        self.segments[pg_id].frames_logged += 1
+
+    # --- checkpoints: trimming a segment's log ----------------------------------------
+
+    def checkpoint(self, segment: Segment) -> bool:
+        """Writes the segment's pages at a cutoff to ``pg-<id>.pages`` and drops older frames.
+
+        The cutoff is the coalesced point (no reader, backtrack or backup needs
+        an older version), provided every peer holds the frames below it
+        (gossip needs none of them) and it is at or below the node's durable
+        VDL hint (recovery asks for none of them). The page file is replaced first and the log second, each
+        atomically, so a crash between them leaves a log with extra frames,
+        which loading skips. Returns True if the log was rewritten.
+        """
+        disk = self.disk
+        assert disk is not None
+        segment.frames_logged = 0
+        cutoff = segment.coalesced_lsn  # the images are exactly at the coalesced point
+        if cutoff <= segment.checkpoint_lsn or cutoff > min(segment.chain_base_lsn, self.vdl_hint):
+            return False
+        self.write_meta()  # recovery must never ask this node for frames below its hint
+        name = log_name(segment.pg_id)
+        data = disk.read(name)
+        kept: list[bytes] = []
+        chain_lsn = segment.checkpoint_chain_lsn
+        position = 0
+        while position < len(data):
+            frame = log.decode_frame(
+                data, self.geometry.page_size, segment.page_lo, segment.page_hi, position
+            )
+            if frame.last_lsn <= cutoff:
+                chain_lsn = max(chain_lsn, frame.last_lsn)
+            else:
+                kept.append(data[position : position + frame.size])
+            position += frame.size
+        annulled = self.annulled()
+        pairs = list(zip(annulled[::2], annulled[1::2], strict=True))
+        page_nos, image_lsns, images = [], [], []
+        for page_no in segment.page_log.page_nos():
+            image, page_lsn = segment.page_log.materialize(page_no, cutoff, pairs)
+            if page_lsn:
+                page_nos.append(page_no)
+                image_lsns.append(page_lsn)
+                images.append(bytes(image))
+        index = bisect.bisect_right(segment.cpl_lsns, cutoff)
+        meta = {
+            "pg_id": segment.pg_id,
+            "cutoff": cutoff,
+            "chain_lsn": chain_lsn,
+            "page_nos": page_nos,
+            "image_lsns": image_lsns,
+            "cpl": segment.cpl_lsns[index - 1] if index else 0,
+            "cpl_time": segment.cpl_times[index - 1] if index else 0.0,
+        }
+        disk.replace(
+            checkpoint_name(segment.pg_id), encode_object(KIND_PAGES, b"".join(images), meta)
+        )
+        disk.replace(name, b"".join(kept))
+        self.dirty.discard(name)
+        segment.checkpoint_lsn = cutoff
+        segment.checkpoint_chain_lsn = chain_lsn
+        return True
+
+    def _load_checkpoint(self, segment: Segment) -> None:
+        assert self.disk is not None
+        name = checkpoint_name(segment.pg_id)
+        meta, images = decode_object(self.disk.read(name), name, KIND_PAGES)
+        page_size = self.geometry.page_size
+        page_nos, image_lsns = meta["page_nos"], meta["image_lsns"]
+        if len(images) != len(page_nos) * page_size or len(image_lsns) != len(page_nos):
+            raise CorruptionError(f"{self.name}/{name}: images do not match the page list")
+        for index, (page_no, image_lsn) in enumerate(zip(page_nos, image_lsns, strict=True)):
+            segment.page_log.set_image(
+                int(page_no), images[index * page_size : (index + 1) * page_size], int(image_lsn)
+            )
+        cutoff = int(meta["cutoff"])
+        segment.checkpoint_lsn = segment.coalesced_lsn = cutoff
+        segment.checkpoint_chain_lsn = segment.chain_base_lsn = segment.scl = int(meta["chain_lsn"])
+        if meta["cpl"]:
+            segment.cpl_lsns.append(int(meta["cpl"]))
+            segment.cpl_times.append(float(meta["cpl_time"]))
 
     # --- persistence ----------------------------------------------------------------
 
@@ -197,7 +284,16 @@ class StorageNode:
             match = _LOG_NAME.match(name)
             if match is None:
                 continue
-            self._load_segment(int(match.group(1)), name, report)
+            pg_id = int(match.group(1))
+            if disk.exists(checkpoint_name(pg_id)):
+                try:
+                    self._load_checkpoint(self.segment(pg_id))
+                except CorruptionError:
+                    # The frames under a lost checkpoint are gone from this disk: the
+                    # segment must not vote, and needs hydrating from peers.
+                    report.damaged_ranges += 1
+                    self.segment(pg_id).suspect = True
+            self._load_segment(pg_id, name, report)
         return report
 
     def _load_segment(self, pg_id: int, name: str, report: LoadReport) -> None:
@@ -226,7 +322,9 @@ class StorageNode:
             size = frame.size
             report.frames += 1
             report.bytes += size
-            if not segment.annulled_frame(frame.epoch, frame.first_lsn, frame.last_lsn):
+            if frame.last_lsn <= segment.checkpoint_lsn:
+                pass  # in the checkpoint already (a crash came between its two replaces)
+            elif not segment.annulled_frame(frame.epoch, frame.first_lsn, frame.last_lsn):
                 segment.queued.append((frame, bytes(data[position : position + size])))
             position += size
         segment.persist()
@@ -409,6 +507,8 @@ class StorageNode:
         segment.receive(message.frames)
         scl = segment.persist()
         segment.maintain(message.retain_lsn, message.floor_lsn, self.annulled())
+        if self.disk is not None and segment.frames_logged >= CHECKPOINT_EVERY_FRAMES:
+            self.checkpoint(segment)
         if message.retain_lsn > self.vdl_hint:
             self.vdl_hint = message.retain_lsn
             if self._frames_since_meta >= META_EVERY_FRAMES:

@@ -118,6 +118,14 @@ class NativePageLog:
         _raise(status, 0)
         return int(self._count[0])
 
+    def set_image(self, page_no: int, image: Buffer, image_lsn: int) -> None:
+        """Installs a checkpointed image for a page that holds nothing yet."""
+        if len(memoryview(image).cast("B")) != self.page_size:
+            raise InvalidArgumentError(f"an image of page {page_no} must be {self.page_size} bytes")
+        with self._ffi.from_buffer("uint8_t[]", image) as source:
+            status = self._lib.aus_pagelog_set_image(self._live(), page_no, source, image_lsn)
+        _raise(status, 0, page_no, image_lsn)
+
     def stats(self) -> PageLogStats:
         self._lib.aus_pagelog_stats(self._live(), self._stats)
         return PageLogStats(*(int(self._stats[i]) for i in range(6)))
@@ -235,6 +243,18 @@ class PythonPageLog:
             del page.records[:prefix]
             folded += count
         return folded
+
+    def set_image(self, page_no: int, image: Buffer, image_lsn: int) -> None:
+        data = bytes(memoryview(image).cast("B"))
+        if len(data) != self.page_size:
+            raise InvalidArgumentError(f"an image of page {page_no} must be {self.page_size} bytes")
+        page = self._live().get(page_no)
+        if page is not None and (page.records or page.image is not None):
+            native.raise_for_status(native.STATUS_ARGUMENT, 0)
+        page = self._live().setdefault(page_no, _PythonPage())
+        page.image = bytearray(data)
+        page.image_lsn = image_lsn
+        page.last_lsn = max(page.last_lsn, image_lsn)
 
     def stats(self) -> PageLogStats:
         pages = self._live()

@@ -108,6 +108,11 @@ class Segment:
         self.queued: list[tuple[log.Frame, bytes]] = []
         self.peer_scls: dict[str, int] = {}
         self.hot_bytes = 0  # record bytes appended since the last coalescing (an upper bound)
+        # Disk checkpoint (node.py): frames at or below checkpoint_lsn live as page
+        # images in pg-<id>.pages; checkpoint_chain_lsn is the chain's LSN there.
+        self.checkpoint_lsn = 0
+        self.checkpoint_chain_lsn = 0
+        self.frames_logged = 0
 
     # 1. receive and queue ----------------------------------------------------------
 

@@ -16,7 +16,11 @@
  *       48    - payload, zero-padded to a multiple of 8 bytes
  *
  * Every read of the input is bounds-checked before it happens, whatever the
- * bytes are; pages are written only after the whole batch passed validation.
+ * bytes are. aus_apply writes pages only after the whole batch passed
+ * validation; aus_apply_verified, for batches validated earlier, checks each
+ * record only as far as memory safety needs, as it applies it. Page numbers
+ * are trusted to ascend (the caller checks them once per page set); if they
+ * do not, lookups go wrong but stay inside the pages given.
  */
 #include "aurora.h"
 
@@ -51,17 +55,6 @@ static inline uint32_t load_u32(const uint8_t *p) {
     return v;
 }
 
-static inline void read_header(const uint8_t *p, record_header *h) {
-    h->lsn = load_u64(p);
-    h->backlink = load_u64(p + 8);
-    h->page_no = load_u64(p + 16);
-    memcpy(&h->time, p + 24, sizeof h->time);
-    h->offset = load_u32(p + 32);
-    h->length = load_u32(p + 36);
-    h->kind = p[40];
-    h->flags = p[41];
-}
-
 static inline size_t padded(uint32_t length) {
     return ((size_t)length + (AUS_RECORD_ALIGN - 1)) & ~(size_t)(AUS_RECORD_ALIGN - 1);
 }
@@ -72,40 +65,96 @@ static int page_size_valid(uint32_t page_size) {
 }
 
 /*
- * Checks the record at buf[pos] against every rule that needs no context
- * beyond the previous LSN, and returns its total size through *size.
+ * Bits of the 8 bytes at offset 40 (kind, flags, reserved) that must be zero:
+ * every flag but CPL and the 6 reserved bytes. One load checks rule 3.
  */
-static int check_record(const uint8_t *buf, size_t len, size_t pos,
-                        uint32_t page_size, uint64_t previous_lsn,
-                        record_header *h, size_t *size) {
-    if (len - pos < AUS_RECORD_HEADER_SIZE) return AUS_E_TRUNCATED;
-    const uint8_t *p = buf + pos;
-    read_header(p, h);
-    if (p[42] | p[43] | p[44] | p[45] | p[46] | p[47]) return AUS_E_RESERVED;
-    if (h->flags & (uint8_t)~KNOWN_FLAGS) return AUS_E_RESERVED;
-    if (h->lsn == 0 || h->lsn <= previous_lsn) return AUS_E_LSN_ORDER;
-    switch (h->kind) {
+#define TAIL_MUST_BE_ZERO (~(uint64_t)0xFF & ~((uint64_t)KNOWN_FLAGS << 8))
+
+static inline void read_header(const uint8_t *p, record_header *h) {
+    const uint64_t tail = load_u64(p + 40);
+    h->lsn = load_u64(p);
+    h->backlink = load_u64(p + 8);
+    h->page_no = load_u64(p + 16);
+    memcpy(&h->time, p + 24, sizeof h->time);
+    h->offset = load_u32(p + 32);
+    h->length = load_u32(p + 36);
+    h->kind = (uint8_t)tail;
+    h->flags = (uint8_t)(tail >> 8);
+}
+
+/*
+ * The rules of docs/format.md that need no context beyond the previous LSN
+ * (rules 3 to 6, in that order) for a record whose header is in the batch,
+ * with remaining >= 48 bytes from p. Returns the first rule broken, so that
+ * both backends report the same status; sets *size on AUS_OK.
+ */
+static int check_record_in_order(const uint8_t *p, size_t remaining, uint32_t page_size,
+                                 uint64_t previous_lsn, size_t *size) {
+    record_header h;
+    read_header(p, &h);
+    if (load_u64(p + 40) & TAIL_MUST_BE_ZERO) return AUS_E_RESERVED;
+    if (h.lsn == 0 || h.lsn <= previous_lsn) return AUS_E_LSN_ORDER;
+    switch (h.kind) {
     case AUS_KIND_WRITE:
-        if (h->length == 0) return AUS_E_LENGTH;
-        if ((uint64_t)h->offset + h->length > page_size) return AUS_E_RANGE;
+        if (h.length == 0) return AUS_E_LENGTH;
+        if ((uint64_t)h.offset + h.length > page_size) return AUS_E_RANGE;
         break;
     case AUS_KIND_PAGE:
-        if (h->offset != 0 || h->length != page_size) return AUS_E_LENGTH;
+        if (h.offset != 0 || h.length != page_size) return AUS_E_LENGTH;
         break;
     case AUS_KIND_ZERO:
-        if (h->offset != 0 || h->length != 0) return AUS_E_LENGTH;
+        if (h.offset != 0 || h.length != 0) return AUS_E_LENGTH;
         break;
     default:
         return AUS_E_KIND;
     }
-    size_t body = padded(h->length);
-    if (len - pos - AUS_RECORD_HEADER_SIZE < body) return AUS_E_TRUNCATED;
-    const uint8_t *pad = p + AUS_RECORD_HEADER_SIZE + h->length;
-    for (size_t i = 0; i < body - h->length; i++) {
-        if (pad[i]) return AUS_E_PADDING;
+    const size_t body = padded(h.length);
+    if (remaining - AUS_RECORD_HEADER_SIZE < body) return AUS_E_TRUNCATED;
+    const size_t padding = body - h.length;
+    if (padding) {
+        /* length >= 1 here, so body >= 8: the padding is the top bytes of the
+         * body's last 8-byte word, which lies inside the batch. */
+        const uint64_t last = load_u64(p + AUS_RECORD_HEADER_SIZE + body - 8);
+        if (last >> (64 - 8 * padding)) return AUS_E_PADDING;
     }
     *size = AUS_RECORD_HEADER_SIZE + body;
     return AUS_OK;
+}
+
+/*
+ * Checks the record at p, with remaining bytes left in the batch, against
+ * rules 2 to 6 of docs/format.md, fills *h and returns the record's total
+ * size through *size. Inlined into each caller, so fields a caller does not
+ * use are never loaded.
+ *
+ * A valid WRITE, by far the most common record, passes with one test of all
+ * its rules combined; any other record is checked again rule by rule
+ * (check_record_in_order), which decides the status, so the fast path never
+ * changes which error is reported.
+ */
+static inline __attribute__((always_inline)) int
+check_record(const uint8_t *p, size_t remaining, uint32_t page_size,
+             uint64_t previous_lsn, record_header *h, size_t *size) {
+    if (remaining < AUS_RECORD_HEADER_SIZE) return AUS_E_TRUNCATED;
+    read_header(p, h);
+    const size_t body = padded(h->length);
+    if (__builtin_expect(remaining - AUS_RECORD_HEADER_SIZE >= body, 1)) {
+        /* The body's last word holds the padding in its top bytes. With
+         * length 0 it is the header's last word and there is no padding. */
+        const uint64_t last = load_u64(p + AUS_RECORD_HEADER_SIZE + body - 8);
+        const unsigned padding_bits = 8 * (unsigned)(body - h->length); /* 0..56 */
+        const uint64_t tail = load_u64(p + 40);
+        /* kind WRITE, no flag but CPL, reserved zero */
+        const int write_ok = (tail & ~((uint64_t)KNOWN_FLAGS << 8)) == AUS_KIND_WRITE;
+        const int valid = write_ok & (h->lsn > previous_lsn) & (h->length != 0) &
+                          ((uint64_t)h->offset + h->length <= page_size) &
+                          (((last >> 1) >> (63 - padding_bits)) == 0);
+        if (__builtin_expect(valid, 1)) {
+            *size = AUS_RECORD_HEADER_SIZE + body;
+            return AUS_OK;
+        }
+    }
+    return check_record_in_order(p, remaining, page_size, previous_lsn, size);
 }
 
 /* Validates a batch with no context beyond the page size. */
@@ -119,7 +168,7 @@ static int check_batch(const uint8_t *buf, size_t len, uint32_t page_size,
         return AUS_E_EMPTY;
     }
     while (pos < len) {
-        int status = check_record(buf, len, pos, page_size, previous, &h, &size);
+        int status = check_record(buf + pos, len - pos, page_size, previous, &h, &size);
         if (status != AUS_OK) {
             *error_pos = pos;
             return status;
@@ -143,7 +192,7 @@ int aus_validate(const uint8_t *buf, size_t len, uint32_t page_size,
     if (!page_size_valid(page_size) || page_lo > page_hi) return AUS_E_ARGUMENT;
     if (len == 0) return AUS_E_EMPTY;
     while (pos < len) {
-        int status = check_record(buf, len, pos, page_size, previous, &h, &size);
+        int status = check_record(buf + pos, len - pos, page_size, previous, &h, &size);
         if (status == AUS_OK && (h.page_no < page_lo || h.page_no >= page_hi))
             status = AUS_E_PAGE;
         if (status == AUS_OK && backlink != AUS_NO_BACKLINK) {
@@ -185,7 +234,7 @@ int aus_index(const uint8_t *buf, size_t len, uint32_t page_size,
     if (!page_size_valid(page_size)) return AUS_E_ARGUMENT;
     if (len == 0) return AUS_E_EMPTY;
     while (pos < len) {
-        int status = check_record(buf, len, pos, page_size, previous, &h, &size);
+        int status = check_record(buf + pos, len - pos, page_size, previous, &h, &size);
         if (status == AUS_OK && n == capacity) status = AUS_E_CAPACITY;
         if (status != AUS_OK) {
             *error_pos = pos;
@@ -204,22 +253,11 @@ int aus_index(const uint8_t *buf, size_t len, uint32_t page_size,
     return AUS_OK;
 }
 
-/* Finds the slot of page_no among page_count ascending page numbers, or -1. */
-static inline ptrdiff_t find_page(const uint64_t *page_nos, size_t page_count,
-                                  int dense, uint64_t page_no) {
-    if (dense) {
-        uint64_t slot = page_no - page_nos[0];
-        return page_no >= page_nos[0] && slot < page_count ? (ptrdiff_t)slot : -1;
+int aus_page_nos_ascending(const uint64_t *page_nos, size_t page_count) {
+    for (size_t i = 1; i < page_count; i++) {
+        if (page_nos[i] <= page_nos[i - 1]) return 0;
     }
-    size_t lo = 0, hi = page_count;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (page_nos[mid] < page_no)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < page_count && page_nos[lo] == page_no ? (ptrdiff_t)lo : -1;
+    return 1;
 }
 
 int aus_annulled_valid(const uint64_t *annulled, size_t n_annulled) {
@@ -228,6 +266,147 @@ int aus_annulled_valid(const uint64_t *annulled, size_t n_annulled) {
         if (i > 0 && annulled[2 * i] < annulled[2 * i - 1]) return 0;
     }
     return 1;
+}
+
+/*
+ * The page images a batch is applied to. The page numbers are meant to ascend
+ * (a precondition, not checked per call: that was O(pages) for every batch).
+ * Whatever they hold, dense_slot and find_slot return -1 or a slot below
+ * page_count, so unsorted page numbers give wrong lookups but never an access
+ * outside pages or page_lsns.
+ */
+typedef struct {
+    const uint64_t *page_nos;
+    size_t page_count; /* > 0 */
+    uint64_t first;    /* page_nos[0] */
+    int dense;         /* page_nos[i] == first + i, judged from the ends */
+} page_set;
+
+static inline page_set make_page_set(const uint64_t *page_nos, size_t page_count) {
+    page_set set = {page_nos, page_count, page_nos[0], 0};
+    set.dense = page_nos[page_count - 1] - page_nos[0] == page_count - 1;
+    return set;
+}
+
+static inline ptrdiff_t dense_slot(const page_set *set, uint64_t page_no) {
+    const uint64_t slot = page_no - set->first; /* wraps to huge below first */
+    return slot < set->page_count ? (ptrdiff_t)slot : -1;
+}
+
+static inline ptrdiff_t find_slot(const page_set *set, uint64_t page_no) {
+    size_t lo = 0, hi = set->page_count;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (set->page_nos[mid] < page_no)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < set->page_count && set->page_nos[lo] == page_no ? (ptrdiff_t)lo : -1;
+}
+
+/*
+ * Applies the records of buf (see aus_apply for which ones), one by one in
+ * LSN order. The loop stays lean on purpose: applying is bound by cache and
+ * TLB misses on the pages, and fewer instructions per record let the CPU keep
+ * more records' misses in flight. So the flags below are compile-time
+ * constants at each call (apply_specialized inlines this into one loop per
+ * combination):
+ *
+ * - checked 0: the batch passed check_batch, nothing is checked here.
+ *   checked 1: the batch is trusted for every rule except those memory safety
+ *   needs: each header and payload lies inside buf, the kind is known, a WRITE
+ *   stays inside its page, a PAGE carries page_size bytes. The first record
+ *   failing one stops the loop with its status at *error_pos, after the
+ *   records before it were applied.
+ * - dense 1: slot = page_no - first, no search.
+ * - general 0: no annulled ranges and no page LSNs to consult.
+ */
+static inline __attribute__((always_inline)) int
+apply_records(const uint8_t *buf, size_t len, uint32_t page_size,
+              const page_set *pages_set, uint8_t *pages, uint64_t *page_lsns,
+              uint64_t lsn_bound, const uint64_t *annulled, size_t n_annulled,
+              uint64_t *applied, size_t *error_pos, const int checked,
+              const int dense, const int general) {
+    const page_set set = *pages_set;
+    const uint8_t *p = buf;
+    const uint8_t *const end = buf + len;
+    size_t range = 0; /* annulled ranges are sorted and LSNs ascend: one pass */
+    uint64_t count = 0;
+    int status = AUS_OK;
+    while (p != end) {
+        const size_t remaining = (size_t)(end - p);
+        if (checked && remaining < AUS_RECORD_HEADER_SIZE) {
+            status = AUS_E_TRUNCATED;
+            break;
+        }
+        const uint64_t lsn = load_u64(p);
+        const uint32_t length = load_u32(p + 36);
+        const size_t body = padded(length);
+        if (checked && remaining - AUS_RECORD_HEADER_SIZE < body) {
+            status = AUS_E_TRUNCATED;
+            break;
+        }
+        const uint8_t *const next = p + AUS_RECORD_HEADER_SIZE + body;
+        if (lsn > lsn_bound) break;
+        if (general) {
+            while (range < n_annulled && annulled[2 * range + 1] < lsn) range++;
+            if (range < n_annulled && annulled[2 * range] < lsn) {
+                p = next;
+                continue;
+            }
+        }
+        const ptrdiff_t slot = dense ? dense_slot(&set, load_u64(p + 16))
+                                     : find_slot(&set, load_u64(p + 16));
+        if (slot < 0 || (general && page_lsns && lsn <= page_lsns[slot])) {
+            p = next;
+            continue;
+        }
+        uint8_t *const page = pages + (size_t)slot * page_size;
+        const uint8_t kind = p[40];
+        if (__builtin_expect(kind == AUS_KIND_WRITE, 1)) {
+            const uint32_t offset = load_u32(p + 32);
+            if (checked && (uint64_t)offset + length > page_size) {
+                status = AUS_E_RANGE;
+                break;
+            }
+            memcpy(page + offset, p + AUS_RECORD_HEADER_SIZE, length);
+        } else if (kind == AUS_KIND_PAGE) {
+            if (checked && length != page_size) {
+                status = AUS_E_LENGTH;
+                break;
+            }
+            memcpy(page, p + AUS_RECORD_HEADER_SIZE, page_size);
+        } else if (!checked || kind == AUS_KIND_ZERO) {
+            memset(page, 0, page_size);
+        } else {
+            status = AUS_E_KIND;
+            break;
+        }
+        if (general && page_lsns) page_lsns[slot] = lsn;
+        count++;
+        p = next;
+    }
+    *applied = count;
+    if (status != AUS_OK) *error_pos = (size_t)(p - buf);
+    return status;
+}
+
+/* apply_records with its flags turned into constants, one loop each. */
+static inline __attribute__((always_inline)) int
+apply_specialized(const uint8_t *buf, size_t len, uint32_t page_size,
+                  const uint64_t *page_nos, size_t page_count, uint8_t *pages,
+                  uint64_t *page_lsns, uint64_t lsn_bound,
+                  const uint64_t *annulled, size_t n_annulled,
+                  uint64_t *applied, size_t *error_pos, const int checked) {
+    const page_set set = make_page_set(page_nos, page_count);
+    const int general = page_lsns != NULL || n_annulled != 0;
+#define APPLY_WITH(dense, general)                                                  \
+    apply_records(buf, len, page_size, &set, pages, page_lsns, lsn_bound, annulled, \
+                  n_annulled, applied, error_pos, checked, dense, general)
+    if (set.dense) return general ? APPLY_WITH(1, 1) : APPLY_WITH(1, 0);
+    return general ? APPLY_WITH(0, 1) : APPLY_WITH(0, 0);
+#undef APPLY_WITH
 }
 
 int aus_apply(const uint8_t *buf, size_t len, uint32_t page_size,
@@ -239,47 +418,25 @@ int aus_apply(const uint8_t *buf, size_t len, uint32_t page_size,
     *error_pos = 0;
     if (!page_size_valid(page_size) || !aus_annulled_valid(annulled, n_annulled))
         return AUS_E_ARGUMENT;
-    for (size_t i = 1; i < page_count; i++) {
-        if (page_nos[i] <= page_nos[i - 1]) return AUS_E_ARGUMENT;
-    }
     int status = check_batch(buf, len, page_size, error_pos);
-    if (status != AUS_OK) return status;
-    if (page_count == 0) return AUS_OK;
+    if (status != AUS_OK || page_count == 0) return status;
+    return apply_specialized(buf, len, page_size, page_nos, page_count, pages, page_lsns,
+                             lsn_bound, annulled, n_annulled, applied, error_pos, 0);
+}
 
-    const int dense = page_nos[page_count - 1] - page_nos[0] == page_count - 1;
-    size_t range = 0; /* annulled ranges are sorted and LSNs ascend: one pass */
-    uint64_t count = 0;
-    size_t pos = 0;
-    while (pos < len) {
-        const uint8_t *p = buf + pos;
-        const uint64_t lsn = load_u64(p);
-        const uint32_t length = load_u32(p + 36);
-        pos += AUS_RECORD_HEADER_SIZE + padded(length);
-        if (lsn > lsn_bound) break;
-        while (range < n_annulled && annulled[2 * range + 1] < lsn) range++;
-        if (range < n_annulled && annulled[2 * range] < lsn) continue;
-        ptrdiff_t slot = find_page(page_nos, page_count, dense, load_u64(p + 16));
-        if (slot < 0) continue;
-        if (page_lsns) {
-            if (lsn <= page_lsns[slot]) continue;
-            page_lsns[slot] = lsn;
-        }
-        uint8_t *page = pages + (size_t)slot * page_size;
-        switch (p[40]) {
-        case AUS_KIND_WRITE:
-            memcpy(page + load_u32(p + 32), p + AUS_RECORD_HEADER_SIZE, length);
-            break;
-        case AUS_KIND_PAGE:
-            memcpy(page, p + AUS_RECORD_HEADER_SIZE, page_size);
-            break;
-        default: /* AUS_KIND_ZERO: check_batch admits no other kind */
-            memset(page, 0, page_size);
-            break;
-        }
-        count++;
-    }
-    *applied = count;
-    return AUS_OK;
+int aus_apply_verified(const uint8_t *buf, size_t len, uint32_t page_size,
+                       const uint64_t *page_nos, size_t page_count, uint8_t *pages,
+                       uint64_t *page_lsns, uint64_t lsn_bound,
+                       const uint64_t *annulled, size_t n_annulled,
+                       uint64_t *applied, size_t *error_pos) {
+    *applied = 0;
+    *error_pos = 0;
+    if (!page_size_valid(page_size) || !aus_annulled_valid(annulled, n_annulled))
+        return AUS_E_ARGUMENT;
+    if (len == 0) return AUS_E_EMPTY;
+    if (page_count == 0) return AUS_OK;
+    return apply_specialized(buf, len, page_size, page_nos, page_count, pages, page_lsns,
+                             lsn_bound, annulled, n_annulled, applied, error_pos, 1);
 }
 
 void aus_baseline_writes(uint8_t *pages, uint32_t page_size,

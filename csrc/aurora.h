@@ -78,18 +78,45 @@ int aus_index(const uint8_t *buf, size_t len, uint32_t page_size,
 /*
  * Apply the records of buf to page images, in LSN order. The pages are
  * page_count images of page_size bytes laid end to end in pages, holding the
- * page numbers page_nos (strictly ascending). Records of other pages are
- * skipped. A record is applied only if lsn <= lsn_bound, its LSN lies in no
- * annulled range (lo, hi] (annulled holds n_annulled pairs lo, hi, sorted by
- * lo and disjoint), and lsn > page_lsns[i] when page_lsns is not NULL; then
- * page_lsns[i] becomes its LSN. The whole buffer is validated before any page
- * is touched: on error nothing is written.
+ * page numbers page_nos, which must be strictly ascending: a precondition the
+ * caller checks once per page set (aus_page_nos_ascending), not re-checked per
+ * call. Unsorted page numbers make lookups wrong, never an access outside
+ * pages or page_lsns (which C takes to hold page_count pages and LSNs: it
+ * cannot check their sizes). Records of other pages are skipped. A record is applied
+ * only if lsn <= lsn_bound, its LSN lies in no annulled range (lo, hi]
+ * (annulled holds n_annulled pairs lo, hi, sorted by lo and disjoint), and
+ * lsn > page_lsns[i] when page_lsns is not NULL; then page_lsns[i] becomes its
+ * LSN. The whole buffer is validated before any page is touched (every rule
+ * of aus_index): on error nothing is written.
  */
 int aus_apply(const uint8_t *buf, size_t len, uint32_t page_size,
               const uint64_t *page_nos, size_t page_count, uint8_t *pages,
               uint64_t *page_lsns, uint64_t lsn_bound,
               const uint64_t *annulled, size_t n_annulled,
               uint64_t *applied, size_t *error_pos);
+
+/*
+ * aus_apply for a batch that already passed aus_validate or aus_index (a
+ * frame body verified on receipt, a page's own log): one pass, no validation
+ * first. It trusts the caller for the validity rules and checks only what
+ * memory safety needs, record by record as it applies: each header and
+ * payload lies inside buf (else AUS_E_TRUNCATED), the kind is known
+ * (AUS_E_KIND), a WRITE stays inside its page (AUS_E_RANGE) and a PAGE carries
+ * page_size bytes (AUS_E_LENGTH); records above lsn_bound, annulled or of
+ * unlisted pages are skipped unchecked. On such an error the records before
+ * the one at *error_pos are applied (*applied counts them). A batch breaking
+ * another rule is applied as its bytes say: LSN order, flags, reserved bytes
+ * and padding are not looked at, and a WRITE of length 0 copies nothing.
+ * Arguments are checked as by aus_apply; an empty batch is AUS_E_EMPTY.
+ */
+int aus_apply_verified(const uint8_t *buf, size_t len, uint32_t page_size,
+                       const uint64_t *page_nos, size_t page_count, uint8_t *pages,
+                       uint64_t *page_lsns, uint64_t lsn_bound,
+                       const uint64_t *annulled, size_t n_annulled,
+                       uint64_t *applied, size_t *error_pos);
+
+/* 1 if page_nos holds page_count strictly ascending page numbers. */
+int aus_page_nos_ascending(const uint64_t *page_nos, size_t page_count);
 
 /* 1 if annulled holds n_annulled ranges (lo, hi] with lo < hi, sorted, disjoint. */
 int aus_annulled_valid(const uint64_t *annulled, size_t n_annulled);

@@ -258,6 +258,32 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
     return AUS_OK;
 }
 
+int aus_pagelog_set_image(aus_pagelog *log, uint64_t page_no,
+                          const uint8_t *image, uint64_t image_lsn) {
+    page_entry *entry = find_entry(log, page_no);
+    if (entry && (entry->length || entry->image)) return AUS_E_ARGUMENT;
+    uint8_t *copy = malloc(log->page_size);
+    if (!copy) return AUS_E_NOMEM;
+    if (!entry) {
+        if (reserve_entries(log, 1) != AUS_OK) {
+            free(copy);
+            return AUS_E_NOMEM;
+        }
+        entry = &log->entries[log->entry_count];
+        memset(entry, 0, sizeof *entry);
+        entry->page_no = page_no;
+        table_insert(log->table, log->table_size, page_no, (uint32_t)log->entry_count);
+        log->entry_count++;
+    }
+    memcpy(copy, image, log->page_size);
+    entry->image = copy;
+    entry->image_lsn = image_lsn;
+    if (image_lsn > entry->last_lsn) entry->last_lsn = image_lsn;
+    log->image_count++;
+    log->allocated += log->page_size;
+    return AUS_OK;
+}
+
 void aus_pagelog_stats(const aus_pagelog *log, uint64_t *stats) {
     uint64_t allocated = log->entry_capacity * sizeof(page_entry) +
                          log->table_size * sizeof(uint32_t) + log->allocated;

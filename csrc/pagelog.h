@@ -58,6 +58,15 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
                          uint64_t *folded);
 
 /*
+ * Installs a coalesced image for a page that holds no record yet (a node
+ * loading its checkpoint): the page reads as image up to image_lsn, and
+ * records at or below image_lsn are duplicates from then on. AUS_E_ARGUMENT
+ * if the page already holds records or an image; nothing changes on error.
+ */
+int aus_pagelog_set_image(aus_pagelog *log, uint64_t page_no,
+                          const uint8_t *image, uint64_t image_lsn);
+
+/*
  * stats receives {pages, records, record bytes, images, image bytes, bytes
  * allocated}.
  */

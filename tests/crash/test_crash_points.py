@@ -149,3 +149,14 @@ def test_crash_during_recovery_repeatedly_gives_the_same_answer(seed: int) -> No
         workload.check(recovered)
         return
     pytest.fail("recovery never completed")
+
+
+@pytest.mark.parametrize("crash_at", range(1, 120, 3))
+def test_crash_points_with_checkpoints(crash_at: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same, with segments coalescing and rewriting their logs all the time."""
+    from aurora_storage import node, segment
+
+    monkeypatch.setattr(segment, "COALESCE_RECORD_BYTES", 256)
+    monkeypatch.setattr(node, "CHECKPOINT_EVERY_FRAMES", 2)
+    monkeypatch.setattr(node, "META_EVERY_FRAMES", 2)
+    crash_and_check(seed=crash_at, crash_at=crash_at)

@@ -398,3 +398,80 @@ def test_a_mutated_frame_never_decodes_to_other_records(data: st.DataObject) -> 
         results.append(result)
         assert result[0] == "raised" or result[1] == body
     assert results[0] == results[1]
+
+
+# --- page sets: apply_to and apply_verified ----------------------------------------------
+
+
+def run_on_page_set(
+    entry: Callable[[native.PageSet, bytes, int, array[int]], int], case: ApplyCase
+) -> tuple[bytes, int, list[int] | None]:
+    pages = bytearray(case.pages)
+    page_lsns = None if case.page_lsns is None else array("Q", case.page_lsns)
+    annulled = array("Q", [bound for pair in case.annulled for bound in pair])
+    with native.PageSet(PAGE_SIZE, case.page_nos, pages, page_lsns) as page_set:
+        applied = entry(page_set, pack(case.records), case.lsn_bound, annulled)
+    return bytes(pages), applied, None if page_lsns is None else list(page_lsns)
+
+
+@PROPERTY_SETTINGS
+@given(apply_cases())
+def test_both_entry_points_of_both_backends_apply_page_sets_like_the_model(
+    case: ApplyCase,
+) -> None:
+    expected = model_apply(case)
+    for backend in (NATIVE, PYTHON):
+        assert run_on_page_set(backend.apply_to, case) == expected
+        assert run_on_page_set(backend.apply_verified, case) == expected
+
+
+GUARD = b"\x5a" * 64
+
+
+@PROPERTY_SETTINGS
+@given(
+    batch=hostile_batches,
+    page_nos=st.sets(st.sampled_from([0, 1, 2, 5, 6, LSN_MAX])).map(sorted),
+    with_page_lsns=st.booleans(),
+    lsn_bound=st.sampled_from([0, 1, 3, LSN_MAX]),
+    annulled=st.sampled_from([[], [0, 1], [1, 2, 2, 4]]),
+    seed=st.integers(0, 1000),
+)
+def test_apply_verified_of_hostile_bytes_stays_inside_its_pages(
+    batch: bytes,
+    page_nos: list[int],
+    with_page_lsns: bool,
+    lsn_bound: int,
+    annulled: list[int],
+    seed: int,
+) -> None:
+    """apply_verified trusts its batch for the format's rules, never for memory safety.
+
+    On random bytes it may apply anything to the page set, or stop with an
+    InvalidRecordError inside the batch; it never writes past the pages (the
+    guard bytes around them; run_asan.sh checks every read). On a batch that
+    is valid after all, it gives what the validating apply_to gives.
+    """
+    pages_before = pattern(seed, len(page_nos) * PAGE_SIZE)
+    arena = bytearray(GUARD + pages_before + GUARD)
+    page_lsns = array("Q", [seed % 4] * len(page_nos) + [0x5A5A]) if with_page_lsns else None
+    view = memoryview(arena)[len(GUARD) : len(GUARD) + len(pages_before)]
+    with native.PageSet(PAGE_SIZE, page_nos, view, page_lsns) as page_set:
+        result = outcome(NATIVE.apply_verified, page_set, batch, lsn_bound, array("Q", annulled))
+    view.release()
+    assert arena[: len(GUARD)] == GUARD
+    assert arena[len(GUARD) + len(pages_before) :] == GUARD
+    assert page_lsns is None or page_lsns[-1] == 0x5A5A
+    if result[0] == "raised":
+        error_type, position, *_ = result[1]
+        assert error_type is InvalidRecordError
+        assert 0 <= position < max(1, len(batch))
+    reference = outcome(PYTHON.validate, batch, PAGE_SIZE, 0, LSN_MAX, NO_BACKLINK)
+    if reference[0] == "returned":
+        case_pages = bytearray(pages_before)
+        case_lsns = array("Q", [seed % 4] * len(page_nos)) if with_page_lsns else None
+        with native.PageSet(PAGE_SIZE, page_nos, case_pages, case_lsns) as page_set:
+            expected = PYTHON.apply_to(page_set, batch, lsn_bound, array("Q", annulled))
+        assert result == ("returned", expected)
+        assert arena[len(GUARD) : len(GUARD) + len(pages_before)] == case_pages
+        assert page_lsns is None or list(page_lsns[:-1]) == list(case_lsns or [])

@@ -88,7 +88,17 @@ def fake_core(format_version: int, **constants: int) -> SimpleNamespace:
         "AUS_FLAG_CPL": native.FLAG_CPL,
         **constants,
     }
-    library = SimpleNamespace(aus_format_version=lambda: format_version, **values)
+
+    def not_called(*arguments: object) -> int:
+        raise AssertionError("the fake core runs no batch")
+
+    # NativeBackend binds its per-batch entry points when it loads.
+    library = SimpleNamespace(
+        aus_format_version=lambda: format_version,
+        aus_apply=not_called,
+        aus_apply_verified=not_called,
+        **values,
+    )
     return SimpleNamespace(ffi=native.get_backend("native").ffi, lib=library)  # type: ignore[attr-defined]
 
 
