@@ -90,16 +90,17 @@ class NativePageLog:
     def materialize(
         self, page_no: int, lsn_bound: int = native.LSN_MAX, annulled: Annulled = ()
     ) -> tuple[bytearray, int]:
-        flat = native._flatten_annulled(annulled)
+        ffi = self._ffi
+        flat = native._flatten_annulled(annulled) if annulled else None
         out = bytearray(self.page_size)
         count = self._count
         status = self._lib.aus_pagelog_materialize(
             self._live(),
             page_no,
             lsn_bound,
-            self._ffi.from_buffer("uint64_t[]", flat),
-            len(flat) // 2,
-            self._ffi.from_buffer("uint8_t[]", out),
+            ffi.NULL if flat is None else ffi.from_buffer("uint64_t[]", flat),
+            0 if flat is None else len(flat) // 2,
+            ffi.from_buffer("uint8_t[]", out),
             count,
             count + 1,
         )

@@ -13,6 +13,7 @@ covers them; the writer allocates a PG's records in chain order.
 
 from __future__ import annotations
 
+import functools
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -29,7 +30,7 @@ class QuorumSet:
     write_quorum: int = WRITE_QUORUM
     read_quorum: int = READ_QUORUM
 
-    @property
+    @functools.cached_property
     def members(self) -> tuple[str, ...]:
         seen: dict[str, None] = {}
         for members in self.member_sets:

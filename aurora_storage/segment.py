@@ -21,6 +21,7 @@ bounded by ``PENDING_FRAMES_MAX``.
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -322,8 +323,8 @@ class Segment:
 
     def read(self, page_no: int, read_point: int, annulled: tuple[int, ...]) -> bytes:
         """The page as of ``read_point``; the caller checked ``read_point <= scl``."""
-        pairs = list(zip(annulled[::2], annulled[1::2], strict=True))
-        image, _page_lsn = self.page_log.materialize(page_no, read_point, pairs)
+        flat = array("Q", annulled) if annulled else ()
+        image, _page_lsn = self.page_log.materialize(page_no, read_point, flat)
         return bytes(image)
 
     def bytes_used(self) -> int:
