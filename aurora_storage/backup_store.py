@@ -40,6 +40,7 @@ import lz4.block
 import msgpack
 import xxhash
 
+from .disk import sync_folder
 from .errors import (
     BackupCorruptError,
     BackupObjectMissingError,
@@ -176,13 +177,8 @@ class LocalFolderStore:
         return f"LocalFolderStore({str(self.root)!r})"
 
     def _sync_folder(self, folder: Path) -> None:
-        if self.durability != "fsync":
-            return
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        if self.durability == "fsync":
+            sync_folder(folder)
 
     def _make_folders(self, folder: Path) -> None:
         """Creates ``folder`` and its missing parents, each made durable in its parent."""

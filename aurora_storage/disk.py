@@ -48,6 +48,15 @@ class Disk(Protocol):
     def size(self, name: str) -> int: ...
 
 
+def sync_folder(folder: Path) -> None:
+    """Makes the names in ``folder`` durable: a new or renamed file survives a crash."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def _check_name(name: str) -> str:
     parts = name.split("/")
     if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
@@ -69,13 +78,8 @@ class RealDisk:
         return self.root / _check_name(name)
 
     def _sync_folder(self, folder: Path) -> None:
-        if self.mode != "fsync":
-            return
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        if self.mode == "fsync":
+            sync_folder(folder)
 
     def _handle(self, name: str) -> int:
         handle = self._handles.get(name)
