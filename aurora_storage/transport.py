@@ -169,6 +169,9 @@ class DirectTransport(Transport):
                     self._deliver(source, destination, message)
                     delivered += 1
                     assert delivered < DELIVERIES_PER_RUN_MAX, "message storm in direct transport"
+                    if self._pool is not None and destination in self.syncers:
+                        # Start this node's fsync now, while the others still work.
+                        self._start_sync(destination)
                 self._collect_syncs()
                 self._start_syncs()
                 if not self._queue:
@@ -191,17 +194,22 @@ class DirectTransport(Transport):
         return self.handlers[destination](message, source)
 
     def _start_syncs(self) -> None:
-        for name, syncer in self.syncers.items():
-            if name in self._in_flight or name in self.down:
-                continue
+        for name in self.syncers:
             if self._pool is None:
-                self._sync_inline(name)
+                if name not in self.down:
+                    self._sync_inline(name)
                 continue
-            job = syncer()
-            if job is None:
-                continue
-            self._in_flight.add(name)
-            self._pool.submit(self._run_job, name, job)
+            self._start_sync(name)
+
+    def _start_sync(self, name: str) -> None:
+        """Hands a node's due fsync work to the pool, unless a job of its is in flight."""
+        if name in self._in_flight or name in self.down or self._pool is None:
+            return
+        job = self.syncers[name]()
+        if job is None:
+            return
+        self._in_flight.add(name)
+        self._pool.submit(self._run_job, name, job)
 
     def _run_job(self, name: str, job: SyncJob) -> None:
         error: OSError | None = None
