@@ -72,7 +72,6 @@ class ProtectionGroup:
     # After recovery: the PG's last record at or below VDL, which must reach a write
     # quorum (gossip spreads it) before VCL may pass it.
     durable_target: int = 0
-    # Record LSN boundaries the writer allocated, kept while they may be read points.
 
     def record_scl(self, node: str, scl: int) -> bool:
         """Takes a segment's SCL from an ack; True when PGCL moved."""
