@@ -561,15 +561,17 @@ class NativeBackend:
         ffi, lib = self.ffi, self.lib
         # The C core takes ascending page numbers on trust: checked here, O(pages) on
         # every call (a PageSet checks once), in the order of the Python reference.
-        with (
-            ffi.from_buffer("uint64_t[]", page_nos) as numbers,
-            ffi.from_buffer("uint64_t[]", annulled) as ranges,
-        ):
-            arguments_valid = lib.aus_annulled_valid(ranges, len(annulled) // 2) and (
-                lib.aus_page_nos_ascending(numbers, len(page_nos))
-            )
-        if not arguments_valid:
-            raise_for_status(STATUS_ARGUMENT, 0)
+        # Nothing to check for one page and no range (a materialization).
+        if len(annulled) or len(page_nos) > 1:
+            with (
+                ffi.from_buffer("uint64_t[]", page_nos) as numbers,
+                ffi.from_buffer("uint64_t[]", annulled) as ranges,
+            ):
+                arguments_valid = lib.aus_annulled_valid(ranges, len(annulled) // 2) and (
+                    lib.aus_page_nos_ascending(numbers, len(page_nos))
+                )
+            if not arguments_valid:
+                raise_for_status(STATUS_ARGUMENT, 0)
         # C writes page_count pages and page LSNs: short buffers would be overrun.
         _check_apply_buffers(page_size, page_nos, pages, page_lsns)
         with (

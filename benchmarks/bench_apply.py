@@ -4,17 +4,31 @@ Named workloads, one function each, every one timed against its baselines in
 the same run (DESIGN.md section 5) and checked for the right result:
 
 - ``apply_batch_10k_pages``: 100-byte WRITE records at pseudo-random pages and
-  offsets of 10,000 dense 16 KiB pages, applied batch by batch.
-- ``apply_large_working_set``: the same over 131,072 pages (2 GiB), so that
-  nearly every write misses the caches and the TLB.
+  offsets of 10,000 dense 16 KiB pages, applied batch by batch with
+  ``apply_to``, which validates each batch before it writes any page.
+- ``apply_verified_batch_10k_pages``: the same batches through
+  ``apply_verified``, for batches validated earlier (as a frame body is when
+  it arrives): one pass that checks only what memory safety needs. The batches
+  are validated before timing starts, so its rate leaves that cost out; the
+  rate of ``apply_batch_10k_pages`` is what validating and applying cost
+  together.
+- ``apply_large_working_set`` and ``apply_verified_large_working_set``: the
+  same two over 131,072 pages (2 GiB), so that nearly every write misses the
+  caches and the TLB.
 - ``materialize_page_100_records``: one page, 100 pending records of mixed
-  kinds, an LSN bound that leaves out the last 20.
+  kinds, an LSN bound that leaves out the last 20, through the one-shot
+  ``apply`` (no page set: a materialization builds none).
 
-Roles: ``subject`` is the C core through ``get_backend("native").apply``;
-``baseline-A`` is ``aus_baseline_writes``, a plain C memcpy loop over the same
-writes with their slots, offsets, lengths and payloads laid out beforehand (no
-format, no lookup, no checks); ``baseline-B`` is the pure-Python backend, run
-on fewer records where it is slow (rates are per record, so ratios stay fair).
+Roles: ``subject`` is the C core through ``get_backend("native")``, on a
+``native.PageSet`` built once before timing (as a caller holding a page cache
+would); ``baseline-A`` is ``aus_baseline_writes``, a plain C memcpy loop over
+the same writes with their slots, offsets, lengths and payloads laid out
+beforehand (no format, no lookup, no checks); ``baseline-B`` is the
+pure-Python backend on a page set too, run on fewer records where it is slow
+(rates are per record, so ratios stay fair). The apply workloads interleave:
+one round of each baseline runs just before each round of the subject
+(``conftest.interleave``), so that both see the same load on this shared
+machine.
 
 Run: ``.venv/bin/pytest benchmarks/bench_apply.py --benchmark-only -q``.
 """
@@ -25,6 +39,7 @@ import ctypes
 import mmap
 import random
 import struct
+import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +47,7 @@ from itertools import accumulate
 from typing import Any
 
 import pytest
+from conftest import interleave
 
 from aurora_storage import log, native
 
@@ -44,10 +60,11 @@ NO_ANNULLED = array("Q")
 SMALL_PAGE_COUNT = 10_000
 SMALL_RECORDS = 65_536  # 256 batches of 256, 16 of 4096
 SMALL_RECORDS_PYTHON = 8_192  # the pure-Python backend gets a prefix of the same records
+SMALL_ROUNDS = 21
 
 LARGE_PAGE_COUNT = 131_072  # 2 GiB of 16 KiB pages
 LARGE_RECORDS = 1_048_576  # 8 writes a page on average, 128 MiB of lines written
-LARGE_ROUNDS = 5
+LARGE_ROUNDS = 7
 
 MATERIALIZE_PAGE_NO = 4242
 MATERIALIZE_RECORDS = 100
@@ -71,10 +88,17 @@ PYTHON = native.get_backend("python")
 
 # implementation -> (role in the ratio table, label)
 IMPLEMENTATIONS: dict[str, tuple[str, str]] = {
-    "native": ("subject", "native apply (C core)"),
+    "native": ("subject", "native apply_to (C core, validates)"),
+    "native-verified": ("subject", "native apply_verified (C core)"),
     "memcpy": ("baseline-A", "memcpy loop (aus_baseline_writes)"),
     "python": ("baseline-B", "python backend"),
 }
+SUBJECTS = ("native", "native-verified")
+
+
+def workload_name(family: str, subject: str, batch_size: int) -> str:
+    entry = "apply_verified" if subject == "native-verified" else "apply"
+    return f"{entry}_{family}[batch={batch_size}]"
 
 
 # --- workloads ----------------------------------------------------------------------
@@ -248,13 +272,15 @@ def materialization() -> Materialization:
 
 
 def apply_batches(
-    backend: native.Backend, batches: list[memoryview], page_nos: array[int], pages: bytearray
+    apply: Callable[[native.PageSet, memoryview, int, array[int]], int],
+    batches: list[memoryview],
+    page_set: native.PageSet,
 ) -> int:
+    """One round: every batch through ``apply`` (a backend's apply_to or apply_verified)."""
     applied = 0
+    lsn_max = native.LSN_MAX
     for batch in batches:
-        applied += backend.apply(
-            batch, PAGE_SIZE, page_nos, pages, None, native.LSN_MAX, NO_ANNULLED
-        )
+        applied += apply(page_set, batch, lsn_max, NO_ANNULLED)
     return applied
 
 
@@ -302,31 +328,92 @@ def zero(pages: bytearray) -> None:
     del window
 
 
-def run_writes(
+def counted_round(function: Callable[..., int], arguments: tuple[Any, ...], count: int) -> float:
+    """Seconds one call takes, after checking it applied ``count`` records."""
+    started = time.perf_counter()
+    applied = function(*arguments)
+    seconds = time.perf_counter() - started
+    assert applied == count, f"applied {applied} records, expected {count}"
+    return seconds
+
+
+def run_interleaved(
     benchmark: Any,
-    implementation: str,
+    throughput: Any,
+    workload: str,
+    subject: str,
     writes: Writes,
     pages: bytearray,
     batch_size: int,
-    count: int,
-    rounds: int | None,
-) -> int:
-    """Times one implementation applying the first ``count`` writes; returns records applied."""
+    rounds: int,
+    ratio_goals: dict[str, float],
+    python_count: int | None = None,
+) -> None:
+    """Times ``subject`` on every write, with one round of each baseline before each of its rounds.
+
+    Baselines run in the same conditions as the round they precede (the
+    machine is shared: rounds seconds apart see different loads). The lines a
+    round writes fit the L3 cache, so a round runs faster after one that
+    wrote the same lines and read the same input: every timed round of the
+    subject and of baseline A follows an untimed round of its own, as it
+    would if it ran alone. Baseline B, the Python backend, runs the first
+    ``python_count`` writes when given (too slow for caches to matter).
+    """
+    count = writes.count
     zero(pages)
-    target: Callable[..., int]
-    if implementation == "memcpy":
-        target = MemcpyBaseline(writes, pages, batch_size, count)
-        arguments: tuple[Any, ...] = ()
-    else:
-        target = apply_batches
-        backend = NATIVE if implementation == "native" else PYTHON
-        page_nos = array("Q", range(writes.page_count))
-        arguments = (backend, writes.batches(batch_size, count), page_nos, pages)
-    if rounds is None:
-        return int(benchmark(target, *arguments))
-    return int(
-        benchmark.pedantic(target, args=arguments, rounds=rounds, iterations=1, warmup_rounds=1)
+    batches = writes.batches(batch_size, count)
+    memcpy = MemcpyBaseline(writes, pages, batch_size, count)
+    with native.PageSet(PAGE_SIZE, range(writes.page_count), pages) as page_set:
+        if subject == "native-verified":
+            # apply_verified takes batches that passed validation: validate them first,
+            # untimed, as a node validates a frame body when it arrives.
+            for batch in batches:
+                native.validate(batch, PAGE_SIZE)
+            apply = NATIVE.apply_verified
+        else:
+            apply = NATIVE.apply_to
+
+        def memcpy_round(_: int) -> float:
+            memcpy()  # untimed: the cache state of a round after its own kind
+            return counted_round(memcpy, (), count)
+
+        baselines: dict[str, Callable[[int], float]] = {"baseline-A": memcpy_round}
+        if python_count is not None:
+            python_batches = writes.batches(batch_size, python_count)
+            baselines["baseline-B"] = lambda _: counted_round(
+                apply_batches, (PYTHON.apply_to, python_batches, page_set), python_count
+            )
+
+        def subject_round(_: int) -> None:
+            applied = apply_batches(apply, batches, page_set)
+            assert applied == count, f"applied {applied} records, expected {count}"
+
+        durations = interleave(
+            benchmark,
+            subject_round,
+            baselines,
+            rounds=rounds,
+            prepare=lambda _: apply_batches(apply, batches, page_set),  # untimed, as above
+        )
+    _, label = IMPLEMENTATIONS[subject]
+    throughput.report(
+        workload,
+        "subject",
+        label=label,
+        records=count,
+        payload_bytes=count * WRITE_BYTES,
+        ratio_goals=ratio_goals,
     )
+    for role, seconds in durations.items():
+        baseline_count = count if role == "baseline-A" else python_count or count
+        throughput.record(
+            workload,
+            role,
+            seconds=seconds,
+            label=IMPLEMENTATIONS["memcpy" if role == "baseline-A" else "python"][1],
+            records=baseline_count,
+            payload_bytes=baseline_count * WRITE_BYTES,
+        )
 
 
 # --- fixtures -----------------------------------------------------------------------
@@ -343,9 +430,8 @@ def small_arena() -> bytearray:
 
 
 @pytest.fixture(scope="module")
-def small_expected() -> dict[int, mmap.mmap]:
-    """Expected arenas by record count, built on first use."""
-    return {}
+def small_expected(small_writes: Writes) -> mmap.mmap:
+    return small_writes.expected_pages(small_writes.count)
 
 
 @pytest.fixture(scope="module")
@@ -367,37 +453,33 @@ def large_expected(large_writes: Writes) -> mmap.mmap:
 # --- workloads ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
+@pytest.mark.parametrize("subject", SUBJECTS)
 @pytest.mark.parametrize("batch_size", BATCH_SIZES, ids=lambda size: f"batch{size}")
 def test_apply_batch_10k_pages(
     benchmark: Any,
     throughput: Any,
     small_writes: Writes,
     small_arena: bytearray,
-    small_expected: dict[int, mmap.mmap],
+    small_expected: mmap.mmap,
     batch_size: int,
-    implementation: str,
+    subject: str,
 ) -> None:
-    count = SMALL_RECORDS_PYTHON if implementation == "python" else SMALL_RECORDS
-    applied = run_writes(
-        benchmark, implementation, small_writes, small_arena, batch_size, count, rounds=None
+    run_interleaved(
+        benchmark,
+        throughput,
+        workload_name("batch_10k_pages", subject, batch_size),
+        subject,
+        small_writes,
+        small_arena,
+        batch_size,
+        SMALL_ROUNDS,
+        GOALS_BATCHED,
+        python_count=SMALL_RECORDS_PYTHON,
     )
-    assert applied == count
-    if count not in small_expected:
-        small_expected[count] = small_writes.expected_pages(count)
-    assert_same_pages(small_arena, small_expected[count])
-    role, label = IMPLEMENTATIONS[implementation]
-    throughput.report(
-        f"apply_batch_10k_pages[batch={batch_size}]",
-        role,
-        label=label,
-        records=count,
-        payload_bytes=count * WRITE_BYTES,
-        ratio_goals=GOALS_BATCHED,
-    )
+    assert_same_pages(small_arena, small_expected)
 
 
-@pytest.mark.parametrize("implementation", ["native", "memcpy"])
+@pytest.mark.parametrize("subject", SUBJECTS)
 @pytest.mark.parametrize("batch_size", BATCH_SIZES, ids=lambda size: f"batch{size}")
 def test_apply_large_working_set(
     benchmark: Any,
@@ -406,26 +488,23 @@ def test_apply_large_working_set(
     large_arena: bytearray,
     large_expected: mmap.mmap,
     batch_size: int,
-    implementation: str,
+    subject: str,
 ) -> None:
-    count = large_writes.count
-    applied = run_writes(
-        benchmark, implementation, large_writes, large_arena, batch_size, count, LARGE_ROUNDS
+    run_interleaved(
+        benchmark,
+        throughput,
+        workload_name("large_working_set", subject, batch_size),
+        subject,
+        large_writes,
+        large_arena,
+        batch_size,
+        LARGE_ROUNDS,
+        GOALS_LARGE,
     )
-    assert applied == count
     assert_same_pages(large_arena, large_expected)
-    role, label = IMPLEMENTATIONS[implementation]
-    throughput.report(
-        f"apply_large_working_set[batch={batch_size}]",
-        role,
-        label=label,
-        records=count,
-        payload_bytes=count * WRITE_BYTES,
-        ratio_goals=GOALS_LARGE,
-    )
 
 
-@pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
+@pytest.mark.parametrize("implementation", ["native", "memcpy", "python"])
 def test_materialize_page_100_records(benchmark: Any, throughput: Any, implementation: str) -> None:
     work = materialization()
     page = bytearray(work.base_image)
@@ -448,6 +527,8 @@ def test_materialize_page_100_records(benchmark: Any, throughput: Any, implement
     assert applied == work.applied
     assert page == work.expected, "page differs from the expected bytes"
     role, label = IMPLEMENTATIONS[implementation]
+    if implementation == "native":
+        label = "native apply (C core, one-shot)"
     # A round is one materialization; records counts the page's pending records.
     throughput.report(
         "materialize_page_100_records",

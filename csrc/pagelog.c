@@ -1,7 +1,8 @@
 /*
  * Page log (pagelog.h): per page, a contiguous batch of that page's records
  * in LSN order plus an optional coalesced image. Keeping each page's records
- * as a valid batch lets materialization reuse aus_apply unchanged.
+ * as a valid batch lets materialization reuse the C core's apply; the batch was
+ * validated when appended, so it takes aus_apply_verified.
  *
  * Pages are found through an open-addressing hash table of indices into the
  * entries array (linear probing, load factor at most 1/2). Entries are never
@@ -149,6 +150,8 @@ int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
         free(columns);
         return status;
     }
+    /* Pass 1: find or create each record's page and grow its batch to fit every
+     * record of this call; growing early is harmless if a later one fails. */
     for (size_t i = 0; i < count; i++) {
         page_entry *entry = find_entry(log, slots[i]);
         if (!entry) {
@@ -158,29 +161,29 @@ int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
             table_insert(log->table, log->table_size, slots[i], (uint32_t)log->entry_count);
             log->entry_count++;
         }
-        entry->incoming += (i + 1 < count ? positions[i + 1] : len) - positions[i];
         slots[i] = (uint64_t)(entry - log->entries);
-    }
-    /* Grow each page's batch once; a failure leaves only empty new entries. */
-    for (size_t i = 0; i < count && status == AUS_OK; i++) {
-        page_entry *entry = &log->entries[slots[i]];
-        if (entry->length + entry->incoming <= entry->capacity) continue;
-        size_t grown = entry->capacity ? entry->capacity : 256;
-        while (grown < entry->length + entry->incoming) grown *= 2;
-        uint8_t *records = realloc(entry->records, grown);
-        if (!records) {
-            status = AUS_E_NOMEM;
-            break;
+        if (status != AUS_OK) continue;
+        entry->incoming += (i + 1 < count ? positions[i + 1] : len) - positions[i];
+        if (entry->length + entry->incoming > entry->capacity) {
+            size_t grown = entry->capacity ? entry->capacity : 256;
+            while (grown < entry->length + entry->incoming) grown *= 2;
+            uint8_t *records = realloc(entry->records, grown);
+            if (!records) {
+                status = AUS_E_NOMEM;
+                continue;
+            }
+            log->allocated += grown - entry->capacity;
+            entry->records = records;
+            entry->capacity = grown;
         }
-        log->allocated += grown - entry->capacity;
-        entry->records = records;
-        entry->capacity = grown;
     }
-    for (size_t i = 0; i < count; i++) log->entries[slots[i]].incoming = 0;
-    for (size_t i = 0; i < count && status == AUS_OK; i++) {
+    /* Pass 2: copy the records (nothing can fail now), or only reset on failure. */
+    for (size_t i = 0; i < count; i++) {
+        page_entry *entry = &log->entries[slots[i]];
+        entry->incoming = 0;
+        if (status != AUS_OK) continue;
         const uint8_t *record = buf + positions[i];
         uint64_t lsn = load_u64(record);
-        page_entry *entry = &log->entries[slots[i]];
         if (lsn <= entry->last_lsn) continue; /* duplicate or already folded */
         size_t size = record_bytes(record);
         memcpy(entry->records + entry->length, record, size);
@@ -211,7 +214,7 @@ int aus_pagelog_materialize(aus_pagelog *log, uint64_t page_no,
         memset(out, 0, log->page_size);
     }
     if (!entry || entry->length == 0) return AUS_OK;
-    return aus_apply(entry->records, entry->length, log->page_size, &page_no, 1,
+    return aus_apply_verified(entry->records, entry->length, log->page_size, &page_no, 1,
                      out, page_lsn, lsn_bound, annulled, n_annulled, applied,
                      &error_pos);
 }
@@ -243,7 +246,7 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
         if (records == 0) continue;
         uint64_t page_lsn = entry->image_lsn, applied = 0;
         size_t error_pos = 0;
-        int status = aus_apply(entry->records, prefix, log->page_size,
+        int status = aus_apply_verified(entry->records, prefix, log->page_size,
                                &entry->page_no, 1, entry->image, &page_lsn, lsn,
                                annulled, n_annulled, &applied, &error_pos);
         if (status != AUS_OK) return status; /* arguments only: records were valid */
