@@ -78,6 +78,9 @@ _STATUS_TABLE: dict[int, tuple[str, str]] = {
 # Anything that exposes the buffer protocol as bytes (collections.abc.Buffer from 3.12).
 Buffer = Union[bytes, bytearray, memoryview, "array[int]", mmap.mmap]
 
+SUMMARY_SIZE = 7
+_U64 = struct.Struct("<Q")
+_F64 = struct.Struct("<d")
 _HEADER = struct.Struct("<QQQdIIBB6s")
 assert _HEADER.size == RECORD_HEADER_SIZE
 _RESERVED = bytes(6)
@@ -110,6 +113,7 @@ class BatchSummary:
     cpl_count: int
     last_cpl_lsn: int
     payload_bytes: int
+    last_cpl_time: float = 0.0  # writer clock time carried by the last CPL record
 
 
 @dataclass(frozen=True)
@@ -350,8 +354,9 @@ class PythonBackend:
         if not _check_page_size(page_size) or page_lo > page_hi:
             raise_for_status(STATUS_ARGUMENT, 0)
         count = cpl_count = last_cpl = payload = first = previous = 0
+        last_cpl_time = 0.0
         for position, fields in self._records(memoryview(buf).cast("B"), page_size):
-            lsn, record_backlink, page_no, _time, _offset, size, _kind, flags = fields
+            lsn, record_backlink, page_no, time, _offset, size, _kind, flags = fields
             if not page_lo <= page_no < page_hi:
                 raise_for_status(STATUS_PAGE, position)
             if backlink != NO_BACKLINK:
@@ -363,10 +368,11 @@ class PythonBackend:
             if flags & FLAG_CPL:
                 cpl_count += 1
                 last_cpl = lsn
+                last_cpl_time = time
             payload += size
             count += 1
             previous = lsn
-        return BatchSummary(count, first, previous, cpl_count, last_cpl, payload)
+        return BatchSummary(count, first, previous, cpl_count, last_cpl, payload, last_cpl_time)
 
     def index(self, buf: Buffer, page_size: int) -> RecordIndex:
         if not _check_page_size(page_size):
@@ -482,6 +488,7 @@ class NativeBackend:
             raise FormatVersionError("the compiled C core", found, FORMAT_VERSION)
         for name, value in (
             ("AUS_RECORD_HEADER_SIZE", RECORD_HEADER_SIZE),
+            ("AUS_SUMMARY_SIZE", SUMMARY_SIZE),
             ("AUS_KIND_WRITE", KIND_WRITE),
             ("AUS_KIND_PAGE", KIND_PAGE),
             ("AUS_KIND_ZERO", KIND_ZERO),
@@ -489,7 +496,7 @@ class NativeBackend:
         ):
             if getattr(self.lib, name) != value:
                 raise NativeCoreError(f"{name} is {getattr(self.lib, name)} in C, {value} here")
-        self._summary = self.ffi.new("uint64_t[6]")
+        self._summary = self.ffi.new("uint64_t[]", SUMMARY_SIZE)
         self._position = self.ffi.new("size_t *")
         self._count = self.ffi.new("size_t *")
         self._applied = self.ffi.new("uint64_t *")
@@ -514,7 +521,10 @@ class NativeBackend:
                 source, len(source), page_size, page_lo, page_hi, backlink, summary, self._position
             )
         raise_for_status(status, self._position[0])
-        return BatchSummary(*ffi.unpack(summary, 6))
+        values = ffi.unpack(summary, SUMMARY_SIZE)
+        (time,) = _F64.unpack(_U64.pack(values[6]))
+        count, first, last, cpl_count, last_cpl, payload = values[:6]
+        return BatchSummary(count, first, last, cpl_count, last_cpl, payload, time)
 
     def index(self, buf: Buffer, page_size: int) -> RecordIndex:
         if not _check_page_size(page_size):

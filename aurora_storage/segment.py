@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import log, native
+from . import log
 from .errors import CorruptionError
 from .pagelog import PageLog, new_page_log
 
@@ -155,13 +155,10 @@ class Segment:
                 self.counters.frames_refused += 1
             else:
                 ends_mtr = frame.summary.last_cpl_lsn == frame.last_lsn
-                cpl_time = (
-                    native.index(frame.body, self.geometry.page_size).times[-1] if ends_mtr else 0.0
-                )
                 self.pending[frame.backlink] = (
                     frame.first_lsn,
                     frame.last_lsn,
-                    cpl_time if ends_mtr else None,
+                    frame.summary.last_cpl_time if ends_mtr else None,
                     data,
                 )
         self.queued.clear()

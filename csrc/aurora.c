@@ -188,6 +188,7 @@ int aus_validate(const uint8_t *buf, size_t len, uint32_t page_size,
     size_t pos = 0, size = 0;
     uint64_t previous = 0, count = 0, first = 0, cpl_count = 0, last_cpl = 0;
     uint64_t payload = 0;
+    double last_cpl_time = 0.0;
     *error_pos = 0;
     if (!page_size_valid(page_size) || page_lo > page_hi) return AUS_E_ARGUMENT;
     if (len == 0) return AUS_E_EMPTY;
@@ -207,6 +208,7 @@ int aus_validate(const uint8_t *buf, size_t len, uint32_t page_size,
         if (h.flags & AUS_FLAG_CPL) {
             cpl_count++;
             last_cpl = h.lsn;
+            last_cpl_time = h.time;
         }
         payload += h.length;
         count++;
@@ -219,6 +221,7 @@ int aus_validate(const uint8_t *buf, size_t len, uint32_t page_size,
     summary[3] = cpl_count;
     summary[4] = last_cpl;
     summary[5] = payload;
+    memcpy(&summary[6], &last_cpl_time, sizeof last_cpl_time); /* f64 bits */
     return AUS_OK;
 }
 

@@ -24,6 +24,7 @@
 #define AUS_RECORD_ALIGN 8
 #define AUS_PAGE_SIZE_MIN 4096
 #define AUS_PAGE_SIZE_MAX 65536
+#define AUS_SUMMARY_SIZE 7 /* entries aus_validate writes to summary */
 
 /* Record kinds (docs/format.md). Values are on disk: never reuse one. */
 #define AUS_KIND_WRITE 1 /* length bytes at offset within the page */
@@ -58,7 +59,8 @@ uint32_t aus_format_version(void);
  * Pages must lie in [page_lo, page_hi). If backlink != AUS_NO_BACKLINK the
  * first record's backlink must equal it and each later record's backlink must
  * be the LSN of the record before it. On AUS_OK, summary receives
- * {record count, first LSN, last LSN, CPL count, last CPL LSN, payload bytes}.
+ * {record count, first LSN, last LSN, CPL count, last CPL LSN, payload bytes,
+ * the last CPL's time as the bits of an f64} (7 entries).
  * On error, *error_pos is the byte position of the first bad record.
  */
 int aus_validate(const uint8_t *buf, size_t len, uint32_t page_size,

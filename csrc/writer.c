@@ -44,6 +44,6 @@ int aus_stamp(uint8_t *buf, size_t len, uint32_t page_size, uint64_t first_lsn,
     }
     *last_lsn = previous;
     /* The writer packed these records itself: a failure here is a bug there. */
-    uint64_t summary[6];
+    uint64_t summary[AUS_SUMMARY_SIZE];
     return aus_validate(buf, len, page_size, 0, UINT64_MAX, backlink, summary, error_pos);
 }

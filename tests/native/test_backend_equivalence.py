@@ -199,14 +199,15 @@ def test_both_backends_summarize_and_index_valid_batches_like_the_records(
     records: list[Record],
 ) -> None:
     batch = pack(records)
-    cpl_lsns = [record.lsn for record in records if record.flags & log.FLAG_CPL]
+    cpl_records = [record for record in records if record.flags & log.FLAG_CPL]
     expected_summary = native.BatchSummary(
         count=len(records),
         first_lsn=records[0].lsn,
         last_lsn=records[-1].lsn,
-        cpl_count=len(cpl_lsns),
-        last_cpl_lsn=cpl_lsns[-1] if cpl_lsns else 0,
+        cpl_count=len(cpl_records),
+        last_cpl_lsn=cpl_records[-1].lsn if cpl_records else 0,
         payload_bytes=sum(len(record.payload) for record in records),
+        last_cpl_time=cpl_records[-1].time if cpl_records else 0.0,
     )
     positions = [0]
     for record in records[:-1]:

@@ -52,6 +52,7 @@ def test_compiled_library_reports_the_format_version() -> None:
     [
         ("AUS_FORMAT_VERSION", native.FORMAT_VERSION),
         ("AUS_RECORD_HEADER_SIZE", native.RECORD_HEADER_SIZE),
+        ("AUS_SUMMARY_SIZE", native.SUMMARY_SIZE),
         ("AUS_RECORD_ALIGN", native.RECORD_ALIGN),
         ("AUS_PAGE_SIZE_MIN", native.PAGE_SIZE_MIN),
         ("AUS_PAGE_SIZE_MAX", native.PAGE_SIZE_MAX),
@@ -82,6 +83,7 @@ def test_compiled_constant_matches_python(name: str, value: int) -> None:
 def fake_core(format_version: int, **constants: int) -> SimpleNamespace:
     values = {
         "AUS_RECORD_HEADER_SIZE": native.RECORD_HEADER_SIZE,
+        "AUS_SUMMARY_SIZE": native.SUMMARY_SIZE,
         "AUS_KIND_WRITE": native.KIND_WRITE,
         "AUS_KIND_PAGE": native.KIND_PAGE,
         "AUS_KIND_ZERO": native.KIND_ZERO,

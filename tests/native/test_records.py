@@ -155,6 +155,7 @@ def test_validate_summarizes_records_cpls_and_payload(backend: native.Backend) -
         cpl_count=2,
         last_cpl_lsn=20,
         payload_bytes=5 + PAGE_SIZE + 0 + 10 + 4,
+        last_cpl_time=8.0,
     )
 
 
