@@ -156,6 +156,9 @@ class StagingState:
     last_round_vdl: int = 0
     last_round_time_recorded: float = float("-inf")
     earliest: float = float("-inf")  # restores before this were given up by retention
+    rounds: list[tuple[int, float]] = field(default_factory=list)  # (VDL, time) recorded
+    expired_vdl: int = 0  # retention already applied up to this round's VDL
+    last_cpl: tuple[int, float] = (0, 0.0)  # the newest CPL staged, with its time
     history_written: int = -1  # signature of the history last uploaded
 
 
@@ -187,7 +190,7 @@ class Round:
 class BackupCatalog:
     """What a backup store holds, read from names and small objects only."""
 
-    def __init__(self, store: BackupStore) -> None:
+    def __init__(self, store: BackupStore, read_rounds: bool = True) -> None:
         self.store = store
         # A missing or damaged history raises BackupObjectMissingError or
         # BackupCorruptError, naming the object.
@@ -209,7 +212,8 @@ class BackupCatalog:
         for snapshots in self.snapshots.values():
             snapshots.sort()
         self.rounds: list[Round] = []
-        for name in store.list("rounds/"):
+        self.round_names = store.list("rounds/")
+        for name in self.round_names if read_rounds else ():
             round_meta, _ = decode_object(store.get(name), name, KIND_MANIFEST)
             self.rounds.append(
                 Round(

@@ -608,6 +608,14 @@ class Volume:
                 )
             if catalog.rounds:
                 self.staging.last_round_vdl = max(entry.vdl for entry in catalog.rounds)
+                self.staging.rounds = sorted((entry.vdl, entry.time) for entry in catalog.rounds)
+                staged_cpls = [
+                    (cpl, time)
+                    for entry in catalog.rounds
+                    for cpl, time in zip(entry.cpls, entry.times, strict=True)
+                ]
+                if staged_cpls:
+                    self.staging.last_cpl = max(staged_cpls)
                 self.staging.last_round_time_recorded = max(entry.time for entry in catalog.rounds)
                 # After a reopen every PG continues from the last recorded round.
                 for pg_id in self.pgs:
@@ -954,6 +962,12 @@ class Volume:
                 store.put(backup_module.HISTORY_NAME, backup_module.history_object(self))
                 self.staging.history_written = self._history_signature()
             cpls.sort()
+            if cpls:
+                self.staging.last_cpl = cpls[-1]
+            elif self.staging.last_cpl[0]:
+                # Every round names the last CPL so far, so the newest round at or
+                # before a time always holds the restore point of that time.
+                cpls = [self.staging.last_cpl]
             in_flight = self.allocated_lsn > self._lal_base()
             round_time = cpls[-1][1] if in_flight and cpls else now
             round_meta: dict[str, Any] = {
@@ -971,6 +985,7 @@ class Volume:
             store.put(name, encode_object(KIND_MANIFEST, b"", round_meta))
             self.staging.last_round_vdl = upto
             self.staging.last_round_time_recorded = round_meta["time"]
+            self.staging.rounds.append((upto, round_meta["time"]))
             self._take_snapshots(now)
             if self._expire_backups(now):
                 store.put(backup_module.HISTORY_NAME, backup_module.history_object(self))
@@ -1043,14 +1058,28 @@ class Volume:
         """
         store = self.backup_store
         assert store is not None
-        horizon = now - self.backup_options.retention_days * backup_module.DAY
-        catalog = backup_module.BackupCatalog(store)
-        horizon_vdl = max(
-            (entry.vdl for entry in catalog.rounds if entry.time <= horizon), default=0
+        # A restore inside the retention period may need what a backtrack up to a
+        # window before it hid (its version shows the state at the backtrack's
+        # target): keep one backtrack window more.
+        horizon = (
+            now
+            - self.backup_options.retention_days * backup_module.DAY
+            - self.options.backtrack_window
         )
-        if horizon_vdl == 0:
+        # The writer's own list of rounds says whether anything can expire yet;
+        # the store is listed only when the horizon passed a new round.
+        horizon_vdl = max((vdl for vdl, time in self.staging.rounds if time <= horizon), default=0)
+        if horizon_vdl <= self.staging.expired_vdl:
             return False
+        self.staging.expired_vdl = horizon_vdl
+        self.staging.rounds = [entry for entry in self.staging.rounds if entry[0] >= horizon_vdl]
+        catalog = backup_module.BackupCatalog(store, read_rounds=False)
         deleted = False
+        for name in catalog.round_names:
+            # Rounds before the horizon's go; that one stays: a restore at the
+            # earliest restorable time may land on one of its CPLs.
+            if int(name.split("/")[1].split("-")[0]) < horizon_vdl:
+                store.delete(name)
         for pg_id in self.pgs:
             snapshots = [lsn for lsn, _ in catalog.snapshots.get(pg_id, [])]
             base = max((lsn for lsn in snapshots if lsn <= horizon_vdl), default=0)
@@ -1443,9 +1472,10 @@ class Volume:
             self._closed = True
             self.transport.wait_for_syncs()
             for node in self.nodes.values():
-                if not self.transport.link_open(node.name, node.name):
-                    continue
-                node.close()
+                if self.transport.link_open(node.name, node.name):
+                    node.close()
+                for segment in node.segments.values():
+                    segment.page_log.close()  # C memory goes now, not at garbage collection
             if self._owns_transport:
                 self.transport.close()
         self._release_lock()
