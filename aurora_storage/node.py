@@ -518,23 +518,34 @@ class StorageNode:
             out += self._pull_from_peers(segment)
         return out
 
+    def serve_read(
+        self,
+        pg_id: int,
+        page_no: int,
+        read_point: int,
+        required_scl: int,
+        annulled: tuple[int, ...],
+    ) -> tuple[bytes, str, int]:
+        """(image, problem, SCL) for a read: the image if this segment can serve it."""
+        segment = self.segments.get(pg_id)
+        if segment is None or segment.scl < required_scl:
+            scl = segment.scl if segment else 0
+            return b"", f"SCL {scl} is below {required_scl}, needed at read point {read_point}", scl
+        try:
+            return segment.read(page_no, read_point, annulled), "", segment.scl
+        except VersionGoneError:
+            return b"", GONE, segment.scl
+        except AuroraStorageError as error:
+            return b"", str(error), segment.scl
+
     def _on_read(self, message: m.ReadPage, sender: str) -> Outgoing:
-        segment = self.segments.get(message.pg_id)
-        scl = segment.scl if segment else 0
-        problem = ""
-        image = b""
-        if segment is None or scl < message.required_scl:
-            problem = (
-                f"SCL {scl} is below {message.required_scl}, "
-                f"needed at read point {message.read_point}"
-            )
-        else:
-            try:
-                image = segment.read(message.page_no, message.read_point, message.annulled)
-            except VersionGoneError:
-                problem = GONE
-            except AuroraStorageError as error:
-                problem = str(error)
+        image, problem, scl = self.serve_read(
+            message.pg_id,
+            message.page_no,
+            message.read_point,
+            message.required_scl,
+            message.annulled,
+        )
         reply = m.PageImage(message.request_id, self.name, message.page_no, scl, image, problem)
         return [(sender, reply)]
 

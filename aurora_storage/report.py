@@ -70,11 +70,15 @@ def _goal(goal: dict[str, Any] | None) -> str:
     if not goal:
         return "-"
     kind, value = goal.get("kind", ""), goal.get("value")
-    return {
-        "ratio_min": f">= {value}x",
-        "median_us_max": f"< {value} us median",
-        "bytes_per_s_min": f">= {_rate(value, 'B')}",
-    }.get(kind, f"{kind} {value}")
+    if not isinstance(value, (int, float)):
+        return f"{kind} {value}"
+    if kind == "ratio_min":
+        return f">= {value:.2f}x"
+    if kind == "median_us_max":
+        return f"< {value / 1e6:g} s median" if value >= 1e6 else f"< {value:g} us median"
+    if kind == "bytes_per_s_min":
+        return f">= {_rate(value, 'B')}"
+    return f"{kind} {value}"
 
 
 def render_markdown(document: dict[str, Any]) -> str:

@@ -880,7 +880,8 @@ class Volume:
         cpl = lsn - 1
         self.allocated_lsn = cpl
         self._cpls.append(cpl)
-        self._note_commit(time, cpl, sum(len(body) for body in batches.values()))
+        if self.options.backtrack_window:
+            self._note_commit(time, cpl, sum(len(body) for body in batches.values()))
         retain = self.min_read_point()
         truncations = tuple(value for truncation in self.truncations for value in truncation)
         for pg, frame in sends:
@@ -1140,8 +1141,6 @@ class Volume:
     # --- backtrack ------------------------------------------------------------------
 
     def _note_commit(self, time: float, cpl: int, size: int) -> None:
-        if not self.options.backtrack_window:
-            return
         self._window_commits.append((time, cpl, size))
         self._window_bytes += size
 
@@ -1356,17 +1355,28 @@ class Volume:
         raise ReadUnavailableError(page_no, read_point, detail)
 
     def _read_direct(self, request: m.ReadPage, candidates: list[str]) -> bytes:
-        """The in-process read: one synchronous call per segment, in order of preference."""
+        """The in-process read: one synchronous call per segment, in order of preference.
+
+        The direct transport's nodes live in this process, so the request is a
+        method call (no message objects); a node that is down or cut off is
+        skipped as it would be on the wire.
+        """
         problems = []
-        for node in candidates:
-            replies = self.transport.call(self.writer_name, node, request)  # type: ignore[attr-defined]
-            for _, reply in replies or ():
-                if isinstance(reply, m.PageImage) and reply.request_id == request.request_id:
-                    if not reply.problem:
-                        return reply.image
-                    problems.append(f"{node}: {reply.problem}")
-            if replies is None:
-                problems.append(f"{node}: no answer")
+        writer = self.writer_name
+        for name in candidates:
+            if not self.transport.link_open(writer, name):
+                problems.append(f"{name}: no answer")
+                continue
+            image, problem, _ = self.nodes[name].serve_read(
+                request.pg_id,
+                request.page_no,
+                request.read_point,
+                request.required_scl,
+                request.annulled,
+            )
+            if not problem:
+                return image
+            problems.append(f"{name}: {problem}")
         if any(problem.endswith(GONE) for problem in problems):
             raise VersionGoneError(request.page_no, request.read_point)
         raise ReadUnavailableError(request.page_no, request.read_point, "; ".join(problems))

@@ -165,4 +165,4 @@ def test_report_renders_a_table(tmp_path: Path) -> None:
         ],
     }
     text = report.render_markdown(document)
-    assert "| w | 2.00 Mrows/s | sqlite | 1.00 Mrows/s | 2.00x | >= 1.0x | yes |" in text
+    assert "| w | 2.00 Mrows/s | sqlite | 1.00 Mrows/s | 2.00x | >= 1.00x | yes |" in text
