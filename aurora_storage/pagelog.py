@@ -66,6 +66,8 @@ class NativePageLog:
         self._count = self._ffi.new("uint64_t[2]")
         self._position = self._ffi.new("size_t *")
         self._stats = self._ffi.new("uint64_t[6]")
+        # Materialization writes here, then one copy becomes the caller's bytes.
+        self._out = self._ffi.new("uint8_t[]", page_size)
 
     def _live(self) -> Any:
         if self._handle is None:
@@ -89,10 +91,10 @@ class NativePageLog:
 
     def materialize(
         self, page_no: int, lsn_bound: int = native.LSN_MAX, annulled: Annulled = ()
-    ) -> tuple[bytearray, int]:
+    ) -> tuple[bytes, int]:
         ffi = self._ffi
         flat = native._flatten_annulled(annulled) if annulled else None
-        out = bytearray(self.page_size)
+        out = self._out
         count = self._count
         status = self._lib.aus_pagelog_materialize(
             self._live(),
@@ -100,12 +102,12 @@ class NativePageLog:
             lsn_bound,
             ffi.NULL if flat is None else ffi.from_buffer("uint64_t[]", flat),
             0 if flat is None else len(flat) // 2,
-            ffi.from_buffer("uint8_t[]", out),
+            out,
             count,
             count + 1,
         )
         _raise(status, 0, page_no, lsn_bound)
-        return out, int(count[0])
+        return ffi.buffer(out)[:], int(count[0])
 
     def coalesce(self, lsn: int, annulled: Annulled = ()) -> int:
         flat = native._flatten_annulled(annulled)
@@ -193,11 +195,11 @@ class PythonPageLog:
 
     def materialize(
         self, page_no: int, lsn_bound: int = native.LSN_MAX, annulled: Annulled = ()
-    ) -> tuple[bytearray, int]:
+    ) -> tuple[bytes, int]:
         page = self._live().get(page_no)
         out = bytearray(self.page_size)
         if page is None:
-            return out, 0
+            return bytes(out), 0
         if page.image_lsn > lsn_bound:
             raise VersionGoneError(page_no, lsn_bound)
         if page.image is not None:
@@ -213,7 +215,7 @@ class PythonPageLog:
                 lsn_bound,
                 native._flatten_annulled(annulled),
             )
-        return out, page_lsns[0]
+        return bytes(out), page_lsns[0]
 
     def coalesce(self, lsn: int, annulled: Annulled = ()) -> int:
         flat = native._flatten_annulled(annulled)

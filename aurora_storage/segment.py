@@ -322,7 +322,7 @@ class Segment:
         """The page as of ``read_point``; the caller checked ``read_point <= scl``."""
         flat = array("Q", annulled) if annulled else ()
         image, _page_lsn = self.page_log.materialize(page_no, read_point, flat)
-        return bytes(image)
+        return image
 
     def bytes_used(self) -> int:
         stats = self.page_log.stats()

@@ -442,6 +442,7 @@ class Volume:
         self.clock: Clock = clock or getattr(transport, "clock", None) or WallClock()
         self._owns_transport = transport is None
         self.transport = transport or DirectTransport()
+        self._direct = isinstance(self.transport, DirectTransport)
         self.writer_name = writer_name
         self.epoch = 1
         self.allocated_lsn = 0
@@ -1317,10 +1318,10 @@ class Volume:
             candidates.sort(key=lambda node: (self.read_latency.get(node, 0.0), node))
         if not candidates:
             raise ReadUnavailableError(page_no, read_point, "no segment has acknowledged it")
+        if self._direct:
+            return self._read_direct(pg.pg_id, page_no, read_point, required, candidates)
         request_id = next(self._request_ids)
         request = m.ReadPage(request_id, pg.pg_id, page_no, read_point, required, self.annulled)
-        if isinstance(self.transport, DirectTransport):
-            return self._read_direct(request, candidates)
         pending = self._reads[request_id] = _PendingRead(page_no)
         asked: list[str] = []
         try:
@@ -1354,7 +1355,9 @@ class Volume:
         detail = "; ".join(pending.problems) or f"no answer from {', '.join(asked)}"
         raise ReadUnavailableError(page_no, read_point, detail)
 
-    def _read_direct(self, request: m.ReadPage, candidates: list[str]) -> bytes:
+    def _read_direct(
+        self, pg_id: int, page_no: int, read_point: int, required: int, candidates: list[str]
+    ) -> bytes:
         """The in-process read: one synchronous call per segment, in order of preference.
 
         The direct transport's nodes live in this process, so the request is a
@@ -1368,18 +1371,14 @@ class Volume:
                 problems.append(f"{name}: no answer")
                 continue
             image, problem, _ = self.nodes[name].serve_read(
-                request.pg_id,
-                request.page_no,
-                request.read_point,
-                request.required_scl,
-                request.annulled,
+                pg_id, page_no, read_point, required, self.annulled
             )
             if not problem:
                 return image
             problems.append(f"{name}: {problem}")
         if any(problem.endswith(GONE) for problem in problems):
-            raise VersionGoneError(request.page_no, request.read_point)
-        raise ReadUnavailableError(request.page_no, request.read_point, "; ".join(problems))
+            raise VersionGoneError(page_no, read_point)
+        raise ReadUnavailableError(page_no, read_point, "; ".join(problems))
 
     def _note_latency(self, node: str, seconds: float) -> None:
         previous = self.read_latency.get(node, seconds)
