@@ -382,7 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     restore.set_defaults(handler=_restore)
 
     bench = commands.add_parser("bench", help="run the benchmarks and write a report folder")
-    bench.add_argument("--quick", action="store_true", help="a short run (a couple of minutes)")
+    bench.add_argument(
+        "--quick", action="store_true", help="leave out the workloads that build gigabytes of data"
+    )
     bench.add_argument(
         "--out", default="bench-report", help="report folder (default: bench-report)"
     )
