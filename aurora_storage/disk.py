@@ -48,6 +48,9 @@ class Disk(Protocol):
     def size(self, name: str) -> int: ...
 
 
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
 def sync_folder(folder: Path) -> None:
     """Makes the names in ``folder`` durable: a new or renamed file survives a crash."""
     descriptor = os.open(folder, os.O_RDONLY)
@@ -104,7 +107,8 @@ class RealDisk:
 
     def sync(self, name: str) -> None:
         if self.mode == "fsync" and name in self._handles:
-            os.fsync(self._handles[name])
+            # fdatasync: the data and what reading it back needs (the size), not mtimes.
+            _datasync(self._handles[name])
 
     def read(self, name: str) -> bytes:
         return self._path(name).read_bytes()
