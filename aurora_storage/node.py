@@ -39,7 +39,7 @@ from .segment import Geometry, Segment
 WRITER = "writer"
 GONE = "version gone"  # PageImage.problem when the read point was coalesced away
 NODE_META = "node.meta"
-META_EVERY_FRAMES = 4096  # the VDL hint is persisted at least this often
+META_EVERY_FRAMES = 512  # the VDL hint is persisted at least this often (bounds recovery's work)
 CHECKPOINT_EVERY_FRAMES = 4096  # frames logged between attempts to trim a segment's log
 VOUCHERS_NEEDED = 3  # peers a suspect segment must catch up with (a read quorum's worth)
 _LOG_NAME = re.compile(r"^pg-(\d+)\.log$")
@@ -650,10 +650,10 @@ class StorageNode:
         stale = self._stale(message.epoch, sender)
         if stale is not None:
             return stale
+        # The recovered VDL is a VDL some writer reached: the new hint goes to disk
+        # in the same metadata write as the truncation.
+        self.vdl_hint = max(self.vdl_hint, message.lo)
         self._adopt(message.epoch, (message.epoch, message.lo, message.hi), sender)
-        if message.lo > self.vdl_hint:
-            self.vdl_hint = message.lo
-            self.write_meta()
         out: Outgoing = [(sender, m.Truncated(self.name, message.epoch))]
         for pg_id, segment in self.segments.items():
             out.append((sender, m.SegmentState(self.name, pg_id, self.epoch, segment.scl)))
