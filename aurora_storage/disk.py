@@ -17,8 +17,11 @@ disk's root and never leave it.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -49,6 +52,19 @@ class Disk(Protocol):
 
 
 _datasync = getattr(os, "fdatasync", os.fsync)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's syncfs (Linux): flush one whole file system, or None where it is missing."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function: Callable[[int], int] = libc.syncfs
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
+_syncfs = _load_syncfs()
 
 
 def sync_folder(folder: Path) -> None:
@@ -112,6 +128,27 @@ class RealDisk:
 
     def read(self, name: str) -> bytes:
         return self._path(name).read_bytes()
+
+    def device(self) -> int | None:
+        """The file system this disk lives on, if one flush of it can make it durable."""
+        if _syncfs is None or self.mode != "fsync":
+            return None
+        folder = self.root
+        while not folder.exists() and folder.parent != folder:
+            folder = folder.parent  # a node folder made later lands on its parent's
+        return os.stat(folder).st_dev
+
+    def sync_filesystem(self) -> None:
+        """Flushes the whole file system holding this disk (one device flush)."""
+        assert _syncfs is not None
+        self.root.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(self.root, os.O_RDONLY)
+        try:
+            if _syncfs(descriptor) != 0:
+                number = ctypes.get_errno()
+                raise OSError(number, f"syncfs: {os.strerror(number)}")
+        finally:
+            os.close(descriptor)
 
     def replace(self, name: str, data: bytes) -> None:
         path = self._path(name)

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
@@ -77,6 +79,54 @@ class SyncJob:
         assert disk is not None
         for name in self.names:
             disk.sync(name)
+
+    def deliveries(self) -> list[tuple[str, str, m.Message]]:
+        """(source, destination, message) of the acks the sync releases."""
+        return [(self.node.name, destination, message) for destination, message in self.acks]
+
+    def fail(self, error: OSError) -> list[str]:
+        """Marks the node failed; returns the names of the nodes that stop."""
+        self.node.sync_failed(error)
+        return [self.node.name]
+
+
+@dataclass
+class GroupSyncJob:
+    """Several nodes' fsync work on one file system, done by one ``syncfs``.
+
+    The embedded default keeps all six nodes on the same device: one flush of
+    the file system makes every node's frames durable at once, where six
+    fsyncs would each flush the device. Each node still acks only what this
+    flush covered.
+    """
+
+    jobs: list[SyncJob]
+    disk: Any  # a RealDisk of one of the nodes: its file system is flushed
+
+    def run(self) -> None:
+        self.disk.sync_filesystem()
+
+    def deliveries(self) -> list[tuple[str, str, m.Message]]:
+        return [delivery for job in self.jobs for delivery in job.deliveries()]
+
+    def fail(self, error: OSError) -> list[str]:
+        return [name for job in self.jobs for name in job.fail(error)]
+
+
+def group_syncer(
+    nodes: Callable[[], list[StorageNode]],
+) -> Callable[[], GroupSyncJob | None]:
+    """One syncer for the nodes ``nodes()`` names, sharing a file system (GroupSyncJob).
+
+    ``nodes`` is asked each time, so a node reloaded after a failure takes part.
+    """
+
+    def begin() -> GroupSyncJob | None:
+        current = nodes()
+        jobs = [job for node in current if not node.failed and (job := node.begin_sync())]
+        return GroupSyncJob(jobs, jobs[0].node.disk) if jobs else None
+
+    return begin
 
 
 @dataclass

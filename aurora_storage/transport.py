@@ -32,10 +32,10 @@ from . import messages as m
 from .clock import SimulatedClock
 
 if TYPE_CHECKING:
-    from .node import SyncJob
+    from .node import GroupSyncJob, SyncJob
 
 Handler = Callable[[m.Message, str], list[tuple[str, m.Message]]]
-Syncer = Callable[[], "SyncJob | None"]
+Syncer = Callable[[], "SyncJob | GroupSyncJob | None"]
 
 DELIVERIES_PER_RUN_MAX = 10_000_000  # a run that delivers more is a livelock
 
@@ -62,6 +62,10 @@ class Transport:
         else:
             self.syncers.pop(name, None)
 
+    def register_syncer(self, name: str, syncer: Syncer) -> None:
+        """A syncer with no endpoint of its own (several nodes' shared file system)."""
+        self.syncers[name] = syncer
+
     def _sync_inline(self, name: str) -> None:
         """Runs an endpoint's due fsyncs now and sends the acks they release."""
         job = self.syncers[name]()
@@ -72,13 +76,13 @@ class Transport:
         except OSError as error:
             self._sync_failed(name, job, error)
             return
-        for destination, message in job.acks:
-            self.send(name, destination, message)
+        for source, destination, message in job.deliveries():
+            self.send(source, destination, message)
 
-    def _sync_failed(self, name: str, job: SyncJob, error: OSError) -> None:
-        job.node.sync_failed(error)
-        self.sync_failures.append((name, error))
-        self.set_down(name, True)
+    def _sync_failed(self, name: str, job: SyncJob | GroupSyncJob, error: OSError) -> None:
+        for failed in job.fail(error):
+            self.sync_failures.append((failed, error))
+            self.set_down(failed, True)
 
     def now(self) -> float:
         return 0.0
@@ -151,7 +155,7 @@ class DirectTransport(Transport):
         self._draining = False
         self._pool = ThreadPoolExecutor(sync_threads, "aurora-sync") if sync_threads else None
         self._in_flight: set[str] = set()
-        self._finished: deque[tuple[str, SyncJob, OSError | None]] = deque()
+        self._finished: deque[tuple[str, SyncJob | GroupSyncJob, OSError | None]] = deque()
         self._changed = threading.Condition(self.lock)
 
     def send(self, source: str, destination: str, message: m.Message) -> None:
@@ -211,7 +215,7 @@ class DirectTransport(Transport):
         self._in_flight.add(name)
         self._pool.submit(self._run_job, name, job)
 
-    def _run_job(self, name: str, job: SyncJob) -> None:
+    def _run_job(self, name: str, job: SyncJob | GroupSyncJob) -> None:
         error: OSError | None = None
         try:
             job.run()
@@ -228,8 +232,8 @@ class DirectTransport(Transport):
             if error is not None:
                 self._sync_failed(name, job, error)
                 continue
-            for destination, message in job.acks:
-                self.send(name, destination, message)
+            for source, destination, message in job.deliveries():
+                self.send(source, destination, message)
 
     def run_until(self, condition: Callable[[], bool], timeout: float) -> bool:
         with self._changed:
@@ -338,6 +342,9 @@ class SimulatedTransport(Transport):
                 self._deliver(source, destination, message)
                 if destination in self.syncers and destination not in self.down:
                     self._sync_inline(destination)
+                for name in self.syncers:
+                    if name not in self.handlers:  # a group syncer: nodes sharing a disk
+                        self._sync_inline(name)
             for observe in self.observers:
                 observe()
             delivered += 1

@@ -66,7 +66,7 @@ from .errors import (
     WriteQuorumError,
 )
 from .history import History, HistoryVersion, merge_ranges, truncation_ranges
-from .node import GONE, WRITER, StorageNode, decode_history, encode_history
+from .node import GONE, WRITER, StorageNode, decode_history, encode_history, group_syncer
 from .protection_group import (
     READ_QUORUM,
     WRITE_QUORUM,
@@ -485,8 +485,19 @@ class Volume:
             }
         self.nodes = nodes
         self.quorum = QuorumSet((NODE_NAMES,))
+        devices = {
+            node.disk.device() if isinstance(node.disk, RealDisk) else None
+            for node in self.nodes.values()
+        }
+        # Nodes on one file system share its flush (GroupSyncJob); otherwise each
+        # node syncs its own files.
+        self._group_sync = (
+            options.durability == "fsync" and len(devices) == 1 and None not in devices
+        )
         for node in self.nodes.values():
             self._register_node(node)
+        if self._group_sync:
+            self.transport.register_syncer("disks", group_syncer(lambda: list(self.nodes.values())))
         self.transport.register(self.writer_name, self._handle)
         if isinstance(self.transport, SimulatedTransport):
             self.transport.tick_targets = [*NODE_NAMES, self.writer_name]
@@ -494,8 +505,8 @@ class Volume:
 
     def _register_node(self, node: StorageNode) -> None:
         # Only fsync durability has sync work for the transport to run.
-        syncer = node.begin_sync if node.durability == "fsync" and node.disk is not None else None
-        self.transport.register(node.name, node.handle, syncer)
+        per_node = node.durability == "fsync" and node.disk is not None and not self._group_sync
+        self.transport.register(node.name, node.handle, node.begin_sync if per_node else None)
 
     def _reload_node(self, name: str) -> StorageNode:
         """Replaces a failed node by a fresh one that reloads and re-verifies its disk."""

@@ -266,3 +266,55 @@ def test_fsync_error_gives_no_ack_and_the_node_reloads() -> None:
         node = volume.nodes[name]
         assert not node.failed
         assert node.segments[0].scl == volume.pgs[0].tail_lsn
+
+
+def test_nodes_on_one_file_system_share_one_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aurora_storage.disk import RealDisk
+
+    flushes = 0
+    original = RealDisk.sync_filesystem
+
+    def counting(self: RealDisk) -> None:
+        nonlocal flushes
+        flushes += 1
+        original(self)
+
+    monkeypatch.setattr(RealDisk, "sync_filesystem", counting)
+    volume = small(tmp_path / "v")
+    assert volume._group_sync, "six node folders on one file system"
+    fill(volume, 20)
+    assert 1 <= flushes <= 20, f"{flushes} flushes for 20 commits on six nodes"
+    volume.close()
+    assert not small(tmp_path / "w", durability="os")._group_sync
+
+
+def test_a_failed_shared_flush_acknowledges_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aurora_storage.disk import RealDisk
+
+    volume = small(tmp_path / "v")
+    fill(volume, 5)
+    original = RealDisk.sync_filesystem
+    failures = [OSError(5, "Input/output error")]
+
+    def failing(self: RealDisk) -> None:
+        if failures:
+            raise failures.pop()
+        original(self)
+
+    monkeypatch.setattr(RealDisk, "sync_filesystem", failing)
+    vdl = volume.vdl
+    with pytest.raises(WriteQuorumError), volume.transaction() as tx:
+        tx.write(2, 0, b"not acknowledged")
+    assert volume.vdl == vdl
+    assert all(node.failed.startswith("fsync failed") for node in volume.nodes.values())
+    for name in NODE_NAMES:
+        volume.cluster.restore_node(name)  # reload and re-verify from disk
+    assert all(not node.failed for node in volume.nodes.values())
+    with volume.transaction() as tx:
+        tx.write(3, 0, b"after the failure")
+    assert volume.read_page(3)[:17] == b"after the failure"
+    volume.close()
