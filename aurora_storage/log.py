@@ -25,7 +25,7 @@ header bytes 0..55 followed by the body.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import xxhash
 
@@ -110,9 +110,9 @@ class BatchBuilder:
         self.last_lsn = lsn
 
 
-@dataclass(frozen=True)
-class Frame:
-    """A decoded, verified frame; ``body`` is a view of the packed records."""
+class Frame(NamedTuple):
+    """A decoded, verified frame; ``body`` is a view of the packed records (a tuple:
+    built once per frame at every node)."""
 
     pg_id: int
     epoch: int

@@ -1,7 +1,9 @@
 """Messages between the writer and storage nodes, and between nodes (gossip).
 
 Protocol state machines (segment, node, writer) take these and return these;
-a transport moves them. Frames travel as the bytes of docs/format.md
+a transport moves them. Nothing changes a message once it is built; they are
+plain slotted classes rather than frozen ones because a frozen dataclass costs
+a microsecond to build and a commit builds a dozen. Frames travel as the bytes of docs/format.md
 ("Frames"); every other field is a plain value, so a network transport can
 encode a message with msgpack (:func:`encode`, :func:`decode`).
 """
@@ -16,7 +18,7 @@ import msgpack
 from .errors import CorruptionError
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WriteFrames:
     """Writer -> segment: frames of one PG, in LSN order.
 
@@ -34,7 +36,7 @@ class WriteFrames:
     truncations: tuple[int, ...] = ()  # flat (epoch, lo, hi) triples in force
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SegmentState:
     """Segment -> writer: the segment's SCL, after a write or after it caught up."""
 
@@ -44,7 +46,7 @@ class SegmentState:
     scl: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadPage:
     """Writer -> segment: the page as of read_point, annulled ranges excluded.
 
@@ -60,7 +62,7 @@ class ReadPage:
     annulled: tuple[int, ...]  # flat (lo, hi] pairs
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PageImage:
     """Segment -> writer: the answer to a ReadPage; image is empty when problem is set."""
 
@@ -72,7 +74,7 @@ class PageImage:
     problem: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GossipPull:
     """Segment -> peer: "I hold everything up to scl; send me what follows"."""
 
@@ -81,7 +83,7 @@ class GossipPull:
     scl: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class GossipPush:
     """Peer -> segment: frames above the puller's SCL, in chain order."""
 
@@ -91,14 +93,14 @@ class GossipPush:
     frames: tuple[bytes, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CatalogPull:
     """Node -> peer, after a restart: which PGs do you hold, at which SCL?"""
 
     sender: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Catalog:
     """Peer -> node: (pg_id, scl) pairs, flattened, with the peer's epoch and truncations."""
 
@@ -108,14 +110,14 @@ class Catalog:
     truncations: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecoveryQuery:
     """Recovering writer -> node: take this epoch (durably), then tell me what you hold."""
 
     epoch: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecoveryState:
     """Node -> recovering writer.
 
@@ -133,7 +135,7 @@ class RecoveryState:
     history: bytes = b""  # msgpack of History.encode()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Truncate:
     """Recovering writer -> node: annul (lo, hi] from this epoch on (durably)."""
 
@@ -142,7 +144,7 @@ class Truncate:
     hi: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Truncated:
     """Node -> writer: the truncation of this epoch is durable here."""
 
@@ -150,7 +152,7 @@ class Truncated:
     epoch: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SetHistory:
     """Writer -> node: the volume's history versions (msgpack), to keep durably."""
 
@@ -158,7 +160,7 @@ class SetHistory:
     history: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HistorySet:
     """Node -> writer: the history up to ``version`` is durable here."""
 
@@ -167,7 +169,7 @@ class HistorySet:
     version: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TimeQuery:
     """Writer -> node: your last commit at or before ``moment``, outside ``annulled``."""
 
@@ -176,7 +178,7 @@ class TimeQuery:
     annulled: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TimeAnswer:
     """Node -> writer: the latest such CPL over the node's segments (0 if none)."""
 
@@ -187,7 +189,7 @@ class TimeAnswer:
     trusted: int  # 0 when a segment of the node is suspect
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Stage:
     """Writer -> one node per PG: upload the PG's frames in (from_lsn, upto_lsn] as a LOG
     object, or, with snapshot set, the PG's pages at upto_lsn as a PAGES object."""
@@ -201,7 +203,7 @@ class Stage:
     annulled: tuple[int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Staged:
     """Node -> writer: the object is in the backup store (problem empty), or why not."""
 
@@ -216,7 +218,7 @@ class Staged:
     problem: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Rejected:
     """Node -> sender: a request carried an epoch older than the node's."""
 
@@ -225,7 +227,7 @@ class Rejected:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Tick:
     """Transport -> node: time passed; run background steps (gossip, coalesce)."""
 
