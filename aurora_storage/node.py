@@ -607,7 +607,7 @@ class StorageNode:
         segment = self.segments.get(message.pg_id)
         if segment is None:
             return []
-        frames = segment.gossip_pull(message.scl, message.sender)
+        frames = segment.gossip_pull(message.scl)
         if not frames:
             return []
         return [(message.sender, m.GossipPush(self.name, message.pg_id, segment.scl, frames))]
@@ -615,7 +615,7 @@ class StorageNode:
     def _on_gossip_push(self, message: m.GossipPush) -> Outgoing:
         segment = self.segment(message.pg_id)
         before = segment.scl
-        scl = segment.gossip_push(message.frames, message.sender, message.scl)
+        scl = segment.gossip_push(message.frames)
         out: Outgoing = []
         if scl > before:
             out.append((self.writer, m.SegmentState(self.name, message.pg_id, self.epoch, scl)))
@@ -638,7 +638,6 @@ class StorageNode:
         out: Outgoing = []
         for pg_id, peer_scl in zip(message.segments[::2], message.segments[1::2], strict=True):
             segment = self.segment(pg_id)
-            segment.peer_scls[message.sender] = peer_scl
             if peer_scl > segment.scl:
                 out.append((message.sender, m.GossipPull(self.name, pg_id, segment.scl)))
             else:

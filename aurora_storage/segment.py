@@ -83,13 +83,12 @@ class Segment:
     def __post_init__(self) -> None:
         self.page_lo, self.page_hi = self.geometry.page_range(self.pg_id)
         self.page_log: PageLog = new_page_log(self.geometry.page_size, self.backend)
-        # The chain above the gossip floor: frames, their LSN ranges, whether each
-        # ends an MTR (its last record is a CPL). chain_base_lsn: the last LSN of
+        # The chain above the gossip floor: frames and their LSN ranges (whether one
+        # ends an MTR is in the time index below). chain_base_lsn: the last LSN of
         # the newest frame dropped by garbage collection.
         self.chain_frames: list[bytes] = []
         self.chain_first_lsns: list[int] = []
         self.chain_last_lsns: list[int] = []
-        self.chain_ends_mtr: list[bool] = []
         self.chain_base_lsn = 0
         # The time index of this PG: LSN and writer time of every CPL in the chain,
         # both ascending (the writer's commit clock never goes back).
@@ -107,7 +106,6 @@ class Segment:
         # frame ends an MTR else None, frame).
         self.pending: dict[int, tuple[int, int, float | None, bytes]] = {}
         self.queued: list[tuple[log.Frame, bytes]] = []
-        self.peer_scls: dict[str, int] = {}
         self.hot_bytes = 0  # record bytes appended since the last coalescing (an upper bound)
         # Disk checkpoint (node.py): frames at or below checkpoint_lsn live as page
         # images in pg-<id>.pages; checkpoint_chain_lsn is the chain's LSN there.
@@ -171,7 +169,6 @@ class Segment:
         """Extends the chain from the SCL; True if frames still wait beyond a hole."""
         while self.scl in self.pending:
             first_lsn, last_lsn, cpl_time, data = self.pending.pop(self.scl)
-            ends_mtr = cpl_time is not None
             if cpl_time is not None:
                 self.cpl_lsns.append(last_lsn)
                 self.cpl_times.append(cpl_time)
@@ -183,7 +180,6 @@ class Segment:
             self.chain_frames.append(data)
             self.chain_first_lsns.append(first_lsn)
             self.chain_last_lsns.append(last_lsn)
-            self.chain_ends_mtr.append(ends_mtr)
             self.scl = last_lsn
         # Frames the chain overtook (possible only after a duplicate) are stale.
         for backlink in [b for b in self.pending if b < self.scl]:
@@ -193,9 +189,8 @@ class Segment:
 
     # 4. gossip -----------------------------------------------------------------------
 
-    def gossip_pull(self, peer_scl: int, peer: str) -> tuple[bytes, ...]:
+    def gossip_pull(self, peer_scl: int) -> tuple[bytes, ...]:
         """Frames a peer at ``peer_scl`` lacks, oldest first, at most GOSSIP_FRAMES_MAX."""
-        self.peer_scls[peer] = peer_scl
         if peer_scl >= self.scl:
             return ()
         start = bisect.bisect_right(self.chain_last_lsns, peer_scl)
@@ -203,16 +198,11 @@ class Segment:
         self.counters.gossip_frames_out += len(frames)
         return frames
 
-    def gossip_push(self, frames: tuple[bytes, ...], peer: str, peer_scl: int) -> int:
+    def gossip_push(self, frames: tuple[bytes, ...]) -> int:
         """Takes frames from a peer; returns the new SCL."""
-        self.peer_scls[peer] = peer_scl
         self.counters.gossip_frames_in += len(frames)
         self.receive(frames)
         return self.persist()
-
-    def frames_above(self, lsn: int) -> int:
-        """How many retained chain frames end above ``lsn``."""
-        return len(self.chain_last_lsns) - bisect.bisect_right(self.chain_last_lsns, lsn)
 
     # 5. coalesce ---------------------------------------------------------------------
 
@@ -250,7 +240,7 @@ class Segment:
         return cut
 
     def _chain_columns(self) -> tuple[list[Any], ...]:
-        return (self.chain_frames, self.chain_first_lsns, self.chain_last_lsns, self.chain_ends_mtr)
+        return (self.chain_frames, self.chain_first_lsns, self.chain_last_lsns)
 
     # truncation (crash recovery, backtrack) --------------------------------------------
 
@@ -299,9 +289,13 @@ class Segment:
     def intervals_above(self, lsn: int) -> tuple[int, ...]:
         """Flat (first, last, ends MTR) triples of chain frames ending above ``lsn``."""
         start = bisect.bisect_right(self.chain_last_lsns, lsn)
+        cpls = self.cpl_lsns
         flat: list[int] = []
-        for i in range(start, len(self.chain_last_lsns)):
-            flat += (self.chain_first_lsns[i], self.chain_last_lsns[i], int(self.chain_ends_mtr[i]))
+        for first, last in zip(
+            self.chain_first_lsns[start:], self.chain_last_lsns[start:], strict=True
+        ):
+            index = bisect.bisect_left(cpls, last)
+            flat += (first, last, int(index < len(cpls) and cpls[index] == last))
         return tuple(flat)
 
     # 8. scrub ----------------------------------------------------------------------------

@@ -183,20 +183,6 @@ class DirectTransport(Transport):
         finally:
             self._draining = False
 
-    def call(
-        self, source: str, destination: str, message: m.Message
-    ) -> list[tuple[str, m.Message]] | None:
-        """Delivers one request synchronously and returns the handler's replies.
-
-        None when the destination is down or cut off. Replies are returned, not
-        sent: the caller consumes them (the writer's in-process reads).
-        """
-        if not self.link_open(source, destination) or destination not in self.handlers:
-            self.dropped += 1
-            return None
-        self.delivered += 1
-        return self.handlers[destination](message, source)
-
     def _start_syncs(self) -> None:
         for name in self.syncers:
             if self._pool is None:
@@ -358,7 +344,3 @@ class SimulatedTransport(Transport):
     @property
     def trace_hash(self) -> str:
         return self._trace.hexdigest()
-
-    @property
-    def pending_messages(self) -> int:
-        return len(self._events)
