@@ -117,10 +117,8 @@ def build_log_object(
 
 
 def build_pages_object(segment: Segment, lsn: int, annulled: tuple[int, ...]) -> bytes:
-    """The PAGES object of every page the segment holds, materialized at ``lsn``."""
-    page_nos = segment.page_log.page_nos()
-    pairs = list(zip(annulled[::2], annulled[1::2], strict=True))
-    images = [bytes(segment.page_log.materialize(page_no, lsn, pairs)[0]) for page_no in page_nos]
+    """The PAGES object of every page the segment changed at or below ``lsn``."""
+    page_nos, _, images = segment.images_at(lsn, annulled)
     meta = {"pg_id": segment.pg_id, "lsn": lsn, "page_nos": page_nos}
     return encode_object(KIND_PAGES, b"".join(images), meta)
 
@@ -307,14 +305,8 @@ def restore(
                 if len(images) != len(snapshot_pages) * page_size:
                     raise BackupCorruptError(base_name, "page images do not match the page list")
                 for index, page_no in enumerate(snapshot_pages):
-                    batch = log.pack_record(
-                        base_lsn,
-                        0,
-                        page_no,
-                        log.KIND_PAGE,
-                        images[index * page_size : (index + 1) * page_size],
-                    )
-                    page_log.append(batch)
+                    image = images[index * page_size : (index + 1) * page_size]
+                    page_log.set_image(page_no, image, base_lsn)
                     page_nos.add(page_no)
                 done += 1
                 if progress:
@@ -340,11 +332,10 @@ def restore(
                 done += 1
                 if progress:
                     progress(done, total)
-            # Only the base images lie at or below base_lsn, and they already reflect
-            # the ranges hidden there: clip the ranges so the images themselves apply.
-            clipped = [(max(lo, base_lsn), hi) for lo, hi in pairs if hi > base_lsn]
+            # The base images already reflect the ranges hidden at or below base_lsn;
+            # the ranges only filter the records after them.
             page_nos.update(page_log.page_nos())
-            _write_pages(volume, page_log, sorted(page_nos), point, clipped)
+            _write_pages(volume, page_log, sorted(page_nos), point, pairs)
     except BaseException:
         volume.close()
         raise

@@ -233,15 +233,7 @@ class StorageNode:
             else:
                 kept.append(data[position : position + frame.size])
             position += frame.size
-        annulled = self.annulled()
-        pairs = list(zip(annulled[::2], annulled[1::2], strict=True))
-        page_nos, image_lsns, images = [], [], []
-        for page_no in segment.page_log.page_nos():
-            image, page_lsn = segment.page_log.materialize(page_no, cutoff, pairs)
-            if page_lsn:
-                page_nos.append(page_no)
-                image_lsns.append(page_lsn)
-                images.append(bytes(image))
+        page_nos, image_lsns, images = segment.images_at(cutoff, self.annulled())
         index = bisect.bisect_right(segment.cpl_lsns, cutoff)
         meta = {
             "pg_id": segment.pg_id,

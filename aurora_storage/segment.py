@@ -318,6 +318,21 @@ class Segment:
         image, _page_lsn = self.page_log.materialize(page_no, read_point, flat)
         return image
 
+    def images_at(
+        self, lsn: int, annulled: tuple[int, ...]
+    ) -> tuple[list[int], list[int], list[bytes]]:
+        """(page numbers, LSN of each image's last change, images) of every page that
+        changed at or below ``lsn``, outside ``annulled``: checkpoints and backups."""
+        pairs = list(zip(annulled[::2], annulled[1::2], strict=True))
+        page_nos, image_lsns, images = [], [], []
+        for page_no in self.page_log.page_nos():
+            image, page_lsn = self.page_log.materialize(page_no, lsn, pairs)
+            if page_lsn:
+                page_nos.append(page_no)
+                image_lsns.append(page_lsn)
+                images.append(image)
+        return page_nos, image_lsns, images
+
     def bytes_used(self) -> int:
         stats = self.page_log.stats()
         return stats.record_bytes + stats.image_bytes
