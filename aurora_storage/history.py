@@ -67,6 +67,15 @@ def merge_ranges(*flats: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(value for pair in merged for value in pair)
 
 
+def flatten_truncations(truncations: list[tuple[int, int, int]]) -> tuple[int, ...]:
+    """(epoch, lo, hi) triples as the flat tuple messages and metadata carry."""
+    return tuple(value for truncation in truncations for value in truncation)
+
+
+def truncation_triples(flat: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
+
+
 def truncation_ranges(truncations: list[tuple[int, int, int]]) -> tuple[int, ...]:
     return merge_ranges(tuple(value for _, lo, hi in truncations for value in (lo, hi)))
 

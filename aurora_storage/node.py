@@ -35,7 +35,13 @@ from . import messages as m
 from .backup_store import KIND_PAGES, BackupStore, decode_object, encode_object
 from .disk import Disk
 from .errors import AuroraStorageError, CorruptionError, VersionGoneError, WrongNodeError
-from .history import History, merge_ranges, truncation_ranges
+from .history import (
+    History,
+    flatten_truncations,
+    merge_ranges,
+    truncation_ranges,
+    truncation_triples,
+)
 from .segment import Geometry, Segment
 
 WRITER = "writer"
@@ -55,14 +61,6 @@ def log_name(pg_id: int) -> str:
 
 def checkpoint_name(pg_id: int) -> str:
     return f"pg-{pg_id:08d}.pages"
-
-
-def _flat_truncations(truncations: list[tuple[int, int, int]]) -> tuple[int, ...]:
-    return tuple(value for truncation in truncations for value in truncation)
-
-
-def _triples(flat: tuple[int, ...]) -> list[tuple[int, int, int]]:
-    return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
 
 
 @dataclass
@@ -424,7 +422,7 @@ class StorageNode:
             return self._on_gossip_push(message)
         if isinstance(message, m.CatalogPull):
             catalog = m.Catalog(
-                self.name, self._catalog(), self.epoch, _flat_truncations(self.truncations)
+                self.name, self._catalog(), self.epoch, flatten_truncations(self.truncations)
             )
             return [(message.sender, catalog)]
         if isinstance(message, m.Catalog):
@@ -524,7 +522,7 @@ class StorageNode:
     def _adopt(self, epoch: int, truncations: tuple[int, ...], writer: str | None) -> None:
         """Takes a newer epoch and the truncations decided with it; durable before use."""
         changed = False
-        for truncation in _triples(truncations):
+        for truncation in truncation_triples(truncations):
             if truncation not in self.truncations:
                 self.truncations.append(truncation)
                 for segment in self.segments.values():
@@ -680,7 +678,7 @@ class StorageNode:
             self.epoch,
             self.vdl_hint,
             int(self.suspect),
-            _flat_truncations(self.truncations),
+            flatten_truncations(self.truncations),
             tuple(segments),
             tuple(intervals),
             encode_history(self.history),

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from . import messages as m
 from .errors import RecoveryError
+from .history import truncation_triples
 from .protection_group import READ_QUORUM
 
 
@@ -42,10 +43,6 @@ class RecoveryPlan:
     highest_lsn_seen: int
 
 
-def _triples(flat: tuple[int, ...]) -> list[tuple[int, int, int]]:
-    return [(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
-
-
 def _annulled(lo: int, hi: int, truncations: list[tuple[int, int, int]]) -> bool:
     """True if every LSN in (lo, hi] lies in one truncation range."""
     return any(t_lo <= lo and hi <= t_hi for _, t_lo, t_hi in truncations)
@@ -56,7 +53,7 @@ def plan(epoch: int, states: list[m.RecoveryState], lal: int) -> RecoveryPlan:
     trusted = [state for state in states if not state.suspect]
     truncations: list[tuple[int, int, int]] = []
     for state in states:
-        for truncation in _triples(state.truncations):
+        for truncation in truncation_triples(state.truncations):
             if truncation not in truncations:
                 truncations.append(truncation)
     truncations.sort(key=lambda t: t[1])

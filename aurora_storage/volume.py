@@ -65,7 +65,13 @@ from .errors import (
     VolumeNotFoundError,
     WriteQuorumError,
 )
-from .history import History, HistoryVersion, merge_ranges, truncation_ranges
+from .history import (
+    History,
+    HistoryVersion,
+    flatten_truncations,
+    merge_ranges,
+    truncation_ranges,
+)
 from .node import GONE, WRITER, StorageNode, decode_history, encode_history, group_syncer
 from .protection_group import (
     READ_QUORUM,
@@ -895,7 +901,7 @@ class Volume:
         if self.options.backtrack_window:
             self._note_commit(time, cpl, sum(len(body) for body in batches.values()))
         retain = self.min_read_point()
-        truncations = tuple(value for truncation in self.truncations for value in truncation)
+        truncations = flatten_truncations(self.truncations)
         for pg, frame in sends:
             pg_retain = retain
             if self.backup_store is not None:  # the backup's page images are taken at staged LSNs
