@@ -8,6 +8,14 @@ disk's root and never leave it.
 - :class:`RealDisk` uses the operating system. ``replace`` writes a temporary
   file, fsyncs it, renames it over the target and fsyncs the folder; a new
   file's folder is fsynced too, so a crash never loses a file that was synced.
+  In ``fsync`` mode appended files grow in zero-filled, synced chunks ahead of
+  the data (preallocation, as databases pre-create their log segments): an
+  append then overwrites blocks the file already has, so the flush that makes
+  it durable writes data alone, without a journal commit for a new file size.
+  A background thread writes and syncs the next chunk while appends fill the
+  current one, so commits do not wait for it. ``close`` trims each file back
+  to its data; after a crash a file may end in zeros, which its reader treats
+  as free space (node.py).
 - :class:`SimulatedDisk` keeps files in memory and remembers which bytes were
   synced. ``crash()`` then decides, with a seeded random source, what each
   unsynced write became: written, dropped, torn (a prefix) or garbled (bits
@@ -17,11 +25,14 @@ disk's root and never leave it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import random
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -29,6 +40,38 @@ from typing import Protocol
 from .errors import InvalidArgumentError
 
 SYNC_MODES = ("fsync", "os")
+# Preallocation of appended files ("fsync" mode): each growth at least doubles
+# the file, within these bounds, so a small log stays small. The next growth
+# starts in the background once less than half of the last one is left.
+PREALLOCATE_BYTES_MIN = 64 * 1024
+PREALLOCATE_BYTES_MAX = 4 * 1024 * 1024
+
+_extender: ThreadPoolExecutor | None = None
+_extender_lock = threading.Lock()
+
+
+def _background() -> ThreadPoolExecutor:
+    """The one thread that extends files ahead of their appends (started on first use)."""
+    global _extender
+    with _extender_lock:
+        if _extender is None:
+            _extender = ThreadPoolExecutor(1, "aurora-prealloc")
+        return _extender
+
+
+def _preallocation_step(allocated: int) -> int:
+    return min(max(allocated, PREALLOCATE_BYTES_MIN), PREALLOCATE_BYTES_MAX)
+
+
+def _write_zeros(handle: int, start: int, target: int, sync: bool) -> int:
+    """Fills [start, target) of a file with zeros (then fdatasync if ``sync``); returns target."""
+    zeros = bytes(min(target - start, PREALLOCATE_BYTES_MAX))
+    position = start
+    while position < target:
+        position += os.pwrite(handle, zeros[: target - position], position)
+    if sync:
+        _datasync(handle)
+    return target
 
 
 class Disk(Protocol):
@@ -91,7 +134,12 @@ class RealDisk:
             raise InvalidArgumentError(f"sync mode {mode!r} is not one of {SYNC_MODES}")
         self.root = Path(root)
         self.mode = mode
+        self.preallocate = mode == "fsync"
         self._handles: dict[str, int] = {}
+        self._ends: dict[str, int] = {}  # bytes of data in each open file
+        self._allocated: dict[str, int] = {}  # its size on disk, zero-filled past the end
+        # Background growths in flight; only the thread appending reads their results.
+        self._extending: dict[str, Future[int]] = {}
 
     def _path(self, name: str) -> Path:
         return self.root / _check_name(name)
@@ -107,19 +155,66 @@ class RealDisk:
             created = not path.exists()
             if created:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             self._handles[name] = handle
+            self._ends[name] = self._allocated[name] = os.fstat(handle).st_size
             if created:
                 self._sync_folder(path.parent)
         return handle
 
+    def _forget(self, name: str, trim: bool = False) -> None:
+        """Closes a file's handle (after its growth in flight); ``trim`` cuts its zeros."""
+        extension = self._extending.pop(name, None)
+        if extension is not None:
+            with contextlib.suppress(OSError):  # only zeros past the data were at stake
+                extension.result()
+        handle = self._handles.pop(name, None)
+        end = self._ends.pop(name, 0)
+        self._allocated.pop(name, None)
+        if handle is not None:
+            try:
+                if trim:
+                    os.ftruncate(handle, end)
+            finally:
+                os.close(handle)
+
     def append(self, name: str, data: bytes | bytearray | memoryview) -> int:
         handle = self._handle(name)
-        view = memoryview(data)
+        view = memoryview(data).cast("B")
+        end = self._ends[name]
+        if self.preallocate:
+            self._make_room(name, handle, end + len(view))
+        position = end
         while view:
-            written = os.write(handle, view)
+            written = os.pwrite(handle, view, position)
             view = view[written:]
-        return len(data)
+            position += written
+        self._ends[name] = position
+        self._allocated[name] = max(self._allocated[name], position)
+        return position - end
+
+    def _make_room(self, name: str, handle: int, needed: int) -> None:
+        """Ensures zeros on disk up to ``needed``, and the next growth under way.
+
+        Appends never write past the published size while a growth is in flight,
+        so the background thread's zeros land only beyond the data.
+        """
+        extension = self._extending.get(name)
+        if extension is not None and (extension.done() or needed > self._allocated[name]):
+            del self._extending[name]
+            self._allocated[name] = extension.result()  # raises the growth's OSError
+            extension = None
+        allocated = self._allocated[name]
+        if needed > allocated:
+            # Out of room (a new file, or a frame larger than what is left): grow now;
+            # the flush that makes the append durable covers these zeros too.
+            target = max(needed, allocated + _preallocation_step(allocated))
+            allocated = self._allocated[name] = _write_zeros(handle, allocated, target, False)
+        step = _preallocation_step(allocated)
+        if extension is None and allocated - needed < step // 2:
+            self._extending[name] = _background().submit(
+                _write_zeros, handle, allocated, allocated + step, True
+            )
 
     def sync(self, name: str) -> None:
         if self.mode == "fsync" and name in self._handles:
@@ -127,7 +222,10 @@ class RealDisk:
             _datasync(self._handles[name])
 
     def read(self, name: str) -> bytes:
-        return self._path(name).read_bytes()
+        """The file's data: an open file without its preallocated zeros."""
+        data = self._path(name).read_bytes()
+        end = self._ends.get(name)
+        return data if end is None or end >= len(data) else data[:end]
 
     def device(self) -> int | None:
         """The file system this disk lives on, if one flush of it can make it durable."""
@@ -153,9 +251,7 @@ class RealDisk:
     def replace(self, name: str, data: bytes) -> None:
         path = self._path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self._handles.pop(name, None)  # later appends go to the new file
-        if handle is not None:
-            os.close(handle)
+        self._forget(name)  # later appends go to the new file
         temporary = path.with_name(path.name + ".tmp")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
@@ -182,12 +278,11 @@ class RealDisk:
         return sorted(names)
 
     def remove(self, name: str) -> None:
-        handle = self._handles.pop(name, None)
-        if handle is not None:
-            os.close(handle)
+        self._forget(name)
         self._path(name).unlink(missing_ok=True)
 
     def truncate(self, name: str, size: int) -> None:
+        self._forget(name)
         descriptor = os.open(self._path(name), os.O_WRONLY)
         try:
             os.ftruncate(descriptor, size)
@@ -197,12 +292,13 @@ class RealDisk:
             os.close(descriptor)
 
     def size(self, name: str) -> int:
-        return self._path(name).stat().st_size
+        end = self._ends.get(name)
+        return self._path(name).stat().st_size if end is None else end
 
-    def close(self) -> None:
-        for handle in self._handles.values():
-            os.close(handle)
-        self._handles.clear()
+    def close(self, trim: bool = True) -> None:
+        """Closes every file, trimming preallocated zeros unless ``trim`` is False (a crash)."""
+        for name in list(self._handles):
+            self._forget(name, trim)
 
 
 class SimulatedCrash(BaseException):

@@ -348,6 +348,11 @@ class StorageNode:
                     data, self.geometry.page_size, segment.page_lo, segment.page_hi, position
                 )
             except CorruptionError:
+                if data.count(0, position) == len(data) - position:
+                    # Zeros to the end: space the disk preallocated (disk.py), left
+                    # behind by a crash. Cut it so appends resume after the frames.
+                    self.disk.truncate(name, position)
+                    break
                 following = _next_valid_frame(data, position + 1, self.geometry, segment)
                 if following is None:
                     # Nothing valid follows: the last write was torn or garbled by the

@@ -1485,7 +1485,7 @@ class Volume:
             self._closed = True
             for node in self.nodes.values():
                 if isinstance(node.disk, RealDisk):
-                    node.disk.close()
+                    node.disk.close(trim=False)  # a crash leaves preallocated zeros
             if self._owns_transport:
                 self.transport.close()
         self._release_lock()
@@ -1500,6 +1500,8 @@ class Volume:
             for node in self.nodes.values():
                 if self.transport.link_open(node.name, node.name):
                     node.close()
+                if isinstance(node.disk, RealDisk):
+                    node.disk.close()  # trims the logs' preallocated zeros
                 for segment in node.segments.values():
                     segment.page_log.close()  # C memory goes now, not at garbage collection
             if self._owns_transport:

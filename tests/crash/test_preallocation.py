@@ -1,0 +1,183 @@
+"""Preallocated log files on a real disk: zeros ahead of the data, trimmed at close.
+
+In "fsync" mode a RealDisk grows appended files in zero-filled chunks (disk.py)
+so that the flush after an append writes data only. What must hold: reads
+return exactly the appended bytes, the zeros never end up between frames,
+close leaves files holding their data alone, and a node reloading a log that
+a crash left with a zero tail treats the tail as free space: no torn tail
+reported, no damage, every frame kept, and appends resuming right after them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from aurora_storage import Volume, disk
+from aurora_storage.disk import PREALLOCATE_BYTES_MIN, RealDisk
+from aurora_storage.node import log_name
+
+PAGE = 4096
+
+
+def small(path: Path) -> Volume:
+    return Volume.create(path, page_size=PAGE, segment_size=PAGE * 8, capacity=PAGE * 256)
+
+
+def fill(volume: Volume, commits: int, start: int = 0) -> dict[int, bytes]:
+    expected = {}
+    for i in range(start, start + commits):
+        page_no = (i * 5) % 16  # PGs 0 and 1
+        data = f"commit {i:05d} ".encode() * 40
+        with volume.transaction() as tx:
+            tx.write(page_no, 0, data)
+        expected[page_no] = data
+    return expected
+
+
+def test_appends_read_back_exactly_and_close_trims(tmp_path: Path) -> None:
+    store = RealDisk(tmp_path, "fsync")
+    rng = random.Random(7)
+    chunks = [rng.randbytes(rng.randrange(1, 20_000)) for _ in range(200)]
+    for chunk in chunks:
+        assert store.append("log", chunk) == len(chunk)
+    data = b"".join(chunks)
+    assert store.read("log") == data
+    assert store.size("log") == len(data)
+    assert (tmp_path / "log").stat().st_size > len(data), "zeros are preallocated ahead"
+    store.close()
+    assert (tmp_path / "log").read_bytes() == data, "close trims the zeros"
+
+
+def test_reopened_file_appends_after_its_data(tmp_path: Path) -> None:
+    store = RealDisk(tmp_path, "fsync")
+    store.append("log", b"a" * 1000)
+    store.close()
+    again = RealDisk(tmp_path, "fsync")
+    again.append("log", b"b" * 70_000)
+    assert again.read("log") == b"a" * 1000 + b"b" * 70_000
+    again.close()
+    assert (tmp_path / "log").read_bytes() == b"a" * 1000 + b"b" * 70_000
+
+
+def test_os_mode_never_preallocates(tmp_path: Path) -> None:
+    store = RealDisk(tmp_path, "os")
+    store.append("log", b"x" * 100)
+    assert (tmp_path / "log").stat().st_size == 100
+    store.close()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    sizes=st.lists(st.integers(1, 3 * PREALLOCATE_BYTES_MIN), min_size=1, max_size=30),
+    operations=st.lists(st.sampled_from(["none", "truncate", "replace", "reopen"]), max_size=30),
+)
+def test_any_sequence_of_appends_and_rewrites_reads_back(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], operations: list[str]
+) -> None:
+    """Appends interleaved with truncation, atomic replacement and reopening, against a model."""
+    root = tmp_path_factory.mktemp("d")
+    store = RealDisk(root, "fsync")
+    model = b""
+    for index, size in enumerate(sizes):
+        chunk = bytes([index % 251 + 1]) * size
+        store.append("log", chunk)
+        model += chunk
+        operation = operations[index] if index < len(operations) else "none"
+        if operation == "truncate":
+            model = model[: len(model) // 2]
+            store.truncate("log", len(model))
+        elif operation == "replace":
+            model = model[-100:]
+            store.replace("log", model)
+        elif operation == "reopen":
+            store.close()
+            store = RealDisk(root, "fsync")
+        assert store.read("log") == model
+    store.close()
+    assert (root / "log").read_bytes() == model
+
+
+def test_growth_runs_in_the_background(tmp_path: Path) -> None:
+    """Once half of a chunk is used, the next one is written before appends need it."""
+    store = RealDisk(tmp_path, "fsync")
+    store.append("log", b"x" * (PREALLOCATE_BYTES_MIN // 2 + 1))
+    pending = store._extending.get("log")
+    assert pending is not None, "a growth is under way"
+    assert pending.result() == 2 * PREALLOCATE_BYTES_MIN
+    assert (tmp_path / "log").stat().st_size == 2 * PREALLOCATE_BYTES_MIN
+    store.append("log", b"y" * 100)
+    assert store.read("log") == b"x" * (PREALLOCATE_BYTES_MIN // 2 + 1) + b"y" * 100
+    store.close()
+
+
+def test_a_failed_background_growth_fails_the_append(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RealDisk(tmp_path, "fsync")
+
+    def no_space(handle: int, start: int, target: int, sync: bool) -> int:
+        raise OSError(28, "No space left on device")
+
+    store.append("log", b"x" * 10)
+    monkeypatch.setattr(disk, "_write_zeros", no_space)
+    try:
+        store.append("log", b"y" * (PREALLOCATE_BYTES_MIN - 10))  # fills the chunk: grows
+        with pytest.raises(OSError) as caught:
+            store.append("log", b"z" * 10)  # needs the failed growth
+        assert caught.value.errno == 28
+    finally:
+        monkeypatch.undo()
+    store.close()
+
+
+def test_crash_leaves_zero_tails_that_reload_cleanly(tmp_path: Path) -> None:
+    volume = small(tmp_path / "v")
+    expected = fill(volume, 80)
+    log_file = tmp_path / "v" / "nodes" / "az1-a" / log_name(0)
+    volume.simulate_crash()
+    data = log_file.read_bytes()
+    assert data.endswith(bytes(1024)), "the crash left preallocated zeros"
+    reopened = Volume.open(tmp_path / "v")
+    for name, node in reopened.nodes.items():
+        report = node.load_report
+        assert report.torn_tails_cut == 0 and report.damaged_ranges == 0, name
+        assert not any(segment.suspect for segment in node.segments.values()), name
+    for page_no, value in expected.items():
+        assert reopened.read_page(page_no)[: len(value)] == value
+    expected.update(fill(reopened, 30, start=1000))  # appends land right after the frames
+    reopened.close()
+    again = Volume.open(tmp_path / "v")
+    for name, node in again.nodes.items():
+        assert node.load_report.torn_tails_cut == 0, name
+        assert node.load_report.damaged_ranges == 0, name
+    for page_no, value in expected.items():
+        assert again.read_page(page_no)[: len(value)] == value
+    again.close()
+    assert not log_file.read_bytes().endswith(bytes(64)), "close trimmed the zeros"
+
+
+def test_torn_frame_before_the_zeros_is_cut(tmp_path: Path) -> None:
+    volume = small(tmp_path / "v")
+    expected = fill(volume, 40)
+    log_file = tmp_path / "v" / "nodes" / "az2-b" / log_name(0)
+    volume.simulate_crash()
+    data = bytearray(log_file.read_bytes())
+    end = len(data.rstrip(b"\0"))
+    torn = bytearray(b"AUFR") + bytearray(os.urandom(300))  # a frame's first bytes
+    data[end : end + len(torn)] = torn
+    log_file.write_bytes(bytes(data))
+    reopened = Volume.open(tmp_path / "v")
+    report = reopened.nodes["az2-b"].load_report
+    assert report.torn_tails_cut == 1 and report.damaged_ranges == 0
+    assert log_file.stat().st_size == end, "cut at the end of the last whole frame"
+    for page_no, value in expected.items():
+        assert reopened.read_page(page_no)[: len(value)] == value
+    reopened.close()
