@@ -122,7 +122,8 @@ class RecoveryState:
     """Node -> recovering writer.
 
     segments: flat (pg_id, scl, suspect) triples. intervals: flat (pg_id,
-    first_lsn, last_lsn, ends_mtr) of chain frames above the node's VDL hint.
+    first_lsn, last_lsn, last_cpl) of runs of chain frames with consecutive
+    LSNs above the node's VDL hint; last_cpl is the run's highest MTR end, or 0.
     """
 
     node: str

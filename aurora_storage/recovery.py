@@ -84,16 +84,15 @@ def plan(epoch: int, states: list[m.RecoveryState], lal: int) -> RecoveryPlan:
             and state.intervals[i + 2] > start
         }
     )
+    # Runs in order of their first LSN: each one starting inside what is covered
+    # (or after an annulled gap) extends it; every MTR end inside counts for VDL.
     covered = start
     vdl = start
-    for first, last, ends_mtr in intervals:
-        if last <= covered:
-            continue
+    for first, last, last_cpl in intervals:
         if first > covered + 1 and not _annulled(covered, first - 1, truncations):
             break
-        covered = last
-        if ends_mtr:
-            vdl = last
+        covered = max(covered, last)
+        vdl = max(vdl, last_cpl)
     highest = max(
         [start]
         + [last for _, last, _ in intervals]

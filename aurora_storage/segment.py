@@ -287,15 +287,30 @@ class Segment:
             del self.cpl_times[:cut]
 
     def intervals_above(self, lsn: int) -> tuple[int, ...]:
-        """Flat (first, last, ends MTR) triples of chain frames ending above ``lsn``."""
+        """Flat (first, last, last CPL) triples: runs of chain frames ending above ``lsn``.
+
+        A run is a maximal sequence of frames with consecutive LSNs (other PGs'
+        LSNs make the gaps); its last CPL is the highest MTR end in it, 0 if none.
+        A segment whose PG takes every LSN reports one run, however long its log.
+        """
         start = bisect.bisect_right(self.chain_last_lsns, lsn)
+        lasts = self.chain_last_lsns
+        runs: list[int] = []
+        run_first = run_last = -1
+        for first, last in zip(self.chain_first_lsns[start:], lasts[start:], strict=True):
+            if first != run_last + 1:
+                if run_last >= 0:
+                    runs += (run_first, run_last)
+                run_first = first
+            run_last = last
+        if run_last >= 0:
+            runs += (run_first, run_last)
         cpls = self.cpl_lsns
         flat: list[int] = []
-        for first, last in zip(
-            self.chain_first_lsns[start:], self.chain_last_lsns[start:], strict=True
-        ):
-            index = bisect.bisect_left(cpls, last)
-            flat += (first, last, int(index < len(cpls) and cpls[index] == last))
+        for i in range(0, len(runs), 2):
+            first, last = runs[i], runs[i + 1]
+            index = bisect.bisect_right(cpls, last) - 1
+            flat += (first, last, cpls[index] if index >= 0 and cpls[index] >= first else 0)
         return tuple(flat)
 
     # 8. scrub ----------------------------------------------------------------------------
