@@ -7,8 +7,9 @@ number of PGs and the frames above the last known VDL, not with the log.
 1. The recovering writer picks an epoch above every epoch it sees and sends
    it to every node; a node makes it durable before answering, which fences
    the old writer (it can no longer reach four nodes of its epoch).
-2. Each node answers, per segment, its SCL and the LSN ranges of its chain
-   frames above the node's VDL hint (a VDL an earlier writer reached).
+2. Each node answers, per segment, its SCL and the runs of consecutive LSNs
+   its chain holds above the node's VDL hint (a VDL an earlier writer
+   reached), each with the last MTR end inside it.
 3. For every PG at least three answers must come from segments that can
    vouch for their data; since any write quorum (4) and any read quorum (3)
    of six intersect, every acknowledged record is in some answer.
