@@ -22,18 +22,22 @@ Restore to time T reads only the store: the version in effect at T and every
 truncation give the hidden LSN ranges; the last CPL at or before T outside
 them is the restore point; each PG's newest PAGES object at or below it and
 the LOG objects after it (their backlinks must chain, or the restore names
-the missing range) are applied in C and written into a new volume.
+the missing range) are applied in C, and the resulting page images are
+installed into a new volume's segments at the restore point, shared by the
+six replicas, not written again through the writer.
 """
 
 from __future__ import annotations
 
 import bisect
+import mmap
 import os
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import log
+from . import log, native
 from .backup_store import (
     KIND_HISTORY,
     KIND_LOG,
@@ -53,6 +57,7 @@ from .errors import (
 )
 from .history import History, merge_ranges, truncation_ranges
 from .pagelog import new_page_log
+from .segment import SharedImages
 
 if TYPE_CHECKING:
     from .segment import Segment
@@ -61,7 +66,6 @@ if TYPE_CHECKING:
 HISTORY_NAME = "volume/history"
 STAGING_INTERVAL_DEFAULT = 60.0  # seconds between staging rounds: latest restorable trails by this
 SNAPSHOT_EVERY_BYTES = 64 * 1024 * 1024  # staged log bytes of a PG between PAGES objects
-RESTORE_PAGES_PER_MTR = 64
 DAY = 86400.0
 
 
@@ -120,7 +124,7 @@ def build_pages_object(segment: Segment, lsn: int, annulled: tuple[int, ...]) ->
     """The PAGES object of every page the segment changed at or below ``lsn``."""
     page_nos, _, images = segment.images_at(lsn, annulled)
     meta = {"pg_id": segment.pg_id, "lsn": lsn, "page_nos": page_nos}
-    return encode_object(KIND_PAGES, b"".join(images), meta)
+    return encode_object(KIND_PAGES, images, meta)
 
 
 # --- writer side: staging state --------------------------------------------------------
@@ -256,24 +260,43 @@ def _inside(lsn: int, annulled: tuple[int, ...]) -> bool:
 Progress = Callable[[int, int], None]
 
 
+@dataclass
+class _PgPlan:
+    """What a restore reads for one PG: its newest snapshot at or below the restore
+    point (LSN 0 and no name: none) and the LOG objects after it, oldest first."""
+
+    pg_id: int
+    base_lsn: int
+    base_name: str | None
+    logs: list[tuple[int, int, str]]
+
+    @property
+    def objects(self) -> int:
+        return len(self.logs) + (self.base_name is not None)
+
+
 def restore(
-    backup: Any,
+    source: Any,
     to: float | Any,
     path: str | os.PathLike[str] | None,
     *,
     progress: Progress | None = None,
     **create_options: Any,
 ) -> Volume:
-    """A new volume holding exactly the commits of the backup at or before ``to``."""
+    """A new volume holding exactly the commits of the backup ``source`` at or before ``to``.
+
+    Each PG's pages are materialized once, at the restore point (:func:`_pg_images`),
+    then installed into the new volume's six segments at that LSN, shared and
+    not replayed (``Volume._start_from_images``): the way a restore hydrates
+    segments directly rather than writing every page again.
+    """
     from .volume import Volume
 
-    store = open_store(backup)
+    store = open_store(source)
     catalog = BackupCatalog(store)
     moment = to_seconds(to)
     point, annulled = catalog.restore_point(moment)
     meta = catalog.meta
-    page_size = int(meta["page_size"])
-    pairs = list(zip(annulled[::2], annulled[1::2], strict=True))
     plans = []
     for pg_id in sorted(set(catalog.logs) | set(catalog.snapshots)):
         base_lsn, base_name = 0, None
@@ -285,57 +308,31 @@ def restore(
             for entry in catalog.logs.get(pg_id, [])
             if entry[1] > base_lsn and entry[0] <= point
         ]
-        plans.append((pg_id, base_lsn, base_name, needed))
-    total = sum(len(needed) + (1 if base_name else 0) for _, _, base_name, needed in plans)
+        plans.append(_PgPlan(pg_id, base_lsn, base_name, needed))
+    total = sum(plan.objects for plan in plans)
     done = 0
+
+    def read_one() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
+
     volume = Volume.create(
         path,
-        page_size=page_size,
+        page_size=int(meta["page_size"]),
         segment_size=int(meta["segment_size"]),
         capacity=int(meta["capacity"]),
         **create_options,
     )
     try:
-        for pg_id, base_lsn, base_name, needed in plans:
-            page_log = new_page_log(page_size)
-            page_nos: set[int] = set()
-            if base_name is not None:
-                snapshot_meta, images = decode_object(store.get(base_name), base_name, KIND_PAGES)
-                snapshot_pages = [int(p) for p in snapshot_meta["page_nos"]]
-                if len(images) != len(snapshot_pages) * page_size:
-                    raise BackupCorruptError(base_name, "page images do not match the page list")
-                for index, page_no in enumerate(snapshot_pages):
-                    image = images[index * page_size : (index + 1) * page_size]
-                    page_log.set_image(page_no, image, base_lsn)
-                    page_nos.add(page_no)
-                done += 1
-                if progress:
-                    progress(done, total)
-            chain = base_lsn
-            for first, last, name in needed:
-                object_meta, frames = decode_object(store.get(name), name, KIND_LOG)
-                if int(object_meta["backlink"]) > chain:
-                    raise RestoreError(
-                        f"PG {pg_id}: the LOG objects for LSNs {chain + 1} to {first - 1} are "
-                        f"missing ({name} continues from LSN {object_meta['backlink']})"
-                    )
-                position = 0
-                while position < len(frames):
-                    try:
-                        frame = log.decode_frame(frames, page_size, position=position)
-                    except CorruptionError as error:
-                        raise BackupCorruptError(name, str(error)) from None
-                    if frame.last_lsn > base_lsn:  # frames never straddle a staged LSN
-                        page_log.append(frame.body)
-                    position += frame.size
-                chain = last
-                done += 1
-                if progress:
-                    progress(done, total)
-            # The base images already reflect the ranges hidden at or below base_lsn;
-            # the ranges only filter the records after them.
-            page_nos.update(page_log.page_nos())
-            _write_pages(volume, page_log, sorted(page_nos), point, pairs)
+        pages: dict[int, list[SharedImages]] = {}
+        for plan in plans:
+            layers = _pg_images(store, plan, point, annulled, volume, read_one)
+            if layers:
+                pages[plan.pg_id] = layers
+        if pages:
+            volume._start_from_images(point, pages)
     except BaseException:
         volume.close()
         raise
@@ -343,13 +340,88 @@ def restore(
     return volume
 
 
-def _write_pages(
-    volume: Volume, page_log: Any, page_nos: list[int], point: int, pairs: list[tuple[int, int]]
-) -> None:
-    zero = bytes(volume.geometry.page_size)
-    for start in range(0, len(page_nos), RESTORE_PAGES_PER_MTR):
-        with volume.transaction() as tx:
-            for page_no in page_nos[start : start + RESTORE_PAGES_PER_MTR]:
-                image, _ = page_log.materialize(page_no, point, pairs)
-                if image != zero:
-                    tx.put_page(page_no, image)
+def _pg_images(
+    store: BackupStore,
+    plan: _PgPlan,
+    point: int,
+    annulled: tuple[int, ...],
+    volume: Volume,
+    read_one: Callable[[], None],
+) -> list[SharedImages]:
+    """One PG's pages at ``point``, as layers of shared images (Segment.start_at).
+
+    The snapshot's images are used as they are, without a copy: its payload
+    becomes a shared block. A scratch page log borrows them too, takes the LOG
+    objects' records, and materializes, in one C call, every page a record
+    touched into a second block, which comes first: it holds the newer images.
+    Raises BackupCorruptError naming a damaged object, RestoreError for a gap.
+    """
+    geometry = volume.geometry
+    page_size = geometry.page_size
+    page_lo, page_hi = geometry.page_range(plan.pg_id)
+    scratch = new_page_log(page_size, volume.options.backend)
+    try:
+        snapshot = None
+        if plan.base_name is not None:
+            snapshot = _snapshot_images(store, plan.base_name, page_size, page_lo, page_hi)
+            scratch.share_images(snapshot.page_nos, snapshot.block, plan.base_lsn)
+            read_one()
+        chain = plan.base_lsn
+        for first, last, name in plan.logs:
+            object_meta, frames = decode_object(store.get(name), name, KIND_LOG)
+            if int(object_meta["backlink"]) > chain:
+                raise RestoreError(
+                    f"PG {plan.pg_id}: the LOG objects for LSNs {chain + 1} to {first - 1} are "
+                    f"missing ({name} continues from LSN {object_meta['backlink']})"
+                )
+            position = 0
+            while position < len(frames):
+                try:
+                    frame = log.decode_frame(frames, page_size, page_lo, page_hi, position)
+                except CorruptionError as error:
+                    raise BackupCorruptError(name, str(error)) from None
+                if frame.pg_id != plan.pg_id:
+                    raise BackupCorruptError(name, f"holds a frame of PG {frame.pg_id}")
+                # Frames never straddle a staged LSN (the snapshot's) or a CPL (the point).
+                if plan.base_lsn < frame.last_lsn and frame.first_lsn <= point:
+                    scratch.append(frame.body)
+                position += frame.size
+            chain = last
+            read_one()
+        layers = []
+        changed = scratch.page_nos(with_records=True)
+        if changed:
+            # Anonymous memory, mapped in one go rather than a fault per page.
+            block = mmap.mmap(
+                -1,
+                len(changed) * page_size,
+                flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0),
+            )
+            # The snapshot images already reflect the ranges hidden at or below its
+            # LSN; the ranges only filter the records after them.
+            pairs = array("Q", annulled)
+            scratch.materialize_many(changed, point, pairs, block)
+            layers.append(SharedImages(array("Q", changed), memoryview(block).toreadonly()))
+        if snapshot is not None:
+            layers.append(snapshot)
+        return layers
+    finally:
+        scratch.close()
+
+
+def _snapshot_images(
+    store: BackupStore, name: str, page_size: int, page_lo: int, page_hi: int
+) -> SharedImages:
+    """The images of a PAGES object, checked: ascending pages of the PG, one image each."""
+    meta, images = decode_object(store.get(name), name, KIND_PAGES)
+    try:
+        page_nos = array("Q", meta["page_nos"])
+    except (KeyError, TypeError, OverflowError) as error:
+        raise BackupCorruptError(name, f"bad page list ({error!r})") from None
+    if len(images) != len(page_nos) * page_size:
+        raise BackupCorruptError(name, "page images do not match the page list")
+    if not native._ascending(page_nos):
+        raise BackupCorruptError(name, "page numbers do not ascend")
+    if page_nos and not (page_lo <= page_nos[0] and page_nos[-1] < page_hi):
+        raise BackupCorruptError(name, f"pages outside the PG's range {page_lo}..{page_hi - 1}")
+    return SharedImages(page_nos, memoryview(images).toreadonly())

@@ -42,7 +42,7 @@ from .history import (
     truncation_ranges,
     truncation_triples,
 )
-from .segment import Geometry, Segment
+from .segment import Geometry, Segment, SharedImages
 
 WRITER = "writer"
 GONE = "version gone"  # PageImage.problem when the read point was coalesced away
@@ -61,6 +61,25 @@ def log_name(pg_id: int) -> str:
 
 def checkpoint_name(pg_id: int) -> str:
     return f"pg-{pg_id:08d}.pages"
+
+
+def checkpoint_object(
+    segment: Segment, cutoff: int, chain_lsn: int, annulled: tuple[int, ...]
+) -> bytes:
+    """The ``pg-<id>.pages`` file of the segment's pages at ``cutoff`` (docs/format.md,
+    "Volume folder"), with its chain position there and its last commit at or below it."""
+    page_nos, image_lsns, images = segment.images_at(cutoff, annulled)
+    index = bisect.bisect_right(segment.cpl_lsns, cutoff)
+    meta = {
+        "pg_id": segment.pg_id,
+        "cutoff": cutoff,
+        "chain_lsn": chain_lsn,
+        "page_nos": page_nos,
+        "image_lsns": image_lsns,
+        "cpl": segment.cpl_lsns[index - 1] if index else 0,
+        "cpl_time": segment.cpl_times[index - 1] if index else 0.0,
+    }
+    return encode_object(KIND_PAGES, images, meta)
 
 
 @dataclass
@@ -231,25 +250,39 @@ class StorageNode:
             else:
                 kept.append(data[position : position + frame.size])
             position += frame.size
-        page_nos, image_lsns, images = segment.images_at(cutoff, self.annulled())
-        index = bisect.bisect_right(segment.cpl_lsns, cutoff)
-        meta = {
-            "pg_id": segment.pg_id,
-            "cutoff": cutoff,
-            "chain_lsn": chain_lsn,
-            "page_nos": page_nos,
-            "image_lsns": image_lsns,
-            "cpl": segment.cpl_lsns[index - 1] if index else 0,
-            "cpl_time": segment.cpl_times[index - 1] if index else 0.0,
-        }
         disk.replace(
-            checkpoint_name(segment.pg_id), encode_object(KIND_PAGES, b"".join(images), meta)
+            checkpoint_name(segment.pg_id),
+            checkpoint_object(segment, cutoff, chain_lsn, self.annulled()),
         )
         disk.replace(name, b"".join(kept))
         self.dirty.discard(name)
         segment.checkpoint_lsn = cutoff
         segment.checkpoint_chain_lsn = chain_lsn
         return True
+
+    def start_segment(
+        self, pg_id: int, lsn: int, time: float, layers: list[SharedImages]
+    ) -> Segment:
+        """A restore: the PG's segment starts at ``lsn`` from shared page images, in memory
+        (Segment.start_at); :meth:`persist_start` then makes that durable."""
+        segment = self.segment(pg_id)
+        segment.start_at(lsn, time, layers)
+        return segment
+
+    def persist_start(self, lsn: int, checkpoints: dict[int, bytes]) -> None:
+        """Makes a restore's starting point durable: the node keeps its own copy.
+
+        With a disk, each PG gets its ``pg-<id>.pages`` file (``checkpoints``,
+        the same bytes on every node) and an empty log, as if the segment had
+        checkpointed at ``lsn``; then node.meta records ``lsn`` as the VDL hint,
+        so recovery starts there.
+        """
+        if self.disk is not None:
+            for pg_id, data in sorted(checkpoints.items()):
+                self.disk.replace(checkpoint_name(pg_id), data)
+                self.disk.replace(log_name(pg_id), b"")
+        self.vdl_hint = max(self.vdl_hint, lsn)
+        self.write_meta()
 
     def _load_checkpoint(self, segment: Segment) -> None:
         assert self.disk is not None

@@ -10,6 +10,17 @@ same behaviour, used when ``AURORA_STORAGE_BACKEND=python``.
 Invariants: a page's records are kept in LSN order and each LSN once; a page
 reads as its image (or zeros) plus its records up to the read point, minus
 annulled ranges; a version older than the page's image is gone.
+
+Shared images (:meth:`NativePageLog.share_images`): a restore installs the
+same page images into the six replicas of a protection group without copying
+them. Each log then points into one read-only block, copy-on-write: before a
+log changes a shared image (coalescing records onto it) it takes a private
+copy, so what one replica does is never seen by another or by the block. The
+block's memory is Python's: a log keeps a read-only view of every block its
+images still borrow (the view also keeps the memory from moving), and drops
+it once C reports that no image borrows it any more. C never frees a block
+and reads none when the log is freed, so the order in which the garbage
+collector releases a log and its views does not matter.
 """
 
 from __future__ import annotations
@@ -25,19 +36,59 @@ from .native import Buffer
 
 STATUS_NOMEM = 13
 STATUS_GONE = 14
+PAGES_ALL = 0
+PAGES_WITH_RECORDS = 1
+STATS_SIZE = 8
 
 
 @dataclass(frozen=True)
 class PageLogStats:
+    """Counts of a page log. ``images``/``image_bytes`` count every image, shared
+    ones included; ``shared_images``/``shared_image_bytes`` those that borrow a
+    shared block; ``allocated_bytes`` only memory the log owns, never a block."""
+
     pages: int
     records: int
     record_bytes: int
     images: int
     image_bytes: int
     allocated_bytes: int
+    shared_images: int = 0
+    shared_image_bytes: int = 0
+
+    @property
+    def owned_bytes(self) -> int:
+        """Record and private image bytes: what this log alone keeps in memory."""
+        return self.record_bytes + self.image_bytes - self.shared_image_bytes
 
 
 Annulled = Union[Sequence[tuple[int, int]], "array[int]"]
+
+
+def _read_only_block(block: Buffer, page_count: int, page_size: int) -> memoryview:
+    """A read-only byte view of ``block``, checked to hold ``page_count`` pages."""
+    view = memoryview(block).cast("B")
+    if not view.readonly:
+        view.release()
+        raise InvalidArgumentError(
+            "a shared block must be read-only (bytes, or memoryview.toreadonly())"
+        )
+    if len(view) < page_count * page_size:
+        length = len(view)
+        view.release()
+        raise InvalidArgumentError(
+            f"a block of {length} bytes cannot hold {page_count} pages of {page_size}"
+        )
+    return view
+
+
+def _page_numbers(page_nos: Sequence[int] | array[int]) -> array[int]:
+    if isinstance(page_nos, array) and page_nos.typecode == "Q":
+        return page_nos
+    try:
+        return array("Q", page_nos)
+    except (OverflowError, TypeError) as error:
+        raise InvalidArgumentError(f"page numbers must be integers >= 0: {error}") from None
 
 
 def _raise(status: int, position: int, page_no: int = 0, lsn: int = 0) -> None:
@@ -65,9 +116,11 @@ class NativePageLog:
         self.page_size = page_size
         self._count = self._ffi.new("uint64_t[2]")
         self._position = self._ffi.new("size_t *")
-        self._stats = self._ffi.new("uint64_t[6]")
+        self._stats = self._ffi.new(f"uint64_t[{STATS_SIZE}]")
         # Materialization writes here, then one copy becomes the caller's bytes.
         self._out = self._ffi.new("uint8_t[]", page_size)
+        # Blocks lent to C by share_images, by block id, kept while images borrow them.
+        self._blocks: dict[int, memoryview] = {}
 
     def _live(self) -> Any:
         if self._handle is None:
@@ -79,6 +132,7 @@ class NativePageLog:
         if self._handle is not None:
             self._ffi.release(self._handle)
             self._handle = None
+        self._blocks.clear()  # after the C log: nothing points into them any more
 
     def append(self, batch: Buffer) -> int:
         # Released before raising: see NativeBackend.validate (CPython gh-77894).
@@ -118,8 +172,111 @@ class NativePageLog:
             len(flat) // 2,
             self._count,
         )
+        folded = int(self._count[0])
+        if self._blocks:
+            self._release_blocks()  # coalescing copies the shared images it writes to
         _raise(status, 0)
-        return int(self._count[0])
+        return folded
+
+    def materialize_many(
+        self,
+        page_nos: Sequence[int] | array[int],
+        lsn_bound: int = native.LSN_MAX,
+        annulled: Annulled = (),
+        out: Buffer | None = None,
+    ) -> tuple[Buffer, array[int]]:
+        """(images, page LSNs) of many pages in one call: page ``page_nos[i]`` at
+        ``out[i * page_size:]`` (a new bytearray unless ``out`` is given)."""
+        ffi = self._ffi
+        numbers = _page_numbers(page_nos)
+        count = len(numbers)
+        if out is None:
+            out = bytearray(count * self.page_size)
+        with memoryview(out) as view:
+            size = view.nbytes
+        if size < count * self.page_size:
+            raise InvalidArgumentError(
+                f"out holds {size} bytes, fewer than {count} pages of {self.page_size}"
+            )
+        page_lsns = array("Q", bytes(8 * count))
+        flat = native._flatten_annulled(annulled)
+        index = ffi.new("size_t *")
+        with ffi.from_buffer("uint8_t[]", out, require_writable=True) as target:
+            status = self._lib.aus_pagelog_materialize_many(
+                self._live(),
+                ffi.from_buffer("uint64_t[]", numbers),
+                count,
+                lsn_bound,
+                ffi.from_buffer("uint64_t[]", flat),
+                len(flat) // 2,
+                target,
+                ffi.from_buffer("uint64_t[]", page_lsns),
+                self._count,
+                index,
+            )
+        if status:
+            _raise(status, 0, numbers[index[0]] if count else 0, lsn_bound)
+        return out, page_lsns
+
+    def share_images(
+        self,
+        page_nos: Sequence[int] | array[int],
+        block: Buffer,
+        image_lsn: int,
+        *,
+        fill: bool = False,
+    ) -> int:
+        """Installs images that borrow ``block`` instead of copying it; returns how many.
+
+        ``block`` holds the images of the strictly ascending ``page_nos`` end to
+        end and must be read-only; it must not change while shared (the log
+        keeps a read-only view of it, which also keeps it from moving). Each
+        page reads as its image up to ``image_lsn``, as after :meth:`set_image`.
+        A page that already holds records or an image raises
+        :class:`InvalidArgumentError`, or with ``fill`` is left as it is. Nothing
+        changes on error.
+        """
+        numbers = _page_numbers(page_nos)
+        view = _read_only_block(block, len(numbers), self.page_size)
+        ffi = self._ffi
+        block_id = ffi.new("uint32_t *")
+        with ffi.from_buffer("uint8_t[]", view) as source:
+            status = self._lib.aus_pagelog_share(
+                self._live(),
+                source,
+                len(view),
+                ffi.from_buffer("uint64_t[]", numbers),
+                len(numbers),
+                image_lsn,
+                int(fill),
+                block_id,
+                self._count,
+            )
+        if status:
+            view.release()
+            if status == native.STATUS_ARGUMENT:
+                raise InvalidArgumentError(
+                    "shared page numbers must ascend strictly and name pages holding "
+                    "nothing yet (unless fill is set)"
+                )
+            _raise(status, 0)
+        installed = int(self._count[0])
+        if installed:
+            self._blocks[int(block_id[0])] = view
+        else:
+            view.release()
+        return installed
+
+    def shared_blocks(self) -> list[memoryview]:
+        """Views of the blocks this log's images still borrow."""
+        return list(self._blocks.values())
+
+    def _release_blocks(self) -> None:
+        borrowers = self._count
+        for block_id in list(self._blocks):
+            self._lib.aus_pagelog_borrowers(self._live(), block_id, borrowers)
+            if borrowers[0] == 0:
+                del self._blocks[block_id]
 
     def set_image(self, page_no: int, image: Buffer, image_lsn: int) -> None:
         """Installs a checkpointed image for a page that holds nothing yet."""
@@ -131,26 +288,31 @@ class NativePageLog:
 
     def stats(self) -> PageLogStats:
         self._lib.aus_pagelog_stats(self._live(), self._stats)
-        return PageLogStats(*(int(self._stats[i]) for i in range(6)))
+        return PageLogStats(*(int(self._stats[i]) for i in range(STATS_SIZE)))
 
-    def page_nos(self) -> list[int]:
+    def page_nos(self, with_records: bool = False) -> list[int]:
+        """Every page the log knows, ascending; only those holding records with ``with_records``."""
         capacity = self.stats().pages
         out = array("Q", bytes(8 * capacity))
         count = self._ffi.new("size_t *")
+        which = PAGES_WITH_RECORDS if with_records else PAGES_ALL
         status = self._lib.aus_pagelog_pages(
-            self._live(), self._ffi.from_buffer("uint64_t[]", out), capacity, count
+            self._live(), which, self._ffi.from_buffer("uint64_t[]", out), capacity, count
         )
         _raise(status, 0)
+        del out[count[0] :]
         return sorted(out)
 
 
 class _PythonPage:
-    __slots__ = ("image", "image_lsn", "last_lsn", "records")
+    __slots__ = ("block", "image", "image_lsn", "last_lsn", "records")
 
     def __init__(self) -> None:
         self.last_lsn = 0
         self.image_lsn = 0
-        self.image: bytearray | None = None
+        # A bytearray of its own, or a read-only slice of a shared block (block > 0).
+        self.image: bytearray | memoryview | None = None
+        self.block = 0
         self.records = bytearray()
 
 
@@ -166,9 +328,13 @@ class PythonPageLog:
         self._pages: dict[int, _PythonPage] = {}
         self._backend = native.get_backend("python")
         self._closed = False
+        # Shared blocks by id: [view, borrowers], as C counts them.
+        self._blocks: dict[int, list[Any]] = {}
+        self._block_ids = 0
 
     def close(self) -> None:
         self._pages.clear()
+        self._blocks.clear()
         self._closed = True
 
     def _live(self) -> dict[int, _PythonPage]:
@@ -233,6 +399,9 @@ class PythonPageLog:
             prefix = index.positions[count] if keep else len(page.records)
             if page.image is None:
                 page.image = bytearray(self.page_size)
+            elif page.block:  # copy on write: the block never changes
+                page.image = bytearray(page.image)
+                self._unshare(page)
             self._backend.apply(
                 page.records[:prefix],
                 self.page_size,
@@ -246,6 +415,82 @@ class PythonPageLog:
             del page.records[:prefix]
             folded += count
         return folded
+
+    def _unshare(self, page: _PythonPage) -> None:
+        entry = self._blocks[page.block]
+        entry[1] -= 1
+        if not entry[1]:
+            del self._blocks[page.block]
+        page.block = 0
+
+    def materialize_many(
+        self,
+        page_nos: Sequence[int] | array[int],
+        lsn_bound: int = native.LSN_MAX,
+        annulled: Annulled = (),
+        out: Buffer | None = None,
+    ) -> tuple[Buffer, array[int]]:
+        numbers = _page_numbers(page_nos)
+        size = self.page_size
+        if out is None:
+            out = bytearray(len(numbers) * size)
+        target = memoryview(out).cast("B")
+        if target.readonly or len(target) < len(numbers) * size:
+            raise InvalidArgumentError(
+                f"out must be writable and hold {len(numbers)} pages of {size} bytes"
+            )
+        flat = native._flatten_annulled(annulled)
+        if not native._annulled_valid(flat):
+            native.raise_for_status(native.STATUS_ARGUMENT, 0)
+        page_lsns = array("Q", bytes(8 * len(numbers)))
+        for slot, page_no in enumerate(numbers):
+            image, page_lsns[slot] = self.materialize(page_no, lsn_bound, flat)
+            target[slot * size : (slot + 1) * size] = image
+        return out, page_lsns
+
+    def share_images(
+        self,
+        page_nos: Sequence[int] | array[int],
+        block: Buffer,
+        image_lsn: int,
+        *,
+        fill: bool = False,
+    ) -> int:
+        numbers = _page_numbers(page_nos)
+        view = _read_only_block(block, len(numbers), self.page_size)
+        pages = self._live()
+        if not native._ascending(numbers) or (
+            not fill
+            and any(
+                (page := pages.get(page_no)) is not None
+                and (page.records or page.image is not None)
+                for page_no in numbers
+            )
+        ):
+            view.release()
+            raise InvalidArgumentError(
+                "shared page numbers must ascend strictly and name pages holding "
+                "nothing yet (unless fill is set)"
+            )
+        self._block_ids += 1
+        block_id = self._block_ids
+        size = self.page_size
+        installed = 0
+        for slot, page_no in enumerate(numbers):
+            page = pages.setdefault(page_no, _PythonPage())
+            if page.records or page.image is not None:
+                continue
+            page.image = view[slot * size : (slot + 1) * size]
+            page.block = block_id
+            page.image_lsn = image_lsn
+            page.last_lsn = max(page.last_lsn, image_lsn)
+            installed += 1
+        if installed:
+            self._blocks[block_id] = [view, installed]
+        return installed
+
+    def shared_blocks(self) -> list[memoryview]:
+        return [entry[0] for entry in self._blocks.values()]
 
     def set_image(self, page_no: int, image: Buffer, image_lsn: int) -> None:
         data = bytes(memoryview(image).cast("B"))
@@ -266,13 +511,25 @@ class PythonPageLog:
         )
         record_bytes = sum(len(p.records) for p in pages.values())
         images = sum(1 for p in pages.values() if p.image is not None)
+        shared = sum(1 for p in pages.values() if p.block)
         image_bytes = images * self.page_size
+        owned = record_bytes + image_bytes - shared * self.page_size
         return PageLogStats(
-            len(pages), records, record_bytes, images, image_bytes, record_bytes + image_bytes
+            len(pages),
+            records,
+            record_bytes,
+            images,
+            image_bytes,
+            owned,
+            shared,
+            shared * self.page_size,
         )
 
-    def page_nos(self) -> list[int]:
-        return sorted(self._live())
+    def page_nos(self, with_records: bool = False) -> list[int]:
+        pages = self._live()
+        if with_records:
+            return sorted(page_no for page_no, page in pages.items() if page.records)
+        return sorted(pages)
 
 
 PageLog = NativePageLog | PythonPageLog

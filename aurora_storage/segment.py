@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import log
-from .errors import CorruptionError
+from .errors import CorruptionError, InvalidArgumentError
 from .pagelog import PageLog, new_page_log
 
 PENDING_FRAMES_MAX = 4096  # frames held beyond a hole before new ones are refused
@@ -57,6 +57,19 @@ class Geometry:
     def page_range(self, pg_id: int) -> tuple[int, int]:
         first = pg_id * self.pages_per_pg
         return first, min(first + self.pages_per_pg, self.page_count)
+
+
+@dataclass(frozen=True)
+class SharedImages:
+    """Page images laid end to end in one read-only block that page logs share.
+
+    ``page_nos`` ascend strictly; image ``i`` is ``block[i * page_size:][:page_size]``.
+    The block must never change: segments point into it (copy-on-write,
+    pagelog.py) for as long as any of them has not rewritten the page.
+    """
+
+    page_nos: array[int]
+    block: memoryview
 
 
 @dataclass
@@ -112,6 +125,36 @@ class Segment:
         self.checkpoint_lsn = 0
         self.checkpoint_chain_lsn = 0
         self.frames_logged = 0
+
+    # restore ----------------------------------------------------------------------------
+
+    def start_at(self, lsn: int, time: float, layers: list[SharedImages]) -> None:
+        """Starts this empty segment at ``lsn`` from page images (a restore).
+
+        Afterwards the segment is what loading a checkpoint at ``lsn`` gives:
+        every page reads as its image up to ``lsn``, the chain is empty and
+        begins there (SCL ``lsn``: the next frame's backlink), nothing older is
+        left to coalesce, and the time index holds one commit, ``lsn`` at
+        ``time``. The images are shared, not copied; where two layers hold a
+        page the earlier one wins.
+        """
+        if self.scl or self.chain_frames or self.pending or self.queued or self.cpl_lsns:
+            raise InvalidArgumentError(
+                f"PG {self.pg_id}: only an empty segment can start at LSN {lsn}"
+            )
+        for layer in layers:
+            if layer.page_nos and not (
+                self.page_lo <= layer.page_nos[0] and layer.page_nos[-1] < self.page_hi
+            ):
+                raise InvalidArgumentError(
+                    f"PG {self.pg_id}: pages {layer.page_nos[0]}..{layer.page_nos[-1]} "
+                    f"are outside its range {self.page_lo}..{self.page_hi - 1}"
+                )
+            self.page_log.share_images(layer.page_nos, layer.block, lsn, fill=True)
+        self.scl = self.chain_base_lsn = self.coalesced_lsn = lsn
+        self.checkpoint_lsn = self.checkpoint_chain_lsn = lsn
+        self.cpl_lsns.append(lsn)
+        self.cpl_times.append(time)
 
     # 1. receive and queue ----------------------------------------------------------
 
@@ -335,19 +378,29 @@ class Segment:
 
     def images_at(
         self, lsn: int, annulled: tuple[int, ...]
-    ) -> tuple[list[int], list[int], list[bytes]]:
-        """(page numbers, LSN of each image's last change, images) of every page that
-        changed at or below ``lsn``, outside ``annulled``: checkpoints and backups."""
-        pairs = list(zip(annulled[::2], annulled[1::2], strict=True))
-        page_nos, image_lsns, images = [], [], []
-        for page_no in self.page_log.page_nos():
-            image, page_lsn = self.page_log.materialize(page_no, lsn, pairs)
-            if page_lsn:
-                page_nos.append(page_no)
-                image_lsns.append(page_lsn)
-                images.append(image)
-        return page_nos, image_lsns, images
+    ) -> tuple[list[int], list[int], bytes | bytearray]:
+        """(page numbers, LSN of each image's last change, the images end to end) of
+        every page that changed at or below ``lsn``, outside ``annulled``:
+        checkpoints and backups. One C call materializes every page."""
+        size = self.geometry.page_size
+        page_nos = self.page_log.page_nos()
+        images, image_lsns = self.page_log.materialize_many(page_nos, lsn, array("Q", annulled))
+        assert isinstance(images, bytearray)
+        if all(image_lsns):
+            return page_nos, image_lsns.tolist(), images
+        # Pages whose every record is newer than lsn or annulled did not change.
+        kept = [slot for slot, page_lsn in enumerate(image_lsns) if page_lsn]
+        view = memoryview(images)
+        return (
+            [page_nos[slot] for slot in kept],
+            [image_lsns[slot] for slot in kept],
+            b"".join(view[slot * size : (slot + 1) * size] for slot in kept),
+        )
 
     def bytes_used(self) -> int:
-        stats = self.page_log.stats()
-        return stats.record_bytes + stats.image_bytes
+        """Memory this replica alone holds: records and private page images."""
+        return self.page_log.stats().owned_bytes
+
+    def shared_bytes(self) -> int:
+        """Bytes of the page images this replica borrows from shared blocks."""
+        return self.page_log.stats().shared_image_bytes

@@ -72,7 +72,15 @@ from .history import (
     merge_ranges,
     truncation_ranges,
 )
-from .node import GONE, WRITER, StorageNode, decode_history, encode_history, group_syncer
+from .node import (
+    GONE,
+    WRITER,
+    StorageNode,
+    checkpoint_object,
+    decode_history,
+    encode_history,
+    group_syncer,
+)
 from .protection_group import (
     READ_QUORUM,
     WRITE_QUORUM,
@@ -81,7 +89,7 @@ from .protection_group import (
     QuorumSet,
 )
 from .recovery import RecoveryPlan
-from .segment import Geometry
+from .segment import Geometry, SharedImages
 from .transport import DirectTransport, SimulatedTransport, Transport
 
 KIB = 1024
@@ -309,7 +317,9 @@ def _volume_body(options: VolumeOptions, volume_id: str) -> dict[str, Any]:
     }
 
 
-def _read_volume_meta(root: Path) -> tuple[VolumeOptions, str, backup_module.BackupOptions | None]:
+def _read_volume_meta(
+    root: Path,
+) -> tuple[VolumeOptions, str, backup_module.BackupOptions | None, tuple[int, float]]:
     where = str(root / VOLUME_META)
     try:
         data = (root / VOLUME_META).read_bytes()
@@ -329,6 +339,7 @@ def _read_volume_meta(root: Path) -> tuple[VolumeOptions, str, backup_module.Bac
             backtrack_budget=int(body.get("backtrack_budget", 0)),
         )
         volume_id = str(body["volume_id"])
+        base = (int(body.get("base_lsn", 0)), float(body.get("base_time", 0.0)))
         stored_backup = None
         if body.get("backup"):
             stored_backup = backup_module.BackupOptions(
@@ -339,7 +350,7 @@ def _read_volume_meta(root: Path) -> tuple[VolumeOptions, str, backup_module.Bac
     except (KeyError, TypeError, ValueError) as error:
         raise CorruptionError(f"{where}: missing or bad field ({error})") from None
     options.check()
-    return options, volume_id, stored_backup
+    return options, volume_id, stored_backup, base
 
 
 def _has_reply(replies: dict[int, m.Staged | None], request_id: int) -> bool:
@@ -476,6 +487,10 @@ class Volume:
         self.staging = backup_module.StagingState()
         self._staged: dict[int, m.Staged | None] = {}
         self.restored_from: tuple[float, int] | None = None
+        # A restored volume begins at base_lsn (its first CPL, at base_time): nothing
+        # below it exists in its segments, so its backup begins with page images.
+        self.base_lsn = 0
+        self.base_time = 0.0
         self._pinned: list[int] = []
         self.read_latency: dict[str, float] = {}
         self.recovery: RecoveryPlan | None = None
@@ -638,14 +653,63 @@ class Volume:
                 # After a reopen every PG continues from the last recorded round.
                 for pg_id in self.pgs:
                     self.staging.staged_lsn[pg_id] = self.staging.last_round_vdl
-        if self.path is not None and isinstance(options.target, (str, os.PathLike)):
-            body = _volume_body(self.options, self.volume_id)
-            body["backup"] = os.fspath(options.target)
-            body["backup_retention_days"] = options.retention_days
-            body["backup_staging_interval"] = options.staging_interval
-            RealDisk(
-                Path(self.path), "fsync" if self.options.durability == "fsync" else "os"
-            ).replace(VOLUME_META, metafile.encode(metafile.KIND_VOLUME, body))
+        if isinstance(options.target, (str, os.PathLike)):
+            self._write_volume_meta()
+
+    def _write_volume_meta(self) -> None:
+        """Replaces volume.meta: options, the backup when given by path, the base LSN."""
+        if self.path is None:
+            return
+        body = _volume_body(self.options, self.volume_id)
+        target = self.backup_options.target
+        if isinstance(target, (str, os.PathLike)):
+            body["backup"] = os.fspath(target)
+            body["backup_retention_days"] = self.backup_options.retention_days
+            body["backup_staging_interval"] = self.backup_options.staging_interval
+        if self.base_lsn:
+            body["base_lsn"] = self.base_lsn
+            body["base_time"] = self.base_time
+        RealDisk(Path(self.path), "fsync" if self.options.durability == "fsync" else "os").replace(
+            VOLUME_META, metafile.encode(metafile.KIND_VOLUME, body)
+        )
+
+    def _start_from_images(self, lsn: int, pages: dict[int, list[SharedImages]]) -> None:
+        """Starts this new, empty volume at ``lsn`` holding ``pages`` (a restore).
+
+        Instead of replaying the pages through the write path, every segment of
+        each PG starts at ``lsn`` from the images, shared by the six replicas
+        (Segment.start_at), and nodes with a disk each keep their own copy
+        (StorageNode.persist_start). The writer resumes as if VDL had just
+        reached ``lsn``, a commit at the volume's creation time: the next
+        commit's LSNs follow it, reads at older LSNs find no version, and
+        backtrack and continuous backup begin there.
+        """
+        with self.transport.lock:
+            if self.allocated_lsn or self.pgs or lsn <= 0:
+                raise InvalidArgumentError(
+                    f"only a new, empty volume can start from page images, at an LSN > 0 ({lsn})"
+                )
+            time = self.history.created_at
+            for node in self.nodes.values():
+                for pg_id, layers in sorted(pages.items()):
+                    node.start_segment(pg_id, lsn, time, layers)
+            checkpoints: dict[int, bytes] = {}
+            if any(node.disk is not None for node in self.nodes.values()):
+                # Every node writes the same file: encode it once.
+                first = next(iter(self.nodes.values()))
+                checkpoints = {
+                    pg_id: checkpoint_object(first.segments[pg_id], lsn, lsn, ()) for pg_id in pages
+                }
+            for node in self.nodes.values():
+                node.persist_start(lsn, checkpoints)
+            for pg_id in pages:
+                pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum, tail_lsn=lsn, pgcl=lsn)
+                pg.scls = dict.fromkeys(self.quorum.members, lsn)
+            self.allocated_lsn = self._vcl = self._vdl = lsn
+            self._window_floor_lsn = lsn
+            self._last_commit_time = max(self._last_commit_time, time)
+            self.base_lsn, self.base_time = lsn, time
+            self._write_volume_meta()
 
     @classmethod
     def open(
@@ -670,8 +734,9 @@ class Volume:
         """
         root = None if path is None else Path(path)
         backup_options = backup_module.BackupOptions(backup)
+        base = (0, 0.0)
         if root is not None:
-            options, volume_id, stored_backup = _read_volume_meta(root)
+            options, volume_id, stored_backup, base = _read_volume_meta(root)
             if backup is None and stored_backup is not None:
                 backup_options = stored_backup
         if options is None:
@@ -684,6 +749,7 @@ class Volume:
                 raise MissingNodeError(str(root), missing)
         nodes = _make_nodes(options, root, volume_id, disks)
         volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
+        volume.base_lsn, volume.base_time = base
         volume._take_lock()
         try:
             for node in nodes.values():
@@ -956,6 +1022,22 @@ class Volume:
                 )
             ):
                 return True
+            cpls: list[tuple[int, float]] = []
+            if self.base_lsn:
+                # A restored volume holds no frame below its base: each PG's backup
+                # begins with its pages there, and a round names the base commit.
+                due = {
+                    pg_id: (0, self.base_lsn)
+                    for pg_id in self.pgs
+                    if self.staging.staged_lsn.get(pg_id, 0) < self.base_lsn
+                }
+                for pg_id, reply in self._stage_requests(due, snapshot=True).items():
+                    if reply is None or reply.problem:
+                        return False
+                    self.staging.staged_lsn[pg_id] = self.base_lsn
+                    self.staging.bytes_since_snapshot[pg_id] = 0
+                if self.staging.last_cpl[0] < self.base_lsn:
+                    cpls.append((self.base_lsn, self.base_time))
             requests: dict[int, tuple[int, int]] = {}
             for pg in self.pgs.values():
                 staged = self.staging.staged_lsn.get(pg.pg_id, 0)
@@ -964,7 +1046,6 @@ class Volume:
                     continue
                 requests[pg.pg_id] = (staged, upto)
             replies = self._stage_requests(requests, snapshot=False)
-            cpls: list[tuple[int, float]] = []
             complete = True
             for pg_id, reply in replies.items():
                 if reply is None or reply.problem:
@@ -981,9 +1062,7 @@ class Volume:
                 store.put(backup_module.HISTORY_NAME, backup_module.history_object(self))
                 self.staging.history_written = self._history_signature()
             cpls.sort()
-            if cpls:
-                self.staging.last_cpl = cpls[-1]
-            elif self.staging.last_cpl[0]:
+            if not cpls and self.staging.last_cpl[0]:
                 # Every round names the last CPL so far, so the newest round at or
                 # before a time always holds the restore point of that time.
                 cpls = [self.staging.last_cpl]
@@ -1002,6 +1081,8 @@ class Volume:
                 round_meta["cpls"] = [cpl for cpl, _ in merged]
                 round_meta["times"] = [time for _, time in merged]
             store.put(name, encode_object(KIND_MANIFEST, b"", round_meta))
+            if cpls:  # once a round names it: a failed upload leaves it for the next
+                self.staging.last_cpl = cpls[-1]
             self.staging.last_round_vdl = upto
             self.staging.last_round_time_recorded = round_meta["time"]
             self.staging.rounds.append((upto, round_meta["time"]))
@@ -1134,15 +1215,21 @@ class Volume:
         path: str | os.PathLike[str] | None = None,
         *,
         progress: backup_module.Progress | None = None,
+        backup_to: Any = None,
         **options: Any,
     ) -> Volume:
         """Point-in-time restore: a new volume with exactly the commits at or before ``to``.
 
         Reads only the backup store (a folder, a URL, or a store object); the
-        source volume may be gone. Raises TimeOutsideWindowError outside the
-        restorable window, BackupCorruptError or BackupObjectMissingError
-        naming a damaged or missing object, RestoreError for a gap.
+        source volume may be gone. ``options`` are those of :meth:`create`;
+        ``backup_to`` is the new volume's own continuous backup (``create``'s
+        ``backup``), which begins with its pages at the restore point. Raises
+        TimeOutsideWindowError outside the restorable window,
+        BackupCorruptError or BackupObjectMissingError naming a damaged or
+        missing object, RestoreError for a gap.
         """
+        if backup_to is not None:
+            options["backup"] = backup_to
         return backup_module.restore(backup, to, path, progress=progress, **options)
 
     def _lal_base(self) -> int:
@@ -1406,7 +1493,7 @@ class Volume:
     def status(self) -> dict[str, Any]:
         """Nodes, AZs, health, SCLs, PG count, bytes, and the history windows, as plain data."""
         with self.transport.lock:
-            nodes = []
+            nodes: list[dict[str, Any]] = []
             for node in self.nodes.values():
                 disk_bytes = 0
                 if node.disk is not None and not node.failed:
@@ -1421,9 +1508,20 @@ class Volume:
                         "epoch": node.epoch,
                         "segments": len(node.segments),
                         "memory_bytes": sum(s.bytes_used() for s in node.segments.values()),
+                        "shared_bytes": sum(s.shared_bytes() for s in node.segments.values()),
                         "disk_bytes": disk_bytes,
                     }
                 )
+            # Memory of the page images replicas share (a restore's), counted once:
+            # every block some segment still borrows, whole, whatever replicas did since.
+            blocks = {
+                id(block.obj): block.nbytes
+                for node in self.nodes.values()
+                for segment in node.segments.values()
+                for block in segment.page_log.shared_blocks()
+            }
+            shared_bytes = sum(blocks.values())
+            in_memory = all(node.disk is None for node in self.nodes.values())
             pgs = [
                 {
                     "pg": pg.pg_id,
@@ -1447,7 +1545,9 @@ class Volume:
                 "pg_count": len(self.pgs),
                 "nodes": nodes,
                 "pgs": pgs,
-                "bytes_used": sum(n["disk_bytes"] or n["memory_bytes"] for n in nodes),
+                "bytes_used": sum(n["disk_bytes"] or n["memory_bytes"] for n in nodes)
+                + (shared_bytes if in_memory else 0),
+                "shared_bytes": shared_bytes,
                 "truncations": [list(t) for t in self.truncations],
                 "history_version": self.history.current.version,
             }

@@ -7,6 +7,12 @@
  * Pages are found through an open-addressing hash table of indices into the
  * entries array (linear probing, load factor at most 1/2). Entries are never
  * removed: a page coalesced to an image keeps its entry.
+ *
+ * An image is private (owned, freed with the entry) or shared: it points into
+ * a block the caller lent with aus_pagelog_share, and the block's borrower
+ * count includes the entry. Every write to an image goes through `owned`,
+ * which is NULL for a shared image, so no path can write into a block: the
+ * one writer, coalescing, first replaces a shared image by a private copy.
  */
 #include "pagelog.h"
 
@@ -26,9 +32,15 @@ typedef struct {
     size_t length;
     size_t capacity;
     size_t record_count;
-    size_t incoming; /* bytes of the batch being appended; 0 between calls */
-    uint8_t *image; /* page_size bytes, or NULL: zeros */
+    size_t incoming;      /* bytes of the batch being appended; 0 between calls */
+    const uint8_t *image; /* page_size bytes the page reads as, or NULL: zeros */
+    uint8_t *owned;       /* image when the log owns it; NULL when shared or none */
+    uint32_t block;       /* id of the block a shared image points into; 0: none */
 } page_entry;
+
+typedef struct {
+    uint64_t borrowers; /* entries whose image points into the block */
+} shared_block;
 
 struct aus_pagelog {
     uint32_t page_size;
@@ -39,8 +51,12 @@ struct aus_pagelog {
     size_t table_size;   /* a power of two */
     uint64_t record_count;
     uint64_t record_bytes;
-    uint64_t image_count;
-    uint64_t allocated; /* bytes of record batches and images */
+    uint64_t image_count;  /* private and shared */
+    uint64_t shared_count; /* images pointing into blocks */
+    uint64_t allocated;    /* bytes of record batches and private images */
+    shared_block *blocks;  /* block id i is blocks[i - 1] */
+    size_t block_count;
+    size_t block_capacity;
 };
 
 static inline size_t slot_of(uint64_t page_no, size_t table_size) {
@@ -63,6 +79,15 @@ static void table_insert(uint32_t *table, size_t table_size, uint64_t page_no,
     size_t slot = slot_of(page_no, table_size);
     while (table[slot] != NO_ENTRY) slot = (slot + 1) & mask;
     table[slot] = index;
+}
+
+static page_entry *add_entry(aus_pagelog *log, uint64_t page_no) {
+    page_entry *entry = &log->entries[log->entry_count];
+    memset(entry, 0, sizeof *entry);
+    entry->page_no = page_no;
+    table_insert(log->table, log->table_size, page_no, (uint32_t)log->entry_count);
+    log->entry_count++;
+    return entry;
 }
 
 /* Makes room for `extra` more entries; on failure nothing changes. */
@@ -113,10 +138,11 @@ void aus_pagelog_free(aus_pagelog *log) {
     if (!log) return;
     for (size_t i = 0; i < log->entry_count; i++) {
         free(log->entries[i].records);
-        free(log->entries[i].image);
+        free(log->entries[i].owned); /* a shared image is the lender's */
     }
     free(log->entries);
     free(log->table);
+    free(log->blocks);
     free(log);
 }
 
@@ -154,13 +180,7 @@ int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
      * record of this call; growing early is harmless if a later one fails. */
     for (size_t i = 0; i < count; i++) {
         page_entry *entry = find_entry(log, slots[i]);
-        if (!entry) {
-            entry = &log->entries[log->entry_count];
-            memset(entry, 0, sizeof *entry);
-            entry->page_no = slots[i];
-            table_insert(log->table, log->table_size, slots[i], (uint32_t)log->entry_count);
-            log->entry_count++;
-        }
+        if (!entry) entry = add_entry(log, slots[i]);
         slots[i] = (uint64_t)(entry - log->entries);
         if (status != AUS_OK) continue;
         entry->incoming += (i + 1 < count ? positions[i + 1] : len) - positions[i];
@@ -198,25 +218,77 @@ int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
     return status;
 }
 
+/*
+ * Position of the page's last record that replaces the whole page (PAGE or
+ * ZERO) at or below lsn_bound and outside the annulled ranges, or the length
+ * of its records if none does: nothing before that record shows in the page,
+ * so materializing starts there. The records were validated when appended.
+ */
+static size_t last_whole_page(const page_entry *entry, uint64_t lsn_bound,
+                              const uint64_t *annulled, size_t n_annulled) {
+    size_t found = entry->length, position = 0, range = 0;
+    while (position < entry->length) {
+        const uint8_t *record = entry->records + position;
+        uint64_t lsn = load_u64(record);
+        if (lsn > lsn_bound) break;
+        while (range < n_annulled && annulled[2 * range + 1] < lsn) range++;
+        int hidden = range < n_annulled && annulled[2 * range] < lsn;
+        uint8_t kind = record[40];
+        if (!hidden && (kind == AUS_KIND_PAGE || kind == AUS_KIND_ZERO)) found = position;
+        position += record_bytes(record);
+    }
+    return found;
+}
+
 int aus_pagelog_materialize(aus_pagelog *log, uint64_t page_no,
                             uint64_t lsn_bound, const uint64_t *annulled,
                             size_t n_annulled, uint8_t *out,
                             uint64_t *page_lsn, uint64_t *applied) {
-    size_t error_pos = 0;
+    size_t error_pos = 0, start = 0;
     *page_lsn = 0;
     *applied = 0;
     const page_entry *entry = find_entry(log, page_no);
     if (entry && entry->image_lsn > lsn_bound) return AUS_E_GONE;
-    if (entry && entry->image) {
+    if (entry && entry->length) {
+        if (!aus_annulled_valid(annulled, n_annulled)) return AUS_E_ARGUMENT;
+        start = last_whole_page(entry, lsn_bound, annulled, n_annulled);
+    }
+    if (entry && start < entry->length) {
+        *page_lsn = entry->image_lsn; /* the record at start overwrites the page */
+    } else if (entry && entry->image) {
         memcpy(out, entry->image, log->page_size);
         *page_lsn = entry->image_lsn;
+        start = 0;
     } else {
         memset(out, 0, log->page_size);
+        start = 0;
     }
     if (!entry || entry->length == 0) return AUS_OK;
-    return aus_apply_verified(entry->records, entry->length, log->page_size, &page_no, 1,
-                     out, page_lsn, lsn_bound, annulled, n_annulled, applied,
-                     &error_pos);
+    return aus_apply_verified(entry->records + start, entry->length - start, log->page_size,
+                              &page_no, 1, out, page_lsn, lsn_bound, annulled, n_annulled,
+                              applied, &error_pos);
+}
+
+int aus_pagelog_materialize_many(aus_pagelog *log, const uint64_t *page_nos,
+                                 size_t count, uint64_t lsn_bound,
+                                 const uint64_t *annulled, size_t n_annulled,
+                                 uint8_t *out, uint64_t *page_lsns,
+                                 uint64_t *applied, size_t *error_index) {
+    *applied = 0;
+    *error_index = 0;
+    if (!aus_annulled_valid(annulled, n_annulled)) return AUS_E_ARGUMENT;
+    for (size_t i = 0; i < count; i++) {
+        uint64_t page_applied = 0;
+        int status = aus_pagelog_materialize(log, page_nos[i], lsn_bound, annulled,
+                                             n_annulled, out + i * log->page_size,
+                                             &page_lsns[i], &page_applied);
+        *applied += page_applied;
+        if (status != AUS_OK) {
+            *error_index = i;
+            return status;
+        }
+    }
+    return AUS_OK;
 }
 
 int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
@@ -224,14 +296,23 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
                          uint64_t *folded) {
     *folded = 0;
     if (!aus_annulled_valid(annulled, n_annulled)) return AUS_E_ARGUMENT;
-    /* Allocate every image first, so a failure leaves the log unchanged. */
+    /* Give every image to fold into a private copy first, so a failure leaves
+     * the log reading as before: a new image is zeros, a copy equals its block. */
     for (size_t i = 0; i < log->entry_count; i++) {
         page_entry *entry = &log->entries[i];
-        if (entry->length == 0 || entry->image || load_u64(entry->records) > lsn)
+        if (entry->length == 0 || entry->owned || load_u64(entry->records) > lsn)
             continue;
-        entry->image = calloc(1, log->page_size);
-        if (!entry->image) return AUS_E_NOMEM;
-        log->image_count++;
+        uint8_t *own = entry->image ? malloc(log->page_size) : calloc(1, log->page_size);
+        if (!own) return AUS_E_NOMEM;
+        if (entry->image) {
+            memcpy(own, entry->image, log->page_size);
+            log->blocks[entry->block - 1].borrowers--;
+            log->shared_count--;
+            entry->block = 0;
+        } else {
+            log->image_count++;
+        }
+        entry->image = entry->owned = own;
         log->allocated += log->page_size;
     }
     for (size_t i = 0; i < log->entry_count; i++) {
@@ -247,7 +328,7 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
         uint64_t page_lsn = entry->image_lsn, applied = 0;
         size_t error_pos = 0;
         int status = aus_apply_verified(entry->records, prefix, log->page_size,
-                               &entry->page_no, 1, entry->image, &page_lsn, lsn,
+                               &entry->page_no, 1, entry->owned, &page_lsn, lsn,
                                annulled, n_annulled, &applied, &error_pos);
         if (status != AUS_OK) return status; /* arguments only: records were valid */
         entry->image_lsn = last;
@@ -272,14 +353,10 @@ int aus_pagelog_set_image(aus_pagelog *log, uint64_t page_no,
             free(copy);
             return AUS_E_NOMEM;
         }
-        entry = &log->entries[log->entry_count];
-        memset(entry, 0, sizeof *entry);
-        entry->page_no = page_no;
-        table_insert(log->table, log->table_size, page_no, (uint32_t)log->entry_count);
-        log->entry_count++;
+        entry = add_entry(log, page_no);
     }
     memcpy(copy, image, log->page_size);
-    entry->image = copy;
+    entry->image = entry->owned = copy;
     entry->image_lsn = image_lsn;
     if (image_lsn > entry->last_lsn) entry->last_lsn = image_lsn;
     log->image_count++;
@@ -287,21 +364,87 @@ int aus_pagelog_set_image(aus_pagelog *log, uint64_t page_no,
     return AUS_OK;
 }
 
+int aus_pagelog_share(aus_pagelog *log, const uint8_t *block, size_t block_length,
+                      const uint64_t *page_nos, size_t count, uint64_t image_lsn,
+                      int fill, uint32_t *block_id, uint64_t *installed) {
+    *block_id = 0;
+    *installed = 0;
+    if (count > block_length / log->page_size || !aus_page_nos_ascending(page_nos, count))
+        return AUS_E_ARGUMENT;
+    /* Check every page and allocate everything first: nothing can fail after. */
+    size_t fresh = 0;
+    for (size_t i = 0; i < count; i++) {
+        const page_entry *entry = find_entry(log, page_nos[i]);
+        if (!entry)
+            fresh++;
+        else if ((entry->length || entry->image) && !fill)
+            return AUS_E_ARGUMENT;
+    }
+    if (log->block_count >= UINT32_MAX - 1) return AUS_E_NOMEM;
+    if (log->block_count == log->block_capacity) {
+        size_t capacity = log->block_capacity ? log->block_capacity * 2 : 4;
+        shared_block *blocks = realloc(log->blocks, capacity * sizeof *blocks);
+        if (!blocks) return AUS_E_NOMEM;
+        log->blocks = blocks;
+        log->block_capacity = capacity;
+    }
+    int status = reserve_entries(log, fresh);
+    if (status != AUS_OK) return status;
+    uint32_t id = (uint32_t)++log->block_count;
+    shared_block *shared = &log->blocks[id - 1];
+    shared->borrowers = 0;
+    for (size_t i = 0; i < count; i++) {
+        page_entry *entry = find_entry(log, page_nos[i]);
+        if (!entry)
+            entry = add_entry(log, page_nos[i]);
+        else if (entry->length || entry->image)
+            continue; /* fill: an earlier layer holds this page */
+        entry->image = block + i * log->page_size;
+        entry->block = id;
+        entry->image_lsn = image_lsn;
+        if (image_lsn > entry->last_lsn) entry->last_lsn = image_lsn;
+        shared->borrowers++;
+    }
+    log->image_count += shared->borrowers;
+    log->shared_count += shared->borrowers;
+    *block_id = id;
+    *installed = shared->borrowers;
+    return AUS_OK;
+}
+
+int aus_pagelog_borrowers(const aus_pagelog *log, uint32_t block_id,
+                          uint64_t *borrowers) {
+    *borrowers = 0;
+    if (block_id == 0 || block_id > log->block_count) return AUS_E_ARGUMENT;
+    *borrowers = log->blocks[block_id - 1].borrowers;
+    return AUS_OK;
+}
+
 void aus_pagelog_stats(const aus_pagelog *log, uint64_t *stats) {
     uint64_t allocated = log->entry_capacity * sizeof(page_entry) +
-                         log->table_size * sizeof(uint32_t) + log->allocated;
+                         log->table_size * sizeof(uint32_t) +
+                         log->block_capacity * sizeof(shared_block) + log->allocated;
     stats[0] = log->entry_count;
     stats[1] = log->record_count;
     stats[2] = log->record_bytes;
     stats[3] = log->image_count;
     stats[4] = log->image_count * log->page_size;
     stats[5] = allocated;
+    stats[6] = log->shared_count;
+    stats[7] = log->shared_count * log->page_size;
 }
 
-int aus_pagelog_pages(const aus_pagelog *log, uint64_t *page_nos,
+int aus_pagelog_pages(const aus_pagelog *log, int which, uint64_t *page_nos,
                       size_t capacity, size_t *count) {
-    *count = log->entry_count;
-    if (log->entry_count > capacity) return AUS_E_CAPACITY;
-    for (size_t i = 0; i < log->entry_count; i++) page_nos[i] = log->entries[i].page_no;
+    if (which != AUS_PAGES_ALL && which != AUS_PAGES_WITH_RECORDS) return AUS_E_ARGUMENT;
+    size_t found = 0;
+    for (size_t i = 0; i < log->entry_count; i++)
+        if (which == AUS_PAGES_ALL || log->entries[i].length) found++;
+    *count = found;
+    if (found > capacity) return AUS_E_CAPACITY;
+    found = 0;
+    for (size_t i = 0; i < log->entry_count; i++)
+        if (which == AUS_PAGES_ALL || log->entries[i].length)
+            page_nos[found++] = log->entries[i].page_no;
     return AUS_OK;
 }
