@@ -160,7 +160,11 @@ class StagingState:
     earliest: float = float("-inf")  # restores before this were given up by retention
     rounds: list[tuple[int, float]] = field(default_factory=list)  # (VDL, time) recorded
     expired_vdl: int = 0  # retention already applied up to this round's VDL
-    last_cpl: tuple[int, float] = (0, 0.0)  # the newest CPL staged, with its time
+    last_cpl: tuple[int, float] = (0, 0.0)  # the newest CPL a recorded round names
+    # CPLs (with times) staged but named by no recorded round yet: a round that
+    # fails after some PGs were staged leaves them to the next round.
+    unnamed_cpls: list[tuple[int, float]] = field(default_factory=list)
+    last_error: str = ""  # why the last staging round failed; empty after a good one
     history_written: int = -1  # signature of the history last uploaded
 
 

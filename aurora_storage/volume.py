@@ -43,6 +43,7 @@ from .backup_store import KIND_MANIFEST, BackupStore, decode_object, encode_obje
 from .clock import Clock, WallClock, to_seconds
 from .disk import Disk, RealDisk
 from .errors import (
+    AuroraStorageError,
     BacktrackDisabledError,
     ConfigurationError,
     CorruptionError,
@@ -983,7 +984,7 @@ class Volume:
         if self.backup_store is not None and (
             time - self.staging.last_round_time >= self.backup_options.staging_interval
         ):
-            self.stage_backup()
+            self._stage_quietly()  # the commit is durable: a backup failure must not hide that
         return cpl
 
     def _gc_floor(self, pg: ProtectionGroup) -> int:
@@ -998,6 +999,13 @@ class Volume:
         return floor
 
     # --- continuous backup (backup_module.py) --------------------------------------------------
+
+    def _stage_quietly(self) -> None:
+        """A staging round whose failure is recorded (status()) rather than raised."""
+        try:
+            self.stage_backup()
+        except (AuroraStorageError, OSError) as error:
+            self.staging.last_error = f"{type(error).__name__}: {error}"
 
     def stage_backup(self) -> bool:
         """One staging round: every PG's frames up to VDL go to the backup store.
@@ -1022,7 +1030,7 @@ class Volume:
                 )
             ):
                 return True
-            cpls: list[tuple[int, float]] = []
+            unnamed = self.staging.unnamed_cpls
             if self.base_lsn:
                 # A restored volume holds no frame below its base: each PG's backup
                 # begins with its pages there, and a round names the base commit.
@@ -1033,11 +1041,12 @@ class Volume:
                 }
                 for pg_id, reply in self._stage_requests(due, snapshot=True).items():
                     if reply is None or reply.problem:
-                        return False
+                        return self._staging_failed(pg_id, reply)
                     self.staging.staged_lsn[pg_id] = self.base_lsn
                     self.staging.bytes_since_snapshot[pg_id] = 0
-                if self.staging.last_cpl[0] < self.base_lsn:
-                    cpls.append((self.base_lsn, self.base_time))
+                base = (self.base_lsn, self.base_time)
+                if self.staging.last_cpl[0] < self.base_lsn and base not in unnamed:
+                    unnamed.append(base)
             requests: dict[int, tuple[int, int]] = {}
             for pg in self.pgs.values():
                 staged = self.staging.staged_lsn.get(pg.pg_id, 0)
@@ -1046,22 +1055,22 @@ class Volume:
                     continue
                 requests[pg.pg_id] = (staged, upto)
             replies = self._stage_requests(requests, snapshot=False)
-            complete = True
+            failed: tuple[int, m.Staged | None] | None = None
             for pg_id, reply in replies.items():
                 if reply is None or reply.problem:
-                    complete = False
+                    failed = failed or (pg_id, reply)
                     continue
                 self.staging.staged_lsn[pg_id] = upto
                 self.staging.bytes_since_snapshot[pg_id] = (
                     self.staging.bytes_since_snapshot.get(pg_id, 0) + reply.size
                 )
-                cpls += zip(reply.cpls, reply.times, strict=True)
-            if not complete:
-                return False
+                unnamed += zip(reply.cpls, reply.times, strict=True)
+            if failed is not None:
+                return self._staging_failed(*failed)
             if self.staging.history_written != self._history_signature():
                 store.put(backup_module.HISTORY_NAME, backup_module.history_object(self))
                 self.staging.history_written = self._history_signature()
-            cpls.sort()
+            cpls = sorted(set(unnamed))
             if not cpls and self.staging.last_cpl[0]:
                 # Every round names the last CPL so far, so the newest round at or
                 # before a time always holds the restore point of that time.
@@ -1081,7 +1090,10 @@ class Volume:
                 round_meta["cpls"] = [cpl for cpl, _ in merged]
                 round_meta["times"] = [time for _, time in merged]
             store.put(name, encode_object(KIND_MANIFEST, b"", round_meta))
-            if cpls:  # once a round names it: a failed upload leaves it for the next
+            # Named by a recorded round now; had the upload failed, the next round would.
+            unnamed.clear()
+            self.staging.last_error = ""
+            if cpls:
                 self.staging.last_cpl = cpls[-1]
             self.staging.last_round_vdl = upto
             self.staging.last_round_time_recorded = round_meta["time"]
@@ -1091,6 +1103,11 @@ class Volume:
                 store.put(backup_module.HISTORY_NAME, backup_module.history_object(self))
                 self.staging.history_written = self._history_signature()
             return True
+
+    def _staging_failed(self, pg_id: int, reply: m.Staged | None) -> bool:
+        why = reply.problem if reply is not None else "no healthy segment answered"
+        self.staging.last_error = f"PG {pg_id}: {why}"
+        return False
 
     def _history_signature(self) -> int:
         return hash((self.history.current.version, tuple(self.truncations), self.staging.earliest))
@@ -1204,7 +1221,7 @@ class Volume:
         if self.backup_store is None:
             raise ConfigurationError("the volume has no backup store (create it with backup=...)")
         with self.transport.lock:
-            self.stage_backup()
+            self._stage_quietly()  # a failed round leaves the window where it was
             return backup_module.BackupCatalog(self.backup_store).window()
 
     @classmethod
@@ -1571,6 +1588,7 @@ class Volume:
                     "earliest_restorable": earliest,
                     "latest_restorable": latest,
                     "staged_vdl": self.staging.last_round_vdl,
+                    "last_error": self.staging.last_error,
                 }
             return result
 

@@ -211,3 +211,56 @@ def test_coalescing_waits_for_staging(monkeypatch: pytest.MonkeyPatch) -> None:
     assert volume.stage_backup()
     for moment in (START + 7, START + 50, clock.now()):
         assert_pages(Volume.restore(store, to=moment), model.at(moment))
+
+
+class FailingStore(MemoryStore):
+    """Refuses the next ``failures`` uploads whose names start with ``prefix``."""
+
+    def __init__(self, prefix: str, failures: int) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.failures = failures
+
+    def put(self, name: str, data: bytes) -> None:
+        if name.startswith(self.prefix) and self.failures:
+            self.failures -= 1
+            raise OSError(f"the store refused {name}")
+        super().put(name, data)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "failures"),
+    [
+        ("rounds/", 1),  # the round's manifest: every PG was staged, the round not recorded
+        ("log/pg-00000001/", 6),  # one PG's frames, on every replica: other PGs were staged
+    ],
+)
+def test_a_failed_round_leaves_its_commits_to_the_next(prefix: str, failures: int) -> None:
+    """Commits go on through a failed staging round (each one durable, none raising),
+    and a restore to any moment, those inside the failed round too, is exact."""
+    clock = SimulatedClock(START)
+    store = FailingStore(prefix, failures=0)
+    volume = make(clock, store)
+    model = TimelineModel(START, PAGE)
+    rng = random.Random(11)
+    moments = []
+    failed_rounds = 0
+    for step in range(40):
+        if step == 12:
+            store.failures = failures  # the next round that uploads such objects fails
+        clock.advance(7)
+        before = store.failures
+        commit_random(volume, model, rng)
+        moments.append(clock.now())
+        if before and not store.failures:
+            failed_rounds += 1
+            assert "refused" in volume.staging.last_error
+    assert failed_rounds == 1
+    assert volume.stage_backup()
+    assert volume.status()["backup"]["last_error"] == ""
+    earliest, latest = volume.restorable_window
+    assert earliest <= moments[0] and latest >= moments[-1]
+    for moment in moments:
+        restored = Volume.restore(store, to=moment)
+        assert_pages(restored, model.at(moment))
+        restored.close()
