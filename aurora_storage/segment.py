@@ -163,7 +163,9 @@ class Segment:
         for data in frames:
             self.counters.frames_received += 1
             try:
-                frame = log.decode_frame(data, self.geometry.page_size, self.page_lo, self.page_hi)
+                frame = log.decode_received(
+                    data, self.geometry.page_size, self.page_lo, self.page_hi
+                )
             except CorruptionError:
                 # A damaged frame is never stored; a peer or the writer resends it.
                 self.counters.frames_corrupt += 1

@@ -1,0 +1,85 @@
+"""Segments verifying what they receive: one check per frame object, never a skipped one.
+
+The writer hands the same immutable frame object to all six replicas of a PG
+(log.decode_received verifies it once); a damaged copy, another PG's
+segment, a mutable buffer or a frame that failed must each be checked again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from aurora_storage import log
+from aurora_storage.errors import CorruptFrameError
+from aurora_storage.segment import Geometry, Segment
+
+PAGE = 4096
+GEOMETRY = Geometry(page_size=PAGE, pages_per_pg=8, page_count=64)
+
+
+def frame_for(pg_id: int, page_no: int, lsn: int = 1) -> bytes:
+    body = log.pack_record(lsn, 0, page_no, log.KIND_WRITE, b"hello", 0)
+    return log.encode_frame(pg_id, 1, 0, lsn, lsn, 1, body)
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The objects log.decode_frame really verified (the real function, counted)."""
+    seen: list[object] = []
+    real: Callable[..., Any] = log.decode_frame
+
+    def counted(data: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(data)
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(log, "decode_frame", counted)
+    return seen
+
+
+def replicas(pg_id: int = 0) -> list[Segment]:
+    return [Segment(pg_id, GEOMETRY) for _ in range(6)]
+
+
+def test_six_replicas_verify_one_frame_object_once(decodes: list[object]) -> None:
+    frame = frame_for(0, 3)
+    segments = replicas()
+    for segment in segments:
+        segment.receive((frame,))
+        assert segment.persist() == 1
+    assert decodes == [frame]
+    assert all(segment.counters.frames_corrupt == 0 for segment in segments)
+
+
+def test_a_damaged_copy_is_checked_and_refused_by_every_replica(decodes: list[object]) -> None:
+    good = frame_for(0, 3)
+    damaged = bytearray(good)
+    damaged[-3] ^= 0x01
+    garbled = bytes(damaged)
+    segments = replicas()
+    for segment in segments:
+        segment.receive((good,))
+        segment.receive((garbled,))
+    assert decodes.count(garbled) == 6, "a frame that failed is never remembered"
+    assert all(segment.counters.frames_corrupt == 1 for segment in segments)
+    assert all(segment.persist() == 1 for segment in segments)
+
+
+def test_another_pg_checks_the_same_object_again(decodes: list[object]) -> None:
+    frame = frame_for(0, 3)
+    own, other = Segment(0, GEOMETRY), Segment(1, GEOMETRY)
+    own.receive((frame,))
+    other.receive((frame,))  # pages 8..15: page 3 is out of its range
+    assert decodes == [frame, frame]
+    assert own.counters.frames_corrupt == 0 and other.counters.frames_corrupt == 1
+
+
+def test_mutable_buffers_are_checked_every_time(decodes: list[object]) -> None:
+    buffer = bytearray(frame_for(0, 3))
+    first = log.decode_received(buffer, PAGE, 0, 8)  # type: ignore[arg-type]
+    buffer[-3] ^= 0x01  # changed in place after its first check
+    with pytest.raises(CorruptFrameError):
+        log.decode_received(buffer, PAGE, 0, 8)  # type: ignore[arg-type]
+    assert first.last_lsn == 1 and len(decodes) == 2
