@@ -140,6 +140,7 @@ class RealDisk:
         self._allocated: dict[str, int] = {}  # its size on disk, zero-filled past the end
         # Background growths in flight; only the thread appending reads their results.
         self._extending: dict[str, Future[int]] = {}
+        self._root_handle: int | None = None  # the folder, open for syncfs
 
     def _path(self, name: str) -> Path:
         return self.root / _check_name(name)
@@ -239,14 +240,12 @@ class RealDisk:
     def sync_filesystem(self) -> None:
         """Flushes the whole file system holding this disk (one device flush)."""
         assert _syncfs is not None
-        self.root.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(self.root, os.O_RDONLY)
-        try:
-            if _syncfs(descriptor) != 0:
-                number = ctypes.get_errno()
-                raise OSError(number, f"syncfs: {os.strerror(number)}")
-        finally:
-            os.close(descriptor)
+        if self._root_handle is None:  # kept open: a flush per commit opens nothing
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._root_handle = os.open(self.root, os.O_RDONLY)
+        if _syncfs(self._root_handle) != 0:
+            number = ctypes.get_errno()
+            raise OSError(number, f"syncfs: {os.strerror(number)}")
 
     def replace(self, name: str, data: bytes) -> None:
         path = self._path(name)
@@ -299,6 +298,9 @@ class RealDisk:
         """Closes every file, trimming preallocated zeros unless ``trim`` is False (a crash)."""
         for name in list(self._handles):
             self._forget(name, trim)
+        if self._root_handle is not None:
+            os.close(self._root_handle)
+            self._root_handle = None
 
 
 class SimulatedCrash(BaseException):
