@@ -252,12 +252,13 @@ class BackupCatalog:
         best = 0
         for entry in self.rounds:
             for cpl, time in zip(entry.cpls, entry.times, strict=True):
-                if time <= moment and cpl > best and not _inside(cpl, annulled):
+                if time <= moment and cpl > best and not inside(cpl, annulled):
                     best = cpl
         return best, annulled
 
 
-def _inside(lsn: int, annulled: tuple[int, ...]) -> bool:
+def inside(lsn: int, annulled: tuple[int, ...]) -> bool:
+    """True if ``lsn`` lies in one of the flat (lo, hi] ranges."""
     return any(annulled[i] < lsn <= annulled[i + 1] for i in range(0, len(annulled), 2))
 
 
@@ -305,7 +306,9 @@ def restore(
     for pg_id in sorted(set(catalog.logs) | set(catalog.snapshots)):
         base_lsn, base_name = 0, None
         for lsn, name in catalog.snapshots.get(pg_id, []):
-            if lsn <= point:
+            # A snapshot at a hidden LSN was taken before the backtrack that hid it:
+            # its images hold changes the restore must not show.
+            if lsn <= point and not inside(lsn, annulled):
                 base_lsn, base_name = lsn, name
         needed = [
             entry
@@ -402,7 +405,8 @@ def _pg_images(
                 flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0),
             )
             # The snapshot images already reflect the ranges hidden at or below its
-            # LSN; the ranges only filter the records after them.
+            # LSN (one inside a hidden range is never a base: restore() skips it);
+            # the ranges only filter the records after them.
             pairs = array("Q", annulled)
             scratch.materialize_many(changed, point, pairs, block)
             layers.append(SharedImages(array("Q", changed), memoryview(block).toreadonly()))

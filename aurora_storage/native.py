@@ -159,8 +159,17 @@ class Backend(Protocol):
 
 
 def _flatten_annulled(annulled: Sequence[tuple[int, int]] | array[int]) -> array[int]:
+    """Annulled (lo, hi] ranges as the flat uint64 pairs C reads, whatever array came in."""
     if isinstance(annulled, array):
-        return annulled
+        if len(annulled) % 2:
+            raise InvalidArgumentError(f"annulled ranges are pairs: {len(annulled)} values")
+        # C reads 8 bytes a value: another item size would be read out of bounds.
+        if annulled.typecode == "Q":
+            return annulled
+        try:
+            return array("Q", annulled)
+        except OverflowError:
+            raise InvalidArgumentError("annulled LSNs must be >= 0") from None
     flat = array("Q")
     for lo, hi in annulled:
         flat.append(lo)

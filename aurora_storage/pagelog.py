@@ -193,10 +193,11 @@ class NativePageLog:
         if out is None:
             out = bytearray(count * self.page_size)
         with memoryview(out) as view:
-            size = view.nbytes
-        if size < count * self.page_size:
+            size, writable = view.nbytes, not view.readonly and view.c_contiguous
+        if not writable or size < count * self.page_size:
             raise InvalidArgumentError(
-                f"out holds {size} bytes, fewer than {count} pages of {self.page_size}"
+                f"out must be writable, contiguous and hold {count} pages of "
+                f"{self.page_size} bytes ({size} bytes given)"
             )
         page_lsns = array("Q", bytes(8 * count))
         flat = native._flatten_annulled(annulled)

@@ -1197,9 +1197,22 @@ class Volume:
             # earliest restorable time may land on one of its CPLs.
             if int(name.split("/")[1].split("-")[0]) < horizon_vdl:
                 store.delete(name)
+        # A snapshot inside a range some kept version hides is no base for every
+        # restore (backup.restore skips it): keep what is before it too.
+        hidden = merge_ranges(
+            *(version.annulled for version in self.history.versions),
+            truncation_ranges(self.truncations),
+        )
         for pg_id in self.pgs:
             snapshots = [lsn for lsn, _ in catalog.snapshots.get(pg_id, [])]
-            base = max((lsn for lsn in snapshots if lsn <= horizon_vdl), default=0)
+            base = max(
+                (
+                    lsn
+                    for lsn in snapshots
+                    if lsn <= horizon_vdl and not backup_module.inside(lsn, hidden)
+                ),
+                default=0,
+            )
             if base == 0:
                 continue
             for lsn, name in catalog.snapshots.get(pg_id, []):
