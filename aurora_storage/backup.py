@@ -254,6 +254,12 @@ class BackupCatalog:
             for cpl, time in zip(entry.cpls, entry.times, strict=True):
                 if time <= moment and cpl > best and not inside(cpl, annulled):
                     best = cpl
+        # Where a backtrack in effect at the moment landed is a CPL committed before
+        # it: the point when every CPL the kept rounds name after it is hidden (the
+        # round naming it may have expired with retention).
+        for i in range(0, len(hidden), 2):
+            if hidden[i] > best and not inside(hidden[i], annulled):
+                best = hidden[i]
         return best, annulled
 
 

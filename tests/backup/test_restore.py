@@ -298,3 +298,33 @@ def test_snapshots_a_backtrack_hid_are_not_restored(
         restored = Volume.restore(store, to=moment)
         assert_pages(restored, model.at(moment))
         restored.close()
+
+
+def test_retention_keeps_a_base_no_backtrack_hid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Snapshots every hour, a backtrack that hides some of them, then retention moving
+    its horizon into the hidden hours: every restore inside the window stays exact (a
+    hidden snapshot is no base, so the one before it and the LOG objects after stay)."""
+    monkeypatch.setattr(backup, "SNAPSHOT_EVERY_BYTES", 1)
+    clock = SimulatedClock(START)
+    store = MemoryStore()
+    window = 4 * 3600  # retention keeps one backtrack window more than a day
+    volume = make(clock, store, backup_retention_days=1, backtrack_window=window)
+    model = TimelineModel(START, PAGE)
+    rng = random.Random(5)
+    moments = []
+    for hour in range(47):  # the horizon ends near hour 47 - 24 - 4 = 19: hidden hours
+        clock.advance(3600)
+        commit_random(volume, model, rng)
+        moments.append(clock.now())
+        if hour == 20:  # hides hours 19..21, whose snapshots were staged already
+            clock.advance(60)
+            volume.backtrack(moments[17])
+            model.backtrack(clock.now(), moments[17])
+            moments.append(clock.now())
+    earliest, _ = volume.restorable_window
+    kept = [moment for moment in moments if moment >= earliest]
+    assert moments[17] < earliest < moments[21], "the horizon lies in the hidden hours"
+    for moment in kept:
+        restored = Volume.restore(store, to=moment)
+        assert_pages(restored, model.at(moment))
+        restored.close()
