@@ -378,6 +378,18 @@ def check_restored(volume: Volume, backup: RestoreBackup, reopened: bool = False
         assert volume.read_page(backup.pages) == bytes(PAGE_SIZE)
 
 
+def decode_reads(backup: RestoreBackup, raw_bytes: list[int]) -> float:
+    """Baseline A of the restores: seconds to decode every object they read (the
+    median of RESTORE_BASELINE_PASSES passes); each pass's decoded bytes go to ``raw_bytes``."""
+    passes = []
+    for _ in range(RESTORE_BASELINE_PASSES):
+        started = time.perf_counter()
+        raw = sum(len(decode_object(backup.store.get(name), name)[1]) for name in backup.reads)
+        passes.append(time.perf_counter() - started)
+        raw_bytes.append(raw)
+    return statistics.median(passes)
+
+
 def test_restore_throughput(
     benchmark: Any, throughput: Throughput, restore_backup: RestoreBackup
 ) -> None:
@@ -386,17 +398,8 @@ def test_restore_throughput(
     assert kinds.count("log"), "the restore reads LOG objects"
     raw_bytes: list[int] = []
 
-    def decompress_once() -> float:
-        started = time.perf_counter()
-        raw = 0
-        for name in backup.reads:
-            raw += len(decode_object(backup.store.get(name), name)[1])
-        seconds = time.perf_counter() - started
-        raw_bytes.append(raw)
-        return seconds
-
     def decompress(number: int) -> float:
-        return statistics.median(decompress_once() for _ in range(RESTORE_BASELINE_PASSES))
+        return decode_reads(backup, raw_bytes)
 
     restored: list[Volume] = []
 
@@ -463,13 +466,7 @@ def test_restore_to_disk_throughput(
     raw_bytes: list[int] = []
 
     def decompress(number: int) -> float:
-        passes = []
-        for _ in range(RESTORE_BASELINE_PASSES):
-            started = time.perf_counter()
-            raw = sum(len(decode_object(backup.store.get(n), n)[1]) for n in backup.reads)
-            passes.append(time.perf_counter() - started)
-            raw_bytes.append(raw)
-        return statistics.median(passes)
+        return decode_reads(backup, raw_bytes)
 
     restored: list[Volume] = []
     folders: list[Path] = []
