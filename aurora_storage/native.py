@@ -26,6 +26,7 @@ import mmap
 import operator
 import os
 import struct
+import threading
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -483,6 +484,21 @@ def _annulled_valid(annulled: array[int]) -> bool:
 # --- the C core ---------------------------------------------------------------------
 
 
+class _Cells(threading.local):
+    """The output cells of the backend's C calls, one set per thread.
+
+    C runs with the GIL released, so cells shared by every thread would be
+    overwritten by a call on another thread (two volumes, or a restore beside
+    commits) between a call and the reading of its results.
+    """
+
+    def __init__(self, ffi: Any) -> None:
+        self.summary = ffi.new("uint64_t[]", SUMMARY_SIZE)
+        self.position = ffi.new("size_t *")
+        self.count = ffi.new("size_t *")
+        self.applied = ffi.new("uint64_t *")
+
+
 class NativeBackend:
     """The compiled C core (csrc/aurora.c) through cffi, no copies of inputs."""
 
@@ -504,10 +520,7 @@ class NativeBackend:
         ):
             if getattr(self.lib, name) != value:
                 raise NativeCoreError(f"{name} is {getattr(self.lib, name)} in C, {value} here")
-        self._summary = self.ffi.new("uint64_t[]", SUMMARY_SIZE)
-        self._position = self.ffi.new("size_t *")
-        self._count = self.ffi.new("size_t *")
-        self._applied = self.ffi.new("uint64_t *")
+        self._cells = _Cells(self.ffi)
         # Bound once for apply_to / apply_verified, which run once per batch.
         self._from_buffer = self.ffi.from_buffer
         self._null = self.ffi.NULL
@@ -521,14 +534,15 @@ class NativeBackend:
         if not _check_page_size(page_size):
             raise_for_status(STATUS_ARGUMENT, 0)
         ffi = self.ffi
-        summary = self._summary
+        cells = self._cells
+        summary = cells.summary
         # Each input is released before raising: a traceback keeping a memoryview exported
         # to cffi crashes the garbage collector of CPython before 3.12.7 (gh-77894).
         with ffi.from_buffer("uint8_t[]", buf) as source:
             status = self.lib.aus_validate(
-                source, len(source), page_size, page_lo, page_hi, backlink, summary, self._position
+                source, len(source), page_size, page_lo, page_hi, backlink, summary, cells.position
             )
-        raise_for_status(status, self._position[0])
+        raise_for_status(status, cells.position[0])
         values = ffi.unpack(summary, SUMMARY_SIZE)
         (time,) = _F64.unpack(_U64.pack(values[6]))
         count, first, last, cpl_count, last_cpl, payload = values[:6]
@@ -537,7 +551,7 @@ class NativeBackend:
     def index(self, buf: Buffer, page_size: int) -> RecordIndex:
         if not _check_page_size(page_size):
             raise_for_status(STATUS_ARGUMENT, 0)
-        ffi = self.ffi
+        ffi, cells = self.ffi, self._cells
         with ffi.from_buffer("uint8_t[]", buf) as source:
             capacity = len(source) // RECORD_HEADER_SIZE
             page_nos = array("Q", bytes(8 * capacity))
@@ -555,11 +569,11 @@ class NativeBackend:
                 ffi.from_buffer("uint8_t[]", flags),
                 ffi.from_buffer("double[]", times),
                 ffi.from_buffer("uint64_t[]", positions),
-                self._count,
-                self._position,
+                cells.count,
+                cells.position,
             )
-        raise_for_status(status, self._position[0])
-        count = int(self._count[0])
+        raise_for_status(status, cells.position[0])
+        count = int(cells.count[0])
         for column in (page_nos, lsns, times, positions):
             del column[count:]
         return RecordIndex(page_nos, lsns, bytes(flags[:count]), times, positions)
@@ -576,7 +590,7 @@ class NativeBackend:
     ) -> int:
         if not _check_page_size(page_size) or len(annulled) % 2:
             raise_for_status(STATUS_ARGUMENT, 0)
-        ffi, lib = self.ffi, self.lib
+        ffi, lib, cells = self.ffi, self.lib, self._cells
         # The C core takes ascending page numbers on trust: checked here, O(pages) on
         # every call (a PageSet checks once), in the order of the Python reference.
         # Nothing to check for one page and no range (a materialization).
@@ -609,11 +623,11 @@ class NativeBackend:
                 lsn_bound,
                 ranges,
                 len(annulled) // 2,
-                self._applied,
-                self._position,
+                cells.applied,
+                cells.position,
             )
-        raise_for_status(status, self._position[0])
-        return int(self._applied[0])
+        raise_for_status(status, cells.position[0])
+        return int(cells.applied[0])
 
     # apply_to and apply_verified run once per batch: each is written out in full, with
     # no helper call, and converts only the batch (the page set was bound once, by _bind).
