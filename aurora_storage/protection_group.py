@@ -40,8 +40,9 @@ class QuorumSet:
     def point(self, scls: dict[str, int], quorum: int) -> int:
         """Highest LSN that ``quorum`` members of every set have reached."""
         reached = []
+        get = scls.get
         for members in self.member_sets:
-            ranked = sorted((scls.get(member, 0) for member in members), reverse=True)
+            ranked = sorted([get(member, 0) for member in members], reverse=True)
             reached.append(ranked[quorum - 1])
         return min(reached)
 
@@ -78,6 +79,8 @@ class ProtectionGroup:
         if scl <= self.scls.get(node, 0):
             return False
         self.scls[node] = scl
+        if scl <= self.pgcl:
+            return False  # a quorum point rises only with an SCL above it
         pgcl = self.quorum.write_point(self.scls)
         if pgcl <= self.pgcl:
             return False
