@@ -633,6 +633,12 @@ class Volume:
         self.backup_store = store
         for node in self.nodes.values():
             node.backup = store
+        if not store.exists(backup_module.HISTORY_NAME) and self._vdl:
+            # A new backup of a volume with history: its segments may have folded and
+            # trimmed old frames, so it begins with page images at today's VDL.
+            now = self.clock.now()
+            self.staging.base = (self._vdl, now)
+            self.staging.earliest = max(self.staging.earliest, now)
         if store.exists(backup_module.HISTORY_NAME):
             catalog = backup_module.BackupCatalog(store)
             if catalog.meta.get("volume_id") not in (None, self.volume_id):
@@ -1031,21 +1037,23 @@ class Volume:
             ):
                 return True
             unnamed = self.staging.unnamed_cpls
-            if self.base_lsn:
-                # A restored volume holds no frame below its base: each PG's backup
-                # begins with its pages there, and a round names the base commit.
+            base_lsn, base_time = max((self.base_lsn, self.base_time), self.staging.base)
+            if base_lsn:
+                # A restored volume holds no frame below its base, nor may a volume
+                # given a new backup: each PG's backup begins with its pages there,
+                # and a round names the base commit.
                 due = {
-                    pg_id: (0, self.base_lsn)
+                    pg_id: (0, base_lsn)
                     for pg_id in self.pgs
-                    if self.staging.staged_lsn.get(pg_id, 0) < self.base_lsn
+                    if self.staging.staged_lsn.get(pg_id, 0) < base_lsn
                 }
                 for pg_id, reply in self._stage_requests(due, snapshot=True).items():
                     if reply is None or reply.problem:
                         return self._staging_failed(pg_id, reply)
-                    self.staging.staged_lsn[pg_id] = self.base_lsn
+                    self.staging.staged_lsn[pg_id] = base_lsn
                     self.staging.bytes_since_snapshot[pg_id] = 0
-                base = (self.base_lsn, self.base_time)
-                if self.staging.last_cpl[0] < self.base_lsn and base not in unnamed:
+                base = (base_lsn, base_time)
+                if self.staging.last_cpl[0] < base_lsn and base not in unnamed:
                     unnamed.append(base)
             requests: dict[int, tuple[int, int]] = {}
             for pg in self.pgs.values():

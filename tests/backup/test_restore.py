@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from aurora_storage import SimulatedClock, Volume, backup, segment
+from aurora_storage import SimulatedClock, Volume, backup, node, segment
 from aurora_storage.backup_store import MemoryStore
 from aurora_storage.errors import (
     BackupCorruptError,
@@ -328,3 +328,77 @@ def test_retention_keeps_a_base_no_backtrack_hid(monkeypatch: pytest.MonkeyPatch
         restored = Volume.restore(store, to=moment)
         assert_pages(restored, model.at(moment))
         restored.close()
+
+
+def test_a_backup_attached_to_a_volume_with_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a volume with a backup it never had: its segments coalesced and trimmed
+    their logs long ago, so the backup begins with page images at the VDL it opened
+    with, and restores reach from then on, exactly."""
+    monkeypatch.setattr(segment, "COALESCE_RECORD_BYTES", 256)
+    monkeypatch.setattr(node, "CHECKPOINT_EVERY_FRAMES", 4)
+    clock = SimulatedClock(START)
+    path = tmp_path / "v"
+    volume = Volume.create(
+        path, page_size=PAGE, segment_size=PAGE * 4, capacity=PAGE * PAGES, clock=clock
+    )
+    model = TimelineModel(START, PAGE)
+    rng = random.Random(8)
+    for _ in range(40):
+        clock.advance(10)
+        commit_random(volume, model, rng)
+    volume.close()
+    clock.advance(10)
+    attached = clock.now()
+    volume = Volume.open(path, clock=clock, backup=tmp_path / "backup")
+    moments = [attached]
+    for _ in range(30):
+        clock.advance(10)
+        commit_random(volume, model, rng)
+        moments.append(clock.now())
+    assert volume.stage_backup()
+    assert volume.status()["backup"]["last_error"] == ""
+    earliest, latest = volume.restorable_window
+    assert earliest == attached and latest == moments[-1]
+    with pytest.raises(TimeOutsideWindowError):
+        Volume.restore(tmp_path / "backup", to=attached - 1)
+    volume.close()
+    for moment in moments:
+        restored = Volume.restore(tmp_path / "backup", to=moment)
+        assert_pages(restored, model.at(moment))
+        restored.close()
+
+
+def test_a_backup_attached_to_a_restored_volume_after_it_coalesced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restored volume that coalesced past its base and is reopened with a new backup:
+    that backup begins at the VDL it opened with, not at the restore's base."""
+    monkeypatch.setattr(segment, "COALESCE_RECORD_BYTES", 256)
+    monkeypatch.setattr(node, "CHECKPOINT_EVERY_FRAMES", 4)
+    clock = SimulatedClock(START)
+    store, model = filled_store(clock)
+    moment = clock.now()
+    path = tmp_path / "restored"
+    restored = Volume.restore(store, to=moment, path=path, clock=clock, durability="os")
+    after = TimelineModel(clock.now(), PAGE)
+    after.events = [(clock.now(), dict(model.at(moment)))]
+    rng = random.Random(4)
+    for _ in range(30):
+        clock.advance(10)
+        commit_random(restored, after, rng)
+    restored.close()
+    clock.advance(10)
+    attached = clock.now()
+    reopened = Volume.open(path, clock=clock, backup=tmp_path / "second")
+    for _ in range(10):
+        clock.advance(10)
+        commit_random(reopened, after, rng)
+    assert reopened.stage_backup(), reopened.status()["backup"]["last_error"]
+    assert reopened.restorable_window[0] == attached
+    reopened.close()
+    for when in (attached, attached + 45, clock.now()):
+        again = Volume.restore(tmp_path / "second", to=when)
+        assert_pages(again, after.at(when))
+        again.close()
