@@ -55,6 +55,20 @@ def commit_random(volume: Volume, model: TimelineModel, rng: random.Random) -> N
     model.commit(volume.clock.now(), changes)
 
 
+def commit_every(
+    volume: Volume, model: TimelineModel, rng: random.Random, count: int, seconds: float = 10
+) -> list[float]:
+    """``count`` random commits, ``seconds`` of the volume's simulated clock apart; their times."""
+    clock = volume.clock
+    assert isinstance(clock, SimulatedClock)
+    moments = []
+    for _ in range(count):
+        clock.advance(seconds)
+        commit_random(volume, model, rng)
+        moments.append(clock.now())
+    return moments
+
+
 def assert_pages(volume: Volume, expected: dict[int, bytes]) -> None:
     for page_no in range(PAGES):
         assert volume.read_page(page_no) == expected.get(page_no, bytes(PAGE)), page_no
@@ -345,18 +359,12 @@ def test_a_backup_attached_to_a_volume_with_history(
     )
     model = TimelineModel(START, PAGE)
     rng = random.Random(8)
-    for _ in range(40):
-        clock.advance(10)
-        commit_random(volume, model, rng)
+    commit_every(volume, model, rng, 40)
     volume.close()
     clock.advance(10)
     attached = clock.now()
     volume = Volume.open(path, clock=clock, backup=tmp_path / "backup")
-    moments = [attached]
-    for _ in range(30):
-        clock.advance(10)
-        commit_random(volume, model, rng)
-        moments.append(clock.now())
+    moments = [attached, *commit_every(volume, model, rng, 30)]
     assert volume.stage_backup()
     assert volume.status()["backup"]["last_error"] == ""
     earliest, latest = volume.restorable_window
@@ -385,16 +393,12 @@ def test_a_backup_attached_to_a_restored_volume_after_it_coalesced(
     after = TimelineModel(clock.now(), PAGE)
     after.events = [(clock.now(), dict(model.at(moment)))]
     rng = random.Random(4)
-    for _ in range(30):
-        clock.advance(10)
-        commit_random(restored, after, rng)
+    commit_every(restored, after, rng, 30)
     restored.close()
     clock.advance(10)
     attached = clock.now()
     reopened = Volume.open(path, clock=clock, backup=tmp_path / "second")
-    for _ in range(10):
-        clock.advance(10)
-        commit_random(reopened, after, rng)
+    commit_every(reopened, after, rng, 10)
     assert reopened.stage_backup(), reopened.status()["backup"]["last_error"]
     assert reopened.restorable_window[0] == attached
     reopened.close()
