@@ -338,11 +338,15 @@ class SimulatedDisk:
         self.random = random.Random(seed)
         self.files: dict[str, _SimulatedFile] = {}
         self.sync_error: OSError | None = None  # raised by the next sync, then cleared
+        self.append_error: OSError | None = None  # raised by the next append, then cleared
         self.syncs = 0
         self.plan = plan or CrashPlan()
 
     def append(self, name: str, data: bytes | bytearray | memoryview) -> int:
         self.plan.tick()
+        if self.append_error is not None:
+            error, self.append_error = self.append_error, None
+            raise error
         entry = self.files.setdefault(_check_name(name), _SimulatedFile())
         entry.unsynced.append(bytes(data))
         return len(data)

@@ -82,6 +82,10 @@ def checkpoint_object(
     return encode_object(KIND_PAGES, images, meta)
 
 
+class _DiskFailed(Exception):
+    """A node's disk write failed mid-message: unwinds to StorageNode.handle."""
+
+
 @dataclass
 class SyncJob:
     """Files to fsync and the acks to release once they are synced."""
@@ -189,6 +193,8 @@ class StorageNode:
         self.vouched_by: set[str] = set()
         self.failed = ""  # why the node stopped (an fsync error); empty while healthy
         self.dirty: set[str] = set()
+        # Called when the node stops on a disk error (the volume marks it down).
+        self.on_stop: Callable[[], None] | None = None
         self.held: Outgoing = []
         self.load_report = LoadReport()
         self._ticks = 0
@@ -212,7 +218,13 @@ class StorageNode:
     def _append_to_disk(self, pg_id: int, frame: bytes) -> None:
         assert self.disk is not None
         name = log_name(pg_id)
-        self.disk.append(name, frame)
+        try:
+            self.disk.append(name, frame)
+        except OSError as error:
+            # What the write left behind is never acknowledged: a restart cuts a torn
+            # tail and re-verifies the rest. Nothing more is done in memory either.
+            self.stop_on_disk_error("write", error)
+            raise _DiskFailed from error
         self.dirty.add(name)
         self._frames_since_meta += 1
         self.segments[pg_id].frames_logged += 1
@@ -428,16 +440,25 @@ class StorageNode:
         It does not retry and trust the page cache (fsyncgate): a restart
         reloads and re-verifies everything from disk.
         """
-        self.failed = f"fsync failed: {error}"
+        self.stop_on_disk_error("fsync", error)
+
+    def stop_on_disk_error(self, what: str, error: OSError) -> None:
+        """The node stops: no held ack goes out, and it answers nothing until reloaded."""
+        self.failed = f"{what} failed: {error}"
         self.held.clear()
         self.dirty.clear()
+        if self.on_stop is not None:
+            self.on_stop()
 
     # --- messages ---------------------------------------------------------------------
 
     def handle(self, message: m.Message, sender: str) -> Outgoing:
         if self.failed:
             return []
-        out = self._dispatch(message, sender)
+        try:
+            out = self._dispatch(message, sender)
+        except _DiskFailed:
+            return []  # the node stopped mid-message: it says nothing more
         if self.durability == "fsync" and self.disk is not None:
             # An SCL may be reported only once the frames under it are synced.
             ready: Outgoing = []

@@ -526,6 +526,7 @@ class Volume:
         self.cluster = Cluster(self)
 
     def _register_node(self, node: StorageNode) -> None:
+        node.on_stop = lambda: self.transport.set_down(node.name, True)
         # Only fsync durability has sync work for the transport to run.
         per_node = node.durability == "fsync" and node.disk is not None and not self._group_sync
         self.transport.register(node.name, node.handle, node.begin_sync if per_node else None)

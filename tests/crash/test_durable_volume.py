@@ -268,6 +268,37 @@ def test_fsync_error_gives_no_ack_and_the_node_reloads() -> None:
         assert node.segments[0].scl == volume.pgs[0].tail_lsn
 
 
+def test_a_write_error_stops_the_node_and_it_reloads() -> None:
+    """A log append that fails (a full or failing disk) stops that node at once: it acks
+    nothing more, the commit goes on with the others, and a restart reloads it."""
+    disks = {name: SimulatedDisk(i) for i, name in enumerate(NODE_NAMES)}
+    volume = Volume.create(
+        disks=disks,
+        page_size=PAGE,
+        segment_size=PAGE * 8,
+        capacity=PAGE * 64,  # type: ignore[arg-type]
+        transport=DirectTransport(sync_threads=0),
+    )
+    fill(volume, 5)
+    for name in NODE_NAMES[:2]:
+        disks[name].append_error = OSError(28, "No space left on device")
+    with volume.transaction() as tx:
+        tx.write(2, 0, b"four of six wrote")
+    for name in NODE_NAMES[:2]:
+        assert volume.nodes[name].failed.startswith("write failed")
+        assert not volume.cluster.is_up(name)
+        assert volume.pgs[0].scls[name] < volume.pgs[0].tail_lsn, "no ack from a stopped node"
+    with volume.transaction() as tx:
+        tx.write(3, 0, b"and again")
+    for name in NODE_NAMES[:2]:
+        volume.cluster.restore_node(name)
+        node = volume.nodes[name]
+        assert not node.failed
+        assert node.segments[0].scl == volume.pgs[0].tail_lsn
+    assert volume.read_page(2)[:17] == b"four of six wrote"
+    assert volume.read_page(3)[:9] == b"and again"
+
+
 def test_nodes_on_one_file_system_share_one_flush(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
