@@ -244,6 +244,32 @@ class BackupCatalog:
         )
         return earliest, latest
 
+    def base_snapshot(
+        self, pg_id: int, upto: int, hidden: tuple[int, ...]
+    ) -> tuple[int, str | None]:
+        """(LSN, name) of the PG's newest PAGES object at or below ``upto`` that no range
+        of ``hidden`` covers, or (0, None). A snapshot at a hidden LSN was taken before
+        the backtrack that hid it: its images hold changes a restore must not show."""
+        base: tuple[int, str | None] = (0, None)
+        for lsn, name in self.snapshots.get(pg_id, []):
+            if lsn <= upto and not inside(lsn, hidden):
+                base = (lsn, name)
+        return base
+
+    def plan(self, point: int, annulled: tuple[int, ...]) -> list[RestorePlan]:
+        """What a restore to ``point`` reads, per PG: its base snapshot and the LOG
+        objects after it, up to the point."""
+        plans = []
+        for pg_id in sorted(set(self.logs) | set(self.snapshots)):
+            base_lsn, base_name = self.base_snapshot(pg_id, point, annulled)
+            logs = [
+                entry
+                for entry in self.logs.get(pg_id, [])
+                if entry[1] > base_lsn and entry[0] <= point
+            ]
+            plans.append(RestorePlan(pg_id, base_lsn, base_name, logs))
+        return plans
+
     def restore_point(self, moment: float) -> tuple[int, tuple[int, ...]]:
         """The CPL a restore to ``moment`` lands on, and the LSN ranges it must hide."""
         earliest, latest = self.window()
@@ -275,9 +301,9 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass
-class _PgPlan:
-    """What a restore reads for one PG: its newest snapshot at or below the restore
-    point (LSN 0 and no name: none) and the LOG objects after it, oldest first."""
+class RestorePlan:
+    """What a restore reads for one PG: its base snapshot (LSN 0 and no name: none)
+    and the LOG objects after it, oldest first (BackupCatalog.plan)."""
 
     pg_id: int
     base_lsn: int
@@ -285,8 +311,9 @@ class _PgPlan:
     logs: list[tuple[int, int, str]]
 
     @property
-    def objects(self) -> int:
-        return len(self.logs) + (self.base_name is not None)
+    def names(self) -> list[str]:
+        """The objects it reads, in order."""
+        return [*([self.base_name] if self.base_name else []), *(n for _, _, n in self.logs)]
 
 
 def restore(
@@ -311,21 +338,8 @@ def restore(
     moment = to_seconds(to)
     point, annulled = catalog.restore_point(moment)
     meta = catalog.meta
-    plans = []
-    for pg_id in sorted(set(catalog.logs) | set(catalog.snapshots)):
-        base_lsn, base_name = 0, None
-        for lsn, name in catalog.snapshots.get(pg_id, []):
-            # A snapshot at a hidden LSN was taken before the backtrack that hid it:
-            # its images hold changes the restore must not show.
-            if lsn <= point and not inside(lsn, annulled):
-                base_lsn, base_name = lsn, name
-        needed = [
-            entry
-            for entry in catalog.logs.get(pg_id, [])
-            if entry[1] > base_lsn and entry[0] <= point
-        ]
-        plans.append(_PgPlan(pg_id, base_lsn, base_name, needed))
-    total = sum(plan.objects for plan in plans)
+    plans = catalog.plan(point, annulled)
+    total = sum(len(plan.names) for plan in plans)
     done = 0
 
     def read_one() -> None:
@@ -358,7 +372,7 @@ def restore(
 
 def _pg_images(
     store: BackupStore,
-    plan: _PgPlan,
+    plan: RestorePlan,
     point: int,
     annulled: tuple[int, ...],
     volume: Volume,

@@ -1213,15 +1213,7 @@ class Volume:
             truncation_ranges(self.truncations),
         )
         for pg_id in self.pgs:
-            snapshots = [lsn for lsn, _ in catalog.snapshots.get(pg_id, [])]
-            base = max(
-                (
-                    lsn
-                    for lsn in snapshots
-                    if lsn <= horizon_vdl and not backup_module.inside(lsn, hidden)
-                ),
-                default=0,
-            )
+            base, _ = catalog.base_snapshot(pg_id, horizon_vdl, hidden)
             if base == 0:
                 continue
             for lsn, name in catalog.snapshots.get(pg_id, []):

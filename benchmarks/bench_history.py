@@ -77,7 +77,7 @@ from conftest import Throughput, interleave, timed
 from workloads import PAGE_SIZE, ROW_BYTES, Mtr, RowPlan, check_volume, row_plan, sample_rounds
 
 from aurora_storage import SimulatedClock, Volume
-from aurora_storage.backup import HISTORY_NAME, BackupCatalog, inside
+from aurora_storage.backup import HISTORY_NAME, BackupCatalog
 from aurora_storage.backup_store import BackupStore, LocalFolderStore, MemoryStore, decode_object
 from aurora_storage.volume import BacktrackResult
 
@@ -334,20 +334,9 @@ def objects_restore_reads(store: BackupStore, moment: float) -> list[str]:
     objects after that, up to the point.
     """
     catalog = BackupCatalog(store)
-    point, annulled = catalog.restore_point(moment)
     names = [HISTORY_NAME, *store.list("rounds/")]
-    for pg_id in sorted(set(catalog.logs) | set(catalog.snapshots)):
-        base_lsn, base_name = 0, None
-        for lsn, name in catalog.snapshots.get(pg_id, []):
-            if lsn <= point and not inside(lsn, annulled):
-                base_lsn, base_name = lsn, name
-        if base_name is not None:
-            names.append(base_name)
-        names += [
-            name
-            for first, last, name in catalog.logs.get(pg_id, [])
-            if last > base_lsn and first <= point
-        ]
+    for plan in catalog.plan(*catalog.restore_point(moment)):
+        names += plan.names
     return names
 
 
