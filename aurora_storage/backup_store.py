@@ -40,7 +40,7 @@ import lz4.block
 import msgpack
 import xxhash
 
-from .disk import sync_folder
+from .disk import sync_folder, write_all
 from .errors import (
     BackupCorruptError,
     BackupObjectMissingError,
@@ -210,9 +210,7 @@ class LocalFolderStore:
         try:
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             try:
-                view = memoryview(data).cast("B")
-                while view:
-                    view = view[os.write(descriptor, view) :]
+                write_all(descriptor, data)
                 if self.durability == "fsync":
                     os.fsync(descriptor)
             finally:

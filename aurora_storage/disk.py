@@ -63,12 +63,29 @@ def _preallocation_step(allocated: int) -> int:
     return min(max(allocated, PREALLOCATE_BYTES_MIN), PREALLOCATE_BYTES_MAX)
 
 
+def write_all(
+    descriptor: int, data: bytes | bytearray | memoryview, offset: int | None = None
+) -> int:
+    """Writes all of ``data``, at ``offset`` or else at the file position, however
+    short each write(2) comes back; returns the byte count."""
+    view = memoryview(data).cast("B")
+    total = len(view)
+    while view:
+        if offset is None:
+            written = os.write(descriptor, view)
+        else:
+            written = os.pwrite(descriptor, view, offset)
+            offset += written
+        view = view[written:]
+    return total
+
+
 def _write_zeros(handle: int, start: int, target: int, sync: bool) -> int:
     """Fills [start, target) of a file with zeros (then fdatasync if ``sync``); returns target."""
-    zeros = bytes(min(target - start, PREALLOCATE_BYTES_MAX))
+    zeros = memoryview(bytes(min(target - start, PREALLOCATE_BYTES_MAX)))
     position = start
     while position < target:
-        position += os.pwrite(handle, zeros[: target - position], position)
+        position += write_all(handle, zeros[: target - position], position)
     if sync:
         _datasync(handle)
     return target
@@ -181,15 +198,10 @@ class RealDisk:
 
     def append(self, name: str, data: bytes | bytearray | memoryview) -> int:
         handle = self._handle(name)
-        view = memoryview(data).cast("B")
         end = self._ends[name]
         if self.preallocate:
-            self._make_room(name, handle, end + len(view))
-        position = end
-        while view:
-            written = os.pwrite(handle, view, position)
-            view = view[written:]
-            position += written
+            self._make_room(name, handle, end + memoryview(data).nbytes)
+        position = end + write_all(handle, data, end)
         self._ends[name] = position
         self._allocated[name] = max(self._allocated[name], position)
         return position - end
@@ -254,7 +266,7 @@ class RealDisk:
         temporary = path.with_name(path.name + ".tmp")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
-            os.write(descriptor, data)
+            write_all(descriptor, data)
             if self.mode == "fsync":
                 os.fsync(descriptor)
         finally:

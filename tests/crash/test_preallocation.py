@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -181,3 +182,28 @@ def test_torn_frame_before_the_zeros_is_cut(tmp_path: Path) -> None:
     for page_no, value in expected.items():
         assert reopened.read_page(page_no)[: len(value)] == value
     reopened.close()
+
+
+def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """write(2) may write less than asked (a signal, a nearly full disk): every writer
+    of the disk layer finishes the job, appends, preallocation and atomic replaces."""
+    real_write, real_pwrite = os.write, os.pwrite
+
+    def short_write(descriptor: int, data: Any) -> int:
+        return real_write(descriptor, memoryview(data)[:1000])
+
+    def short_pwrite(descriptor: int, data: Any, offset: int) -> int:
+        return real_pwrite(descriptor, memoryview(data)[:1000], offset)
+
+    monkeypatch.setattr(os, "write", short_write)
+    monkeypatch.setattr(os, "pwrite", short_pwrite)
+    store = RealDisk(tmp_path, "fsync")
+    chunks = [bytes([n]) * 7000 for n in range(1, 30)]
+    for chunk in chunks:
+        store.append("log", chunk)
+    store.replace("meta", b"m" * 5000)
+    monkeypatch.undo()
+    assert store.read("log") == b"".join(chunks)
+    assert store.read("meta") == b"m" * 5000
+    store.close()
+    assert (tmp_path / "log").read_bytes() == b"".join(chunks)
