@@ -165,8 +165,9 @@ class StagingState:
     # fails after some PGs were staged leaves them to the next round.
     unnamed_cpls: list[tuple[int, float]] = field(default_factory=list)
     last_error: str = ""  # why the last staging round failed; empty after a good one
-    # (CPL, time) where a backup given to a volume with history begins: its pages
-    # there go up first, as a restored volume's do at its base.
+    # (CPL, time) where the backup begins when the volume has no frames below it
+    # to stage (a restored volume's base, or the VDL of a volume given a new
+    # backup): the pages there go up first.
     base: tuple[int, float] = (0, 0.0)
     history_written: int = -1  # signature of the history last uploaded
 

@@ -489,7 +489,8 @@ class Volume:
         self._staged: dict[int, m.Staged | None] = {}
         self.restored_from: tuple[float, int] | None = None
         # A restored volume begins at base_lsn (its first CPL, at base_time): nothing
-        # below it exists in its segments, so its backup begins with page images.
+        # below it exists in its segments (recorded in volume.meta; where a backup
+        # begins is staging.base).
         self.base_lsn = 0
         self.base_time = 0.0
         self._pinned: list[int] = []
@@ -717,6 +718,7 @@ class Volume:
             self._window_floor_lsn = lsn
             self._last_commit_time = max(self._last_commit_time, time)
             self.base_lsn, self.base_time = lsn, time
+            self.staging.base = (lsn, time)  # a backup begins with these pages
             self._write_volume_meta()
 
     @classmethod
@@ -1038,7 +1040,7 @@ class Volume:
             ):
                 return True
             unnamed = self.staging.unnamed_cpls
-            base_lsn, base_time = max((self.base_lsn, self.base_time), self.staging.base)
+            base_lsn, base_time = self.staging.base
             if base_lsn:
                 # A restored volume holds no frame below its base, nor may a volume
                 # given a new backup: each PG's backup begins with its pages there,
