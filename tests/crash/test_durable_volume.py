@@ -46,6 +46,19 @@ def fill(volume: Volume, commits: int, start: int = 0) -> dict[int, bytes]:
     return expected
 
 
+def on_simulated_disks() -> tuple[Volume, dict[str, SimulatedDisk]]:
+    """A small volume on six simulated disks whose syncs run inline."""
+    disks = {name: SimulatedDisk(i) for i, name in enumerate(NODE_NAMES)}
+    volume = Volume.create(
+        disks=disks,
+        page_size=PAGE,
+        segment_size=PAGE * 8,
+        capacity=PAGE * 64,  # type: ignore[arg-type]
+        transport=DirectTransport(sync_threads=0),
+    )
+    return volume, disks
+
+
 def test_close_and_open_keep_every_commit(tmp_path: Path) -> None:
     volume = small(tmp_path / "v")
     expected = fill(volume, 120)
@@ -243,14 +256,7 @@ def test_stale_writer_is_fenced() -> None:
 
 
 def test_fsync_error_gives_no_ack_and_the_node_reloads() -> None:
-    disks = {name: SimulatedDisk(i) for i, name in enumerate(NODE_NAMES)}
-    volume = Volume.create(
-        disks=disks,
-        page_size=PAGE,
-        segment_size=PAGE * 8,
-        capacity=PAGE * 64,  # type: ignore[arg-type]
-        transport=DirectTransport(sync_threads=0),
-    )
+    volume, disks = on_simulated_disks()
     fill(volume, 5)
     for name in NODE_NAMES[:3]:
         disks[name].sync_error = OSError(5, "Input/output error")
@@ -271,14 +277,7 @@ def test_fsync_error_gives_no_ack_and_the_node_reloads() -> None:
 def test_a_write_error_stops_the_node_and_it_reloads() -> None:
     """A log append that fails (a full or failing disk) stops that node at once: it acks
     nothing more, the commit goes on with the others, and a restart reloads it."""
-    disks = {name: SimulatedDisk(i) for i, name in enumerate(NODE_NAMES)}
-    volume = Volume.create(
-        disks=disks,
-        page_size=PAGE,
-        segment_size=PAGE * 8,
-        capacity=PAGE * 64,  # type: ignore[arg-type]
-        transport=DirectTransport(sync_threads=0),
-    )
+    volume, disks = on_simulated_disks()
     fill(volume, 5)
     for name in NODE_NAMES[:2]:
         disks[name].append_error = OSError(28, "No space left on device")
