@@ -52,7 +52,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,7 @@ from conftest import Throughput, interleave, timed
 from workloads import (
     PAGE_SIZE,
     ROW_BYTES,
+    CountingRounds,
     RowPlan,
     check_sqlite,
     check_volume,
@@ -135,18 +136,6 @@ def sqlite_durable(path: Path, any_thread: bool = False) -> sqlite3.Connection:
 def plan_for(mtrs_per_round: int, rows_per_mtr: int, rounds: int) -> RowPlan:
     # One spare round: --benchmark-cprofile runs the setup once more.
     return row_plan(rounds + WARMUP_ROUNDS + 1, mtrs_per_round, rows_per_mtr, SEED)
-
-
-class CountingRounds:
-    """The subject's rounds for ``interleave``: commits round ``n`` and counts rounds run."""
-
-    def __init__(self, run: Callable[[int], object]) -> None:
-        self.run = run
-        self.done = 0
-
-    def __call__(self, number: int) -> None:
-        self.run(number)
-        self.done = number + 1
 
 
 # --- durable commits ------------------------------------------------------------------

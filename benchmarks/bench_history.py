@@ -74,7 +74,16 @@ from typing import Any
 
 import pytest
 from conftest import Throughput, interleave, timed
-from workloads import PAGE_SIZE, ROW_BYTES, Mtr, RowPlan, check_volume, row_plan, sample_rounds
+from workloads import (
+    PAGE_SIZE,
+    ROW_BYTES,
+    CountingRounds,
+    Mtr,
+    RowPlan,
+    check_volume,
+    row_plan,
+    sample_rounds,
+)
 
 from aurora_storage import SimulatedClock, Volume
 from aurora_storage.backup import HISTORY_NAME, BackupCatalog
@@ -581,13 +590,7 @@ def test_backup_overhead(benchmark: Any, throughput: Throughput) -> None:
     store = MemoryStore()
     backed_up = TickingVolume.create(store)
     plain = TickingVolume.create(None)
-    rounds_done = 0
-
-    def subject(number: int) -> None:
-        nonlocal rounds_done
-        backed_up.commit(plan.rounds[number])
-        rounds_done = number + 1
-
+    subject = CountingRounds(lambda number: backed_up.commit(plan.rounds[number]))
     try:
         durations = interleave(
             benchmark,
@@ -598,9 +601,9 @@ def test_backup_overhead(benchmark: Any, throughput: Throughput) -> None:
         )
         assert isinstance(backed_up.volume, TimedStagingVolume)
         staging = list(backed_up.volume.staging_seconds)
-        check_volume(backed_up.volume, plan, sample_rounds(rounds_done))
-        check_volume(plain.volume, plan, sample_rounds(rounds_done))
-        check_backup(backed_up.volume, store, plan, rounds_done)
+        check_volume(backed_up.volume, plan, sample_rounds(subject.done))
+        check_volume(plain.volume, plan, sample_rounds(subject.done))
+        check_backup(backed_up.volume, store, plan, subject.done)
     finally:
         backed_up.volume.close()
         plain.volume.close()

@@ -36,6 +36,7 @@ from conftest import Throughput, interleave, timed
 from workloads import (
     PAGE_SIZE,
     ROW_BYTES,
+    CountingRounds,
     RowPlan,
     check_sqlite,
     check_volume,
@@ -96,13 +97,7 @@ def test_commit_memory_100x100B(
     plan = plan_for(BATCH_MTRS_PER_ROUND, BATCH_ROWS_PER_MTR, BATCH_ROUNDS)
     per_row = sqlite_memoryless(tmp_path / "per_row.db")
     many = sqlite_memoryless(tmp_path / "many.db")
-    rounds_done = 0
-
-    def subject(number: int) -> None:
-        nonlocal rounds_done
-        commit_mtrs(volume, plan.rounds[number])
-        rounds_done = number + 1
-
+    subject = CountingRounds(lambda number: commit_mtrs(volume, plan.rounds[number]))
     baselines = {
         "baseline-A": lambda number: timed(sqlite_insert_rows, per_row, plan.rounds[number]),
         "baseline-B": lambda number: timed(sqlite_insert_many, many, plan.rounds[number]),
@@ -111,9 +106,9 @@ def test_commit_memory_100x100B(
         benchmark, subject, baselines, rounds=BATCH_ROUNDS, warmup_rounds=WARMUP_ROUNDS
     )
 
-    check_volume(volume, plan, sample_rounds(rounds_done))
-    check_sqlite(per_row, plan, rounds_done)
-    check_sqlite(many, plan, rounds_done)
+    check_volume(volume, plan, sample_rounds(subject.done))
+    check_sqlite(per_row, plan, subject.done)
+    check_sqlite(many, plan, subject.done)
     rows = plan.rows_per_round
     payload = rows * ROW_BYTES
     workload = "commit_memory_100x100B"
@@ -151,13 +146,7 @@ def test_commit_memory_1x100B(
 ) -> None:
     plan = plan_for(SINGLE_MTRS_PER_ROUND, 1, SINGLE_ROUNDS)
     connection = sqlite_memoryless(tmp_path / "single.db")
-    rounds_done = 0
-
-    def subject(number: int) -> None:
-        nonlocal rounds_done
-        commit_mtrs(volume, plan.rounds[number])
-        rounds_done = number + 1
-
+    subject = CountingRounds(lambda number: commit_mtrs(volume, plan.rounds[number]))
     baselines = {
         "baseline-A": lambda number: timed(sqlite_insert_rows, connection, plan.rounds[number]),
     }
@@ -165,8 +154,8 @@ def test_commit_memory_1x100B(
         benchmark, subject, baselines, rounds=SINGLE_ROUNDS, warmup_rounds=WARMUP_ROUNDS
     )
 
-    check_volume(volume, plan, sample_rounds(rounds_done))
-    check_sqlite(connection, plan, rounds_done)
+    check_volume(volume, plan, sample_rounds(subject.done))
+    check_sqlite(connection, plan, subject.done)
     commits = plan.mtrs_per_round
     workload = "commit_memory_1x100B"
     throughput.report(

@@ -97,6 +97,18 @@ def sample_rounds(done: int) -> list[int]:
 # --- the subject ------------------------------------------------------------------
 
 
+class CountingRounds:
+    """The subject's rounds for ``interleave``: commits round ``n`` and counts rounds run."""
+
+    def __init__(self, run: Callable[[int], object]) -> None:
+        self.run = run
+        self.done = 0
+
+    def __call__(self, number: int) -> None:
+        self.run(number)
+        self.done = number + 1
+
+
 def commit_mtrs(volume: Volume, mtrs: Iterable[Mtr]) -> None:
     """One transaction per MTR, one ``tx.write`` per row: the public API as a database uses it."""
     for mtr in mtrs:
