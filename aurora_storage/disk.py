@@ -26,18 +26,16 @@ disk's root and never leave it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import random
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from .errors import InvalidArgumentError
+from .flush import choose_method
 
 SYNC_MODES = ("fsync", "os")
 # Preallocation of appended files ("fsync" mode): each growth at least doubles
@@ -114,19 +112,6 @@ class Disk(Protocol):
 _datasync = getattr(os, "fdatasync", os.fsync)
 
 
-def _load_syncfs() -> Callable[[int], int] | None:
-    """libc's syncfs (Linux): flush one whole file system, or None where it is missing."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        function: Callable[[int], int] = libc.syncfs
-    except (OSError, AttributeError):
-        return None
-    return function
-
-
-_syncfs = _load_syncfs()
-
-
 def sync_folder(folder: Path) -> None:
     """Makes the names in ``folder`` durable: a new or renamed file survives a crash."""
     descriptor = os.open(folder, os.O_RDONLY)
@@ -157,7 +142,10 @@ class RealDisk:
         self._allocated: dict[str, int] = {}  # its size on disk, zero-filled past the end
         # Background growths in flight; only the thread appending reads their results.
         self._extending: dict[str, Future[int]] = {}
-        self._root_handle: int | None = None  # the folder, open for syncfs
+        # Files whose size or allocation changed since their last flush: their
+        # metadata must be flushed too (flush_targets).
+        self._grown: set[str] = set()
+        self.flush_method: str | None = None  # set by device()
 
     def _path(self, name: str) -> Path:
         return self.root / _check_name(name)
@@ -188,6 +176,7 @@ class RealDisk:
                 extension.result()
         handle = self._handles.pop(name, None)
         end = self._ends.pop(name, 0)
+        self._grown.discard(name)
         self._allocated.pop(name, None)
         if handle is not None:
             try:
@@ -223,6 +212,7 @@ class RealDisk:
             # the flush that makes the append durable covers these zeros too.
             target = max(needed, allocated + _preallocation_step(allocated))
             allocated = self._allocated[name] = _write_zeros(handle, allocated, target, False)
+            self._grown.add(name)
         step = _preallocation_step(allocated)
         if extension is None and allocated - needed < step // 2:
             self._extending[name] = _background().submit(
@@ -241,23 +231,35 @@ class RealDisk:
         return data if end is None or end >= len(data) else data[:end]
 
     def device(self) -> int | None:
-        """The file system this disk lives on, if one flush of it can make it durable."""
-        if _syncfs is None or self.mode != "fsync":
+        """The file system this disk lives on, if one flush of it can make it durable.
+
+        Sets :attr:`flush_method` (flush.py) for it; None where no flush covers
+        several files, or in ``os`` mode.
+        """
+        if self.mode != "fsync":
             return None
         folder = self.root
         while not folder.exists() and folder.parent != folder:
             folder = folder.parent  # a node folder made later lands on its parent's
+        self.flush_method = choose_method(folder)
+        if self.flush_method is None or self.flush_method == "each":
+            return None
         return os.stat(folder).st_dev
 
-    def sync_filesystem(self) -> None:
-        """Flushes the whole file system holding this disk (one device flush)."""
-        assert _syncfs is not None
-        if self._root_handle is None:  # kept open: a flush per commit opens nothing
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._root_handle = os.open(self.root, os.O_RDONLY)
-        if _syncfs(self._root_handle) != 0:
-            number = ctypes.get_errno()
-            raise OSError(number, f"syncfs: {os.strerror(number)}")
+    def flush_targets(self, names: list[str]) -> list[tuple[int, bool]]:
+        """(descriptor, whole) of each open file among ``names``, for a shared flush.
+
+        ``whole`` marks a file whose size or allocation changed since its last
+        flush (its metadata must go too); the mark is taken: the caller flushes
+        now, and a failed flush stops the node, which reopens its files.
+        """
+        targets = []
+        for name in names:
+            handle = self._handles.get(name)
+            if handle is not None:
+                targets.append((handle, name in self._grown))
+                self._grown.discard(name)
+        return targets
 
     def replace(self, name: str, data: bytes) -> None:
         path = self._path(name)
@@ -310,9 +312,6 @@ class RealDisk:
         """Closes every file, trimming preallocated zeros unless ``trim`` is False (a crash)."""
         for name in list(self._handles):
             self._forget(name, trim)
-        if self._root_handle is not None:
-            os.close(self._root_handle)
-            self._root_handle = None
 
 
 class SimulatedCrash(BaseException):

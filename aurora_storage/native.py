@@ -62,6 +62,7 @@ STATUS_EMPTY = 9
 STATUS_PADDING = 10
 STATUS_CAPACITY = 11
 STATUS_ARGUMENT = 12
+STATUS_NOMEM = 13  # csrc/pagelog.h: an allocation failed, nothing changed
 
 _STATUS_TABLE: dict[int, tuple[str, str]] = {
     STATUS_TRUNCATED: ("header or payload runs past the end of the batch", "length"),

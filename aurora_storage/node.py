@@ -23,18 +23,19 @@ until it has caught up with three peers.
 from __future__ import annotations
 
 import bisect
+import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import msgpack
 
 from . import log, metafile
 from . import messages as m
 from .backup_store import KIND_PAGES, BackupStore, decode_object, encode_object
-from .disk import Disk
+from .disk import Disk, RealDisk
 from .errors import AuroraStorageError, CorruptionError, VersionGoneError, WrongNodeError
+from .flush import Flusher
 from .history import (
     History,
     flatten_truncations,
@@ -88,54 +89,101 @@ class _DiskFailed(Exception):
 
 @dataclass
 class SyncJob:
-    """Files to fsync and the acks to release once they are synced."""
+    """One node's files to make durable and the acks to release once they are.
+
+    The transport drives a job in steps: :meth:`start` and :meth:`index`
+    (the lock held; a flush started by ``start`` runs meanwhile), :meth:`wait`
+    (the lock released: it blocks on the disk), then :meth:`failures` and
+    :meth:`deliveries` (the lock held again). A job never raises a disk's
+    OSError: it keeps it, and :meth:`failures` stops the node.
+    """
 
     node: StorageNode
     names: list[str]
     acks: Outgoing
+    segments: list[Segment] = field(default_factory=list)  # with frames to index
+    error: OSError | None = None
 
-    def run(self) -> None:
-        """Runs on a sync thread; raises OSError if the disk fails."""
+    def start(self) -> None:
+        """Nothing to begin: this job's fsyncs all run in :meth:`wait`."""
+
+    def index(self) -> None:
+        """Indexes the frames being synced, in their segments' page logs (the lock held)."""
+        for segment in self.segments:
+            segment.index_frames()
+
+    def wait(self) -> None:
+        """Runs the fsyncs (on a sync thread, or the waiting one)."""
         disk = self.node.disk
         assert disk is not None
-        for name in self.names:
-            disk.sync(name)
+        try:
+            for name in self.names:
+                disk.sync(name)
+        except OSError as error:
+            self.error = error
 
     def deliveries(self) -> list[tuple[str, str, m.Message]]:
-        """(source, destination, message) of the acks the sync releases."""
+        """(source, destination, message) of the acks the sync releases (none if it failed)."""
+        if self.error is not None:
+            return []
         return [(self.node.name, destination, message) for destination, message in self.acks]
 
-    def fail(self, error: OSError) -> list[str]:
-        """Marks the node failed; returns the names of the nodes that stop."""
-        self.node.sync_failed(error)
-        return [self.node.name]
+    def failures(self) -> list[tuple[str, OSError]]:
+        """Stops the node if its sync failed; returns (node, error) for each node stopped."""
+        if self.error is None:
+            return []
+        self.node.sync_failed(self.error)
+        return [(self.node.name, self.error)]
 
 
 @dataclass
 class GroupSyncJob:
-    """Several nodes' fsync work on one file system, done by one ``syncfs``.
+    """Several nodes' sync work on one file system, done by one flush (flush.py).
 
-    The embedded default keeps all six nodes on the same device: one flush of
-    the file system makes every node's frames durable at once, where six
-    fsyncs would each flush the device. Each node still acks only what this
-    flush covered.
+    The embedded default keeps all six nodes on the same device: one flush
+    makes every node's frames durable at once, where six fsyncs would each
+    flush the device. :meth:`start` hands the flush to the flusher's thread;
+    a file's error stops only the node that owns it, and each node still
+    acks only what this flush covered.
     """
 
     jobs: list[SyncJob]
-    disk: Any  # a RealDisk of one of the nodes: its file system is flushed
+    flusher: Flusher
+    owners: list[SyncJob] = field(default_factory=list)  # the job of each file flushed
 
-    def run(self) -> None:
-        self.disk.sync_filesystem()
+    def start(self) -> None:
+        fds: list[int] = []
+        whole: list[bool] = []
+        for job in self.jobs:
+            disk = job.node.disk
+            assert isinstance(disk, RealDisk)
+            for descriptor, grown in disk.flush_targets(job.names):
+                fds.append(descriptor)
+                whole.append(grown)
+                self.owners.append(job)
+        if fds:
+            self.flusher.start(fds, whole)
+
+    def index(self) -> None:
+        for job in self.jobs:
+            job.index()
+
+    def wait(self) -> None:
+        if not self.owners:
+            return
+        for job, number in zip(self.owners, self.flusher.wait(), strict=True):
+            if number and job.error is None:
+                job.error = OSError(number, f"flush: {os.strerror(number)}")
 
     def deliveries(self) -> list[tuple[str, str, m.Message]]:
         return [delivery for job in self.jobs for delivery in job.deliveries()]
 
-    def fail(self, error: OSError) -> list[str]:
-        return [name for job in self.jobs for name in job.fail(error)]
+    def failures(self) -> list[tuple[str, OSError]]:
+        return [failure for job in self.jobs for failure in job.failures()]
 
 
 def group_syncer(
-    nodes: Callable[[], list[StorageNode]],
+    nodes: Callable[[], list[StorageNode]], flusher: Flusher
 ) -> Callable[[], GroupSyncJob | None]:
     """One syncer for the nodes ``nodes()`` names, sharing a file system (GroupSyncJob).
 
@@ -145,7 +193,7 @@ def group_syncer(
     def begin() -> GroupSyncJob | None:
         current = nodes()
         jobs = [job for node in current if not node.failed and (job := node.begin_sync())]
-        return GroupSyncJob(jobs, jobs[0].node.disk) if jobs else None
+        return GroupSyncJob(jobs, flusher) if jobs else None
 
     return begin
 
@@ -193,6 +241,7 @@ class StorageNode:
         self.vouched_by: set[str] = set()
         self.failed = ""  # why the node stopped (an fsync error); empty while healthy
         self.dirty: set[str] = set()
+        self.unindexed: set[int] = set()  # PGs whose segment has frames to index
         # Called when the node stops on a disk error (the volume marks it down).
         self.on_stop: Callable[[], None] | None = None
         self.held: Outgoing = []
@@ -212,6 +261,8 @@ class StorageNode:
             segment.suspect = self.suspect
             if self.disk is not None:
                 segment.on_chain = self._append_to_disk
+                # Frames are indexed while the flush that makes them durable runs.
+                segment.defer_indexing = self.durability == "fsync"
             self.segments[pg_id] = segment
         return segment
 
@@ -226,6 +277,7 @@ class StorageNode:
             self.stop_on_disk_error("write", error)
             raise _DiskFailed from error
         self.dirty.add(name)
+        self.unindexed.add(pg_id)
         self._frames_since_meta += 1
         self.segments[pg_id].frames_logged += 1
 
@@ -418,6 +470,7 @@ class StorageNode:
                 segment.queued.append((frame, bytes(data[position : position + size])))
             position += size
         segment.persist()
+        segment.index_frames()
         segment.on_chain = self._append_to_disk
 
     # --- syncing ---------------------------------------------------------------------
@@ -429,9 +482,11 @@ class StorageNode:
             return None
         if not self.dirty and not self.held:
             return None
-        job = SyncJob(self, sorted(self.dirty), self.held)
+        segments = [self.segments[pg_id] for pg_id in sorted(self.unindexed)]
+        job = SyncJob(self, sorted(self.dirty), self.held, segments)
         self.dirty = set()
         self.held = []
+        self.unindexed = set()
         return job
 
     def sync_failed(self, error: OSError) -> None:

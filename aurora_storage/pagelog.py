@@ -32,9 +32,8 @@ from typing import Any, Union
 
 from . import native
 from .errors import InvalidArgumentError, NativeCoreError, VersionGoneError
-from .native import Buffer
+from .native import STATUS_NOMEM, Buffer
 
-STATUS_NOMEM = 13
 STATUS_GONE = 14
 PAGES_ALL = 0
 PAGES_WITH_RECORDS = 1

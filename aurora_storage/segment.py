@@ -95,7 +95,12 @@ class Segment:
 
     def __post_init__(self) -> None:
         self.page_lo, self.page_hi = self.geometry.page_range(self.pg_id)
-        self.page_log: PageLog = new_page_log(self.geometry.page_size, self.backend)
+        self._page_log: PageLog = new_page_log(self.geometry.page_size, self.backend)
+        # With defer_indexing, the bodies of chained frames wait here until the page
+        # log is next used or index_frames runs: a node indexes them while its
+        # flush runs (node.py, SyncJob.index). Reading page_log catches up first.
+        self.defer_indexing = False
+        self.unindexed: list[memoryview] = []
         # The chain above the gossip floor: frames and their LSN ranges (whether one
         # ends an MTR is in the time index below). chain_base_lsn: the last LSN of
         # the newest frame dropped by garbage collection.
@@ -125,6 +130,23 @@ class Segment:
         self.checkpoint_lsn = 0
         self.checkpoint_chain_lsn = 0
         self.frames_logged = 0
+
+    @property
+    def page_log(self) -> PageLog:
+        """The PG's page log, every chained frame indexed in it."""
+        if self.unindexed:
+            self.index_frames()
+        return self._page_log
+
+    def index_frames(self) -> None:
+        """Appends the chained frames that wait for indexing to the page log, in order."""
+        done = 0
+        try:
+            for body in self.unindexed:
+                self._page_log.append(body)
+                done += 1
+        finally:
+            del self.unindexed[:done]
 
     # restore ----------------------------------------------------------------------------
 
@@ -220,7 +242,10 @@ class Segment:
             if self.on_chain is not None:
                 self.on_chain(self.pg_id, data)
             body = memoryview(data)[log.FRAME_HEADER_SIZE :]
-            self.page_log.append(body)
+            if self.defer_indexing:
+                self.unindexed.append(body)
+            else:
+                self._page_log.append(body)
             self.hot_bytes += len(body)
             self.chain_frames.append(data)
             self.chain_first_lsns.append(first_lsn)

@@ -71,18 +71,18 @@ class Transport:
         job = self.syncers[name]()
         if job is None:
             return
-        try:
-            job.run()
-        except OSError as error:
-            self._sync_failed(name, job, error)
-            return
-        for source, destination, message in job.deliveries():
-            self.send(source, destination, message)
+        job.start()
+        job.index()
+        job.wait()
+        self._settle_job(job)
 
-    def _sync_failed(self, name: str, job: SyncJob | GroupSyncJob, error: OSError) -> None:
-        for failed in job.fail(error):
+    def _settle_job(self, job: SyncJob | GroupSyncJob) -> None:
+        """After a job's wait: stops the nodes whose sync failed, sends the others' acks."""
+        for failed, error in job.failures():
             self.sync_failures.append((failed, error))
             self.set_down(failed, True)
+        for source, destination, message in job.deliveries():
+            self.send(source, destination, message)
 
     def now(self) -> float:
         return 0.0
@@ -162,7 +162,7 @@ class DirectTransport(Transport):
         self._draining = False
         self._pool = ThreadPoolExecutor(sync_threads, "aurora-sync") if sync_threads else None
         self._in_flight: set[str] = set()
-        self._finished: deque[tuple[str, SyncJob | GroupSyncJob, OSError | None]] = deque()
+        self._finished: deque[SyncJob | GroupSyncJob] = deque()
         self._changed = threading.Condition(self.lock)
         self._led: set[str] = set()  # syncers run by a waiting thread (register_syncer)
 
@@ -211,31 +211,24 @@ class DirectTransport(Transport):
         job = self.syncers[name]()
         if job is None:
             return
+        job.start()
         self._in_flight.add(name)
         self._pool.submit(self._run_job, name, job)
+        job.index()  # while the pool thread syncs
 
     def _run_job(self, name: str, job: SyncJob | GroupSyncJob) -> None:
-        error: OSError | None = None
-        try:
-            job.run()
-        except OSError as raised:
-            error = raised
+        job.wait()
         with self._changed:
-            self._finished.append((name, job, error))
+            self._finished.append(job)
             self._in_flight.discard(name)
             self._changed.notify_all()
 
     def _collect_syncs(self) -> None:
         while self._finished:
-            name, job, error = self._finished.popleft()
-            if error is not None:
-                self._sync_failed(name, job, error)
-                continue
-            for source, destination, message in job.deliveries():
-                self.send(source, destination, message)
+            self._settle_job(self._finished.popleft())
 
     def _lead_sync(self) -> bool:
-        """Runs one due led sync job on this thread, the lock released meanwhile.
+        """Runs one due led sync job on this thread, the lock released while it waits.
 
         Returns True if a job ran (its acks are then ready to deliver). The
         caller holds the lock, maybe recursively (public volume methods nest),
@@ -247,18 +240,22 @@ class DirectTransport(Transport):
             job = self.syncers[name]()
             if job is None:
                 continue
+            job.start()
             self._in_flight.add(name)
-            error: OSError | None = None
+            try:
+                job.index()  # while the flusher's thread flushes
+            except BaseException:
+                job.wait()  # a flush is never left in flight
+                self._in_flight.discard(name)
+                raise
             state = self.lock._release_save()  # type: ignore[attr-defined]
             try:
-                job.run()
-            except OSError as raised:
-                error = raised
+                job.wait()
             finally:
                 self.lock._acquire_restore(state)  # type: ignore[attr-defined]
                 self._in_flight.discard(name)
                 self._changed.notify_all()
-            self._finished.append((name, job, error))
+            self._finished.append(job)
             return True
         return False
 

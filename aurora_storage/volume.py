@@ -66,6 +66,7 @@ from .errors import (
     VolumeNotFoundError,
     WriteQuorumError,
 )
+from .flush import Flusher
 from .history import (
     History,
     HistoryVersion,
@@ -519,8 +520,14 @@ class Volume:
         )
         for node in self.nodes.values():
             self._register_node(node)
+        self._flusher: Flusher | None = None
         if self._group_sync:
-            self.transport.register_syncer("disks", group_syncer(lambda: list(self.nodes.values())))
+            disk = next(iter(self.nodes.values())).disk
+            assert isinstance(disk, RealDisk) and disk.flush_method is not None
+            self._flusher = Flusher(disk.flush_method, options.backend)
+            self.transport.register_syncer(
+                "disks", group_syncer(lambda: list(self.nodes.values()), self._flusher)
+            )
         self.transport.register(self.writer_name, self._handle)
         if isinstance(self.transport, SimulatedTransport):
             self.transport.tick_targets = [*NODE_NAMES, self.writer_name]
@@ -1631,6 +1638,8 @@ class Volume:
         with self.transport.lock:
             self._closed = True
             self.transport.wait_for_syncs()
+            if self._flusher is not None:
+                self._flusher.close()  # its thread goes now (no flush is in flight)
             for node in self.nodes.values():
                 if self.transport.link_open(node.name, node.name):
                     node.close()

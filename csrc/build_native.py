@@ -15,7 +15,7 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-HEADERS = [HERE / "aurora.h", HERE / "pagelog.h", HERE / "writer.h"]
+HEADERS = [HERE / "aurora.h", HERE / "pagelog.h", HERE / "writer.h", HERE / "flush.h"]
 
 
 def cdef_text(header: str) -> str:
@@ -34,8 +34,9 @@ def cdef_text(header: str) -> str:
 ffibuilder = FFI()
 ffibuilder.cdef("\n".join(cdef_text(header.read_text()) for header in HEADERS))
 
-extra_compile_args = ["-std=c11", "-Wall", "-Wextra"]
-extra_link_args: list[str] = []
+# -pthread: the flusher (flush.c) runs flushes on a thread of its own.
+extra_compile_args = ["-std=c11", "-Wall", "-Wextra", "-pthread"]
+extra_link_args: list[str] = ["-pthread"]
 if os.environ.get("AURORA_STORAGE_CFLAGS"):
     flags = os.environ["AURORA_STORAGE_CFLAGS"].split()
     extra_compile_args += flags
@@ -43,9 +44,9 @@ if os.environ.get("AURORA_STORAGE_CFLAGS"):
 
 ffibuilder.set_source(
     "aurora_storage._native",
-    '#include "aurora.h"\n#include "pagelog.h"\n#include "writer.h"',
+    '#include "aurora.h"\n#include "pagelog.h"\n#include "writer.h"\n#include "flush.h"',
     # Relative to the project root, where setup.py runs the build.
-    sources=["csrc/aurora.c", "csrc/pagelog.c", "csrc/writer.c"],
+    sources=["csrc/aurora.c", "csrc/pagelog.c", "csrc/writer.c", "csrc/flush.c"],
     include_dirs=["csrc"],
     extra_compile_args=extra_compile_args,
     extra_link_args=extra_link_args,

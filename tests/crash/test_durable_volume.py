@@ -11,7 +11,7 @@ import pytest
 
 from aurora_storage import Volume, log, metafile, native
 from aurora_storage import messages as m
-from aurora_storage.disk import SimulatedDisk
+from aurora_storage.disk import RealDisk, SimulatedDisk
 from aurora_storage.errors import (
     CorruptionError,
     FormatVersionError,
@@ -22,6 +22,7 @@ from aurora_storage.errors import (
     VolumeNotFoundError,
     WriteQuorumError,
 )
+from aurora_storage.flush import Flusher
 from aurora_storage.node import log_name
 from aurora_storage.transport import DirectTransport
 from aurora_storage.volume import CAPACITY_MAX, NODE_NAMES, VOLUME_META
@@ -301,41 +302,59 @@ def test_a_write_error_stops_the_node_and_it_reloads() -> None:
 def test_nodes_on_one_file_system_share_one_flush(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aurora_storage.disk import RealDisk
+    flushes: list[tuple[list[int], list[bool]]] = []
+    original = Flusher.start
 
-    flushes = 0
-    original = RealDisk.sync_filesystem
+    def recording(self: Flusher, fds: list[int], whole: list[bool]) -> None:
+        flushes.append((list(fds), list(whole)))
+        original(self, fds, whole)
 
-    def counting(self: RealDisk) -> None:
-        nonlocal flushes
-        flushes += 1
-        original(self)
-
-    monkeypatch.setattr(RealDisk, "sync_filesystem", counting)
+    monkeypatch.setattr(Flusher, "start", recording)
     volume = small(tmp_path / "v")
     assert volume._group_sync, "six node folders on one file system"
     fill(volume, 20)
-    assert 1 <= flushes <= 20, f"{flushes} flushes for 20 commits on six nodes"
+    assert 1 <= len(flushes) <= 20, f"{len(flushes)} flushes for 20 commits on six nodes"
+    for fds, _ in flushes:
+        assert len(fds) % 6 == 0 and len(set(fds)) == len(fds), "each PG's log on six nodes"
     volume.close()
     assert not small(tmp_path / "w", durability="os")._group_sync
+
+
+def test_a_log_is_flushed_whole_until_its_size_is_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new or grown file needs its metadata flushed; later appends fill
+    preallocated blocks, and only they may be flushed as data alone."""
+    marks: list[list[bool]] = []
+    original = Flusher.start
+
+    def recording(self: Flusher, fds: list[int], whole: list[bool]) -> None:
+        marks.append(list(whole))
+        original(self, fds, whole)
+
+    monkeypatch.setattr(Flusher, "start", recording)
+    volume = small(tmp_path / "v")
+    for i in range(3):
+        with volume.transaction() as tx:
+            tx.write(1, 0, f"page one, commit {i}".encode())  # PG 0 every time
+    assert marks[0] == [True] * 6, "the first flush of six new logs carries their sizes"
+    assert marks[1:] == [[False] * 6] * 2, "appends into preallocated blocks: data only"
+    volume.close()
 
 
 def test_a_failed_shared_flush_acknowledges_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aurora_storage.disk import RealDisk
-
     volume = small(tmp_path / "v")
     fill(volume, 5)
-    original = RealDisk.sync_filesystem
-    failures = [OSError(5, "Input/output error")]
+    original = Flusher.wait
+    failures = [5]  # EIO, once, for every file of the flush
 
-    def failing(self: RealDisk) -> None:
-        if failures:
-            raise failures.pop()
-        original(self)
+    def failing(self: Flusher) -> list[int]:
+        errors = original(self)
+        return [failures.pop()] * len(errors) if failures else errors
 
-    monkeypatch.setattr(RealDisk, "sync_filesystem", failing)
+    monkeypatch.setattr(Flusher, "wait", failing)
     vdl = volume.vdl
     with pytest.raises(WriteQuorumError), volume.transaction() as tx:
         tx.write(2, 0, b"not acknowledged")
@@ -347,4 +366,39 @@ def test_a_failed_shared_flush_acknowledges_nothing(
     with volume.transaction() as tx:
         tx.write(3, 0, b"after the failure")
     assert volume.read_page(3)[:17] == b"after the failure"
+    volume.close()
+
+
+def test_a_file_the_shared_flush_failed_stops_only_its_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    volume = small(tmp_path / "v")
+    expected = fill(volume, 5)
+    victim = NODE_NAMES[2]
+    disk = volume.nodes[victim].disk
+    assert isinstance(disk, RealDisk)
+    victim_fds = set(disk._handles.values())
+    original_start, original_wait = Flusher.start, Flusher.wait
+    flushed: list[int] = []
+
+    def start(self: Flusher, fds: list[int], whole: list[bool]) -> None:
+        flushed[:] = fds
+        original_start(self, fds, whole)
+
+    def wait(self: Flusher) -> list[int]:
+        errors = original_wait(self)
+        return [5 if fd in victim_fds else error for fd, error in zip(flushed, errors, strict=True)]
+
+    monkeypatch.setattr(Flusher, "start", start)
+    monkeypatch.setattr(Flusher, "wait", wait)
+    with volume.transaction() as tx:
+        tx.write(4, 0, b"five of six made it durable")
+    expected[4] = b"five of six made it durable"
+    assert volume.nodes[victim].failed.startswith("fsync failed")
+    assert [n for n, node in volume.nodes.items() if node.failed] == [victim]
+    monkeypatch.setattr(Flusher, "wait", original_wait)
+    volume.cluster.restore_node(victim)
+    assert not volume.nodes[victim].failed
+    for page_no, data in expected.items():
+        assert volume.read_page(page_no)[: len(data)] == data
     volume.close()

@@ -1,0 +1,220 @@
+"""One flush that makes many files of one file system durable, off the caller's thread.
+
+The embedded default keeps all six nodes' logs on one file system, and a
+commit is durable once every frame it wrote is on stable media. Six fsyncs
+would flush the device six times; one flush serves them all. Methods
+(csrc/flush.h gives the exact steps):
+
+- ``"writeback"``: write back every log file and wait (``sync_file_range``),
+  then ``fdatasync`` one of them; its device cache flush comes after all the
+  others' writes completed, so it covers them. A file whose size or
+  allocation changed since its last flush is ``fdatasync``-ed whole instead.
+  Sound only where overwriting written blocks needs no metadata and
+  ``fdatasync`` always flushes the device cache: ext4 (except
+  ``data=journal``) and XFS, which :func:`choose_method` recognizes from
+  ``/proc/self/mountinfo``. Appends fill preallocated, zero-filled blocks
+  (disk.py), so every flush but a file's first is of this cheap kind.
+- ``"syncfs"``: ``syncfs(2)``, one flush of everything dirty on the file
+  system, data and metadata, for other Linux file systems.
+- ``"each"``: ``fdatasync`` of every file, where neither is available.
+
+``AURORA_STORAGE_FLUSH`` forces a method. A :class:`Flusher` runs the flush
+on a thread of the C core, so that the caller can do other work (a node's
+indexing of the frames being flushed) while the device writes; with the
+Python backend, or in a process forked from the one that started the
+thread, the flush runs on the caller's thread when it waits.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import native
+from .errors import InvalidArgumentError, NativeCoreError
+
+METHODS = ("writeback", "syncfs", "each")
+_METHOD_CODES = {"syncfs": 1, "writeback": 2, "each": 3}  # AUS_FLUSH_* in csrc/flush.h
+# File systems where the "writeback" method is sound (see the module docstring).
+_WRITEBACK_FILE_SYSTEMS = ("ext4", "xfs")
+_SYNC_FILE_RANGE_WRITE = 2
+_SYNC_FILE_RANGE_WAIT_ALL = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER
+_datasync = getattr(os, "fdatasync", os.fsync)
+
+
+def _libc_function(name: str) -> Callable[..., int] | None:
+    """A function of libc (Linux), or None where it is missing."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        function: Callable[..., int] = getattr(libc, name)
+    except (OSError, AttributeError):
+        return None
+    return function
+
+
+_syncfs = _libc_function("syncfs") if sys.platform.startswith("linux") else None
+_sync_file_range = _libc_function("sync_file_range") if _syncfs is not None else None
+if _sync_file_range is not None:
+    _sync_file_range.argtypes = [  # type: ignore[attr-defined]
+        ctypes.c_int,
+        ctypes.c_int64,
+        ctypes.c_int64,
+        ctypes.c_uint,
+    ]
+
+
+def file_system_of(path: str | os.PathLike[str], mountinfo: str | None = None) -> tuple[str, str]:
+    """(type, super options) of the file system holding ``path``, from mountinfo.
+
+    ``("", "")`` when it cannot be told (no /proc, or no line for the device).
+    """
+    device = os.stat(path).st_dev
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return "", ""
+    for line in mountinfo.splitlines():
+        # id parent major:minor root mount-point options [optional...] - type source super
+        left, separator, right = line.partition(" - ")
+        fields, tail = left.split(), right.split()
+        if separator and len(fields) >= 3 and fields[2] == wanted and tail:
+            return tail[0], tail[2] if len(tail) >= 3 else ""
+    return "", ""
+
+
+def choose_method(path: str | os.PathLike[str], mountinfo: str | None = None) -> str | None:
+    """The flush method for files under ``path``, or None: each file syncs on its own.
+
+    ``AURORA_STORAGE_FLUSH`` (one of :data:`METHODS`) overrides the choice.
+    """
+    forced = os.environ.get("AURORA_STORAGE_FLUSH")
+    if forced:
+        if forced not in METHODS:
+            raise InvalidArgumentError(
+                f"AURORA_STORAGE_FLUSH={forced!r}: expected one of {', '.join(METHODS)}"
+            )
+        return forced
+    if _syncfs is None:
+        return None
+    kind, options = file_system_of(path, mountinfo)
+    journaled_data = "data=journal" in options.split(",")
+    if _sync_file_range is not None and kind in _WRITEBACK_FILE_SYSTEMS and not journaled_data:
+        return "writeback"
+    return "syncfs"
+
+
+def _errno(result: int) -> int:
+    return 0 if result == 0 else (ctypes.get_errno() or 5)  # EIO when unknown
+
+
+def _datasync_errno(descriptor: int) -> int:
+    try:
+        _datasync(descriptor)
+    except OSError as error:
+        return error.errno or 5
+    return 0
+
+
+def python_flush(fds: Sequence[int], whole: Sequence[bool], method: str) -> list[int]:
+    """The flush of csrc/flush.c aus_flush, in Python: an errno per file (0: durable)."""
+    if method not in METHODS or not fds or len(whole) != len(fds):
+        raise InvalidArgumentError(f"flush of {len(fds)} files by {method!r}")
+    if method == "syncfs" and _syncfs is not None:
+        error = _errno(_syncfs(fds[0]))
+        return [error] * len(fds)
+    if method != "writeback" or _sync_file_range is None:
+        return [_datasync_errno(fd) for fd in fds]
+    sync_file_range = _sync_file_range
+    errors = [0] * len(fds)
+    data_only = [i for i in range(len(fds)) if not whole[i]]
+    for i in data_only:
+        errors[i] = _errno(sync_file_range(fds[i], 0, 0, _SYNC_FILE_RANGE_WRITE))
+    for i in data_only[:-1]:
+        if not errors[i]:
+            errors[i] = _errno(sync_file_range(fds[i], 0, 0, _SYNC_FILE_RANGE_WAIT_ALL))
+    for i in range(len(fds)):
+        if whole[i]:
+            errors[i] = _datasync_errno(fds[i])
+    if data_only:
+        last = data_only[-1]
+        error = _datasync_errno(fds[last])
+        if error:
+            for i in data_only:
+                errors[i] = errors[i] or error
+    return errors
+
+
+class Flusher:
+    """Runs one flush at a time: :meth:`start` returns at once, :meth:`wait` finishes it."""
+
+    def __init__(self, method: str, backend: str | None = None) -> None:
+        if method not in METHODS:
+            raise InvalidArgumentError(f"flush method {method!r} is not one of {METHODS}")
+        self.method = method
+        self._pending: tuple[list[int], list[bool]] | None = None  # for the caller's thread
+        self._count = 0
+        self._in_flight = False
+        self._native: Any = None
+        if (backend or native.backend.name) != "python":
+            core = native.get_backend("native")
+            assert isinstance(core, native.NativeBackend)
+            self._ffi, self._lib = core.ffi, core.lib
+            made = self._lib.aus_flusher_new()
+            if made == self._ffi.NULL:
+                raise MemoryError("aus_flusher_new")
+            self._native = self._ffi.gc(made, self._lib.aus_flusher_free)
+
+    def start(self, fds: Sequence[int], whole: Sequence[bool]) -> None:
+        """Begins flushing ``fds`` (``whole[i]``: fdatasync that file whole)."""
+        if self._in_flight:
+            raise InvalidArgumentError("a flush is already in flight")
+        if not fds or len(whole) != len(fds):
+            raise InvalidArgumentError(f"flush of {len(fds)} files with {len(whole)} marks")
+        self._in_flight = True
+        self._count = len(fds)
+        if self._native is not None:
+            status = self._lib.aus_flusher_start(
+                self._native, list(fds), bytes(map(bool, whole)), len(fds), self._code
+            )
+            if status == native.STATUS_OK:
+                return
+            if status == native.STATUS_NOMEM:
+                self._in_flight = False
+                raise MemoryError("aus_flusher_start")
+        # The Python backend, or a process forked after the thread started.
+        self._pending = (list(fds), list(whole))
+
+    @property
+    def _code(self) -> int:
+        return _METHOD_CODES[self.method]
+
+    def wait(self) -> list[int]:
+        """Blocks until the flush is done; an errno per file, 0 where it is durable."""
+        if not self._in_flight:
+            raise InvalidArgumentError("no flush in flight")
+        self._in_flight = False
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            return python_flush(pending[0], pending[1], self.method)
+        errors = self._ffi.new("int[]", self._count)
+        status = self._lib.aus_flusher_wait(self._native, errors, self._count)
+        if status != native.STATUS_OK:
+            raise NativeCoreError(f"aus_flusher_wait failed with status {status}")
+        return list(errors)
+
+    def run(self, fds: Sequence[int], whole: Sequence[bool]) -> list[int]:
+        self.start(fds, whole)
+        return self.wait()
+
+    def close(self) -> None:
+        """Stops the thread now (a flush in flight finishes first)."""
+        if self._native is not None:
+            self._ffi.release(self._native)
+            self._native = None

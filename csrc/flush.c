@@ -1,0 +1,223 @@
+/* One flush for many files, on the caller's thread or a thread of its own (flush.h). */
+#if defined(__linux__)
+#define _GNU_SOURCE /* syncfs, sync_file_range */
+#else
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include "flush.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "aurora.h"
+#include "pagelog.h" /* AUS_E_NOMEM */
+
+static int errno_of(int result) { return result == 0 ? 0 : (errno ? errno : EIO); }
+
+static void flush_each(const int *fds, size_t count, int *errors) {
+    for (size_t i = 0; i < count; i++) errors[i] = errno_of(fdatasync(fds[i]));
+}
+
+#if defined(__linux__)
+static void flush_syncfs(const int *fds, size_t count, int *errors) {
+    int error = errno_of(syncfs(fds[0]));
+    for (size_t i = 0; i < count; i++) errors[i] = error;
+}
+
+static void flush_writeback(const int *fds, const uint8_t *whole, size_t count,
+                            int *errors) {
+    const unsigned int wait_all = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
+                                  SYNC_FILE_RANGE_WAIT_AFTER;
+    size_t last = count; /* the data-only file whose fdatasync flushes the device */
+    for (size_t i = 0; i < count; i++) {
+        errors[i] = 0;
+        if (whole[i]) continue;
+        last = i;
+        /* Start every writeback first, so the device sees them together. */
+        errors[i] = errno_of(sync_file_range(fds[i], 0, 0, SYNC_FILE_RANGE_WRITE));
+    }
+    for (size_t i = 0; i < count; i++)
+        if (!whole[i] && i != last && !errors[i])
+            errors[i] = errno_of(sync_file_range(fds[i], 0, 0, wait_all));
+    for (size_t i = 0; i < count; i++)
+        if (whole[i]) errors[i] = errno_of(fdatasync(fds[i]));
+    if (last == count) return;
+    int error = errno_of(fdatasync(fds[last]));
+    if (!error) return;
+    /* The device flush failed: no data-only file is known durable. */
+    for (size_t i = 0; i < count; i++)
+        if (!whole[i] && !errors[i]) errors[i] = error;
+}
+#endif
+
+static int method_known(int method) {
+    return method == AUS_FLUSH_SYNCFS || method == AUS_FLUSH_WRITEBACK ||
+           method == AUS_FLUSH_EACH;
+}
+
+int aus_flush(const int *fds, const uint8_t *whole, size_t count, int method,
+              int *errors) {
+    if (!method_known(method) || count == 0 || count > AUS_FLUSH_FILES_MAX)
+        return AUS_E_ARGUMENT;
+#if defined(__linux__)
+    if (method == AUS_FLUSH_SYNCFS) {
+        flush_syncfs(fds, count, errors);
+        return AUS_OK;
+    }
+    if (method == AUS_FLUSH_WRITEBACK) {
+        flush_writeback(fds, whole, count, errors);
+        return AUS_OK;
+    }
+#else
+    (void)whole;
+#endif
+    flush_each(fds, count, errors);
+    return AUS_OK;
+}
+
+/* --- the flusher thread --------------------------------------------------------- */
+
+enum { IDLE, QUEUED, RUNNING, DONE, STOPPING };
+
+struct aus_flusher {
+    pthread_mutex_t mutex;
+    pthread_cond_t changed;
+    pthread_t thread;
+    int started;
+    pid_t owner; /* the process that started the thread */
+    int state;
+    int method;
+    size_t count, capacity;
+    int *fds;
+    uint8_t *whole;
+    int *errors;
+};
+
+static void *flusher_main(void *argument) {
+    aus_flusher *flusher = argument;
+    pthread_mutex_lock(&flusher->mutex);
+    for (;;) {
+        while (flusher->state != QUEUED && flusher->state != STOPPING)
+            pthread_cond_wait(&flusher->changed, &flusher->mutex);
+        if (flusher->state == STOPPING) break;
+        flusher->state = RUNNING;
+        pthread_mutex_unlock(&flusher->mutex);
+        /* The arguments were checked by start; only this thread touches them now. */
+        (void)aus_flush(flusher->fds, flusher->whole, flusher->count, flusher->method,
+                        flusher->errors);
+        pthread_mutex_lock(&flusher->mutex);
+        flusher->state = DONE;
+        pthread_cond_broadcast(&flusher->changed);
+    }
+    pthread_mutex_unlock(&flusher->mutex);
+    return NULL;
+}
+
+aus_flusher *aus_flusher_new(void) {
+    aus_flusher *flusher = calloc(1, sizeof *flusher);
+    if (!flusher) return NULL;
+    if (pthread_mutex_init(&flusher->mutex, NULL) != 0) {
+        free(flusher);
+        return NULL;
+    }
+    if (pthread_cond_init(&flusher->changed, NULL) != 0) {
+        pthread_mutex_destroy(&flusher->mutex);
+        free(flusher);
+        return NULL;
+    }
+    flusher->state = IDLE;
+    return flusher;
+}
+
+void aus_flusher_free(aus_flusher *flusher) {
+    if (!flusher) return;
+    if (flusher->started && flusher->owner == getpid()) {
+        pthread_mutex_lock(&flusher->mutex);
+        while (flusher->state == QUEUED || flusher->state == RUNNING)
+            pthread_cond_wait(&flusher->changed, &flusher->mutex);
+        flusher->state = STOPPING;
+        pthread_cond_broadcast(&flusher->changed);
+        pthread_mutex_unlock(&flusher->mutex);
+        pthread_join(flusher->thread, NULL);
+    }
+    /* In a forked child the thread does not exist: nothing to stop or destroy. */
+    if (!flusher->started || flusher->owner == getpid()) {
+        pthread_cond_destroy(&flusher->changed);
+        pthread_mutex_destroy(&flusher->mutex);
+    }
+    free(flusher->fds);
+    free(flusher->whole);
+    free(flusher->errors);
+    free(flusher);
+}
+
+/* Room for count files; called with the flusher idle (only the caller touches it). */
+static int reserve(aus_flusher *flusher, size_t count) {
+    if (count <= flusher->capacity) return AUS_OK;
+    size_t capacity = flusher->capacity ? flusher->capacity : 16;
+    while (capacity < count) capacity *= 2;
+    int *fds = malloc(capacity * sizeof *fds);
+    uint8_t *whole = malloc(capacity);
+    int *errors = malloc(capacity * sizeof *errors);
+    if (!fds || !whole || !errors) {
+        free(fds);
+        free(whole);
+        free(errors);
+        return AUS_E_NOMEM;
+    }
+    free(flusher->fds);
+    free(flusher->whole);
+    free(flusher->errors);
+    flusher->fds = fds;
+    flusher->whole = whole;
+    flusher->errors = errors;
+    flusher->capacity = capacity;
+    return AUS_OK;
+}
+
+int aus_flusher_start(aus_flusher *flusher, const int *fds, const uint8_t *whole,
+                      size_t count, int method) {
+    if (!method_known(method) || count == 0 || count > AUS_FLUSH_FILES_MAX)
+        return AUS_E_ARGUMENT;
+    if (flusher->started && flusher->owner != getpid()) return AUS_E_ARGUMENT;
+    pthread_mutex_lock(&flusher->mutex);
+    int state = flusher->state;
+    pthread_mutex_unlock(&flusher->mutex);
+    if (state != IDLE) return AUS_E_ARGUMENT;
+    /* Idle: the thread waits for QUEUED and reads nothing else, so no lock is needed. */
+    if (reserve(flusher, count) != AUS_OK) return AUS_E_NOMEM;
+    memcpy(flusher->fds, fds, count * sizeof *fds);
+    memcpy(flusher->whole, whole, count);
+    flusher->count = count;
+    flusher->method = method;
+    if (!flusher->started) {
+        if (pthread_create(&flusher->thread, NULL, flusher_main, flusher) != 0)
+            return AUS_E_NOMEM;
+        flusher->started = 1;
+        flusher->owner = getpid();
+    }
+    pthread_mutex_lock(&flusher->mutex);
+    flusher->state = QUEUED;
+    pthread_cond_broadcast(&flusher->changed);
+    pthread_mutex_unlock(&flusher->mutex);
+    return AUS_OK;
+}
+
+int aus_flusher_wait(aus_flusher *flusher, int *errors, size_t count) {
+    pthread_mutex_lock(&flusher->mutex);
+    int pending = flusher->state == QUEUED || flusher->state == RUNNING ||
+                  flusher->state == DONE;
+    if (!pending || count != flusher->count || flusher->owner != getpid()) {
+        pthread_mutex_unlock(&flusher->mutex);
+        return AUS_E_ARGUMENT;
+    }
+    while (flusher->state != DONE) pthread_cond_wait(&flusher->changed, &flusher->mutex);
+    memcpy(errors, flusher->errors, count * sizeof *errors);
+    flusher->state = IDLE;
+    pthread_mutex_unlock(&flusher->mutex);
+    return AUS_OK;
+}

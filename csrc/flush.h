@@ -1,0 +1,69 @@
+/*
+ * Making several files of one file system durable with one flush, and doing
+ * it on a thread of its own so the caller can work while the device writes.
+ *
+ * A flush covers a list of open files, each marked "whole" when its size or
+ * allocation changed since it was last flushed (its metadata must be made
+ * durable too) or "data only" when only bytes inside already written blocks
+ * changed (overwrites of a preallocated, zero-filled log). Methods:
+ *
+ * AUS_FLUSH_SYNCFS     syncfs(2) of the first file's file system: everything
+ *                      dirty on it, data and metadata, with one device flush.
+ * AUS_FLUSH_WRITEBACK  starts writeback of every data-only file, waits for it
+ *                      (sync_file_range), fdatasyncs every whole file, then
+ *                      fdatasyncs the last data-only file: that call's device
+ *                      cache flush comes after every other file's writeback
+ *                      completed, so it covers them all. Sound only where an
+ *                      overwrite of written blocks needs no metadata and
+ *                      fdatasync always flushes the device cache (ext4 without
+ *                      data=journal, XFS); the caller chooses (flush.py).
+ * AUS_FLUSH_EACH       fdatasync of every file (portable).
+ *
+ * Where syncfs or sync_file_range is missing (not Linux), the methods that
+ * use them fall back to AUS_FLUSH_EACH. errors[i] receives 0 or the errno
+ * that the flush of fds[i] met; an error of the final, shared device flush
+ * is given to every data-only file it covered.
+ *
+ * Read by the cffi build script as cdef: declarations only.
+ */
+#ifndef AURORA_FLUSH_H
+#define AURORA_FLUSH_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define AUS_FLUSH_SYNCFS 1
+#define AUS_FLUSH_WRITEBACK 2
+#define AUS_FLUSH_EACH 3
+#define AUS_FLUSH_FILES_MAX 1048576
+
+/*
+ * Flushes fds[0..count) on the calling thread, as the method says; whole[i]
+ * nonzero marks a whole file. Returns AUS_OK once every file was tried (the
+ * outcome per file is in errors), AUS_E_ARGUMENT for an unknown method or a
+ * count of 0 or above AUS_FLUSH_FILES_MAX, with errors untouched.
+ */
+int aus_flush(const int *fds, const uint8_t *whole, size_t count, int method,
+              int *errors);
+
+/*
+ * A flusher runs one flush at a time on a thread it starts on first use.
+ * aus_flusher_start copies the arguments and returns at once; while the flush
+ * runs the caller may do anything but start another; aus_flusher_wait blocks
+ * until it is done and copies out errors (count must match). start returns
+ * AUS_E_ARGUMENT for bad arguments (as aus_flush), a flush already in flight,
+ * or a flusher used by a process other than the one that first started it
+ * (threads do not survive fork): the caller then flushes with aus_flush.
+ * AUS_E_NOMEM if the copy or the thread cannot be made. wait returns
+ * AUS_E_ARGUMENT with no flush in flight or a count that differs.
+ */
+typedef struct aus_flusher aus_flusher;
+
+aus_flusher *aus_flusher_new(void);
+/* Waits for a flush in flight, stops the thread; NULL is ignored. */
+void aus_flusher_free(aus_flusher *flusher);
+int aus_flusher_start(aus_flusher *flusher, const int *fds, const uint8_t *whole,
+                      size_t count, int method);
+int aus_flusher_wait(aus_flusher *flusher, int *errors, size_t count);
+
+#endif
