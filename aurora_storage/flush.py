@@ -214,7 +214,9 @@ class Flusher:
         return self.wait()
 
     def close(self) -> None:
-        """Stops the thread now (a flush in flight finishes first)."""
+        """Stops the thread now; a flush in flight finishes first (its outcome is dropped)."""
+        if self._in_flight:
+            self.wait()
         if self._native is not None:
             self._ffi.release(self._native)
             self._native = None
