@@ -150,8 +150,10 @@ class DirectTransport(Transport):
 
     A syncer registered with ``register_syncer`` (one flush shared by several
     nodes) is run by a thread waiting in ``run_until`` instead: the waiter
-    becomes the flush's leader, releases the lock for the system call and
-    delivers the acks itself, which saves two thread hand-offs per commit.
+    becomes the flush's leader; it starts the flush (on the flusher's own
+    thread), does the job's indexing meanwhile, releases the lock while it
+    waits and delivers the acks itself, which saves two thread hand-offs per
+    commit.
     Threads that commit meanwhile find the flush in flight, wait, and one of
     them leads the next flush, which covers all their frames (group commit).
     """
