@@ -959,6 +959,8 @@ class Volume:
             lambda: wanted <= self._lal_base() + limit, self.options.commit_timeout
         ):
             raise LsnLimitError(wanted, self._vdl, limit)
+        if self._flusher is not None:
+            self._flusher.prime()  # its thread wakes while the nodes take the frames
         time = max(self.clock.now(), self._last_commit_time)
         self._last_commit_time = time
         page_size = self.geometry.page_size

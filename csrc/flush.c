@@ -9,8 +9,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "aurora.h"
@@ -83,13 +86,17 @@ int aus_flush(const int *fds, const uint8_t *whole, size_t count, int method,
 
 enum { IDLE, QUEUED, RUNNING, DONE, STOPPING };
 
+/* How long a primed thread polls for its flush before it sleeps again. */
+#define SPIN_NANOSECONDS 2000000L
+
 struct aus_flusher {
     pthread_mutex_t mutex;
     pthread_cond_t changed;
     pthread_t thread;
     int started;
-    pid_t owner; /* the process that started the thread */
-    int state;
+    pid_t owner;          /* the process that started the thread */
+    _Atomic int state;    /* written under the mutex; read without it while polling */
+    int primed;           /* a flush is coming: poll instead of sleeping */
     int method;
     size_t count, capacity;
     int *fds;
@@ -97,24 +104,78 @@ struct aus_flusher {
     int *errors;
 };
 
+/* One step of a polling loop: a short pause, and from the hundredth on a yield,
+ * so that threads with work to do (committers queueing the next group) run. */
+static void relax(unsigned int spins) {
+    if (spins > 100) {
+        sched_yield();
+        return;
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+static long long monotonic_nanoseconds(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+/* Polls until a flush is queued or the flusher stops, for SPIN_NANOSECONDS at most. */
+static void poll_for_work(aus_flusher *flusher) {
+    long long deadline = monotonic_nanoseconds() + SPIN_NANOSECONDS;
+    for (unsigned int spins = 1;; spins++) {
+        int state = atomic_load_explicit(&flusher->state, memory_order_acquire);
+        if (state == QUEUED || state == STOPPING) return;
+        relax(spins);
+        if (spins % 64 == 0 && monotonic_nanoseconds() > deadline) return;
+    }
+}
+
 static void *flusher_main(void *argument) {
     aus_flusher *flusher = argument;
     pthread_mutex_lock(&flusher->mutex);
     for (;;) {
-        while (flusher->state != QUEUED && flusher->state != STOPPING)
+        while (flusher->state != QUEUED && flusher->state != STOPPING && !flusher->primed)
             pthread_cond_wait(&flusher->changed, &flusher->mutex);
         if (flusher->state == STOPPING) break;
+        if (flusher->state != QUEUED) {
+            /* Primed: a caller is about to start a flush. Polling saves the
+             * latency of waking a sleeping thread (large on virtual machines). */
+            flusher->primed = 0;
+            pthread_mutex_unlock(&flusher->mutex);
+            poll_for_work(flusher);
+            pthread_mutex_lock(&flusher->mutex);
+            continue;
+        }
         flusher->state = RUNNING;
         pthread_mutex_unlock(&flusher->mutex);
         /* The arguments were checked by start; only this thread touches them now. */
         (void)aus_flush(flusher->fds, flusher->whole, flusher->count, flusher->method,
                         flusher->errors);
         pthread_mutex_lock(&flusher->mutex);
-        flusher->state = DONE;
+        atomic_store_explicit(&flusher->state, DONE, memory_order_release);
         pthread_cond_broadcast(&flusher->changed);
+        /* Commits come in streams: poll for the next flush a while before sleeping. */
+        pthread_mutex_unlock(&flusher->mutex);
+        poll_for_work(flusher);
+        pthread_mutex_lock(&flusher->mutex);
     }
     pthread_mutex_unlock(&flusher->mutex);
     return NULL;
+}
+
+/* Starts the thread if this process has none yet; AUS_E_ARGUMENT after a fork. */
+static int ensure_thread(aus_flusher *flusher) {
+    if (flusher->started) return flusher->owner == getpid() ? AUS_OK : AUS_E_ARGUMENT;
+    if (pthread_create(&flusher->thread, NULL, flusher_main, flusher) != 0)
+        return AUS_E_NOMEM;
+    flusher->started = 1;
+    flusher->owner = getpid();
+    return AUS_OK;
 }
 
 aus_flusher *aus_flusher_new(void) {
@@ -188,26 +249,42 @@ int aus_flusher_start(aus_flusher *flusher, const int *fds, const uint8_t *whole
     int state = flusher->state;
     pthread_mutex_unlock(&flusher->mutex);
     if (state != IDLE) return AUS_E_ARGUMENT;
-    /* Idle: the thread waits for QUEUED and reads nothing else, so no lock is needed. */
+    /* Idle: the thread reads nothing but the state until it sees QUEUED. */
     if (reserve(flusher, count) != AUS_OK) return AUS_E_NOMEM;
     memcpy(flusher->fds, fds, count * sizeof *fds);
     memcpy(flusher->whole, whole, count);
     flusher->count = count;
     flusher->method = method;
-    if (!flusher->started) {
-        if (pthread_create(&flusher->thread, NULL, flusher_main, flusher) != 0)
-            return AUS_E_NOMEM;
-        flusher->started = 1;
-        flusher->owner = getpid();
-    }
+    int status = ensure_thread(flusher);
+    if (status != AUS_OK) return status;
     pthread_mutex_lock(&flusher->mutex);
-    flusher->state = QUEUED;
-    pthread_cond_broadcast(&flusher->changed);
+    atomic_store_explicit(&flusher->state, QUEUED, memory_order_release);
+    pthread_cond_broadcast(&flusher->changed); /* no system call unless it sleeps */
+    pthread_mutex_unlock(&flusher->mutex);
+    return AUS_OK;
+}
+
+int aus_flusher_prime(aus_flusher *flusher) {
+    if (ensure_thread(flusher) != AUS_OK) return AUS_E_ARGUMENT;
+    pthread_mutex_lock(&flusher->mutex);
+    if (flusher->state == IDLE && !flusher->primed) {
+        flusher->primed = 1;
+        pthread_cond_broadcast(&flusher->changed);
+    }
     pthread_mutex_unlock(&flusher->mutex);
     return AUS_OK;
 }
 
 int aus_flusher_wait(aus_flusher *flusher, int *errors, size_t count) {
+    if (flusher->started && flusher->owner == getpid()) {
+        long long deadline = monotonic_nanoseconds() + SPIN_NANOSECONDS;
+        for (unsigned int spins = 1;; spins++) {
+            int state = atomic_load_explicit(&flusher->state, memory_order_acquire);
+            if (state != QUEUED && state != RUNNING) break;
+            relax(spins);
+            if (spins % 64 == 0 && monotonic_nanoseconds() > deadline) break;
+        }
+    }
     pthread_mutex_lock(&flusher->mutex);
     int pending = flusher->state == QUEUED || flusher->state == RUNNING ||
                   flusher->state == DONE;

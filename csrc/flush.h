@@ -56,6 +56,14 @@ int aus_flush(const int *fds, const uint8_t *whole, size_t count, int method,
  * (threads do not survive fork): the caller then flushes with aus_flush.
  * AUS_E_NOMEM if the copy or the thread cannot be made. wait returns
  * AUS_E_ARGUMENT with no flush in flight or a count that differs.
+ *
+ * Waking a sleeping thread costs tens of microseconds on a virtual machine,
+ * twice per flush. So the thread, after a flush (commits come in streams) or
+ * when primed, polls for the next one for up to 2 ms before it sleeps, and
+ * wait polls for the end of the flush as long before it sleeps. Polling
+ * pauses, then yields the CPU at every step, so runnable threads (committers
+ * forming the next group) are not held up. One caller at a time: start,
+ * prime and free must not race each other; wait may run beside prime.
  */
 typedef struct aus_flusher aus_flusher;
 
@@ -65,5 +73,13 @@ void aus_flusher_free(aus_flusher *flusher);
 int aus_flusher_start(aus_flusher *flusher, const int *fds, const uint8_t *whole,
                       size_t count, int method);
 int aus_flusher_wait(aus_flusher *flusher, int *errors, size_t count);
+
+/*
+ * Says a flush will start soon: the thread wakes now and polls for it (up to
+ * 2 ms, then sleeps again), so aus_flusher_start neither pays for waking it
+ * nor waits for it to be scheduled. Returns AUS_E_ARGUMENT after a fork, as
+ * start does (nothing to prime), AUS_E_NOMEM if the thread cannot be made.
+ */
+int aus_flusher_prime(aus_flusher *flusher);
 
 #endif

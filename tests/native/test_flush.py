@@ -111,6 +111,16 @@ def test_c_flusher_and_python_flush_agree(
             os.close(handle)
 
 
+def test_a_primed_flusher_flushes_as_an_unprimed_one(flusher: Flusher, files: list[int]) -> None:
+    for _ in range(3):
+        flusher.prime()  # the thread wakes and polls for the flush
+        assert flusher.run(files, [False, True, False, False]) == [0] * 4
+    flusher.start(files, [False] * 4)
+    flusher.prime()  # a flush in flight: nothing to prime
+    assert flusher.wait() == [0] * 4
+    assert flusher.run([files[0], BAD], [False, False]) == [errno.EBADF] * 2
+
+
 def test_misuse_is_refused(flusher: Flusher, files: list[int]) -> None:
     with pytest.raises(InvalidArgumentError, match="no flush in flight"):
         flusher.wait()
@@ -143,6 +153,7 @@ def test_a_forked_child_flushes_on_its_own_thread(files: list[int]) -> None:
     child = os.fork()
     if child == 0:  # pragma: no cover - the child reports through its exit status
         try:
+            flusher.prime()  # no thread here: nothing to wake
             ok = flusher.run(files, [False, True, False, False]) == [0] * 4
             ok = ok and flusher.run([BAD], [True]) == [errno.EBADF]
         except BaseException:
