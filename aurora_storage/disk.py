@@ -29,6 +29,7 @@ import contextlib
 import os
 import random
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,6 +147,8 @@ class RealDisk:
         # metadata must be flushed too (flush_targets).
         self._grown: set[str] = set()
         self.flush_method: str | None = None  # set by device()
+        # Called with a file's descriptor after each append (the shared flusher's kick).
+        self.on_write: Callable[[int], None] | None = None
 
     def _path(self, name: str) -> Path:
         return self.root / _check_name(name)
@@ -191,6 +194,8 @@ class RealDisk:
         if self.preallocate:
             self._make_room(name, handle, end + memoryview(data).nbytes)
         position = end + write_all(handle, data, end)
+        if self.on_write is not None:
+            self.on_write(handle)
         self._ends[name] = position
         self._allocated[name] = max(self._allocated[name], position)
         return position - end

@@ -525,6 +525,9 @@ class Volume:
             disk = next(iter(self.nodes.values())).disk
             assert isinstance(disk, RealDisk) and disk.flush_method is not None
             self._flusher = Flusher(disk.flush_method, options.backend)
+            for node in self.nodes.values():
+                assert isinstance(node.disk, RealDisk)
+                node.disk.on_write = self._flusher.kick  # write-back starts at once
             self.transport.register_syncer(
                 "disks", group_syncer(lambda: list(self.nodes.values()), self._flusher)
             )

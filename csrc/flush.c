@@ -102,6 +102,10 @@ struct aus_flusher {
     int *fds;
     uint8_t *whole;
     int *errors;
+    /* Files written since the last look (aus_flusher_kick), and the thread's copy. */
+    _Atomic int kicked;
+    int *kicks, *kicks_taken;
+    size_t kick_count, kick_capacity;
 };
 
 /* One step of a polling loop: a short pause, and from the hundredth on a yield,
@@ -124,24 +128,56 @@ static long long monotonic_nanoseconds(void) {
     return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
 }
 
-/* Polls until a flush is queued or the flusher stops, for SPIN_NANOSECONDS at most. */
+/* Polls until a flush is queued, a file kicked or the flusher stops, for
+ * SPIN_NANOSECONDS at most. */
 static void poll_for_work(aus_flusher *flusher) {
     long long deadline = monotonic_nanoseconds() + SPIN_NANOSECONDS;
     for (unsigned int spins = 1;; spins++) {
         int state = atomic_load_explicit(&flusher->state, memory_order_acquire);
         if (state == QUEUED || state == STOPPING) return;
+        if (atomic_load_explicit(&flusher->kicked, memory_order_relaxed)) return;
         relax(spins);
         if (spins % 64 == 0 && monotonic_nanoseconds() > deadline) return;
     }
+}
+
+/* Starts the write-back of the kicked files; called with the mutex held, returns
+ * with it held. Errors are left to the flush, which meets them again. */
+static void write_back_kicked(aus_flusher *flusher) {
+    int *taken = flusher->kicks;
+    size_t count = flusher->kick_count;
+    flusher->kicks = flusher->kicks_taken; /* the caller appends to the other array */
+    flusher->kicks_taken = taken;
+    flusher->kick_count = 0;
+    atomic_store_explicit(&flusher->kicked, 0, memory_order_relaxed);
+    pthread_mutex_unlock(&flusher->mutex);
+#if defined(__linux__)
+    for (size_t i = 0; i < count; i++)
+        (void)sync_file_range(taken[i], 0, 0, SYNC_FILE_RANGE_WRITE);
+#else
+    (void)taken;
+    (void)count;
+#endif
+    pthread_mutex_lock(&flusher->mutex);
 }
 
 static void *flusher_main(void *argument) {
     aus_flusher *flusher = argument;
     pthread_mutex_lock(&flusher->mutex);
     for (;;) {
-        while (flusher->state != QUEUED && flusher->state != STOPPING && !flusher->primed)
+        while (flusher->state != QUEUED && flusher->state != STOPPING && !flusher->primed &&
+               !flusher->kick_count)
             pthread_cond_wait(&flusher->changed, &flusher->mutex);
         if (flusher->state == STOPPING) break;
+        if (flusher->kick_count && flusher->state != QUEUED) {
+            /* Written files start on their way to the device while the caller
+             * works on; the flush then finds less to write. */
+            write_back_kicked(flusher);
+            pthread_mutex_unlock(&flusher->mutex);
+            poll_for_work(flusher);
+            pthread_mutex_lock(&flusher->mutex);
+            continue;
+        }
         if (flusher->state != QUEUED) {
             /* Primed: a caller is about to start a flush. Polling saves the
              * latency of waking a sleeping thread (large on virtual machines). */
@@ -213,6 +249,8 @@ void aus_flusher_free(aus_flusher *flusher) {
     free(flusher->fds);
     free(flusher->whole);
     free(flusher->errors);
+    free(flusher->kicks);
+    free(flusher->kicks_taken);
     free(flusher);
 }
 
@@ -259,6 +297,34 @@ int aus_flusher_start(aus_flusher *flusher, const int *fds, const uint8_t *whole
     if (status != AUS_OK) return status;
     pthread_mutex_lock(&flusher->mutex);
     atomic_store_explicit(&flusher->state, QUEUED, memory_order_release);
+    pthread_cond_broadcast(&flusher->changed); /* no system call unless it sleeps */
+    pthread_mutex_unlock(&flusher->mutex);
+    return AUS_OK;
+}
+
+int aus_flusher_kick(aus_flusher *flusher, int fd) {
+    if (ensure_thread(flusher) != AUS_OK) return AUS_E_ARGUMENT;
+    pthread_mutex_lock(&flusher->mutex);
+    if (flusher->kick_count == flusher->kick_capacity) {
+        /* Both arrays grow together, so a swap never leaves one too small. */
+        size_t capacity = flusher->kick_capacity ? flusher->kick_capacity * 2 : 16;
+        int *kicks = realloc(flusher->kicks, capacity * sizeof *kicks);
+        if (kicks) flusher->kicks = kicks;
+        int *taken = kicks ? realloc(flusher->kicks_taken, capacity * sizeof *taken) : NULL;
+        if (taken) flusher->kicks_taken = taken;
+        if (!kicks || !taken) {
+            pthread_mutex_unlock(&flusher->mutex);
+            return AUS_E_NOMEM; /* a hint lost: the flush still writes the file */
+        }
+        flusher->kick_capacity = capacity;
+    }
+    for (size_t i = 0; i < flusher->kick_count; i++)
+        if (flusher->kicks[i] == fd) {
+            pthread_mutex_unlock(&flusher->mutex);
+            return AUS_OK;
+        }
+    flusher->kicks[flusher->kick_count++] = fd;
+    atomic_store_explicit(&flusher->kicked, 1, memory_order_relaxed);
     pthread_cond_broadcast(&flusher->changed); /* no system call unless it sleeps */
     pthread_mutex_unlock(&flusher->mutex);
     return AUS_OK;

@@ -82,4 +82,13 @@ int aus_flusher_wait(aus_flusher *flusher, int *errors, size_t count);
  */
 int aus_flusher_prime(aus_flusher *flusher);
 
+/*
+ * Says fd was just written and will be in a coming flush: the thread starts
+ * its write-back now (sync_file_range, Linux), while the caller goes on, so
+ * the flush finds less to write. A hint only: errors are met and reported by
+ * the flush, a lost hint (AUS_E_NOMEM) costs nothing but time, and a file
+ * closed meanwhile is harmless. AUS_E_ARGUMENT after a fork, as start.
+ */
+int aus_flusher_kick(aus_flusher *flusher, int fd);
+
 #endif

@@ -320,6 +320,22 @@ def test_nodes_on_one_file_system_share_one_flush(
     assert not small(tmp_path / "w", durability="os")._group_sync
 
 
+def test_each_append_kicks_the_shared_flusher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kicked: list[int] = []
+    monkeypatch.setattr(Flusher, "kick", lambda self, descriptor: kicked.append(descriptor))
+    volume = small(tmp_path / "v")
+    with volume.transaction() as tx:
+        tx.write(1, 0, b"kick")
+    logs = []
+    for node in volume.nodes.values():
+        assert isinstance(node.disk, RealDisk)
+        logs.append(node.disk._handles[log_name(0)])
+    assert sorted(kicked) == sorted(logs), "each node's log, once, after its frame"
+    volume.close()
+
+
 def test_a_log_is_flushed_whole_until_its_size_is_durable(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -121,6 +121,20 @@ def test_a_primed_flusher_flushes_as_an_unprimed_one(flusher: Flusher, files: li
     assert flusher.run([files[0], BAD], [False, False]) == [errno.EBADF] * 2
 
 
+def test_kicked_files_flush_as_others(flusher: Flusher, files: list[int]) -> None:
+    """A kick starts a file's write-back early; the flush's outcome is unchanged."""
+    for _ in range(3):
+        for handle in files:
+            os.pwrite(handle, b"more", 10_000)
+            flusher.kick(handle)
+        flusher.kick(BAD)  # a hint about a closed file is harmless
+        assert flusher.run(files, [False, False, True, False]) == [0] * 4
+    flusher.start(files[:2], [False, False])
+    flusher.kick(files[2])  # during a flush: taken up after it
+    assert flusher.wait() == [0, 0]
+    assert flusher.run(files[2:], [False, False]) == [0, 0]
+
+
 def test_misuse_is_refused(flusher: Flusher, files: list[int]) -> None:
     with pytest.raises(InvalidArgumentError, match="no flush in flight"):
         flusher.wait()
@@ -154,6 +168,7 @@ def test_a_forked_child_flushes_on_its_own_thread(files: list[int]) -> None:
     if child == 0:  # pragma: no cover - the child reports through its exit status
         try:
             flusher.prime()  # no thread here: nothing to wake
+            flusher.kick(files[0])
             ok = flusher.run(files, [False, True, False, False]) == [0] * 4
             ok = ok and flusher.run([BAD], [True]) == [errno.EBADF]
         except BaseException:
