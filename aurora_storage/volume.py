@@ -163,6 +163,7 @@ class VolumeOptions:
 
 _pack_header = log.RECORD_HEADER.pack
 _PADDING = bytes(8)
+_KIND_WRITE = log.KIND_WRITE
 
 
 class Transaction:
@@ -190,27 +191,28 @@ class Transaction:
         self._done = False
         self.lsn = 0
 
-    def _append(self, page_no: int, kind: int, offset: int, payload: Any) -> None:
+    def _append(self, page_no: int, kind: int, offset: int, payload: Any, length: int) -> None:
         """Packs one record with LSN and backlink zero; commit stamps them in C.
 
-        The caller checked ``page_no``; this is the one place a record is built.
+        The caller checked ``page_no``, and ``length`` is ``len(payload)``;
+        this is the one place a record is built.
         """
         if self._done:
             raise InvalidArgumentError("the transaction has already committed or aborted")
-        if self._records >= MTR_RECORDS_MAX:
-            raise RecordTooLargeError(page_no, self._records + 1, MTR_RECORDS_MAX)
+        records = self._records
+        if records >= MTR_RECORDS_MAX:
+            raise RecordTooLargeError(page_no, records + 1, MTR_RECORDS_MAX)
         pg_id = page_no // self._pages_per_pg
         batch = self._batches.get(pg_id)
         if batch is None:
             batch = self._batches[pg_id] = bytearray()
-        length = len(payload)
         if len(batch) + length > MTR_BYTES_MAX:
             raise RecordTooLargeError(page_no, len(batch) + length, MTR_BYTES_MAX)
         batch += _pack_header(0, 0, page_no, 0.0, offset, length, kind, 0)
         batch += payload
         if length & 7:
             batch += _PADDING[: -length & 7]
-        self._records += 1
+        self._records = records + 1
 
     def _check_page(self, page_no: int) -> None:
         if type(page_no) is not int or not 0 <= page_no < self._page_count:
@@ -218,23 +220,25 @@ class Transaction:
 
     def write(self, page_no: int, offset: int, data: bytes | bytearray | memoryview) -> None:
         """Redo record: ``data`` goes at ``offset`` in the page."""
-        self._check_page(page_no)
+        # The page check is _check_page's, written out: this runs once per row.
+        if type(page_no) is not int or not 0 <= page_no < self._page_count:
+            raise PageOutOfRangeError(page_no, self._page_count)
         length = len(data)
         if type(offset) is not int or offset < 0 or not 0 < length <= self._page_size - offset:
             raise OffsetOutOfRangeError(page_no, offset, length, self._page_size)
-        self._append(page_no, log.KIND_WRITE, offset, data)
+        self._append(page_no, _KIND_WRITE, offset, data, length)
 
     def put_page(self, page_no: int, image: bytes | bytearray | memoryview) -> None:
         """Redo record: the whole page becomes ``image`` (exactly one page long)."""
         self._check_page(page_no)
         if len(image) != self._page_size:
             raise RecordTooLargeError(page_no, len(image), self._page_size)
-        self._append(page_no, log.KIND_PAGE, 0, image)
+        self._append(page_no, log.KIND_PAGE, 0, image, len(image))
 
     def zero_page(self, page_no: int) -> None:
         """Redo record: the page becomes zeros."""
         self._check_page(page_no)
-        self._append(page_no, log.KIND_ZERO, 0, b"")
+        self._append(page_no, log.KIND_ZERO, 0, b"", 0)
 
     def commit(self) -> int:
         if self._done:
