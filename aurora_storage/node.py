@@ -150,19 +150,30 @@ class GroupSyncJob:
     jobs: list[SyncJob]
     flusher: Flusher
     owners: list[SyncJob] = field(default_factory=list)  # the job of each file flushed
+    descriptors: list[int] = field(default_factory=list)  # this flush's own, closed by wait
 
     def start(self) -> None:
-        fds: list[int] = []
         whole: list[bool] = []
         for job in self.jobs:
             disk = job.node.disk
             assert isinstance(disk, RealDisk)
             for descriptor, grown in disk.flush_targets(job.names):
-                fds.append(descriptor)
+                # A descriptor of its own: while the flush runs unlocked, a checkpoint
+                # may close the disk's, and its number may then name another file.
+                try:
+                    own = os.dup(descriptor)
+                except OSError as error:
+                    job.error = job.error or error
+                    continue
+                self.descriptors.append(own)
                 whole.append(grown)
                 self.owners.append(job)
-        if fds:
-            self.flusher.start(fds, whole)
+        if self.descriptors:
+            try:
+                self.flusher.start(self.descriptors, whole)
+            except BaseException:
+                self._close_descriptors()
+                raise
 
     def index(self) -> None:
         for job in self.jobs:
@@ -171,9 +182,18 @@ class GroupSyncJob:
     def wait(self) -> None:
         if not self.owners:
             return
-        for job, number in zip(self.owners, self.flusher.wait(), strict=True):
+        try:
+            errors = self.flusher.wait()
+        finally:
+            self._close_descriptors()
+        for job, number in zip(self.owners, errors, strict=True):
             if number and job.error is None:
                 job.error = OSError(number, f"flush: {os.strerror(number)}")
+
+    def _close_descriptors(self) -> None:
+        for descriptor in self.descriptors:
+            os.close(descriptor)
+        self.descriptors.clear()
 
     def deliveries(self) -> list[tuple[str, str, m.Message]]:
         return [delivery for job in self.jobs for delivery in job.deliveries()]

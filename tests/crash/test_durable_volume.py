@@ -358,6 +358,32 @@ def test_a_log_is_flushed_whole_until_its_size_is_durable(
     volume.close()
 
 
+def test_a_log_replaced_during_its_flush_is_still_flushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flush runs unlocked: another thread's checkpoint may close a log's
+    descriptor meanwhile, and a new file may take its number. The flush works on
+    descriptors of its own, so it neither fails nor syncs the wrong file."""
+    volume = small(tmp_path / "v")
+    fill(volume, 3)
+    disk = volume.nodes[NODE_NAMES[0]].disk
+    assert isinstance(disk, RealDisk)
+    original = Flusher.start
+
+    def replace_then_start(self: Flusher, fds: list[int], whole: list[bool]) -> None:
+        # As if the checkpoint ran just before the flusher's thread got to the files.
+        disk.replace(log_name(0), disk.read(log_name(0)))  # closes the disk's descriptor
+        original(self, fds, whole)
+
+    monkeypatch.setattr(Flusher, "start", replace_then_start)
+    with volume.transaction() as tx:
+        tx.write(1, 0, b"flushed while replaced")
+    monkeypatch.setattr(Flusher, "start", original)
+    assert not any(node.failed for node in volume.nodes.values())
+    assert volume.read_page(1)[:22] == b"flushed while replaced"
+    volume.close()
+
+
 def test_a_failed_shared_flush_acknowledges_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -393,17 +419,20 @@ def test_a_file_the_shared_flush_failed_stops_only_its_node(
     victim = NODE_NAMES[2]
     disk = volume.nodes[victim].disk
     assert isinstance(disk, RealDisk)
-    victim_fds = set(disk._handles.values())
+    victim_files = {os.fstat(handle).st_ino for handle in disk._handles.values()}
     original_start, original_wait = Flusher.start, Flusher.wait
     flushed: list[int] = []
 
     def start(self: Flusher, fds: list[int], whole: list[bool]) -> None:
-        flushed[:] = fds
+        flushed[:] = [os.fstat(fd).st_ino for fd in fds]  # the flush's own descriptors
         original_start(self, fds, whole)
 
     def wait(self: Flusher) -> list[int]:
         errors = original_wait(self)
-        return [5 if fd in victim_fds else error for fd, error in zip(flushed, errors, strict=True)]
+        return [
+            5 if file in victim_files else error
+            for file, error in zip(flushed, errors, strict=True)
+        ]
 
     monkeypatch.setattr(Flusher, "start", start)
     monkeypatch.setattr(Flusher, "wait", wait)
