@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import InvalidArgumentError
-from .flush import choose_method
+from .flush import choose_method, datasync
 
 SYNC_MODES = ("fsync", "os")
 # Preallocation of appended files ("fsync" mode): each growth at least doubles
@@ -86,7 +86,7 @@ def _write_zeros(handle: int, start: int, target: int, sync: bool) -> int:
     while position < target:
         position += write_all(handle, zeros[: target - position], position)
     if sync:
-        _datasync(handle)
+        datasync(handle)
     return target
 
 
@@ -108,9 +108,6 @@ class Disk(Protocol):
     def truncate(self, name: str, size: int) -> None: ...
 
     def size(self, name: str) -> int: ...
-
-
-_datasync = getattr(os, "fdatasync", os.fsync)
 
 
 def sync_folder(folder: Path) -> None:
@@ -227,7 +224,7 @@ class RealDisk:
     def sync(self, name: str) -> None:
         if self.mode == "fsync" and name in self._handles:
             # fdatasync: the data and what reading it back needs (the size), not mtimes.
-            _datasync(self._handles[name])
+            datasync(self._handles[name])
 
     def read(self, name: str) -> bytes:
         """The file's data: an open file without its preallocated zeros."""

@@ -49,7 +49,8 @@ _METHOD_CODES = {"syncfs": 1, "writeback": 2, "each": 3}  # AUS_FLUSH_* in csrc/
 _WRITEBACK_FILE_SYSTEMS = ("ext4", "xfs")
 _SYNC_FILE_RANGE_WRITE = 2
 _SYNC_FILE_RANGE_WAIT_ALL = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER
-_datasync = getattr(os, "fdatasync", os.fsync)
+# fdatasync where there is one: data and what reading it back needs (the size), not mtimes.
+datasync = getattr(os, "fdatasync", os.fsync)
 
 
 def _libc_function(name: str) -> Callable[..., int] | None:
@@ -121,7 +122,7 @@ def _errno(result: int) -> int:
 
 def _datasync_errno(descriptor: int) -> int:
     try:
-        _datasync(descriptor)
+        datasync(descriptor)
     except OSError as error:
         return error.errno or 5
     return 0

@@ -35,7 +35,7 @@ from . import messages as m
 from .backup_store import KIND_PAGES, BackupStore, decode_object, encode_object
 from .disk import Disk, RealDisk
 from .errors import AuroraStorageError, CorruptionError, VersionGoneError, WrongNodeError
-from .flush import Flusher
+from .flush import Flusher, datasync
 from .history import (
     History,
     flatten_truncations,
@@ -103,9 +103,19 @@ class SyncJob:
     acks: Outgoing
     segments: list[Segment] = field(default_factory=list)  # with frames to index
     error: OSError | None = None
+    descriptors: list[int] | None = None  # a real disk's files, this job's own (start)
 
     def start(self) -> None:
-        """Nothing to begin: this job's fsyncs all run in :meth:`wait`."""
+        """Takes descriptors of its own for a real disk's files (the lock held): wait
+        runs unlocked, and a checkpoint may close the disk's meanwhile."""
+        disk = self.node.disk
+        if isinstance(disk, RealDisk):
+            self.descriptors = []
+            try:
+                for descriptor, _ in disk.flush_targets(self.names):
+                    self.descriptors.append(os.dup(descriptor))
+            except OSError as error:
+                self.error = error
 
     def index(self) -> None:
         """Indexes the frames being synced, in their segments' page logs (the lock held)."""
@@ -117,10 +127,18 @@ class SyncJob:
         disk = self.node.disk
         assert disk is not None
         try:
-            for name in self.names:
-                disk.sync(name)
+            if self.descriptors is None:
+                for name in self.names:
+                    disk.sync(name)
+            elif self.error is None:
+                for descriptor in self.descriptors:
+                    datasync(descriptor)
         except OSError as error:
             self.error = error
+        finally:
+            for descriptor in self.descriptors or ():
+                os.close(descriptor)
+            self.descriptors = []
 
     def deliveries(self) -> list[tuple[str, str, m.Message]]:
         """(source, destination, message) of the acks the sync releases (none if it failed)."""

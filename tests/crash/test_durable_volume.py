@@ -384,6 +384,42 @@ def test_a_log_replaced_during_its_flush_is_still_flushed(
     volume.close()
 
 
+def test_nodes_syncing_alone_use_their_own_descriptors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a shared flush (AURORA_STORAGE_FLUSH=each) each node's job fdatasyncs
+    descriptors it took under the lock; an error stops that node alone."""
+    from aurora_storage import node as node_module
+
+    monkeypatch.setenv("AURORA_STORAGE_FLUSH", "each")
+    volume = small(tmp_path / "v")
+    assert not volume._group_sync
+    expected = fill(volume, 4)
+    synced: list[int] = []
+    real = node_module.datasync
+
+    def failing_once(descriptor: int) -> None:
+        synced.append(descriptor)
+        if len(synced) == 1:
+            raise OSError(5, "Input/output error")
+        real(descriptor)
+
+    monkeypatch.setattr(node_module, "datasync", failing_once)
+    with volume.transaction() as tx:
+        tx.write(5, 0, b"five of six")
+    expected[5] = b"five of six"
+    volume.transport.wait_for_syncs()
+    failed = [name for name, node in volume.nodes.items() if node.failed]
+    assert len(failed) == 1 and volume.nodes[failed[0]].failed.startswith("fsync failed")
+    handles = {h for n in volume.nodes.values() for h in n.disk._handles.values()}  # type: ignore[union-attr]
+    assert not handles & set(synced), "each job synced descriptors of its own"
+    monkeypatch.setattr(node_module, "datasync", real)
+    volume.cluster.restore_node(failed[0])
+    for page_no, data in expected.items():
+        assert volume.read_page(page_no)[: len(data)] == data
+    volume.close()
+
+
 def test_a_failed_shared_flush_acknowledges_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
