@@ -79,6 +79,20 @@ def write_all(
     return total
 
 
+def _grow_file(path: Path, start: int, target: int) -> int:
+    """A background growth: zeros in [start, target), then fdatasync; returns target.
+
+    It opens the file on its own: a write-back error that its fdatasync reports
+    (and consumes, for that open file) must still reach the flush that makes
+    the appended data durable through the disk's descriptor.
+    """
+    descriptor = os.open(path, os.O_WRONLY)
+    try:
+        return _write_zeros(descriptor, start, target, True)
+    finally:
+        os.close(descriptor)
+
+
 def _write_zeros(handle: int, start: int, target: int, sync: bool) -> int:
     """Fills [start, target) of a file with zeros (then fdatasync if ``sync``); returns target."""
     zeros = memoryview(bytes(min(target - start, PREALLOCATE_BYTES_MAX)))
@@ -142,7 +156,7 @@ class RealDisk:
         self._extending: dict[str, Future[int]] = {}
         # Files whose size or allocation changed since their last flush: their
         # metadata must be flushed too (flush_targets).
-        self._grown: set[str] = set()
+        self._grown: dict[str, int] = {}  # name -> growths not yet flushed whole
         self.flush_method: str | None = None  # set by device()
         # Called with a file's descriptor after each append (the shared flusher's kick).
         self.on_write: Callable[[int], None] | None = None
@@ -176,7 +190,7 @@ class RealDisk:
                 extension.result()
         handle = self._handles.pop(name, None)
         end = self._ends.pop(name, 0)
-        self._grown.discard(name)
+        self._grown.pop(name, None)
         self._allocated.pop(name, None)
         if handle is not None:
             try:
@@ -214,11 +228,11 @@ class RealDisk:
             # the flush that makes the append durable covers these zeros too.
             target = max(needed, allocated + _preallocation_step(allocated))
             allocated = self._allocated[name] = _write_zeros(handle, allocated, target, False)
-            self._grown.add(name)
+            self._grown[name] = self._grown.get(name, 0) + 1
         step = _preallocation_step(allocated)
         if extension is None and allocated - needed < step // 2:
             self._extending[name] = _background().submit(
-                _write_zeros, handle, allocated, allocated + step, True
+                _grow_file, self._path(name), allocated, allocated + step
             )
 
     def sync(self, name: str) -> None:
@@ -248,20 +262,25 @@ class RealDisk:
             return None
         return os.stat(folder).st_dev
 
-    def flush_targets(self, names: list[str]) -> list[tuple[int, bool]]:
-        """(descriptor, whole) of each open file among ``names``, for a shared flush.
+    def flush_targets(self, names: list[str]) -> list[tuple[str, int, int]]:
+        """(name, descriptor, growths) of each open file among ``names``, for a flush.
 
-        ``whole`` marks a file whose size or allocation changed since its last
-        flush (its metadata must go too); the mark is taken: the caller flushes
-        now, and a failed flush stops the node, which reopens its files.
+        ``growths`` counts the file's size or allocation changes not yet flushed
+        whole: a flush must make its metadata durable too. Once a flush has
+        succeeded, :meth:`flushed` takes the mark; a failed flush leaves it.
         """
         targets = []
         for name in names:
             handle = self._handles.get(name)
             if handle is not None:
-                targets.append((handle, name in self._grown))
-                self._grown.discard(name)
+                targets.append((name, handle, self._grown.get(name, 0)))
         return targets
+
+    def flushed(self, name: str, growths: int) -> None:
+        """A flush made ``name`` durable, its metadata with it if it had ``growths``;
+        a growth since then keeps the file marked."""
+        if growths and self._grown.get(name) == growths:
+            del self._grown[name]
 
     def replace(self, name: str, data: bytes) -> None:
         path = self._path(name)

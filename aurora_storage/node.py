@@ -104,6 +104,7 @@ class SyncJob:
     segments: list[Segment] = field(default_factory=list)  # with frames to index
     error: OSError | None = None
     descriptors: list[int] | None = None  # a real disk's files, this job's own (start)
+    targets: list[tuple[str, int]] = field(default_factory=list)  # (name, growths) synced
 
     def start(self) -> None:
         """Takes descriptors of its own for a real disk's files (the lock held): wait
@@ -112,10 +113,18 @@ class SyncJob:
         if isinstance(disk, RealDisk):
             self.descriptors = []
             try:
-                for descriptor, _ in disk.flush_targets(self.names):
+                for name, descriptor, growths in disk.flush_targets(self.names):
                     self.descriptors.append(os.dup(descriptor))
+                    self.targets.append((name, growths))
             except OSError as error:
                 self.error = error
+
+    def settle_marks(self) -> None:
+        """After a successful sync its files' growths are durable (the lock held)."""
+        disk = self.node.disk
+        if self.error is None and isinstance(disk, RealDisk):
+            for name, growths in self.targets:
+                disk.flushed(name, growths)
 
     def index(self) -> None:
         """Indexes the frames being synced, in their segments' page logs (the lock held)."""
@@ -148,6 +157,7 @@ class SyncJob:
 
     def failures(self) -> list[tuple[str, OSError]]:
         """Stops the node if its sync failed; returns (node, error) for each node stopped."""
+        self.settle_marks()
         if self.error is None:
             return []
         self.node.sync_failed(self.error)
@@ -175,7 +185,7 @@ class GroupSyncJob:
         for job in self.jobs:
             disk = job.node.disk
             assert isinstance(disk, RealDisk)
-            for descriptor, grown in disk.flush_targets(job.names):
+            for name, descriptor, growths in disk.flush_targets(job.names):
                 # A descriptor of its own: while the flush runs unlocked, a checkpoint
                 # may close the disk's, and its number may then name another file.
                 try:
@@ -184,14 +194,16 @@ class GroupSyncJob:
                     job.error = job.error or error
                     continue
                 self.descriptors.append(own)
-                whole.append(grown)
+                whole.append(growths > 0)
                 self.owners.append(job)
+                job.targets.append((name, growths))
         if self.descriptors:
             try:
                 self.flusher.start(self.descriptors, whole)
-            except BaseException:
+            except Exception as error:  # nothing was flushed: no node may ack
                 self._close_descriptors()
-                raise
+                self._fail_owners(OSError(5, f"the flush could not start: {error!r}"))
+                self.owners.clear()
 
     def index(self) -> None:
         for job in self.jobs:
@@ -202,11 +214,18 @@ class GroupSyncJob:
             return
         try:
             errors = self.flusher.wait()
+        except Exception as error:  # the outcome is unknown: nothing counts as durable
+            self._fail_owners(OSError(5, f"the flush failed: {error!r}"))
+            return
         finally:
             self._close_descriptors()
         for job, number in zip(self.owners, errors, strict=True):
             if number and job.error is None:
                 job.error = OSError(number, f"flush: {os.strerror(number)}")
+
+    def _fail_owners(self, error: OSError) -> None:
+        for job in self.owners:
+            job.error = job.error or error
 
     def _close_descriptors(self) -> None:
         for descriptor in self.descriptors:

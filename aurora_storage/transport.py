@@ -247,8 +247,9 @@ class DirectTransport(Transport):
             try:
                 job.index()  # while the flusher's thread flushes
             except BaseException:
-                job.wait()  # a flush is never left in flight
+                job.wait()  # a flush is never left in flight, nor its outcome unsettled
                 self._in_flight.discard(name)
+                self._finished.append(job)
                 raise
             state = self.lock._release_save()  # type: ignore[attr-defined]
             try:

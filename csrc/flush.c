@@ -104,8 +104,10 @@ struct aus_flusher {
     int *errors;
     /* Files written since the last look (aus_flusher_kick), and the thread's copy. */
     _Atomic int kicked;
-    int *kicks, *kicks_taken;
+    int *kicks; /* the callers' array, grown by them under the mutex */
     size_t kick_count, kick_capacity;
+    int *kicks_taken; /* the thread's, read by it without the mutex: never grown */
+    size_t kicks_taken_capacity;
 };
 
 /* One step of a polling loop: a short pause, and from the hundredth on a yield,
@@ -145,9 +147,11 @@ static void poll_for_work(aus_flusher *flusher) {
  * with it held. Errors are left to the flush, which meets them again. */
 static void write_back_kicked(aus_flusher *flusher) {
     int *taken = flusher->kicks;
-    size_t count = flusher->kick_count;
-    flusher->kicks = flusher->kicks_taken; /* the caller appends to the other array */
+    size_t count = flusher->kick_count, capacity = flusher->kick_capacity;
+    flusher->kicks = flusher->kicks_taken; /* the callers append to the other array */
+    flusher->kick_capacity = flusher->kicks_taken_capacity;
     flusher->kicks_taken = taken;
+    flusher->kicks_taken_capacity = capacity;
     flusher->kick_count = 0;
     atomic_store_explicit(&flusher->kicked, 0, memory_order_relaxed);
     pthread_mutex_unlock(&flusher->mutex);
@@ -297,6 +301,7 @@ int aus_flusher_start(aus_flusher *flusher, const int *fds, const uint8_t *whole
     if (status != AUS_OK) return status;
     pthread_mutex_lock(&flusher->mutex);
     atomic_store_explicit(&flusher->state, QUEUED, memory_order_release);
+    flusher->primed = 0; /* the flush it announced is here */
     pthread_cond_broadcast(&flusher->changed); /* no system call unless it sleeps */
     pthread_mutex_unlock(&flusher->mutex);
     return AUS_OK;
@@ -306,16 +311,14 @@ int aus_flusher_kick(aus_flusher *flusher, int fd) {
     if (ensure_thread(flusher) != AUS_OK) return AUS_E_ARGUMENT;
     pthread_mutex_lock(&flusher->mutex);
     if (flusher->kick_count == flusher->kick_capacity) {
-        /* Both arrays grow together, so a swap never leaves one too small. */
+        /* Only the callers' array grows: the thread may be reading the other one. */
         size_t capacity = flusher->kick_capacity ? flusher->kick_capacity * 2 : 16;
         int *kicks = realloc(flusher->kicks, capacity * sizeof *kicks);
-        if (kicks) flusher->kicks = kicks;
-        int *taken = kicks ? realloc(flusher->kicks_taken, capacity * sizeof *taken) : NULL;
-        if (taken) flusher->kicks_taken = taken;
-        if (!kicks || !taken) {
+        if (!kicks) {
             pthread_mutex_unlock(&flusher->mutex);
             return AUS_E_NOMEM; /* a hint lost: the flush still writes the file */
         }
+        flusher->kicks = kicks;
         flusher->kick_capacity = capacity;
     }
     for (size_t i = 0; i < flusher->kick_count; i++)

@@ -420,6 +420,102 @@ def test_nodes_syncing_alone_use_their_own_descriptors(
     volume.close()
 
 
+def test_a_grown_log_stays_marked_until_a_flush_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new log's size must reach the disk with a whole flush. If that flush fails
+    for one node and the node is restored (its disk and descriptors kept), the log
+    is flushed whole again, not as data only."""
+    monkeypatch.setenv("AURORA_STORAGE_FLUSH", "writeback")
+    volume = small(tmp_path / "v")
+    victim = NODE_NAMES[2]
+    disk = volume.nodes[victim].disk
+    assert isinstance(disk, RealDisk)
+    original_start, original_wait = Flusher.start, Flusher.wait
+    flushes: list[list[tuple[int, bool]]] = []  # (inode, whole) per file
+    fail_victim = [True]
+
+    def start(self: Flusher, fds: list[int], whole: list[bool]) -> None:
+        flushes.append([(os.fstat(fd).st_ino, w) for fd, w in zip(fds, whole, strict=True)])
+        original_start(self, fds, whole)
+
+    def wait(self: Flusher) -> list[int]:
+        errors = original_wait(self)
+        if not fail_victim:
+            return errors
+        fail_victim.clear()
+        victim_file = os.fstat(disk._handles[log_name(0)]).st_ino
+        return [5 if f == victim_file else e for (f, _), e in zip(flushes[-1], errors, strict=True)]
+
+    monkeypatch.setattr(Flusher, "start", start)
+    monkeypatch.setattr(Flusher, "wait", wait)
+    with volume.transaction() as tx:
+        tx.write(1, 0, b"first")  # five of six made it
+    assert volume.nodes[victim].failed.startswith("fsync failed")
+    victim_file = os.fstat(disk._handles[log_name(0)]).st_ino
+    volume.cluster.restore_node(victim)
+    with volume.transaction() as tx:
+        tx.write(1, 0, b"second")
+    marks = [w for flush in flushes[1:] for f, w in flush if f == victim_file]
+    assert marks and marks[0], "the victim's growth was never made durable: flush it whole"
+    others = [w for flush in flushes[1:] for f, w in flush if f != victim_file]
+    assert others and not any(others), "the others' growth was: data only"
+    volume.close()
+
+
+def test_a_flush_that_cannot_start_stops_the_nodes_and_keeps_the_marks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AURORA_STORAGE_FLUSH", "writeback")
+    volume = small(tmp_path / "v")
+    original = Flusher.start
+    marks: list[list[bool]] = []
+    refuse = [True]
+
+    def start(self: Flusher, fds: list[int], whole: list[bool]) -> None:
+        marks.append(list(whole))
+        if refuse:
+            refuse.clear()
+            raise MemoryError("aus_flusher_start")
+        original(self, fds, whole)
+
+    monkeypatch.setattr(Flusher, "start", start)
+    with pytest.raises(WriteQuorumError), volume.transaction() as tx:
+        tx.write(1, 0, b"never acknowledged")
+    assert all(node.failed for node in volume.nodes.values()), "nothing was flushed"
+    for name in NODE_NAMES:
+        volume.cluster.restore_node(name)
+    with volume.transaction() as tx:
+        tx.write(1, 0, b"after the restore")
+    assert marks[0] == [True] * 6 and marks[-1] == [True] * 6, "the new logs' sizes still go whole"
+    assert volume.read_page(1)[:17] == b"after the restore"
+    volume.close()
+
+
+def test_an_error_while_indexing_still_settles_the_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The flush's outcome is settled even when indexing during it raises: an EIO
+    it met stops the nodes (a later flush must not be trusted instead)."""
+    from aurora_storage.node import SyncJob
+
+    volume = small(tmp_path / "v")
+    fill(volume, 3)
+    original_wait = Flusher.wait
+    monkeypatch.setattr(Flusher, "wait", lambda self: [5] * len(original_wait(self)))
+
+    def failing_index(self: SyncJob) -> None:
+        raise MemoryError("page log append")
+
+    monkeypatch.setattr(SyncJob, "index", failing_index)
+    with pytest.raises(MemoryError), volume.transaction() as tx:
+        tx.write(2, 0, b"x")
+    monkeypatch.undo()
+    volume.transport.run_until(lambda: False, 0.0)  # settles what is pending
+    assert all(node.failed.startswith("fsync failed") for node in volume.nodes.values())
+    volume.close()
+
+
 def test_a_failed_shared_flush_acknowledges_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

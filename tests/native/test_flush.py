@@ -135,6 +135,23 @@ def test_kicked_files_flush_as_others(flusher: Flusher, files: list[int]) -> Non
     assert flusher.run(files[2:], [False, False]) == [0, 0]
 
 
+def test_kicks_while_the_thread_writes_back(tmp_path: Path) -> None:
+    """Many distinct files kicked at once: the callers' array grows while the thread
+    reads the other one (run_asan.sh catches a use after free here)."""
+    handles = [os.open(tmp_path / f"k{i}", os.O_RDWR | os.O_CREAT, 0o644) for i in range(64)]
+    try:
+        for round_number in range(150):
+            flusher = Flusher("writeback", "native")
+            for handle in handles:
+                os.pwrite(handle, b"k" * 512, round_number * 512)
+                flusher.kick(handle)
+            assert flusher.run(handles[:2], [False, False]) == [0, 0]
+            flusher.close()
+    finally:
+        for handle in handles:
+            os.close(handle)
+
+
 def test_misuse_is_refused(flusher: Flusher, files: list[int]) -> None:
     with pytest.raises(InvalidArgumentError, match="no flush in flight"):
         flusher.wait()
