@@ -28,6 +28,8 @@ starts while the caller goes on, so the flush finds less to write. Between the
 flushes of a stream of commits the thread polls for the next one (2 ms at
 most, yielding the CPU), and a waiter polls for the end of its flush, since
 waking a sleeping thread costs tens of microseconds on a virtual machine.
+``AURORA_STORAGE_FLUSH_POLL_US`` sets that time; 0 turns polling off, for
+hosts where an idle core matters more than commit latency.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from . import native
 from .errors import InvalidArgumentError, NativeCoreError
 
 METHODS = ("writeback", "syncfs", "each")
+POLL_US_DEFAULT = 2000  # the flusher's thread polls this long before it sleeps
+POLL_US_MAX = 1_000_000
 _METHOD_CODES = {"syncfs": 1, "writeback": 2, "each": 3}  # AUS_FLUSH_* in csrc/flush.h
 # File systems where the "writeback" method is sound (see the module docstring).
 _WRITEBACK_FILE_SYSTEMS = ("ext4", "xfs")
@@ -72,6 +76,23 @@ if _sync_file_range is not None:
         ctypes.c_int64,
         ctypes.c_uint,
     ]
+
+
+def poll_time() -> int:
+    """Microseconds the flusher's thread polls before sleeping: ``AURORA_STORAGE_FLUSH_POLL_US``
+    or :data:`POLL_US_DEFAULT`; 0 never polls (no core spins, commits wait for wake-ups)."""
+    text = os.environ.get("AURORA_STORAGE_FLUSH_POLL_US")
+    if not text:
+        return POLL_US_DEFAULT
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= POLL_US_MAX:
+        raise InvalidArgumentError(
+            f"AURORA_STORAGE_FLUSH_POLL_US={text!r}: expected microseconds in 0..{POLL_US_MAX}"
+        )
+    return value
 
 
 def file_system_of(path: str | os.PathLike[str], mountinfo: str | None = None) -> tuple[str, str]:
@@ -160,10 +181,13 @@ def python_flush(fds: Sequence[int], whole: Sequence[bool], method: str) -> list
 class Flusher:
     """Runs one flush at a time: :meth:`start` returns at once, :meth:`wait` finishes it."""
 
-    def __init__(self, method: str, backend: str | None = None) -> None:
+    def __init__(self, method: str, backend: str | None = None, poll_us: int | None = None) -> None:
         if method not in METHODS:
             raise InvalidArgumentError(f"flush method {method!r} is not one of {METHODS}")
         self.method = method
+        self.poll_us = poll_time() if poll_us is None else poll_us
+        if type(self.poll_us) is not int or not 0 <= self.poll_us <= POLL_US_MAX:
+            raise InvalidArgumentError(f"poll time {self.poll_us!r} us is not in 0..{POLL_US_MAX}")
         self._pending: tuple[list[int], list[bool]] | None = None  # for the caller's thread
         self._count = 0
         self._in_flight = False
@@ -172,7 +196,7 @@ class Flusher:
             core = native.get_backend("native")
             assert isinstance(core, native.NativeBackend)
             self._ffi, self._lib = core.ffi, core.lib
-            made = self._lib.aus_flusher_new()
+            made = self._lib.aus_flusher_new(self.poll_us * 1000)
             if made == self._ffi.NULL:
                 raise MemoryError("aus_flusher_new")
             self._native = self._ffi.gc(made, self._lib.aus_flusher_free)
@@ -182,8 +206,8 @@ class Flusher:
 
         Waking a sleeping thread costs tens of microseconds on a virtual
         machine; a caller that knows a flush is coming (a commit about to send
-        its frames) hides that behind its own work. The thread polls for 2 ms
-        at most, then sleeps again. Nothing happens with a flush in flight.
+        its frames) hides that behind its own work. The thread polls for
+        :attr:`poll_us` at most, then sleeps again; with 0 this does nothing. Nothing happens with a flush in flight.
         """
         if self._native is not None and not self._in_flight:
             status = self._lib.aus_flusher_prime(self._native)

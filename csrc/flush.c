@@ -86,8 +86,6 @@ int aus_flush(const int *fds, const uint8_t *whole, size_t count, int method,
 
 enum { IDLE, QUEUED, RUNNING, DONE, STOPPING };
 
-/* How long a primed thread polls for its flush before it sleeps again. */
-#define SPIN_NANOSECONDS 2000000L
 
 struct aus_flusher {
     pthread_mutex_t mutex;
@@ -95,6 +93,7 @@ struct aus_flusher {
     pthread_t thread;
     int started;
     pid_t owner;          /* the process that started the thread */
+    long long poll_ns;    /* how long to poll before sleeping; 0: never poll */
     _Atomic int state;    /* written under the mutex; read without it while polling */
     int primed;           /* a flush is coming: poll instead of sleeping */
     int method;
@@ -131,9 +130,10 @@ static long long monotonic_nanoseconds(void) {
 }
 
 /* Polls until a flush is queued, a file kicked or the flusher stops, for
- * SPIN_NANOSECONDS at most. */
+ * poll_ns at most. */
 static void poll_for_work(aus_flusher *flusher) {
-    long long deadline = monotonic_nanoseconds() + SPIN_NANOSECONDS;
+    if (flusher->poll_ns == 0) return;
+    long long deadline = monotonic_nanoseconds() + flusher->poll_ns;
     for (unsigned int spins = 1;; spins++) {
         int state = atomic_load_explicit(&flusher->state, memory_order_acquire);
         if (state == QUEUED || state == STOPPING) return;
@@ -218,9 +218,11 @@ static int ensure_thread(aus_flusher *flusher) {
     return AUS_OK;
 }
 
-aus_flusher *aus_flusher_new(void) {
+aus_flusher *aus_flusher_new(long long poll_ns) {
+    if (poll_ns < 0) return NULL;
     aus_flusher *flusher = calloc(1, sizeof *flusher);
     if (!flusher) return NULL;
+    flusher->poll_ns = poll_ns;
     if (pthread_mutex_init(&flusher->mutex, NULL) != 0) {
         free(flusher);
         return NULL;
@@ -334,6 +336,7 @@ int aus_flusher_kick(aus_flusher *flusher, int fd) {
 }
 
 int aus_flusher_prime(aus_flusher *flusher) {
+    if (flusher->poll_ns == 0) return AUS_OK; /* it would not poll: nothing to gain */
     if (ensure_thread(flusher) != AUS_OK) return AUS_E_ARGUMENT;
     pthread_mutex_lock(&flusher->mutex);
     if (flusher->state == IDLE && !flusher->primed) {
@@ -345,8 +348,8 @@ int aus_flusher_prime(aus_flusher *flusher) {
 }
 
 int aus_flusher_wait(aus_flusher *flusher, int *errors, size_t count) {
-    if (flusher->started && flusher->owner == getpid()) {
-        long long deadline = monotonic_nanoseconds() + SPIN_NANOSECONDS;
+    if (flusher->poll_ns && flusher->started && flusher->owner == getpid()) {
+        long long deadline = monotonic_nanoseconds() + flusher->poll_ns;
         for (unsigned int spins = 1;; spins++) {
             int state = atomic_load_explicit(&flusher->state, memory_order_acquire);
             if (state != QUEUED && state != RUNNING) break;

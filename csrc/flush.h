@@ -59,7 +59,7 @@ int aus_flush(const int *fds, const uint8_t *whole, size_t count, int method,
  *
  * Waking a sleeping thread costs tens of microseconds on a virtual machine,
  * twice per flush. So the thread, after a flush (commits come in streams) or
- * when primed, polls for the next one for up to 2 ms before it sleeps, and
+ * when primed, polls for the next one for up to poll_ns before it sleeps, and
  * wait polls for the end of the flush as long before it sleeps. Polling
  * pauses, then yields the CPU at every step, so runnable threads (committers
  * forming the next group) are not held up. One caller at a time: start,
@@ -67,7 +67,10 @@ int aus_flush(const int *fds, const uint8_t *whole, size_t count, int method,
  */
 typedef struct aus_flusher aus_flusher;
 
-aus_flusher *aus_flusher_new(void);
+/* poll_ns: how long the thread polls for work, and wait for the flush's end,
+ * before sleeping (0: never poll; priming then does nothing). NULL for a
+ * negative poll_ns or no memory. */
+aus_flusher *aus_flusher_new(long long poll_ns);
 /* Waits for a flush in flight, stops the thread; NULL is ignored. */
 void aus_flusher_free(aus_flusher *flusher);
 int aus_flusher_start(aus_flusher *flusher, const int *fds, const uint8_t *whole,
@@ -76,7 +79,7 @@ int aus_flusher_wait(aus_flusher *flusher, int *errors, size_t count);
 
 /*
  * Says a flush will start soon: the thread wakes now and polls for it (up to
- * 2 ms, then sleeps again), so aus_flusher_start neither pays for waking it
+ * poll_ns, then sleeps again), so aus_flusher_start neither pays for waking it
  * nor waits for it to be scheduled. Returns AUS_E_ARGUMENT after a fork, as
  * start does (nothing to prime), AUS_E_NOMEM if the thread cannot be made.
  */

@@ -152,6 +152,18 @@ def test_kicks_while_the_thread_writes_back(tmp_path: Path) -> None:
             os.close(handle)
 
 
+@pytest.mark.parametrize("backend", native.BACKEND_NAMES)
+def test_without_polling_the_thread_sleeps_between_flushes(files: list[int], backend: str) -> None:
+    flusher = Flusher("writeback", backend, poll_us=0)
+    for _ in range(3):
+        flusher.prime()  # nothing to do: it would not poll
+        flusher.kick(files[0])
+        assert flusher.run(files, [False, True, False, False]) == [0] * 4
+    flusher.close()
+    with pytest.raises(InvalidArgumentError, match="poll time"):
+        Flusher("writeback", backend, poll_us=-1)
+
+
 def test_misuse_is_refused(flusher: Flusher, files: list[int]) -> None:
     with pytest.raises(InvalidArgumentError, match="no flush in flight"):
         flusher.wait()

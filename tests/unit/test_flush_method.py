@@ -58,3 +58,15 @@ def test_the_environment_forces_a_method(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setenv("AURORA_STORAGE_FLUSH", "fsync")
     with pytest.raises(InvalidArgumentError, match="AURORA_STORAGE_FLUSH"):
         flush.choose_method(tmp_path, info)
+
+
+def test_the_poll_time_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AURORA_STORAGE_FLUSH_POLL_US", raising=False)
+    assert flush.poll_time() == flush.POLL_US_DEFAULT
+    monkeypatch.setenv("AURORA_STORAGE_FLUSH_POLL_US", "0")
+    assert flush.poll_time() == 0
+    assert flush.Flusher("each", "python").poll_us == 0
+    for bad in ("-5", "soon", str(flush.POLL_US_MAX + 1)):
+        monkeypatch.setenv("AURORA_STORAGE_FLUSH_POLL_US", bad)
+        with pytest.raises(InvalidArgumentError, match="AURORA_STORAGE_FLUSH_POLL_US"):
+            flush.poll_time()
