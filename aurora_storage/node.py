@@ -108,7 +108,8 @@ class SyncJob:
 
     def start(self) -> None:
         """Takes descriptors of its own for a real disk's files (the lock held): wait
-        runs unlocked, and a checkpoint may close the disk's meanwhile."""
+        runs unlocked, and a checkpoint may close the disk's meanwhile, after which
+        its number may name another file."""
         disk = self.node.disk
         if isinstance(disk, RealDisk):
             self.descriptors = []
@@ -145,9 +146,12 @@ class SyncJob:
         except OSError as error:
             self.error = error
         finally:
-            for descriptor in self.descriptors or ():
-                os.close(descriptor)
-            self.descriptors = []
+            self.close_descriptors()
+
+    def close_descriptors(self) -> None:
+        for descriptor in self.descriptors or ():
+            os.close(descriptor)
+        self.descriptors = []
 
     def deliveries(self) -> list[tuple[str, str, m.Message]]:
         """(source, destination, message) of the acks the sync releases (none if it failed)."""
@@ -178,28 +182,19 @@ class GroupSyncJob:
     jobs: list[SyncJob]
     flusher: Flusher
     owners: list[SyncJob] = field(default_factory=list)  # the job of each file flushed
-    descriptors: list[int] = field(default_factory=list)  # this flush's own, closed by wait
 
     def start(self) -> None:
+        fds: list[int] = []
         whole: list[bool] = []
         for job in self.jobs:
-            disk = job.node.disk
-            assert isinstance(disk, RealDisk)
-            for name, descriptor, growths in disk.flush_targets(job.names):
-                # A descriptor of its own: while the flush runs unlocked, a checkpoint
-                # may close the disk's, and its number may then name another file.
-                try:
-                    own = os.dup(descriptor)
-                except OSError as error:
-                    job.error = job.error or error
-                    continue
-                self.descriptors.append(own)
+            job.start()  # descriptors of its own, as for a sync of its own
+            for descriptor, (_, growths) in zip(job.descriptors or (), job.targets, strict=True):
+                fds.append(descriptor)
                 whole.append(growths > 0)
                 self.owners.append(job)
-                job.targets.append((name, growths))
-        if self.descriptors:
+        if fds:
             try:
-                self.flusher.start(self.descriptors, whole)
+                self.flusher.start(fds, whole)
             except Exception as error:  # nothing was flushed: no node may ack
                 self._close_descriptors()
                 self._fail_owners(OSError(5, f"the flush could not start: {error!r}"))
@@ -228,9 +223,8 @@ class GroupSyncJob:
             job.error = job.error or error
 
     def _close_descriptors(self) -> None:
-        for descriptor in self.descriptors:
-            os.close(descriptor)
-        self.descriptors.clear()
+        for job in self.jobs:
+            job.close_descriptors()
 
     def deliveries(self) -> list[tuple[str, str, m.Message]]:
         return [delivery for job in self.jobs for delivery in job.deliveries()]
