@@ -129,19 +129,32 @@ static long long monotonic_nanoseconds(void) {
     return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
 }
 
-/* Polls until a flush is queued, a file kicked or the flusher stops, for
- * poll_ns at most. */
-static void poll_for_work(aus_flusher *flusher) {
+/* The thread has something to do: a flush queued, a file kicked, or stop. */
+static int work_arrived(aus_flusher *flusher) {
+    int state = atomic_load_explicit(&flusher->state, memory_order_acquire);
+    return state == QUEUED || state == STOPPING ||
+           atomic_load_explicit(&flusher->kicked, memory_order_relaxed);
+}
+
+/* The flush a caller waits for is no longer queued or running. */
+static int flush_ended(aus_flusher *flusher) {
+    int state = atomic_load_explicit(&flusher->state, memory_order_acquire);
+    return state != QUEUED && state != RUNNING;
+}
+
+/* Polls until ready(flusher), for poll_ns at most; the caller then checks under
+ * the mutex, and sleeps if it must. */
+static void poll_until(aus_flusher *flusher, int (*ready)(aus_flusher *)) {
     if (flusher->poll_ns == 0) return;
     long long deadline = monotonic_nanoseconds() + flusher->poll_ns;
     for (unsigned int spins = 1;; spins++) {
-        int state = atomic_load_explicit(&flusher->state, memory_order_acquire);
-        if (state == QUEUED || state == STOPPING) return;
-        if (atomic_load_explicit(&flusher->kicked, memory_order_relaxed)) return;
+        if (ready(flusher)) return;
         relax(spins);
         if (spins % 64 == 0 && monotonic_nanoseconds() > deadline) return;
     }
 }
+
+static void poll_for_work(aus_flusher *flusher) { poll_until(flusher, work_arrived); }
 
 /* Starts the write-back of the kicked files; called with the mutex held, returns
  * with it held. Errors are left to the flush, which meets them again. */
@@ -348,15 +361,7 @@ int aus_flusher_prime(aus_flusher *flusher) {
 }
 
 int aus_flusher_wait(aus_flusher *flusher, int *errors, size_t count) {
-    if (flusher->poll_ns && flusher->started && flusher->owner == getpid()) {
-        long long deadline = monotonic_nanoseconds() + flusher->poll_ns;
-        for (unsigned int spins = 1;; spins++) {
-            int state = atomic_load_explicit(&flusher->state, memory_order_acquire);
-            if (state != QUEUED && state != RUNNING) break;
-            relax(spins);
-            if (spins % 64 == 0 && monotonic_nanoseconds() > deadline) break;
-        }
-    }
+    if (flusher->started && flusher->owner == getpid()) poll_until(flusher, flush_ended);
     pthread_mutex_lock(&flusher->mutex);
     int pending = flusher->state == QUEUED || flusher->state == RUNNING ||
                   flusher->state == DONE;
