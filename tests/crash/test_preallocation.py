@@ -207,3 +207,42 @@ def test_short_writes_are_completed(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert store.read("meta") == b"m" * 5000
     store.close()
     assert (tmp_path / "log").read_bytes() == b"".join(chunks)
+
+
+@settings(
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data_bytes=st.integers(0, 3 * disk.ZERO_WRITE_BYTES),
+    grow_bytes=st.integers(1, 5 * disk.ZERO_WRITE_BYTES),
+)
+def test_zeros_go_out_in_small_writes_and_leave_the_data(
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    data_bytes: int,
+    grow_bytes: int,
+) -> None:
+    """A growth fills exactly its range with zeros, never in a write larger than
+    ZERO_WRITE_BYTES: each write holds the file's inode lock, which an append to
+    the same file waits for (one 4 MiB write stalled commits for ~14 ms)."""
+    path = tmp_path_factory.mktemp("z") / "log"
+    data = bytes(range(1, 256)) * (data_bytes // 255 + 1)
+    path.write_bytes(data[:data_bytes])
+    writes: list[int] = []
+    real_pwrite = os.pwrite
+
+    def spying_pwrite(descriptor: int, buffer: Any, offset: int) -> int:
+        writes.append(len(buffer))
+        return real_pwrite(descriptor, buffer, offset)
+
+    monkeypatch.setattr(disk.os, "pwrite", spying_pwrite)
+    descriptor = os.open(path, os.O_WRONLY)
+    try:
+        end = disk._write_zeros(descriptor, data_bytes, data_bytes + grow_bytes, True)
+    finally:
+        os.close(descriptor)
+        monkeypatch.undo()
+    assert end == data_bytes + grow_bytes
+    assert sum(writes) == grow_bytes
+    assert max(writes) <= disk.ZERO_WRITE_BYTES
+    assert path.read_bytes() == data[:data_bytes] + bytes(grow_bytes)
