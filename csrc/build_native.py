@@ -15,7 +15,13 @@ from pathlib import Path
 from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
-HEADERS = [HERE / "aurora.h", HERE / "pagelog.h", HERE / "writer.h", HERE / "flush.h"]
+HEADERS = [
+    HERE / "aurora.h",
+    HERE / "pagelog.h",
+    HERE / "writer.h",
+    HERE / "flush.h",
+    HERE / "chunks.h",
+]
 
 
 def cdef_text(header: str) -> str:
@@ -44,9 +50,16 @@ if os.environ.get("AURORA_STORAGE_CFLAGS"):
 
 ffibuilder.set_source(
     "aurora_storage._native",
-    '#include "aurora.h"\n#include "pagelog.h"\n#include "writer.h"\n#include "flush.h"',
+    '#include "aurora.h"\n#include "pagelog.h"\n#include "writer.h"\n#include "flush.h"\n'
+    '#include "chunks.h"',
     # Relative to the project root, where setup.py runs the build.
-    sources=["csrc/aurora.c", "csrc/pagelog.c", "csrc/writer.c", "csrc/flush.c"],
+    sources=[
+        "csrc/aurora.c",
+        "csrc/pagelog.c",
+        "csrc/writer.c",
+        "csrc/flush.c",
+        "csrc/chunks.c",
+    ],
     include_dirs=["csrc"],
     extra_compile_args=extra_compile_args,
     extra_link_args=extra_link_args,

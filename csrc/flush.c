@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "aurora.h"
+#include "chunks.h"
 #include "pagelog.h" /* AUS_E_NOMEM */
 
 static int errno_of(int result) { return result == 0 ? 0 : (errno ? errno : EIO); }
@@ -143,18 +144,21 @@ static int flush_ended(aus_flusher *flusher) {
 }
 
 /* Polls until ready(flusher), for poll_ns at most; the caller then checks under
- * the mutex, and sleeps if it must. */
-static void poll_until(aus_flusher *flusher, int (*ready)(aus_flusher *)) {
+ * the mutex, and sleeps if it must. With fill set, each step that has nothing
+ * to do touches memory for page logs instead of pausing (chunks.h). */
+static void poll_until(aus_flusher *flusher, int (*ready)(aus_flusher *), int fill) {
     if (flusher->poll_ns == 0) return;
     long long deadline = monotonic_nanoseconds() + flusher->poll_ns;
     for (unsigned int spins = 1;; spins++) {
         if (ready(flusher)) return;
-        relax(spins);
+        if (fill) (void)aus_chunks_fill_step();
+        relax(spins); /* yields too, after a while: other threads may need the CPU */
         if (spins % 64 == 0 && monotonic_nanoseconds() > deadline) return;
     }
 }
 
-static void poll_for_work(aus_flusher *flusher) { poll_until(flusher, work_arrived); }
+/* The flusher's thread, between flushes: its idle time fills the chunk pool. */
+static void poll_for_work(aus_flusher *flusher) { poll_until(flusher, work_arrived, 1); }
 
 /* Starts the write-back of the kicked files; called with the mutex held, returns
  * with it held. Errors are left to the flush, which meets them again. */
@@ -361,7 +365,7 @@ int aus_flusher_prime(aus_flusher *flusher) {
 }
 
 int aus_flusher_wait(aus_flusher *flusher, int *errors, size_t count) {
-    if (flusher->started && flusher->owner == getpid()) poll_until(flusher, flush_ended);
+    if (flusher->started && flusher->owner == getpid()) poll_until(flusher, flush_ended, 0);
     pthread_mutex_lock(&flusher->mutex);
     int pending = flusher->state == QUEUED || flusher->state == RUNNING ||
                   flusher->state == DONE;

@@ -13,6 +13,12 @@
  * count includes the entry. Every write to an image goes through `owned`,
  * which is NULL for a shared image, so no path can write into a block: the
  * one writer, coalescing, first replaces a shared image by a private copy.
+ *
+ * Record batches come from malloc until the log holds ARENA_AFTER bytes, then
+ * from the log's arena: chunks of the pool in chunks.h (touched ahead of need,
+ * off the commit path), cut into blocks of 256 B << class, each class with a
+ * free list. A batch larger than the largest class goes to malloc again. The
+ * arena gives its chunks back when the log is freed.
  */
 #include "pagelog.h"
 
@@ -20,6 +26,16 @@
 #include <string.h>
 
 #include "aurora.h"
+#include "chunks.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POISON(address, size) ASAN_POISON_MEMORY_REGION(address, size)
+#define UNPOISON(address, size) ASAN_UNPOISON_MEMORY_REGION(address, size)
+#else
+#define POISON(address, size) ((void)(address), (void)(size))
+#define UNPOISON(address, size) ((void)(address), (void)(size))
+#endif
 
 #define NO_ENTRY UINT32_MAX
 #define TABLE_MIN 64
@@ -36,7 +52,20 @@ typedef struct {
     const uint8_t *image; /* page_size bytes the page reads as, or NULL: zeros */
     uint8_t *owned;       /* image when the log owns it; NULL when shared or none */
     uint32_t block;       /* id of the block a shared image points into; 0: none */
+    uint8_t in_arena;     /* records is an arena block (else malloc's) */
 } page_entry;
+
+#define ARENA_BLOCK_MIN 256
+#define ARENA_CLASSES 9 /* blocks of 256 B to 64 KiB */
+#define ARENA_AFTER AUS_CHUNK_BYTES
+
+typedef struct {
+    uint8_t *free[ARENA_CLASSES]; /* each free block holds the next one's address */
+    uint8_t *bump;                /* the uncut rest of the newest chunk */
+    size_t room;
+    void **chunks;
+    size_t chunk_count, chunk_capacity;
+} record_arena;
 
 typedef struct {
     uint64_t borrowers; /* entries whose image points into the block */
@@ -57,6 +86,7 @@ struct aus_pagelog {
     shared_block *blocks;  /* block id i is blocks[i - 1] */
     size_t block_count;
     size_t block_capacity;
+    record_arena arena;
 };
 
 static inline void prefetch(const void *address) {
@@ -125,6 +155,104 @@ static int reserve_entries(aus_pagelog *log, size_t extra) {
     return AUS_OK;
 }
 
+/* The class of a block of capacity bytes, or -1 if no class fits it exactly. */
+static int arena_class(size_t capacity) {
+    for (int class = 0; class < ARENA_CLASSES; class++)
+        if ((size_t)ARENA_BLOCK_MIN << class == capacity) return class;
+    return -1;
+}
+
+static void arena_push(record_arena *arena, uint8_t *block, int class) {
+    UNPOISON(block, sizeof arena->free[class]);
+    memcpy(block, &arena->free[class], sizeof arena->free[class]);
+    POISON(block + sizeof arena->free[class],
+           ((size_t)ARENA_BLOCK_MIN << class) - sizeof arena->free[class]);
+    arena->free[class] = block;
+}
+
+/* A block of class `class`, or NULL with no memory (the arena unchanged). */
+static uint8_t *arena_alloc(aus_pagelog *log, int class) {
+    record_arena *arena = &log->arena;
+    size_t size = (size_t)ARENA_BLOCK_MIN << class;
+    uint8_t *block = arena->free[class];
+    if (block) {
+        UNPOISON(block, size);
+        memcpy(&arena->free[class], block, sizeof arena->free[class]);
+        return block;
+    }
+    if (arena->room < size) {
+        if (arena->chunk_count == arena->chunk_capacity) {
+            size_t capacity = arena->chunk_capacity ? arena->chunk_capacity * 2 : 8;
+            void **chunks = realloc(arena->chunks, capacity * sizeof *chunks);
+            if (!chunks) return NULL;
+            arena->chunks = chunks;
+            arena->chunk_capacity = capacity;
+        }
+        uint8_t *chunk = aus_chunk_take();
+        if (!chunk) return NULL;
+        /* The old chunk's rest becomes free blocks, largest first: block sizes
+         * and the chunk size are multiples of the smallest block. */
+        for (int rest = ARENA_CLASSES - 1; rest >= 0 && arena->room;) {
+            size_t piece = (size_t)ARENA_BLOCK_MIN << rest;
+            if (arena->room < piece) {
+                rest--;
+                continue;
+            }
+            arena_push(arena, arena->bump, rest);
+            arena->bump += piece;
+            arena->room -= piece;
+        }
+        arena->chunks[arena->chunk_count++] = chunk;
+        log->allocated += AUS_CHUNK_BYTES;
+        POISON(chunk, AUS_CHUNK_BYTES);
+        arena->bump = chunk;
+        arena->room = AUS_CHUNK_BYTES;
+    }
+    block = arena->bump;
+    arena->bump += size;
+    arena->room -= size;
+    UNPOISON(block, size);
+    return block;
+}
+
+/* Frees an entry's record batch, wherever it came from. */
+static void release_records(aus_pagelog *log, page_entry *entry) {
+    if (!entry->records) return;
+    if (entry->in_arena) {
+        arena_push(&log->arena, entry->records, arena_class(entry->capacity));
+    } else {
+        free(entry->records);
+        log->allocated -= entry->capacity;
+    }
+    entry->records = NULL;
+    entry->in_arena = 0;
+    entry->capacity = 0;
+}
+
+/* Gives the entry's batch room for `grown` bytes, keeping its records; on
+ * failure (AUS_E_NOMEM) nothing changes. */
+static int grow_records(aus_pagelog *log, page_entry *entry, size_t grown) {
+    int class = arena_class(grown);
+    int in_arena = class >= 0 && (entry->in_arena || log->allocated >= ARENA_AFTER);
+    if (!in_arena && !entry->in_arena) {
+        uint8_t *records = realloc(entry->records, grown);
+        if (!records) return AUS_E_NOMEM;
+        log->allocated += grown - entry->capacity;
+        entry->records = records;
+        entry->capacity = grown;
+        return AUS_OK;
+    }
+    uint8_t *records = in_arena ? arena_alloc(log, class) : malloc(grown);
+    if (!records) return AUS_E_NOMEM;
+    if (entry->length) memcpy(records, entry->records, entry->length);
+    release_records(log, entry);
+    if (!in_arena) log->allocated += grown;
+    entry->records = records;
+    entry->capacity = grown;
+    entry->in_arena = (uint8_t)in_arena;
+    return AUS_OK;
+}
+
 aus_pagelog *aus_pagelog_new(uint32_t page_size) {
     if (page_size < AUS_PAGE_SIZE_MIN || page_size > AUS_PAGE_SIZE_MAX ||
         (page_size & (page_size - 1)))
@@ -145,9 +273,14 @@ aus_pagelog *aus_pagelog_new(uint32_t page_size) {
 void aus_pagelog_free(aus_pagelog *log) {
     if (!log) return;
     for (size_t i = 0; i < log->entry_count; i++) {
-        free(log->entries[i].records);
+        if (!log->entries[i].in_arena) free(log->entries[i].records);
         free(log->entries[i].owned); /* a shared image is the lender's */
     }
+    for (size_t i = 0; i < log->arena.chunk_count; i++) {
+        UNPOISON(log->arena.chunks[i], AUS_CHUNK_BYTES);
+        aus_chunk_give(log->arena.chunks[i]);
+    }
+    free(log->arena.chunks);
     free(log->entries);
     free(log->table);
     free(log->blocks);
@@ -202,16 +335,9 @@ int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
         if (status != AUS_OK) continue;
         entry->incoming += (i + 1 < count ? positions[i + 1] : len) - positions[i];
         if (entry->length + entry->incoming > entry->capacity) {
-            size_t grown = entry->capacity ? entry->capacity : 256;
+            size_t grown = entry->capacity ? entry->capacity : ARENA_BLOCK_MIN;
             while (grown < entry->length + entry->incoming) grown *= 2;
-            uint8_t *records = realloc(entry->records, grown);
-            if (!records) {
-                status = AUS_E_NOMEM;
-                continue;
-            }
-            log->allocated += grown - entry->capacity;
-            entry->records = records;
-            entry->capacity = grown;
+            status = grow_records(log, entry, grown);
         }
     }
     /* Where pass 2 writes: the end of each page's batch, as cold as its entry was. */
