@@ -166,6 +166,7 @@ class RealDisk:
         # Files whose size or allocation changed since their last flush: their
         # metadata must be flushed too (flush_targets).
         self._grown: dict[str, int] = {}  # name -> growths not yet flushed whole
+        self._quiet: dict[str, int] = {}  # appends ending at or below need no _make_room
         self.flush_method: str | None = None  # set by device()
         # Called with a file's descriptor after each append (the shared flusher's kick).
         self.on_write: Callable[[int], None] | None = None
@@ -200,6 +201,7 @@ class RealDisk:
         handle = self._handles.pop(name, None)
         end = self._ends.pop(name, 0)
         self._grown.pop(name, None)
+        self._quiet.pop(name, None)
         self._allocated.pop(name, None)
         if handle is not None:
             try:
@@ -209,16 +211,23 @@ class RealDisk:
                 os.close(handle)
 
     def append(self, name: str, data: bytes | bytearray | memoryview) -> int:
-        handle = self._handle(name)
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handle(name)
         end = self._ends[name]
-        if self.preallocate:
-            self._make_room(name, handle, end + memoryview(data).nbytes)
-        position = end + write_all(handle, data, end)
+        size = len(data) if type(data) is bytes else memoryview(data).nbytes
+        position = end + size
+        if self.preallocate and position > self._quiet.get(name, -1):
+            self._make_room(name, handle, position)
+        written = os.pwrite(handle, data, end)  # one call, as a rule; write_all if short
+        if written != size:
+            write_all(handle, memoryview(data).cast("B")[written:], end + written)
         if self.on_write is not None:
             self.on_write(handle)
         self._ends[name] = position
-        self._allocated[name] = max(self._allocated[name], position)
-        return position - end
+        if position > self._allocated[name]:
+            self._allocated[name] = position
+        return size
 
     def _make_room(self, name: str, handle: int, needed: int) -> None:
         """Ensures zeros on disk up to ``needed``, and the next growth under way.
@@ -240,9 +249,12 @@ class RealDisk:
             self._grown[name] = self._grown.get(name, 0) + 1
         step = _preallocation_step(allocated)
         if extension is None and allocated - needed < step // 2:
-            self._extending[name] = _background().submit(
+            extension = self._extending[name] = _background().submit(
                 _grow_file, self._path(name), allocated, allocated + step
             )
+        # Appends ending at or below this need nothing here: with a growth in
+        # flight, until they pass its start; else until the next growth is due.
+        self._quiet[name] = allocated if extension is not None else allocated - step // 2
 
     def sync(self, name: str) -> None:
         if self.mode == "fsync" and name in self._handles:

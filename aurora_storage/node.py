@@ -23,6 +23,7 @@ until it has caught up with three peers.
 from __future__ import annotations
 
 import bisect
+import functools
 import os
 import re
 from collections.abc import Callable
@@ -56,6 +57,7 @@ _LOG_NAME = re.compile(r"^pg-(\d+)\.log$")
 Outgoing = list[tuple[str, m.Message]]
 
 
+@functools.lru_cache(maxsize=4096)  # once per frame written: formatting shows
 def log_name(pg_id: int) -> str:
     return f"pg-{pg_id:08d}.log"
 

@@ -294,7 +294,9 @@ class Segment:
         if self.hot_bytes > COALESCE_RECORD_BYTES:
             self.coalesce(retain_lsn, annulled)
         # The time index goes with the frames: the backup stages both.
-        self.forget_commits_before(min(self.coalesced_lsn, floor_lsn))
+        forget = min(self.coalesced_lsn, floor_lsn)
+        if len(self.cpl_lsns) > 1 and self.cpl_lsns[1] <= forget:  # else nothing to trim
+            self.forget_commits_before(forget)
         if self.chain_last_lsns and self.chain_last_lsns[0] <= floor_lsn:
             self.collect_garbage(floor_lsn)
 
