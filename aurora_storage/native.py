@@ -843,6 +843,54 @@ def apply_verified(
 # --- writer-side stamping ----------------------------------------------------------
 
 
+SHAPE_BITS = 20  # aus_pack's shape word: kind << 40 | offset << 20 | length
+
+
+def shape(kind: int, offset: int, length: int) -> int:
+    """The second meta word of a record for :func:`pack` (offset, length below 2**20)."""
+    return kind << (2 * SHAPE_BITS) | offset << SHAPE_BITS | length
+
+
+def _python_pack(meta: array[int], payload: bytes, size: int) -> bytearray:
+    """Reference for csrc/writer.c aus_pack."""
+    mask = (1 << SHAPE_BITS) - 1
+    records = [(meta[i], meta[i + 1]) for i in range(0, len(meta), 2)]
+    lengths = [word & mask for _, word in records]
+    if sum(lengths) != len(payload) or size != sum(
+        RECORD_HEADER_SIZE + _padded(length) for length in lengths
+    ):
+        raise_for_status(STATUS_ARGUMENT, 0)
+    out = bytearray()
+    position = 0
+    for (page_no, word), length in zip(records, lengths, strict=True):
+        offset, kind = (word >> SHAPE_BITS) & mask, word >> (2 * SHAPE_BITS)
+        out += struct.pack("<QQQdIIBB6x", 0, 0, page_no, 0.0, offset, length, kind, 0)
+        out += payload[position : position + length]
+        out += bytes(_padded(length) - length)
+        position += length
+    return out
+
+
+def pack(meta: array[int], payload: bytes, size: int) -> bytearray:
+    """A batch of records from page numbers and shapes (``meta``, two words a
+    record, see :func:`shape`) and their payloads laid end to end; ``size`` is
+    the packed size. LSNs and backlinks are zero until :func:`stamp`."""
+    if not isinstance(backend, NativeBackend):
+        return _python_pack(meta, payload, size)
+    ffi, lib = backend.ffi, backend.lib
+    out = bytearray(size)
+    status = lib.aus_pack(
+        ffi.from_buffer("uint64_t[]", meta),
+        len(meta) // 2,
+        ffi.from_buffer(payload),
+        len(payload),
+        ffi.from_buffer("uint8_t[]", out, require_writable=True),
+        size,
+    )
+    raise_for_status(status, 0)
+    return out
+
+
 def _python_stamp(
     buf: bytearray, page_size: int, first_lsn: int, backlink: int, cpl: bool, time: float
 ) -> int:

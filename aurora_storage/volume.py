@@ -27,6 +27,7 @@ import functools
 import itertools
 import os
 import uuid
+from array import array
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -161,20 +162,33 @@ class VolumeOptions:
         )
 
 
-_pack_header = log.RECORD_HEADER.pack
-_PADDING = bytes(8)
-_KIND_WRITE = log.KIND_WRITE
+_KIND_WRITE_SHAPE = log.KIND_WRITE << 2 * native.SHAPE_BITS
+_KIND_PAGE_SHAPE = log.KIND_PAGE << 2 * native.SHAPE_BITS
+_KIND_ZERO_SHAPE = log.KIND_ZERO << 2 * native.SHAPE_BITS
+_OFFSET_SHIFT = native.SHAPE_BITS
+_HEADER_BYTES = log.RECORD_HEADER.size
+
+
+class _PgRecords:
+    """One PG's records of a transaction, as native.pack takes them at commit."""
+
+    __slots__ = ("meta", "payloads", "size")
+
+    def __init__(self) -> None:
+        self.meta = array("Q")  # page number and shape (native.shape) of each record
+        self.payloads: list[bytes] = []
+        self.size = 0  # bytes the records take packed
 
 
 class Transaction:
-    """One mini-transaction: records packed as written, sent at commit, atomic."""
+    """One mini-transaction: records collected as written, packed and sent at commit, atomic."""
 
     __slots__ = (
-        "_batches",
         "_done",
         "_page_count",
         "_page_size",
         "_pages_per_pg",
+        "_pgs",
         "_records",
         "_volume",
         "lsn",
@@ -186,16 +200,17 @@ class Transaction:
         self._page_count = geometry.page_count
         self._page_size = geometry.page_size
         self._pages_per_pg = geometry.pages_per_pg
-        self._batches: dict[int, bytearray] = {}
+        self._pgs: dict[int, _PgRecords] = {}
         self._records = 0
         self._done = False
         self.lsn = 0
 
-    def _append(self, page_no: int, kind: int, offset: int, payload: Any, length: int) -> None:
-        """Packs one record with LSN and backlink zero; commit stamps them in C.
+    def _append(self, page_no: int, shape: int, payload: bytes, length: int) -> None:
+        """Adds one record (its LSN and backlink come at commit, in C).
 
-        The caller checked ``page_no``, and ``length`` is ``len(payload)``;
-        this is the one place a record is built.
+        The caller checked ``page_no``; ``payload`` is immutable, so the record
+        holds the bytes as they were written; ``length`` is ``len(payload)``.
+        This is the one place a record is added.
         """
         if self._done:
             raise InvalidArgumentError("the transaction has already committed or aborted")
@@ -203,15 +218,16 @@ class Transaction:
         if records >= MTR_RECORDS_MAX:
             raise RecordTooLargeError(page_no, records + 1, MTR_RECORDS_MAX)
         pg_id = page_no // self._pages_per_pg
-        batch = self._batches.get(pg_id)
+        batch = self._pgs.get(pg_id)
         if batch is None:
-            batch = self._batches[pg_id] = bytearray()
-        if len(batch) + length > MTR_BYTES_MAX:
-            raise RecordTooLargeError(page_no, len(batch) + length, MTR_BYTES_MAX)
-        batch += _pack_header(0, 0, page_no, 0.0, offset, length, kind, 0)
-        batch += payload
-        if length & 7:
-            batch += _PADDING[: -length & 7]
+            batch = self._pgs[pg_id] = _PgRecords()
+        if batch.size + length > MTR_BYTES_MAX:
+            raise RecordTooLargeError(page_no, batch.size + length, MTR_BYTES_MAX)
+        meta = batch.meta
+        meta.append(page_no)
+        meta.append(shape)
+        batch.payloads.append(payload)
+        batch.size += _HEADER_BYTES + (length + 7 & ~7)
         self._records = records + 1
 
     def _check_page(self, page_no: int) -> None:
@@ -223,34 +239,43 @@ class Transaction:
         # The page check is _check_page's, written out: this runs once per row.
         if type(page_no) is not int or not 0 <= page_no < self._page_count:
             raise PageOutOfRangeError(page_no, self._page_count)
+        if type(data) is not bytes:
+            data = bytes(data)  # a copy as of now: the caller may change the buffer
         length = len(data)
         if type(offset) is not int or offset < 0 or not 0 < length <= self._page_size - offset:
             raise OffsetOutOfRangeError(page_no, offset, length, self._page_size)
-        self._append(page_no, _KIND_WRITE, offset, data, length)
+        self._append(page_no, _KIND_WRITE_SHAPE | offset << _OFFSET_SHIFT | length, data, length)
 
     def put_page(self, page_no: int, image: bytes | bytearray | memoryview) -> None:
         """Redo record: the whole page becomes ``image`` (exactly one page long)."""
         self._check_page(page_no)
+        if type(image) is not bytes:
+            image = bytes(image)
         if len(image) != self._page_size:
             raise RecordTooLargeError(page_no, len(image), self._page_size)
-        self._append(page_no, log.KIND_PAGE, 0, image, len(image))
+        self._append(page_no, _KIND_PAGE_SHAPE | len(image), image, len(image))
 
     def zero_page(self, page_no: int) -> None:
         """Redo record: the page becomes zeros."""
         self._check_page(page_no)
-        self._append(page_no, log.KIND_ZERO, 0, b"", 0)
+        self._append(page_no, _KIND_ZERO_SHAPE, b"", 0)
 
     def commit(self) -> int:
         if self._done:
             raise InvalidArgumentError("the transaction has already committed or aborted")
         self._done = True
         if self._records:
-            self.lsn = self._volume._commit(self._batches, self._records)
+            batches = {
+                pg_id: native.pack(batch.meta, b"".join(batch.payloads), batch.size)
+                for pg_id, batch in self._pgs.items()
+            }
+            self._pgs.clear()
+            self.lsn = self._volume._commit(batches, self._records)
         return self.lsn
 
     def abort(self) -> None:
         self._done = True
-        self._batches.clear()
+        self._pgs.clear()
 
     def __enter__(self) -> Transaction:
         return self

@@ -12,6 +12,43 @@ static inline size_t record_size_at(const uint8_t *record) {
            (((size_t)length + AUS_RECORD_ALIGN - 1) & ~(size_t)(AUS_RECORD_ALIGN - 1));
 }
 
+#define SHAPE_FIELD_MASK ((1u << 20) - 1)
+
+static inline size_t padded(size_t length) {
+    return (length + AUS_RECORD_ALIGN - 1) & ~(size_t)(AUS_RECORD_ALIGN - 1);
+}
+
+int aus_pack(const uint64_t *meta, size_t count, const uint8_t *payload,
+             size_t payload_len, uint8_t *out, size_t out_len) {
+    /* First walk: the sizes add up, so the second cannot overrun either buffer. */
+    size_t needed = 0, taken = 0;
+    for (size_t i = 0; i < count; i++) {
+        size_t length = (size_t)(meta[2 * i + 1] & SHAPE_FIELD_MASK);
+        taken += length;
+        needed += AUS_RECORD_HEADER_SIZE + padded(length);
+    }
+    if (needed != out_len || taken != payload_len) return AUS_E_ARGUMENT;
+    uint8_t *p = out;
+    const uint8_t *source = payload;
+    for (size_t i = 0; i < count; i++) {
+        uint64_t page_no = meta[2 * i], shape = meta[2 * i + 1];
+        uint32_t length = (uint32_t)(shape & SHAPE_FIELD_MASK);
+        uint32_t offset = (uint32_t)((shape >> 20) & SHAPE_FIELD_MASK);
+        uint8_t kind = (uint8_t)(shape >> 40);
+        memset(p, 0, AUS_RECORD_HEADER_SIZE);
+        memcpy(p + 16, &page_no, sizeof page_no);
+        memcpy(p + 32, &offset, sizeof offset);
+        memcpy(p + 36, &length, sizeof length);
+        p[40] = kind;
+        p += AUS_RECORD_HEADER_SIZE;
+        if (length) memcpy(p, source, length);
+        memset(p + length, 0, padded(length) - length);
+        p += padded(length);
+        source += length;
+    }
+    return AUS_OK;
+}
+
 int aus_stamp(uint8_t *buf, size_t len, uint32_t page_size, uint64_t first_lsn,
               uint64_t backlink, int cpl, double time, uint64_t *last_lsn,
               size_t *error_pos) {
