@@ -195,7 +195,9 @@ class Segment:
             if frame.pg_id != self.pg_id:
                 self.counters.frames_corrupt += 1
                 continue
-            if self.annulled_frame(frame.epoch, frame.first_lsn, frame.last_lsn):
+            if self.truncations and self.annulled_frame(
+                frame.epoch, frame.first_lsn, frame.last_lsn
+            ):
                 self.counters.frames_annulled += 1
                 continue
             self.queued.append((frame, data))
@@ -251,6 +253,8 @@ class Segment:
             self.chain_first_lsns.append(first_lsn)
             self.chain_last_lsns.append(last_lsn)
             self.scl = last_lsn
+        if not self.pending:
+            return False
         # Frames the chain overtook (possible only after a duplicate) are stale.
         for backlink in [b for b in self.pending if b < self.scl]:
             del self.pending[backlink]
@@ -307,8 +311,9 @@ class Segment:
         cut = bisect.bisect_right(self.chain_last_lsns, floor_lsn)
         if cut:
             self.chain_base_lsn = self.chain_last_lsns[cut - 1]
-            for column in self._chain_columns():
-                del column[:cut]
+            del self.chain_frames[:cut]  # the columns of _chain_columns, written out
+            del self.chain_first_lsns[:cut]
+            del self.chain_last_lsns[:cut]
         return cut
 
     def _chain_columns(self) -> tuple[list[Any], ...]:

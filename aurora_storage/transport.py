@@ -127,7 +127,7 @@ class Transport:
         raise NotImplementedError
 
     def _deliver(self, source: str, destination: str, message: m.Message) -> None:
-        if not self.link_open(source, destination):
+        if (self.down or self.cut_links) and not self.link_open(source, destination):
             self.dropped += 1
             return
         handler = self.handlers.get(destination)
