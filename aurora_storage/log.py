@@ -24,7 +24,9 @@ header bytes 0..55 followed by the body.
 
 from __future__ import annotations
 
+import contextlib
 import struct
+from collections import OrderedDict
 from typing import NamedTuple
 
 import xxhash
@@ -245,33 +247,38 @@ def decode_frame(
     return Frame(pg_id, epoch, backlink, first_lsn, last_lsn, record_count, body, summary)
 
 
-# The last frame decode_received verified: (the bytes object, page size, page range, frame).
-_received: tuple[bytes, int, int, int, Frame] | None = None
+# Frames decode_received verified lately, by id: (the bytes object, page size,
+# page range, frame). Holding the object keeps its id from being reused.
+_received: OrderedDict[int, tuple[bytes, int, int, int, Frame]] = OrderedDict()
+RECEIVED_CACHE_MAX = 64  # frames: more than one message to six replicas carries
 
 
 def decode_received(data: bytes, page_size: int, page_lo: int, page_hi: int) -> Frame:
     """:func:`decode_frame` for a frame as a segment receives it.
 
-    In one process the writer hands the same immutable ``bytes`` object to all
-    six replicas of a PG (the direct transport): verifying it again at each
+    In one process the writer hands the same immutable ``bytes`` objects to all
+    six replicas of a PG (the direct transport): verifying them again at each
     would repeat, byte for byte, a check whose answer cannot change, where six
-    storage nodes would check their own copies in parallel. So the last frame
-    verified here is remembered by identity and parameters, and the frame is
-    checked once per object. A damaged copy is another object (the simulated
-    network garbles copies), and a frame that fails is never remembered, so
-    every replica still refuses it. Scrubs and restarts use decode_frame.
+    storage nodes would check their own copies in parallel. So the frames
+    verified lately are remembered by identity and parameters, and each frame
+    is checked once per object. A damaged copy is another object (the
+    simulated network garbles copies), and a frame that fails is never
+    remembered, so every replica still refuses it. Scrubs and restarts use
+    decode_frame.
     """
-    global _received
-    last = _received
+    known = _received.get(id(data))
     if (
-        last is not None
-        and last[0] is data
-        and last[1] == page_size
-        and last[2] == page_lo
-        and last[3] == page_hi
+        known is not None
+        and known[0] is data
+        and known[1] == page_size
+        and known[2] == page_lo
+        and known[3] == page_hi
     ):
-        return last[4]
+        return known[4]
     frame = decode_frame(data, page_size, page_lo, page_hi)
     if type(data) is bytes:
-        _received = (data, page_size, page_lo, page_hi, frame)
+        if len(_received) >= RECEIVED_CACHE_MAX:
+            with contextlib.suppress(KeyError):  # another volume's thread emptied it
+                _received.popitem(last=False)  # the oldest
+        _received[id(data)] = (data, page_size, page_lo, page_hi, frame)
     return frame

@@ -319,11 +319,11 @@ class StorageNode:
             self.segments[pg_id] = segment
         return segment
 
-    def _append_to_disk(self, pg_id: int, frame: bytes) -> None:
+    def _append_to_disk(self, pg_id: int, frames: list[bytes]) -> None:
         assert self.disk is not None
         name = log_name(pg_id)
         try:
-            self.disk.append(name, frame)
+            self.disk.append(name, frames[0] if len(frames) == 1 else b"".join(frames))
         except OSError as error:
             # What the write left behind is never acknowledged: a restart cuts a torn
             # tail and re-verifies the rest. Nothing more is done in memory either.
@@ -331,8 +331,8 @@ class StorageNode:
             raise _DiskFailed from error
         self.dirty.add(name)
         self.unindexed.add(pg_id)
-        self._frames_since_meta += 1
-        self.segments[pg_id].frames_logged += 1
+        self._frames_since_meta += len(frames)
+        self.segments[pg_id].frames_logged += len(frames)
 
     # --- checkpoints: trimming a segment's log ----------------------------------------
 

@@ -112,8 +112,9 @@ class Segment:
         # both ascending (the writer's commit clock never goes back).
         self.cpl_lsns: list[int] = []
         self.cpl_times: list[float] = []
-        # Called with each frame as it joins the chain (the node appends it to disk).
-        self.on_chain: Callable[[int, bytes], None] | None = None
+        # Called with the frames that joined the chain in one step, in order (the
+        # node appends them to disk in one write).
+        self.on_chain: Callable[[int, list[bytes]], None] | None = None
         # Truncations (epoch, lo, hi) in force on this node: (lo, hi] is annulled.
         self.truncations: list[tuple[int, int, int]] = []
         # True while the segment may have lost acknowledged frames (damage found at
@@ -236,13 +237,13 @@ class Segment:
 
     def sort_and_find_holes(self) -> bool:
         """Extends the chain from the SCL; True if frames still wait beyond a hole."""
+        chained: list[bytes] = []
         while self.scl in self.pending:
             first_lsn, last_lsn, cpl_time, data = self.pending.pop(self.scl)
             if cpl_time is not None:
                 self.cpl_lsns.append(last_lsn)
                 self.cpl_times.append(cpl_time)
-            if self.on_chain is not None:
-                self.on_chain(self.pg_id, data)
+            chained.append(data)
             body = memoryview(data)[log.FRAME_HEADER_SIZE :]
             if self.defer_indexing:
                 self.unindexed.append(body)
@@ -253,6 +254,8 @@ class Segment:
             self.chain_first_lsns.append(first_lsn)
             self.chain_last_lsns.append(last_lsn)
             self.scl = last_lsn
+        if chained and self.on_chain is not None:
+            self.on_chain(self.pg_id, chained)  # one disk append for all of them
         if not self.pending:
             return False
         # Frames the chain overtook (possible only after a duplicate) are stale.

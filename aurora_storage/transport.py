@@ -53,6 +53,9 @@ class Transport:
         self.sync_failures: list[tuple[str, OSError]] = []
         # Held by every caller that changes protocol state (the writer, sync callbacks).
         self.lock = threading.RLock()
+        # Called (the lock held) just before a thread leads a flush: the writer
+        # sends the frames it held back while the previous flush ran.
+        self.before_lead: Callable[[], None] | None = None
 
     def register(self, name: str, handler: Handler, syncer: Syncer | None = None) -> None:
         """Adds an endpoint; ``syncer`` returns the fsync work it has due (storage nodes)."""
@@ -118,6 +121,12 @@ class Transport:
 
     def wait_for_syncs(self) -> None:
         """Blocks until no fsync is in flight."""
+
+    def flush_in_flight(self) -> bool:
+        """True while a led flush runs (the lock released): frames sent now would
+        wait for the next flush whatever happens, so the writer may hold them back
+        and send them, batched, through :attr:`before_lead`."""
+        return False
 
     def close(self) -> None:
         """Releases threads; the transport is unusable afterwards."""
@@ -229,6 +238,9 @@ class DirectTransport(Transport):
         while self._finished:
             self._settle_job(self._finished.popleft())
 
+    def flush_in_flight(self) -> bool:
+        return any(name in self._in_flight for name in self._led)
+
     def _lead_sync(self) -> bool:
         """Runs one due led sync job on this thread, the lock released while it waits.
 
@@ -239,6 +251,9 @@ class DirectTransport(Transport):
         for name in self._led:
             if name in self._in_flight or name in self.down:
                 continue
+            if self.before_lead is not None:
+                self.before_lead()  # frames held back during the last flush join this one
+                self._drain()
             job = self.syncers[name]()
             if job is None:
                 continue

@@ -498,6 +498,8 @@ class Volume:
         self._vdl = 0
         self.pgs: dict[int, ProtectionGroup] = {}
         self._cpls: deque[int] = deque()
+        # Frames stamped while a flush ran, not yet sent (_commit_locked, _send_held_frames).
+        self._held_frames: list[tuple[ProtectionGroup, bytes]] = []
         self._closed = False
         self._request_ids = itertools.count(1)
         self._reads: dict[int, _PendingRead] = {}
@@ -561,6 +563,7 @@ class Volume:
                 "disks", group_syncer(lambda: list(self.nodes.values()), self._flusher)
             )
         self.transport.register(self.writer_name, self._handle)
+        self.transport.before_lead = self._send_held_frames
         if isinstance(self.transport, SimulatedTransport):
             self.transport.tick_targets = [*NODE_NAMES, self.writer_name]
         self.cluster = Cluster(self)
@@ -1017,17 +1020,13 @@ class Volume:
         self._cpls.append(cpl)
         if self.options.backtrack_window:
             self._note_commit(time, cpl, sum(len(body) for body in batches.values()))
-        retain = self.min_read_point()
-        truncations = flatten_truncations(self.truncations)
-        for pg, frame in sends:
-            pg_retain = retain
-            if self.backup_store is not None:  # the backup's page images are taken at staged LSNs
-                pg_retain = min(retain, self.staging.staged_lsn.get(pg.pg_id, 0))
-            message = m.WriteFrames(
-                self.epoch, pg.pg_id, (frame,), pg_retain, self._gc_floor(pg), truncations
-            )
-            for node in pg.quorum.members:
-                self.transport.send(self.writer_name, node, message)
+        if self.transport.flush_in_flight():
+            # These frames would wait for the next flush anyway: held back, they
+            # reach each segment in one message with those of every commit that
+            # arrives meanwhile, sent by the thread that leads that flush.
+            self._held_frames += sends
+        else:
+            self._send_frames(sends)
         if not self.transport.run_until(lambda: self._vdl >= cpl, self.options.commit_timeout):
             self._raise_if_fenced()
             raise WriteQuorumError(cpl, self._vdl, self._quorum_detail(sends))
@@ -1036,6 +1035,29 @@ class Volume:
         ):
             self._stage_quietly()  # the commit is durable: a backup failure must not hide that
         return cpl
+
+    def _send_frames(self, sends: list[tuple[ProtectionGroup, bytes]]) -> None:
+        """Sends frames (in LSN order) to their PGs' segments, one message per PG."""
+        retain = self.min_read_point()
+        truncations = flatten_truncations(self.truncations)
+        by_pg: dict[int, tuple[ProtectionGroup, list[bytes]]] = {}
+        for pg, frame in sends:
+            by_pg.setdefault(pg.pg_id, (pg, []))[1].append(frame)
+        for pg, frames in by_pg.values():
+            pg_retain = retain
+            if self.backup_store is not None:  # the backup's page images are taken at staged LSNs
+                pg_retain = min(retain, self.staging.staged_lsn.get(pg.pg_id, 0))
+            message = m.WriteFrames(
+                self.epoch, pg.pg_id, tuple(frames), pg_retain, self._gc_floor(pg), truncations
+            )
+            for node in pg.quorum.members:
+                self.transport.send(self.writer_name, node, message)
+
+    def _send_held_frames(self) -> None:
+        """Sends the frames held back while a flush ran (the transport's before_lead)."""
+        if self._held_frames:
+            sends, self._held_frames = self._held_frames, []
+            self._send_frames(sends)
 
     def _gc_floor(self, pg: ProtectionGroup) -> int:
         """Frames at or below this may leave the PG's segments' gossip chains.

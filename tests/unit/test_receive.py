@@ -83,3 +83,32 @@ def test_mutable_buffers_are_checked_every_time(decodes: list[object]) -> None:
     with pytest.raises(CorruptFrameError):
         log.decode_received(buffer, PAGE, 0, 8)  # type: ignore[arg-type]
     assert first.last_lsn == 1 and len(decodes) == 2
+
+
+def test_six_replicas_verify_each_frame_of_a_batched_message_once(
+    decodes: list[object],
+) -> None:
+    """A message carrying several frames (commits held back while a flush ran)
+    still costs one check per frame object, not one per frame and replica."""
+    frames = tuple(
+        log.encode_frame(
+            0, 1, lsn - 1, lsn, lsn, 1, log.pack_record(lsn, lsn - 1, 3, log.KIND_WRITE, b"x", 0)
+        )
+        for lsn in range(1, 9)
+    )
+    segments = replicas()
+    for segment in segments:
+        segment.receive(frames)
+        assert segment.persist() == 8
+    assert decodes == list(frames)
+
+
+def test_the_cache_forgets_the_oldest_frames_and_checks_them_again(
+    decodes: list[object],
+) -> None:
+    frames = [frame_for(0, 3, lsn) for lsn in range(1, log.RECEIVED_CACHE_MAX + 2)]
+    for frame in frames:
+        log.decode_received(frame, PAGE, 0, 8)
+    log.decode_received(frames[-1], PAGE, 0, 8)  # still remembered
+    log.decode_received(frames[0], PAGE, 0, 8)  # pushed out: checked again
+    assert decodes == [*frames, frames[0]]
