@@ -1,29 +1,25 @@
-"""Page logs large enough to keep their records in the arena (csrc/pagelog.c),
-and the pool of touched chunks the arena draws on (csrc/chunks.c).
+"""The page log's arena (csrc/pagelog.c) and the pool of touched chunks it draws
+on (csrc/chunks.c).
 
 A page log takes its record batches from malloc until it holds one chunk's
 worth, then from an arena of chunks cut into size classes, and back from
-malloc for a page whose batch outgrows the largest class. The model test
-drives logs through all three with seeded workloads and demands the same
-reads as the Python reference and as a replay of the records one by one.
-The pool tests check what the flusher's idle time is for: chunks touched
-ahead of need, taken by page logs, given back when a log is freed.
+malloc for a page whose batch outgrows the largest class. The model test of
+large logs, through all three, is in tests/unit/test_pagelog.py. The pool
+tests check what the flusher's idle time is for: chunks touched ahead of
+need, taken by page logs, given back when a log is freed.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from aurora_storage import log
 from aurora_storage.flush import Flusher
 from aurora_storage.native import get_backend
-from aurora_storage.pagelog import NativePageLog, PythonPageLog
+from aurora_storage.pagelog import NativePageLog
 
 PAGE_SIZE = 4096
 core = get_backend("native")
@@ -38,86 +34,6 @@ def batch_of(records: list[tuple[int, int, int, int, bytes]]) -> bytes:
     for lsn, page_no, kind, offset, payload in records:
         builder.add(lsn, 0, page_no, kind, payload, offset)
     return bytes(builder.buffer)
-
-
-def workload(seed: int, pages: int, batches: int) -> list[list[tuple[int, int, int, int, bytes]]]:
-    """Batches of writes over ``pages`` pages, a few pages taking most of them so
-    their batches outgrow the arena's largest block, with some PAGE and ZERO records."""
-    rng = random.Random(seed)
-    hot = rng.sample(range(pages), k=min(2, pages))
-    lsn = 0
-    out = []
-    for _ in range(batches):
-        records = []
-        for _ in range(rng.randint(20, 120)):
-            lsn += rng.randint(1, 3)
-            page_no = rng.choice(hot) if rng.random() < 0.3 else rng.randrange(pages)
-            kind = rng.choices([log.KIND_WRITE, log.KIND_PAGE, log.KIND_ZERO], [40, 1, 1])[0]
-            if kind == log.KIND_WRITE:
-                length = rng.randint(1, 600)
-                offset = rng.randrange(PAGE_SIZE - length + 1)
-                payload = rng.randbytes(length)
-            elif kind == log.KIND_PAGE:
-                offset, payload = 0, rng.randbytes(PAGE_SIZE)
-            else:
-                offset, payload = 0, b""
-            records.append((lsn, page_no, kind, offset, payload))
-        out.append(records)
-    return out
-
-
-def replay(
-    batches: list[list[tuple[int, int, int, int, bytes]]], page_no: int, bound: int
-) -> bytes:
-    image = bytearray(PAGE_SIZE)
-    for records in batches:
-        for lsn, record_page, kind, offset, payload in records:
-            if record_page != page_no or lsn > bound:
-                continue
-            if kind == log.KIND_ZERO:
-                image[:] = bytes(PAGE_SIZE)
-            else:
-                image[offset : offset + len(payload)] = payload
-    return bytes(image)
-
-
-@settings(max_examples=12, deadline=None)
-@given(
-    seed=st.integers(0, 2**32 - 1),
-    pages=st.integers(1, 300),
-    batches=st.integers(20, 90),
-    coalesce_points=st.lists(st.floats(0, 1), max_size=3),
-)
-def test_large_logs_read_like_the_reference_and_the_records(
-    seed: int, pages: int, batches: int, coalesce_points: list[float]
-) -> None:
-    plan = workload(seed, pages, batches)
-    last_lsn = plan[-1][-1][0]
-    coalesce_at = sorted({int(point * len(plan)) for point in coalesce_points})
-    logs = [NativePageLog(PAGE_SIZE), PythonPageLog(PAGE_SIZE)]
-    coalesced = 0
-    for index, records in enumerate(plan):
-        for page_log in logs:
-            page_log.append(batch_of(records))
-        while coalesce_at and coalesce_at[0] == index:
-            coalesce_at.pop(0)
-            coalesced = max(coalesced, records[-1][0] // 2)
-            for page_log in logs:
-                page_log.coalesce(coalesced)
-    native, python = logs
-    stats = native.stats()
-    assert stats.record_bytes > CHUNK, "the workload reaches the arena"
-    assert stats.allocated_bytes >= stats.record_bytes + stats.image_bytes
-    assert stats.records == python.stats().records
-    assert native.page_nos() == python.page_nos()
-    bounds = sorted({last_lsn, coalesced, (coalesced + last_lsn) // 2})
-    for page_no in native.page_nos():
-        for bound in bounds:
-            image, page_lsn = native.materialize(page_no, bound)
-            reference, reference_lsn = python.materialize(page_no, bound)
-            assert (bytes(image), page_lsn) == (bytes(reference), reference_lsn), (page_no, bound)
-            assert bytes(image) == replay(plan, page_no, bound), (page_no, bound)
-    native.close()
 
 
 def test_a_page_outgrowing_the_largest_block_keeps_its_records() -> None:

@@ -7,6 +7,9 @@ to a plain model that replays records one by one.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -89,6 +92,26 @@ def test_bad_arguments(page_log: NativePageLog | PythonPageLog) -> None:
         type(page_log)(5000)
 
 
+Record = tuple[int, int, int, int, bytes]  # LSN, page, kind, offset, payload
+
+
+def replay(
+    records: Sequence[Record], page_no: int, bound: int, annulled: Sequence[tuple[int, int]] = ()
+) -> bytes:
+    """The model: the page as of ``bound``, records applied one by one, annulled ones skipped."""
+    image = bytearray(PAGE_SIZE)
+    for record_lsn, record_page, kind, offset, payload in records:
+        if record_page != page_no or record_lsn > bound:
+            continue
+        if any(lo < record_lsn <= hi for lo, hi in annulled):
+            continue
+        if kind == log.KIND_ZERO:
+            image[:] = bytes(PAGE_SIZE)
+        else:
+            image[offset : offset + len(payload)] = payload
+    return bytes(image)
+
+
 record_strategy = st.tuples(
     st.integers(0, 3),  # page
     st.sampled_from([log.KIND_WRITE, log.KIND_WRITE, log.KIND_WRITE, log.KIND_PAGE, log.KIND_ZERO]),
@@ -135,19 +158,6 @@ def test_implementations_agree_with_model(
     coalesce_at = int(lsn * coalesce_fraction)
     read_at = coalesce_at + int((lsn - coalesce_at) * read_fraction)
 
-    def model(page_no: int, bound: int) -> bytes:
-        image = bytearray(PAGE_SIZE)
-        for record_lsn, record_page, kind, offset, payload in model_records:
-            if record_page != page_no or record_lsn > bound:
-                continue
-            if any(lo < record_lsn <= hi for lo, hi in annulled):
-                continue
-            if kind == log.KIND_ZERO:
-                image[:] = bytes(PAGE_SIZE)
-            else:
-                image[offset : offset + len(payload)] = payload
-        return bytes(image)
-
     results = []
     for implementation in IMPLEMENTATIONS:
         page_log = implementation(PAGE_SIZE)
@@ -158,7 +168,7 @@ def test_implementations_agree_with_model(
         results.append((pages, page_log.stats().records, page_log.page_nos()))
     assert results[0] == results[1]
     for page_no, (image, _page_lsn) in enumerate(results[0][0]):
-        assert bytes(image) == model(page_no, read_at), page_no
+        assert bytes(image) == replay(model_records, page_no, read_at, annulled), page_no
 
 
 @pytest.mark.parametrize("typecode", ["Q", "I", "L", "q"])
@@ -192,3 +202,74 @@ def test_materialize_many_refuses_an_output_it_cannot_write(
     out = bytearray(PAGE_SIZE)
     page_log.materialize_many([7], out=out)
     assert out[:3] == b"one"
+
+
+# Large logs: record batches in the C page log's arena (csrc/pagelog.c) ----------------
+
+ARENA_AFTER = 256 * 1024  # a log holding this much takes batches from its arena
+
+
+def workload(seed: int, pages: int, batches: int) -> list[list[Record]]:
+    """Batches of writes over ``pages`` pages, a few pages taking most of them so
+    their batches outgrow the arena's largest block, with some PAGE and ZERO records."""
+    rng = random.Random(seed)
+    hot = rng.sample(range(pages), k=min(2, pages))
+    lsn = 0
+    out = []
+    for _ in range(batches):
+        records = []
+        for _ in range(rng.randint(20, 120)):
+            lsn += rng.randint(1, 3)
+            page_no = rng.choice(hot) if rng.random() < 0.3 else rng.randrange(pages)
+            kind = rng.choices([log.KIND_WRITE, log.KIND_PAGE, log.KIND_ZERO], [40, 1, 1])[0]
+            if kind == log.KIND_WRITE:
+                length = rng.randint(1, 600)
+                offset = rng.randrange(PAGE_SIZE - length + 1)
+                payload = rng.randbytes(length)
+            elif kind == log.KIND_PAGE:
+                offset, payload = 0, rng.randbytes(PAGE_SIZE)
+            else:
+                offset, payload = 0, b""
+            records.append((lsn, page_no, kind, offset, payload))
+        out.append(records)
+    return out
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    pages=st.integers(1, 300),
+    batches=st.integers(20, 90),
+    coalesce_points=st.lists(st.floats(0, 1), max_size=3),
+)
+def test_large_logs_read_like_the_reference_and_the_records(
+    seed: int, pages: int, batches: int, coalesce_points: list[float]
+) -> None:
+    plan = workload(seed, pages, batches)
+    last_lsn = plan[-1][-1][0]
+    coalesce_at = sorted({int(point * len(plan)) for point in coalesce_points})
+    logs = [NativePageLog(PAGE_SIZE), PythonPageLog(PAGE_SIZE)]
+    coalesced = 0
+    for index, records in enumerate(plan):
+        for page_log in logs:
+            page_log.append(batch_of(records))
+        while coalesce_at and coalesce_at[0] == index:
+            coalesce_at.pop(0)
+            coalesced = max(coalesced, records[-1][0] // 2)
+            for page_log in logs:
+                page_log.coalesce(coalesced)
+    native, python = logs
+    flat = [record for records in plan for record in records]
+    stats = native.stats()
+    assert stats.record_bytes > ARENA_AFTER, "the workload reaches the arena"
+    assert stats.allocated_bytes >= stats.record_bytes + stats.image_bytes
+    assert stats.records == python.stats().records
+    assert native.page_nos() == python.page_nos()
+    bounds = sorted({last_lsn, coalesced, (coalesced + last_lsn) // 2})
+    for page_no in native.page_nos():
+        for bound in bounds:
+            image, page_lsn = native.materialize(page_no, bound)
+            reference, reference_lsn = python.materialize(page_no, bound)
+            assert (bytes(image), page_lsn) == (bytes(reference), reference_lsn), (page_no, bound)
+            assert bytes(image) == replay(flat, page_no, bound), (page_no, bound)
+    native.close()
