@@ -24,8 +24,8 @@ header bytes 0..55 followed by the body.
 
 from __future__ import annotations
 
-import contextlib
 import struct
+import threading
 from collections import OrderedDict
 from typing import NamedTuple
 
@@ -251,6 +251,9 @@ def decode_frame(
 # page range, frame). Holding the object keeps its id from being reused.
 _received: OrderedDict[int, tuple[bytes, int, int, int, Frame]] = OrderedDict()
 RECEIVED_CACHE_MAX = 64  # frames: more than one message to six replicas carries
+RECEIVED_CACHE_BYTES = 16 * 1024 * 1024  # held at most, beyond the newest frame
+_received_bytes = 0
+_received_lock = threading.Lock()
 
 
 def decode_received(data: bytes, page_size: int, page_lo: int, page_hi: int) -> Frame:
@@ -277,8 +280,15 @@ def decode_received(data: bytes, page_size: int, page_lo: int, page_hi: int) -> 
         return known[4]
     frame = decode_frame(data, page_size, page_lo, page_hi)
     if type(data) is bytes:
-        if len(_received) >= RECEIVED_CACHE_MAX:
-            with contextlib.suppress(KeyError):  # another volume's thread emptied it
-                _received.popitem(last=False)  # the oldest
-        _received[id(data)] = (data, page_size, page_lo, page_hi, frame)
+        global _received_bytes
+        with _received_lock:  # volumes in other threads share the cache
+            replaced = _received.pop(id(data), None)  # the same object, another PG's range
+            if replaced is not None:
+                _received_bytes -= len(replaced[0])
+            _received[id(data)] = (data, page_size, page_lo, page_hi, frame)
+            _received_bytes += len(data)
+            while len(_received) > 1 and (
+                len(_received) > RECEIVED_CACHE_MAX or _received_bytes > RECEIVED_CACHE_BYTES
+            ):
+                _received_bytes -= len(_received.popitem(last=False)[1][0])  # the oldest
     return frame

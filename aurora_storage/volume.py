@@ -169,6 +169,16 @@ _OFFSET_SHIFT = native.SHAPE_BITS
 _HEADER_BYTES = log.RECORD_HEADER.size
 
 
+def _frozen(data: Any) -> bytes:
+    """The bytes of a buffer (bytearray, memoryview, array...) as they are now."""
+    try:
+        return memoryview(data).tobytes()
+    except TypeError:
+        raise InvalidArgumentError(
+            f"a record's data is a bytes-like object, not {type(data).__name__}"
+        ) from None
+
+
 class _PgRecords:
     """One PG's records of a transaction, as native.pack takes them at commit."""
 
@@ -221,13 +231,14 @@ class Transaction:
         batch = self._pgs.get(pg_id)
         if batch is None:
             batch = self._pgs[pg_id] = _PgRecords()
-        if batch.size + length > MTR_BYTES_MAX:
-            raise RecordTooLargeError(page_no, batch.size + length, MTR_BYTES_MAX)
+        size = batch.size + _HEADER_BYTES + (length + 7 & ~7)  # packed, with this record
+        if size > MTR_BYTES_MAX:  # (a frame's body: log.FRAME_BODY_MAX)
+            raise RecordTooLargeError(page_no, size, MTR_BYTES_MAX)
         meta = batch.meta
         meta.append(page_no)
         meta.append(shape)
         batch.payloads.append(payload)
-        batch.size += _HEADER_BYTES + (length + 7 & ~7)
+        batch.size = size
         self._records = records + 1
 
     def _check_page(self, page_no: int) -> None:
@@ -240,7 +251,7 @@ class Transaction:
         if type(page_no) is not int or not 0 <= page_no < self._page_count:
             raise PageOutOfRangeError(page_no, self._page_count)
         if type(data) is not bytes:
-            data = bytes(data)  # a copy as of now: the caller may change the buffer
+            data = _frozen(data)  # a copy as of now: the caller may change the buffer
         length = len(data)
         if type(offset) is not int or offset < 0 or not 0 < length <= self._page_size - offset:
             raise OffsetOutOfRangeError(page_no, offset, length, self._page_size)
@@ -250,7 +261,7 @@ class Transaction:
         """Redo record: the whole page becomes ``image`` (exactly one page long)."""
         self._check_page(page_no)
         if type(image) is not bytes:
-            image = bytes(image)
+            image = _frozen(image)
         if len(image) != self._page_size:
             raise RecordTooLargeError(page_no, len(image), self._page_size)
         self._append(page_no, _KIND_PAGE_SHAPE | len(image), image, len(image))
@@ -997,36 +1008,40 @@ class Volume:
         if self._flusher is not None:
             self._flusher.prime()  # its thread wakes while the nodes take the frames
         time = max(self.clock.now(), self._last_commit_time)
-        self._last_commit_time = time
         page_size = self.geometry.page_size
         lsn = self.allocated_lsn + 1
         last_pg = max(batches)
-        sends = []
+        # Every frame is built before any state changes: a failure leaves none.
+        built = []
         for pg_id in sorted(batches):
             body = batches[pg_id]
             pg = self.pgs.get(pg_id)
+            backlink = pg.tail_lsn if pg is not None else 0
+            last = native.stamp(body, page_size, lsn, backlink, pg_id == last_pg, time)
+            frame = log.encode_frame(pg_id, self.epoch, backlink, lsn, last, last - lsn + 1, body)
+            built.append((pg_id, lsn, last, frame))
+            lsn = last + 1
+        sends = []
+        for pg_id, first, last, frame in built:
+            pg = self.pgs.get(pg_id)
             if pg is None:
                 pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum)
-            last = native.stamp(body, page_size, lsn, pg.tail_lsn, pg_id == last_pg, time)
-            frame = log.encode_frame(
-                pg_id, self.epoch, pg.tail_lsn, lsn, last, last - lsn + 1, body
-            )
             pg.tail_lsn = last
-            pg.outstanding.append(Outstanding(lsn, last, frame))
+            pg.outstanding.append(Outstanding(first, last, frame))
             sends.append((pg, frame))
-            lsn = last + 1
         cpl = lsn - 1
+        self._last_commit_time = time
         self.allocated_lsn = cpl
         self._cpls.append(cpl)
         if self.options.backtrack_window:
             self._note_commit(time, cpl, sum(len(body) for body in batches.values()))
-        if self.transport.flush_in_flight():
-            # These frames would wait for the next flush anyway: held back, they
-            # reach each segment in one message with those of every commit that
-            # arrives meanwhile, sent by the thread that leads that flush.
-            self._held_frames += sends
-        else:
-            self._send_frames(sends)
+        # While a flush runs these frames would wait for the next one anyway: held
+        # back, they reach each segment in one message with those of every commit
+        # that arrives meanwhile, sent by the thread that leads that flush. Frames
+        # still held otherwise (their commit timed out) go first, in LSN order.
+        self._held_frames += sends
+        if not self.transport.flush_in_flight():
+            self._send_held_frames()
         if not self.transport.run_until(lambda: self._vdl >= cpl, self.options.commit_timeout):
             self._raise_if_fenced()
             raise WriteQuorumError(cpl, self._vdl, self._quorum_detail(sends))

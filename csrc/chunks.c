@@ -21,9 +21,16 @@ static void lock_pool(void) { pthread_mutex_lock(&pool_mutex); }
 static void unlock_pool(void) { pthread_mutex_unlock(&pool_mutex); }
 
 /* A fork while another thread holds the lock would leave it held forever in
- * the child: hold it across fork and release it on both sides. */
+ * the child: hold it across fork and release it on both sides. A filler
+ * touching a chunk outside the lock does not exist in the child: its chunk is
+ * lost there, and filling may start again. */
+static void after_fork_in_child(void) {
+    filling = 0;
+    unlock_pool();
+}
+
 static void register_fork_handlers(void) {
-    (void)pthread_atfork(lock_pool, unlock_pool, unlock_pool);
+    (void)pthread_atfork(lock_pool, unlock_pool, after_fork_in_child);
 }
 
 void *aus_chunk_take(void) {

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from aurora_storage import Volume
+from aurora_storage import Volume, log
 from aurora_storage import messages as m
 from aurora_storage.errors import WriteQuorumError
 from aurora_storage.node import StorageNode
@@ -104,11 +104,24 @@ def test_commits_during_a_flush_reach_each_segment_in_one_message(
 
 
 def test_frames_held_by_a_commit_that_timed_out_are_still_sent_and_flushed(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A commit whose wait times out while its frames are held raises
-    WriteQuorumError; the frames are never dropped: the next flush (here the one
-    close leads) carries them, as an unacknowledged commit may still land."""
+    WriteQuorumError; the frames are never dropped, nor overtaken: the next
+    commit sends them ahead of its own, in LSN order, so no segment sees a hole
+    (which would cost a gossip round), and close flushes them too."""
+    received: list[tuple[str, int]] = []
+    real_handle = StorageNode.handle
+
+    def recording_handle(node: StorageNode, message: m.Message, sender: str) -> Any:
+        if isinstance(message, m.WriteFrames):
+            received.extend(
+                (node.name, log.decode_frame(frame, PAGE, 0, 16).first_lsn)
+                for frame in message.frames
+            )
+        return real_handle(node, message, sender)
+
+    monkeypatch.setattr(StorageNode, "handle", recording_handle)  # before nodes register
     volume = Volume.create(tmp_path / "v", page_size=PAGE, segment_size=SEGMENT, commit_timeout=0.2)
     flusher = volume._flusher
     assert flusher is not None
@@ -146,9 +159,16 @@ def test_frames_held_by_a_commit_that_timed_out_are_still_sent_and_flushed(
         flusher.wait = real_wait  # type: ignore[method-assign]
     assert outcomes[1] is None
     assert len(volume._held_frames) == 1, "nothing led a flush since"
-    volume.close()
+    commit(3)
+    assert outcomes[3] is None
     assert not volume._held_frames
+    for name in {name for name, _ in received}:
+        lsns = [lsn for node, lsn in received if node == name]
+        assert lsns == sorted(lsns) == [1, 2, 3], (name, lsns)
+    with volume.transaction() as tx:
+        tx.write(4, 0, b"row 4")
+    volume.close()
     again = Volume.open(tmp_path / "v")
-    assert again.read_page(1)[:5] == b"row 1"
-    assert again.read_page(2)[:5] == b"row 2"
+    for page_no in (1, 2, 3, 4):
+        assert again.read_page(page_no)[:5] == b"row %d" % page_no
     again.close()

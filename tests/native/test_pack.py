@@ -16,7 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aurora_storage import Volume, log, native
-from aurora_storage.errors import InvalidArgumentError
+from aurora_storage.errors import InvalidArgumentError, RecordTooLargeError
+from aurora_storage.volume import MTR_BYTES_MAX
 
 PAGE_SIZE = 4096
 
@@ -110,4 +111,40 @@ def test_a_multi_byte_memoryview_writes_all_its_bytes() -> None:
     with volume.transaction() as tx:
         tx.write(5, 0, memoryview(words))
     assert volume.read_page(5)[:24] == words.tobytes()
+    volume.close()
+
+
+@pytest.mark.parametrize("data", [5, 4096, [65, 66], "text"], ids=["int", "page", "list", "str"])
+def test_data_that_is_not_bytes_like_is_refused(data: object) -> None:
+    """bytes(5) would be five zero bytes: an int, a list or a str is refused instead."""
+    volume = Volume.create(None, page_size=PAGE_SIZE, segment_size=PAGE_SIZE * 16)
+    with volume.transaction() as tx:
+        tx.write(1, 0, b"kept")
+        with pytest.raises(InvalidArgumentError):
+            tx.write(2, 0, data)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentError):
+            tx.put_page(3, data)  # type: ignore[arg-type]
+    assert volume.read_page(1)[:4] == b"kept"
+    assert volume.read_page(2) == volume.read_page(3) == bytes(PAGE_SIZE)
+    volume.close()
+
+
+def test_a_pg_s_records_never_outgrow_a_frame() -> None:
+    """The limit counts each record packed, header and padding included, so a
+    transaction that passes it always fits a frame at commit (the check used to
+    count payload bytes only, and a batch just under it failed at commit)."""
+    page = 65536
+    volume = Volume.create(None, page_size=page, segment_size=page * 2048, capacity=page * 8192)
+    image = bytes(page)
+    tx = volume.transaction()
+    tx.write(0, 0, b"pg 0")
+    for page_no in range(2048, 2048 + 1023):
+        tx.put_page(page_no, image)  # PG 1: 1023 records of 48 + 65536 bytes
+    rest = MTR_BYTES_MAX - 1023 * (48 + page)
+    with pytest.raises(RecordTooLargeError):
+        tx.write(2048 + 1023, 0, b"x" * (rest - 32))  # 48 + rest - 32 bytes packed: too many
+    tx.abort()
+    with volume.transaction() as tx:
+        tx.write(0, 0, b"next")
+    assert volume.read_page(0)[:4] == b"next"
     volume.close()

@@ -112,3 +112,17 @@ def test_the_cache_forgets_the_oldest_frames_and_checks_them_again(
     log.decode_received(frames[-1], PAGE, 0, 8)  # still remembered
     log.decode_received(frames[0], PAGE, 0, 8)  # pushed out: checked again
     assert decodes == [*frames, frames[0]]
+
+
+def test_the_cache_holds_a_bounded_number_of_bytes(
+    decodes: list[object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large frames are pushed out by size, not only by count (the newest stays)."""
+    monkeypatch.setattr(log, "RECEIVED_CACHE_BYTES", 3 * len(frame_for(0, 3)))
+    frames = [frame_for(0, 3, lsn) for lsn in range(1, 6)]
+    for frame in frames:
+        log.decode_received(frame, PAGE, 0, 8)
+    assert sum(len(entry[0]) for entry in log._received.values()) <= log.RECEIVED_CACHE_BYTES
+    log.decode_received(frames[-1], PAGE, 0, 8)  # the newest: remembered
+    log.decode_received(frames[0], PAGE, 0, 8)  # pushed out by size: checked again
+    assert decodes == [*frames, frames[0]]
