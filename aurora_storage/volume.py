@@ -1040,7 +1040,7 @@ class Volume:
         # that arrives meanwhile, sent by the thread that leads that flush. Frames
         # still held otherwise (their commit timed out) go first, in LSN order.
         self._held_frames += sends
-        if not self.transport.flush_in_flight():
+        if not self.transport.flush_in_flight() or not self._leads_send_held_frames():
             self._send_held_frames()
         if not self.transport.run_until(lambda: self._vdl >= cpl, self.options.commit_timeout):
             self._raise_if_fenced()
@@ -1071,8 +1071,13 @@ class Volume:
     def _send_held_frames(self) -> None:
         """Sends the frames held back while a flush ran (the transport's before_lead)."""
         if self._held_frames:
-            sends, self._held_frames = self._held_frames, []
-            self._send_frames(sends)
+            self._send_frames(self._held_frames)
+            self._held_frames = []
+
+    def _leads_send_held_frames(self) -> bool:
+        """True if flush leaders send this volume's held frames (a transport shared
+        with a later volume calls that volume's instead: hold nothing then)."""
+        return self.transport.before_lead == self._send_held_frames
 
     def _gc_floor(self, pg: ProtectionGroup) -> int:
         """Frames at or below this may leave the PG's segments' gossip chains.
