@@ -62,7 +62,8 @@ int aus_flush(const int *fds, const uint8_t *whole, size_t count, int method,
  * when primed, polls for the next one for up to poll_ns before it sleeps, and
  * wait polls for the end of the flush as long before it sleeps. Polling
  * pauses, then yields the CPU at every step, so runnable threads (committers
- * forming the next group) are not held up. One caller at a time: start,
+ * forming the next group) are not held up. The thread's polling also fills
+ * the pool of touched memory for page logs, a step at a time (chunks.h). One caller at a time: start,
  * prime and free must not race each other; wait may run beside prime.
  */
 typedef struct aus_flusher aus_flusher;
