@@ -55,3 +55,33 @@ def test_eight_committers(tmp_path: Path, durability: str) -> None:
             assert image[: len(text)] == text
             assert image[100:113] == b"second record"
     volume.close()
+
+
+def test_two_volumes_committing_from_their_own_threads(tmp_path: Path) -> None:
+    """Volumes share process-wide state (the verified-frame cache, the chunk
+    pool): two of them, each with its own lock, committing at once stay apart."""
+    volumes = [
+        Volume.create(tmp_path / name, page_size=PAGE, segment_size=PAGE * 16, capacity=PAGE * 1024)
+        for name in ("one", "two")
+    ]
+    errors: list[BaseException] = []
+
+    def committer(number: int) -> None:
+        try:
+            for i in range(COMMITS_PER_THREAD * 2):
+                with volumes[number].transaction() as tx:
+                    tx.write(i, 0, f"volume {number} commit {i}".encode())
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=committer, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    for number, volume in enumerate(volumes):
+        for i in range(COMMITS_PER_THREAD * 2):
+            text = f"volume {number} commit {i}".encode()
+            assert volume.read_page(i)[: len(text)] == text
+        volume.close()
