@@ -926,8 +926,8 @@ def stamp(
 ) -> int:
     """Gives a packed batch its LSNs from ``first_lsn``, chains backlinks, marks the CPL.
 
-    The writer packs a mini-transaction's records with zero LSNs as they are
-    written and stamps each PG's batch once at commit. Returns the last LSN.
+    At commit a mini-transaction's records are packed with zero LSNs
+    (:func:`pack`) and each PG's batch is stamped once. Returns the last LSN.
     """
     if not isinstance(backend, NativeBackend):
         return _python_stamp(buf, page_size, first_lsn, backlink, cpl, time)

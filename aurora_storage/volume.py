@@ -1,11 +1,12 @@
 """The writer: LSN allocation, VCL and VDL, commits, reads, and the cluster.
 
 :class:`Volume` is the database instance's side of the storage layer. It
-never writes pages: a :class:`Transaction` (one mini-transaction, MTR) packs
-redo records as they are written; at commit the writer allocates the MTR's
-LSNs in one contiguous range, stamps each protection group's batch in one C
-call, frames it and sends the frame to the PG's six segments. The commit
-returns once VDL reaches the MTR's CPL.
+never writes pages: a :class:`Transaction` (one mini-transaction, MTR)
+collects redo records as they are written; at commit it packs each
+protection group's records in one C call, the writer allocates the MTR's
+LSNs in one contiguous range, stamps each PG's batch in one more, frames it
+and sends the frame to the PG's six segments (or holds it for the next
+flush while one runs). The commit returns once VDL reaches the MTR's CPL.
 
 Bookkeeping (names from the SIGMOD papers):
 
