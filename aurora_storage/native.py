@@ -864,7 +864,7 @@ def _python_pack(meta: array[int], payload: bytes, size: int) -> bytearray:
     position = 0
     for (page_no, word), length in zip(records, lengths, strict=True):
         offset, kind = (word >> SHAPE_BITS) & mask, word >> (2 * SHAPE_BITS)
-        out += struct.pack("<QQQdIIBB6x", 0, 0, page_no, 0.0, offset, length, kind, 0)
+        out += _HEADER.pack(0, 0, page_no, 0.0, offset, length, kind, 0, bytes(6))
         out += payload[position : position + length]
         out += bytes(_padded(length) - length)
         position += length
