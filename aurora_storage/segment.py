@@ -314,9 +314,8 @@ class Segment:
         cut = bisect.bisect_right(self.chain_last_lsns, floor_lsn)
         if cut:
             self.chain_base_lsn = self.chain_last_lsns[cut - 1]
-            del self.chain_frames[:cut]  # the columns of _chain_columns, written out
-            del self.chain_first_lsns[:cut]
-            del self.chain_last_lsns[:cut]
+            for column in self._chain_columns():
+                del column[:cut]
         return cut
 
     def _chain_columns(self) -> tuple[list[Any], ...]:
