@@ -344,14 +344,18 @@ def test_retention_keeps_a_base_no_backtrack_hid(monkeypatch: pytest.MonkeyPatch
         restored.close()
 
 
-def test_a_backup_attached_to_a_volume_with_history(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def trimming_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segments coalesce and nodes checkpoint (trim their logs) after a few frames."""
+    monkeypatch.setattr(segment, "COALESCE_RECORD_BYTES", 256)
+    monkeypatch.setattr(node, "CHECKPOINT_EVERY_FRAMES", 4)
+
+
+@pytest.mark.usefixtures("trimming_often")
+def test_a_backup_attached_to_a_volume_with_history(tmp_path: Path) -> None:
     """Opening a volume with a backup it never had: its segments coalesced and trimmed
     their logs long ago, so the backup begins with page images at the VDL it opened
     with, and restores reach from then on, exactly."""
-    monkeypatch.setattr(segment, "COALESCE_RECORD_BYTES", 256)
-    monkeypatch.setattr(node, "CHECKPOINT_EVERY_FRAMES", 4)
     clock = SimulatedClock(START)
     path = tmp_path / "v"
     volume = Volume.create(
@@ -378,13 +382,10 @@ def test_a_backup_attached_to_a_volume_with_history(
         restored.close()
 
 
-def test_a_backup_attached_to_a_restored_volume_after_it_coalesced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.usefixtures("trimming_often")
+def test_a_backup_attached_to_a_restored_volume_after_it_coalesced(tmp_path: Path) -> None:
     """A restored volume that coalesced past its base and is reopened with a new backup:
     that backup begins at the VDL it opened with, not at the restore's base."""
-    monkeypatch.setattr(segment, "COALESCE_RECORD_BYTES", 256)
-    monkeypatch.setattr(node, "CHECKPOINT_EVERY_FRAMES", 4)
     clock = SimulatedClock(START)
     store, model = filled_store(clock)
     moment = clock.now()
