@@ -203,7 +203,7 @@ def verify_volume(volume: Volume, progress: Callable[[int], None] | None = None)
             images = {}
             for node in holders:
                 segment = node.segments[pg_id]
-                if segment.scl < min(vdl, pg.tail_lsn):
+                if segment.scl < pg.required_scl(vdl, vdl):
                     continue
                 images[node.name] = segment.read(page_no, vdl, volume.annulled)
             if len(set(images.values())) > 1:

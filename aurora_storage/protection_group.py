@@ -8,7 +8,11 @@ the old and the new member set: :class:`QuorumSet` holds one or more member
 sets and counts a point as reached only when every set reaches it.
 
 Invariants: PGCL never decreases; frames leave ``outstanding`` only once PGCL
-covers them; the writer allocates a PG's records in chain order.
+covers them; the writer allocates a PG's records in chain order. A read at a
+point at or below VDL asks for an SCL no higher than the PG's last record at
+or below VDL (:meth:`ProtectionGroup.required_scl`): a PG's SCL stops at its
+own records, so a commit of this PG in flight above VDL, or VDL resting on
+another PG's record, must not raise what a reader asks of its segments.
 """
 
 from __future__ import annotations
@@ -73,6 +77,34 @@ class ProtectionGroup:
     # After recovery: the PG's last record at or below VDL, which must reach a write
     # quorum (gossip spreads it) before VCL may pass it.
     durable_target: int = 0
+    # The PG's last LSN at or below the VDL last passed to required_scl or
+    # note_frame, and the last LSNs of its frames allocated above that VDL, oldest
+    # first (trimmed at each commit, so bounded by the frames in flight).
+    visible_tail_lsn: int = 0
+    frames_above_vdl: deque[int] = field(default_factory=deque)
+
+    def note_frame(self, last_lsn: int, vdl: int) -> None:
+        """The writer allocated a frame of this PG ending at ``last_lsn``."""
+        self._release(vdl)
+        self.tail_lsn = last_lsn
+        self.frames_above_vdl.append(last_lsn)
+
+    def _release(self, vdl: int) -> None:
+        above = self.frames_above_vdl
+        while above and above[0] <= vdl:
+            self.visible_tail_lsn = above.popleft()
+
+    def tail_at(self, vdl: int) -> int:
+        """The PG's last LSN at or below ``vdl`` (the writer's VDL, never decreasing)."""
+        self._release(vdl)
+        if not self.frames_above_vdl:
+            return self.tail_lsn
+        return self.visible_tail_lsn
+
+    def required_scl(self, read_point: int, vdl: int) -> int:
+        """The SCL a segment needs to serve ``read_point`` (at or below ``vdl``): it then
+        holds every record of this PG at or below the read point."""
+        return min(read_point, self.tail_at(vdl))
 
     def record_scl(self, node: str, scl: int) -> bool:
         """Takes a segment's SCL from an ack; True when PGCL moved."""

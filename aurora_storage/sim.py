@@ -14,6 +14,8 @@ Invariants checked:
   VDL <= VCL <= allocated LSN;
 - every read equals the model at its read point (never an older version,
   never different bytes), so no mini-transaction is ever partly visible;
+- no read fails while the network loses nothing and some reachable segment
+  that the writer knows holds the PG up to the read point could serve it;
 - no segment's SCL exceeds the allocated LSN;
 - after faults stop (:meth:`Simulation.converge`): every segment of every PG
   reaches the PG's last LSN and all six replicas hold byte-identical pages,
@@ -199,7 +201,13 @@ class Simulation:
             read_point = vdl if rng.random() < 0.7 or not earlier else rng.choice(earlier)
         try:
             image = self.volume.read_page(page_no, lsn=read_point)
-        except ReadUnavailableError:
+        except ReadUnavailableError as error:
+            server = self.able_to_serve(page_no // PAGES_PER_PG, read_point)
+            if server is not None:
+                self.fail(
+                    f"read of page {page_no} at LSN {read_point} failed ({error}) "
+                    f"though {server} holds its PG up to it"
+                )
             self.reads_unavailable += 1
             return False
         self.reads_served += 1
@@ -207,6 +215,36 @@ class Simulation:
         if image != expected:
             self.fail(f"page {page_no} at LSN {read_point} differs from the model")
         return True
+
+    def able_to_serve(self, pg_id: int, read_point: int) -> str | None:
+        """A node the writer can reach without loss whose acknowledged SCL covers every
+        record of the PG at or below ``read_point``, or None.
+
+        The PG's records come from the segments' own chains, not from the
+        writer's bookkeeping that the read path uses.
+        """
+        volume = self.volume
+        pg = volume.pgs.get(pg_id)
+        if pg is None or self.transport.faults.loss:
+            return None
+        needed = 0
+        for node in volume.nodes.values():
+            segment = node.segments.get(pg_id)
+            if segment is None:
+                continue
+            index = bisect.bisect_right(segment.chain_last_lsns, read_point)
+            if index:
+                needed = max(needed, segment.chain_last_lsns[index - 1])
+            elif segment.chain_base_lsn <= read_point:
+                needed = max(needed, segment.chain_base_lsn)
+        for name in pg.quorum.members:
+            if (
+                pg.scls.get(name, 0) >= needed
+                and self.transport.link_open(WRITER, name)
+                and self.transport.link_open(name, WRITER)
+            ):
+                return name
+        return None
 
     def inject_fault(self) -> None:
         rng = self.random

@@ -1023,11 +1023,12 @@ class Volume:
             built.append((pg_id, lsn, last, frame))
             lsn = last + 1
         sends = []
+        vdl = self._vdl
         for pg_id, first, last, frame in built:
             pg = self.pgs.get(pg_id)
             if pg is None:
                 pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum)
-            pg.tail_lsn = last
+            pg.note_frame(last, vdl)
             pg.outstanding.append(Outstanding(first, last, frame))
             sends.append((pg, frame))
         cpl = lsn - 1
@@ -1145,7 +1146,7 @@ class Volume:
             requests: dict[int, tuple[int, int]] = {}
             for pg in self.pgs.values():
                 staged = self.staging.staged_lsn.get(pg.pg_id, 0)
-                if min(pg.tail_lsn, upto) <= staged:
+                if pg.tail_at(upto) <= staged:
                     self.staging.staged_lsn[pg.pg_id] = upto
                     continue
                 requests[pg.pg_id] = (staged, upto)
@@ -1214,7 +1215,7 @@ class Volume:
         replies: dict[int, m.Staged | None] = {}
         for pg_id, (staged, upto) in requests.items():
             pg = self.pgs[pg_id]
-            needed = min(pg.tail_lsn, upto)
+            needed = pg.required_scl(upto, self._vdl)
             start = pg_id % len(NODE_NAMES)
             order = NODE_NAMES[start:] + NODE_NAMES[:start]
             replies[pg_id] = None
@@ -1533,7 +1534,7 @@ class Volume:
         pg = self.pgs.get(self.geometry.pg_of(page_no))
         if pg is None or read_point == 0:
             return bytes(self.geometry.page_size)
-        required = min(read_point, pg.tail_lsn)
+        required = pg.required_scl(read_point, self._vdl)
         candidates = pg.readable_nodes(required)
         if self.read_latency:
             candidates.sort(key=lambda node: (self.read_latency.get(node, 0.0), node))

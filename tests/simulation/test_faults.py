@@ -138,3 +138,18 @@ def test_loss_duplication_reordering_then_heal() -> None:
     commits(simulation, 40)
     assert simulation.transport.lost and simulation.transport.duplicated
     simulation.converge()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_pg_reads_served_while_its_next_commit_is_in_doubt(seed: int) -> None:
+    """VDL rests on PG 1's record; PG 0's next commit is lost: PG 0 stays readable."""
+    simulation = Simulation(seed, fault_rate=0.0)
+    assert simulation.commit([(0, 0, b"pg 0")])
+    assert simulation.commit([(PAGES_PER_PG, 0, b"pg 1")])
+    assert simulation.commit([(PAGES_PER_PG, 8, b"pg 1 again")])
+    simulation.transport.set_faults(NetworkFaults(loss=1.0))
+    assert simulation.commit([(0, 0, b"lost")]) is False
+    simulation.transport.set_faults(NetworkFaults())
+    for page_no in range(2 * PAGES_PER_PG):
+        assert simulation.read(page_no, simulation.volume.vdl), f"page {page_no}"
+    simulation.converge()
