@@ -366,6 +366,9 @@ class SimulatedTransport(Transport):
 
     def run_until(self, condition: Callable[[], bool], timeout: float) -> bool:
         deadline = self.clock.now() + timeout
+        # A test may have moved the clock on (SimulatedClock.advance): what fell due
+        # meanwhile happens now, and ticks resume from now.
+        self._next_tick = max(self._next_tick, self.clock.now())
         delivered = 0
         while not condition():
             next_event = self._events[0][0] if self._events else float("inf")
@@ -381,6 +384,7 @@ class SimulatedTransport(Transport):
                         self._deliver(target, target, m.Tick())
             else:
                 when, _, source, destination, message = heapq.heappop(self._events)
+                when = max(when, self.clock.now())
                 self.clock.set(when)
                 self._trace.update(
                     f"{when:.9f} {source} {destination} {type(message).__name__}\n".encode()
