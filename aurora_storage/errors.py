@@ -143,6 +143,68 @@ class WriteQuorumError(QuorumError):
         )
 
 
+class InDoubtError(QuorumError):
+    """A commit or backtrack was refused: an earlier one is still in doubt.
+
+    Nothing was changed. While a commit that raised :class:`WriteQuorumError`
+    may still become durable (``lsns``), or a backtrack that raised may still be
+    found by recovery (``backtrack``, its target time), no later change may
+    build on a state that excludes it. Wait with :meth:`Volume.wait_durable`,
+    bring the missing nodes back, or close and reopen the volume (recovery then
+    decides).
+    """
+
+    def __init__(self, lsns: tuple[int, ...], backtrack: float | None) -> None:
+        self.lsns = lsns
+        self.backtrack = backtrack
+        parts = []
+        if lsns:
+            parts.append(f"commits at LSN {', '.join(map(str, lsns))} are in doubt")
+        if backtrack is not None:
+            parts.append(f"a backtrack to time {backtrack:.3f} is in doubt")
+        super().__init__(
+            f"refused, nothing changed: {' and '.join(parts)}; they resolve once a write "
+            "quorum answers again (Volume.wait_durable), or at the next open"
+        )
+
+
+class CommitAnnulledError(AuroraStorageError):
+    """A commit that was in doubt was annulled by crash recovery: it never became durable."""
+
+    def __init__(self, lsn: int, lo: int, hi: int) -> None:
+        self.lsn = lsn
+        super().__init__(
+            f"LSN {lsn} was annulled by crash recovery (LSNs {lo + 1} to {hi} were never "
+            "durable); the commit did not happen"
+        )
+
+
+class BacktrackQuorumError(WriteQuorumError):
+    """A backtrack did not reach 4 of 6 nodes: it did not take effect.
+
+    If the history this session keeps could not be rewritten on a write quorum
+    either (``in_doubt``), the backtrack stays in doubt: later commits and
+    backtracks raise :class:`InDoubtError` until it can.
+    """
+
+    def __init__(self, target: float, vdl: int, reached: int, in_doubt: bool) -> None:
+        self.lsn = vdl
+        self.vdl = vdl
+        self.target = target
+        self.in_doubt = in_doubt
+        detail = (
+            "; it stays in doubt until 4 nodes answer again: later commits and backtracks "
+            "raise InDoubtError"
+            if in_doubt
+            else ""
+        )
+        QuorumError.__init__(
+            self,
+            f"the backtrack to time {target:.3f} reached {reached} nodes, 4 needed; it did "
+            f"not take effect{detail}",
+        )
+
+
 class ReadUnavailableError(QuorumError):
     """No segment able to serve the read point answered."""
 
@@ -257,11 +319,14 @@ class BacktrackDisabledError(HistoryError):
 class TimeOutsideWindowError(HistoryError, ValueError):
     """A target time before the earliest reachable time or after the latest."""
 
-    def __init__(self, target: float, earliest: float, latest: float) -> None:
+    def __init__(self, target: float, earliest: float, latest: float, detail: str = "") -> None:
         self.target = target
         self.earliest = earliest
         self.latest = latest
-        super().__init__(f"time {target:.3f} is outside the window {earliest:.3f} .. {latest:.3f}")
+        super().__init__(
+            f"time {target:.3f} is outside the window {earliest:.3f} .. {latest:.3f}"
+            + (f": {detail}" if detail else "")
+        )
 
 
 # --- backup store ------------------------------------------------------------------

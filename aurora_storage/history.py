@@ -18,6 +18,19 @@ section 2): the visible history of a volume is the set of LSNs not annulled.
 The time index itself is distributed: every segment keeps, for each MTR that
 ended in its PG, the CPL's LSN and writer time (from the CPL record), and
 answers "last commit at or before T outside these ranges" by bisection.
+
+The history is a register replicated on the storage nodes, written whole by
+the writer to a write quorum. Each write carries a *key* (the writer's epoch,
+then a sequence number within it); a node keeps the history with the highest
+key it has seen, and recovery adopts the highest key a read quorum holds,
+then writes it back under its own epoch. Any read quorum meets the write
+quorum of the last successful write, so a history change that reached fewer
+nodes (a backtrack that failed) is adopted by a later recovery only while it
+is still the newest write; a writer that goes on without it first writes the
+history it keeps instead, under a higher key, which no recovery can miss.
+The history also records, once, at creation, the backtrack window the
+volume was made with (0: off for good) and when its history begins, so that
+neither lives in one file only.
 """
 
 from __future__ import annotations
@@ -80,17 +93,48 @@ def truncation_ranges(truncations: list[tuple[int, int, int]]) -> tuple[int, ...
     return merge_ranges(tuple(value for _, lo, hi in truncations for value in (lo, hi)))
 
 
-class History:
-    """The versions of a volume's visible history, oldest first."""
+NO_KEY = (0, 0)  # the key of a history no writer has written yet (or an old node's)
 
-    def __init__(self, versions: list[HistoryVersion]) -> None:
+
+class History:
+    """The versions of a volume's visible history, oldest first.
+
+    ``key`` is (epoch, sequence) of the write that stored it on the nodes;
+    ``backtrack_window`` the window in seconds the volume was created with (0:
+    backtrack off for good; None: not recorded, an older volume) and
+    ``begins_at`` the time the volume's history begins (its creation).
+    """
+
+    def __init__(
+        self,
+        versions: list[HistoryVersion],
+        key: tuple[int, int] = NO_KEY,
+        backtrack_window: float | None = None,
+        begins_at: float | None = None,
+    ) -> None:
         assert versions, "a history starts with the version made at creation"
         self.versions = sorted(versions, key=lambda version: version.version)
         self._times = [version.created_at for version in self.versions]
+        self.key = key
+        self.backtrack_window = backtrack_window
+        self.begins_at = self.versions[0].created_at if begins_at is None else begins_at
 
     @classmethod
-    def new(cls, created_at: float) -> History:
-        return cls([HistoryVersion(0, created_at, (), "create")])
+    def new(cls, created_at: float, backtrack_window: float | None = None) -> History:
+        return cls(
+            [HistoryVersion(0, created_at, (), "create")],
+            NO_KEY,
+            backtrack_window,
+            created_at,
+        )
+
+    def keyed(self, key: tuple[int, int]) -> History:
+        """The same history, as stored by the write with ``key``."""
+        return History(list(self.versions), key, self.backtrack_window, self.begins_at)
+
+    def with_version(self, version: HistoryVersion, key: tuple[int, int]) -> History:
+        """A new history: this one with ``version`` added, stored under ``key``."""
+        return History([*self.versions, version], key, self.backtrack_window, self.begins_at)
 
     @property
     def current(self) -> HistoryVersion:
@@ -119,6 +163,7 @@ class History:
             del self._times[:index]
 
     def encode(self) -> list[list[Any]]:
+        """The versions alone (the backup's history object carries these)."""
         return [version.encode() for version in self.versions]
 
     @classmethod
@@ -127,9 +172,58 @@ class History:
             raise CorruptionError("a history with no version")
         return cls([HistoryVersion.decode(fields) for fields in encoded])
 
+    def encode_state(self) -> dict[str, Any]:
+        """Everything nodes keep (docs/format.md, node.meta ``history``)."""
+        return {
+            "versions": self.encode(),
+            "key": list(self.key),
+            "backtrack_window": self.backtrack_window,
+            "begins_at": self.begins_at,
+        }
+
+    @classmethod
+    def decode_state(cls, encoded: Any) -> History:
+        """A history as :meth:`encode_state` wrote it, or as older nodes kept it (the
+        list of versions alone: no key, no recorded window)."""
+        if isinstance(encoded, list):
+            return cls.decode(encoded)
+        try:
+            epoch, sequence = encoded["key"]
+            window = encoded.get("backtrack_window")
+            history = cls.decode(encoded["versions"])
+            return cls(
+                history.versions,
+                (int(epoch), int(sequence)),
+                None if window is None else float(window),
+                float(encoded.get("begins_at", history.begins_at)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise CorruptionError(f"bad history {encoded!r:.200}: {error}") from None
+
     def merged_with(self, other: History) -> History:
-        """Union by version number; the newer source wins nothing (versions are immutable)."""
+        """Union by version number, for histories no writer keyed (older nodes)."""
         by_number = {version.version: version for version in self.versions}
         for version in other.versions:
             by_number.setdefault(version.version, version)
-        return History(list(by_number.values()))
+        return History(
+            list(by_number.values()),
+            max(self.key, other.key),
+            self.backtrack_window if self.backtrack_window is not None else other.backtrack_window,
+            min(self.begins_at, other.begins_at),
+        )
+
+
+def newest(histories: list[History]) -> History | None:
+    """The history recovery adopts from what a read quorum holds: the highest key.
+
+    Histories without a key (nodes of an older version) are merged, as they were.
+    """
+    if not histories:
+        return None
+    keyed = [history for history in histories if history.key != NO_KEY]
+    if keyed:
+        return max(keyed, key=lambda history: (history.key, history.current.version))
+    merged = histories[0]
+    for history in histories[1:]:
+        merged = merged.merged_with(history)
+    return merged

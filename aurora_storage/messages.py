@@ -34,6 +34,9 @@ class WriteFrames:
     retain_lsn: int = 0
     floor_lsn: int = 0
     truncations: tuple[int, ...] = ()  # flat (epoch, lo, hi) triples in force
+    # The sequence of the writer's history key (its epoch is ``epoch``); -1: not
+    # said. A node holding another history coalesces nothing and pulls this one.
+    history_sequence: int = -1
 
 
 @dataclass(slots=True)
@@ -155,7 +158,8 @@ class Truncated:
 
 @dataclass(slots=True)
 class SetHistory:
-    """Writer -> node: the volume's history versions (msgpack), to keep durably."""
+    """Writer -> node: the volume's whole history (msgpack), to keep durably if its key
+    is higher than the node's (history.py)."""
 
     epoch: int
     history: bytes
@@ -163,11 +167,21 @@ class SetHistory:
 
 @dataclass(slots=True)
 class HistorySet:
-    """Node -> writer: the history up to ``version`` is durable here."""
+    """Node -> writer: the node durably holds the history with this key (its own
+    if that is higher than the one sent)."""
 
     node: str
     epoch: int
     version: int
+    key_epoch: int = 0
+    key_sequence: int = 0
+
+
+@dataclass(slots=True)
+class HistoryPull:
+    """Node -> writer: send me your history (a write carried another key than mine)."""
+
+    node: str
 
 
 @dataclass(slots=True)
@@ -188,6 +202,11 @@ class TimeAnswer:
     cpl: int
     time: float
     trusted: int  # 0 when a segment of the node is suspect
+    # Earliest moment the node's time indexes answer for (older entries were
+    # dropped; -inf: none were) and the highest LSN any of its segments folded
+    # into page images: a backtrack may land neither before nor below these.
+    floor_time: float = float("-inf")
+    folded_lsn: int = 0
 
 
 @dataclass(slots=True)
@@ -254,6 +273,7 @@ Message = (
     | TimeAnswer
     | Stage
     | Staged
+    | HistoryPull
 )
 
 _TYPES: tuple[type[Any], ...] = (
@@ -277,6 +297,7 @@ _TYPES: tuple[type[Any], ...] = (
     TimeAnswer,
     Stage,
     Staged,
+    HistoryPull,
 )
 _TAGS = {kind: tag for tag, kind in enumerate(_TYPES)}
 

@@ -302,7 +302,8 @@ class StorageNode:
         self._ticks = 0
         self._frames_since_meta = 0
         self._annulled: tuple[int, ...] = ()
-        self._annulled_key: tuple[int, int] = (-1, 0)
+        self._annulled_key: tuple[tuple[int, int], int, int] = ((-1, 0), -2, 0)
+        self._history_pulled: tuple[int, int] = (0, -1)  # the writer history key last asked for
 
     # --- segments ---------------------------------------------------------------------
 
@@ -419,6 +420,8 @@ class StorageNode:
         if meta["cpl"]:
             segment.cpl_lsns.append(int(meta["cpl"]))
             segment.cpl_times.append(float(meta["cpl_time"]))
+            # Commits before it are folded into the images: the index cannot name them.
+            segment.time_floor = float(meta["cpl_time"])
 
     # --- persistence ----------------------------------------------------------------
 
@@ -430,7 +433,7 @@ class StorageNode:
             "epoch": self.epoch,
             "truncations": [list(t) for t in self.truncations],
             "vdl_hint": self.vdl_hint,
-            "history": self.history.encode() if self.history is not None else [],
+            "history": self.history.encode_state() if self.history is not None else [],
         }
 
     def write_meta(self) -> None:
@@ -469,7 +472,7 @@ class StorageNode:
         self.truncations = [(int(e), int(lo), int(hi)) for e, lo, hi in meta["truncations"]]
         self.vdl_hint = int(meta["vdl_hint"])
         encoded_history = meta.get("history") or []
-        self.history = History.decode(encoded_history) if encoded_history else None
+        self.history = History.decode_state(encoded_history) if encoded_history else None
         for name in disk.list("pg-"):
             match = _LOG_NAME.match(name)
             if match is None:
@@ -610,8 +613,12 @@ class StorageNode:
 
     def annulled(self) -> tuple[int, ...]:
         """Every LSN range this node's coalescing must skip (cached per history and truncations)."""
-        version = self.history.current.version if self.history is not None else -1
-        key = (version, len(self.truncations))
+        history = self.history
+        key = (
+            history.key if history is not None else (-1, 0),
+            history.current.version if history is not None else -1,
+            len(self.truncations),
+        )
         if key != self._annulled_key:
             hidden = self.history.current.annulled if self.history is not None else ()
             self._annulled = merge_ranges(hidden, truncation_ranges(self.truncations))
@@ -619,17 +626,22 @@ class StorageNode:
         return self._annulled
 
     def _on_set_history(self, message: m.SetHistory, sender: str) -> Outgoing:
+        """Keeps the history with the higher key (history.py): the writer's, unless
+        this node already holds a later write."""
         stale = self._stale(message.epoch, sender)
         if stale is not None:
             return stale
         incoming = decode_history(message.history)
         if incoming is None:
             return []
-        merged = incoming if self.history is None else self.history.merged_with(incoming)
-        if self.history is None or merged.current.version != self.history.current.version:
-            self.history = merged
+        if self.history is None or incoming.key > self.history.key:
+            self.history = incoming
             self.write_meta()
-        return [(sender, m.HistorySet(self.name, self.epoch, self.history.current.version))]
+        history = self.history
+        reply = m.HistorySet(
+            self.name, self.epoch, history.current.version, history.key[0], history.key[1]
+        )
+        return [(sender, reply)]
 
     def _on_stage(self, message: m.Stage, sender: str) -> Outgoing:
         """Step 6: upload this PG's frames (or pages) to the backup store, once per PG."""
@@ -672,12 +684,18 @@ class StorageNode:
 
     def _on_time_query(self, message: m.TimeQuery, sender: str) -> Outgoing:
         cpl, moment = 0, 0.0
+        floor_time, folded_lsn = float("-inf"), 0
         for segment in self.segments.values():
             found, found_time = segment.last_commit_at(message.moment, message.annulled)
             if found > cpl:
                 cpl, moment = found, found_time
+            floor_time = max(floor_time, segment.time_floor)
+            folded_lsn = max(folded_lsn, segment.coalesced_lsn)
         trusted = not self.suspect and not any(s.suspect for s in self.segments.values())
-        return [(sender, m.TimeAnswer(message.request_id, self.name, cpl, moment, int(trusted)))]
+        answer = m.TimeAnswer(
+            message.request_id, self.name, cpl, moment, int(trusted), floor_time, folded_lsn
+        )
+        return [(sender, answer)]
 
     def _stale(self, epoch: int, sender: str) -> Outgoing | None:
         if epoch < self.epoch:
@@ -713,14 +731,24 @@ class StorageNode:
         segment = self.segment(message.pg_id)
         segment.receive(message.frames)
         scl = segment.persist()
-        segment.maintain(message.retain_lsn, message.floor_lsn, self.annulled())
+        out: Outgoing = []
+        if message.history_sequence < 0 or (
+            self.history is not None
+            and self.history.key == (message.epoch, message.history_sequence)
+        ):
+            segment.maintain(message.retain_lsn, message.floor_lsn, self.annulled())
+        elif self._history_pulled != (message.epoch, message.history_sequence):
+            # Another history than the writer's: coalescing with it could fold away
+            # records the writer's shows. Wait for the writer's (asked once per key).
+            self._history_pulled = (message.epoch, message.history_sequence)
+            out.append((sender, m.HistoryPull(self.name)))
         if self.disk is not None and segment.frames_logged >= CHECKPOINT_EVERY_FRAMES:
             self.checkpoint(segment)
         if message.retain_lsn > self.vdl_hint:
             self.vdl_hint = message.retain_lsn
             if self._frames_since_meta >= META_EVERY_FRAMES:
                 self.write_meta()
-        out: Outgoing = [(sender, m.SegmentState(self.name, message.pg_id, self.epoch, scl))]
+        out.append((sender, m.SegmentState(self.name, message.pg_id, self.epoch, scl)))
         if segment.pending:
             out += self._pull_from_peers(segment)
         return out
@@ -906,7 +934,8 @@ def _next_valid_frame(data: bytes, start: int, geometry: Geometry, segment: Segm
 
 
 def encode_history(history: History | None) -> bytes:
-    return bytes(msgpack.packb(history.encode() if history is not None else [], use_bin_type=True))
+    encoded = history.encode_state() if history is not None else []
+    return bytes(msgpack.packb(encoded, use_bin_type=True))
 
 
 def decode_history(data: bytes) -> History | None:
@@ -915,4 +944,4 @@ def decode_history(data: bytes) -> History | None:
         encoded = msgpack.unpackb(data, raw=False)
     except (ValueError, msgpack.UnpackException) as error:
         raise CorruptionError(f"undecodable history: {error}") from None
-    return History.decode(encoded) if encoded else None
+    return History.decode_state(encoded) if encoded else None

@@ -17,10 +17,17 @@ number of PGs and the frames above the last known VDL, not with the log.
    the end of the run of LSNs present in some answer, starting from the
    highest VDL hint and skipping ranges already annulled. VDL is the last CPL
    in that run.
-5. Everything above VDL is annulled: the truncation range is (VDL, VDL + LAL]
-   widened to cover any LSN seen, since the old writer never allocated past
-   its VDL + LAL. New LSNs start above it. The range is written with the new
-   epoch to a write quorum before the volume opens.
+5. Everything above VDL is annulled: the truncation range is (VDL, base +
+   LAL], widened to cover any LSN seen. A writer that recovered counts its
+   LSNs in flight from the end of its truncation, so it may have allocated up
+   to that end + LAL: base is the higher of VDL and the end of every
+   truncation made by a writer that finished recovery (``opened_epoch``: a
+   writer opens only once its history is on a write quorum, so a read quorum
+   shows it; truncations of recoveries that were cut short do not move base,
+   and repeated interrupted recoveries annul the same range). New LSNs start
+   above it, so no LSN an earlier writer may have used is ever reused. The
+   range is written with the new epoch to a write quorum before the volume
+   opens.
 """
 
 from __future__ import annotations
@@ -49,8 +56,14 @@ def _annulled(lo: int, hi: int, truncations: list[tuple[int, int, int]]) -> bool
     return any(t_lo <= lo and hi <= t_hi for _, t_lo, t_hi in truncations)
 
 
-def plan(epoch: int, states: list[m.RecoveryState], lal: int) -> RecoveryPlan:
-    """What the recovering writer decides from the nodes' answers; raises RecoveryError."""
+def plan(
+    epoch: int, states: list[m.RecoveryState], lal: int, opened_epoch: int | None = None
+) -> RecoveryPlan:
+    """What the recovering writer decides from the nodes' answers; raises RecoveryError.
+
+    ``opened_epoch`` is the highest epoch of a writer known to have finished its
+    recovery (None: unknown, every truncation counts).
+    """
     trusted = [state for state in states if not state.suspect]
     truncations: list[tuple[int, int, int]] = []
     for state in states:
@@ -100,7 +113,17 @@ def plan(epoch: int, states: list[m.RecoveryState], lal: int) -> RecoveryPlan:
         + [s.segments[i + 1] for s in states for i in range(0, len(s.segments), 3)]
         + [hi for _, _, hi in truncations]
     )
-    hi = max(vdl + lal, highest)
+    allocation_base = max(
+        [
+            vdl,
+            *(
+                t_hi
+                for t_epoch, _, t_hi in truncations
+                if opened_epoch is None or t_epoch <= opened_epoch
+            ),
+        ]
+    )
+    hi = max(allocation_base + lal, highest)
     return RecoveryPlan(
         epoch=epoch,
         vdl=vdl,

@@ -112,6 +112,9 @@ class Segment:
         # both ascending (the writer's commit clock never goes back).
         self.cpl_lsns: list[int] = []
         self.cpl_times: list[float] = []
+        # Moments before this may have had commits the index no longer holds: it
+        # answers for none of them (-inf while nothing was dropped).
+        self.time_floor = float("-inf")
         # Called with the frames that joined the chain in one step, in order (the
         # node appends them to disk in one write).
         self.on_chain: Callable[[int, list[bytes]], None] | None = None
@@ -364,6 +367,7 @@ class Segment:
         if cut > 0:
             del self.cpl_lsns[:cut]
             del self.cpl_times[:cut]
+            self.time_floor = self.cpl_times[0]
 
     def intervals_above(self, lsn: int) -> tuple[int, ...]:
         """Flat (first, last, last CPL) triples: runs of chain frames ending above ``lsn``.

@@ -12,6 +12,8 @@ Invariants checked:
 
 - every acknowledged commit has CPL <= VDL; VCL and VDL never decrease, and
   VDL <= VCL <= allocated LSN;
+- while a commit is in doubt (it raised WriteQuorumError and VDL is below
+  it), every later commit is refused with InDoubtError and allocates nothing;
 - every read equals the model at its read point (never an older version,
   never different bytes), so no mini-transaction is ever partly visible;
 - no read fails while the network loses nothing and some reachable segment
@@ -29,7 +31,14 @@ import random
 from dataclasses import dataclass, field
 
 from .clock import SimulatedClock
-from .errors import AuroraStorageError, ReadUnavailableError, WriteQuorumError
+from .disk import Disk, SimulatedDisk
+from .errors import (
+    AuroraStorageError,
+    BacktrackQuorumError,
+    InDoubtError,
+    ReadUnavailableError,
+    WriteQuorumError,
+)
 from .node import WRITER
 from .transport import NetworkFaults, SimulatedTransport
 from .volume import AZS, NODE_NAMES, Volume
@@ -37,13 +46,60 @@ from .volume import AZS, NODE_NAMES, Volume
 PAGE_SIZE = 4096
 PAGES_PER_PG = 4
 PAGE_COUNT = 64
+HISTORY_WINDOW = 3600.0  # seconds of backtrack window in HistorySimulation
+CHECK_ROUNDS_MAX = 5  # rounds of reads HistorySimulation.check tries for one stable VDL
+
+
+def random_changes(rng: random.Random) -> list[tuple[int, int, bytes]]:
+    """One to five writes of 1 to 64 random bytes at random places."""
+    changes = []
+    for _ in range(rng.randint(1, 5)):
+        page_no = rng.randrange(PAGE_COUNT)
+        length = rng.randint(1, 64)
+        offset = rng.randrange(PAGE_SIZE - length)
+        changes.append((page_no, offset, rng.randbytes(length)))
+    return changes
+
+
+def inject_fault(
+    rng: random.Random,
+    volume: Volume,
+    transport: SimulatedTransport,
+    loss_max: float,
+    duplication_max: float,
+) -> None:
+    """One random fault or repair: a node or AZ down, a node back, a writer
+    partition, healing, or new loss and duplication rates."""
+    cluster = volume.cluster
+    choice = rng.randrange(7)
+    if choice == 0:
+        cluster.fail_node(rng.choice(NODE_NAMES))
+    elif choice == 1:
+        cluster.fail_az(rng.choice(AZS))
+    elif choice in (2, 3):
+        for name in NODE_NAMES:
+            if not cluster.is_up(name):
+                cluster.restore_node(name)
+                break
+    elif choice == 4:
+        isolated = rng.sample(NODE_NAMES, rng.randint(1, 3))
+        cluster.partition([WRITER], isolated)
+    elif choice == 5:
+        cluster.heal()
+    else:
+        transport.set_faults(
+            NetworkFaults(
+                loss=rng.uniform(0, loss_max),
+                duplication=rng.uniform(0, duplication_max),
+            )
+        )
 
 
 class SimulationFailure(AssertionError):
-    def __init__(self, seed: int, step: int, detail: str) -> None:
+    def __init__(self, seed: int, step: int, detail: str, kind: str = "Simulation") -> None:
         self.seed = seed
         self.step = step
-        super().__init__(f"seed {seed}, step {step}: {detail} (replay: Simulation({seed}))")
+        super().__init__(f"seed {seed}, step {step}: {detail} (replay: {kind}({seed}))")
 
 
 @dataclass
@@ -111,6 +167,7 @@ class Outcome:
     steps: int
     commits_acknowledged: int
     commits_in_doubt: int
+    commits_refused: int
     reads_served: int
     reads_unavailable: int
     vdl: int
@@ -145,6 +202,7 @@ class Simulation:
         self.step_number = 0
         self.acknowledged: list[int] = []
         self.in_doubt: list[int] = []
+        self.refused = 0  # commits refused while an earlier one was in doubt
         self.committed: list[int] = []  # every CPL handed out, acknowledged or in doubt
         self.reads_served = 0
         self.reads_unavailable = 0
@@ -157,14 +215,7 @@ class Simulation:
     # --- actions --------------------------------------------------------------------------
 
     def random_changes(self) -> list[tuple[int, int, bytes]]:
-        rng = self.random
-        changes = []
-        for _ in range(rng.randint(1, 5)):
-            page_no = rng.randrange(PAGE_COUNT)
-            length = rng.randint(1, 64)
-            offset = rng.randrange(PAGE_SIZE - length)
-            changes.append((page_no, offset, rng.randbytes(length)))
-        return changes
+        return random_changes(self.random)
 
     def commit(self, changes: list[tuple[int, int, bytes]] | None = None) -> bool:
         """Commits one MTR (random unless given); True if acknowledged, False if in doubt."""
@@ -173,19 +224,31 @@ class Simulation:
         tx = self.volume.transaction()
         for page_no, offset, data in changes:
             tx.write(page_no, offset, data)
-        # The model learns the MTR at the LSN it gets, acknowledged or in doubt.
-        cpl = self.volume.allocated_lsn + len(changes)
-        self.model.apply(cpl, changes)
-        self.committed.append(cpl)
+        allocated = self.volume.allocated_lsn
+        cpl = allocated + len(changes)
+        doubted = [lsn for lsn in self.in_doubt if lsn > self.volume.vdl]
         try:
             lsn = tx.commit()
+        except InDoubtError:
+            if self.volume.allocated_lsn != allocated:
+                self.fail(f"a refused commit allocated LSNs {allocated + 1}..")
+            self.refused += 1
+            return False
         except WriteQuorumError as error:
             if error.lsn != cpl:
                 self.fail(f"in-doubt commit reports LSN {error.lsn}, allocated {cpl}")
+            # The model learns the MTR at the LSN it got: it may still become durable.
+            self.model.apply(cpl, changes)
+            self.committed.append(cpl)
             self.in_doubt.append(cpl)
             return False
         if lsn != cpl:
             self.fail(f"commit returned LSN {lsn}, expected {cpl}")
+        unresolved = [doubt for doubt in doubted if doubt > self.volume.vdl]
+        if unresolved:
+            self.fail(f"commit {lsn} accepted while {unresolved} were in doubt")
+        self.model.apply(cpl, changes)
+        self.committed.append(cpl)
         self.acknowledged.append(lsn)
         return True
 
@@ -247,30 +310,7 @@ class Simulation:
         return None
 
     def inject_fault(self) -> None:
-        rng = self.random
-        cluster = self.volume.cluster
-        choice = rng.randrange(7)
-        if choice == 0:
-            cluster.fail_node(rng.choice(NODE_NAMES))
-        elif choice == 1:
-            cluster.fail_az(rng.choice(AZS))
-        elif choice in (2, 3):
-            for name in NODE_NAMES:
-                if not cluster.is_up(name):
-                    cluster.restore_node(name)
-                    break
-        elif choice == 4:
-            isolated = rng.sample(NODE_NAMES, rng.randint(1, 3))
-            cluster.partition([WRITER], isolated)
-        elif choice == 5:
-            cluster.heal()
-        else:
-            self.transport.set_faults(
-                NetworkFaults(
-                    loss=rng.uniform(0, self.loss_max),
-                    duplication=rng.uniform(0, self.duplication_max),
-                )
-            )
+        inject_fault(self.random, self.volume, self.transport, self.loss_max, self.duplication_max)
 
     def step(self) -> None:
         self.step_number += 1
@@ -355,8 +395,238 @@ class Simulation:
             self.step_number,
             len(self.acknowledged),
             len(self.in_doubt),
+            self.refused,
             self.reads_served,
             self.reads_unavailable,
             self.volume.vdl,
             self.transport.trace_hash,
         )
+
+
+class HistorySimulation:
+    """Commits and backtracks under faults and writer crashes, against a timeline model.
+
+    The nodes keep their files on simulated disks, so the writer can crash
+    (:meth:`crash`) and a new one recover the volume from them. The model
+    (:class:`TimelineModel`) learns every change the volume accepted; a
+    commit or backtrack that raised is *in doubt* until the volume settles it:
+    a commit once VDL covers it (it took effect) or recovery annulled it; a
+    backtrack once its history is rewritten (abandoned) or a recovery adopted
+    it. After every step every page at VDL must equal the model, nothing may
+    be accepted while something is in doubt, and a recovery may adopt a failed
+    backtrack only while nothing was accepted after it.
+    """
+
+    def __init__(self, seed: int, *, fault_rate: float = 0.2, crash_rate: float = 0.05) -> None:
+        self.seed = seed
+        self.random = random.Random(seed)
+        self.clock = SimulatedClock(1_700_000_000.0)
+        self.transport = SimulatedTransport(seed, self.clock, NetworkFaults(), tick_interval=0.05)
+        self.disks: dict[str, Disk] = {
+            name: SimulatedDisk(seed * len(NODE_NAMES) + i) for i, name in enumerate(NODE_NAMES)
+        }
+        self.volume = Volume.create(
+            page_size=PAGE_SIZE,
+            segment_size=PAGE_SIZE * PAGES_PER_PG,
+            capacity=PAGE_SIZE * PAGE_COUNT,
+            clock=self.clock,
+            transport=self.transport,
+            commit_timeout=1.0,
+            disks=self.disks,
+            durability="fsync",
+            backtrack_window=HISTORY_WINDOW,
+        )
+        self.model = TimelineModel(self.clock.now(), PAGE_SIZE)
+        self.fault_rate = fault_rate
+        self.crash_rate = crash_rate
+        self.step_number = 0
+        # In doubt: (CPL, commit time, changes) of commits that raised, oldest first,
+        # and (history version time, target) of a backtrack that raised in doubt.
+        self.pending_commits: list[tuple[int, float, list[tuple[int, int, bytes]]]] = []
+        self.pending_backtrack: tuple[float, float] | None = None
+        self.counts = dict.fromkeys(
+            (
+                "commits",
+                "commits_in_doubt",
+                "backtracks",
+                "backtracks_failed",
+                "backtracks_in_doubt",
+                "refused",
+                "crashes",
+                "adopted",
+            ),
+            0,
+        )
+
+    def fail(self, detail: str) -> None:
+        raise SimulationFailure(self.seed, self.step_number, detail, "HistorySimulation")
+
+    def _in_doubt(self) -> bool:
+        return bool(self.pending_commits) or self.pending_backtrack is not None
+
+    def commit(self) -> None:
+        volume = self.volume
+        changes = random_changes(self.random)
+        tx = volume.transaction()
+        for page_no, offset, data in changes:
+            tx.write(page_no, offset, data)
+        doubted = self._in_doubt()
+        allocated = volume.allocated_lsn
+        try:
+            tx.commit()
+        except InDoubtError:
+            if volume.allocated_lsn != allocated:
+                self.fail("a refused commit allocated LSNs")
+            self.counts["refused"] += 1
+            return
+        except WriteQuorumError as error:
+            self.pending_commits.append((error.lsn, volume._last_commit_time, changes))
+            self.counts["commits_in_doubt"] += 1
+            return
+        self.settle()
+        if doubted and self._in_doubt():
+            self.fail("a commit was accepted while an earlier change was in doubt")
+        self.model.commit(volume._last_commit_time, changes)
+        self.counts["commits"] += 1
+
+    def backtrack(self) -> None:
+        volume = self.volume
+        earliest, latest = volume.backtrack_window
+        target = self.random.uniform(earliest, latest)
+        doubted = self._in_doubt()
+        versions = volume.history.current.version
+        try:
+            volume.backtrack(to=target)
+        except InDoubtError:
+            self.counts["refused"] += 1
+            return
+        except BacktrackQuorumError as error:
+            self.counts["backtracks_failed"] += 1
+            if error.in_doubt:
+                self.counts["backtracks_in_doubt"] += 1
+                self.pending_backtrack = (max(self.clock.now(), volume._last_commit_time), target)
+            if volume.history.current.version != versions:
+                self.fail("a failed backtrack changed the history the writer keeps")
+            return
+        except (ReadUnavailableError, WriteQuorumError):
+            return  # too few nodes answered the time index, or commits still in flight
+        self.settle()
+        if doubted and self._in_doubt():
+            self.fail("a backtrack was accepted while an earlier change was in doubt")
+        self.model.backtrack(volume.history.current.created_at, target)
+        self.counts["backtracks"] += 1
+
+    def settle(self) -> None:
+        """Learns what the volume resolved: durable commits, abandoned backtracks."""
+        volume = self.volume
+        while self.pending_commits and self.pending_commits[0][0] <= volume.vdl:
+            _, time, changes = self.pending_commits.pop(0)
+            self.model.commit(time, changes)
+        if self.pending_backtrack is not None and volume.backtrack_in_doubt is None:
+            self.pending_backtrack = None  # abandoned: the history went back on a quorum
+
+    def crash(self) -> None:
+        """The writer crashes; a new one recovers the volume from the nodes' disks."""
+        volume = self.volume
+        before = volume.history.current
+        options, volume_id = volume.options, volume.volume_id
+        volume.simulate_crash()
+        self.counts["crashes"] += 1
+        try:
+            volume = Volume.open(
+                options=options,
+                disks=self.disks,
+                volume_id=volume_id,
+                transport=self.transport,
+                clock=self.clock,
+            )
+        except AuroraStorageError:
+            # Too few nodes to recover: bring every node back and try again.
+            self.transport.set_faults(NetworkFaults())
+            self.transport.heal()
+            for name in NODE_NAMES:
+                self.transport.set_down(name, False)
+            volume = Volume.open(
+                options=options,
+                disks=self.disks,
+                volume_id=volume_id,
+                transport=self.transport,
+                clock=self.clock,
+            )
+        self.volume = volume
+        # Recovery decided every doubt: commits are durable or annulled.
+        for cpl, time, changes in self.pending_commits:
+            annulled = any(lo < cpl <= hi for _, lo, hi in volume.truncations)
+            if not annulled:
+                if cpl > volume.vdl:
+                    self.fail(f"in-doubt commit {cpl} neither durable nor annulled")
+                self.model.commit(time, changes)
+        self.pending_commits.clear()
+        after = volume.history.current
+        if (after.version, after.created_at) != (before.version, before.created_at):
+            pending = self.pending_backtrack
+            if pending is None or (after.version, after.created_at) != (
+                before.version + 1,
+                pending[0],
+            ):
+                self.fail(f"recovery adopted a history the session never had: {after}")
+                return
+            self.model.backtrack(after.created_at, pending[1])
+            self.counts["adopted"] += 1
+        self.pending_backtrack = None
+
+    def inject_fault(self) -> None:
+        inject_fault(self.random, self.volume, self.transport, 0.3, 0.5)
+
+    def check(self) -> None:
+        """Every page at VDL equals the model, once the model knows what VDL settled."""
+        volume = self.volume
+        for _ in range(CHECK_ROUNDS_MAX):
+            # A read lets virtual time pass, and an in-doubt commit may become durable
+            # meanwhile: compare only a round of reads that saw one VDL.
+            vdl = volume.vdl
+            images: dict[int, bytes] = {}
+            for page_no in range(PAGE_COUNT):
+                try:
+                    images[page_no] = volume.read_page(page_no, lsn=vdl)
+                except ReadUnavailableError:
+                    continue
+            if volume.vdl == vdl:
+                break
+        self.settle()
+        expected = self.model.events[-1][1]
+        for page_no, image in images.items():
+            if image != expected.get(page_no, bytes(PAGE_SIZE)):
+                self.fail(f"page {page_no} at VDL {vdl} differs from the model")
+
+    def step(self) -> None:
+        self.step_number += 1
+        roll = self.random.random()
+        if roll < self.crash_rate:
+            self.crash()
+        elif roll < self.crash_rate + self.fault_rate:
+            self.inject_fault()
+        elif roll < 0.55:
+            self.commit()
+        elif roll < 0.7:
+            self.backtrack()
+        else:
+            self.clock.advance(self.random.uniform(1, HISTORY_WINDOW / 8))
+        self.check()
+
+    def run(self, steps: int) -> dict[str, int]:
+        try:
+            for _ in range(steps):
+                self.step()
+            self.transport.set_faults(NetworkFaults())
+            self.transport.heal()
+            for name in NODE_NAMES:
+                if not self.volume.cluster.is_up(name):
+                    self.volume.cluster.restore_node(name)
+            self.crash()  # a last recovery settles every doubt
+            self.check()
+        except SimulationFailure:
+            raise
+        except AuroraStorageError as error:
+            self.fail(f"unexpected {type(error).__name__}: {error}")
+        return dict(self.counts)

@@ -47,8 +47,11 @@ from .disk import Disk, RealDisk
 from .errors import (
     AuroraStorageError,
     BacktrackDisabledError,
+    BacktrackQuorumError,
+    CommitAnnulledError,
     ConfigurationError,
     CorruptionError,
+    InDoubtError,
     InvalidArgumentError,
     LsnLimitError,
     LsnOutOfRangeError,
@@ -70,10 +73,12 @@ from .errors import (
 )
 from .flush import Flusher
 from .history import (
+    NO_KEY,
     History,
     HistoryVersion,
     flatten_truncations,
     merge_ranges,
+    newest,
     truncation_ranges,
 )
 from .node import (
@@ -526,7 +531,15 @@ class Volume:
         self._window_floor_lsn = 0  # versions below this may be coalesced
         self._window_floor_time = 0.0  # the earliest time backtrack can still reach
         self._time_answers: dict[int, dict[str, m.TimeAnswer]] = {}
+        # Nodes that acknowledged the history write with _history_write_key.
         self._history_acks: set[str] = set()
+        self._history_write_key = self.history.key
+        # In doubt (DESIGN: no later change may build on a state that excludes them):
+        # CPLs of commits that raised WriteQuorumError and are not yet durable, and
+        # the target time of a backtrack that raised and whose history may be on
+        # some nodes until the one this session keeps is rewritten on a write quorum.
+        self._in_doubt: list[int] = []
+        self._history_in_doubt: float | None = None
         self.backup_options = backup_module.BackupOptions()
         self.backup_store: BackupStore | None = None
         self.staging = backup_module.StagingState()
@@ -668,9 +681,10 @@ class Volume:
             root.mkdir(parents=True, exist_ok=True)
         nodes = _make_nodes(options, root, volume_id, disks)
         clock = clock or getattr(transport, "clock", None) or WallClock()
-        history = History.new(clock.now())
+        # The first history write: epoch 1, sequence 1, on every node.
+        history = History.new(clock.now(), options.backtrack_window).keyed((1, 1))
         for node in nodes.values():
-            node.history = history
+            node.history = history.keyed(history.key)  # each node its own copy
             node.write_meta()
         if root is not None:
             RealDisk(root, "fsync" if durability == "fsync" else "os").replace(
@@ -678,6 +692,7 @@ class Volume:
             )
         volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
         volume.history = history
+        volume._history_write_key = history.key
         volume._take_lock()
         if backup is not None:
             volume._attach_backup(backup_options)
@@ -868,7 +883,12 @@ class Volume:
                 raise RecoveryError(
                     f"{len(states)} of 6 nodes answered the recovery query; {READ_QUORUM} needed"
                 )
-            plan = recovery.plan(epoch, states, self.options.lal)
+            histories = self._histories_of(states)
+            # A writer opens once its history is on a write quorum (_decide_history):
+            # the highest key's epoch is the last writer known to have opened.
+            keyed = [history.key[0] for history in histories if history.key != NO_KEY]
+            opened_epoch = max(keyed) if keyed else None  # nodes of 0.1.0 keyed nothing
+            plan = recovery.plan(epoch, states, self.options.lal, opened_epoch)
             lo, hi = plan.truncation
             self.pgs = {pg_id: ProtectionGroup(pg_id, self.quorum) for pg_id in plan.pg_ids}
             for name in live:
@@ -884,13 +904,7 @@ class Volume:
             # highest, since a responder holds the PG's whole chain up to VDL.
             self.transport.wait_for_syncs()
             self.truncations = list(plan.truncations)
-            histories = [decode_history(state.history) for state in states if state.history]
-            usable = [history for history in histories if history is not None]
-            if usable:
-                merged = usable[0]
-                for history in usable[1:]:
-                    merged = merged.merged_with(history)
-                self.history = merged
+            self._decide_history(histories)
             self._refresh_annulled()
             self.allocated_lsn = hi
             self._vcl = self._vdl = lo
@@ -908,6 +922,130 @@ class Volume:
                 self._window_floor_lsn = self._vdl
             self._last_commit_time = max(self._last_commit_time, self.clock.now())
             return plan
+
+    @staticmethod
+    def _histories_of(states: list[m.RecoveryState]) -> list[History]:
+        histories = []
+        for state in states:
+            try:
+                history = decode_history(state.history) if state.history else None
+            except CorruptionError:
+                history = None  # a node that cannot say votes for no history
+            if history is not None:
+                histories.append(history)
+        return histories
+
+    def _decide_history(self, histories: list[History]) -> None:
+        """Adopts the newest history a read quorum holds and rewrites it under this
+        epoch on a write quorum (history.py), so no later recovery decides otherwise.
+
+        The backtrack window recorded in the nodes' history at creation outranks
+        ``volume.meta``, a single file.
+        """
+        decided = newest(histories) or self.history
+        if decided.backtrack_window is None:
+            decided.backtrack_window = self.options.backtrack_window  # an older volume: record it
+        elif decided.backtrack_window != self.options.backtrack_window:
+            self.options.backtrack_window = decided.backtrack_window
+        decided = decided.keyed((self.epoch, 1))
+        acks = self._write_history(decided)
+        if acks < WRITE_QUORUM:
+            raise RecoveryError(
+                f"the recovered history reached {acks} nodes; {WRITE_QUORUM} needed"
+            )
+        self.history = decided
+
+    def _next_history_key(self) -> tuple[int, int]:
+        """A key above every history this writer sent (history.py)."""
+        epoch, sequence = max(self.history.key, self._history_write_key)
+        return (self.epoch, sequence + 1) if epoch == self.epoch else (self.epoch, 1)
+
+    def _write_history(self, history: History) -> int:
+        """Sends the whole history to every node; returns how many hold it durably
+        (waiting until a write quorum does, or the commit timeout)."""
+        self._history_acks = set()
+        self._history_write_key = history.key
+        message = m.SetHistory(self.epoch, encode_history(history))
+        for name in self.nodes:
+            self.transport.send(self.writer_name, name, message)
+        self.transport.run_until(
+            lambda: len(self._history_acks) >= WRITE_QUORUM, self.options.commit_timeout
+        )
+        return len(self._history_acks)
+
+    def _abandon_history(self) -> bool:
+        """After a backtrack failed: writes the history this session keeps under a new
+        key, so no recovery can adopt the failed one; True once a write quorum holds it."""
+        history = self.history.keyed(self._next_history_key())
+        if self._write_history(history) < WRITE_QUORUM:
+            return False
+        self.history = history
+        self._history_in_doubt = None
+        return True
+
+    def _resolve_doubts(self) -> None:
+        """Raises InDoubtError, changing nothing, while an earlier commit or backtrack is
+        in doubt; first tries to resolve them (retransmission, the history rewrite)."""
+        if self._in_doubt:
+            target = max(self._in_doubt)
+            if self._vdl < target:
+                self._retransmit()  # frames sent earlier (held ones are not among them)
+                if self._held_frames and not self.transport.flush_in_flight():
+                    self._send_held_frames()
+                self.transport.run_until(lambda: self._vdl >= target, self.options.commit_timeout)
+            self._in_doubt = [lsn for lsn in self._in_doubt if lsn > self._vdl]
+        if self._history_in_doubt is not None:
+            self._abandon_history()
+        if self._in_doubt or self._history_in_doubt is not None:
+            raise InDoubtError(tuple(self._in_doubt), self._history_in_doubt)
+
+    @property
+    def in_doubt(self) -> tuple[int, ...]:
+        """CPLs of commits that raised WriteQuorumError and are not yet durable.
+
+        While any is in doubt (or :attr:`backtrack_in_doubt` is set), commits and
+        backtracks raise InDoubtError and change nothing.
+        """
+        with self.transport.lock:
+            self._in_doubt = [lsn for lsn in self._in_doubt if lsn > self._vdl]
+            return tuple(self._in_doubt)
+
+    @property
+    def backtrack_in_doubt(self) -> float | None:
+        """The target time of a backtrack that raised and may still be found by a
+        recovery (its history reached some nodes), or None."""
+        return self._history_in_doubt
+
+    def wait_durable(self, lsn: int, timeout: float | None = None) -> bool:
+        """Waits until the commit ending at ``lsn`` is durable (VDL >= ``lsn``).
+
+        Returns True once it is, False if ``timeout`` seconds (default: the
+        commit timeout) pass first: it is still in doubt. Raises
+        :class:`CommitAnnulledError` if crash recovery annulled it (it will never
+        be durable).
+        """
+        if type(lsn) is not int or lsn < 0:
+            raise InvalidArgumentError(f"an LSN is an int >= 0, not {lsn!r}")
+        if timeout is None:
+            timeout = self.options.commit_timeout
+        elif isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
+            raise InvalidArgumentError(f"timeout is seconds >= 0, not {timeout!r}")
+        with self.transport.lock:
+            self._check_open()
+            if lsn > self.allocated_lsn:
+                raise InvalidArgumentError(
+                    f"LSN {lsn} was never allocated (the highest is {self.allocated_lsn})"
+                )
+            for _, lo, hi in self.truncations:
+                if lo < lsn <= hi:
+                    raise CommitAnnulledError(lsn, lo, hi)
+            if self._vdl < lsn:
+                self._retransmit()
+                if self._held_frames and not self.transport.flush_in_flight():
+                    self._send_held_frames()
+                self.transport.run_until(lambda: self._vdl >= lsn, float(timeout))
+            self._in_doubt = [cpl for cpl in self._in_doubt if cpl > self._vdl]
+            return self._vdl >= lsn
 
     def _refresh_annulled(self) -> None:
         self.annulled = merge_ranges(
@@ -954,7 +1092,10 @@ class Volume:
                 elif pending.image is None:
                     pending.image = message.image
         elif isinstance(message, m.Rejected):
-            self._rejections.append(message)
+            # A node at an epoch no higher than this writer's rejected a request of an
+            # earlier writer (a reply still on its way): it says nothing of this one.
+            if message.epoch > self.epoch:
+                self._rejections.append(message)
         elif isinstance(message, m.RecoveryState):
             if message.epoch == self.epoch:
                 self._recovery_states[message.node] = message
@@ -969,8 +1110,13 @@ class Volume:
             if message.request_id in self._staged:
                 self._staged[message.request_id] = message
         elif isinstance(message, m.HistorySet):
-            if message.epoch == self.epoch and message.version == self.history.current.version:
+            if (
+                message.epoch == self.epoch
+                and (message.key_epoch, message.key_sequence) == self._history_write_key
+            ):
                 self._history_acks.add(message.node)
+        elif isinstance(message, m.HistoryPull):
+            return [(sender, m.SetHistory(self.epoch, encode_history(self.history)))]
         elif isinstance(message, m.Tick):
             return self._retransmissions()
         return []
@@ -1000,6 +1146,8 @@ class Volume:
     def _commit_locked(self, batches: dict[int, bytearray], record_count: int) -> int:
         self._check_open()
         self._raise_if_fenced()
+        if self._in_doubt or self._history_in_doubt is not None:
+            self._resolve_doubts()
         wanted = self.allocated_lsn + record_count
         limit = self.options.lal
         if wanted > self._lal_base() + limit and not self.transport.run_until(
@@ -1046,6 +1194,7 @@ class Volume:
             self._send_held_frames()
         if not self.transport.run_until(lambda: self._vdl >= cpl, self.options.commit_timeout):
             self._raise_if_fenced()
+            self._in_doubt.append(cpl)
             raise WriteQuorumError(cpl, self._vdl, self._quorum_detail(sends))
         if self.backup_store is not None and (
             time - self.staging.last_round_time >= self.backup_options.staging_interval
@@ -1057,6 +1206,9 @@ class Volume:
         """Sends frames (in LSN order) to their PGs' segments, one message per PG."""
         retain = self.min_read_point()
         truncations = flatten_truncations(self.truncations)
+        key_epoch, history_sequence = self.history.key
+        if key_epoch != self.epoch:
+            history_sequence = -1  # not keyed under this epoch (never after recovery)
         by_pg: dict[int, tuple[ProtectionGroup, list[bytes]]] = {}
         for pg, frame in sends:
             by_pg.setdefault(pg.pg_id, (pg, []))[1].append(frame)
@@ -1065,7 +1217,13 @@ class Volume:
             if self.backup_store is not None:  # the backup's page images are taken at staged LSNs
                 pg_retain = min(retain, self.staging.staged_lsn.get(pg.pg_id, 0))
             message = m.WriteFrames(
-                self.epoch, pg.pg_id, tuple(frames), pg_retain, self._gc_floor(pg), truncations
+                self.epoch,
+                pg.pg_id,
+                tuple(frames),
+                pg_retain,
+                self._gc_floor(pg),
+                truncations,
+                history_sequence,
             )
             for node in pg.quorum.members:
                 self.transport.send(self.writer_name, node, message)
@@ -1398,7 +1556,16 @@ class Volume:
     def _last_commit_at(
         self, moment: float, annulled: tuple[int, ...] | None = None
     ) -> tuple[int, float]:
-        """(CPL, time) of the last visible commit at or before ``moment``, asking the nodes.
+        """(CPL, time) of the last visible commit at or before ``moment``, asking the nodes."""
+        cpl, cpl_time, _, _ = self._ask_time_index(moment, annulled)
+        return cpl, cpl_time
+
+    def _ask_time_index(
+        self, moment: float, annulled: tuple[int, ...] | None = None
+    ) -> tuple[int, float, float, int]:
+        """(CPL, time, floor time, folded LSN): the last visible commit at or before
+        ``moment``, the earliest moment the answering nodes' time indexes serve, and
+        the highest LSN their segments folded into page images.
 
         Each node bisects its segments' time indexes; a read quorum of trusted
         answers is needed, since every durable CPL is on four nodes of six.
@@ -1426,7 +1593,9 @@ class Volume:
                 f"only {len(trusted)} nodes answered the time index query; {READ_QUORUM} needed",
             )
         best = max(trusted, key=lambda answer: answer.cpl)
-        return best.cpl, best.time
+        floor_time = max(answer.floor_time for answer in trusted)
+        folded_lsn = max(answer.folded_lsn for answer in trusted)
+        return best.cpl, best.time, floor_time, folded_lsn
 
     def backtrack(self, to: float | datetime) -> BacktrackResult:
         """Rewinds the live volume to its last commit at or before ``to``, in place.
@@ -1434,12 +1603,19 @@ class Volume:
         Non-destructive: the undone commits stay until they leave the window, so
         a later backtrack may move forward again to any time in the window.
         Writes afterwards get LSNs above everything ever allocated. Raises
-        :class:`BacktrackDisabledError`, :class:`TimeOutsideWindowError`, or a
-        quorum error; on any error nothing changes.
+        :class:`BacktrackDisabledError`, :class:`TimeOutsideWindowError` (also
+        when the nodes' history cannot serve the time), :class:`InDoubtError`
+        while an earlier commit or backtrack is in doubt, or
+        :class:`BacktrackQuorumError` when the new history does not reach a write
+        quorum; on any error the visible state does not change.
         """
         self._check_open()
         target = to_seconds(to)
         with self.transport.lock:
+            self._check_open()
+            if not self.options.backtrack_window:
+                raise BacktrackDisabledError()
+            self._resolve_doubts()
             earliest, latest = self.backtrack_window
             if not earliest <= target <= latest:
                 raise TimeOutsideWindowError(target, earliest, latest)
@@ -1451,29 +1627,32 @@ class Volume:
                 )
             version = self.history.at(target)
             assert version is not None, "the window starts after the volume was created"
-            cpl, cpl_time = self._last_commit_at(target)
+            cpl, cpl_time, floor_time, folded_lsn = self._ask_time_index(target)
+            if target < floor_time or cpl < folded_lsn:
+                # The window this writer believes in is wider than what storage kept
+                # (the nodes dropped or folded that history): refuse, never land wrong.
+                raise TimeOutsideWindowError(
+                    target,
+                    max(earliest, floor_time),
+                    latest,
+                    f"storage keeps no history that far back (commits before "
+                    f"{floor_time:.3f} dropped, LSNs up to {folded_lsn} folded into pages)",
+                )
             hidden = version.annulled
             if cpl < self.allocated_lsn:
                 hidden = merge_ranges(hidden, (cpl, self.allocated_lsn))
             now = max(self.clock.now(), self._last_commit_time)
             new = HistoryVersion(self.history.current.version + 1, now, hidden, "backtrack")
-            candidate = History([*self.history.versions, new])
-            self._history_acks = set()
-            message = m.SetHistory(self.epoch, encode_history(candidate))
-            previous = self.history
-            self.history = candidate
-            for name in self.nodes:
-                self.transport.send(self.writer_name, name, message)
-            if not self.transport.run_until(
-                lambda: len(self._history_acks) >= WRITE_QUORUM, self.options.commit_timeout
-            ):
-                self.history = previous
+            candidate = self.history.with_version(new, self._next_history_key())
+            reached = self._write_history(candidate)
+            if reached < WRITE_QUORUM:
                 self._raise_if_fenced()
-                raise WriteQuorumError(
-                    self._vdl,
-                    self._vdl,
-                    f"the backtrack reached {len(self._history_acks)} nodes, {WRITE_QUORUM} needed",
-                )
+                # Some nodes may hold the candidate: rewrite the history this session
+                # keeps above it at once, or stay in doubt until that succeeds.
+                self._history_in_doubt = target
+                resolved = self._abandon_history()
+                raise BacktrackQuorumError(target, self._vdl, reached, not resolved)
+            self.history = candidate
             self._last_commit_time = now
             self._refresh_annulled()
             return BacktrackResult(target, cpl, cpl_time, new.version)
@@ -1504,8 +1683,12 @@ class Volume:
     def _retransmissions(self) -> list[tuple[str, m.Message]]:
         """Frames without a write quorum, addressed to the segments that lack them."""
         out: list[tuple[str, m.Message]] = []
+        # Held frames go out with the next flush's leader, in order (_send_held_frames).
+        held = {id(frame) for _, frame in self._held_frames}
         for pg in self.pgs.values():
             for outstanding in pg.outstanding:
+                if held and id(outstanding.frame) in held:
+                    continue
                 message = m.WriteFrames(self.epoch, pg.pg_id, (outstanding.frame,))
                 out += [(node, message) for node in pg.lagging(outstanding)]
         return out
@@ -1668,6 +1851,8 @@ class Volume:
                 "shared_bytes": shared_bytes,
                 "truncations": [list(t) for t in self.truncations],
                 "history_version": self.history.current.version,
+                "in_doubt": [lsn for lsn in self._in_doubt if lsn > self._vdl],
+                "backtrack_in_doubt": self._history_in_doubt,
             }
             if self.options.backtrack_window:
                 earliest, latest = self.backtrack_window
@@ -1714,6 +1899,10 @@ class Volume:
         if self._closed:
             return
         with self.transport.lock:
+            if self._history_in_doubt is not None:
+                # One more try, so the next open cannot adopt the failed backtrack;
+                # if this fails too, recovery decides (it may find it).
+                self._abandon_history()
             self._closed = True
             self.transport.wait_for_syncs()
             if self._flusher is not None:

@@ -144,7 +144,14 @@ def test_crash_during_recovery_repeatedly_gives_the_same_answer(seed: int) -> No
         assert crashes >= 5, "recovery should have been interrupted several times"
         assert recovered.recovery is not None
         assert recovered.recovery.vdl == expected.vdl
-        assert recovered.recovery.truncation == expected.truncation
+        # The same range is annulled from the same VDL. Its end may lie further out: a
+        # recovery cut short after its history reached some nodes looks like a writer
+        # that opened and may have allocated LSNs (recovery.py, step 5), so the next
+        # one annuls those too rather than ever handing them out again.
+        lo, hi = recovered.recovery.truncation
+        assert lo == expected.truncation[0]
+        assert hi >= expected.truncation[1]
+        assert (hi - expected.truncation[1]) % volume.options.lal == 0
         workload.recovered(recovered)
         workload.check(recovered)
         return

@@ -118,3 +118,22 @@ def test_one_pg_reports_one_run_however_long_its_chain() -> None:
     assert segment.intervals_above(0) == (1, 2000, 1998)
     assert segment.intervals_above(1500) == (1501, 2000, 1998)
     assert segment.intervals_above(2000) == ()
+
+
+def test_truncation_covers_what_a_recovered_writer_may_have_allocated() -> None:
+    """A writer that recovered with truncation (100, 1100] and opened counts its LSNs in
+    flight from 1100: it may have allocated up to 1100 + LAL. The next recovery, finding
+    none of them (they reached no node that answers), must still annul them all, or the
+    next writer would hand out those LSNs again."""
+    states = [
+        m.RecoveryState(f"n{node}", 2, 100, 0, (2, 100, 1100), (0, 100, 0), ())
+        for node in range(NODES)
+    ]
+    plan = recovery.plan(3, states, lal=1000, opened_epoch=2)
+    assert plan.vdl == 100
+    assert plan.truncation == (100, 2100)
+    # The writer of epoch 2 never opened (its recovery was cut short): it allocated
+    # nothing, and the range stays what it was, however often recovery is cut short.
+    again = recovery.plan(3, states, lal=1000, opened_epoch=1)
+    assert again.truncation == (100, 1100)
+    assert recovery.plan(3, states, lal=1000).truncation == (100, 2100), "unknown: all count"

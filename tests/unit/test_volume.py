@@ -14,6 +14,7 @@ from aurora_storage import SimulatedClock, Volume, segment
 from aurora_storage.errors import (
     AuroraStorageError,
     ConfigurationError,
+    InDoubtError,
     LsnLimitError,
     LsnOutOfRangeError,
     OffsetOutOfRangeError,
@@ -181,17 +182,34 @@ def test_unknown_names(volume: Volume) -> None:
 
 def test_lsn_allocation_limit() -> None:
     volume = Volume.create(page_size=PAGE, segment_size=PAGE * 8, capacity=PAGE * 64, lal=10)
-    volume.cluster.partition(["writer", "az1-a", "az2-a"], ["az1-b", "az2-b", "az3-a", "az3-b"])
-    with pytest.raises(WriteQuorumError), volume.transaction() as tx:
-        for i in range(8):
-            tx.write(1, i, b"x")
     with pytest.raises(LsnLimitError) as caught, volume.transaction() as tx:
-        for i in range(8):
+        for i in range(11):  # one MTR past VDL + LAL
             tx.write(1, i, b"y")
     assert caught.value.limit == 10
-    assert volume.allocated_lsn == 8, "nothing allocated past the limit"
+    assert volume.allocated_lsn == 0, "nothing allocated past the limit"
+    with volume.transaction() as tx:
+        for i in range(10):
+            tx.write(1, i, b"x")
+    assert volume.vdl == 10
+
+
+def test_commits_after_an_in_doubt_commit_are_refused_until_it_resolves() -> None:
+    volume = Volume.create(page_size=PAGE, segment_size=PAGE * 8, capacity=PAGE * 64)
+    volume.cluster.partition(["writer", "az1-a", "az2-a"], ["az1-b", "az2-b", "az3-a", "az3-b"])
+    with pytest.raises(WriteQuorumError) as caught, volume.transaction() as tx:
+        tx.write(1, 0, b"first")
+    assert volume.in_doubt == (caught.value.lsn,)
+    with pytest.raises(InDoubtError) as refused, volume.transaction() as tx:
+        tx.write(1, 0, b"second")
+    assert refused.value.lsns == (caught.value.lsn,)
+    assert volume.allocated_lsn == caught.value.lsn, "a refused commit allocates nothing"
+    assert volume.wait_durable(caught.value.lsn, timeout=0.1) is False
     volume.cluster.heal()
-    assert volume.vdl == 8
+    assert volume.wait_durable(caught.value.lsn, timeout=0.1) is True
+    assert volume.in_doubt == ()
+    with volume.transaction() as tx:
+        tx.write(1, 0, b"third")
+    assert volume.read_page(1)[:5] == b"third"
 
 
 def test_closed_volume(volume: Volume) -> None:
