@@ -166,6 +166,10 @@ class RealDisk:
         # Files whose size or allocation changed since their last flush: their
         # metadata must be flushed too (flush_targets).
         self._grown: dict[str, int] = {}  # name -> growths not yet flushed whole
+        # Each opening of a file gets a new generation: a flush settles the marks of
+        # the open file it flushed, never those of a file that replaced it meanwhile.
+        self._generations: dict[str, int] = {}
+        self._opened = 0
         self._quiet: dict[str, int] = {}  # appends ending at or below need no _make_room
         self.flush_method: str | None = None  # set by device()
         # Called with a file's descriptor after each append (the shared flusher's kick).
@@ -187,6 +191,8 @@ class RealDisk:
                 path.parent.mkdir(parents=True, exist_ok=True)
             handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             self._handles[name] = handle
+            self._opened += 1
+            self._generations[name] = self._opened
             self._ends[name] = self._allocated[name] = os.fstat(handle).st_size
             if created:
                 self._sync_folder(path.parent)
@@ -201,6 +207,7 @@ class RealDisk:
         handle = self._handles.pop(name, None)
         end = self._ends.pop(name, 0)
         self._grown.pop(name, None)
+        self._generations.pop(name, None)
         self._quiet.pop(name, None)
         self._allocated.pop(name, None)
         if handle is not None:
@@ -283,24 +290,32 @@ class RealDisk:
             return None
         return os.stat(folder).st_dev
 
-    def flush_targets(self, names: list[str]) -> list[tuple[str, int, int]]:
-        """(name, descriptor, growths) of each open file among ``names``, for a flush.
+    def flush_targets(self, names: list[str]) -> list[tuple[str, int, int, int]]:
+        """(name, descriptor, generation, growths) of each open file among ``names``.
 
         ``growths`` counts the file's size or allocation changes not yet flushed
-        whole: a flush must make its metadata durable too. Once a flush has
-        succeeded, :meth:`flushed` takes the mark; a failed flush leaves it.
+        whole: a flush must make its metadata durable too. ``generation`` names
+        this opening of the file. Once a flush has succeeded, :meth:`flushed`
+        takes the mark; a failed flush leaves it.
         """
         targets = []
         for name in names:
             handle = self._handles.get(name)
             if handle is not None:
-                targets.append((name, handle, self._grown.get(name, 0)))
+                targets.append((name, handle, self._generations[name], self._grown.get(name, 0)))
         return targets
 
-    def flushed(self, name: str, growths: int) -> None:
-        """A flush made ``name`` durable, its metadata with it if it had ``growths``;
-        a growth since then keeps the file marked."""
-        if growths and self._grown.get(name) == growths:
+    def flushed(self, name: str, generation: int, growths: int) -> None:
+        """A flush made ``name`` durable, its metadata with it if it had ``growths``.
+
+        A growth since then keeps the file marked, and so does a file that
+        replaced the flushed one (another ``generation``): its growths are its own.
+        """
+        if (
+            growths
+            and self._generations.get(name) == generation
+            and self._grown.get(name) == growths
+        ):
             del self._grown[name]
 
     def replace(self, name: str, data: bytes) -> None:

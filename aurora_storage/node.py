@@ -106,7 +106,8 @@ class SyncJob:
     segments: list[Segment] = field(default_factory=list)  # with frames to index
     error: OSError | None = None
     descriptors: list[int] | None = None  # a real disk's files, this job's own (start)
-    targets: list[tuple[str, int]] = field(default_factory=list)  # (name, growths) synced
+    # (name, generation, growths) of each file synced (RealDisk.flush_targets)
+    targets: list[tuple[str, int, int]] = field(default_factory=list)
 
     def start(self) -> None:
         """Takes descriptors of its own for a real disk's files (the lock held): wait
@@ -116,9 +117,9 @@ class SyncJob:
         if isinstance(disk, RealDisk):
             self.descriptors = []
             try:
-                for name, descriptor, growths in disk.flush_targets(self.names):
+                for name, descriptor, generation, growths in disk.flush_targets(self.names):
                     self.descriptors.append(os.dup(descriptor))
-                    self.targets.append((name, growths))
+                    self.targets.append((name, generation, growths))
             except OSError as error:
                 self.error = error
 
@@ -126,8 +127,8 @@ class SyncJob:
         """After a successful sync its files' growths are durable (the lock held)."""
         disk = self.node.disk
         if self.error is None and isinstance(disk, RealDisk):
-            for name, growths in self.targets:
-                disk.flushed(name, growths)
+            for name, generation, growths in self.targets:
+                disk.flushed(name, generation, growths)
 
     def index(self) -> None:
         """Indexes the frames being synced, in their segments' page logs (the lock held)."""
@@ -190,7 +191,7 @@ class GroupSyncJob:
         whole: list[bool] = []
         for job in self.jobs:
             job.start()  # descriptors of its own, as for a sync of its own
-            for descriptor, (_, growths) in zip(job.descriptors or (), job.targets, strict=True):
+            for descriptor, (*_, growths) in zip(job.descriptors or (), job.targets, strict=True):
                 fds.append(descriptor)
                 whole.append(growths > 0)
                 self.owners.append(job)
