@@ -7,7 +7,8 @@ disk's root and never leave it.
 
 - :class:`RealDisk` uses the operating system. ``replace`` writes a temporary
   file, fsyncs it, renames it over the target and fsyncs the folder; a new
-  file's folder is fsynced too, so a crash never loses a file that was synced.
+  file's folder is fsynced too, and so is each folder it creates in its
+  parent, so a crash never loses a file that was synced.
   In ``fsync`` mode appended files grow in zero-filled, synced chunks ahead of
   the data (preallocation, as databases pre-create their log segments): an
   append then overwrites blocks the file already has, so the flush that makes
@@ -142,6 +143,26 @@ def sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+def make_folders(folder: Path, sync: bool) -> None:
+    """Creates ``folder`` and its missing parents; with ``sync`` each new folder is
+    made durable in its parent, so that a crash keeps the path to what is synced
+    inside it."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir()
+        except FileExistsError:
+            if not created.is_dir():  # a file; a folder made meanwhile by another writer is fine
+                raise
+        if sync:
+            sync_folder(created.parent)
+
+
 def _check_name(name: str) -> str:
     parts = name.split("/")
     if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
@@ -188,7 +209,7 @@ class RealDisk:
             path = self._path(name)
             created = not path.exists()
             if created:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                make_folders(path.parent, self.mode == "fsync")
             handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             self._handles[name] = handle
             self._opened += 1
@@ -320,7 +341,7 @@ class RealDisk:
 
     def replace(self, name: str, data: bytes) -> None:
         path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folders(path.parent, self.mode == "fsync")
         self._forget(name)  # later appends go to the new file
         temporary = path.with_name(path.name + ".tmp")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)

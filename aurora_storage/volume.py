@@ -43,7 +43,7 @@ from . import log, metafile, native, recovery
 from . import messages as m
 from .backup_store import KIND_MANIFEST, BackupStore, decode_object, encode_object, open_store
 from .clock import Clock, WallClock, to_seconds
-from .disk import Disk, RealDisk
+from .disk import Disk, RealDisk, make_folders
 from .errors import (
     AuroraStorageError,
     BacktrackDisabledError,
@@ -665,7 +665,7 @@ class Volume:
         if root is not None:
             if root.exists() and (not root.is_dir() or any(root.iterdir())):
                 raise VolumeExistsError(str(root))
-            root.mkdir(parents=True, exist_ok=True)
+            make_folders(root, durability == "fsync")  # and durable in its parent
         nodes = _make_nodes(options, root, volume_id, disks)
         clock = clock or getattr(transport, "clock", None) or WallClock()
         history = History.new(clock.now())

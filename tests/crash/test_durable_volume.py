@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from aurora_storage import Volume, log, metafile, native
+from aurora_storage import SimulatedClock, Volume, log, metafile, native
+from aurora_storage import disk as disk_module
 from aurora_storage import messages as m
 from aurora_storage.disk import RealDisk, SimulatedDisk
 from aurora_storage.errors import (
@@ -130,6 +131,73 @@ def test_missing_node_folders(tmp_path: Path) -> None:
         segment.scl == rebuilt.pgs[pg_id].tail_lsn for pg_id, segment in node.segments.items()
     )
     rebuilt.close()
+
+
+@pytest.fixture
+def folder_syncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, set[str]]]:
+    """Each folder fsync as (folder, the names it held then), the real fsync done too:
+    a new name is durable once its folder was synced holding it."""
+    synced: list[tuple[Path, set[str]]] = []
+    real = disk_module.sync_folder
+
+    def recording(folder: Path) -> None:
+        synced.append((Path(folder), set(os.listdir(folder))))
+        real(folder)
+
+    monkeypatch.setattr(disk_module, "sync_folder", recording)
+    return synced
+
+
+def assert_durable_below(synced: list[tuple[Path, set[str]]], folder: Path, top: Path) -> None:
+    """Each folder from ``folder`` up to (not including) ``top`` was synced into its parent."""
+    while folder != top:
+        assert any(parent == folder.parent and folder.name in names for parent, names in synced), (
+            f"{folder} was never made durable in its parent"
+        )
+        folder = folder.parent
+
+
+def test_a_new_volume_makes_every_new_folder_durable(
+    tmp_path: Path, folder_syncs: list[tuple[Path, set[str]]]
+) -> None:
+    root = tmp_path / "a" / "b" / "v"
+    volume = small(root)
+    for name in NODE_NAMES:
+        assert_durable_below(folder_syncs, root / "nodes" / name, tmp_path)
+    volume.close()
+
+
+def test_a_restored_volume_makes_every_new_folder_durable(
+    tmp_path: Path, folder_syncs: list[tuple[Path, set[str]]]
+) -> None:
+    clock = SimulatedClock(1_000_000.0)
+    source = small(tmp_path / "source", clock=clock, backup=str(tmp_path / "backup"))
+    expected = fill(source, 5)
+    clock.advance(10)
+    assert source.stage_backup()
+    _, latest = source.restorable_window
+    source.close()
+    folder_syncs.clear()
+    root = tmp_path / "r" / "restored"
+    restored = Volume.restore(str(tmp_path / "backup"), to=latest, path=root)
+    for name in NODE_NAMES:
+        assert_durable_below(folder_syncs, root / "nodes" / name, tmp_path)
+    for page_no, data in expected.items():
+        assert restored.read_page(page_no)[: len(data)] == data
+    restored.close()
+
+
+def test_a_rebuilt_node_folder_is_durable(
+    tmp_path: Path, folder_syncs: list[tuple[Path, set[str]]]
+) -> None:
+    volume = small(tmp_path / "v")
+    fill(volume, 5)
+    volume.close()
+    shutil.rmtree(tmp_path / "v" / "nodes" / "az2-b")
+    folder_syncs.clear()
+    Volume.open(tmp_path / "v", rebuild_missing=True).close()
+    nodes = tmp_path / "v" / "nodes"
+    assert_durable_below(folder_syncs, nodes / "az2-b", nodes)
 
 
 def test_one_writer_at_a_time(tmp_path: Path) -> None:
