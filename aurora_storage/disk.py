@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import InvalidArgumentError
-from .flush import choose_method, datasync
+from .flush import choose_method, datasync, inode_flags, journals_data
 
 SYNC_MODES = ("fsync", "os")
 # Preallocation of appended files ("fsync" mode): each growth at least doubles
@@ -191,6 +191,9 @@ class RealDisk:
         # the open file it flushed, never those of a file that replaced it meanwhile.
         self._generations: dict[str, int] = {}
         self._opened = 0
+        # Open files whose data goes through the journal (their own data-journal
+        # flag): a "writeback" flush must fdatasync them whole every time (flush.py).
+        self._journaled: set[str] = set()
         self._quiet: dict[str, int] = {}  # appends ending at or below need no _make_room
         self.flush_method: str | None = None  # set by device()
         # Called with a file's descriptor after each append (the shared flusher's kick).
@@ -214,6 +217,8 @@ class RealDisk:
             self._handles[name] = handle
             self._opened += 1
             self._generations[name] = self._opened
+            if self.flush_method == "writeback" and journals_data("", inode_flags(handle)):
+                self._journaled.add(name)
             self._ends[name] = self._allocated[name] = os.fstat(handle).st_size
             if created:
                 self._sync_folder(path.parent)
@@ -229,6 +234,7 @@ class RealDisk:
         end = self._ends.pop(name, 0)
         self._grown.pop(name, None)
         self._generations.pop(name, None)
+        self._journaled.discard(name)
         self._quiet.pop(name, None)
         self._allocated.pop(name, None)
         if handle is not None:
@@ -311,19 +317,23 @@ class RealDisk:
             return None
         return os.stat(folder).st_dev
 
-    def flush_targets(self, names: list[str]) -> list[tuple[str, int, int, int]]:
-        """(name, descriptor, generation, growths) of each open file among ``names``.
+    def flush_targets(self, names: list[str]) -> list[tuple[str, int, int, int, bool]]:
+        """(name, descriptor, generation, growths, whole) of each open file among ``names``.
 
         ``growths`` counts the file's size or allocation changes not yet flushed
         whole: a flush must make its metadata durable too. ``generation`` names
-        this opening of the file. Once a flush has succeeded, :meth:`flushed`
-        takes the mark; a failed flush leaves it.
+        this opening of the file. ``whole``: the flush must fdatasync the file
+        whole, for its growths or because its data goes through the journal.
+        Once a flush has succeeded, :meth:`flushed` takes the mark; a failed
+        flush leaves it.
         """
         targets = []
         for name in names:
             handle = self._handles.get(name)
             if handle is not None:
-                targets.append((name, handle, self._generations[name], self._grown.get(name, 0)))
+                growths = self._grown.get(name, 0)
+                whole = growths > 0 or name in self._journaled
+                targets.append((name, handle, self._generations[name], growths, whole))
         return targets
 
     def flushed(self, name: str, generation: int, growths: int) -> None:

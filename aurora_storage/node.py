@@ -106,8 +106,8 @@ class SyncJob:
     segments: list[Segment] = field(default_factory=list)  # with frames to index
     error: OSError | None = None
     descriptors: list[int] | None = None  # a real disk's files, this job's own (start)
-    # (name, generation, growths) of each file synced (RealDisk.flush_targets)
-    targets: list[tuple[str, int, int]] = field(default_factory=list)
+    # (name, generation, growths, whole) of each file synced (RealDisk.flush_targets)
+    targets: list[tuple[str, int, int, bool]] = field(default_factory=list)
 
     def start(self) -> None:
         """Takes descriptors of its own for a real disk's files (the lock held): wait
@@ -117,9 +117,9 @@ class SyncJob:
         if isinstance(disk, RealDisk):
             self.descriptors = []
             try:
-                for name, descriptor, generation, growths in disk.flush_targets(self.names):
+                for name, descriptor, generation, growths, whole in disk.flush_targets(self.names):
                     self.descriptors.append(os.dup(descriptor))
-                    self.targets.append((name, generation, growths))
+                    self.targets.append((name, generation, growths, whole))
             except OSError as error:
                 self.error = error
 
@@ -127,7 +127,7 @@ class SyncJob:
         """After a successful sync its files' growths are durable (the lock held)."""
         disk = self.node.disk
         if self.error is None and isinstance(disk, RealDisk):
-            for name, generation, growths in self.targets:
+            for name, generation, growths, _ in self.targets:
                 disk.flushed(name, generation, growths)
 
     def index(self) -> None:
@@ -191,9 +191,11 @@ class GroupSyncJob:
         whole: list[bool] = []
         for job in self.jobs:
             job.start()  # descriptors of its own, as for a sync of its own
-            for descriptor, (*_, growths) in zip(job.descriptors or (), job.targets, strict=True):
+            for descriptor, (*_, whole_file) in zip(
+                job.descriptors or (), job.targets, strict=True
+            ):
                 fds.append(descriptor)
-                whole.append(growths > 0)
+                whole.append(whole_file)
                 self.owners.append(job)
         if fds:
             try:

@@ -565,9 +565,14 @@ class Volume:
             self._register_node(node)
         self._flusher: Flusher | None = None
         if self._group_sync:
-            disk = next(iter(self.nodes.values())).disk
-            assert isinstance(disk, RealDisk) and disk.flush_method is not None
-            self._flusher = Flusher(disk.flush_method, options.backend)
+            # Node folders may differ in what their flush needs (a data-journal flag
+            # on one, flush.py): syncfs serves all of them.
+            methods = {
+                n.disk.flush_method for n in self.nodes.values() if isinstance(n.disk, RealDisk)
+            }
+            method = methods.pop() if len(methods) == 1 else "syncfs"
+            assert method is not None
+            self._flusher = Flusher(method, options.backend)
             for node in self.nodes.values():
                 assert isinstance(node.disk, RealDisk)
                 node.disk.on_write = self._flusher.kick  # write-back starts at once

@@ -432,14 +432,14 @@ def test_a_flush_settles_only_the_marks_of_the_file_it_flushed(tmp_path: Path) -
     old file's size durable, not the new one's: the new file stays marked whole."""
     disk = RealDisk(tmp_path, "fsync")
     disk.append("pg.log", b"old frames")  # a new file: its size needs a whole flush
-    [(name, _, generation, growths)] = disk.flush_targets(["pg.log"])
-    assert growths == 1
+    [(name, _, generation, growths, whole)] = disk.flush_targets(["pg.log"])
+    assert growths == 1 and whole
     disk.replace("pg.log", disk.read("pg.log"))  # the checkpoint's new log
     disk.append("pg.log", b"a frame that grows the new file")
     assert disk.flush_targets(["pg.log"])[0][3] == 1
     disk.flushed(name, generation, growths)  # the old flush succeeded
-    [(_, _, _, growths_now)] = disk.flush_targets(["pg.log"])
-    assert growths_now == 1, "the new file's growth is not durable yet"
+    [(_, _, _, growths_now, whole_now)] = disk.flush_targets(["pg.log"])
+    assert growths_now == 1 and whole_now, "the new file's growth is not durable yet"
     disk.close()
 
 
