@@ -204,6 +204,17 @@ class RecoveryError(QuorumError):
     """Crash recovery could not reach the quorums it needs; nothing was changed."""
 
 
+class StorageWriteError(AuroraStorageError):
+    """A write the volume needs failed on disk (full or failing): too few storage nodes
+    could write for a new or restored volume to start, or the volume's own
+    volume.meta could not be replaced. The message names each failed node or file
+    with its OS error.
+
+    A volume folder whose creation failed is left without volume.meta (Volume.open
+    refuses it): free space, remove the folder and create it again.
+    """
+
+
 class VolumeNotFoundError(AuroraStorageError):
     """The path holds no volume (no readable volume.meta)."""
 

@@ -23,10 +23,11 @@ until it has caught up with three peers.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import msgpack
@@ -86,7 +87,8 @@ def checkpoint_object(
 
 
 class _DiskFailed(Exception):
-    """A node's disk write failed mid-message: unwinds to StorageNode.handle."""
+    """A node's disk write failed and stopped the node: unwinds to the public method
+    that was running (handle, load, persist_start, write_meta, close), which returns."""
 
 
 @dataclass
@@ -355,9 +357,10 @@ class StorageNode:
         cutoff = segment.coalesced_lsn  # the images are exactly at the coalesced point
         if cutoff <= segment.checkpoint_lsn or cutoff > min(segment.chain_base_lsn, self.vdl_hint):
             return False
-        self.write_meta()  # recovery must never ask this node for frames below its hint
+        self._write_meta()  # recovery must never ask this node for frames below its hint
         name = log_name(segment.pg_id)
-        data = disk.read(name)
+        with self._stopping_on_disk_error("checkpoint"):
+            data = disk.read(name)
         kept: list[bytes] = []
         chain_lsn = segment.checkpoint_chain_lsn
         position = 0
@@ -370,11 +373,10 @@ class StorageNode:
             else:
                 kept.append(data[position : position + frame.size])
             position += frame.size
-        disk.replace(
-            checkpoint_name(segment.pg_id),
-            checkpoint_object(segment, cutoff, chain_lsn, self.annulled()),
-        )
-        disk.replace(name, b"".join(kept))
+        pages = checkpoint_object(segment, cutoff, chain_lsn, self.annulled())
+        with self._stopping_on_disk_error("checkpoint"):
+            disk.replace(checkpoint_name(segment.pg_id), pages)
+            disk.replace(name, b"".join(kept))
         self.dirty.discard(name)
         segment.checkpoint_lsn = cutoff
         segment.checkpoint_chain_lsn = chain_lsn
@@ -395,14 +397,17 @@ class StorageNode:
         With a disk, each PG gets its ``pg-<id>.pages`` file (``checkpoints``,
         the same bytes on every node) and an empty log, as if the segment had
         checkpointed at ``lsn``; then node.meta records ``lsn`` as the VDL hint,
-        so recovery starts there.
+        so recovery starts there. A failed write stops the node (:attr:`failed`
+        says why) rather than raising.
         """
-        if self.disk is not None:
-            for pg_id, data in sorted(checkpoints.items()):
-                self.disk.replace(checkpoint_name(pg_id), data)
-                self.disk.replace(log_name(pg_id), b"")
-        self.vdl_hint = max(self.vdl_hint, lsn)
-        self.write_meta()
+        with contextlib.suppress(_DiskFailed):
+            if self.disk is not None:
+                with self._stopping_on_disk_error("restore write"):
+                    for pg_id, data in sorted(checkpoints.items()):
+                        self.disk.replace(checkpoint_name(pg_id), data)
+                        self.disk.replace(log_name(pg_id), b"")
+            self.vdl_hint = max(self.vdl_hint, lsn)
+            self._write_meta()
 
     def _load_checkpoint(self, segment: Segment) -> None:
         assert self.disk is not None
@@ -437,10 +442,30 @@ class StorageNode:
         }
 
     def write_meta(self) -> None:
-        """Replaces node.meta atomically and durably (temporary file, fsync, rename, fsync)."""
+        """Replaces node.meta atomically and durably (temporary file, fsync, rename, fsync).
+
+        A failed write stops the node (:attr:`failed` says why) rather than raising.
+        """
+        with contextlib.suppress(_DiskFailed):
+            self._write_meta()
+
+    def _write_meta(self) -> None:
+        """:meth:`write_meta` for a message's handler: a failed write stops the node
+        and raises _DiskFailed, so the handler goes no further (handle returns)."""
         if self.disk is not None:
-            self.disk.replace(NODE_META, metafile.encode(metafile.KIND_NODE, self._meta_body()))
+            data = metafile.encode(metafile.KIND_NODE, self._meta_body())
+            with self._stopping_on_disk_error("metadata write"):
+                self.disk.replace(NODE_META, data)
             self._frames_since_meta = 0
+
+    @contextlib.contextmanager
+    def _stopping_on_disk_error(self, what: str) -> Iterator[None]:
+        """A disk's OSError in the block stops the node and unwinds as _DiskFailed."""
+        try:
+            yield
+        except OSError as error:
+            self.stop_on_disk_error(what, error)
+            raise _DiskFailed from error
 
     def load(self) -> LoadReport:
         """Rebuilds the node from its disk: metadata, then every segment's log.
@@ -554,8 +579,12 @@ class StorageNode:
         self.stop_on_disk_error("fsync", error)
 
     def stop_on_disk_error(self, what: str, error: OSError) -> None:
-        """The node stops: no held ack goes out, and it answers nothing until reloaded."""
-        self.failed = f"{what} failed: {error}"
+        """The node stops: no held ack goes out, and it answers nothing until reloaded.
+
+        Every disk write of a node ends here on an OSError (a full or failing disk):
+        :attr:`failed` names the operation and the OS error, and the first reason stays.
+        """
+        self.failed = self.failed or f"{what} failed: {error}"
         self.held.clear()
         self.dirty.clear()
         if self.on_stop is not None:
@@ -631,7 +660,7 @@ class StorageNode:
         merged = incoming if self.history is None else self.history.merged_with(incoming)
         if self.history is None or merged.current.version != self.history.current.version:
             self.history = merged
-            self.write_meta()
+            self._write_meta()
         return [(sender, m.HistorySet(self.name, self.epoch, self.history.current.version))]
 
     def _on_stage(self, message: m.Stage, sender: str) -> Outgoing:
@@ -704,7 +733,7 @@ class StorageNode:
         if writer is not None:
             self.writer = writer
         if changed:
-            self.write_meta()
+            self._write_meta()
 
     def _on_write(self, message: m.WriteFrames, sender: str) -> Outgoing:
         stale = self._stale(message.epoch, sender)
@@ -722,7 +751,7 @@ class StorageNode:
         if message.retain_lsn > self.vdl_hint:
             self.vdl_hint = message.retain_lsn
             if self._frames_since_meta >= META_EVERY_FRAMES:
-                self.write_meta()
+                self._write_meta()
         out: Outgoing = [(sender, m.SegmentState(self.name, message.pg_id, self.epoch, scl))]
         if segment.pending:
             out += self._pull_from_peers(segment)
@@ -835,7 +864,7 @@ class StorageNode:
         self.writer = sender
         if message.epoch > self.epoch:
             self.epoch = message.epoch
-            self.write_meta()  # fencing is durable before anyone relies on it
+            self._write_meta()  # fencing is durable before anyone relies on it
         segments: list[int] = []
         intervals: list[int] = []
         for pg_id, segment in sorted(self.segments.items()):
@@ -887,11 +916,14 @@ class StorageNode:
         return out
 
     def close(self) -> None:
+        """Syncs what is dirty and records node.meta; a disk error stops the node instead."""
         if self.disk is not None and not self.failed:
-            for name in sorted(self.dirty):
-                self.disk.sync(name)
-            self.dirty.clear()
-            self.write_meta()
+            with contextlib.suppress(_DiskFailed):
+                with self._stopping_on_disk_error("fsync"):
+                    for name in sorted(self.dirty):
+                        self.disk.sync(name)
+                self.dirty.clear()
+                self._write_meta()
 
 
 def _next_valid_frame(data: bytes, start: int, geometry: Geometry, segment: Segment) -> int | None:
