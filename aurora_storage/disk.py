@@ -397,9 +397,18 @@ class RealDisk:
         return self._path(name).stat().st_size if end is None else end
 
     def close(self, trim: bool = True) -> None:
-        """Closes every file, trimming preallocated zeros unless ``trim`` is False (a crash)."""
+        """Closes every file, trimming preallocated zeros unless ``trim`` is False (a crash).
+
+        Every file is closed even if a trim fails; the first error is raised then.
+        """
+        first: OSError | None = None
         for name in list(self._handles):
-            self._forget(name, trim)
+            try:
+                self._forget(name, trim)
+            except OSError as error:
+                first = first or error
+        if first is not None:
+            raise first
 
 
 class SimulatedCrash(BaseException):

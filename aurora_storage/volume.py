@@ -1767,7 +1767,10 @@ class Volume:
                 if self.transport.link_open(node.name, node.name):
                     node.close()
                 if isinstance(node.disk, RealDisk):
-                    node.disk.close()  # trims the logs' preallocated zeros
+                    try:
+                        node.disk.close()  # trims the logs' preallocated zeros
+                    except OSError as error:  # zeros left behind reload as free space
+                        node.stop_on_disk_error("close", error)
                 for segment in node.segments.values():
                     segment.page_log.close()  # C memory goes now, not at garbage collection
             if self._owns_transport:

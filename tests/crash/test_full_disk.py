@@ -414,3 +414,37 @@ def test_a_volume_meta_that_cannot_be_written_is_named(
     reopened = Volume.open(path)
     assert_holds(reopened, expected)
     reopened.close()
+
+
+def test_a_close_that_cannot_trim_a_log_still_closes_the_volume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Close trims each log's preallocated zeros; a failing trim stops that node,
+    closes every file all the same and releases the folder."""
+    from aurora_storage import disk as disk_module
+
+    path = tmp_path / "v"
+    volume = Volume.create(path, page_size=PAGE, segment_size=PAGE * 8, capacity=PAGE * PAGES)
+    expected: dict[int, bytes] = {}
+    fill(volume, 12, expected)  # PGs 0 to 3
+    victim = volume.nodes[NODE_NAMES[1]].disk
+    assert isinstance(victim, RealDisk) and len(victim._handles) > 1
+    handles = list(victim._handles.values())
+    real = os.ftruncate
+
+    def failing(descriptor: int, size: int) -> None:
+        if descriptor in handles:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        real(descriptor, size)
+
+    monkeypatch.setattr(disk_module.os, "ftruncate", failing)
+    volume.close()
+    monkeypatch.undo()
+    assert volume.nodes[NODE_NAMES[1]].failed == f"close failed: {reason(EIO)}"
+    for handle in handles:
+        with pytest.raises(OSError):
+            os.fstat(handle)  # closed
+    reopened = Volume.open(path)
+    assert not any(node.failed for node in reopened.nodes.values())
+    assert_holds(reopened, expected)
+    reopened.close()
