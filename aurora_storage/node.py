@@ -193,12 +193,10 @@ class GroupSyncJob:
         whole: list[bool] = []
         for job in self.jobs:
             job.start()  # descriptors of its own, as for a sync of its own
-            for descriptor, (*_, whole_file) in zip(
-                job.descriptors or (), job.targets, strict=True
-            ):
-                fds.append(descriptor)
-                whole.append(whole_file)
-                self.owners.append(job)
+            descriptors = job.descriptors or []
+            fds += descriptors
+            whole += [whole_file for _, _, _, whole_file in job.targets]
+            self.owners += [job] * len(descriptors)
         if fds:
             try:
                 self.flusher.start(fds, whole)
