@@ -266,6 +266,26 @@ def test_damaged_segments_do_not_vote(tmp_path: Path) -> None:
     assert "PG 0" in str(caught.value)
 
 
+def test_a_truncation_on_three_nodes_does_not_open_the_volume(tmp_path: Path) -> None:
+    """Three nodes answer the recovery (a read quorum) but a new epoch and truncation
+    held by three nodes only could be missed by the next recovery's read quorum:
+    Volume.open needs four to take them, and names the nodes it lacked."""
+    from aurora_storage.errors import RecoveryError
+
+    volume = small(tmp_path / "v")
+    fill(volume, 10)
+    volume.close()
+    for name in NODE_NAMES[3:]:
+        (tmp_path / "v" / "nodes" / name / "node.meta").write_bytes(b"not node metadata")
+    with pytest.raises(RecoveryError) as caught:
+        Volume.open(tmp_path / "v")
+    assert "the truncation reached 3 nodes; 4 needed" in str(caught.value)
+    for name in NODE_NAMES[3:]:
+        assert f"{name} (cannot load: " in str(caught.value)
+    with pytest.raises(RecoveryError):  # again, not VolumeInUseError: the folder was released
+        Volume.open(tmp_path / "v")
+
+
 def test_node_folder_swapped_with_another_node(tmp_path: Path) -> None:
     volume = small(tmp_path / "v")
     expected = fill(volume, 30)
