@@ -40,7 +40,7 @@ import lz4.block
 import msgpack
 import xxhash
 
-from .disk import sync_folder, write_all
+from .disk import make_folders, sync_folder, write_all
 from .errors import (
     BackupCorruptError,
     BackupObjectMissingError,
@@ -167,7 +167,7 @@ class LocalFolderStore:
         self.root = Path(path)
         self.durability = durability
         try:
-            self._make_folders(self.root)
+            make_folders(self.root, self.durability == "fsync")
         except (FileExistsError, NotADirectoryError):
             raise BackupStoreUnavailableError(
                 str(path), "the path or one of its parents is a file, not a folder"
@@ -180,29 +180,13 @@ class LocalFolderStore:
         if self.durability == "fsync":
             sync_folder(folder)
 
-    def _make_folders(self, folder: Path) -> None:
-        """Creates ``folder`` and its missing parents, each made durable in its parent."""
-        missing = []
-        while not folder.is_dir():
-            missing.append(folder)
-            if folder.parent == folder:
-                break
-            folder = folder.parent
-        for created in reversed(missing):
-            try:
-                created.mkdir()
-            except FileExistsError:
-                if not created.is_dir():  # a file; a folder made meanwhile by another put is fine
-                    raise
-            self._sync_folder(created.parent)
-
     def _path(self, name: str) -> Path:
         return self.root.joinpath(*check_name(name).split("/"))
 
     def put(self, name: str, data: bytes) -> None:
         path = self._path(name)
         try:
-            self._make_folders(path.parent)
+            make_folders(path.parent, self.durability == "fsync")
         except (FileExistsError, NotADirectoryError):
             raise _name_conflict(name) from None
         temporary = path.parent / f".{TEMPORARY_MARK}{secrets.token_hex(8)}.tmp"

@@ -7,7 +7,8 @@ disk's root and never leave it.
 
 - :class:`RealDisk` uses the operating system. ``replace`` writes a temporary
   file, fsyncs it, renames it over the target and fsyncs the folder; a new
-  file's folder is fsynced too, so a crash never loses a file that was synced.
+  file's folder is fsynced too, and so is each folder it creates in its
+  parent, so a crash never loses a file that was synced.
   In ``fsync`` mode appended files grow in zero-filled, synced chunks ahead of
   the data (preallocation, as databases pre-create their log segments): an
   append then overwrites blocks the file already has, so the flush that makes
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import InvalidArgumentError
-from .flush import choose_method, datasync
+from .flush import choose_method, datasync, inode_flags, journals_data
 
 SYNC_MODES = ("fsync", "os")
 # Preallocation of appended files ("fsync" mode): each growth at least doubles
@@ -142,6 +143,26 @@ def sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
+def make_folders(folder: Path, sync: bool) -> None:
+    """Creates ``folder`` and its missing parents; with ``sync`` each new folder is
+    made durable in its parent, so that a crash keeps the path to what is synced
+    inside it."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir()
+        except FileExistsError:
+            if not created.is_dir():  # a file; a folder made meanwhile by another writer is fine
+                raise
+        if sync:
+            sync_folder(created.parent)
+
+
 def _check_name(name: str) -> str:
     parts = name.split("/")
     if not name or name.startswith("/") or any(part in ("", ".", "..") for part in parts):
@@ -166,6 +187,13 @@ class RealDisk:
         # Files whose size or allocation changed since their last flush: their
         # metadata must be flushed too (flush_targets).
         self._grown: dict[str, int] = {}  # name -> growths not yet flushed whole
+        # Each opening of a file gets a new generation: a flush settles the marks of
+        # the open file it flushed, never those of a file that replaced it meanwhile.
+        self._generations: dict[str, int] = {}
+        self._opened = 0
+        # Open files whose data goes through the journal (their own data-journal
+        # flag): a "writeback" flush must fdatasync them whole every time (flush.py).
+        self._journaled: set[str] = set()
         self._quiet: dict[str, int] = {}  # appends ending at or below need no _make_room
         self.flush_method: str | None = None  # set by device()
         # Called with a file's descriptor after each append (the shared flusher's kick).
@@ -184,9 +212,13 @@ class RealDisk:
             path = self._path(name)
             created = not path.exists()
             if created:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                make_folders(path.parent, self.mode == "fsync")
             handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             self._handles[name] = handle
+            self._opened += 1
+            self._generations[name] = self._opened
+            if self.flush_method == "writeback" and journals_data("", inode_flags(handle)):
+                self._journaled.add(name)
             self._ends[name] = self._allocated[name] = os.fstat(handle).st_size
             if created:
                 self._sync_folder(path.parent)
@@ -201,6 +233,8 @@ class RealDisk:
         handle = self._handles.pop(name, None)
         end = self._ends.pop(name, 0)
         self._grown.pop(name, None)
+        self._generations.pop(name, None)
+        self._journaled.discard(name)
         self._quiet.pop(name, None)
         self._allocated.pop(name, None)
         if handle is not None:
@@ -283,29 +317,41 @@ class RealDisk:
             return None
         return os.stat(folder).st_dev
 
-    def flush_targets(self, names: list[str]) -> list[tuple[str, int, int]]:
-        """(name, descriptor, growths) of each open file among ``names``, for a flush.
+    def flush_targets(self, names: list[str]) -> list[tuple[str, int, int, int, bool]]:
+        """(name, descriptor, generation, growths, whole) of each open file among ``names``.
 
         ``growths`` counts the file's size or allocation changes not yet flushed
-        whole: a flush must make its metadata durable too. Once a flush has
-        succeeded, :meth:`flushed` takes the mark; a failed flush leaves it.
+        whole: a flush must make its metadata durable too. ``generation`` names
+        this opening of the file. ``whole``: the flush must fdatasync the file
+        whole, for its growths or because its data goes through the journal.
+        Once a flush has succeeded, :meth:`flushed` takes the mark; a failed
+        flush leaves it.
         """
         targets = []
         for name in names:
             handle = self._handles.get(name)
             if handle is not None:
-                targets.append((name, handle, self._grown.get(name, 0)))
+                growths = self._grown.get(name, 0)
+                whole = growths > 0 or name in self._journaled
+                targets.append((name, handle, self._generations[name], growths, whole))
         return targets
 
-    def flushed(self, name: str, growths: int) -> None:
-        """A flush made ``name`` durable, its metadata with it if it had ``growths``;
-        a growth since then keeps the file marked."""
-        if growths and self._grown.get(name) == growths:
+    def flushed(self, name: str, generation: int, growths: int) -> None:
+        """A flush made ``name`` durable, its metadata with it if it had ``growths``.
+
+        A growth since then keeps the file marked, and so does a file that
+        replaced the flushed one (another ``generation``): its growths are its own.
+        """
+        if (
+            growths
+            and self._generations.get(name) == generation
+            and self._grown.get(name) == growths
+        ):
             del self._grown[name]
 
     def replace(self, name: str, data: bytes) -> None:
         path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folders(path.parent, self.mode == "fsync")
         self._forget(name)  # later appends go to the new file
         temporary = path.with_name(path.name + ".tmp")
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -351,9 +397,18 @@ class RealDisk:
         return self._path(name).stat().st_size if end is None else end
 
     def close(self, trim: bool = True) -> None:
-        """Closes every file, trimming preallocated zeros unless ``trim`` is False (a crash)."""
+        """Closes every file, trimming preallocated zeros unless ``trim`` is False (a crash).
+
+        Every file is closed even if a trim fails; the first error is raised then.
+        """
+        first: OSError | None = None
         for name in list(self._handles):
-            self._forget(name, trim)
+            try:
+                self._forget(name, trim)
+            except OSError as error:
+                first = first or error
+        if first is not None:
+            raise first
 
 
 class SimulatedCrash(BaseException):

@@ -187,7 +187,9 @@ class BacktrackQuorumError(WriteQuorumError):
     backtracks raise :class:`InDoubtError` until it can.
     """
 
-    def __init__(self, target: float, vdl: int, reached: int, in_doubt: bool) -> None:
+    def __init__(
+        self, target: float, vdl: int, reached: int, in_doubt: bool, failed: str = ""
+    ) -> None:
         self.lsn = vdl
         self.vdl = vdl
         self.target = target
@@ -200,8 +202,8 @@ class BacktrackQuorumError(WriteQuorumError):
         )
         QuorumError.__init__(
             self,
-            f"the backtrack to time {target:.3f} reached {reached} nodes, 4 needed; it did "
-            f"not take effect{detail}",
+            f"the backtrack to time {target:.3f} reached {reached} nodes, 4 needed{failed}; "
+            f"it did not take effect{detail}",
         )
 
 
@@ -264,6 +266,17 @@ class VolumeClosedError(AuroraStorageError):
 
 class RecoveryError(QuorumError):
     """Crash recovery could not reach the quorums it needs; nothing was changed."""
+
+
+class StorageWriteError(AuroraStorageError):
+    """A write the volume needs failed on disk (full or failing): too few storage nodes
+    could write for a new or restored volume to start, or the volume's own
+    volume.meta could not be replaced. The message names each failed node or file
+    with its OS error.
+
+    A volume folder whose creation failed is left without volume.meta (Volume.open
+    refuses it): free space, remove the folder and create it again.
+    """
 
 
 class VolumeNotFoundError(AuroraStorageError):

@@ -10,10 +10,16 @@ would flush the device six times; one flush serves them all. Methods
   others' writes completed, so it covers them. A file whose size or
   allocation changed since its last flush is ``fdatasync``-ed whole instead.
   Sound only where overwriting written blocks needs no metadata and
-  ``fdatasync`` always flushes the device cache: ext4 (except
-  ``data=journal``) and XFS, which :func:`choose_method` recognizes from
-  ``/proc/self/mountinfo``. Appends fill preallocated, zero-filled blocks
-  (disk.py), so every flush but a file's first is of this cheap kind.
+  ``fdatasync`` always flushes the device cache (write barriers on, as every
+  fsync needs): ext4 and XFS, which :func:`choose_method` recognizes from
+  ``/proc/self/mountinfo``. Not where data goes through ext4's journal: there
+  ``sync_file_range`` writes nothing durable and one file's ``fdatasync``
+  commits nothing of another's. That is the ``data=journal`` mount option, or
+  the data-journal flag (``chattr +j``, ``FS_JOURNAL_DATA_FL``) on the folder,
+  which the files made in it inherit (:func:`journals_data`); a log that has
+  the flag itself is flushed whole every time (disk.py). Appends fill
+  preallocated, zero-filled blocks (disk.py), so every flush but a file's
+  first is of this cheap kind.
 - ``"syncfs"``: ``syncfs(2)``, one flush of everything dirty on the file
   system, data and metadata, for other Linux file systems.
 - ``"each"``: ``fdatasync`` of every file, where neither is available.
@@ -36,6 +42,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import fcntl
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -51,6 +58,10 @@ POLL_US_MAX = 1_000_000
 _METHOD_CODES = {"syncfs": 1, "writeback": 2, "each": 3}  # AUS_FLUSH_* in csrc/flush.h
 # File systems where the "writeback" method is sound (see the module docstring).
 _WRITEBACK_FILE_SYSTEMS = ("ext4", "xfs")
+# A file's or folder's inode flags (linux/fs.h): FS_IOC_GETFLAGS is _IOR('f', 1, long);
+# a folder's data-journal flag passes to the files made in it.
+_FS_IOC_GETFLAGS = (2 << 30) | (ctypes.sizeof(ctypes.c_long) << 16) | (ord("f") << 8) | 1
+FS_JOURNAL_DATA_FL = 0x00004000
 _SYNC_FILE_RANGE_WRITE = 2
 _SYNC_FILE_RANGE_WAIT_ALL = 1 | 2 | 4  # WAIT_BEFORE | WRITE | WAIT_AFTER
 # fdatasync where there is one: data and what reading it back needs (the size), not mtimes.
@@ -116,10 +127,38 @@ def file_system_of(path: str | os.PathLike[str], mountinfo: str | None = None) -
     return "", ""
 
 
-def choose_method(path: str | os.PathLike[str], mountinfo: str | None = None) -> str | None:
+def inode_flags(target: int | str | os.PathLike[str]) -> int | None:
+    """The inode flags (``FS_IOC_GETFLAGS``) of an open descriptor or a path, or
+    None where the file system or the platform cannot tell."""
+    if not sys.platform.startswith("linux"):
+        return None
+    descriptor = target if isinstance(target, int) else os.open(target, os.O_RDONLY)
+    try:
+        buffer = bytearray(8)  # the kernel writes an int at its start
+        fcntl.ioctl(descriptor, _FS_IOC_GETFLAGS, buffer, True)
+    except OSError:
+        return None
+    finally:
+        if not isinstance(target, int):
+            os.close(descriptor)
+    return int.from_bytes(buffer[:4], sys.byteorder, signed=True)
+
+
+def journals_data(options: str, flags: int | None) -> bool:
+    """Whether data written under a folder goes through the file system's journal:
+    the ``data=journal`` mount option (in ``options``, the super options), the
+    data-journal flag in the folder's inode ``flags``, or flags that cannot be
+    read (None), where that cannot be ruled out."""
+    return "data=journal" in options.split(",") or flags is None or bool(flags & FS_JOURNAL_DATA_FL)
+
+
+def choose_method(
+    path: str | os.PathLike[str], mountinfo: str | None = None, flags: int | None = None
+) -> str | None:
     """The flush method for files under ``path``, or None: each file syncs on its own.
 
-    ``AURORA_STORAGE_FLUSH`` (one of :data:`METHODS`) overrides the choice.
+    ``flags`` are the inode flags of ``path`` (:func:`inode_flags`), read when
+    not given. ``AURORA_STORAGE_FLUSH`` (one of :data:`METHODS`) overrides the choice.
     """
     forced = os.environ.get("AURORA_STORAGE_FLUSH")
     if forced:
@@ -131,10 +170,11 @@ def choose_method(path: str | os.PathLike[str], mountinfo: str | None = None) ->
     if _syncfs is None:
         return None
     kind, options = file_system_of(path, mountinfo)
-    journaled_data = "data=journal" in options.split(",")
-    if _sync_file_range is not None and kind in _WRITEBACK_FILE_SYSTEMS and not journaled_data:
-        return "writeback"
-    return "syncfs"
+    if _sync_file_range is None or kind not in _WRITEBACK_FILE_SYSTEMS:
+        return "syncfs"
+    if journals_data(options, inode_flags(path) if flags is None else flags):
+        return "syncfs"  # one journal commit covers every file's data
+    return "writeback"
 
 
 def _errno(result: int) -> int:

@@ -23,10 +23,11 @@ until it has caught up with three peers.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import msgpack
@@ -86,7 +87,8 @@ def checkpoint_object(
 
 
 class _DiskFailed(Exception):
-    """A node's disk write failed mid-message: unwinds to StorageNode.handle."""
+    """A node's disk write failed and stopped the node: unwinds to the public method
+    that was running (handle, load, persist_start, write_meta, close), which returns."""
 
 
 @dataclass
@@ -106,7 +108,8 @@ class SyncJob:
     segments: list[Segment] = field(default_factory=list)  # with frames to index
     error: OSError | None = None
     descriptors: list[int] | None = None  # a real disk's files, this job's own (start)
-    targets: list[tuple[str, int]] = field(default_factory=list)  # (name, growths) synced
+    # (name, generation, growths, whole) of each file synced (RealDisk.flush_targets)
+    targets: list[tuple[str, int, int, bool]] = field(default_factory=list)
 
     def start(self) -> None:
         """Takes descriptors of its own for a real disk's files (the lock held): wait
@@ -116,9 +119,9 @@ class SyncJob:
         if isinstance(disk, RealDisk):
             self.descriptors = []
             try:
-                for name, descriptor, growths in disk.flush_targets(self.names):
+                for name, descriptor, generation, growths, whole in disk.flush_targets(self.names):
                     self.descriptors.append(os.dup(descriptor))
-                    self.targets.append((name, growths))
+                    self.targets.append((name, generation, growths, whole))
             except OSError as error:
                 self.error = error
 
@@ -126,8 +129,8 @@ class SyncJob:
         """After a successful sync its files' growths are durable (the lock held)."""
         disk = self.node.disk
         if self.error is None and isinstance(disk, RealDisk):
-            for name, growths in self.targets:
-                disk.flushed(name, growths)
+            for name, generation, growths, _ in self.targets:
+                disk.flushed(name, generation, growths)
 
     def index(self) -> None:
         """Indexes the frames being synced, in their segments' page logs (the lock held)."""
@@ -190,10 +193,10 @@ class GroupSyncJob:
         whole: list[bool] = []
         for job in self.jobs:
             job.start()  # descriptors of its own, as for a sync of its own
-            for descriptor, (_, growths) in zip(job.descriptors or (), job.targets, strict=True):
-                fds.append(descriptor)
-                whole.append(growths > 0)
-                self.owners.append(job)
+            descriptors = job.descriptors or []
+            fds += descriptors
+            whole += [whole_file for _, _, _, whole_file in job.targets]
+            self.owners += [job] * len(descriptors)
         if fds:
             try:
                 self.flusher.start(fds, whole)
@@ -353,9 +356,10 @@ class StorageNode:
         cutoff = segment.coalesced_lsn  # the images are exactly at the coalesced point
         if cutoff <= segment.checkpoint_lsn or cutoff > min(segment.chain_base_lsn, self.vdl_hint):
             return False
-        self.write_meta()  # recovery must never ask this node for frames below its hint
+        self._write_meta()  # recovery must never ask this node for frames below its hint
         name = log_name(segment.pg_id)
-        data = disk.read(name)
+        with self._stopping_on_disk_error("checkpoint"):
+            data = disk.read(name)
         kept: list[bytes] = []
         chain_lsn = segment.checkpoint_chain_lsn
         position = 0
@@ -368,11 +372,10 @@ class StorageNode:
             else:
                 kept.append(data[position : position + frame.size])
             position += frame.size
-        disk.replace(
-            checkpoint_name(segment.pg_id),
-            checkpoint_object(segment, cutoff, chain_lsn, self.annulled()),
-        )
-        disk.replace(name, b"".join(kept))
+        pages = checkpoint_object(segment, cutoff, chain_lsn, self.annulled())
+        with self._stopping_on_disk_error("checkpoint"):
+            disk.replace(checkpoint_name(segment.pg_id), pages)
+            disk.replace(name, b"".join(kept))
         self.dirty.discard(name)
         segment.checkpoint_lsn = cutoff
         segment.checkpoint_chain_lsn = chain_lsn
@@ -393,14 +396,17 @@ class StorageNode:
         With a disk, each PG gets its ``pg-<id>.pages`` file (``checkpoints``,
         the same bytes on every node) and an empty log, as if the segment had
         checkpointed at ``lsn``; then node.meta records ``lsn`` as the VDL hint,
-        so recovery starts there.
+        so recovery starts there. A failed write stops the node (:attr:`failed`
+        says why) rather than raising.
         """
-        if self.disk is not None:
-            for pg_id, data in sorted(checkpoints.items()):
-                self.disk.replace(checkpoint_name(pg_id), data)
-                self.disk.replace(log_name(pg_id), b"")
-        self.vdl_hint = max(self.vdl_hint, lsn)
-        self.write_meta()
+        with contextlib.suppress(_DiskFailed):
+            if self.disk is not None:
+                with self._stopping_on_disk_error("restore write"):
+                    for pg_id, data in sorted(checkpoints.items()):
+                        self.disk.replace(checkpoint_name(pg_id), data)
+                        self.disk.replace(log_name(pg_id), b"")
+            self.vdl_hint = max(self.vdl_hint, lsn)
+            self._write_meta()
 
     def _load_checkpoint(self, segment: Segment) -> None:
         assert self.disk is not None
@@ -437,10 +443,30 @@ class StorageNode:
         }
 
     def write_meta(self) -> None:
-        """Replaces node.meta atomically and durably (temporary file, fsync, rename, fsync)."""
+        """Replaces node.meta atomically and durably (temporary file, fsync, rename, fsync).
+
+        A failed write stops the node (:attr:`failed` says why) rather than raising.
+        """
+        with contextlib.suppress(_DiskFailed):
+            self._write_meta()
+
+    def _write_meta(self) -> None:
+        """:meth:`write_meta` for a message's handler: a failed write stops the node
+        and raises _DiskFailed, so the handler goes no further (handle returns)."""
         if self.disk is not None:
-            self.disk.replace(NODE_META, metafile.encode(metafile.KIND_NODE, self._meta_body()))
+            data = metafile.encode(metafile.KIND_NODE, self._meta_body())
+            with self._stopping_on_disk_error("metadata write"):
+                self.disk.replace(NODE_META, data)
             self._frames_since_meta = 0
+
+    @contextlib.contextmanager
+    def _stopping_on_disk_error(self, what: str) -> Iterator[None]:
+        """A disk's OSError in the block stops the node and unwinds as _DiskFailed."""
+        try:
+            yield
+        except OSError as error:
+            self.stop_on_disk_error(what, error)
+            raise _DiskFailed from error
 
     def load(self) -> LoadReport:
         """Rebuilds the node from its disk: metadata, then every segment's log.
@@ -554,8 +580,12 @@ class StorageNode:
         self.stop_on_disk_error("fsync", error)
 
     def stop_on_disk_error(self, what: str, error: OSError) -> None:
-        """The node stops: no held ack goes out, and it answers nothing until reloaded."""
-        self.failed = f"{what} failed: {error}"
+        """The node stops: no held ack goes out, and it answers nothing until reloaded.
+
+        Every disk write of a node ends here on an OSError (a full or failing disk):
+        :attr:`failed` names the operation and the OS error, and the first reason stays.
+        """
+        self.failed = self.failed or f"{what} failed: {error}"
         self.held.clear()
         self.dirty.clear()
         if self.on_stop is not None:
@@ -636,7 +666,7 @@ class StorageNode:
             return []
         if self.history is None or incoming.key > self.history.key:
             self.history = incoming
-            self.write_meta()
+            self._write_meta()
         history = self.history
         reply = m.HistorySet(
             self.name, self.epoch, history.current.version, history.key[0], history.key[1]
@@ -719,7 +749,7 @@ class StorageNode:
         if writer is not None:
             self.writer = writer
         if changed:
-            self.write_meta()
+            self._write_meta()
 
     def _on_write(self, message: m.WriteFrames, sender: str) -> Outgoing:
         stale = self._stale(message.epoch, sender)
@@ -747,7 +777,7 @@ class StorageNode:
         if message.retain_lsn > self.vdl_hint:
             self.vdl_hint = message.retain_lsn
             if self._frames_since_meta >= META_EVERY_FRAMES:
-                self.write_meta()
+                self._write_meta()
         out.append((sender, m.SegmentState(self.name, message.pg_id, self.epoch, scl)))
         if segment.pending:
             out += self._pull_from_peers(segment)
@@ -860,7 +890,7 @@ class StorageNode:
         self.writer = sender
         if message.epoch > self.epoch:
             self.epoch = message.epoch
-            self.write_meta()  # fencing is durable before anyone relies on it
+            self._write_meta()  # fencing is durable before anyone relies on it
         segments: list[int] = []
         intervals: list[int] = []
         for pg_id, segment in sorted(self.segments.items()):
@@ -912,11 +942,14 @@ class StorageNode:
         return out
 
     def close(self) -> None:
+        """Syncs what is dirty and records node.meta; a disk error stops the node instead."""
         if self.disk is not None and not self.failed:
-            for name in sorted(self.dirty):
-                self.disk.sync(name)
-            self.dirty.clear()
-            self.write_meta()
+            with contextlib.suppress(_DiskFailed):
+                with self._stopping_on_disk_error("fsync"):
+                    for name in sorted(self.dirty):
+                        self.disk.sync(name)
+                self.dirty.clear()
+                self._write_meta()
 
 
 def _next_valid_frame(data: bytes, start: int, geometry: Geometry, segment: Segment) -> int | None:

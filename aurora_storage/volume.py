@@ -43,7 +43,7 @@ from . import log, metafile, native, recovery
 from . import messages as m
 from .backup_store import KIND_MANIFEST, BackupStore, decode_object, encode_object, open_store
 from .clock import Clock, WallClock, to_seconds
-from .disk import Disk, RealDisk
+from .disk import Disk, RealDisk, make_folders
 from .errors import (
     AuroraStorageError,
     BacktrackDisabledError,
@@ -62,6 +62,7 @@ from .errors import (
     RecordTooLargeError,
     RecoveryError,
     StaleEpochError,
+    StorageWriteError,
     TimeOutsideWindowError,
     UnknownNodeError,
     VersionGoneError,
@@ -351,6 +352,21 @@ def _make_nodes(
     return nodes
 
 
+def _failed_nodes(nodes: dict[str, StorageNode]) -> str:
+    """The stopped nodes with their reasons (a disk's OS error), for an error's message."""
+    failed = [f"{name} ({node.failed})" for name, node in nodes.items() if node.failed]
+    return f"; failed nodes: {', '.join(failed)}" if failed else ""
+
+
+def _replace_volume_meta(root: Path, durability: str, body: dict[str, Any]) -> None:
+    """Replaces volume.meta atomically; a disk that cannot write raises StorageWriteError."""
+    data = metafile.encode(metafile.KIND_VOLUME, body)
+    try:
+        RealDisk(root, "fsync" if durability == "fsync" else "os").replace(VOLUME_META, data)
+    except OSError as error:
+        raise StorageWriteError(f"{root / VOLUME_META}: write failed: {error}") from None
+
+
 def _volume_body(options: VolumeOptions, volume_id: str) -> dict[str, Any]:
     return {
         "volume_id": volume_id,
@@ -578,9 +594,14 @@ class Volume:
             self._register_node(node)
         self._flusher: Flusher | None = None
         if self._group_sync:
-            disk = next(iter(self.nodes.values())).disk
-            assert isinstance(disk, RealDisk) and disk.flush_method is not None
-            self._flusher = Flusher(disk.flush_method, options.backend)
+            # Node folders may differ in what their flush needs (a data-journal flag
+            # on one, flush.py): syncfs serves all of them.
+            methods = {
+                n.disk.flush_method for n in self.nodes.values() if isinstance(n.disk, RealDisk)
+            }
+            method = methods.pop() if len(methods) == 1 else "syncfs"
+            assert method is not None
+            self._flusher = Flusher(method, options.backend)
             for node in self.nodes.values():
                 assert isinstance(node.disk, RealDisk)
                 node.disk.on_write = self._flusher.kick  # write-back starts at once
@@ -595,6 +616,8 @@ class Volume:
 
     def _register_node(self, node: StorageNode) -> None:
         node.on_stop = lambda: self.transport.set_down(node.name, True)
+        if node.failed:  # stopped by a disk error before it was registered (create)
+            node.on_stop()
         # Only fsync durability has sync work for the transport to run.
         per_node = node.durability == "fsync" and node.disk is not None and not self._group_sync
         self.transport.register(node.name, node.handle, node.begin_sync if per_node else None)
@@ -651,7 +674,9 @@ class Volume:
         ``disks`` replaces the node folders by given disks (crash tests).
         ``backup`` (a folder, a URL, or a BackupStore) turns on continuous
         backup, kept ``backup_retention_days`` (1 to 35), staged every
-        ``backup_staging_interval`` seconds.
+        ``backup_staging_interval`` seconds. A node whose disk cannot write
+        (full or failing) is stopped and named in ``status()``; with fewer than
+        four nodes left, :class:`StorageWriteError` names them with their OS errors.
         """
         backup_options = backup_module.BackupOptions(
             backup, float(backup_retention_days), float(backup_staging_interval)
@@ -678,18 +703,22 @@ class Volume:
         if root is not None:
             if root.exists() and (not root.is_dir() or any(root.iterdir())):
                 raise VolumeExistsError(str(root))
-            root.mkdir(parents=True, exist_ok=True)
+            make_folders(root, durability == "fsync")  # and durable in its parent
         nodes = _make_nodes(options, root, volume_id, disks)
         clock = clock or getattr(transport, "clock", None) or WallClock()
         # The first history write: epoch 1, sequence 1, on every node.
         history = History.new(clock.now(), options.backtrack_window).keyed((1, 1))
         for node in nodes.values():
             node.history = history.keyed(history.key)  # each node its own copy
-            node.write_meta()
-        if root is not None:
-            RealDisk(root, "fsync" if durability == "fsync" else "os").replace(
-                VOLUME_META, metafile.encode(metafile.KIND_VOLUME, _volume_body(options, volume_id))
+            node.write_meta()  # a node that cannot write stops: failed says why
+        written = sum(not node.failed for node in nodes.values())
+        if written < WRITE_QUORUM:
+            raise StorageWriteError(
+                f"node.meta of the new volume reached {written} of 6 nodes, {WRITE_QUORUM} "
+                f"needed{_failed_nodes(nodes)}"
             )
+        if root is not None:
+            _replace_volume_meta(root, durability, _volume_body(options, volume_id))
         volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
         volume.history = history
         volume._history_write_key = history.key
@@ -747,9 +776,7 @@ class Volume:
         if self.base_lsn:
             body["base_lsn"] = self.base_lsn
             body["base_time"] = self.base_time
-        RealDisk(Path(self.path), "fsync" if self.options.durability == "fsync" else "os").replace(
-            VOLUME_META, metafile.encode(metafile.KIND_VOLUME, body)
-        )
+        _replace_volume_meta(Path(self.path), self.options.durability, body)
 
     def _start_from_images(self, lsn: int, pages: dict[int, list[SharedImages]]) -> None:
         """Starts this new, empty volume at ``lsn`` holding ``pages`` (a restore).
@@ -779,7 +806,13 @@ class Volume:
                     pg_id: checkpoint_object(first.segments[pg_id], lsn, lsn, ()) for pg_id in pages
                 }
             for node in self.nodes.values():
-                node.persist_start(lsn, checkpoints)
+                node.persist_start(lsn, checkpoints)  # a node that cannot write stops
+            written = sum(not node.failed for node in self.nodes.values())
+            if written < WRITE_QUORUM:
+                raise StorageWriteError(
+                    f"the restored pages reached {written} of 6 nodes, {WRITE_QUORUM} "
+                    f"needed{_failed_nodes(self.nodes)}"
+                )
             for pg_id in pages:
                 pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum, tail_lsn=lsn, pgcl=lsn)
                 pg.scls = dict.fromkeys(self.quorum.members, lsn)
@@ -809,7 +842,10 @@ class Volume:
         Raises :class:`VolumeNotFoundError` for a folder that is not a volume,
         :class:`FormatVersionError` for a newer format, :class:`MissingNodeError`
         when node folders are gone (unless ``rebuild_missing``), and
-        :class:`RecoveryError` when too few nodes can vouch for their data.
+        :class:`RecoveryError` when too few nodes can vouch for their data or
+        take the truncation (it names each node a disk error stopped, with the
+        OS error). A node that cannot load or write is stopped, and the volume
+        opens without it when a quorum can.
         """
         root = None if path is None else Path(path)
         backup_options = backup_module.BackupOptions(backup)
@@ -874,14 +910,19 @@ class Volume:
             self._truncated.clear()
             for name in live:
                 self.transport.send(self.writer_name, name, m.RecoveryQuery(epoch))
+
+            def working() -> int:  # a node whose disk fails meanwhile stops, and is not waited for
+                return sum(not self.nodes[name].failed for name in live)
+
             self.transport.run_until(
-                lambda: len(self._recovery_states) == len(live), self.options.commit_timeout
+                lambda: len(self._recovery_states) >= working(), self.options.commit_timeout
             )
             self._raise_if_fenced()
             states = list(self._recovery_states.values())
             if len(states) < READ_QUORUM:
                 raise RecoveryError(
-                    f"{len(states)} of 6 nodes answered the recovery query; {READ_QUORUM} needed"
+                    f"{len(states)} of 6 nodes answered the recovery query; {READ_QUORUM} "
+                    f"needed{_failed_nodes(self.nodes)}"
                 )
             histories = self._histories_of(states)
             # A writer opens once its history is on a write quorum (_decide_history):
@@ -893,12 +934,15 @@ class Volume:
             self.pgs = {pg_id: ProtectionGroup(pg_id, self.quorum) for pg_id in plan.pg_ids}
             for name in live:
                 self.transport.send(self.writer_name, name, m.Truncate(epoch, lo, hi))
-            answered = self.transport.run_until(
-                lambda: len(self._truncated) >= len(live), self.options.commit_timeout
+            self.transport.run_until(
+                lambda: len(self._truncated) >= working(), self.options.commit_timeout
             )
-            if not answered and len(self._truncated) < WRITE_QUORUM:
+            # A write quorum must hold the new epoch and the truncation, so that every
+            # later read quorum (the next recovery's) sees them.
+            if len(self._truncated) < WRITE_QUORUM:
                 raise RecoveryError(
-                    f"the truncation reached {len(self._truncated)} nodes; {WRITE_QUORUM} needed"
+                    f"the truncation reached {len(self._truncated)} nodes; {WRITE_QUORUM} "
+                    f"needed{_failed_nodes(self.nodes)}"
                 )
             # Segments report their rewound SCLs once synced: each PG's tail is the
             # highest, since a responder holds the PG's whole chain up to VDL.
@@ -952,6 +996,7 @@ class Volume:
         if acks < WRITE_QUORUM:
             raise RecoveryError(
                 f"the recovered history reached {acks} nodes; {WRITE_QUORUM} needed"
+                f"{_failed_nodes(self.nodes)}"
             )
         self.history = decided
 
@@ -1651,7 +1696,9 @@ class Volume:
                 # keeps above it at once, or stay in doubt until that succeeds.
                 self._history_in_doubt = target
                 resolved = self._abandon_history()
-                raise BacktrackQuorumError(target, self._vdl, reached, not resolved)
+                raise BacktrackQuorumError(
+                    target, self._vdl, reached, not resolved, _failed_nodes(self.nodes)
+                )
             self.history = candidate
             self._last_commit_time = now
             self._refresh_annulled()
@@ -1678,7 +1725,8 @@ class Volume:
                     f"PG {pg.pg_id} acknowledged by {len(acked)} of 6 ({', '.join(acked)})"
                 )
         blocked = [pg.pg_id for pg in self.pgs.values() if pg.first_unacknowledged() is not None]
-        return "; ".join(parts) or f"an earlier commit in PG {blocked} still lacks a write quorum"
+        detail = "; ".join(parts) or f"an earlier commit in PG {blocked} still lacks a write quorum"
+        return detail + _failed_nodes(self.nodes)
 
     def _retransmissions(self) -> list[tuple[str, m.Message]]:
         """Frames without a write quorum, addressed to the segments that lack them."""
@@ -1911,7 +1959,10 @@ class Volume:
                 if self.transport.link_open(node.name, node.name):
                     node.close()
                 if isinstance(node.disk, RealDisk):
-                    node.disk.close()  # trims the logs' preallocated zeros
+                    try:
+                        node.disk.close()  # trims the logs' preallocated zeros
+                    except OSError as error:  # zeros left behind reload as free space
+                        node.stop_on_disk_error("close", error)
                 for segment in node.segments.values():
                     segment.page_log.close()  # C memory goes now, not at garbage collection
             if self._owns_transport:

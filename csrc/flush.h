@@ -16,7 +16,8 @@
  *                      completed, so it covers them all. Sound only where an
  *                      overwrite of written blocks needs no metadata and
  *                      fdatasync always flushes the device cache (ext4 without
- *                      data=journal, XFS); the caller chooses (flush.py).
+ *                      data=journal or the data-journal flag, XFS); the caller
+ *                      chooses and marks a data-journaled file whole (flush.py).
  * AUS_FLUSH_EACH       fdatasync of every file (portable).
  *
  * Where syncfs or sync_file_range is missing (not Linux), the methods that

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from aurora_storage import Volume, log, metafile, native
+from aurora_storage import SimulatedClock, Volume, log, metafile, native
+from aurora_storage import disk as disk_module
 from aurora_storage import messages as m
 from aurora_storage.disk import RealDisk, SimulatedDisk
 from aurora_storage.errors import (
@@ -132,6 +133,73 @@ def test_missing_node_folders(tmp_path: Path) -> None:
     rebuilt.close()
 
 
+@pytest.fixture
+def folder_syncs(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Path, set[str]]]:
+    """Each folder fsync as (folder, the names it held then), the real fsync done too:
+    a new name is durable once its folder was synced holding it."""
+    synced: list[tuple[Path, set[str]]] = []
+    real = disk_module.sync_folder
+
+    def recording(folder: Path) -> None:
+        synced.append((Path(folder), set(os.listdir(folder))))
+        real(folder)
+
+    monkeypatch.setattr(disk_module, "sync_folder", recording)
+    return synced
+
+
+def assert_durable_below(synced: list[tuple[Path, set[str]]], folder: Path, top: Path) -> None:
+    """Each folder from ``folder`` up to (not including) ``top`` was synced into its parent."""
+    while folder != top:
+        assert any(parent == folder.parent and folder.name in names for parent, names in synced), (
+            f"{folder} was never made durable in its parent"
+        )
+        folder = folder.parent
+
+
+def test_a_new_volume_makes_every_new_folder_durable(
+    tmp_path: Path, folder_syncs: list[tuple[Path, set[str]]]
+) -> None:
+    root = tmp_path / "a" / "b" / "v"
+    volume = small(root)
+    for name in NODE_NAMES:
+        assert_durable_below(folder_syncs, root / "nodes" / name, tmp_path)
+    volume.close()
+
+
+def test_a_restored_volume_makes_every_new_folder_durable(
+    tmp_path: Path, folder_syncs: list[tuple[Path, set[str]]]
+) -> None:
+    clock = SimulatedClock(1_000_000.0)
+    source = small(tmp_path / "source", clock=clock, backup=str(tmp_path / "backup"))
+    expected = fill(source, 5)
+    clock.advance(10)
+    assert source.stage_backup()
+    _, latest = source.restorable_window
+    source.close()
+    folder_syncs.clear()
+    root = tmp_path / "r" / "restored"
+    restored = Volume.restore(str(tmp_path / "backup"), to=latest, path=root)
+    for name in NODE_NAMES:
+        assert_durable_below(folder_syncs, root / "nodes" / name, tmp_path)
+    for page_no, data in expected.items():
+        assert restored.read_page(page_no)[: len(data)] == data
+    restored.close()
+
+
+def test_a_rebuilt_node_folder_is_durable(
+    tmp_path: Path, folder_syncs: list[tuple[Path, set[str]]]
+) -> None:
+    volume = small(tmp_path / "v")
+    fill(volume, 5)
+    volume.close()
+    shutil.rmtree(tmp_path / "v" / "nodes" / "az2-b")
+    folder_syncs.clear()
+    Volume.open(tmp_path / "v", rebuild_missing=True).close()
+    nodes = tmp_path / "v" / "nodes"
+    assert_durable_below(folder_syncs, nodes / "az2-b", nodes)
+
+
 def test_one_writer_at_a_time(tmp_path: Path) -> None:
     volume = small(tmp_path / "v")
     with pytest.raises(VolumeInUseError):
@@ -196,6 +264,26 @@ def test_damaged_segments_do_not_vote(tmp_path: Path) -> None:
     with pytest.raises(RecoveryError) as caught:
         Volume.open(tmp_path / "v")
     assert "PG 0" in str(caught.value)
+
+
+def test_a_truncation_on_three_nodes_does_not_open_the_volume(tmp_path: Path) -> None:
+    """Three nodes answer the recovery (a read quorum) but a new epoch and truncation
+    held by three nodes only could be missed by the next recovery's read quorum:
+    Volume.open needs four to take them, and names the nodes it lacked."""
+    from aurora_storage.errors import RecoveryError
+
+    volume = small(tmp_path / "v")
+    fill(volume, 10)
+    volume.close()
+    for name in NODE_NAMES[3:]:
+        (tmp_path / "v" / "nodes" / name / "node.meta").write_bytes(b"not node metadata")
+    with pytest.raises(RecoveryError) as caught:
+        Volume.open(tmp_path / "v")
+    assert "the truncation reached 3 nodes; 4 needed" in str(caught.value)
+    for name in NODE_NAMES[3:]:
+        assert f"{name} (cannot load: " in str(caught.value)
+    with pytest.raises(RecoveryError):  # again, not VolumeInUseError: the folder was released
+        Volume.open(tmp_path / "v")
 
 
 def test_node_folder_swapped_with_another_node(tmp_path: Path) -> None:
@@ -356,6 +444,23 @@ def test_a_log_is_flushed_whole_until_its_size_is_durable(
     assert marks[0] == [True] * 6, "the first flush of six new logs carries their sizes"
     assert marks[1:] == [[False] * 6] * 2, "appends into preallocated blocks: data only"
     volume.close()
+
+
+def test_a_flush_settles_only_the_marks_of_the_file_it_flushed(tmp_path: Path) -> None:
+    """A checkpoint may replace a log while a flush of the old file runs unlocked,
+    and the new file may grow before that flush settles. The old flush made the
+    old file's size durable, not the new one's: the new file stays marked whole."""
+    disk = RealDisk(tmp_path, "fsync")
+    disk.append("pg.log", b"old frames")  # a new file: its size needs a whole flush
+    [(name, _, generation, growths, whole)] = disk.flush_targets(["pg.log"])
+    assert growths == 1 and whole
+    disk.replace("pg.log", disk.read("pg.log"))  # the checkpoint's new log
+    disk.append("pg.log", b"a frame that grows the new file")
+    assert disk.flush_targets(["pg.log"])[0][3] == 1
+    disk.flushed(name, generation, growths)  # the old flush succeeded
+    [(_, _, _, growths_now, whole_now)] = disk.flush_targets(["pg.log"])
+    assert growths_now == 1 and whole_now, "the new file's growth is not durable yet"
+    disk.close()
 
 
 def test_a_log_replaced_during_its_flush_is_still_flushed(
