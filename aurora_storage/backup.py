@@ -109,7 +109,7 @@ def parse_pages_name(name: str) -> tuple[int, int]:
 
 
 def parse_round_name(name: str) -> tuple[int, float]:
-    """(VDL, time to the millisecond) of a round's name."""
+    """(VDL, time rounded to the millisecond) of a round's name."""
     vdl, milliseconds = name.split("/")[1].split("-")
     return int(vdl), int(milliseconds) / 1000
 
@@ -223,7 +223,9 @@ class StagingState:
     last_round_vdl: int = 0
     last_round_time_recorded: float = float("-inf")
     earliest: float = float("-inf")  # restores before this were given up by retention
-    rounds: list[tuple[int, float]] = field(default_factory=list)  # (VDL, time) in the store
+    # (VDL, time, name) of the rounds in the store, oldest first; a round read back
+    # from its name has a time at most a millisecond late, never early.
+    rounds: list[tuple[int, float, str]] = field(default_factory=list)
     expired_vdl: int = 0  # retention already applied up to this round's VDL
     last_cpl: tuple[int, float] = (0, 0.0)  # the newest CPL a recorded round names
     # CPLs (with times) and objects staged but named by no recorded round yet: a
@@ -258,7 +260,9 @@ class StagingState:
         for snapshots in self.snapshots.values():
             snapshots.sort()
         names = store.list("rounds/")
-        self.rounds = sorted(parse_round_name(name) for name in names)
+        self.rounds = sorted(
+            (vdl, time + 0.001, name) for name in names for vdl, time in [parse_round_name(name)]
+        )
         if not names:
             return
         newest = max(names, key=parse_round_name)

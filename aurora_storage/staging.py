@@ -351,7 +351,7 @@ class Stager:
             state.last_round_vdl = upto
             state.last_round_time_recorded = meta["time"]
             if name != state.last_round_name:
-                state.rounds.append((upto, meta["time"]))
+                state.rounds.append((upto, meta["time"], name))
             state.last_round_name, state.last_round_meta = name, meta
 
     def _build(
@@ -478,7 +478,7 @@ class Stager:
             horizon = now - max(
                 volume.backup_options.retention_days * backup.DAY, volume.options.backtrack_window
             )
-            horizon_vdl = max((vdl for vdl, time in state.rounds if time <= horizon), default=0)
+            horizon_vdl = max((vdl for vdl, time, _ in state.rounds if time <= horizon), default=0)
             if horizon_vdl <= state.expired_vdl:
                 return
             # Every version in effect at or after the horizon hides its own ranges
@@ -499,7 +499,7 @@ class Stager:
                 for pg_id in set(state.logs) | set(state.snapshots)
             }
             keep_lsn = min([horizon_vdl, *bases.values()])
-            doomed = [backup.round_name(vdl, time) for vdl, time in state.rounds if vdl < keep_lsn]
+            doomed = [name for vdl, _, name in state.rounds if vdl < keep_lsn]
             for pg_id, base in bases.items():
                 if base:
                     doomed += [n for lsn, n in state.snapshots.get(pg_id, []) if lsn < base]
