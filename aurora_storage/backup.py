@@ -369,7 +369,9 @@ class BackupCatalog:
 
         Retention moves the earliest time (the history object's ``earliest``);
         so does a round missing from the chain of rounds (each names the VDL of
-        the one before it): the time index before it is incomplete.
+        the one recorded before it; a larger VDL than the round before it in
+        the store has means one between them is gone): the time index before
+        it is incomplete.
         """
         if not self.rounds:
             raise RestoreError("the backup holds no staged round yet")
@@ -379,7 +381,7 @@ class BackupCatalog:
         )
         previous = -1
         for entry in self.rounds:
-            if entry.previous is not None and entry.previous != previous:
+            if entry.previous is not None and entry.previous > previous:
                 earliest = max(earliest, entry.time)
             previous = entry.vdl
         return earliest, latest
@@ -387,31 +389,38 @@ class BackupCatalog:
     def base_snapshot(
         self, pg_id: int, upto: int, hidden: tuple[int, ...]
     ) -> tuple[int, str | None]:
-        """(LSN, name) of the PG's newest PAGES object at or below ``upto`` that no range
-        of ``hidden`` covers, or (0, None) (:func:`newest_base`)."""
-        return newest_base(self.snapshots.get(pg_id, []), upto, hidden)
+        """(LSN, name) of the PG's newest PAGES object in the store at or below ``upto``
+        that no range of ``hidden`` covers, or (0, None) (:func:`newest_base`)."""
+        held = [entry for entry in self.snapshots.get(pg_id, []) if entry[1] in self.listed]
+        return newest_base(held, upto, hidden)
 
     def plan(self, point: int, annulled: tuple[int, ...]) -> list[RestorePlan]:
         """What a restore to ``point`` reads, per PG: its base snapshot and the LOG
-        objects after it, up to the point. Raises BackupObjectMissingError naming an
-        object the plan needs (a round names it) that the store does not hold."""
+        objects after it, up to the point.
+
+        A PAGES object a round names that the store lacks is passed over for an
+        older one, if the LOG objects after that are all there (else the restore
+        names the missing PAGES object); a missing LOG object a round names
+        raises BackupObjectMissingError naming it.
+        """
         plans = []
         for pg_id in sorted(set(self.logs) | set(self.snapshots)):
             base_lsn, base_name = self.base_snapshot(pg_id, point, annulled)
+            wanted_lsn, wanted = newest_base(self.snapshots.get(pg_id, []), point, annulled)
+            missing_base = wanted if wanted is not None and wanted not in self.listed else None
             logs = [
                 entry
                 for entry in self.logs.get(pg_id, [])
                 if entry[1] > base_lsn and entry[0] <= point
             ]
-            plan = RestorePlan(pg_id, base_lsn, base_name, logs)
-            for name in plan.names:
+            for _, last, name in logs:
                 if name not in self.listed:
+                    if missing_base is not None and last <= wanted_lsn:
+                        name = missing_base  # only the older base needs this one
                     raise BackupObjectMissingError(
-                        name,
-                        repr(self.store),
-                        f"a restore of PG {pg_id} to LSN {point} needs it; a round names it",
+                        name, repr(self.store), f"a restore of PG {pg_id} to LSN {point} needs it"
                     )
-            plans.append(plan)
+            plans.append(RestorePlan(pg_id, base_lsn, base_name, logs, missing_base))
         return plans
 
     def restore_point(self, moment: float) -> tuple[int, tuple[int, ...]]:
@@ -470,6 +479,9 @@ class RestorePlan:
     base_lsn: int
     base_name: str | None
     logs: list[tuple[int, int, str]]
+    # A newer PAGES object a round names that the store lacks: the restore starts
+    # from an older base instead, and names this one if that fails.
+    missing_base: str | None = None
 
     @property
     def names(self) -> list[str]:
@@ -565,6 +577,14 @@ def _pg_images(
                 continue
             object_meta, frames = decode_object(store.get(name), name, KIND_LOG)
             backlink = int(object_meta["backlink"])
+            if backlink > chain and plan.missing_base is not None:
+                raise BackupObjectMissingError(
+                    plan.missing_base,
+                    repr(store),
+                    f"a restore of PG {plan.pg_id} to LSN {point} needs it: the LOG objects "
+                    f"after LSN {chain} that an older base would need are gone too ({name} "
+                    f"continues from LSN {backlink})",
+                )
             if backlink > chain and plan.base_name is None and chain == 0:
                 raise RestoreError(
                     f"PG {plan.pg_id}: no PAGES object at or below LSN {point} and the "

@@ -293,15 +293,18 @@ class Stager:
             state.last_error = problem
             return False
         self._take_snapshots(now)  # before the manifest, so that it names them
-        self._record(upto, now, in_flight, allocated)
+        if not self._record(upto, now, in_flight, allocated):
+            return False
         self._expire(now)
         return True
 
-    def _record(self, upto: int, now: float, in_flight: bool, allocated: int) -> None:
+    def _record(self, upto: int, now: float, in_flight: bool, allocated: int) -> bool:
         """Uploads the history if it changed, then the round's manifest; then the
-        catalog in memory has the round."""
+        catalog in memory has the round. False if the volume closed (crashed) first."""
         volume, state, store = self.volume, self.state, self.store
         with volume.transport.lock:
+            if self._volume_closed():
+                return False
             signature = self.history_signature()
             history = None if signature == state.history_written else backup.history_object(volume)
             cpls = sorted(set(state.unnamed_cpls))
@@ -353,6 +356,7 @@ class Stager:
             if name != state.last_round_name:
                 state.rounds.append((upto, meta["time"], name))
             state.last_round_name, state.last_round_meta = name, meta
+        return True
 
     def _build(
         self, requests: dict[int, tuple[int, int]], snapshot: bool
@@ -475,6 +479,8 @@ class Stager:
         volume, state, store = self.volume, self.state, self.store
         lock = volume.transport.lock
         with lock:
+            if self._volume_closed():
+                return
             horizon = now - max(
                 volume.backup_options.retention_days * backup.DAY, volume.options.backtrack_window
             )

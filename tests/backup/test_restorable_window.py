@@ -281,6 +281,29 @@ def test_a_restore_missing_its_base_names_it(monkeypatch: pytest.MonkeyPatch) ->
     volume.close()
 
 
+def test_a_missing_base_with_its_older_objects_kept_restores_from_an_older_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing expired: with the newest PAGES object gone, an older one and the LOG
+    objects after it still give every page exactly."""
+    monkeypatch.setattr(backup, "SNAPSHOT_EVERY_BYTES", 1)
+    clock = SimulatedClock(START)
+    store = MemoryStore()
+    volume = make(clock, store, backup_staging_interval=30)
+    model = TimelineModel(START, PAGE)
+    rng = random.Random(6)
+    for _ in range(15):
+        clock.advance(40)
+        commit_random(volume, model, rng)
+    assert volume.stage_backup()
+    volume.close()
+    catalog = backup.BackupCatalog(store)
+    plan = next(p for p in catalog.plan(*catalog.restore_point(clock.now())) if p.base_name)
+    assert plan.base_name is not None
+    del store.objects[plan.base_name]
+    assert_restores(store, model, clock.now())
+
+
 def test_a_restore_missing_its_last_log_object_names_it() -> None:
     """The newest LOG object of a PG is gone: no later object links to it, yet the
     restore names it rather than restoring that PG as of an older commit."""
@@ -318,3 +341,29 @@ def test_the_full_retention_and_backtrack_window(seed: int) -> None:
     earliest, _ = check_window(volume, store, model, random.Random(seed), 24, 35 * DAY)
     assert earliest > START + 3 * DAY
     volume.close()
+
+
+def test_a_missing_round_moves_the_earliest_time_past_it() -> None:
+    """Rounds name the round before them: with one gone from the middle the time
+    index before the next is incomplete, so restores there raise rather than land on
+    an older commit; from the next round on they are exact."""
+    clock = SimulatedClock(START)
+    store = MemoryStore()
+    volume = make(clock, store, backup_staging_interval=30)
+    model = TimelineModel(START, PAGE)
+    rng = random.Random(4)
+    for _ in range(12):
+        clock.advance(40)
+        commit_random(volume, model, rng)
+    assert volume.stage_backup()
+    volume.close()
+    names = store.list("rounds/")
+    gone, after = names[5], names[6]
+    del store.objects[gone]
+    after_time = int(after.rsplit("-", 1)[1]) / 1000
+    earliest, _ = backup.BackupCatalog(store).window()
+    assert after_time - 0.001 <= earliest <= after_time + 0.001
+    with pytest.raises(TimeOutsideWindowError):
+        Volume.restore(store, to=int(gone.rsplit("-", 1)[1]) / 1000)
+    for moment in (earliest, earliest + 50, clock.now()):
+        assert_restores(store, model, moment)
