@@ -42,6 +42,7 @@ import functools
 import math
 import threading
 import time as wall
+import weakref
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,29 @@ def check_mode(mode: str | None) -> None:
         raise ConfigurationError(f"backup_staging {mode!r} must be one of {list(MODES)} or None")
 
 
+def _work(stager_ref: weakref.ref[Stager], changed: threading.Condition) -> None:
+    """A background stager's worker thread: runs the rounds asked for, until the
+    stager stops or is gone. It holds no reference to the stager while it waits."""
+    while True:
+        with changed:
+            stager = stager_ref()
+            if stager is None:
+                return
+            request, wait_seconds = stager._next_request()
+            del stager
+            if request is None:
+                if not wait_seconds:
+                    return
+                changed.wait(wait_seconds)
+                continue
+        stager = stager_ref()
+        if stager is None:
+            request.finish(False)
+            return
+        stager._run_request(request)
+        del stager
+
+
 def _has_reply(replies: dict[int, m.Staged | None], request_id: int) -> bool:
     return replies.get(request_id) is not None
 
@@ -107,9 +131,15 @@ class Stager:
         self._changed = threading.Condition()  # guards the queue; never the transport's lock
         self._queue: deque[_Request] = deque()
         self._stopping = False
+        self._started = volume.clock.now()
         self._thread: threading.Thread | None = None
         if mode == "background":
-            self._thread = threading.Thread(target=self._work, name="aurora-staging", daemon=True)
+            # The worker holds the stager weakly: a volume dropped without close
+            # is collected, and its worker ends.
+            self._thread = threading.Thread(
+                target=_work, args=(weakref.ref(self), self._changed), name="aurora-staging"
+            )
+            self._thread.daemon = True
             self._thread.start()
 
     # --- asking for rounds -----------------------------------------------------------
@@ -163,29 +193,29 @@ class Stager:
         """Round requests waiting for the worker."""
         return len(self._queue)
 
-    def _work(self) -> None:
-        """The worker: runs the rounds asked for, and one each idle staging interval
-        (the first a staging interval after it starts: opening a volume uploads nothing)."""
-        started = self.volume.clock.now()
-        while True:
-            with self._changed:
-                while not self._queue and not self._stopping:
-                    last = max(started, self.state.last_round_time)
-                    idle = self.interval - (self.volume.clock.now() - last)
-                    if idle <= 0:
-                        self._queue.append(_Request())
-                        break
-                    self._changed.wait(min(idle, self.interval))
-                if not self._queue:
-                    return  # stopping, and every round asked for has run
-                request = self._queue.popleft()
-                self._changed.notify_all()  # room for a committer waiting to ask
-            try:
-                result = self.run_round()
-            except Exception as error:  # a store backend's own error: the worker goes on
-                self.state.last_error = f"{type(error).__name__}: {error}"
-                result = False
-            request.finish(result)
+    def _next_request(self) -> tuple[_Request | None, float]:
+        """The worker's next round, or None and how long to wait for one (0: stop).
+        The caller holds ``_changed``. With no request for a staging interval (the
+        first counted from the start: opening a volume uploads nothing), an idle
+        round keeps the latest restorable time up."""
+        if not self._queue and not self._stopping:
+            last = max(self._started, self.state.last_round_time)
+            idle = self.interval - (self.volume.clock.now() - last)
+            if idle > 0:
+                return None, min(idle, self.interval)
+            self._queue.append(_Request())
+        if not self._queue:
+            return None, 0.0  # stopping, and every round asked for has run
+        self._changed.notify_all()  # room for a committer waiting to ask
+        return self._queue.popleft(), 0.0
+
+    def _run_request(self, request: _Request) -> None:
+        try:
+            result = self.run_round()
+        except Exception as error:  # a store backend's own error: the worker goes on
+            self.state.last_error = f"{type(error).__name__}: {error}"
+            result = False
+        request.finish(result)
 
     def close(self, finish: bool = True) -> None:
         """Stops staging: with ``finish``, after the rounds asked for have run (waiting

@@ -14,7 +14,9 @@ uploads on an event, or refuse them.
 from __future__ import annotations
 
 import collections
+import gc
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import pytest
 
 from aurora_storage import SimulatedClock, Volume, staging
 from aurora_storage.backup_store import MemoryStore
+from aurora_storage.errors import ConfigurationError
 
 PAGE = 4096
 START = 1_700_000_000.0
@@ -285,7 +288,17 @@ def test_an_idle_volume_keeps_its_latest_restorable_time_up() -> None:
 
 
 def test_staging_modes_are_checked() -> None:
-    from aurora_storage.errors import ConfigurationError
-
     with pytest.raises(ConfigurationError):
         Volume.create(backup=MemoryStore(), backup_staging="sometimes")
+
+
+def test_a_volume_dropped_without_close_takes_its_worker_with_it() -> None:
+    volume = Volume.create(page_size=PAGE, segment_size=PAGE * 4, backup=MemoryStore())
+    write(volume, 0, b"once")
+    assert volume._stager is not None and volume._stager._thread is not None
+    worker = volume._stager._thread
+    dropped = weakref.ref(volume)
+    del volume
+    gc.collect()
+    worker.join(JOIN_SECONDS)
+    assert dropped() is None and not worker.is_alive()
