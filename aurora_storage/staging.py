@@ -150,7 +150,10 @@ class Stager:
         if moment - self.state.last_round_time < self.interval:
             return
         if self.mode == "inline":
-            self.volume.stage_backup()
+            try:
+                self.volume.stage_backup()
+            except Exception as error:  # a store backend's own error: recorded, not raised
+                self.state.last_error = f"{type(error).__name__}: {error}"
             return
         with self._changed:
             if moment - self.state.last_round_time < self.interval or self._stopping:
