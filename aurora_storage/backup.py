@@ -2,14 +2,17 @@
 
 Storage stages each protection group's log to a backup store once per PG,
 not six times: for each staging round the writer names one healthy segment
-per PG, and that node uploads the PG's chain frames of the round as a LOG
-object. Periodically a node also uploads a PAGES object: every page of the PG
+per PG, and that node builds the PG's chain frames of the round into a LOG
+object (:func:`build_log_object`), which the runtime uploads outside any
+lock (:class:`Upload`; the rounds themselves are run by staging.py).
+Periodically a node also builds a PAGES object: every page of the PG
 materialized at a staged LSN, the base a restore starts from once older LOG
 objects are gone. The writer keeps two kinds of small objects: ``rounds/``
-manifests (each round's VDL and the CPLs it staged with their times: the
-time index of the backup) and ``volume/history`` (geometry, history
-versions, truncations). Objects are lz4-compressed and xxh3-checksummed
-(backup_store.py; docs/format.md, "Backup objects").
+manifests (each round's VDL, the CPLs it staged with their times: the time
+index of the backup, and the objects it staged) and ``volume/history``
+(geometry, history versions, truncations, the earliest restorable time).
+Objects are lz4-compressed and xxh3-checksummed (backup_store.py;
+docs/format.md, "Backup objects").
 
 Names (all numbers zero-padded so names sort by LSN)::
 
@@ -25,6 +28,12 @@ the LOG objects after it (their backlinks must chain, or the restore names
 the missing range) are applied in C, and the resulting page images are
 installed into a new volume's segments at the restore point, shared by the
 six replicas, not written again through the writer.
+
+Invariants: a time inside the restorable window (:meth:`BackupCatalog.window`)
+restores exactly the commits at or before it; a time outside raises
+TimeOutsideWindowError; a restore never builds a page from nothing: an
+object its plan needs that the store lacks (one a round names, the base of a
+PG, a link of a PG's chain) raises an error naming the object or LSN range.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from .backup_store import (
 from .clock import to_seconds
 from .errors import (
     BackupCorruptError,
+    BackupObjectMissingError,
     CorruptionError,
     HistoryError,
     TimeOutsideWindowError,
@@ -66,6 +76,10 @@ if TYPE_CHECKING:
 HISTORY_NAME = "volume/history"
 STAGING_INTERVAL_DEFAULT = 60.0  # seconds between staging rounds: latest restorable trails by this
 SNAPSHOT_EVERY_BYTES = 64 * 1024 * 1024  # staged log bytes of a PG between PAGES objects
+# A PG with log staged since its last PAGES object gets one at least this often,
+# however little it changed: retention can delete LOG objects only up to a base,
+# so this bounds how long the store keeps them past the retention period.
+SNAPSHOT_EVERY_SECONDS = 86400.0
 DAY = 86400.0
 
 
@@ -81,16 +95,57 @@ def round_name(vdl: int, time: float) -> str:
     return f"rounds/{vdl:020d}-{max(0, round(time * 1000)):015d}"
 
 
+def parse_log_name(name: str) -> tuple[int, int, int]:
+    """(PG, first LSN, last LSN) of a LOG object's name."""
+    pg_part, range_part = name.split("/")[1:]
+    first, last = range_part.split("-")
+    return int(pg_part[3:]), int(first), int(last)
+
+
+def parse_pages_name(name: str) -> tuple[int, int]:
+    """(PG, LSN) of a PAGES object's name."""
+    pg_part, lsn_part = name.split("/")[1:]
+    return int(pg_part[3:]), int(lsn_part)
+
+
+def parse_round_name(name: str) -> tuple[int, float]:
+    """(VDL, time rounded to the millisecond) of a round's name."""
+    vdl, milliseconds = name.split("/")[1].split("-")
+    return int(vdl), int(milliseconds) / 1000
+
+
 class RestoreError(HistoryError):
-    """A restore cannot be done: a time outside the window, or objects missing."""
+    """A restore cannot be done: objects it needs are missing or do not chain."""
 
 
 # --- node side: building objects from a segment --------------------------------------
 
 
-def build_log_object(
-    segment: Segment, from_lsn: int, upto_lsn: int
-) -> tuple[bytes, dict[str, Any]] | None:
+@dataclass
+class Upload:
+    """An object a node built for the backup store, not yet encoded nor uploaded.
+
+    The node builds it while it holds the transport's lock (it reads segment
+    state); the runtime encodes it (one lz4 call, one xxh3 pass) and puts it
+    outside any lock (staging.py), so a slow store never holds up commits.
+    """
+
+    name: str
+    kind: int
+    parts: list[bytes | bytearray]  # the payload, concatenated
+    meta: dict[str, Any]
+
+    @property
+    def size(self) -> int:
+        """Bytes of the payload before compression."""
+        return sum(len(part) for part in self.parts)
+
+    def encode(self) -> bytes:
+        payload = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
+        return encode_object(self.kind, payload, self.meta)
+
+
+def build_log_object(segment: Segment, from_lsn: int, upto_lsn: int) -> Upload | None:
     """The LOG object of a segment's chain frames in (from_lsn, upto_lsn], or None if empty.
 
     Raises CorruptionError if the chain no longer holds the start of the range.
@@ -108,23 +163,26 @@ def build_log_object(
         raise CorruptionError(f"PG {segment.pg_id}: frames after LSN {from_lsn} were collected")
     cpl_start = bisect.bisect_right(segment.cpl_lsns, from_lsn)
     cpl_end = bisect.bisect_right(segment.cpl_lsns, upto_lsn)
+    first_lsn = segment.chain_first_lsns[start]
+    last_lsn = segment.chain_last_lsns[end - 1]
     meta = {
         "pg_id": segment.pg_id,
-        "first_lsn": segment.chain_first_lsns[start],
-        "last_lsn": segment.chain_last_lsns[end - 1],
+        "first_lsn": first_lsn,
+        "last_lsn": last_lsn,
         "backlink": first_frame.backlink,
         "cpls": segment.cpl_lsns[cpl_start:cpl_end],
         "times": segment.cpl_times[cpl_start:cpl_end],
     }
-    payload = b"".join(segment.chain_frames[start:end])
-    return encode_object(KIND_LOG, payload, meta), meta
+    # Chain frames are immutable bytes: the list keeps them, whatever the chain does next.
+    frames: list[bytes | bytearray] = list(segment.chain_frames[start:end])
+    return Upload(log_name(segment.pg_id, first_lsn, last_lsn), KIND_LOG, frames, meta)
 
 
-def build_pages_object(segment: Segment, lsn: int, annulled: tuple[int, ...]) -> bytes:
+def build_pages_object(segment: Segment, lsn: int, annulled: tuple[int, ...]) -> Upload:
     """The PAGES object of every page the segment changed at or below ``lsn``."""
     page_nos, _, images = segment.images_at(lsn, annulled)
     meta = {"pg_id": segment.pg_id, "lsn": lsn, "page_nos": page_nos}
-    return encode_object(KIND_PAGES, images, meta)
+    return Upload(pages_name(segment.pg_id, lsn), KIND_PAGES, [images], meta)
 
 
 # --- writer side: staging state --------------------------------------------------------
@@ -135,10 +193,15 @@ class BackupOptions:
     target: Any = None  # a folder path, a URL, or a BackupStore
     retention_days: float = 1.0
     staging_interval: float = STAGING_INTERVAL_DEFAULT
+    staging: str | None = None  # "background", "inline", or None: by the clock (staging.py)
 
     def check(self) -> None:
         from .errors import ConfigurationError
 
+        if self.staging not in (None, "background", "inline"):
+            raise ConfigurationError(
+                f"backup_staging {self.staging!r} must be 'background', 'inline' or None"
+            )
         if not 1 <= self.retention_days <= 35:
             raise ConfigurationError(
                 f"backup_retention_days {self.retention_days} must be from 1 to 35"
@@ -149,27 +212,72 @@ class BackupOptions:
 
 @dataclass
 class StagingState:
-    """What the writer knows of the backup: per PG, staged up to where."""
+    """What the writer knows of its backup: per PG, staged up to where, and a catalog
+    of what the store holds (rounds, LOG and PAGES objects), kept in memory so
+    that the window, status() and retention need no listing of the store."""
 
     staged_lsn: dict[int, int] = field(default_factory=dict)
-    snapshot_lsn: dict[int, int] = field(default_factory=dict)
     bytes_since_snapshot: dict[int, int] = field(default_factory=dict)
-    last_round_time: float = float("-inf")
+    snapshot_time: dict[int, float] = field(default_factory=dict)  # each PG's last PAGES object
+    last_round_time: float = float("-inf")  # when the last round started (or was asked for)
     last_round_vdl: int = 0
     last_round_time_recorded: float = float("-inf")
     earliest: float = float("-inf")  # restores before this were given up by retention
-    rounds: list[tuple[int, float]] = field(default_factory=list)  # (VDL, time) recorded
+    # (VDL, time, name) of the rounds in the store, oldest first; a round read back
+    # from its name has a time at most a millisecond late, never early.
+    rounds: list[tuple[int, float, str]] = field(default_factory=list)
     expired_vdl: int = 0  # retention already applied up to this round's VDL
     last_cpl: tuple[int, float] = (0, 0.0)  # the newest CPL a recorded round names
-    # CPLs (with times) staged but named by no recorded round yet: a round that
-    # fails after some PGs were staged leaves them to the next round.
+    # CPLs (with times) and objects staged but named by no recorded round yet: a
+    # round that fails after some PGs were staged leaves them to the next round.
     unnamed_cpls: list[tuple[int, float]] = field(default_factory=list)
+    unnamed_logs: list[tuple[int, int, int]] = field(default_factory=list)  # (PG, first, last)
+    unnamed_pages: list[tuple[int, int]] = field(default_factory=list)  # (PG, LSN)
     last_error: str = ""  # why the last staging round failed; empty after a good one
     # (CPL, time) where the backup begins when the volume has no frames below it
     # to stage (a restored volume's base, or the VDL of a volume given a new
     # backup): the pages there go up first.
     base: tuple[int, float] = (0, 0.0)
     history_written: int = -1  # signature of the history last uploaded
+    # The store's LOG and PAGES objects per PG, oldest first, and its newest round.
+    logs: dict[int, list[tuple[int, int, str]]] = field(default_factory=dict)
+    snapshots: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
+    last_round_name: str = ""
+    last_round_meta: dict[str, Any] = field(default_factory=dict)
+
+    def load(self, store: BackupStore, history_meta: dict[str, Any]) -> None:
+        """The catalog of a store that holds a backup already: names only, and the
+        newest round's manifest (the last CPL it names). A few store calls, at attach."""
+        self.earliest = max(self.earliest, float(history_meta.get("earliest", self.earliest)))
+        for name in store.list("log/"):
+            pg_id, first, last = parse_log_name(name)
+            self.logs.setdefault(pg_id, []).append((first, last, name))
+        for name in store.list("pages/"):
+            pg_id, lsn = parse_pages_name(name)
+            self.snapshots.setdefault(pg_id, []).append((lsn, name))
+        for entries in self.logs.values():
+            entries.sort()
+        for snapshots in self.snapshots.values():
+            snapshots.sort()
+        names = store.list("rounds/")
+        self.rounds = sorted(
+            (vdl, time + 0.001, name) for name in names for vdl, time in [parse_round_name(name)]
+        )
+        if not names:
+            return
+        newest = max(names, key=parse_round_name)
+        meta, _ = decode_object(store.get(newest), newest, KIND_MANIFEST)
+        self.last_round_name, self.last_round_meta = newest, meta
+        self.last_round_vdl = int(meta["vdl"])
+        self.last_round_time_recorded = float(meta["time"])
+        if meta["cpls"]:
+            self.last_cpl = (int(meta["cpls"][-1]), float(meta["times"][-1]))
+
+    def window(self, created_at: float) -> tuple[float, float]:
+        """(earliest, latest) restorable times, as the store holds them."""
+        if not self.last_round_name:
+            raise RestoreError("the backup holds no staged round yet")
+        return max(created_at, self.earliest), self.last_round_time_recorded
 
 
 def history_object(volume: Volume) -> bytes:
@@ -195,6 +303,24 @@ class Round:
     time: float
     cpls: tuple[int, ...]
     times: tuple[float, ...]
+    # The VDL of the round recorded before it (-1: none), or None in a backup
+    # written before rounds recorded it; the objects the round staged.
+    previous: int | None = None
+    logs: tuple[int, ...] = ()  # flat (PG, first LSN, last LSN) of its LOG objects
+    pages: tuple[int, ...] = ()  # flat (PG, LSN) of its PAGES objects
+
+
+def newest_base(
+    snapshots: list[tuple[int, str]], upto: int, hidden: tuple[int, ...]
+) -> tuple[int, str | None]:
+    """(LSN, name) of the newest of a PG's PAGES objects (ascending) at or below ``upto``
+    that no range of ``hidden`` covers, or (0, None). A snapshot at a hidden LSN was
+    taken before the backtrack that hid it: its images hold changes a restore must
+    not show."""
+    for lsn, name in reversed(snapshots):
+        if lsn <= upto and not inside(lsn, hidden):
+            return lsn, name
+    return 0, None
 
 
 class BackupCatalog:
@@ -210,65 +336,91 @@ class BackupCatalog:
         self.truncations = [(int(e), int(lo), int(hi)) for e, lo, hi in meta["truncations"]]
         self.logs: dict[int, list[tuple[int, int, str]]] = {}
         self.snapshots: dict[int, list[tuple[int, str]]] = {}
+        self.listed: set[str] = set()
         for name in store.list("log/"):
-            pg_part, range_part = name.split("/")[1:]
-            first, last = range_part.split("-")
-            self.logs.setdefault(int(pg_part[3:]), []).append((int(first), int(last), name))
+            pg_id, first, last = parse_log_name(name)
+            self.logs.setdefault(pg_id, []).append((first, last, name))
+            self.listed.add(name)
         for name in store.list("pages/"):
-            pg_part, lsn_part = name.split("/")[1:]
-            self.snapshots.setdefault(int(pg_part[3:]), []).append((int(lsn_part), name))
-        for entries in self.logs.values():
-            entries.sort()
-        for snapshots in self.snapshots.values():
-            snapshots.sort()
+            pg_id, lsn = parse_pages_name(name)
+            self.snapshots.setdefault(pg_id, []).append((lsn, name))
+            self.listed.add(name)
         self.rounds: list[Round] = []
         self.round_names = store.list("rounds/")
         for name in self.round_names if read_rounds else ():
-            round_meta, _ = decode_object(store.get(name), name, KIND_MANIFEST)
-            self.rounds.append(
-                Round(
-                    int(round_meta["vdl"]),
-                    float(round_meta["time"]),
-                    tuple(int(v) for v in round_meta["cpls"]),
-                    tuple(float(v) for v in round_meta["times"]),
-                )
-            )
-        self.rounds.sort(key=lambda entry: entry.vdl)
+            self.rounds.append(_read_round(store, name))
+        self.rounds.sort(key=lambda entry: (entry.vdl, entry.time))
+        # Objects the rounds name join the listed ones: one a round names that the
+        # store lacks is missing, not absent.
+        for entry in self.rounds:
+            for i in range(0, len(entry.logs), 3):
+                pg_id, first, last = entry.logs[i : i + 3]
+                self.logs.setdefault(pg_id, []).append((first, last, log_name(pg_id, first, last)))
+            for i in range(0, len(entry.pages), 2):
+                pg_id, lsn = entry.pages[i : i + 2]
+                self.snapshots.setdefault(pg_id, []).append((lsn, pages_name(pg_id, lsn)))
+        for pg_id, entries in self.logs.items():
+            self.logs[pg_id] = sorted(set(entries))
+        for pg_id, snapshots in self.snapshots.items():
+            self.snapshots[pg_id] = sorted(set(snapshots))
 
     def window(self) -> tuple[float, float]:
-        """(earliest, latest) restorable times."""
+        """(earliest, latest) restorable times.
+
+        Retention moves the earliest time (the history object's ``earliest``);
+        so does a round missing from the chain of rounds (each names the VDL of
+        the one recorded before it; a larger VDL than the round before it in
+        the store has means one between them is gone): the time index before
+        it is incomplete.
+        """
         if not self.rounds:
             raise RestoreError("the backup holds no staged round yet")
         latest = max(entry.time for entry in self.rounds)
         earliest = max(
             self.history.created_at, float(self.meta.get("earliest", self.history.created_at))
         )
+        previous = -1
+        for entry in self.rounds:
+            if entry.previous is not None and entry.previous > previous:
+                earliest = max(earliest, entry.time)
+            previous = entry.vdl
         return earliest, latest
 
     def base_snapshot(
         self, pg_id: int, upto: int, hidden: tuple[int, ...]
     ) -> tuple[int, str | None]:
-        """(LSN, name) of the PG's newest PAGES object at or below ``upto`` that no range
-        of ``hidden`` covers, or (0, None). A snapshot at a hidden LSN was taken before
-        the backtrack that hid it: its images hold changes a restore must not show."""
-        base: tuple[int, str | None] = (0, None)
-        for lsn, name in self.snapshots.get(pg_id, []):
-            if lsn <= upto and not inside(lsn, hidden):
-                base = (lsn, name)
-        return base
+        """(LSN, name) of the PG's newest PAGES object in the store at or below ``upto``
+        that no range of ``hidden`` covers, or (0, None) (:func:`newest_base`)."""
+        held = [entry for entry in self.snapshots.get(pg_id, []) if entry[1] in self.listed]
+        return newest_base(held, upto, hidden)
 
     def plan(self, point: int, annulled: tuple[int, ...]) -> list[RestorePlan]:
         """What a restore to ``point`` reads, per PG: its base snapshot and the LOG
-        objects after it, up to the point."""
+        objects after it, up to the point.
+
+        A PAGES object a round names that the store lacks is passed over for an
+        older one, if the LOG objects after that are all there (else the restore
+        names the missing PAGES object); a missing LOG object a round names
+        raises BackupObjectMissingError naming it.
+        """
         plans = []
         for pg_id in sorted(set(self.logs) | set(self.snapshots)):
             base_lsn, base_name = self.base_snapshot(pg_id, point, annulled)
+            wanted_lsn, wanted = newest_base(self.snapshots.get(pg_id, []), point, annulled)
+            missing_base = wanted if wanted is not None and wanted not in self.listed else None
             logs = [
                 entry
                 for entry in self.logs.get(pg_id, [])
                 if entry[1] > base_lsn and entry[0] <= point
             ]
-            plans.append(RestorePlan(pg_id, base_lsn, base_name, logs))
+            for _, last, name in logs:
+                if name not in self.listed:
+                    if missing_base is not None and last <= wanted_lsn:
+                        name = missing_base  # only the older base needs this one
+                    raise BackupObjectMissingError(
+                        name, repr(self.store), f"a restore of PG {pg_id} to LSN {point} needs it"
+                    )
+            plans.append(RestorePlan(pg_id, base_lsn, base_name, logs, missing_base))
         return plans
 
     def restore_point(self, moment: float) -> tuple[int, tuple[int, ...]]:
@@ -293,6 +445,23 @@ class BackupCatalog:
         return best, annulled
 
 
+def _read_round(store: BackupStore, name: str) -> Round:
+    meta, _ = decode_object(store.get(name), name, KIND_MANIFEST)
+    try:
+        previous = meta.get("previous")
+        return Round(
+            int(meta["vdl"]),
+            float(meta["time"]),
+            tuple(int(v) for v in meta["cpls"]),
+            tuple(float(v) for v in meta["times"]),
+            None if previous is None else int(previous),
+            tuple(int(v) for v in meta.get("logs", ())),
+            tuple(int(v) for v in meta.get("pages", ())),
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise BackupCorruptError(name, f"bad round manifest ({error!r})") from None
+
+
 def inside(lsn: int, annulled: tuple[int, ...]) -> bool:
     """True if ``lsn`` lies in one of the flat (lo, hi] ranges."""
     return any(annulled[i] < lsn <= annulled[i + 1] for i in range(0, len(annulled), 2))
@@ -310,6 +479,9 @@ class RestorePlan:
     base_lsn: int
     base_name: str | None
     logs: list[tuple[int, int, str]]
+    # A newer PAGES object a round names that the store lacks: the restore starts
+    # from an older base instead, and names this one if that fails.
+    missing_base: str | None = None
 
     @property
     def names(self) -> list[str]:
@@ -385,7 +557,8 @@ def _pg_images(
     becomes a shared block. A scratch page log borrows them too, takes the LOG
     objects' records, and materializes, in one C call, every page a record
     touched into a second block, which comes first: it holds the newer images.
-    Raises BackupCorruptError naming a damaged object, RestoreError for a gap.
+    Raises BackupCorruptError naming a damaged object, RestoreError for a gap
+    (or for LOG objects that begin past the PG's first frame with no base).
     """
     geometry = volume.geometry
     page_size = geometry.page_size
@@ -397,13 +570,31 @@ def _pg_images(
             snapshot = _snapshot_images(store, plan.base_name, page_size, page_lo, page_hi)
             scratch.share_images(snapshot.page_nos, snapshot.block, plan.base_lsn)
             read_one()
-        chain = plan.base_lsn
+        chain = plan.base_lsn  # the PG's frames are all applied up to here
         for first, last, name in plan.logs:
+            if last <= chain:  # covered already: a failed round's object, staged again
+                read_one()
+                continue
             object_meta, frames = decode_object(store.get(name), name, KIND_LOG)
-            if int(object_meta["backlink"]) > chain:
+            backlink = int(object_meta["backlink"])
+            if backlink > chain and plan.missing_base is not None:
+                raise BackupObjectMissingError(
+                    plan.missing_base,
+                    repr(store),
+                    f"a restore of PG {plan.pg_id} to LSN {point} needs it: the LOG objects "
+                    f"after LSN {chain} that an older base would need are gone too ({name} "
+                    f"continues from LSN {backlink})",
+                )
+            if backlink > chain and plan.base_name is None and chain == 0:
+                raise RestoreError(
+                    f"PG {plan.pg_id}: no PAGES object at or below LSN {point} and the "
+                    f"LOG objects before LSN {first} are gone ({name} continues from LSN "
+                    f"{backlink}): nothing to start the PG's pages from"
+                )
+            if backlink > chain:
                 raise RestoreError(
                     f"PG {plan.pg_id}: the LOG objects for LSNs {chain + 1} to {first - 1} are "
-                    f"missing ({name} continues from LSN {object_meta['backlink']})"
+                    f"missing ({name} continues from LSN {backlink})"
                 )
             position = 0
             while position < len(frames):
@@ -414,10 +605,10 @@ def _pg_images(
                 if frame.pg_id != plan.pg_id:
                     raise BackupCorruptError(name, f"holds a frame of PG {frame.pg_id}")
                 # Frames never straddle a staged LSN (the snapshot's) or a CPL (the point).
-                if plan.base_lsn < frame.last_lsn and frame.first_lsn <= point:
+                if chain < frame.last_lsn and frame.first_lsn <= point:
                     scratch.append(frame.body)
                 position += frame.size
-            chain = last
+            chain = max(chain, last)
             read_one()
         layers = []
         changed = scratch.page_nos(with_records=True)

@@ -114,7 +114,7 @@ def prometheus(status: dict[str, Any]) -> str:
             backtrack["change_records_stored"],
         )
     backup = status.get("backup")
-    if backup:
+    if backup and backup["earliest_restorable"] is not None:
         metric(
             "aurora_backup_earliest_restorable_time",
             "Earliest restorable time.",
@@ -166,7 +166,9 @@ def _status(arguments: argparse.Namespace) -> int:
     else:
         print("  backtrack: off")
     backup = status.get("backup")
-    if backup:
+    if backup and backup["earliest_restorable"] is None:
+        print(f"  restorable: nothing yet (retention {backup['retention_days']} days)")
+    elif backup:
         print(
             f"  restorable: {_iso(backup['earliest_restorable'])} .. {_iso(backup['latest_restorable'])}"
             f" (retention {backup['retention_days']} days)"

@@ -357,10 +357,11 @@ class InvalidBackupNameError(InvalidArgumentError):
 class BackupObjectMissingError(AuroraStorageError):
     """The backup store holds no object of that name."""
 
-    def __init__(self, name: str, store: str) -> None:
+    def __init__(self, name: str, store: str, needed_by: str = "") -> None:
         self.name = name
         self.store = store
-        super().__init__(f"backup object {name!r} is not in {store}")
+        why = f" ({needed_by})" if needed_by else ""
+        super().__init__(f"backup object {name!r} is not in {store}{why}")
 
 
 class BackupCorruptError(CorruptionError):

@@ -3,7 +3,8 @@
 A node is a state machine: :meth:`StorageNode.handle` takes one message and
 returns the messages to send, as (destination, message) pairs. It never
 sleeps, reads a clock or opens a socket; the transport delivers, and runs the
-fsyncs the node asks for (:meth:`begin_sync`). Segments are created when
+fsyncs the node asks for (:meth:`begin_sync`); the writer's staging uploads
+the backup objects it builds (:meth:`take_upload`). Segments are created when
 their PG's first frame arrives (or a peer's catalog names it), so an
 unwritten PG costs nothing.
 
@@ -29,12 +30,13 @@ import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import msgpack
 
 from . import log, metafile
 from . import messages as m
-from .backup_store import KIND_PAGES, BackupStore, decode_object, encode_object
+from .backup_store import KIND_PAGES, decode_object, encode_object
 from .disk import Disk, RealDisk
 from .errors import AuroraStorageError, CorruptionError, VersionGoneError, WrongNodeError
 from .flush import Flusher, datasync
@@ -47,12 +49,16 @@ from .history import (
 )
 from .segment import Geometry, Segment, SharedImages
 
+if TYPE_CHECKING:
+    from .backup import Upload
+
 WRITER = "writer"
 GONE = "version gone"  # PageImage.problem when the read point was coalesced away
 NODE_META = "node.meta"
 META_EVERY_FRAMES = 512  # the VDL hint is persisted at least this often (bounds recovery's work)
 CHECKPOINT_EVERY_FRAMES = 4096  # frames logged between attempts to trim a segment's log
 VOUCHERS_NEEDED = 3  # peers a suspect segment must catch up with (a read quorum's worth)
+UPLOADS_HELD_MAX = 64  # built backup objects a node holds for the runtime to take
 _LOG_NAME = re.compile(r"^pg-(\d+)\.log$")
 
 Outgoing = list[tuple[str, m.Message]]
@@ -288,7 +294,9 @@ class StorageNode:
         self.epoch = 1
         self.truncations: list[tuple[int, int, int]] = []
         self.history: History | None = None  # versions of the visible history, once known
-        self.backup: BackupStore | None = None  # where step 6 stages this node's PGs
+        # Backup objects built for Stage requests, by request id, until the runtime
+        # takes them (take_upload): the node itself never touches the store.
+        self.uploads: dict[int, Upload] = {}
         self.vdl_hint = 0
         self.writer = WRITER
         self.segments: dict[int, Segment] = {}
@@ -674,29 +682,33 @@ class StorageNode:
         return [(sender, reply)]
 
     def _on_stage(self, message: m.Stage, sender: str) -> Outgoing:
-        """Step 6: upload this PG's frames (or pages) to the backup store, once per PG."""
+        """Step 6: build this PG's frames (or pages) into a backup object, once per PG.
+
+        The node does no store I/O: it holds the object (:meth:`take_upload`)
+        for the runtime, which uploads it outside any lock, and says what it
+        built. At most UPLOADS_HELD_MAX objects wait; an older one nobody took
+        (its request was answered by another node, or its reply was lost) goes.
+        """
         from . import backup
 
         segment = self.segments.get(message.pg_id)
         name, size, cpls, times, problem = "", 0, (), (), ""
         try:
-            if self.backup is None:
-                raise CorruptionError("this node has no backup store")
             if segment is None or segment.scl < message.required_scl or segment.suspect:
                 raise CorruptionError(f"segment cannot vouch for LSN {message.required_scl}")
             if message.snapshot:
-                name = backup.pages_name(message.pg_id, message.upto_lsn)
-                data = backup.build_pages_object(segment, message.upto_lsn, message.annulled)
-                self.backup.put(name, data)
-                size = len(data)
+                built: backup.Upload | None = backup.build_pages_object(
+                    segment, message.upto_lsn, message.annulled
+                )
             else:
                 built = backup.build_log_object(segment, message.from_lsn, message.upto_lsn)
-                if built is not None:
-                    data, meta = built
-                    name = backup.log_name(message.pg_id, meta["first_lsn"], meta["last_lsn"])
-                    self.backup.put(name, data)
-                    size = len(data)
-                    cpls, times = tuple(meta["cpls"]), tuple(meta["times"])
+            if built is not None:
+                name, size = built.name, built.size
+                if not message.snapshot:
+                    cpls, times = tuple(built.meta["cpls"]), tuple(built.meta["times"])
+                self.uploads[message.request_id] = built
+                while len(self.uploads) > UPLOADS_HELD_MAX:
+                    del self.uploads[next(iter(self.uploads))]
         except (AuroraStorageError, OSError) as error:
             problem = str(error) or type(error).__name__
         reply = m.Staged(
@@ -711,6 +723,10 @@ class StorageNode:
             problem,
         )
         return [(sender, reply)]
+
+    def take_upload(self, request_id: int) -> Upload | None:
+        """The object built for Stage request ``request_id``, handed to the runtime once."""
+        return self.uploads.pop(request_id, None)
 
     def _on_time_query(self, message: m.TimeQuery, sender: str) -> Outgoing:
         cpl, moment = 0, 0.0

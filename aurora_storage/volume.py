@@ -41,13 +41,13 @@ from typing import Any
 from . import backup as backup_module
 from . import log, metafile, native, recovery
 from . import messages as m
-from .backup_store import KIND_MANIFEST, BackupStore, decode_object, encode_object, open_store
+from .backup_store import KIND_HISTORY, BackupStore, decode_object, open_store
 from .clock import Clock, WallClock, to_seconds
 from .disk import Disk, RealDisk, make_folders
 from .errors import (
-    AuroraStorageError,
     BacktrackDisabledError,
     BacktrackQuorumError,
+    BackupObjectMissingError,
     CommitAnnulledError,
     ConfigurationError,
     CorruptionError,
@@ -100,6 +100,8 @@ from .protection_group import (
 )
 from .recovery import RecoveryPlan
 from .segment import Geometry, SharedImages
+from .staging import Stager
+from .staging import default_mode as staging_mode
 from .transport import DirectTransport, SimulatedTransport, Transport
 
 KIB = 1024
@@ -417,10 +419,6 @@ def _read_volume_meta(
     return options, volume_id, stored_backup, base
 
 
-def _has_reply(replies: dict[int, m.Staged | None], request_id: int) -> bool:
-    return replies.get(request_id) is not None
-
-
 def _answered_by(pending: _PendingRead, node: str) -> bool:
     return pending.image is not None or node in pending.answered
 
@@ -559,6 +557,7 @@ class Volume:
         self.backup_options = backup_module.BackupOptions()
         self.backup_store: BackupStore | None = None
         self.staging = backup_module.StagingState()
+        self._stager: Stager | None = None  # runs staging rounds once a backup is attached
         self._staged: dict[int, m.Staged | None] = {}
         self.restored_from: tuple[float, int] | None = None
         # A restored volume begins at base_lsn (its first CPL, at base_time): nothing
@@ -666,6 +665,7 @@ class Volume:
         backup: Any = None,
         backup_retention_days: float = 1.0,
         backup_staging_interval: float = backup_module.STAGING_INTERVAL_DEFAULT,
+        backup_staging: str | None = None,
     ) -> Volume:
         """A new empty volume of six nodes in three AZs.
 
@@ -674,12 +674,15 @@ class Volume:
         ``disks`` replaces the node folders by given disks (crash tests).
         ``backup`` (a folder, a URL, or a BackupStore) turns on continuous
         backup, kept ``backup_retention_days`` (1 to 35), staged every
-        ``backup_staging_interval`` seconds. A node whose disk cannot write
-        (full or failing) is stopped and named in ``status()``; with fewer than
-        four nodes left, :class:`StorageWriteError` names them with their OS errors.
+        ``backup_staging_interval`` seconds, by a worker thread
+        (``backup_staging="background"``, the default on a wall clock) or by
+        the committing thread (``"inline"``, the default on a simulated clock). A
+        node whose disk cannot write (full or failing) is stopped and named in
+        ``status()``; with fewer than four nodes left, :class:`StorageWriteError`
+        names them with their OS errors.
         """
         backup_options = backup_module.BackupOptions(
-            backup, float(backup_retention_days), float(backup_staging_interval)
+            backup, float(backup_retention_days), float(backup_staging_interval), backup_staging
         )
         backup_options.check()
         if durability is None:
@@ -728,38 +731,32 @@ class Volume:
         return volume
 
     def _attach_backup(self, options: backup_module.BackupOptions) -> None:
+        """Turns continuous backup on: the store's catalog is read once, here (a few
+        store calls: its names and newest round), then kept in memory."""
         store = open_store(options.target)
-        self.backup_options = options
-        self.backup_store = store
-        for node in self.nodes.values():
-            node.backup = store
-        if not store.exists(backup_module.HISTORY_NAME) and self._vdl:
+        try:
+            data: bytes | None = store.get(backup_module.HISTORY_NAME)
+        except BackupObjectMissingError:
+            data = None
+        if data is None and self._vdl:
             # A new backup of a volume with history: its segments may have folded and
             # trimmed old frames, so it begins with page images at today's VDL.
             now = self.clock.now()
             self.staging.base = (self._vdl, now)
             self.staging.earliest = max(self.staging.earliest, now)
-        if store.exists(backup_module.HISTORY_NAME):
-            catalog = backup_module.BackupCatalog(store)
-            if catalog.meta.get("volume_id") not in (None, self.volume_id):
+        if data is not None:
+            meta, _ = decode_object(data, backup_module.HISTORY_NAME, KIND_HISTORY)
+            if meta.get("volume_id") not in (None, self.volume_id):
                 raise ConfigurationError(
-                    f"the backup store holds volume {catalog.meta.get('volume_id')}, "
-                    f"not {self.volume_id}"
+                    f"the backup store holds volume {meta.get('volume_id')}, not {self.volume_id}"
                 )
-            if catalog.rounds:
-                self.staging.last_round_vdl = max(entry.vdl for entry in catalog.rounds)
-                self.staging.rounds = sorted((entry.vdl, entry.time) for entry in catalog.rounds)
-                staged_cpls = [
-                    (cpl, time)
-                    for entry in catalog.rounds
-                    for cpl, time in zip(entry.cpls, entry.times, strict=True)
-                ]
-                if staged_cpls:
-                    self.staging.last_cpl = max(staged_cpls)
-                self.staging.last_round_time_recorded = max(entry.time for entry in catalog.rounds)
-                # After a reopen every PG continues from the last recorded round.
-                for pg_id in self.pgs:
-                    self.staging.staged_lsn[pg_id] = self.staging.last_round_vdl
+            self.staging.load(store, meta)
+            # After a reopen every PG continues from the last recorded round.
+            for pg_id in self.pgs:
+                self.staging.staged_lsn[pg_id] = self.staging.last_round_vdl
+        self.backup_options = options
+        self.backup_store = store
+        self._stager = Stager(self, store, options.staging or staging_mode(self))
         if isinstance(options.target, (str, os.PathLike)):
             self._write_volume_meta()
 
@@ -836,6 +833,7 @@ class Volume:
         options: VolumeOptions | None = None,
         volume_id: str = "",
         backup: Any = None,
+        backup_staging: str | None = None,
     ) -> Volume:
         """Opens a volume and recovers it: everything committed is there, nothing else.
 
@@ -848,12 +846,14 @@ class Volume:
         opens without it when a quorum can.
         """
         root = None if path is None else Path(path)
-        backup_options = backup_module.BackupOptions(backup)
+        backup_options = backup_module.BackupOptions(backup, staging=backup_staging)
         base = (0, 0.0)
         if root is not None:
             options, volume_id, stored_backup, base = _read_volume_meta(root)
             if backup is None and stored_backup is not None:
                 backup_options = stored_backup
+                backup_options.staging = backup_staging
+        backup_options.check()
         if options is None:
             raise ConfigurationError("Volume.open needs a path, or options with disks")
         if backend is not None:
@@ -1186,7 +1186,11 @@ class Volume:
         # protocol state; waiting for acks releases it, so other threads' frames
         # join the same fsyncs (group commit).
         with self.transport.lock:
-            return self._commit_locked(batches, record_count)
+            cpl = self._commit_locked(batches, record_count)
+        if self._stager is not None:
+            # Outside the lock: a staging round never holds up other commits.
+            self._stager.after_commit(self._last_commit_time)
+        return cpl
 
     def _commit_locked(self, batches: dict[int, bytearray], record_count: int) -> int:
         self._check_open()
@@ -1241,10 +1245,6 @@ class Volume:
             self._raise_if_fenced()
             self._in_doubt.append(cpl)
             raise WriteQuorumError(cpl, self._vdl, self._quorum_detail(sends))
-        if self.backup_store is not None and (
-            time - self.staging.last_round_time >= self.backup_options.staging_interval
-        ):
-            self._stage_quietly()  # the commit is durable: a backup failure must not hide that
         return cpl
 
     def _send_frames(self, sends: list[tuple[ProtectionGroup, bytes]]) -> None:
@@ -1295,238 +1295,26 @@ class Volume:
             floor = min(floor, self.staging.staged_lsn.get(pg.pg_id, 0))
         return floor
 
-    # --- continuous backup (backup_module.py) --------------------------------------------------
+    # --- continuous backup (staging.py, backup.py) ------------------------------------
 
-    def _stage_quietly(self) -> None:
-        """A staging round whose failure is recorded (status()) rather than raised."""
-        try:
-            self.stage_backup()
-        except (AuroraStorageError, OSError) as error:
-            self.staging.last_error = f"{type(error).__name__}: {error}"
-
-    def stage_backup(self) -> bool:
-        """One staging round: every PG's frames up to VDL go to the backup store.
-
-        Returns True when every PG was staged and the round was recorded; a PG
-        no healthy segment can stage leaves the round for the next attempt.
-        """
-        store = self.backup_store
-        if store is None:
+    def stage_backup(self, timeout: float | None = None) -> bool:
+        """Runs a staging round now and waits for it: every PG's frames up to VDL go to
+        the backup store. True when the round was recorded (or nothing was new);
+        False when it failed (``status()["backup"]["last_error"]`` says why: a PG
+        no healthy segment can stage, a store error; the next round retries) or
+        did not end within ``timeout`` seconds."""
+        if self._stager is None:
             return False
-        with self.transport.lock:
-            now = self.clock.now()
-            self.staging.last_round_time = now
-            upto = self._vdl
-            history_changed = self.staging.history_written != self._history_signature()
-            if (
-                upto <= self.staging.last_round_vdl
-                and not history_changed
-                and (
-                    now - self.staging.last_round_time_recorded
-                    < self.backup_options.staging_interval
-                )
-            ):
-                return True
-            unnamed = self.staging.unnamed_cpls
-            base_lsn, base_time = self.staging.base
-            if base_lsn:
-                # A restored volume holds no frame below its base, nor may a volume
-                # given a new backup: each PG's backup begins with its pages there,
-                # and a round names the base commit.
-                due = {
-                    pg_id: (0, base_lsn)
-                    for pg_id in self.pgs
-                    if self.staging.staged_lsn.get(pg_id, 0) < base_lsn
-                }
-                for pg_id, reply in self._stage_requests(due, snapshot=True).items():
-                    if reply is None or reply.problem:
-                        return self._staging_failed(pg_id, reply)
-                    self.staging.staged_lsn[pg_id] = base_lsn
-                    self.staging.bytes_since_snapshot[pg_id] = 0
-                base = (base_lsn, base_time)
-                if self.staging.last_cpl[0] < base_lsn and base not in unnamed:
-                    unnamed.append(base)
-            requests: dict[int, tuple[int, int]] = {}
-            for pg in self.pgs.values():
-                staged = self.staging.staged_lsn.get(pg.pg_id, 0)
-                if pg.tail_at(upto) <= staged:
-                    self.staging.staged_lsn[pg.pg_id] = upto
-                    continue
-                requests[pg.pg_id] = (staged, upto)
-            replies = self._stage_requests(requests, snapshot=False)
-            failed: tuple[int, m.Staged | None] | None = None
-            for pg_id, reply in replies.items():
-                if reply is None or reply.problem:
-                    failed = failed or (pg_id, reply)
-                    continue
-                self.staging.staged_lsn[pg_id] = upto
-                self.staging.bytes_since_snapshot[pg_id] = (
-                    self.staging.bytes_since_snapshot.get(pg_id, 0) + reply.size
-                )
-                unnamed += zip(reply.cpls, reply.times, strict=True)
-            if failed is not None:
-                return self._staging_failed(*failed)
-            if self.staging.history_written != self._history_signature():
-                store.put(backup_module.HISTORY_NAME, backup_module.history_object(self))
-                self.staging.history_written = self._history_signature()
-            cpls = sorted(set(unnamed))
-            if not cpls and self.staging.last_cpl[0]:
-                # Every round names the last CPL so far, so the newest round at or
-                # before a time always holds the restore point of that time.
-                cpls = [self.staging.last_cpl]
-            in_flight = self.allocated_lsn > self._lal_base()
-            round_time = cpls[-1][1] if in_flight and cpls else now
-            round_meta: dict[str, Any] = {
-                "vdl": upto,
-                "time": max(round_time, self.staging.last_round_time_recorded),
-                "cpls": [cpl for cpl, _ in cpls],
-                "times": [time for _, time in cpls],
-            }
-            name = backup_module.round_name(upto, round_meta["time"])
-            if store.exists(name):  # a second round in the same millisecond: keep both lists
-                earlier, _ = decode_object(store.get(name), name, KIND_MANIFEST)
-                merged = sorted({*zip(earlier["cpls"], earlier["times"], strict=True), *cpls})
-                round_meta["cpls"] = [cpl for cpl, _ in merged]
-                round_meta["times"] = [time for _, time in merged]
-            store.put(name, encode_object(KIND_MANIFEST, b"", round_meta))
-            # Named by a recorded round now; had the upload failed, the next round would.
-            unnamed.clear()
-            self.staging.last_error = ""
-            if cpls:
-                self.staging.last_cpl = cpls[-1]
-            self.staging.last_round_vdl = upto
-            self.staging.last_round_time_recorded = round_meta["time"]
-            self.staging.rounds.append((upto, round_meta["time"]))
-            self._take_snapshots(now)
-            if self._expire_backups(now):
-                store.put(backup_module.HISTORY_NAME, backup_module.history_object(self))
-                self.staging.history_written = self._history_signature()
-            return True
-
-    def _staging_failed(self, pg_id: int, reply: m.Staged | None) -> bool:
-        why = reply.problem if reply is not None else "no healthy segment answered"
-        self.staging.last_error = f"PG {pg_id}: {why}"
-        return False
-
-    def _history_signature(self) -> int:
-        return hash((self.history.current.version, tuple(self.truncations), self.staging.earliest))
-
-    def _stage_requests(
-        self, requests: dict[int, tuple[int, int]], snapshot: bool
-    ) -> dict[int, m.Staged | None]:
-        """Sends each PG's Stage to one healthy segment that holds it; retries on another."""
-        replies: dict[int, m.Staged | None] = {}
-        for pg_id, (staged, upto) in requests.items():
-            pg = self.pgs[pg_id]
-            needed = pg.required_scl(upto, self._vdl)
-            start = pg_id % len(NODE_NAMES)
-            order = NODE_NAMES[start:] + NODE_NAMES[:start]
-            replies[pg_id] = None
-            for name in order:
-                if pg.scls.get(name, 0) < needed or not self.cluster.is_up(name):
-                    continue
-                request_id = next(self._request_ids)
-                self._staged[request_id] = None
-                self.transport.send(
-                    self.writer_name,
-                    name,
-                    m.Stage(request_id, pg_id, staged, upto, needed, int(snapshot), self.annulled),
-                )
-                self.transport.run_until(
-                    functools.partial(_has_reply, self._staged, request_id),
-                    self.options.commit_timeout,
-                )
-                reply = self._staged.pop(request_id)
-                replies[pg_id] = reply
-                if reply is not None and not reply.problem:
-                    break
-        return replies
-
-    def _take_snapshots(self, now: float) -> None:
-        """PAGES objects for PGs with enough log staged since their last one."""
-        horizon = now - max(
-            self.options.backtrack_window, self.backup_options.retention_days * backup_module.DAY
-        )
-        unsettled = [
-            version.annulled[i]
-            for version in self.history.versions
-            if version.created_at >= horizon
-            for i in range(0, len(version.annulled), 2)
-        ]
-        limit = min(unsettled, default=self._vdl)
-        requests = {
-            pg_id: (0, self.staging.staged_lsn[pg_id])
-            for pg_id, size in self.staging.bytes_since_snapshot.items()
-            if size >= backup_module.SNAPSHOT_EVERY_BYTES
-            and self.staging.staged_lsn.get(pg_id, 0) <= limit
-        }
-        for pg_id, reply in self._stage_requests(requests, snapshot=True).items():
-            if reply is not None and not reply.problem:
-                self.staging.bytes_since_snapshot[pg_id] = 0
-
-    def _expire_backups(self, now: float) -> bool:
-        """Deletes what no restore inside the retention period needs; True if it moved
-        the earliest restorable time.
-
-        For each PG the newest page snapshot at or below the horizon's VDL stays,
-        with every LOG object after it; older snapshots and LOG objects go.
-        Restores before the horizon are then given up for the whole volume.
-        """
-        store = self.backup_store
-        assert store is not None
-        # A restore inside the retention period may need what a backtrack up to a
-        # window before it hid (its version shows the state at the backtrack's
-        # target): keep one backtrack window more.
-        horizon = (
-            now
-            - self.backup_options.retention_days * backup_module.DAY
-            - self.options.backtrack_window
-        )
-        # The writer's own list of rounds says whether anything can expire yet;
-        # the store is listed only when the horizon passed a new round.
-        horizon_vdl = max((vdl for vdl, time in self.staging.rounds if time <= horizon), default=0)
-        if horizon_vdl <= self.staging.expired_vdl:
-            return False
-        self.staging.expired_vdl = horizon_vdl
-        self.staging.rounds = [entry for entry in self.staging.rounds if entry[0] >= horizon_vdl]
-        catalog = backup_module.BackupCatalog(store, read_rounds=False)
-        deleted = False
-        for name in catalog.round_names:
-            # Rounds before the horizon's go; that one stays: a restore at the
-            # earliest restorable time may land on one of its CPLs.
-            if int(name.split("/")[1].split("-")[0]) < horizon_vdl:
-                store.delete(name)
-        # A snapshot inside a range some kept version hides is no base for every
-        # restore (backup.restore skips it): keep what is before it too.
-        hidden = merge_ranges(
-            *(version.annulled for version in self.history.versions),
-            truncation_ranges(self.truncations),
-        )
-        for pg_id in self.pgs:
-            base, _ = catalog.base_snapshot(pg_id, horizon_vdl, hidden)
-            if base == 0:
-                continue
-            for lsn, name in catalog.snapshots.get(pg_id, []):
-                if lsn < base:
-                    store.delete(name)
-                    deleted = True
-            for _, last, name in catalog.logs.get(pg_id, []):
-                if last <= base:
-                    store.delete(name)
-                    deleted = True
-        if deleted and horizon > self.staging.earliest:
-            self.staging.earliest = horizon
-            return True
-        return False
+        return self._stager.stage_now(timeout)
 
     @property
     def restorable_window(self) -> tuple[float, float]:
-        """(earliest, latest) times a point-in-time restore from this volume's backup reaches."""
-        if self.backup_store is None:
+        """(earliest, latest) times a point-in-time restore from this volume's backup
+        reaches, as the store holds them (from the writer's catalog: no store call).
+        Raises RestoreError before the first round is recorded."""
+        if self._stager is None:
             raise ConfigurationError("the volume has no backup store (create it with backup=...)")
-        with self.transport.lock:
-            self._stage_quietly()  # a failed round leaves the window where it was
-            return backup_module.BackupCatalog(self.backup_store).window()
+        return self.staging.window(self.history.created_at)
 
     @classmethod
     def restore(
@@ -1914,14 +1702,18 @@ class Volume:
                     "budget_bytes": self.options.backtrack_budget,
                 }
             if self.backup_store is not None:
-                earliest, latest = self.restorable_window
+                window: tuple[float | None, float | None] = (None, None)  # no round yet
+                if self.staging.last_round_name:
+                    window = self.restorable_window
                 result["backup"] = {
                     "store": repr(self.backup_store),
                     "retention_days": self.backup_options.retention_days,
                     "staging_interval_seconds": self.backup_options.staging_interval,
-                    "earliest_restorable": earliest,
-                    "latest_restorable": latest,
+                    "earliest_restorable": window[0],
+                    "latest_restorable": window[1],
                     "staged_vdl": self.staging.last_round_vdl,
+                    "staging": self._stager.mode if self._stager else "",
+                    "pending_rounds": self._stager.pending_rounds if self._stager else 0,
                     "last_error": self.staging.last_error,
                 }
             return result
@@ -1933,6 +1725,8 @@ class Volume:
         folder lock is released so the volume can be opened again (recovery).
         Storage keeps exactly what it had made durable.
         """
+        if self._stager is not None:
+            self._stager.close(finish=False)  # a crashed writer stages nothing more
         with self.transport.lock:
             self._closed = True
             for node in self.nodes.values():
@@ -1946,6 +1740,8 @@ class Volume:
         """Waits for fsyncs in flight, syncs and records node metadata, releases the folder."""
         if self._closed:
             return
+        if self._stager is not None:
+            self._stager.close()  # the rounds asked for run first: they need the lock
         with self.transport.lock:
             if self._history_in_doubt is not None:
                 # One more try, so the next open cannot adopt the failed backtrack;

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from aurora_storage import SimulatedClock, Volume, backup, node, segment
-from aurora_storage.backup_store import MemoryStore
+from aurora_storage.backup_store import KIND_MANIFEST, MemoryStore, decode_object, encode_object
 from aurora_storage.errors import (
     BackupCorruptError,
     BackupObjectMissingError,
@@ -91,6 +91,7 @@ def test_restores_match_the_timeline(seed: int) -> None:
             target = rng.uniform(earliest, latest)
             volume.backtrack(target)
             model.backtrack(clock.now(), target)
+    assert volume.stage_backup()
     earliest, latest = volume.restorable_window
     assert latest == clock.now(), "nothing in flight: the latest restorable time is now"
     for _ in range(4):
@@ -148,7 +149,7 @@ def filled_store(clock: SimulatedClock) -> tuple[MemoryStore, TimelineModel]:
     for _ in range(20):
         clock.advance(20)
         commit_random(volume, model, rng)
-    volume.restorable_window  # noqa: B018 (stages the last round)
+    assert volume.stage_backup()  # the last round
     return store, model
 
 
@@ -170,13 +171,32 @@ def test_a_missing_object_is_named() -> None:
     names = store.list("log/pg-00000000/")
     assert len(names) >= 3
     del store.objects[names[1]]
-    with pytest.raises(backup.RestoreError) as caught:
+    with pytest.raises(BackupObjectMissingError) as caught:
         Volume.restore(store, to=clock.now())
-    assert "missing" in str(caught.value)
+    assert caught.value.name == names[1], "a round names it: the restore knows it is gone"
     del store.objects[backup.HISTORY_NAME]
     with pytest.raises(BackupObjectMissingError) as missing:
         Volume.restore(store, to=clock.now())
     assert missing.value.name == backup.HISTORY_NAME
+
+
+def test_a_gap_no_round_names_is_found_by_the_backlinks() -> None:
+    """Rounds written before they named their objects: a missing LOG object in the
+    middle of a PG's chain is still found (the next one's backlink points past the
+    chain) and named by its LSN range."""
+    clock = SimulatedClock(START)
+    store, _ = filled_store(clock)
+    for name in store.list("rounds/"):
+        meta, _ = decode_object(store.objects[name], name, KIND_MANIFEST)
+        for key in ("logs", "pages", "previous"):
+            del meta[key]
+        store.objects[name] = encode_object(KIND_MANIFEST, b"", meta)
+    names = store.list("log/pg-00000000/")
+    del store.objects[names[1]]
+    with pytest.raises(backup.RestoreError) as caught:
+        Volume.restore(store, to=clock.now())
+    assert f"LSNs {backup.parse_log_name(names[0])[2] + 1} to " in str(caught.value)
+    assert "missing" in str(caught.value)
 
 
 def test_retention_keeps_what_restores_need(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,7 +218,7 @@ def test_retention_keeps_what_restores_need(monkeypatch: pytest.MonkeyPatch) -> 
     logs_before = len(store.list("log/"))
     clock.advance(3600)
     commit_random(volume, model, rng)
-    volume.restorable_window  # noqa: B018
+    assert volume.stage_backup()  # the last round
     assert len(store.list("log/")) <= logs_before + 6, "old LOG objects were deleted"
     for moment in (clock.now() - 20 * 3600, clock.now() - 3600, clock.now()):
         restored = Volume.restore(store, to=moment)
@@ -246,7 +266,7 @@ class FailingStore(MemoryStore):
     ("prefix", "failures"),
     [
         ("rounds/", 1),  # the round's manifest: every PG was staged, the round not recorded
-        ("log/pg-00000001/", 6),  # one PG's frames, on every replica: other PGs were staged
+        ("log/pg-00000001/", 1),  # one PG's frames: the other PGs were staged
     ],
 )
 def test_a_failed_round_leaves_its_commits_to_the_next(prefix: str, failures: int) -> None:
@@ -306,7 +326,7 @@ def test_snapshots_a_backtrack_hid_are_not_restored(
             volume.backtrack(target)
             model.backtrack(clock.now(), target)
             moments.append(clock.now())
-    volume.restorable_window  # noqa: B018 (stages the last round)
+    assert volume.stage_backup()  # the last round
     assert len(store.list("pages/")) > 4
     for moment in moments:
         restored = Volume.restore(store, to=moment)
@@ -321,12 +341,12 @@ def test_retention_keeps_a_base_no_backtrack_hid(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(backup, "SNAPSHOT_EVERY_BYTES", 1)
     clock = SimulatedClock(START)
     store = MemoryStore()
-    window = 4 * 3600  # retention keeps one backtrack window more than a day
+    window = 4 * 3600
     volume = make(clock, store, backup_retention_days=1, backtrack_window=window)
     model = TimelineModel(START, PAGE)
     rng = random.Random(5)
     moments = []
-    for hour in range(47):  # the horizon ends near hour 47 - 24 - 4 = 19: hidden hours
+    for hour in range(43):  # the horizon ends near hour 43 - 24 = 19: hidden hours
         clock.advance(3600)
         commit_random(volume, model, rng)
         moments.append(clock.now())
