@@ -521,11 +521,14 @@ def restore(
         if progress:
             progress(done, total)
 
+    # The new volume's folder keeps its unfinished marker until every page is in:
+    # killed before, it never opens, and a new restore into it clears it.
     volume = Volume.create(
         path,
         page_size=int(meta["page_size"]),
         segment_size=int(meta["segment_size"]),
         capacity=int(meta["capacity"]),
+        _finished=False,
         **create_options,
     )
     try:
@@ -536,8 +539,9 @@ def restore(
                 pages[plan.pg_id] = layers
         if pages:
             volume._start_from_images(point, pages)
+        volume._finish_creation()
     except BaseException:
-        volume.close()
+        volume._discard_unfinished()
         raise
     volume.restored_from = (moment, point)
     return volume

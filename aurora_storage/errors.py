@@ -287,6 +287,22 @@ class VolumeNotFoundError(AuroraStorageError):
         super().__init__(f"{path} is not an aurora-storage volume: {detail}")
 
 
+class VolumeIncompleteError(VolumeNotFoundError):
+    """The folder holds a volume whose create or restore never finished (it was killed).
+
+    Nothing in it is a volume: create or restore into the same path again (that
+    clears it first), or remove the folder.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        AuroraStorageError.__init__(
+            self,
+            f"{path} holds a volume whose create or restore did not finish; create or "
+            "restore into it again (which clears it), or remove it",
+        )
+
+
 class VolumeExistsError(InvalidArgumentError):
     """Volume.create was given a folder that is not empty."""
 

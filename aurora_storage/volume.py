@@ -23,10 +23,12 @@ served by one segment whose acknowledged SCL covers the read point.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import itertools
 import os
+import shutil
 import uuid
 from array import array
 from collections import deque
@@ -43,7 +45,7 @@ from . import log, metafile, native, recovery
 from . import messages as m
 from .backup_store import KIND_HISTORY, BackupStore, decode_object, open_store
 from .clock import Clock, WallClock, to_seconds
-from .disk import Disk, RealDisk, make_folders
+from .disk import Disk, RealDisk, make_folders, sync_folder
 from .errors import (
     BacktrackDisabledError,
     BacktrackQuorumError,
@@ -68,6 +70,7 @@ from .errors import (
     VersionGoneError,
     VolumeClosedError,
     VolumeExistsError,
+    VolumeIncompleteError,
     VolumeInUseError,
     VolumeNotFoundError,
     WriteQuorumError,
@@ -120,6 +123,14 @@ DURABILITY_MODES = ("fsync", "os", "memory")
 VOLUME_META = "volume.meta"
 BACKTRACK_WINDOW_MAX = 72 * 3600.0
 LOCK_FILE = "volume.lock"
+# Present from the first byte a create or restore writes until the volume is
+# whole: such a folder never opens, and a new create or restore clears it.
+UNFINISHED_MARKER = "volume.unfinished"
+# What an unfinished create or restore may leave in its folder (and nothing else).
+_UNFINISHED_NAMES = frozenset(
+    {UNFINISHED_MARKER, LOCK_FILE, VOLUME_META, VOLUME_META + ".tmp", UNFINISHED_MARKER + ".tmp"}
+    | {"nodes"}
+)
 MTR_RECORDS_MAX = 100_000  # records in one mini-transaction
 MTR_BYTES_MAX = 64 * 1024 * 1024  # bytes of records of one PG in one mini-transaction
 
@@ -419,6 +430,67 @@ def _read_volume_meta(
     return options, volume_id, stored_backup, base
 
 
+def _lock_folder(root: Path) -> Any:
+    """Takes the volume folder's writer lock (flock, held until released); raises
+    VolumeInUseError if another writer holds it."""
+    handle = open(root / LOCK_FILE, "a+b")  # noqa: SIM115 (held until released)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise VolumeInUseError(str(root)) from None
+    return handle
+
+
+def _claim_new_folder(root: Path, sync: bool) -> tuple[Any, bool]:
+    """Makes ``root`` ready for a new volume: (its lock, True if the folder was made).
+
+    The folder must be missing, empty, or hold only what an unfinished create or
+    restore left (its marker present), which is cleared under the lock. The
+    marker is then written, durably, before anything else.
+    """
+    made = not root.exists()
+    if not made:
+        if not root.is_dir():
+            raise VolumeExistsError(str(root))
+        names = {entry.name for entry in root.iterdir()}
+        if names - {LOCK_FILE} and (
+            UNFINISHED_MARKER not in names or not names <= _UNFINISHED_NAMES
+        ):
+            raise VolumeExistsError(str(root))
+    make_folders(root, sync)
+    lock = _lock_folder(root)
+    try:
+        for entry in root.iterdir():  # an unfinished volume's leftovers
+            if entry.name == LOCK_FILE:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        RealDisk(root, "fsync" if sync else "os").replace(UNFINISHED_MARKER, b"")
+    except OSError as error:
+        lock.close()
+        raise StorageWriteError(f"{root}: cannot prepare the folder: {error}") from None
+    return lock, made
+
+
+def _clear_new_folder(root: Path, made: bool) -> None:
+    """Removes what a failed create or restore wrote (the folder too if it made it)."""
+    with contextlib.suppress(OSError):
+        for entry in root.iterdir():
+            if entry.name in _UNFINISHED_NAMES - {UNFINISHED_MARKER, LOCK_FILE}:
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+        # The marker goes last: until then the folder never opens.
+        (root / UNFINISHED_MARKER).unlink(missing_ok=True)
+        (root / LOCK_FILE).unlink(missing_ok=True)
+        if made:
+            root.rmdir()
+
+
 def _answered_by(pending: _PendingRead, node: str) -> bool:
     return pending.image is not None or node in pending.answered
 
@@ -571,6 +643,9 @@ class Volume:
         self._recovery_states: dict[str, m.RecoveryState] = {}
         self._truncated: set[str] = set()
         self._lock_handle: Any = None
+        # A volume being created or restored: whether its folder was made for it
+        # (removed if the create fails); None once whole.
+        self._unfinished_folder: bool | None = None
         if nodes is None:
             nodes = {
                 name: StorageNode(
@@ -666,6 +741,7 @@ class Volume:
         backup_retention_days: float = 1.0,
         backup_staging_interval: float = backup_module.STAGING_INTERVAL_DEFAULT,
         backup_staging: str | None = None,
+        _finished: bool = True,
     ) -> Volume:
         """A new empty volume of six nodes in three AZs.
 
@@ -703,32 +779,85 @@ class Volume:
             raise ConfigurationError(f"durability {durability!r} needs a path")
         volume_id = uuid.uuid4().hex
         root = None if path is None else Path(path)
+        lock, made = None, False
         if root is not None:
-            if root.exists() and (not root.is_dir() or any(root.iterdir())):
-                raise VolumeExistsError(str(root))
-            make_folders(root, durability == "fsync")  # and durable in its parent
-        nodes = _make_nodes(options, root, volume_id, disks)
-        clock = clock or getattr(transport, "clock", None) or WallClock()
-        # The first history write: epoch 1, sequence 1, on every node.
-        history = History.new(clock.now(), options.backtrack_window).keyed((1, 1))
-        for node in nodes.values():
-            node.history = history.keyed(history.key)  # each node its own copy
-            node.write_meta()  # a node that cannot write stops: failed says why
-        written = sum(not node.failed for node in nodes.values())
-        if written < WRITE_QUORUM:
-            raise StorageWriteError(
-                f"node.meta of the new volume reached {written} of 6 nodes, {WRITE_QUORUM} "
-                f"needed{_failed_nodes(nodes)}"
-            )
-        if root is not None:
-            _replace_volume_meta(root, durability, _volume_body(options, volume_id))
-        volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
-        volume.history = history
-        volume._history_write_key = history.key
-        volume._take_lock()
-        if backup is not None:
-            volume._attach_backup(backup_options)
+            # The folder is new (made durable in its parent) or empty, or holds an
+            # unfinished volume, cleared; its marker stays until the volume is whole.
+            lock, made = _claim_new_folder(root, durability == "fsync")
+        volume: Volume | None = None
+        try:
+            nodes = _make_nodes(options, root, volume_id, disks)
+            clock = clock or getattr(transport, "clock", None) or WallClock()
+            # The first history write: epoch 1, sequence 1, on every node.
+            history = History.new(clock.now(), options.backtrack_window).keyed((1, 1))
+            for node in nodes.values():
+                node.history = history.keyed(history.key)  # each node its own copy
+                node.write_meta()  # a node that cannot write stops: failed says why
+            written = sum(not node.failed for node in nodes.values())
+            if written < WRITE_QUORUM:
+                raise StorageWriteError(
+                    f"node.meta of the new volume reached {written} of 6 nodes, {WRITE_QUORUM} "
+                    f"needed{_failed_nodes(nodes)}"
+                )
+            if root is not None:
+                _replace_volume_meta(root, durability, _volume_body(options, volume_id))
+            volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
+            volume._lock_handle, lock = lock, None
+            volume._unfinished_folder = made if root is not None else None
+            volume.history = history
+            volume._history_write_key = history.key
+            if backup is not None:
+                volume._attach_backup(backup_options)
+            if _finished:
+                volume._finish_creation()
+        except BaseException:
+            if volume is not None:
+                volume._discard_unfinished()
+            elif root is not None:
+                _clear_new_folder(root, made)
+            if lock is not None:
+                lock.close()
+            raise
         return volume
+
+    def _finish_creation(self) -> None:
+        """The volume is whole: its folder's marker goes, durably (it opens from now on)."""
+        if self._unfinished_folder is None or self.path is None:
+            return
+        root = Path(self.path)
+        try:
+            (root / UNFINISHED_MARKER).unlink(missing_ok=True)
+            if self.options.durability == "fsync":
+                sync_folder(root)
+        except OSError as error:
+            raise StorageWriteError(f"{root}: cannot finish the volume: {error}") from None
+        self._unfinished_folder = None
+
+    def _discard_unfinished(self) -> None:
+        """A create or restore failed: stops everything it started and removes what it
+        wrote, so nothing opens and a retry is not blocked."""
+        self._discard()
+        if self._unfinished_folder is not None and self.path is not None:
+            _clear_new_folder(Path(self.path), self._unfinished_folder)
+        self._release_lock()
+
+    def _discard(self) -> None:
+        """Stops threads and releases descriptors and memory without writing anything
+        (a crash, or a create, restore or open that failed); keeps the folder lock."""
+        if self._stager is not None:
+            self._stager.close(finish=False)  # a crashed writer stages nothing more
+        with self.transport.lock:
+            self._closed = True
+            if self._flusher is not None:
+                self._flusher.close()
+            for node in self.nodes.values():
+                if isinstance(node.disk, RealDisk):
+                    with contextlib.suppress(OSError):
+                        node.disk.close(trim=False)  # a crash leaves preallocated zeros
+                for segment in node.segments.values():
+                    segment.page_log.close()
+            if self._owns_transport:
+                self.transport.close()
 
     def _attach_backup(self, options: backup_module.BackupOptions) -> None:
         """Turns continuous backup on: the store's catalog is read once, here (a few
@@ -849,6 +978,8 @@ class Volume:
         backup_options = backup_module.BackupOptions(backup, staging=backup_staging)
         base = (0, 0.0)
         if root is not None:
+            if (root / UNFINISHED_MARKER).exists():
+                raise VolumeIncompleteError(str(root))
             options, volume_id, stored_backup, base = _read_volume_meta(root)
             if backup is None and stored_backup is not None:
                 backup_options = stored_backup
@@ -862,10 +993,17 @@ class Volume:
             missing = [name for name in NODE_NAMES if not (root / "nodes" / name).exists()]
             if missing and not rebuild_missing:
                 raise MissingNodeError(str(root), missing)
-        nodes = _make_nodes(options, root, volume_id, disks)
-        volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
+        # The lock first: a volume held by another writer starts no thread here.
+        lock = _lock_folder(root) if root is not None else None
+        try:
+            nodes = _make_nodes(options, root, volume_id, disks)
+            volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
+        except BaseException:
+            if lock is not None:
+                lock.close()
+            raise
+        volume._lock_handle = lock
         volume.base_lsn, volume.base_time = base
-        volume._take_lock()
         try:
             for node in nodes.values():
                 try:
@@ -878,20 +1016,10 @@ class Volume:
             if backup_options.target is not None:
                 volume._attach_backup(backup_options)
         except BaseException:
+            volume._discard()  # its threads and descriptors go too
             volume._release_lock()
             raise
         return volume
-
-    def _take_lock(self) -> None:
-        if self.path is None:
-            return
-        handle = open(Path(self.path) / LOCK_FILE, "a+b")  # noqa: SIM115 (held until close)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.close()
-            raise VolumeInUseError(self.path) from None
-        self._lock_handle = handle
 
     def _release_lock(self) -> None:
         if self._lock_handle is not None:
@@ -1725,15 +1853,7 @@ class Volume:
         folder lock is released so the volume can be opened again (recovery).
         Storage keeps exactly what it had made durable.
         """
-        if self._stager is not None:
-            self._stager.close(finish=False)  # a crashed writer stages nothing more
-        with self.transport.lock:
-            self._closed = True
-            for node in self.nodes.values():
-                if isinstance(node.disk, RealDisk):
-                    node.disk.close(trim=False)  # a crash leaves preallocated zeros
-            if self._owns_transport:
-                self.transport.close()
+        self._discard()
         self._release_lock()
 
     def close(self) -> None:
