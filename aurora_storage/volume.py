@@ -76,6 +76,7 @@ from .errors import (
     WriteQuorumError,
 )
 from .flush import Flusher
+from .hedging import ReadRanking
 from .history import (
     NO_KEY,
     History,
@@ -328,7 +329,7 @@ class _PendingRead:
     page_no: int
     image: bytes | None = None
     problems: list[str] = field(default_factory=list)
-    answered: set[str] = field(default_factory=set)
+    answered: dict[str, float] = field(default_factory=dict)  # node: transport time
 
 
 @dataclass(frozen=True)
@@ -536,6 +537,7 @@ class Cluster:
                 if node.failed:
                     continue  # still unreadable: it stays down, its reason in status()
             volume.transport.set_down(node_name, False)
+            volume.read_ranking.forget(node_name)
             for destination, message in node.restart():
                 volume.transport.send(node_name, destination, message)
         volume._retransmit()
@@ -559,6 +561,7 @@ class Cluster:
         volume = self._volume
         volume.transport.heal()
         for node in self.nodes.values():
+            volume.read_ranking.forget(node.name)
             if self.is_up(node.name):
                 for destination, message in node.restart():
                     volume.transport.send(node.name, destination, message)
@@ -638,7 +641,7 @@ class Volume:
         self.base_lsn = 0
         self.base_time = 0.0
         self._pinned: list[int] = []
-        self.read_latency: dict[str, float] = {}
+        self.read_ranking = ReadRanking(READ_HEDGE_DELAY)  # hedging.py
         self.recovery: RecoveryPlan | None = None
         self._recovery_states: dict[str, m.RecoveryState] = {}
         self._truncated: set[str] = set()
@@ -1258,8 +1261,12 @@ class Volume:
                 self._advance()
         elif isinstance(message, m.PageImage):
             pending = self._reads.get(message.request_id)
-            if pending is not None:
-                pending.answered.add(message.node)
+            if pending is None:
+                self.read_ranking.late_answer(
+                    message.request_id, message.node, self.transport.now()
+                )
+            else:
+                pending.answered[message.node] = self.transport.now()
                 if message.problem:
                     pending.problems.append(f"{message.node}: {message.problem}")
                 elif pending.image is None:
@@ -1683,42 +1690,43 @@ class Volume:
             return bytes(self.geometry.page_size)
         required = pg.required_scl(read_point, self._vdl)
         candidates = pg.readable_nodes(required)
-        if self.read_latency:
-            candidates.sort(key=lambda node: (self.read_latency.get(node, 0.0), node))
         if not candidates:
             raise ReadUnavailableError(page_no, read_point, "no segment has acknowledged it")
         if self._direct:
             return self._read_direct(pg.pg_id, page_no, read_point, required, candidates)
+        ranking = self.read_ranking
+        candidates = ranking.order(candidates, self.transport.now())
         request_id = next(self._request_ids)
         request = m.ReadPage(request_id, pg.pg_id, page_no, read_point, required, self.annulled)
         pending = self._reads[request_id] = _PendingRead(page_no)
-        asked: list[str] = []
+        asked: dict[str, float] = {}  # node: transport time it was asked
         try:
             for node in candidates:
-                asked.append(node)
-                started = self.transport.now()
+                asked[node] = self.transport.now()
                 self.transport.send(self.writer_name, node, request)
                 answered = functools.partial(_answered_by, pending, node)
-                if (
-                    self.transport.run_until(answered, READ_HEDGE_DELAY)
-                    and pending.image is not None
-                ):
-                    self._note_latency(node, self.transport.now() - started)
+                if self.transport.run_until(answered, READ_HEDGE_DELAY) and pending.image:
                     return pending.image
             # Every candidate was asked; wait a while longer for a late answer.
-            if (
-                self.transport.run_until(
-                    lambda: pending.image is not None or len(pending.answered) == len(asked),
-                    READ_TIMEOUT,
-                )
-                and pending.image is not None
-            ):
+            self.transport.run_until(
+                lambda: pending.image is not None or len(pending.answered) == len(asked),
+                READ_TIMEOUT,
+            )
+            if pending.image is not None:
                 return pending.image
         finally:
             del self._reads[request_id]
-        for node in asked:
-            if node not in pending.answered:
-                self._note_latency(node, READ_TIMEOUT)
+            now = self.transport.now()
+            for node, started in asked.items():
+                answered_at = pending.answered.get(node)
+                if answered_at is not None:
+                    ranking.answered(node, answered_at - started)
+                elif now - started >= READ_HEDGE_DELAY:
+                    ranking.silent(node, now)  # it had its time; another served, or none
+            # An answer still on its way clears the silence and gives its latency.
+            ranking.finished(
+                request_id, {n: t for n, t in asked.items() if n not in pending.answered}
+            )
         if any(problem.endswith(GONE) for problem in pending.problems):
             raise VersionGoneError(page_no, read_point)
         detail = "; ".join(pending.problems) or f"no answer from {', '.join(asked)}"
@@ -1748,10 +1756,6 @@ class Volume:
         if any(problem.endswith(GONE) for problem in problems):
             raise VersionGoneError(page_no, read_point)
         raise ReadUnavailableError(page_no, read_point, "; ".join(problems))
-
-    def _note_latency(self, node: str, seconds: float) -> None:
-        previous = self.read_latency.get(node, seconds)
-        self.read_latency[node] = 0.8 * previous + 0.2 * seconds
 
     # --- status and lifecycle -------------------------------------------------------
 
