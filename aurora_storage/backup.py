@@ -46,7 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import log, native
+from . import checks, log, native
 from .backup_store import (
     KIND_HISTORY,
     KIND_LOG,
@@ -198,6 +198,8 @@ class BackupOptions:
     def check(self) -> None:
         from .errors import ConfigurationError
 
+        self.retention_days = checks.number("backup_retention_days", self.retention_days)
+        self.staging_interval = checks.seconds("backup_staging_interval", self.staging_interval)
         if self.staging not in (None, "background", "inline"):
             raise ConfigurationError(
                 f"backup_staging {self.staging!r} must be 'background', 'inline' or None"

@@ -41,7 +41,7 @@ from types import TracebackType
 from typing import Any
 
 from . import backup as backup_module
-from . import log, metafile, native, recovery
+from . import checks, log, metafile, native, recovery
 from . import messages as m
 from .backup_store import KIND_HISTORY, BackupStore, decode_object, open_store
 from .clock import Clock, WallClock, to_seconds
@@ -149,6 +149,17 @@ class VolumeOptions:
     backtrack_budget: int = 0  # bytes of change records the window may hold; 0: no limit
 
     def check(self) -> None:
+        """Validates every option (types too) and puts each in its canonical type."""
+        self.page_size = checks.integer("page_size", self.page_size)
+        self.segment_size = checks.integer("segment_size", self.segment_size)
+        self.capacity = checks.integer("capacity", self.capacity)
+        self.lal = checks.integer("lal", self.lal)
+        self.backtrack_budget = checks.integer("backtrack_budget", self.backtrack_budget)
+        self.commit_timeout = checks.seconds("commit_timeout", self.commit_timeout)
+        self.backtrack_window = checks.seconds("backtrack_window", self.backtrack_window)
+        checks.choice("durability", self.durability, DURABILITY_MODES)
+        if self.backend is not None:
+            checks.choice("backend", self.backend, native.BACKEND_NAMES)
         if not native._check_page_size(self.page_size):
             raise ConfigurationError(
                 f"page_size {self.page_size} must be a power of two from 4 KiB to 64 KiB"
@@ -431,6 +442,16 @@ def _read_volume_meta(
     return options, volume_id, stored_backup, base
 
 
+def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
+    """The objects create and open take: a clock, a transport, node disks by name."""
+    if clock is not None and not callable(getattr(clock, "now", None)):
+        raise InvalidArgumentError(f"clock must have a now() method, not {clock!r}")
+    if transport is not None and not isinstance(transport, Transport):
+        raise InvalidArgumentError(f"transport must be a Transport, not {transport!r}")
+    if disks is not None and (not isinstance(disks, dict) or sorted(disks) != sorted(NODE_NAMES)):
+        raise InvalidArgumentError(f"disks must map each of {', '.join(NODE_NAMES)} to a disk")
+
+
 def _lock_folder(root: Path) -> Any:
     """Takes the volume folder's writer lock (flock, held until released); raises
     VolumeInUseError if another writer holds it."""
@@ -507,6 +528,9 @@ class Cluster:
         return self._volume.nodes
 
     def _names(self, name: str) -> list[str]:
+        self._volume._check_open()
+        if not isinstance(name, str):
+            raise UnknownNodeError(repr(name), [*self.nodes, *AZS])
         if name in self.nodes:
             return [name]
         members = [node.name for node in self.nodes.values() if node.az == name]
@@ -523,7 +547,7 @@ class Cluster:
             self._volume.transport.set_down(node_name, True)
 
     def fail_az(self, az: str) -> None:
-        if az not in AZS:
+        if not isinstance(az, str) or az not in AZS:
             raise UnknownNodeError(az, list(AZS))
         self.fail_node(az)
 
@@ -544,21 +568,25 @@ class Cluster:
         volume._settle()
 
     def restore_az(self, az: str) -> None:
-        if az not in AZS:
+        if not isinstance(az, str) or az not in AZS:
             raise UnknownNodeError(az, list(AZS))
         self.restore_node(az)
 
-    def partition(self, *groups: list[str] | tuple[str, ...]) -> None:
+    def partition(self, *groups: Any) -> None:
         """Cuts links between groups of endpoint names ("writer" and node names)."""
+        self._volume._check_open()
         known = {self._volume.writer_name, *self.nodes}
         for group in groups:
+            if not isinstance(group, list | tuple | set | frozenset):
+                raise InvalidArgumentError(f"a partition group is a list of names, not {group!r}")
             for name in group:
-                if name not in known:
+                if not isinstance(name, str) or name not in known:
                     raise UnknownNodeError(name, sorted(known))
         self._volume.transport.partition(groups)
 
     def heal(self) -> None:
         volume = self._volume
+        volume._check_open()
         volume.transport.heal()
         for node in self.nodes.values():
             volume.read_ranking.forget(node.name)
@@ -760,8 +788,10 @@ class Volume:
         ``status()``; with fewer than four nodes left, :class:`StorageWriteError`
         names them with their OS errors.
         """
+        root = None if path is None else checks.path(path)
+        _check_collaborators(clock, transport, disks)
         backup_options = backup_module.BackupOptions(
-            backup, float(backup_retention_days), float(backup_staging_interval), backup_staging
+            backup, backup_retention_days, backup_staging_interval, backup_staging
         )
         backup_options.check()
         if durability is None:
@@ -774,14 +804,13 @@ class Volume:
             lal,
             backend,
             commit_timeout,
-            float(backtrack_window),
-            int(backtrack_budget),
+            backtrack_window,
+            backtrack_budget,
         )
         options.check()
         if durability != "memory" and path is None and disks is None:
             raise ConfigurationError(f"durability {durability!r} needs a path")
         volume_id = uuid.uuid4().hex
-        root = None if path is None else Path(path)
         lock, made = None, False
         if root is not None:
             # The folder is new (made durable in its parent) or empty, or holds an
@@ -977,7 +1006,8 @@ class Volume:
         OS error). A node that cannot load or write is stopped, and the volume
         opens without it when a quorum can.
         """
-        root = None if path is None else Path(path)
+        root = None if path is None else checks.path(path)
+        _check_collaborators(clock, transport, disks)
         backup_options = backup_module.BackupOptions(backup, staging=backup_staging)
         base = (0, 0.0)
         if root is not None:
@@ -1183,6 +1213,7 @@ class Volume:
         backtracks raise InDoubtError and change nothing.
         """
         with self.transport.lock:
+            self._check_open()
             self._in_doubt = [lsn for lsn in self._in_doubt if lsn > self._vdl]
             return tuple(self._in_doubt)
 
@@ -1190,6 +1221,7 @@ class Volume:
     def backtrack_in_doubt(self) -> float | None:
         """The target time of a backtrack that raised and may still be found by a
         recovery (its history reached some nodes), or None."""
+        self._check_open()
         return self._history_in_doubt
 
     def wait_durable(self, lsn: int, timeout: float | None = None) -> bool:
@@ -1438,6 +1470,9 @@ class Volume:
         False when it failed (``status()["backup"]["last_error"]`` says why: a PG
         no healthy segment can stage, a store error; the next round retries) or
         did not end within ``timeout`` seconds."""
+        self._check_open()
+        if timeout is not None:
+            timeout = checks.seconds("timeout", timeout, InvalidArgumentError)
         if self._stager is None:
             return False
         return self._stager.stage_now(timeout)
@@ -1447,6 +1482,7 @@ class Volume:
         """(earliest, latest) times a point-in-time restore from this volume's backup
         reaches, as the store holds them (from the writer's catalog: no store call).
         Raises RestoreError before the first round is recorded."""
+        self._check_open()
         if self._stager is None:
             raise ConfigurationError("the volume has no backup store (create it with backup=...)")
         return self.staging.window(self.history.created_at)
@@ -1515,6 +1551,7 @@ class Volume:
     @property
     def backtrack_window(self) -> tuple[float, float]:
         """(earliest, latest) times backtrack can reach now; raises if backtrack is off."""
+        self._check_open()
         if not self.options.backtrack_window:
             raise BacktrackDisabledError()
         with self.transport.lock:
@@ -1627,12 +1664,33 @@ class Volume:
             self._refresh_annulled()
             return BacktrackResult(target, cpl, cpl_time, new.version)
 
+    def _page_number(self, page_no: Any) -> int:
+        """``page_no`` as a page of this volume (any integer type but bool)."""
+        count = self.geometry.page_count
+        try:
+            number = checks.integer("page_no", page_no, InvalidArgumentError)
+        except InvalidArgumentError:
+            raise PageOutOfRangeError(page_no, count) from None
+        if not 0 <= number < count:
+            raise PageOutOfRangeError(page_no, count)
+        return number
+
+    def _read_point(self, lsn: Any) -> int:
+        """``lsn`` as a read point: an int from 0 to VDL."""
+        try:
+            read_point = checks.integer("lsn", lsn, InvalidArgumentError)
+        except InvalidArgumentError:
+            raise LsnOutOfRangeError(lsn, self._vdl) from None
+        if not 0 <= read_point <= self._vdl:
+            raise LsnOutOfRangeError(lsn, self._vdl)
+        return read_point
+
     @contextmanager
     def read_view(self, lsn: int | None = None) -> Iterator[int]:
         """Pins a read point (default VDL) so segments keep its versions while the block runs."""
-        read_point = self._vdl if lsn is None else lsn
-        if not 0 <= read_point <= self._vdl:
-            raise LsnOutOfRangeError(read_point, self._vdl)
+        with self.transport.lock:
+            self._check_open()
+            read_point = self._vdl if lsn is None else self._read_point(lsn)
         self._pinned.append(read_point)
         try:
             yield read_point
@@ -1680,11 +1738,9 @@ class Volume:
 
     def _read_page_locked(self, page_no: int, lsn: int | None) -> bytes:
         self._check_open()
-        if not isinstance(page_no, int) or not 0 <= page_no < self.geometry.page_count:
-            raise PageOutOfRangeError(page_no, self.geometry.page_count)
-        read_point = self._vdl if lsn is None else lsn
-        if not isinstance(read_point, int) or not 0 <= read_point <= self._vdl:
-            raise LsnOutOfRangeError(read_point, self._vdl)
+        if type(page_no) is not int or not 0 <= page_no < self.geometry.page_count:
+            page_no = self._page_number(page_no)
+        read_point = self._vdl if lsn is None else self._read_point(lsn)
         pg = self.pgs.get(self.geometry.pg_of(page_no))
         if pg is None or read_point == 0:
             return bytes(self.geometry.page_size)
@@ -1762,6 +1818,7 @@ class Volume:
     def status(self) -> dict[str, Any]:
         """Nodes, AZs, health, SCLs, PG count, bytes, and the history windows, as plain data."""
         with self.transport.lock:
+            self._check_open()
             nodes: list[dict[str, Any]] = []
             for node in self.nodes.values():
                 disk_bytes = 0
