@@ -442,6 +442,11 @@ class StorageNode:
     def load(self) -> LoadReport:
         """Rebuilds the node from its disk: metadata, then every segment's log.
 
+        First every log is made durable as it is (:meth:`Disk.sync_files`): after
+        an unclean stop a log may end in frames the page cache holds and the
+        device does not, and recovery must not count frames an OS crash could
+        still take away (PostgreSQL's crash recovery syncs its data folder so).
+
         Damage with nothing valid after it is the tail a crash tore or garbled
         before its fsync returned: it was never acknowledged, and is cut off.
         Damage with valid frames after it is corruption of acknowledged data:
@@ -470,6 +475,7 @@ class StorageNode:
         self.vdl_hint = int(meta["vdl_hint"])
         encoded_history = meta.get("history") or []
         self.history = History.decode(encoded_history) if encoded_history else None
+        disk.sync_files([name for name in disk.list("pg-") if _LOG_NAME.match(name)])
         for name in disk.list("pg-"):
             match = _LOG_NAME.match(name)
             if match is None:
