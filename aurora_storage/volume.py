@@ -27,6 +27,7 @@ import fcntl
 import functools
 import itertools
 import os
+import shutil
 import uuid
 from array import array
 from collections import deque
@@ -58,6 +59,7 @@ from .errors import (
     ReadUnavailableError,
     RecordTooLargeError,
     RecoveryError,
+    SegmentRepairNeededError,
     StaleEpochError,
     TimeOutsideWindowError,
     UnknownNodeError,
@@ -761,7 +763,8 @@ class Volume:
                 # Every node writes the same file: encode it once.
                 first = next(iter(self.nodes.values()))
                 checkpoints = {
-                    pg_id: checkpoint_object(first.segments[pg_id], lsn, lsn, ()) for pg_id in pages
+                    pg_id: checkpoint_object(first.segments[pg_id], lsn, lsn, (), self.volume_id)
+                    for pg_id in pages
                 }
             for node in self.nodes.values():
                 node.persist_start(lsn, checkpoints)
@@ -788,13 +791,24 @@ class Volume:
         options: VolumeOptions | None = None,
         volume_id: str = "",
         backup: Any = None,
+        leave_logs: bool = False,
     ) -> Volume:
         """Opens a volume and recovers it: everything committed is there, nothing else.
 
+        A node whose files are damaged is set aside, whole (an unreadable
+        node.meta) or per segment (StorageNode.load); the volume opens while a
+        read quorum of every PG can vouch for its data. ``leave_logs`` (verify)
+        leaves every log and checkpoint as it is: tails are reported, not cut,
+        and frames fetched from peers are not written; node.meta still takes
+        the recovery's epoch and truncation.
+
         Raises :class:`VolumeNotFoundError` for a folder that is not a volume,
         :class:`FormatVersionError` for a newer format, :class:`MissingNodeError`
-        when node folders are gone (unless ``rebuild_missing``), and
-        :class:`RecoveryError` when too few nodes can vouch for their data.
+        when node folders are gone (unless ``rebuild_missing``),
+        :class:`SegmentRepairNeededError` when a missing node cannot be rebuilt
+        (its peers no longer hold the frames it lacks), and
+        :class:`RecoveryError`, naming each node it could not use and why, when
+        too few nodes can vouch for their data.
         """
         root = None if path is None else Path(path)
         backup_options = backup_module.BackupOptions(backup)
@@ -807,6 +821,7 @@ class Volume:
             raise ConfigurationError("Volume.open needs a path, or options with disks")
         if backend is not None:
             options.backend = backend
+        missing: list[str] = []
         if root is not None and disks is None:
             missing = [name for name in NODE_NAMES if not (root / "nodes" / name).exists()]
             if missing and not rebuild_missing:
@@ -818,18 +833,38 @@ class Volume:
         try:
             for node in nodes.values():
                 try:
-                    node.load()
+                    node.load(leave_logs)
                 except (CorruptionError, OSError) as error:
                     # A node that cannot load is down; the others may still form quorums.
                     node.failed = f"cannot load: {error}"
                     volume.transport.set_down(node.name, True)
             volume._recover()
+            volume._check_rebuilt(missing)
             if backup_options.target is not None:
                 volume._attach_backup(backup_options)
         except BaseException:
             volume._release_lock()
             raise
         return volume
+
+    def _check_rebuilt(self, rebuilt: list[str]) -> None:
+        """Raises SegmentRepairNeededError if a rebuilt node could not catch up by gossip;
+        its new folder goes again, so the node is still missing afterwards."""
+        self._settle()
+        for name in rebuilt:
+            node = self.nodes[name]
+            lacking = [s for _, s in sorted(node.segments.items()) if s.needs_repair or s.failed]
+            if not lacking:
+                continue
+            detail = f"PG {lacking[0].pg_id}: {lacking[0].needs_repair or lacking[0].failed}"
+            if len(lacking) > 1:
+                detail += f" (and {len(lacking) - 1} more PGs)"
+            self.close()
+            for missing in rebuilt:
+                disk = self.nodes[missing].disk
+                if isinstance(disk, RealDisk):
+                    shutil.rmtree(disk.root, ignore_errors=True)
+            raise SegmentRepairNeededError(name, detail)
 
     def _take_lock(self) -> None:
         if self.path is None:
@@ -864,11 +899,18 @@ class Volume:
             )
             self._raise_if_fenced()
             states = list(self._recovery_states.values())
+            unavailable = {
+                name: node.failed or "no answer to the recovery query"
+                for name, node in self.nodes.items()
+                if name not in self._recovery_states
+            }
             if len(states) < READ_QUORUM:
                 raise RecoveryError(
-                    f"{len(states)} of 6 nodes answered the recovery query; {READ_QUORUM} needed"
+                    f"{len(states)} of 6 nodes answered the recovery query; {READ_QUORUM} "
+                    "needed; unusable: "
+                    + "; ".join(f"{name}: {why}" for name, why in sorted(unavailable.items()))
                 )
-            plan = recovery.plan(epoch, states, self.options.lal)
+            plan = recovery.plan(epoch, states, self.options.lal, unavailable)
             lo, hi = plan.truncation
             self.pgs = {pg_id: ProtectionGroup(pg_id, self.quorum) for pg_id in plan.pg_ids}
             for name in live:
@@ -1622,6 +1664,7 @@ class Volume:
                         "up": self.cluster.is_up(node.name),
                         "failed": node.failed,
                         "suspect": node.suspect or any(s.suspect for s in node.segments.values()),
+                        "problems": node.problems(),
                         "epoch": node.epoch,
                         "segments": len(node.segments),
                         "memory_bytes": sum(s.bytes_used() for s in node.segments.values()),
