@@ -28,7 +28,7 @@ import pytest
 
 from aurora_storage import Volume, log, node, segment
 from aurora_storage import messages as m
-from aurora_storage.disk import SimulatedDisk, _SimulatedFile
+from aurora_storage.disk import SimulatedDisk
 from aurora_storage.errors import (
     MessageStormError,
     MissingNodeError,
@@ -127,11 +127,17 @@ def built(trimming_often: None) -> Built:
 
 
 def _put(disk: SimulatedDisk, name: str, data: bytes) -> None:
-    disk.files[name] = _SimulatedFile(bytearray(data), [], True)
+    disk.replace(name, data)  # the damaged bytes, as a crash would find them
 
 
-def damage(disk: SimulatedDisk, older: dict[str, bytes], kind: str, name: str, index: int) -> None:
-    """Applies one damage to one file of one node (docs: the sweep's damage kinds)."""
+def damage(
+    disk: SimulatedDisk, older: dict[str, bytes], kind: str, name: str, foreign_meta: bytes
+) -> None:
+    """Applies one kind of damage to one file of one node.
+
+    ``older`` holds the node's files after the first session; ``foreign_meta`` is
+    another node's node.meta (what "swap" puts in place of this node's).
+    """
     data = disk.read(name)
     if kind == "flip":
         flipped = bytearray(data)
@@ -148,9 +154,8 @@ def damage(disk: SimulatedDisk, older: dict[str, bytes], kind: str, name: str, i
         assert older[name] != data, f"{name} did not change since the first session"
         _put(disk, name, older[name])
     elif kind == "swap":
-        if name == NODE_META:  # another node's, there being one per node
-            other = SWAP_NODE_META[index]
-            _put(disk, name, other)
+        if name == NODE_META:  # one per node: another node's takes its place
+            _put(disk, name, foreign_meta)
         else:
             other_name = name.replace("pg-00000000", "pg-00000001")
             other = disk.read(other_name)
@@ -169,9 +174,6 @@ def damage(disk: SimulatedDisk, older: dict[str, bytes], kind: str, name: str, i
         raise AssertionError(kind)
 
 
-SWAP_NODE_META: dict[int, bytes] = {}
-
-
 def _middle_frame(data: bytes) -> tuple[int, int]:
     frames = []
     position = 0
@@ -185,17 +187,13 @@ def _middle_frame(data: bytes) -> tuple[int, int]:
 
 def run_case(built: Built, kind: str, name: str, count: int) -> None:
     disks = copy.deepcopy(built.disks)
-    SWAP_NODE_META.clear()
-    for index in range(count):
-        SWAP_NODE_META[index] = built.disks[NODE_NAMES[(index + 1) % 6]].read(NODE_META)
     damaged = NODE_NAMES[:count]
     for index, node_name in enumerate(damaged):
-        damage(disks[node_name], built.older[node_name], kind, name, index)
+        foreign_meta = built.disks[NODE_NAMES[(index + 1) % 6]].read(NODE_META)
+        damage(disks[node_name], built.older[node_name], kind, name, foreign_meta)
     try:
         volume = reopen(built.options, built.volume_id, disks)
-    except MessageStormError:
-        raise
-    except RecoveryError as error:
+    except RecoveryError as error:  # anything else (MessageStormError...) fails the test
         assert count > 3, f"a read quorum is intact, yet: {error}"
         for node_name in damaged:
             assert node_name in str(error), "the error names every node it could not use"
