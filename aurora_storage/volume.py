@@ -850,6 +850,8 @@ class Volume:
     def _check_rebuilt(self, rebuilt: list[str]) -> None:
         """Raises SegmentRepairNeededError if a rebuilt node could not catch up by gossip;
         its new folder goes again, so the node is still missing afterwards."""
+        if not rebuilt:
+            return
         self._settle()
         for name in rebuilt:
             node = self.nodes[name]
