@@ -153,6 +153,9 @@ def _status(arguments: argparse.Namespace) -> int:
         print(
             f"  {node['name']:6} {node['az']}  {health:8} {node['segments']} segments, {node['disk_bytes'] or node['memory_bytes']:,} B"
         )
+        for line in node["problems"]:
+            if line != node["failed"]:
+                print(f"         {line}")
     for pg in status["pgs"]:
         scls = " ".join(f"{node}={scl}" for node, scl in pg["scls"].items())
         print(f"  PG {pg['pg']}: PGCL {pg['pgcl']}  SCL {scls}")
@@ -182,33 +185,35 @@ def _status(arguments: argparse.Namespace) -> int:
 
 
 def verify_volume(volume: Volume, progress: Callable[[int], None] | None = None) -> list[str]:
-    """Every frame re-verified, every page compared across live replicas at VDL."""
+    """Every problem the nodes found on their disks, per node and file (StorageNode.load:
+    tails cut or to be cut, damaged ranges, misplaced files, lost checkpoints, frames
+    fetched from peers), every frame re-verified, every page compared across the
+    usable replicas at VDL."""
     problems: list[str] = []
     for node in volume.nodes.values():
         if node.failed:
             problems.append(f"{node.name}: {node.failed}")
             continue
-        report = node.load_report
-        if report.damaged_ranges:
-            problems.append(
-                f"{node.name}: {report.damaged_ranges} damaged log ranges (repaired from peers)"
-            )
-        for segment in node.segments.values():
+        problems += [f"{node.name}: {line}" for line in node.load_report.problems()]
+        for pg_id, segment in sorted(node.segments.items()):
             problems += [f"{node.name}: {line}" for line in segment.scrub()]
-            if segment.suspect:
-                problems.append(f"{node.name}: PG {segment.pg_id} has not caught up with its peers")
+            if segment.suspect and not (segment.failed or segment.needs_repair):
+                problems.append(f"{node.name}: PG {pg_id} has not caught up with its peers")
     vdl = volume.vdl
     for pg_id, pg in sorted(volume.pgs.items()):
-        holders = [n for n in volume.nodes.values() if not n.failed and pg_id in n.segments]
-        pages = sorted({p for n in holders for p in n.segments[pg_id].page_log.page_nos()})
+        holders = [
+            node.segments[pg_id]
+            for node in volume.nodes.values()
+            if not node.failed and pg_id in node.segments and not node.segments[pg_id].failed
+        ]
+        pages = sorted({p for segment in holders for p in segment.page_log.page_nos()})
         for page_no in pages:
-            images = {}
-            for node in holders:
-                segment = node.segments[pg_id]
-                if segment.scl < pg.required_scl(vdl, vdl):
-                    continue
-                images[node.name] = segment.read(page_no, vdl, volume.annulled)
-            if len(set(images.values())) > 1:
+            images = {
+                segment.read(page_no, vdl, volume.annulled)
+                for segment in holders
+                if segment.scl >= pg.required_scl(vdl, vdl)
+            }
+            if len(images) > 1:
                 problems.append(f"page {page_no}: replicas differ at VDL {vdl}")
             if progress:
                 progress(1)
@@ -218,7 +223,10 @@ def verify_volume(volume: Volume, progress: Callable[[int], None] | None = None)
 def _verify(arguments: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    volume = Volume.open(arguments.path)
+    # The logs and checkpoints are left as they are: a tail to cut is reported, not
+    # cut, and frames fetched from peers are not written. (Recovery still records
+    # its epoch and truncation in each node.meta.)
+    volume = Volume.open(arguments.path, leave_logs=True)
     try:
         total = sum(
             len(s.page_log.page_nos()) for s in next(iter(volume.nodes.values())).segments.values()

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Protocol
 
 from .errors import InvalidArgumentError
-from .flush import choose_method, datasync, inode_flags, journals_data
+from .flush import choose_method, datasync, inode_flags, journals_data, sync_file_system
 
 SYNC_MODES = ("fsync", "os")
 # Preallocation of appended files ("fsync" mode): each growth at least doubles
@@ -118,6 +118,8 @@ class Disk(Protocol):
     def append(self, name: str, data: bytes | bytearray | memoryview) -> int: ...
 
     def sync(self, name: str) -> None: ...
+
+    def sync_files(self, names: list[str]) -> None: ...
 
     def read(self, name: str) -> bytes: ...
 
@@ -294,6 +296,21 @@ class RealDisk:
         if self.mode == "fsync" and name in self._handles:
             # fdatasync: the data and what reading it back needs (the size), not mtimes.
             datasync(self._handles[name])
+
+    def sync_files(self, names: list[str]) -> None:
+        """Makes the named files durable as they are, whoever wrote them (a process
+        that stopped before its fsyncs returned): one ``syncfs`` of the file system
+        where there is one, else an fdatasync per file. Nothing in ``os`` mode."""
+        if self.mode != "fsync" or not names:
+            return
+        if sync_file_system(self.root):
+            return
+        for name in names:
+            descriptor = os.open(self._path(name), os.O_RDONLY)
+            try:
+                datasync(descriptor)
+            finally:
+                os.close(descriptor)
 
     def read(self, name: str) -> bytes:
         """The file's data: an open file without its preallocated zeros."""
@@ -472,6 +489,10 @@ class SimulatedDisk:
             entry.synced += chunk
         entry.unsynced.clear()
         entry.exists_synced = True
+
+    def sync_files(self, names: list[str]) -> None:
+        for name in names:
+            self.sync(name)
 
     def read(self, name: str) -> bytes:
         entry = self.files.get(_check_name(name))

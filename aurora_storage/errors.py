@@ -279,6 +279,30 @@ class StorageWriteError(AuroraStorageError):
     """
 
 
+class SegmentRepairNeededError(RecoveryError):
+    """A node cannot be rebuilt by gossip: its peers no longer hold the frames it lacks
+    (they are below every peer's checkpoint). Rebuilding a segment from page images
+    (segment repair) is not supported yet."""
+
+    def __init__(self, node: str, detail: str) -> None:
+        self.node = node
+        super().__init__(
+            f"node {node} cannot be rebuilt from its peers' logs: {detail}; rebuilding a "
+            "segment from page images (segment repair) is not supported yet"
+        )
+
+
+class MessageStormError(AuroraStorageError):
+    """A transport delivered more messages in one run than any exchange needs: the
+    protocol is livelocked (a bug, or state the protocol does not handle)."""
+
+    def __init__(self, transport: str, deliveries: int) -> None:
+        self.deliveries = deliveries
+        super().__init__(
+            f"{transport} delivered {deliveries} messages in one run without settling: a livelock"
+        )
+
+
 class VolumeNotFoundError(AuroraStorageError):
     """The path holds no volume (no readable volume.meta)."""
 

@@ -89,6 +89,22 @@ if _sync_file_range is not None:
     ]
 
 
+def sync_file_system(path: str | os.PathLike[str]) -> bool:
+    """``syncfs`` of the file system holding ``path``: everything written there becomes
+    durable, whoever wrote it. False where there is no syncfs (the caller then
+    syncs file by file); raises the OSError syncfs reports."""
+    if _syncfs is None:
+        return False
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        if _syncfs(descriptor) != 0:
+            number = ctypes.get_errno() or 5
+            raise OSError(number, f"syncfs: {os.strerror(number)}")
+    finally:
+        os.close(descriptor)
+    return True
+
+
 def poll_time() -> int:
     """Microseconds the flusher's thread polls before sleeping: ``AURORA_STORAGE_FLUSH_POLL_US``
     or :data:`POLL_US_DEFAULT`; 0 never polls (no core spins, commits wait for wake-ups)."""

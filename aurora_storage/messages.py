@@ -88,12 +88,18 @@ class GossipPull:
 
 @dataclass(slots=True)
 class GossipPush:
-    """Peer -> segment: frames above the puller's SCL, in chain order."""
+    """Peer -> segment: frames above the puller's SCL, in chain order.
+
+    base_lsn is the pusher's chain base: it collected every frame at or below it.
+    A puller whose SCL is below gets no frames (none would join its chain): it
+    lacks frames no gossip from this peer can bring.
+    """
 
     sender: str
     pg_id: int
     scl: int
     frames: tuple[bytes, ...]
+    base_lsn: int = 0
 
 
 @dataclass(slots=True)
@@ -137,6 +143,7 @@ class RecoveryState:
     segments: tuple[int, ...]
     intervals: tuple[int, ...]
     history: bytes = b""  # msgpack of History.encode()
+    problems: tuple[str, ...] = ()  # why the node or some of its segments cannot vouch
 
 
 @dataclass(slots=True)

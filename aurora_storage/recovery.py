@@ -15,8 +15,9 @@ number of PGs and the frames above the last known VDL, not with the log.
    of six intersect, every acknowledged record is in some answer.
 4. LSNs are allocated densely (each MTR gets a contiguous range), so VCL is
    the end of the run of LSNs present in some answer, starting from the
-   highest VDL hint and skipping ranges already annulled. VDL is the last CPL
-   in that run.
+   highest VDL hint and skipping ranges already annulled (a run inside one,
+   which a node that missed the truncation may still hold, counts for
+   nothing). VDL is the last CPL in that run outside them.
 5. Everything above VDL is annulled: the truncation range is (VDL, base +
    LAL], widened to cover any LSN seen. A writer that recovered counts its
    LSNs in flight from the end of its truncation, so it may have allocated up
@@ -56,14 +57,32 @@ def _annulled(lo: int, hi: int, truncations: list[tuple[int, int, int]]) -> bool
     return any(t_lo <= lo and hi <= t_hi for _, t_lo, t_hi in truncations)
 
 
+def _unusable(states: list[m.RecoveryState], unavailable: dict[str, str], pg_id: int | None) -> str:
+    """Each node that cannot vote (for ``pg_id``, or at all) and why, for an error."""
+    reasons = dict(unavailable)
+    for state in states:
+        flags = {state.segments[i]: state.segments[i + 2] for i in range(0, len(state.segments), 3)}
+        if state.suspect or (pg_id is not None and flags.get(pg_id)):
+            wanted = [p for p in state.problems if pg_id is None or p.startswith(f"PG {pg_id}:")]
+            reasons[state.node] = "; ".join(wanted or state.problems or ("cannot vouch",))
+    return "; ".join(f"{node}: {reason}" for node, reason in sorted(reasons.items()))
+
+
 def plan(
-    epoch: int, states: list[m.RecoveryState], lal: int, opened_epoch: int | None = None
+    epoch: int,
+    states: list[m.RecoveryState],
+    lal: int,
+    unavailable: dict[str, str] | None = None,
+    opened_epoch: int | None = None,
 ) -> RecoveryPlan:
-    """What the recovering writer decides from the nodes' answers; raises RecoveryError.
+    """What the recovering writer decides from the nodes' answers; raises RecoveryError
+    naming every node it could not use and why (``unavailable``: nodes that did not
+    answer, with the reason).
 
     ``opened_epoch`` is the highest epoch of a writer known to have finished its
     recovery (None: unknown, every truncation counts).
     """
+    unavailable = unavailable or {}
     trusted = [state for state in states if not state.suspect]
     truncations: list[tuple[int, int, int]] = []
     for state in states:
@@ -84,10 +103,13 @@ def plan(
         if len(voters) < READ_QUORUM:
             raise RecoveryError(
                 f"PG {pg_id}: {len(voters)} segments can vouch for their data, "
-                f"{READ_QUORUM} are needed"
+                f"{READ_QUORUM} are needed; unusable: {_unusable(states, unavailable, pg_id)}"
             )
     if len(trusted) < READ_QUORUM:
-        raise RecoveryError(f"{len(trusted)} nodes can vouch for their data, {READ_QUORUM} needed")
+        raise RecoveryError(
+            f"{len(trusted)} nodes can vouch for their data, {READ_QUORUM} needed; "
+            f"unusable: {_unusable(states, unavailable, None)}"
+        )
     start = max((state.vdl_hint for state in trusted), default=0)
     intervals = sorted(
         {
@@ -103,10 +125,13 @@ def plan(
     covered = start
     vdl = start
     for first, last, last_cpl in intervals:
+        if _annulled(first - 1, last, truncations):
+            continue  # chained by a node that did not know the truncation (a stale node.meta)
         if first > covered + 1 and not _annulled(covered, first - 1, truncations):
             break
         covered = max(covered, last)
-        vdl = max(vdl, last_cpl)
+        if not _annulled(last_cpl - 1, last_cpl, truncations):
+            vdl = max(vdl, last_cpl)
     highest = max(
         [start]
         + [last for _, last, _ in intervals]

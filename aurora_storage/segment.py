@@ -15,7 +15,8 @@ storage node write path of the SIGMOD 2017 paper, each step a method:
 Invariants: ``scl`` is the last LSN of an unbroken backlink chain from the
 PG's first record, and the page log holds exactly the records of that chain
 above the coalesced images. Frames beyond a hole wait in ``pending`` and are
-bounded by ``PENDING_FRAMES_MAX``.
+bounded by ``PENDING_FRAMES_MAX``. A segment set aside (``failed``) keeps its
+chain as it was and takes no frame.
 """
 
 from __future__ import annotations
@@ -124,6 +125,13 @@ class Segment:
         # restart): it counts toward no quorum until it has caught up with peers.
         self.suspect = False
         self.vouchers: set[str] = set()
+        self.suspect_reason = ""
+        # Set while a peer said it collected frames this segment lacks: gossip cannot
+        # mend it, so it stops asking (a push that makes progress clears it).
+        self.needs_repair = ""
+        # Why the segment was set aside for good (set_aside), empty while usable: a
+        # file of another PG or volume, a truncation below its chain base.
+        self.failed = ""
         # Frames beyond a hole, by backlink: backlink -> (first, last, CPL time if the
         # frame ends an MTR else None, frame).
         self.pending: dict[int, tuple[int, int, float | None, bytes]] = {}
@@ -330,21 +338,45 @@ class Segment:
         """Annuls (lo, hi]: the chain rewinds to its last frame at or below ``lo``.
 
         The annulled frames stay on disk (a node skips them when it reloads) and
-        in the page log (reads skip them through the annulled ranges).
+        in the page log (reads skip them through the annulled ranges). Frames of
+        the chain above ``hi`` were written after the truncation (no writer
+        allocates into a range it annulled) and stay: only a node that loaded
+        them before it knew the truncation (a node.meta older than its logs) has
+        them. A chain base inside (lo, hi] means the segment collected or
+        checkpointed frames the truncation annuls, which a node that took the
+        truncation in time never does: the segment is set aside
+        (:meth:`set_aside`), its chain untouched.
         """
         if (epoch, lo, hi) not in self.truncations:
             self.truncations.append((epoch, lo, hi))
         keep = bisect.bisect_right(self.chain_last_lsns, lo)
-        assert keep or self.chain_base_lsn <= lo, "frames above VDL are never collected"
-        for column in self._chain_columns():
-            del column[keep:]
-        del_from = bisect.bisect_right(self.cpl_lsns, lo)
-        del self.cpl_lsns[del_from:]
-        del self.cpl_times[del_from:]
+        if not keep and lo < self.chain_base_lsn <= hi:
+            self.set_aside(
+                f"truncation ({lo}, {hi}] reaches below its chain base {self.chain_base_lsn}: "
+                "its node.meta is older than its files"
+            )
+            return
+        if keep < len(self.chain_last_lsns) and self.chain_first_lsns[keep] <= hi:
+            for column in self._chain_columns():
+                del column[keep:]
+        start = bisect.bisect_right(self.cpl_lsns, lo)
+        end = bisect.bisect_right(self.cpl_lsns, hi)
+        del self.cpl_lsns[start:end]
+        del self.cpl_times[start:end]
         self.scl = self.chain_last_lsns[-1] if self.chain_last_lsns else self.chain_base_lsn
         for backlink in [b for b, entry in self.pending.items() if entry[1] <= hi]:
             del self.pending[backlink]
         self.sort_and_find_holes()
+
+    def set_aside(self, reason: str) -> None:
+        """The segment cannot vouch for its data and gossip cannot mend it: it takes no
+        more frames, serves nothing and counts toward no quorum until repaired."""
+        if not self.failed:
+            self.failed = reason
+        self.suspect = True
+        self.suspect_reason = self.suspect_reason or reason
+        self.pending.clear()
+        self.queued.clear()
 
     def last_commit_at(self, moment: float, annulled: tuple[int, ...]) -> tuple[int, float]:
         """(CPL, time) of this PG's last commit at or before ``moment`` outside ``annulled``.

@@ -30,6 +30,7 @@ import xxhash
 
 from . import messages as m
 from .clock import SimulatedClock
+from .errors import MessageStormError
 
 if TYPE_CHECKING:
     from .node import GroupSyncJob, SyncJob
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 Handler = Callable[[m.Message, str], list[tuple[str, m.Message]]]
 Syncer = Callable[[], "SyncJob | GroupSyncJob | None"]
 
-DELIVERIES_PER_RUN_MAX = 10_000_000  # a run that delivers more is a livelock
+DELIVERIES_PER_RUN_MAX = 10_000_000  # a run that delivers more is a livelock (the default)
 
 
 class Transport:
@@ -50,6 +51,9 @@ class Transport:
         self.cut_links: set[tuple[str, str]] = set()
         self.delivered = 0
         self.dropped = 0
+        # Deliveries one run may make before it raises MessageStormError: every
+        # exchange is bounded by its progress, so only a livelock reaches this.
+        self.deliveries_per_run_max = DELIVERIES_PER_RUN_MAX
         self.sync_failures: list[tuple[str, OSError]] = []
         # Held by every caller that changes protocol state (the writer, sync callbacks).
         self.lock = threading.RLock()
@@ -196,7 +200,9 @@ class DirectTransport(Transport):
                     source, destination, message = self._queue.popleft()
                     self._deliver(source, destination, message)
                     delivered += 1
-                    assert delivered < DELIVERIES_PER_RUN_MAX, "message storm in direct transport"
+                    if delivered >= self.deliveries_per_run_max:
+                        self._queue.clear()  # nothing of the storm is left to deliver later
+                        raise MessageStormError("the direct transport", delivered)
                     if self._pool is not None and destination in self.syncers:
                         # Start this node's fsync now, while the others still work.
                         self._start_sync(destination)
@@ -398,7 +404,8 @@ class SimulatedTransport(Transport):
             for observe in self.observers:
                 observe()
             delivered += 1
-            assert delivered < DELIVERIES_PER_RUN_MAX, "simulation livelock"
+            if delivered >= self.deliveries_per_run_max:
+                raise MessageStormError("the simulated transport", delivered)
         return True
 
     def settle(self, seconds: float) -> None:

@@ -63,6 +63,7 @@ from .errors import (
     ReadUnavailableError,
     RecordTooLargeError,
     RecoveryError,
+    SegmentRepairNeededError,
     StaleEpochError,
     StorageWriteError,
     TimeOutsideWindowError,
@@ -677,6 +678,7 @@ class Volume:
         # A volume being created or restored: whether its folder was made for it
         # (removed if the create fails); None once whole.
         self._unfinished_folder: bool | None = None
+        self._shut_down = False  # threads, descriptors and memory released (close, _discard)
         if nodes is None:
             nodes = {
                 name: StorageNode(
@@ -876,6 +878,9 @@ class Volume:
     def _discard(self) -> None:
         """Stops threads and releases descriptors and memory without writing anything
         (a crash, or a create, restore or open that failed); keeps the folder lock."""
+        if self._shut_down:
+            return
+        self._shut_down = True
         if self._stager is not None:
             self._stager.close(finish=False)  # a crashed writer stages nothing more
         with self.transport.lock:
@@ -961,7 +966,8 @@ class Volume:
                 # Every node writes the same file: encode it once.
                 first = next(iter(self.nodes.values()))
                 checkpoints = {
-                    pg_id: checkpoint_object(first.segments[pg_id], lsn, lsn, ()) for pg_id in pages
+                    pg_id: checkpoint_object(first.segments[pg_id], lsn, lsn, (), self.volume_id)
+                    for pg_id in pages
                 }
             for node in self.nodes.values():
                 node.persist_start(lsn, checkpoints)  # a node that cannot write stops
@@ -995,16 +1001,26 @@ class Volume:
         volume_id: str = "",
         backup: Any = None,
         backup_staging: str | None = None,
+        leave_logs: bool = False,
     ) -> Volume:
         """Opens a volume and recovers it: everything committed is there, nothing else.
 
+        A node whose files are damaged is set aside, whole (an unreadable
+        node.meta) or per segment (StorageNode.load); the volume opens while a
+        read quorum of every PG can vouch for its data. ``leave_logs`` (verify)
+        leaves every log and checkpoint as it is: tails are reported, not cut,
+        and frames fetched from peers are not written; node.meta still takes
+        the recovery's epoch and truncation.
+
         Raises :class:`VolumeNotFoundError` for a folder that is not a volume,
         :class:`FormatVersionError` for a newer format, :class:`MissingNodeError`
-        when node folders are gone (unless ``rebuild_missing``), and
-        :class:`RecoveryError` when too few nodes can vouch for their data or
-        take the truncation (it names each node a disk error stopped, with the
-        OS error). A node that cannot load or write is stopped, and the volume
-        opens without it when a quorum can.
+        when node folders are gone (unless ``rebuild_missing``),
+        :class:`SegmentRepairNeededError` when a missing node cannot be rebuilt
+        (its peers no longer hold the frames it lacks), and
+        :class:`RecoveryError`, naming each node it could not use and why (a
+        disk error that stopped it, with the OS error), when too few nodes can
+        vouch for their data or take the truncation. A node that cannot load or
+        write is stopped, and the volume opens without it when a quorum can.
         """
         root = None if path is None else checks.path(path)
         _check_collaborators(clock, transport, disks)
@@ -1022,6 +1038,7 @@ class Volume:
             raise ConfigurationError("Volume.open needs a path, or options with disks")
         if backend is not None:
             options.backend = backend
+        missing: list[str] = []
         if root is not None and disks is None:
             missing = [name for name in NODE_NAMES if not (root / "nodes" / name).exists()]
             if missing and not rebuild_missing:
@@ -1040,12 +1057,13 @@ class Volume:
         try:
             for node in nodes.values():
                 try:
-                    node.load()
+                    node.load(leave_logs)
                 except (CorruptionError, OSError) as error:
                     # A node that cannot load is down; the others may still form quorums.
                     node.failed = f"cannot load: {error}"
                     volume.transport.set_down(node.name, True)
             volume._recover()
+            volume._check_rebuilt(missing)
             if backup_options.target is not None:
                 volume._attach_backup(backup_options)
         except BaseException:
@@ -1053,6 +1071,27 @@ class Volume:
             volume._release_lock()
             raise
         return volume
+
+    def _check_rebuilt(self, rebuilt: list[str]) -> None:
+        """Raises SegmentRepairNeededError if a rebuilt node could not catch up by gossip;
+        its new folder goes again, so the node is still missing afterwards."""
+        if not rebuilt:
+            return
+        self._settle()
+        for name in rebuilt:
+            node = self.nodes[name]
+            lacking = [s for _, s in sorted(node.segments.items()) if s.needs_repair or s.failed]
+            if not lacking:
+                continue
+            detail = f"PG {lacking[0].pg_id}: {lacking[0].needs_repair or lacking[0].failed}"
+            if len(lacking) > 1:
+                detail += f" (and {len(lacking) - 1} more PGs)"
+            self.close()
+            for missing in rebuilt:
+                disk = self.nodes[missing].disk
+                if isinstance(disk, RealDisk):
+                    shutil.rmtree(disk.root, ignore_errors=True)
+            raise SegmentRepairNeededError(name, detail)
 
     def _release_lock(self) -> None:
         if self._lock_handle is not None:
@@ -1080,17 +1119,28 @@ class Volume:
             )
             self._raise_if_fenced()
             states = list(self._recovery_states.values())
+            unavailable = {
+                name: node.failed or "no answer to the recovery query"
+                for name, node in self.nodes.items()
+                if name not in self._recovery_states
+            }
             if len(states) < READ_QUORUM:
                 raise RecoveryError(
                     f"{len(states)} of 6 nodes answered the recovery query; {READ_QUORUM} "
-                    f"needed{_failed_nodes(self.nodes)}"
+                    "needed; unusable: "
+                    + "; ".join(f"{name}: {why}" for name, why in sorted(unavailable.items()))
                 )
             histories = self._histories_of(states)
             # A writer opens once its history is on a write quorum (_decide_history):
             # the highest key's epoch is the last writer known to have opened.
             keyed = [history.key[0] for history in histories if history.key != NO_KEY]
-            opened_epoch = max(keyed) if keyed else None  # nodes of 0.1.0 keyed nothing
-            plan = recovery.plan(epoch, states, self.options.lal, opened_epoch)
+            plan = recovery.plan(
+                epoch,
+                states,
+                self.options.lal,
+                unavailable=unavailable,
+                opened_epoch=max(keyed) if keyed else None,  # nodes of 0.1.0 keyed nothing
+            )
             lo, hi = plan.truncation
             self.pgs = {pg_id: ProtectionGroup(pg_id, self.quorum) for pg_id in plan.pg_ids}
             for name in live:
@@ -1831,6 +1881,7 @@ class Volume:
                         "up": self.cluster.is_up(node.name),
                         "failed": node.failed,
                         "suspect": node.suspect or any(s.suspect for s in node.segments.values()),
+                        "problems": node.problems(),
                         "epoch": node.epoch,
                         "segments": len(node.segments),
                         "memory_bytes": sum(s.bytes_used() for s in node.segments.values()),
@@ -1944,6 +1995,7 @@ class Volume:
                     segment.page_log.close()  # C memory goes now, not at garbage collection
             if self._owns_transport:
                 self.transport.close()
+            self._shut_down = True
         self._release_lock()
 
     def __enter__(self) -> Volume:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from aurora_storage import Volume, cli
+from aurora_storage import Volume, cli, log
 from aurora_storage.node import log_name
 
 
@@ -68,6 +68,53 @@ def test_verify_clean_then_corrupt(capsys: pytest.CaptureFixture[str], volume_pa
     status, out, _ = run(capsys, "verify", str(volume_path))
     assert status == 1
     assert "az2-b" in out and "damaged" in out
+
+
+def log_bytes(path: Path) -> dict[str, bytes]:
+    return {
+        str(file.relative_to(path)): file.read_bytes()
+        for file in sorted((path / "nodes").rglob("pg-*"))
+    }
+
+
+def test_verify_reports_each_damage_per_node_and_file_and_changes_no_log(
+    capsys: pytest.CaptureFixture[str], volume_path: Path
+) -> None:
+    """Damage that loading cuts as a torn tail or that peers mend by gossip still
+    makes verify fail, named per node and file; verify neither cuts nor writes logs."""
+    nodes = volume_path / "nodes"
+    older = (nodes / "az2-b" / log_name(0)).read_bytes()
+    volume = Volume.open(volume_path)
+    for i in range(6):
+        with volume.transaction() as tx:
+            tx.write(i, 100, b"later")  # PG 0
+    volume.close()
+    (nodes / "az2-b" / log_name(0)).write_bytes(older)  # an older copy, put back
+    torn = nodes / "az1-a" / log_name(0)
+    size = torn.stat().st_size
+    torn.write_bytes(torn.read_bytes() + b"\x01garbage after the last frame")
+    first, second = nodes / "az1-b" / log_name(0), nodes / "az1-b" / log_name(1)
+    first_data, second_data = first.read_bytes(), second.read_bytes()
+    first.write_bytes(second_data)  # two PGs' logs swapped
+    second.write_bytes(first_data)
+    duplicated = nodes / "az2-a" / log_name(1)
+    data = duplicated.read_bytes()
+    frame_size = log.decode_frame(data, 4096).size
+    duplicated.write_bytes(data[:frame_size] + data)  # its first frame twice
+    before = log_bytes(volume_path)
+    status, out, _ = run(capsys, "verify", str(volume_path))
+    assert status == 1, out
+    assert f"az1-a: {log_name(0)}: torn tail at byte {size}" in out and "would be cut" in out
+    assert f"az1-b: {log_name(0)}: misplaced file at byte 0: holds frames of PG 1" in out
+    assert f"az1-b: {log_name(1)}: misplaced file at byte 0: holds frames of PG 0" in out
+    assert f"az2-a: {log_name(1)}: duplicate frame at byte {frame_size}" in out
+    assert f"az2-b: {log_name(0)}: repaired from peers: 6 frames" in out
+    assert not any(line.startswith("problem: az3") for line in out.splitlines())
+    assert log_bytes(volume_path) == before, "verify changed a log"
+    reopened = Volume.open(volume_path)  # and the volume still reads right
+    for i in range(6):
+        assert reopened.read_page(i)[100:105] == b"later"
+    reopened.close()
 
 
 def test_dump(capsys: pytest.CaptureFixture[str], volume_path: Path) -> None:

@@ -167,3 +167,33 @@ def test_crash_points_with_checkpoints(crash_at: int, monkeypatch: pytest.Monkey
     monkeypatch.setattr(node, "CHECKPOINT_EVERY_FRAMES", 2)
     monkeypatch.setattr(node, "META_EVERY_FRAMES", 2)
     crash_and_check(seed=crash_at, crash_at=crash_at)
+
+
+def test_reopen_makes_the_logs_durable_before_recovery_counts_their_frames() -> None:
+    """The writer's process dies after its frames reached every log but before any
+    fsync: the logs end exactly at those frames, never flushed, never acknowledged.
+    The reopen's recovery counts them (VDL covers them and readers see them), so it
+    must first make them durable: an OS crash after the reopen may take nothing
+    that recovery made visible, nor break the chain under later commits."""
+    volume, disks, plan = fresh(seed=5)
+    with volume.transaction() as tx:
+        tx.write(1, 0, b"flushed and acknowledged")
+    plan.crash_at = plan.operations + len(NODE_NAMES) + 1  # six appends, then the first sync
+    with pytest.raises(SimulatedCrash), volume.transaction() as tx:
+        tx.write(1, 0, b"in the page cache only")
+    assert all(disk.files["pg-00000000.log"].unsynced for disk in disks.values())
+    reopened = reopen(volume, disks)  # the OS kept the unflushed appends: no disk.crash()
+    visible = reopened.read_page(1)
+    assert visible[:22] == b"in the page cache only", "recovery counted the frames"
+    with reopened.transaction() as tx:
+        tx.write(PAGE_IN_ANOTHER_PG, 0, b"after the reopen")  # syncs PG 1's logs only
+    vdl = reopened.vdl
+    for disk in disks.values():
+        disk.crash("drop")  # now the machine goes down: whatever was never synced is lost
+    again = reopen(reopened, disks)
+    assert again.vdl >= vdl
+    assert again.read_page(1) == visible
+    assert again.read_page(PAGE_IN_ANOTHER_PG)[:16] == b"after the reopen"
+
+
+PAGE_IN_ANOTHER_PG = 5  # PGs hold segment_size // PAGE = 4 pages

@@ -684,3 +684,38 @@ def test_a_file_the_shared_flush_failed_stops_only_its_node(
     for page_no, data in expected.items():
         assert volume.read_page(page_no)[: len(data)] == data
     volume.close()
+
+
+def test_open_makes_every_log_durable_before_recovery(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One syncfs per node's file system, or an fdatasync per log where there is none,
+    before recovery counts a single frame."""
+    from aurora_storage import disk as disk_module
+
+    volume = small(tmp_path / "v")
+    expected = fill(volume, 12)
+    volume.close()
+    synced: list[str] = []
+    recover = Volume._recover
+
+    def recording(self: Volume) -> object:
+        assert sorted(synced) == sorted(NODE_NAMES), "every node synced before recovery"
+        return recover(self)
+
+    monkeypatch.setattr(Volume, "_recover", recording)
+    monkeypatch.setattr(
+        disk_module, "sync_file_system", lambda path: synced.append(Path(path).name) or True
+    )
+    Volume.open(tmp_path / "v").close()
+    synced.clear()
+    descriptors: list[int] = []
+    monkeypatch.setattr(disk_module, "sync_file_system", lambda path: False)
+    monkeypatch.setattr(disk_module, "datasync", descriptors.append)
+    monkeypatch.setattr(Volume, "_recover", recover)
+    reopened = Volume.open(tmp_path / "v")
+    logs = sum(1 for _ in (tmp_path / "v" / "nodes").rglob("pg-*.log"))
+    assert len(descriptors) == logs, "an fdatasync per log"
+    for page_no, data in expected.items():
+        assert reopened.read_page(page_no)[: len(data)] == data
+    reopened.close()

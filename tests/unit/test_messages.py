@@ -14,10 +14,14 @@ EXAMPLES: list[m.Message] = [
     m.PageImage(1, "az2-b", 700, 42, b"\x00" * 16, ""),
     m.GossipPull("az3-a", 7, 12),
     m.GossipPush("az3-b", 7, 42, (b"frame",)),
+    m.GossipPush("az3-b", 7, 42, (), 40),  # "collected up to 40": no frames
     m.CatalogPull("az1-b"),
     m.Catalog("az1-b", (0, 5, 7, 42)),
     m.Rejected("az1-a", 4, "stale"),
     m.Tick(),
+    m.RecoveryState(
+        "az2-a", 5, 30, 1, (2, 0, 40), (7, 42, 1), (7, 31, 42, 40), b"\x90", ("PG 7: why",)
+    ),
 ]
 
 
