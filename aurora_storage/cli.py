@@ -22,6 +22,7 @@ from typing import Any
 from . import demo as demo_module
 from . import log, native, report
 from .errors import AuroraStorageError, InvalidArgumentError
+from .node import log_name
 from .volume import Volume
 
 _RELATIVE = re.compile(r"^([+-])(\d+(?:\.\d+)?)([smhd])$")
@@ -129,7 +130,7 @@ def prometheus(status: dict[str, Any]) -> str:
 
 
 def _status(arguments: argparse.Namespace) -> int:
-    volume = Volume.open(arguments.path)
+    volume = Volume.open(arguments.path, readonly=True)
     try:
         status = volume.status()
     finally:
@@ -206,6 +207,7 @@ def verify_volume(volume: Volume, progress: Callable[[int], None] | None = None)
             for node in volume.nodes.values()
             if not node.failed and pg_id in node.segments and not node.segments[pg_id].failed
         ]
+        problems += _lagging(volume, pg_id, pg.required_scl(vdl, vdl))
         pages = sorted({p for segment in holders for p in segment.page_log.page_nos()})
         for page_no in pages:
             images = {
@@ -220,13 +222,41 @@ def verify_volume(volume: Volume, progress: Callable[[int], None] | None = None)
     return problems
 
 
+def _lagging(volume: Volume, pg_id: int, durable: int) -> list[str]:
+    """Segments whose chain stops below what a write quorum holds of the PG: frames they
+    lost (an older copy of a log, say) or never got, which their peers would send."""
+    chains = [
+        node.segments[pg_id]
+        for node in volume.nodes.values()
+        if not node.failed and pg_id in node.segments
+    ]
+    problems = []
+    for node in volume.nodes.values():
+        segment = node.segments.get(pg_id)
+        if node.failed or segment is None or segment.failed or segment.scl >= durable:
+            continue
+        missing = max(
+            (
+                sum(segment.scl < last <= durable for last in peer.chain_last_lsns)
+                for peer in chains
+                if peer is not segment
+            ),
+            default=0,
+        )
+        problems.append(
+            f"{node.name}: {log_name(pg_id)}: behind its peers: {missing} frames up to LSN "
+            f"{durable} missing (SCL {segment.scl}; peers would send them)"
+        )
+    return problems
+
+
 def _verify(arguments: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     # The logs and checkpoints are left as they are: a tail to cut is reported, not
     # cut, and frames fetched from peers are not written. (Recovery still records
     # its epoch and truncation in each node.meta.)
-    volume = Volume.open(arguments.path, leave_logs=True)
+    volume = Volume.open(arguments.path, readonly=True)
     try:
         total = sum(
             len(s.page_log.page_nos()) for s in next(iter(volume.nodes.values())).segments.values()
@@ -245,7 +275,7 @@ def _verify(arguments: argparse.Namespace) -> int:
 
 
 def _dump(arguments: argparse.Namespace) -> int:
-    volume = Volume.open(arguments.path)
+    volume = Volume.open(arguments.path, readonly=True)
     try:
         lo, hi = 0, native.LSN_MAX
         if arguments.lsn:

@@ -260,6 +260,14 @@ class WrongNodeError(CorruptionError):
         )
 
 
+class VolumeReadOnlyError(AuroraStorageError):
+    """A change (a commit, a backtrack, a staging round, a node restart) asked of a
+    volume opened with ``readonly=True``; nothing was changed."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"{what}: the volume was opened read-only (readonly=True)")
+
+
 class VolumeClosedError(AuroraStorageError):
     """An operation on a closed volume."""
 
@@ -274,8 +282,7 @@ class StorageWriteError(AuroraStorageError):
     volume.meta could not be replaced. The message names each failed node or file
     with its OS error.
 
-    A volume folder whose creation failed is left without volume.meta (Volume.open
-    refuses it): free space, remove the folder and create it again.
+    A create or restore that fails so leaves nothing behind: free space and try again.
     """
 
 

@@ -585,7 +585,7 @@ class StorageNode:
             self.stop_on_disk_error(what, error)
             raise _DiskFailed from error
 
-    def load(self, leave_logs: bool = False) -> LoadReport:
+    def load(self, leave_logs: bool = False, sync_logs: bool = True) -> LoadReport:
         """Rebuilds the node from its disk: metadata, then each segment's checkpoint and log.
 
         First every log is made durable as it is (:meth:`Disk.sync_files`): after
@@ -607,9 +607,10 @@ class StorageNode:
         (a checkpoint above its VDL hint, a frame of a newer epoch) makes the
         node suspect. Every problem is a finding of :attr:`load_report`.
 
-        With ``leave_logs`` (verify) the logs are left as they are: tails that
-        would be cut are only reported, a node that starts empty writes no
-        node.meta, and frames fetched from peers are not written.
+        With ``leave_logs`` (verify, a read-only open) the logs are left as they
+        are: tails that would be cut are only reported, a node that starts empty
+        writes no node.meta, and frames fetched from peers are not written.
+        Without ``sync_logs`` (a read-only open) nothing is synced either.
         Raises :class:`WrongNodeError` for another node's or volume's folder.
         """
         disk = self.disk
@@ -645,7 +646,8 @@ class StorageNode:
             self.suspect_reason = str(meta["suspect"])
         encoded_history = meta.get("history") or []
         self.history = History.decode_state(encoded_history) if encoded_history else None
-        disk.sync_files([name for name in names if _LOG_NAME.match(name)])
+        if sync_logs:
+            disk.sync_files([name for name in names if _LOG_NAME.match(name)])
         pg_ids = sorted({int(match.group(1)) for name in names if (match := _PG_FILE.match(name))})
         stale: list[str] = []
         for pg_id in pg_ids:
@@ -1227,6 +1229,10 @@ class StorageNode:
         if message.epoch > self.epoch:
             self.epoch = message.epoch
             self._write_meta()  # fencing is durable before anyone relies on it
+        return [(sender, self.recovery_state())]
+
+    def recovery_state(self) -> m.RecoveryState:
+        """What this node tells a recovering writer (or a read-only open), changing nothing."""
         segments: list[int] = []
         intervals: list[int] = []
         problems: list[str] = [self.suspect_reason] if self.suspect else []
@@ -1238,7 +1244,7 @@ class StorageNode:
             found = segment.intervals_above(self.vdl_hint)
             for i in range(0, len(found), 3):
                 intervals += (pg_id, *found[i : i + 3])
-        state = m.RecoveryState(
+        return m.RecoveryState(
             self.name,
             self.epoch,
             self.vdl_hint,
@@ -1249,7 +1255,6 @@ class StorageNode:
             encode_history(self.history),
             tuple(problems[:RECOVERY_PROBLEMS_MAX]),
         )
-        return [(sender, state)]
 
     def _on_truncate(self, message: m.Truncate, sender: str) -> Outgoing:
         stale = self._stale(message.epoch, sender)

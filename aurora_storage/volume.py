@@ -23,6 +23,7 @@ served by one segment whose acknowledged SCL covers the read point.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import fcntl
 import functools
@@ -47,6 +48,7 @@ from .backup_store import KIND_HISTORY, BackupStore, decode_object, open_store
 from .clock import Clock, WallClock, to_seconds
 from .disk import Disk, RealDisk, make_folders, sync_folder
 from .errors import (
+    AuroraStorageError,
     BacktrackDisabledError,
     BacktrackQuorumError,
     BackupObjectMissingError,
@@ -74,6 +76,7 @@ from .errors import (
     VolumeIncompleteError,
     VolumeInUseError,
     VolumeNotFoundError,
+    VolumeReadOnlyError,
     WriteQuorumError,
 )
 from .flush import Flusher
@@ -530,6 +533,7 @@ class Cluster:
 
     def _names(self, name: str) -> list[str]:
         self._volume._check_open()
+        self._volume._refuse_if_readonly("a node control")
         if not isinstance(name, str):
             raise UnknownNodeError(repr(name), [*self.nodes, *AZS])
         if name in self.nodes:
@@ -576,6 +580,7 @@ class Cluster:
     def partition(self, *groups: Any) -> None:
         """Cuts links between groups of endpoint names ("writer" and node names)."""
         self._volume._check_open()
+        self._volume._refuse_if_readonly("a partition")
         known = {self._volume.writer_name, *self.nodes}
         for group in groups:
             if not isinstance(group, list | tuple | set | frozenset):
@@ -588,6 +593,7 @@ class Cluster:
     def heal(self) -> None:
         volume = self._volume
         volume._check_open()
+        volume._refuse_if_readonly("a heal")
         volume.transport.heal()
         for node in self.nodes.values():
             volume.read_ranking.forget(node.name)
@@ -679,6 +685,9 @@ class Volume:
         # (removed if the create fails); None once whole.
         self._unfinished_folder: bool | None = None
         self._shut_down = False  # threads, descriptors and memory released (close, _discard)
+        # Opened with readonly=True: nothing is written (_open_readonly).
+        self.readonly = False
+        self._readonly_backup: Any = None
         if nodes is None:
             nodes = {
                 name: StorageNode(
@@ -933,7 +942,9 @@ class Volume:
         body = _volume_body(self.options, self.volume_id)
         target = self.backup_options.target
         if isinstance(target, (str, os.PathLike)):
-            body["backup"] = os.fspath(target)
+            location = os.fspath(target)
+            # A folder is recorded absolute: the volume reopens from any working folder.
+            body["backup"] = location if "://" in location else os.path.abspath(location)
             body["backup_retention_days"] = self.backup_options.retention_days
             body["backup_staging_interval"] = self.backup_options.staging_interval
         if self.base_lsn:
@@ -1002,6 +1013,7 @@ class Volume:
         backup: Any = None,
         backup_staging: str | None = None,
         leave_logs: bool = False,
+        readonly: bool = False,
     ) -> Volume:
         """Opens a volume and recovers it: everything committed is there, nothing else.
 
@@ -1021,9 +1033,20 @@ class Volume:
         disk error that stopped it, with the OS error), when too few nodes can
         vouch for their data or take the truncation. A node that cannot load or
         write is stopped, and the volume opens without it when a quorum can.
+
+        With ``readonly`` (for tools that look: status, verify, dump) the volume
+        is read as it is on disk, from a read quorum of the nodes' files: no
+        lock (a writer may have it open), no new epoch, no truncation, no
+        staging, no file written or synced. It shows what was durable when it
+        was opened (:meth:`refresh` reads again); commits, backtracks, staging
+        and node controls raise :class:`VolumeReadOnlyError`.
         """
         root = None if path is None else checks.path(path)
         _check_collaborators(clock, transport, disks)
+        if readonly:
+            if root is None or disks is not None or transport is not None:
+                raise ConfigurationError("a read-only open takes a volume's path (no disks)")
+            return cls._open_readonly(root, clock, backend, backup)
         backup_options = backup_module.BackupOptions(backup, staging=backup_staging)
         base = (0, 0.0)
         if root is not None:
@@ -1097,6 +1120,134 @@ class Volume:
         if self._lock_handle is not None:
             self._lock_handle.close()
             self._lock_handle = None
+
+    @classmethod
+    def _open_readonly(
+        cls, root: Path, clock: Clock | None, backend: str | None, backup: Any
+    ) -> Volume:
+        if (root / UNFINISHED_MARKER).exists():
+            raise VolumeIncompleteError(str(root))
+        options, volume_id, stored_backup, base = _read_volume_meta(root)
+        if options.durability == "memory":
+            raise ConfigurationError(f"{root} keeps no node files (durability 'memory')")
+        if backend is not None:
+            options.backend = backend
+        missing = [name for name in NODE_NAMES if not (root / "nodes" / name).is_dir()]
+        volume = cls(
+            options,
+            root,
+            clock,
+            nodes=_make_nodes(options, root, volume_id, None),
+            volume_id=volume_id,
+        )
+        volume.readonly = True
+        volume.base_lsn, volume.base_time = base
+        if backup is not None:
+            volume._readonly_backup = backup
+        elif stored_backup is not None:
+            volume._readonly_backup = stored_backup.target
+            volume.backup_options = stored_backup
+        try:
+            volume._load_readonly(missing)
+        except BaseException:
+            volume._discard()
+            raise
+        return volume
+
+    def _load_readonly(self, missing: list[str]) -> None:
+        """Loads every node's files as they are and works out VDL as recovery would,
+        from a read quorum, without telling the nodes anything."""
+        with self.transport.lock:
+            for name in missing:
+                self.nodes[name].failed = "its folder is missing"
+            for node in self.nodes.values():
+                if node.failed:
+                    continue
+                try:
+                    node.load(leave_logs=True, sync_logs=False)
+                except (CorruptionError, OSError) as error:
+                    node.failed = f"cannot load: {error}"
+            live = [node for node in self.nodes.values() if not node.failed]
+            unavailable = {node.name: node.failed for node in self.nodes.values() if node.failed}
+            for node in self.nodes.values():
+                self.transport.set_down(node.name, bool(node.failed))
+            if len(live) < READ_QUORUM:
+                raise RecoveryError(
+                    f"{len(live)} of 6 nodes can be read; {READ_QUORUM} needed; unusable: "
+                    + "; ".join(f"{name}: {why}" for name, why in sorted(unavailable.items()))
+                )
+            states = [node.recovery_state() for node in live]
+            histories = self._histories_of(states)
+            keyed = [history.key[0] for history in histories if history.key != NO_KEY]
+            self.epoch = max(node.epoch for node in live)
+            plan = recovery.plan(
+                self.epoch + 1,
+                states,
+                self.options.lal,
+                unavailable=unavailable,
+                opened_epoch=max(keyed) if keyed else None,
+            )
+            self.recovery = plan
+            # Kept in memory only: reads skip what a recovery would annul.
+            self.truncations = list(plan.truncations)
+            decided = newest(histories)
+            if decided is not None:
+                self.history = decided
+                if decided.backtrack_window is not None:
+                    self.options.backtrack_window = decided.backtrack_window
+            self._refresh_annulled()
+            self.allocated_lsn = self._vcl = self._vdl = plan.vdl
+            for pg_id in plan.pg_ids:
+                pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum)
+                for node in live:
+                    segment = node.segments.get(pg_id)
+                    if segment is None or segment.suspect:
+                        continue
+                    pg.scls[node.name] = segment.scl
+                    index = bisect.bisect_right(segment.chain_last_lsns, plan.vdl)
+                    if index:
+                        tail = segment.chain_last_lsns[index - 1]
+                    else:
+                        tail = segment.chain_base_lsn if segment.chain_base_lsn <= plan.vdl else 0
+                    pg.tail_lsn = max(pg.tail_lsn, tail)
+                pg.pgcl = min(pg.tail_lsn, pg.quorum.write_point(pg.scls))
+            now = self.clock.now()
+            self._window_floor_time = max(
+                self.history.created_at, now - self.options.backtrack_window
+            )
+            self._window_floor_lsn = self._vdl
+            self._last_commit_time = max(self._last_commit_time, now)
+
+    def refresh(self) -> None:
+        """A read-only volume reads the nodes' files again: it then shows what is durable
+        now (a writer may have committed meanwhile)."""
+        self._check_open()
+        if not self.readonly:
+            raise InvalidArgumentError("refresh is for a read-only volume; a writer is current")
+        assert self.path is not None
+        again = Volume._open_readonly(
+            Path(self.path), self.clock, self.options.backend, self._readonly_backup
+        )
+        old = self.__dict__.copy()
+        self.__dict__.update(again.__dict__)
+        self.cluster = Cluster(self)
+        stale = object.__new__(Volume)
+        stale.__dict__.update(old)
+        stale._discard()
+
+    def _readonly_catalog(self) -> backup_module.BackupCatalog:
+        """The backup store's catalog, read (never written) for a read-only volume."""
+        target = self._readonly_backup
+        if target is None:
+            raise ConfigurationError("the volume has no backup store (create it with backup=...)")
+        local = isinstance(target, str | os.PathLike) and "://" not in os.fspath(target)
+        if local and not Path(target).is_dir():  # opening a local store makes the folder
+            raise BackupObjectMissingError(backup_module.HISTORY_NAME, os.fspath(target))
+        return backup_module.BackupCatalog(open_store(target))
+
+    def _refuse_if_readonly(self, what: str) -> None:
+        if self.readonly:
+            raise VolumeReadOnlyError(what)
 
     # --- recovery -----------------------------------------------------------------------
 
@@ -1396,6 +1547,7 @@ class Volume:
 
     def transaction(self) -> Transaction:
         self._check_open()
+        self._refuse_if_readonly("a transaction")
         return Transaction(self)
 
     def _commit(self, batches: dict[int, bytearray], record_count: int) -> int:
@@ -1521,6 +1673,7 @@ class Volume:
         no healthy segment can stage, a store error; the next round retries) or
         did not end within ``timeout`` seconds."""
         self._check_open()
+        self._refuse_if_readonly("a staging round")
         if timeout is not None:
             timeout = checks.seconds("timeout", timeout, InvalidArgumentError)
         if self._stager is None:
@@ -1533,6 +1686,8 @@ class Volume:
         reaches, as the store holds them (from the writer's catalog: no store call).
         Raises RestoreError before the first round is recorded."""
         self._check_open()
+        if self.readonly:
+            return self._readonly_catalog().window()
         if self._stager is None:
             raise ConfigurationError("the volume has no backup store (create it with backup=...)")
         return self.staging.window(self.history.created_at)
@@ -1665,6 +1820,7 @@ class Volume:
         quorum; on any error the visible state does not change.
         """
         self._check_open()
+        self._refuse_if_readonly("a backtrack")
         target = to_seconds(to)
         with self.transport.lock:
             self._check_open()
@@ -1941,6 +2097,8 @@ class Volume:
                     "change_bytes_stored": self._window_bytes,
                     "budget_bytes": self.options.backtrack_budget,
                 }
+            if self.readonly and self._readonly_backup is not None:
+                result["backup"] = self._readonly_backup_status()
             if self.backup_store is not None:
                 window: tuple[float | None, float | None] = (None, None)  # no round yet
                 if self.staging.last_round_name:
@@ -1958,6 +2116,22 @@ class Volume:
                 }
             return result
 
+    def _readonly_backup_status(self) -> dict[str, Any]:
+        window: tuple[float | None, float | None] = (None, None)
+        problem = ""
+        try:
+            window = self._readonly_catalog().window()
+        except (AuroraStorageError, OSError) as error:
+            problem = f"{type(error).__name__}: {error}"
+        return {
+            "store": repr(self._readonly_backup),
+            "retention_days": self.backup_options.retention_days,
+            "staging_interval_seconds": self.backup_options.staging_interval,
+            "earliest_restorable": window[0],
+            "latest_restorable": window[1],
+            "last_error": problem,
+        }
+
     def simulate_crash(self) -> None:
         """Stops the writer as a crash would, for demos and tests.
 
@@ -1971,6 +2145,9 @@ class Volume:
     def close(self) -> None:
         """Waits for fsyncs in flight, syncs and records node metadata, releases the folder."""
         if self._closed:
+            return
+        if self.readonly:  # nothing of it is written: it only lets go
+            self._discard()
             return
         if self._stager is not None:
             self._stager.close()  # the rounds asked for run first: they need the lock

@@ -108,7 +108,7 @@ def test_verify_reports_each_damage_per_node_and_file_and_changes_no_log(
     assert f"az1-b: {log_name(0)}: misplaced file at byte 0: holds frames of PG 1" in out
     assert f"az1-b: {log_name(1)}: misplaced file at byte 0: holds frames of PG 0" in out
     assert f"az2-a: {log_name(1)}: duplicate frame at byte {frame_size}" in out
-    assert f"az2-b: {log_name(0)}: repaired from peers: 6 frames" in out
+    assert f"az2-b: {log_name(0)}: behind its peers: 6 frames" in out
     assert not any(line.startswith("problem: az3") for line in out.splitlines())
     assert log_bytes(volume_path) == before, "verify changed a log"
     reopened = Volume.open(volume_path)  # and the volume still reads right
