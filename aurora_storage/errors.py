@@ -143,6 +143,23 @@ class WriteQuorumError(QuorumError):
         )
 
 
+class DegradedVolumeError(QuorumError):
+    """A commit or backtrack asked of a volume that opened degraded; nothing changed.
+
+    Recovery found what is durable on a read quorum but could not put its
+    decision (the truncation, the history) on four nodes: the volume serves
+    reads and allocates nothing until four nodes take it (each later commit or
+    backtrack tries again; restore the nodes, or reopen once they are back).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"the volume is read-only until four nodes can write ({reason}); restore "
+            "the failed nodes or reopen once they are back"
+        )
+
+
 class InDoubtError(QuorumError):
     """A commit or backtrack was refused: an earlier one is still in doubt.
 

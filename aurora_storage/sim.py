@@ -35,6 +35,7 @@ from .disk import Disk, SimulatedDisk
 from .errors import (
     AuroraStorageError,
     BacktrackQuorumError,
+    DegradedVolumeError,
     InDoubtError,
     ReadUnavailableError,
     WriteQuorumError,
@@ -474,7 +475,7 @@ class HistorySimulation:
         allocated = volume.allocated_lsn
         try:
             tx.commit()
-        except InDoubtError:
+        except (InDoubtError, DegradedVolumeError):
             if volume.allocated_lsn != allocated:
                 self.fail("a refused commit allocated LSNs")
             self.counts["refused"] += 1
@@ -497,7 +498,7 @@ class HistorySimulation:
         versions = volume.history.current.version
         try:
             volume.backtrack(to=target)
-        except InDoubtError:
+        except (InDoubtError, DegradedVolumeError):
             self.counts["refused"] += 1
             return
         except BacktrackQuorumError as error:

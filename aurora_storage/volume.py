@@ -55,6 +55,7 @@ from .errors import (
     CommitAnnulledError,
     ConfigurationError,
     CorruptionError,
+    DegradedVolumeError,
     InDoubtError,
     InvalidArgumentError,
     LsnLimitError,
@@ -664,6 +665,9 @@ class Volume:
         # some nodes until the one this session keeps is rewritten on a write quorum.
         self._in_doubt: list[int] = []
         self._history_in_doubt: float | None = None
+        # Why recovery could not put its decision on a write quorum (the volume then
+        # serves reads and allocates nothing); empty when it could.
+        self._degraded = ""
         self.backup_options = backup_module.BackupOptions()
         self.backup_store: BackupStore | None = None
         self.staging = backup_module.StagingState()
@@ -1299,18 +1303,26 @@ class Volume:
             self.transport.run_until(
                 lambda: len(self._truncated) >= working(), self.options.commit_timeout
             )
-            # A write quorum must hold the new epoch and the truncation, so that every
-            # later read quorum (the next recovery's) sees them.
-            if len(self._truncated) < WRITE_QUORUM:
-                raise RecoveryError(
-                    f"the truncation reached {len(self._truncated)} nodes; {WRITE_QUORUM} "
-                    f"needed{_failed_nodes(self.nodes)}"
-                )
+            truncated = len(self._truncated)
             # Segments report their rewound SCLs once synced: each PG's tail is the
             # highest, since a responder holds the PG's whole chain up to VDL.
             self.transport.wait_for_syncs()
             self.truncations = list(plan.truncations)
-            self._decide_history(histories)
+            decided = self._choose_history(histories)
+            # A write quorum must hold the truncation and the history before any LSN is
+            # allocated, so that every later read quorum (the next recovery's) sees
+            # them. With fewer, a read quorum still says what is durable: the volume
+            # opens degraded, serving reads and allocating nothing, until four nodes
+            # take them (_complete_recovery).
+            if truncated < WRITE_QUORUM:
+                self._degraded = f"the truncation reached {truncated} nodes"
+            else:
+                acks = self._write_history(decided)
+                if acks < WRITE_QUORUM:
+                    self._degraded = f"the recovered history reached {acks} nodes"
+            self.history = decided
+            if self._degraded:
+                self._degraded += f"; {WRITE_QUORUM} needed{_failed_nodes(self.nodes)}"
             self._refresh_annulled()
             self.allocated_lsn = hi
             self._vcl = self._vdl = lo
@@ -1341,9 +1353,9 @@ class Volume:
                 histories.append(history)
         return histories
 
-    def _decide_history(self, histories: list[History]) -> None:
-        """Adopts the newest history a read quorum holds and rewrites it under this
-        epoch on a write quorum (history.py), so no later recovery decides otherwise.
+    def _choose_history(self, histories: list[History]) -> History:
+        """The newest history a read quorum holds, keyed under this epoch: recovery writes
+        it back on a write quorum (history.py), so no later recovery decides otherwise.
 
         The backtrack window recorded in the nodes' history at creation outranks
         ``volume.meta``, a single file.
@@ -1353,14 +1365,27 @@ class Volume:
             decided.backtrack_window = self.options.backtrack_window  # an older volume: record it
         elif decided.backtrack_window != self.options.backtrack_window:
             self.options.backtrack_window = decided.backtrack_window
-        decided = decided.keyed((self.epoch, 1))
-        acks = self._write_history(decided)
-        if acks < WRITE_QUORUM:
-            raise RecoveryError(
-                f"the recovered history reached {acks} nodes; {WRITE_QUORUM} needed"
-                f"{_failed_nodes(self.nodes)}"
-            )
-        self.history = decided
+        return decided.keyed((self.epoch, 1))
+
+    def _complete_recovery(self) -> None:
+        """A volume that opened degraded puts its truncation and history on a write quorum
+        now, or raises DegradedVolumeError, changing nothing."""
+        assert self.recovery is not None
+        lo, hi = self.recovery.truncation
+        self._truncated.clear()
+        live = [name for name, node in self.nodes.items() if not node.failed]
+        for name in live:
+            self.transport.send(self.writer_name, name, m.Truncate(self.epoch, lo, hi))
+        self.transport.run_until(
+            lambda: len(self._truncated) >= WRITE_QUORUM, self.options.commit_timeout
+        )
+        if len(self._truncated) >= WRITE_QUORUM:
+            history = self.history.keyed(self._next_history_key())
+            if self._write_history(history) >= WRITE_QUORUM:
+                self.history = history
+                self._degraded = ""
+                return
+        raise DegradedVolumeError(self._degraded)
 
     def _next_history_key(self) -> tuple[int, int]:
         """A key above every history this writer sent (history.py)."""
@@ -1564,6 +1589,8 @@ class Volume:
     def _commit_locked(self, batches: dict[int, bytearray], record_count: int) -> int:
         self._check_open()
         self._raise_if_fenced()
+        if self._degraded:
+            self._complete_recovery()
         if self._in_doubt or self._history_in_doubt is not None:
             self._resolve_doubts()
         wanted = self.allocated_lsn + record_count
@@ -1826,6 +1853,8 @@ class Volume:
             self._check_open()
             if not self.options.backtrack_window:
                 raise BacktrackDisabledError()
+            if self._degraded:
+                self._complete_recovery()
             self._resolve_doubts()
             earliest, latest = self.backtrack_window
             if not earliest <= target <= latest:
@@ -2084,6 +2113,7 @@ class Volume:
                 "truncations": [list(t) for t in self.truncations],
                 "history_version": self.history.current.version,
                 "in_doubt": [lsn for lsn in self._in_doubt if lsn > self._vdl],
+                "degraded": self._degraded,
                 "backtrack_in_doubt": self._history_in_doubt,
             }
             if self.options.backtrack_window:

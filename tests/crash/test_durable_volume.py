@@ -266,24 +266,39 @@ def test_damaged_segments_do_not_vote(tmp_path: Path) -> None:
     assert "PG 0" in str(caught.value)
 
 
-def test_a_truncation_on_three_nodes_does_not_open_the_volume(tmp_path: Path) -> None:
-    """Three nodes answer the recovery (a read quorum) but a new epoch and truncation
-    held by three nodes only could be missed by the next recovery's read quorum:
-    Volume.open needs four to take them, and names the nodes it lacked."""
-    from aurora_storage.errors import RecoveryError
+def test_a_truncation_on_three_nodes_opens_the_volume_degraded(tmp_path: Path) -> None:
+    """Three nodes answer the recovery (a read quorum: they say what is durable) but a
+    truncation held by three nodes only could be missed by the next recovery's read
+    quorum: the volume opens to serve reads and allocates nothing (DegradedVolumeError,
+    naming the nodes it lacked) until four nodes take the truncation."""
+    from aurora_storage.errors import DegradedVolumeError
 
     volume = small(tmp_path / "v")
-    fill(volume, 10)
+    expected = fill(volume, 10)
     volume.close()
-    for name in NODE_NAMES[3:]:
-        (tmp_path / "v" / "nodes" / name / "node.meta").write_bytes(b"not node metadata")
-    with pytest.raises(RecoveryError) as caught:
-        Volume.open(tmp_path / "v")
-    assert "the truncation reached 3 nodes; 4 needed" in str(caught.value)
+    damaged = {name: (tmp_path / "v" / "nodes" / name / "node.meta") for name in NODE_NAMES[3:]}
+    saved = {name: meta.read_bytes() for name, meta in damaged.items()}
+    for meta in damaged.values():
+        meta.write_bytes(b"not node metadata")
+    reopened = Volume.open(tmp_path / "v")
+    for page_no, data in expected.items():
+        assert reopened.read_page(page_no)[: len(data)] == data
+    assert "the truncation reached 3 nodes; 4 needed" in reopened.status()["degraded"]
+    allocated = reopened.allocated_lsn
+    with pytest.raises(DegradedVolumeError) as caught, reopened.transaction() as tx:
+        tx.write(1, 0, b"refused")
     for name in NODE_NAMES[3:]:
         assert f"{name} (cannot load: " in str(caught.value)
-    with pytest.raises(RecoveryError):  # again, not VolumeInUseError: the folder was released
-        Volume.open(tmp_path / "v")
+    assert reopened.allocated_lsn == allocated, "a degraded volume allocates nothing"
+    reopened.close()
+    for name, meta in damaged.items():  # the nodes are mended
+        meta.write_bytes(saved[name])
+    again = Volume.open(tmp_path / "v")
+    assert again.status()["degraded"] == ""
+    with again.transaction() as tx:
+        tx.write(1, 0, b"taken")
+    assert again.read_page(1)[:5] == b"taken"
+    again.close()
 
 
 def test_node_folder_swapped_with_another_node(tmp_path: Path) -> None:

@@ -25,8 +25,8 @@ from aurora_storage import SimulatedClock, Volume, node, segment
 from aurora_storage.disk import CrashPlan, RealDisk, SimulatedDisk
 from aurora_storage.errors import (
     BacktrackQuorumError,
+    DegradedVolumeError,
     InDoubtError,
-    RecoveryError,
     StorageWriteError,
     WriteQuorumError,
 )
@@ -145,7 +145,8 @@ def assert_names(message: str, names: list[str], what: str, error: OSError) -> N
 def test_open_with_full_disks(tmp_path: Path, durability: str, full: int) -> None:
     """The recovery writes each node's new epoch and truncation to node.meta: a full
     disk stops that node. With four nodes left the volume opens; with three the
-    truncation lacks a write quorum and Volume.open raises RecoveryError naming them."""
+    truncation lacks a write quorum: the volume opens degraded (reads, no writes) and
+    names them; once space is back, the next commit puts the truncation on six nodes."""
     path = tmp_path / "v"
     expected: dict[int, bytes] = {}
     volume = Volume.create(
@@ -165,10 +166,18 @@ def test_open_with_full_disks(tmp_path: Path, durability: str, full: int) -> Non
         commit(opened, 1, b"after the open", expected)
         opened.close()
     else:
-        with pytest.raises(RecoveryError) as caught:
-            Volume.open(path, disks=disks)
+        opened = Volume.open(path, disks=disks)
+        assert_holds(opened, expected)
+        with pytest.raises(DegradedVolumeError) as caught:
+            commit(opened, 1, b"refused", expected)
         assert "the truncation reached 3 nodes; 4 needed" in str(caught.value)
         assert_names(str(caught.value), victims, "metadata write", ENOSPC)
+        for name in victims:
+            disks[name].error = None
+        # The stopped nodes come back only when reloaded: still degraded.
+        with pytest.raises(DegradedVolumeError):
+            commit(opened, 1, b"refused", expected)
+        opened.close()
     reopened = Volume.open(path)  # space is back
     assert not any(node.failed for node in reopened.nodes.values())
     assert_holds(reopened, expected)
