@@ -404,7 +404,10 @@ class FsspecStore:
     def exists(self, name: str) -> bool:
         if self.local is not None:
             return self.local.exists(name)
-        return bool(self.filesystem.isfile(self._path(name)))
+        path = self._path(name)
+        # Others write the same bucket: what this filesystem object cached may be stale.
+        self.filesystem.invalidate_cache(path)
+        return bool(self.filesystem.isfile(path))
 
     def list(self, prefix: str = "") -> builtins.list[str]:
         if self.local is not None:
@@ -412,6 +415,7 @@ class FsspecStore:
         check_prefix(prefix)
         folder = prefix.rpartition("/")[0]
         start = "/".join(part for part in (self.root, folder) if part)
+        self.filesystem.invalidate_cache(start)  # as in exists: list what the store holds now
         names = []
         for path in self.filesystem.find(start, withdirs=False):
             path = str(path)
