@@ -257,24 +257,19 @@ def test_durable_commit_8_threads(
         unit="commits",
         ratio_goals=GOALS_THREADS,
     )
-    throughput.record(
-        workload,
-        "baseline-A",
-        seconds=durations["baseline-A"],
-        label="sqlite3 WAL sync=FULL, 8 threads taking turns, rowid table, 1 row/txn",
-        records=commits,
-        payload_bytes=commits * ROW_BYTES,
-        unit="commits",
-    )
-    throughput.record(
-        workload,
-        "baseline-B",
-        seconds=durations["baseline-B"],
-        label="sqlite3 WAL sync=FULL, 8 threads, busy_timeout, keyed table, 1 row/txn",
-        records=commits,
-        payload_bytes=commits * ROW_BYTES,
-        unit="commits",
-    )
+    for role, label in (
+        ("baseline-A", "sqlite3 WAL sync=FULL, 8 threads taking turns, rowid table, 1 row/txn"),
+        ("baseline-B", "sqlite3 WAL sync=FULL, 8 threads, busy_timeout, keyed table, 1 row/txn"),
+    ):
+        throughput.record(
+            workload,
+            role,
+            seconds=durations[role],
+            label=label,
+            records=commits,
+            payload_bytes=commits * ROW_BYTES,
+            unit="commits",
+        )
 
 
 def test_durable_batch_100(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_restore import PAGE, PAGES, START, assert_pages, commit_every, commit_random, make
+from test_restore import PAGE, PAGES, START, assert_pages, commit_every, make, random_history
 
 from aurora_storage import SimulatedClock, Volume, backup, cli
 from aurora_storage.backup_store import FsspecStore, open_store
@@ -45,15 +45,7 @@ def test_staging_and_restores_through_s3(s3_url: str, s3_client: Any, s3_bucket:
     clock = SimulatedClock(START)
     volume = make(clock, s3_url, backtrack_window=3600)
     model = TimelineModel(START, PAGE)
-    for _ in range(24):
-        clock.advance(rng.uniform(1, 60))
-        if rng.random() < 0.85:
-            commit_random(volume, model, rng)
-        else:
-            earliest, latest = volume.backtrack_window
-            target = rng.uniform(earliest, latest)
-            volume.backtrack(target)
-            model.backtrack(clock.now(), target)
+    random_history(volume, model, rng, 24, gap_s=60)
     assert volume.stage_backup()
     stored = keys(s3_client, s3_bucket)
     assert backup.HISTORY_NAME in stored
@@ -105,14 +97,9 @@ def test_retention_deletes_old_objects_from_s3(
 ) -> None:
     monkeypatch.setattr(backup, "SNAPSHOT_EVERY_BYTES", 1)
     clock = SimulatedClock(START)
-    volume = Volume.create(
-        page_size=PAGE,
-        segment_size=PAGE * 4,
-        capacity=PAGE * PAGES,
-        clock=clock,
-        backup=s3_url,
-        backup_retention_days=1,
-        backup_staging_interval=timedelta(hours=4),  # ten rounds: few requests
+    # A round every four hours: ten rounds, few requests.
+    volume = make(
+        clock, s3_url, backup_retention_days=1, backup_staging_interval=timedelta(hours=4)
     )
     model = TimelineModel(START, PAGE)
     rng = random.Random(11)

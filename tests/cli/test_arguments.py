@@ -17,26 +17,6 @@ from aurora_storage.errors import VolumeNotFoundError
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
 
 
-@pytest.fixture
-def volume_path(tmp_path: Path) -> Path:
-    path = tmp_path / "volume"
-    volume = Volume.create(
-        path,
-        page_size=4096,
-        segment_size=4096 * 8,
-        capacity=4096 * 256,
-        backtrack_window=3600,
-        backup=str(tmp_path / "backup"),
-        backup_staging_interval=0.001,
-    )
-    for i in range(30):
-        with volume.transaction() as tx:
-            tx.write(i % 16, 0, f"value {i:03d}".encode())
-    assert volume.stage_backup()  # every commit restorable: close alone may leave the last out
-    volume.close()
-    return path
-
-
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     try:
         status = cli.main(list(argv))

@@ -11,25 +11,6 @@ from aurora_storage import Volume, cli
 from aurora_storage.node import log_name
 
 
-@pytest.fixture
-def volume_path(tmp_path: Path) -> Path:
-    path = tmp_path / "volume"
-    volume = Volume.create(
-        path,
-        page_size=4096,
-        segment_size=4096 * 8,
-        capacity=4096 * 256,
-        backtrack_window=3600,
-        backup=str(tmp_path / "backup"),
-        backup_staging_interval=0.001,
-    )
-    for i in range(30):
-        with volume.transaction() as tx:
-            tx.write(i % 16, 0, f"value {i:03d}".encode())
-    volume.close()
-    return path
-
-
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     status = cli.main(list(argv))
     captured = capsys.readouterr()
