@@ -64,13 +64,6 @@ def _status(arguments: argparse.Namespace) -> int:
         f"{status['pg_count']} PGs of {status['pages_per_pg']} pages of {status['page_size']} B; "
         f"{status['bytes_used']:,} bytes used"
     )
-    if status["in_doubt"] or status["backtrack_in_doubt"] is not None:
-        doubts = [f"commits at LSN {', '.join(map(str, status['in_doubt']))}"] * bool(
-            status["in_doubt"]
-        )
-        if status["backtrack_in_doubt"] is not None:
-            doubts.append(f"a backtrack to {format_time(status['backtrack_in_doubt'])}")
-        print(f"  IN DOUBT: {' and '.join(doubts)}")
     for node in status["nodes"]:
         health = "up" if node["up"] else f"DOWN {node['failed']}".rstrip()
         if node["suspect"]:
