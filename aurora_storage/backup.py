@@ -41,9 +41,12 @@ from __future__ import annotations
 import bisect
 import mmap
 import os
+import shutil
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import checks, log, native
@@ -57,12 +60,12 @@ from .backup_store import (
     encode_object,
     open_store,
 )
-from .clock import to_seconds
+from .clock import Duration, Moment, parse_target, resolve_target, to_duration
 from .errors import (
     BackupCorruptError,
     BackupObjectMissingError,
     CorruptionError,
-    HistoryError,
+    RestoreError,
     TimeOutsideWindowError,
 )
 from .history import History, merge_ranges, truncation_ranges
@@ -112,10 +115,6 @@ def parse_round_name(name: str) -> tuple[int, float]:
     """(VDL, time rounded to the millisecond) of a round's name."""
     vdl, milliseconds = name.split("/")[1].split("-")
     return int(vdl), int(milliseconds) / 1000
-
-
-class RestoreError(HistoryError):
-    """A restore cannot be done: objects it needs are missing or do not chain."""
 
 
 # --- node side: building objects from a segment --------------------------------------
@@ -194,6 +193,24 @@ class BackupOptions:
     retention_days: float = 1.0
     staging_interval: float = STAGING_INTERVAL_DEFAULT
     staging: str | None = None  # "background", "inline", or None: by the clock (staging.py)
+
+    @classmethod
+    def of(
+        cls,
+        target: Any,
+        retention: float | timedelta,
+        staging_interval: Duration,
+        staging: str | None,
+    ) -> BackupOptions:
+        """The options as ``Volume.create`` takes them: ``retention`` in days or a
+        timedelta, ``staging_interval`` in seconds or a timedelta."""
+        days = (
+            retention.total_seconds() / DAY
+            if isinstance(retention, timedelta)
+            else to_duration(retention, "backup_retention_days")
+        )
+        interval = to_duration(staging_interval, "backup_staging_interval")
+        return cls(target, days, interval, staging)
 
     def check(self) -> None:
         from .errors import ConfigurationError
@@ -493,13 +510,19 @@ class RestorePlan:
 
 def restore(
     source: Any,
-    to: float | Any,
+    to: Moment,
     path: str | os.PathLike[str] | None,
     *,
     progress: Progress | None = None,
     **create_options: Any,
 ) -> Volume:
     """A new volume holding exactly the commits of the backup ``source`` at or before ``to``.
+
+    ``to`` is any time clock.py reads (``now`` and ``-2h`` on the ``clock`` of
+    ``create_options``, else the wall clock), or ``"earliest"`` or ``"latest"``:
+    the ends of the restorable window. The source is only read: a local folder
+    that does not exist is an error, never created. A restore that fails leaves
+    no folder behind: what it made under ``path`` is removed.
 
     Each PG's pages are materialized once, at the restore point (:func:`_pg_images`),
     then installed into the new volume's six segments at that LSN, shared and
@@ -508,9 +531,12 @@ def restore(
     """
     from .volume import Volume
 
-    store = open_store(source)
+    parse_target(to)  # a time that cannot be read raises before the store is read
+    store = open_store(source, create=False)
     catalog = BackupCatalog(store)
-    moment = to_seconds(to)
+    clock = create_options.get("clock")
+    earliest, latest = catalog.window()
+    moment = resolve_target(to, earliest, latest, None if clock is None else clock.now())
     point, annulled = catalog.restore_point(moment)
     meta = catalog.meta
     plans = catalog.plan(point, annulled)
@@ -524,15 +550,21 @@ def restore(
             progress(done, total)
 
     # The new volume's folder keeps its unfinished marker until every page is in:
-    # killed before, it never opens, and a new restore into it clears it.
-    volume = Volume.create(
-        path,
-        page_size=int(meta["page_size"]),
-        segment_size=int(meta["segment_size"]),
-        capacity=int(meta["capacity"]),
-        _finished=False,
-        **create_options,
-    )
+    # killed before, it never opens, and a new restore into it clears it. Failed
+    # in this process, it goes, with the folders made for it.
+    made = _folders_made_by(path)
+    try:
+        volume = Volume.create(
+            path,
+            page_size=int(meta["page_size"]),
+            segment_size=int(meta["segment_size"]),
+            capacity=int(meta["capacity"]),
+            _finished=False,
+            **create_options,
+        )
+    except BaseException:
+        _remove_made(made)
+        raise
     try:
         pages: dict[int, list[SharedImages]] = {}
         for plan in plans:
@@ -544,9 +576,39 @@ def restore(
         volume._finish_creation()
     except BaseException:
         volume._discard_unfinished()
+        _remove_made(made)
         raise
     volume.restored_from = (moment, point)
     return volume
+
+
+def _folders_made_by(path: str | os.PathLike[str] | None) -> tuple[Path, bool] | None:
+    """What a restore into ``path`` makes: the outermost folder of the path that is
+    missing now (False: remove it whole), or the path itself when it is an empty
+    folder now (True: keep it, empty)."""
+    if path is None:
+        return None
+    folder = Path(path).absolute()
+    if folder.is_dir():
+        return None if any(folder.iterdir()) else (folder, True)
+    while not folder.parent.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder, False
+
+
+def _remove_made(made: tuple[Path, bool] | None) -> None:
+    """Undoes what a failed restore made (:func:`_folders_made_by`)."""
+    if made is None:
+        return
+    folder, keep = made
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def _pg_images(

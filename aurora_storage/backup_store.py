@@ -5,7 +5,7 @@ A *backup store* holds whole objects (byte strings) addressed by
 (:class:`LocalFolderStore`, the default), any fsspec filesystem such as S3
 (:class:`FsspecStore`), or memory (:class:`MemoryStore`, for simulations).
 :func:`open_store` turns the user's ``backup=`` option into one. Staging
-(DESIGN.md section 2) writes *backup objects* (:func:`encode_object`) into it;
+(docs/architecture.md, "History: backtrack and restore") writes *backup objects* (:func:`encode_object`) into it;
 restore reads them back (:func:`decode_object`) without the source volume.
 
 Backup object layout (docs/format.md, "Backup objects")::
@@ -149,7 +149,8 @@ DURABILITY_MODES = ("fsync", "os")
 
 
 class LocalFolderStore:
-    """Objects as files under a folder, created if missing; object 'a/b' is the file 'a/b'.
+    """Objects as files under a folder, created if missing (unless ``create=False``,
+    for readers: a missing folder is then an error); object 'a/b' is the file 'a/b'.
 
     ``put`` writes a temporary file in the object's folder, fsyncs it, renames
     it over the object and fsyncs the folder (new folders are fsynced into
@@ -159,13 +160,18 @@ class LocalFolderStore:
     fsyncs (atomic but not durable; for tests and benchmarks).
     """
 
-    def __init__(self, path: str | os.PathLike[str], durability: str = "fsync") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], durability: str = "fsync", *, create: bool = True
+    ) -> None:
         if durability not in DURABILITY_MODES:
             raise ConfigurationError(
                 f"backup store durability {durability!r} is not one of {DURABILITY_MODES}"
             )
         self.root = Path(path)
         self.durability = durability
+        if not create and not self.root.is_dir():
+            detail = "it is a file" if self.root.exists() else "no such folder"
+            raise BackupStoreUnavailableError(str(path), f"{detail}: nothing to read")
         try:
             make_folders(self.root, self.durability == "fsync")
         except (FileExistsError, NotADirectoryError):
@@ -338,9 +344,11 @@ class FsspecStore:
     neither property (ftp, sftp) may show a partly written object. Object
     stores have no folders, so they take both 'a' and 'a/b': the rule that a
     name is never both an object and a folder is the writer's to keep there.
+    A store may be shared (another writer, a restore in another process), so
+    ``exists`` and ``list`` ask the backend each time, never its caches.
     """
 
-    def __init__(self, url: str, **storage_options: Any) -> None:
+    def __init__(self, url: str, *, create: bool = True, **storage_options: Any) -> None:
         core = _import_fsspec(url)
         try:
             filesystem, root = core.url_to_fs(url, **storage_options)
@@ -357,7 +365,7 @@ class FsspecStore:
         protocols = (protocols,) if isinstance(protocols, str) else tuple(protocols)
         self.local: LocalFolderStore | None = None
         if "file" in protocols or "local" in protocols:
-            self.local = LocalFolderStore(self.root or "/")
+            self.local = LocalFolderStore(self.root or "/", create=create)
 
     def __repr__(self) -> str:
         return f"FsspecStore({self.url!r})"
@@ -396,7 +404,10 @@ class FsspecStore:
     def exists(self, name: str) -> bool:
         if self.local is not None:
             return self.local.exists(name)
-        return bool(self.filesystem.isfile(self._path(name)))
+        path = self._path(name)
+        # Others write the same bucket: what this filesystem object cached may be stale.
+        self.filesystem.invalidate_cache(path)
+        return bool(self.filesystem.isfile(path))
 
     def list(self, prefix: str = "") -> builtins.list[str]:
         if self.local is not None:
@@ -404,6 +415,7 @@ class FsspecStore:
         check_prefix(prefix)
         folder = prefix.rpartition("/")[0]
         start = "/".join(part for part in (self.root, folder) if part)
+        self.filesystem.invalidate_cache(start)  # as in exists: list what the store holds now
         names = []
         for path in self.filesystem.find(start, withdirs=False):
             path = str(path)
@@ -418,11 +430,13 @@ class FsspecStore:
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def open_store(target: BackupStore | str | os.PathLike[str]) -> BackupStore:
+def open_store(target: BackupStore | str | os.PathLike[str], *, create: bool = True) -> BackupStore:
     """The store for a ``backup=`` option: a store as is, a URL, or a local folder.
 
     ``file://PATH`` and paths without a scheme give a :class:`LocalFolderStore`;
-    any other ``scheme://`` URL gives an :class:`FsspecStore`.
+    any other ``scheme://`` URL gives an :class:`FsspecStore`. ``create=False``
+    opens a store only to read it (a restore): a missing local folder raises
+    :class:`BackupStoreUnavailableError` instead of being made.
     """
     if isinstance(target, BackupStore):
         return target
@@ -438,10 +452,10 @@ def open_store(target: BackupStore | str | os.PathLike[str]) -> BackupStore:
         location = location[len("file://") :]
         if not location:
             raise ConfigurationError("backup target 'file://' names no folder")
-        return LocalFolderStore(location)
+        return LocalFolderStore(location, create=create)
     if _URL.match(location):
-        return FsspecStore(location)
-    return LocalFolderStore(location)
+        return FsspecStore(location, create=create)
+    return LocalFolderStore(location, create=create)
 
 
 # --- backup objects ---------------------------------------------------------------

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .clock import to_duration
 from .errors import ConfigurationError, InvalidArgumentError
 
 
@@ -26,14 +27,12 @@ def integer(name: str, value: Any, error: type[InvalidArgumentError] = Configura
 
 
 def seconds(name: str, value: Any, error: type[InvalidArgumentError] = ConfigurationError) -> float:
-    """``value`` as finite float seconds (an int, a float or a ``timedelta``)."""
-    if hasattr(value, "total_seconds") and callable(value.total_seconds):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise error(f"{name} must be a number of seconds, not {value!r}")
-    if not math.isfinite(value):
-        raise error(f"{name} must be finite, not {value!r}")
-    return float(value)
+    """``value`` as finite float seconds (an int, a float or a ``timedelta``:
+    clock.to_duration), raised as ``error`` when it is not one."""
+    try:
+        return to_duration(value, name)
+    except InvalidArgumentError as problem:
+        raise error(str(problem)) from None
 
 
 def number(name: str, value: Any) -> float:

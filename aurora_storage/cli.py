@@ -1,132 +1,50 @@
 """The ``aurora-storage`` command line: demo, status, verify, dump, backtrack, restore, bench.
 
 Each command is one function taking parsed arguments and returning an exit
-status. Library errors print one line and exit 1; ``--debug`` shows the
-traceback instead. Times accept ISO-8601 (``2026-11-27T10:00:00``, UTC when
-no zone is given), relative forms (``-2h``, ``-30m``, ``-1d``, ``-45s``),
-``now``, or Unix seconds.
+status. Library errors and bad arguments print one line and exit 1 (usage
+errors found by argparse exit 2); ``--debug``, anywhere on the line, shows
+the traceback instead. A reader that closes the pipe (``status | head -2``)
+ends the output quietly. Times are read by clock.py, as the library reads
+them: ISO-8601 (local time unless it gives ``Z`` or an offset), ``now``,
+relative forms (``-2h``, ``-30m``, ``-1d``, ``-45s``; ``--to -2h`` and
+``--to=-2h`` alike), Unix seconds, and for backtrack and restore ``earliest``
+and ``latest``. Printed times are ISO-8601 UTC.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import NoReturn
 
+from . import __version__, log, metrics, native, report
 from . import demo as demo_module
-from . import log, native, report
-from .errors import AuroraStorageError, InvalidArgumentError
+from .clock import format_time, parse_target
+from .errors import (
+    AuroraStorageError,
+    InvalidArgumentError,
+    PageOutOfRangeError,
+    QuorumError,
+)
 from .node import log_name
 from .volume import Volume
 
-_RELATIVE = re.compile(r"^([+-])(\d+(?:\.\d+)?)([smhd])$")
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_time(text: str, now: float | None = None) -> float:
-    """Unix seconds from ISO-8601, a relative form (``-2h``), ``now`` or a number."""
-    now = time.time() if now is None else now
-    value = text.strip()
-    if value == "now":
-        return now
-    match = _RELATIVE.match(value)
-    if match:
-        sign = -1.0 if match.group(1) == "-" else 1.0
-        return now + sign * float(match.group(2)) * _UNITS[match.group(3)]
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidArgumentError(
-            f"cannot read time {text!r}: use ISO-8601, -2h / -30m / -1d, now, or Unix seconds"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
-
-
-def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
+TIME_HELP = (
+    "ISO-8601 (2026-12-02T02:23:40Z; local time without Z or an offset), now, "
+    "relative as -2h / -30m / -1d / -45s, Unix seconds, earliest or latest"
+)
+# A value that starts with '-' but is a relative time, not an option (--to -2h).
+_RELATIVE_VALUE = re.compile(r"-(\d+(\.\d+)?|\.\d+)[smhd]")
+_TIME_OPTIONS = ("--to",)
 
 
 # --- status ---------------------------------------------------------------------------
-
-
-def prometheus(status: dict[str, Any]) -> str:
-    """Prometheus text exposition of a volume's status; names follow Aurora's CloudWatch."""
-    lines: list[str] = []
-
-    def metric(name: str, help_text: str, value: float, labels: str = "") -> None:
-        if not any(line.startswith(f"# HELP {name} ") for line in lines):
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} gauge")
-        lines.append(f"{name}{labels} {value}")
-
-    metric(
-        "aurora_volume_bytes_used",
-        "Bytes stored by the volume (VolumeBytesUsed).",
-        status["bytes_used"],
-    )
-    metric("aurora_vdl", "Volume durable LSN.", status["vdl"])
-    metric("aurora_vcl", "Volume complete LSN.", status["vcl"])
-    metric("aurora_pg_count", "Protection groups written.", status["pg_count"])
-    metric("aurora_epoch", "Volume epoch.", status["epoch"])
-    for node in status["nodes"]:
-        labels = f'{{node="{node["name"]}",az="{node["az"]}"}}'
-        metric("aurora_node_up", "1 while the storage node answers.", int(node["up"]), labels)
-        metric(
-            "aurora_node_bytes",
-            "Bytes a node stores.",
-            node["disk_bytes"] or node["memory_bytes"],
-            labels,
-        )
-    for pg in status["pgs"]:
-        for node, scl in pg["scls"].items():
-            metric(
-                "aurora_segment_scl",
-                "Segment complete LSN.",
-                scl,
-                f'{{pg="{pg["pg"]}",node="{node}"}}',
-            )
-    backtrack = status.get("backtrack")
-    if backtrack:
-        metric(
-            "aurora_backtrack_window_target_seconds",
-            "Backtrack window asked for (BacktrackWindowTarget).",
-            backtrack["window_target_seconds"],
-        )
-        metric(
-            "aurora_backtrack_window_actual_seconds",
-            "Backtrack window reachable now (BacktrackWindowActual).",
-            backtrack["window_actual_seconds"],
-        )
-        metric(
-            "aurora_backtrack_change_records_stored",
-            "Commits kept for backtrack (BacktrackChangeRecordsStored).",
-            backtrack["change_records_stored"],
-        )
-    backup = status.get("backup")
-    if backup and backup["earliest_restorable"] is not None:
-        metric(
-            "aurora_backup_earliest_restorable_time",
-            "Earliest restorable time.",
-            backup["earliest_restorable"],
-        )
-        metric(
-            "aurora_backup_latest_restorable_time",
-            "Latest restorable time.",
-            backup["latest_restorable"],
-        )
-    return "\n".join(lines) + "\n"
 
 
 def _status(arguments: argparse.Namespace) -> int:
@@ -135,8 +53,8 @@ def _status(arguments: argparse.Namespace) -> int:
         status = volume.status()
     finally:
         volume.close()
-    if arguments.prometheus:
-        sys.stdout.write(prometheus(status))
+    if arguments.prometheus or arguments.openmetrics:
+        sys.stdout.write(metrics.exposition(status, openmetrics=arguments.openmetrics).decode())
         return 0
     if arguments.json:
         print(json.dumps(status, indent=2, default=str))
@@ -152,7 +70,8 @@ def _status(arguments: argparse.Namespace) -> int:
         if node["suspect"]:
             health += " (catching up, not voting)"
         print(
-            f"  {node['name']:6} {node['az']}  {health:8} {node['segments']} segments, {node['disk_bytes'] or node['memory_bytes']:,} B"
+            f"  {node['name']:6} {node['az']}  {health:8} {node['segments']} segments, "
+            f"{node['disk_bytes'] or node['memory_bytes']:,} B"
         )
         for line in node["problems"]:
             if line != node["failed"]:
@@ -164,21 +83,21 @@ def _status(arguments: argparse.Namespace) -> int:
     if backtrack:
         print(
             f"  backtrack window: target {backtrack['window_target_seconds'] / 3600:.1f} h, actual "
-            f"{backtrack['window_actual_seconds'] / 3600:.2f} h ({_iso(backtrack['earliest'])} .. "
-            f"{_iso(backtrack['latest'])})"
+            f"{backtrack['window_actual_seconds'] / 3600:.2f} h ({format_time(backtrack['earliest'])}"
+            f" .. {format_time(backtrack['latest'])})"
         )
     else:
         print("  backtrack: off")
     backup = status.get("backup")
-    if backup and backup["earliest_restorable"] is None:
-        print(f"  restorable: nothing yet (retention {backup['retention_days']} days)")
-    elif backup:
-        print(
-            f"  restorable: {_iso(backup['earliest_restorable'])} .. {_iso(backup['latest_restorable'])}"
-            f" (retention {backup['retention_days']} days)"
-        )
-    else:
+    if backup is None:
         print("  backup: off")
+    elif backup["earliest_restorable"] is None or backup["latest_restorable"] is None:
+        print(f"  restorable: nothing yet (retention {backup['retention_days']:g} days)")
+    else:
+        print(
+            f"  restorable: {format_time(backup['earliest_restorable'])} .. "
+            f"{format_time(backup['latest_restorable'])} (retention {backup['retention_days']:g} days)"
+        )
     return 0
 
 
@@ -274,15 +193,38 @@ def _verify(arguments: argparse.Namespace) -> int:
 # --- dump -----------------------------------------------------------------------------
 
 
+def lsn_range(text: str) -> tuple[int, int]:
+    """(first, last) of ``FIRST:LAST``, ``FIRST:``, ``:LAST`` or one LSN ``N`` (N:N)."""
+    first_text, colon, last_text = text.strip().partition(":")
+    try:
+        first = int(first_text) if first_text.strip() else 0
+        last = first  # one LSN
+        if colon:
+            last = int(last_text) if last_text.strip() else native.LSN_MAX
+    except ValueError:
+        raise InvalidArgumentError(
+            f"cannot read LSN range {text!r}: use FIRST:LAST, FIRST:, :LAST or one LSN"
+        ) from None
+    if not 0 <= first <= last <= native.LSN_MAX:
+        raise InvalidArgumentError(
+            f"LSN range {text!r} is empty or out of range: LSNs go from 0 to "
+            f"{native.LSN_MAX}, FIRST <= LAST"
+        )
+    return first, last
+
+
 def _dump(arguments: argparse.Namespace) -> int:
+    lo, hi = lsn_range(arguments.lsn) if arguments.lsn is not None else (0, native.LSN_MAX)
+    if arguments.limit < 0:
+        raise InvalidArgumentError(f"--limit {arguments.limit} must be 0 or more")
     volume = Volume.open(arguments.path, readonly=True)
     try:
-        lo, hi = 0, native.LSN_MAX
-        if arguments.lsn:
-            first, _, last = arguments.lsn.partition(":")
-            lo, hi = int(first or 0), int(last) if last else native.LSN_MAX
         page = arguments.page
-        node = next(n for n in volume.nodes.values() if not n.failed)
+        if page is not None and not 0 <= page < volume.geometry.page_count:
+            raise PageOutOfRangeError(page, volume.geometry.page_count)
+        node = next((n for n in volume.nodes.values() if not n.failed), None)
+        if node is None:
+            raise QuorumError("no storage node of the volume can be read: every one is down")
         pg_ids = [volume.geometry.pg_of(page)] if page is not None else sorted(node.segments)
         kinds = {log.KIND_WRITE: "WRITE", log.KIND_PAGE: "PAGE", log.KIND_ZERO: "ZERO"}
         print("lsn\tpg\tpage\tkind\toffset\tlength\tflags\ttime")
@@ -304,6 +246,8 @@ def _dump(arguments: argparse.Namespace) -> int:
                     )
                     if not lo <= lsn <= hi or (page is not None and page_no != page):
                         continue
+                    if shown >= arguments.limit:
+                        return 0
                     hidden = (
                         " hidden"
                         if any(
@@ -312,13 +256,11 @@ def _dump(arguments: argparse.Namespace) -> int:
                         )
                         else ""
                     )
-                    stamp = _iso(moment) if flags & log.FLAG_CPL else ""
+                    stamp = format_time(moment) if flags & log.FLAG_CPL else ""
                     print(
                         f"{lsn}\t{pg_id}\t{page_no}\t{kinds.get(kind, kind)}\t{offset}\t{length}\t{'CPL' if flags & log.FLAG_CPL else ''}{hidden}\t{stamp}"
                     )
                     shown += 1
-                    if shown >= arguments.limit:
-                        return 0
     finally:
         volume.close()
     return 0
@@ -328,15 +270,15 @@ def _dump(arguments: argparse.Namespace) -> int:
 
 
 def _backtrack(arguments: argparse.Namespace) -> int:
-    volume = Volume.open(arguments.path)
+    target = parse_target(arguments.to)  # a bad time fails before the volume is opened
+    volume = Volume.open(arguments.path, rebuild_missing=arguments.rebuild_missing)
     try:
-        target = parse_time(arguments.to, time.time())
         result = volume.backtrack(target)
     finally:
         volume.close()
     print(
-        f"backtracked to {_iso(target)}: last visible commit LSN {result.lsn} "
-        f"at {_iso(result.commit_time) if result.commit_time else 'creation'} "
+        f"backtracked to {format_time(result.target)}: last visible commit LSN {result.lsn} "
+        f"at {format_time(result.commit_time) if result.commit_time else 'creation'} "
         f"(history version {result.history_version})"
     )
     return 0
@@ -345,7 +287,7 @@ def _backtrack(arguments: argparse.Namespace) -> int:
 def _restore(arguments: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    target = parse_time(arguments.to, time.time())
+    target = parse_target(arguments.to)  # a bad time fails before the backup is read
     with tqdm(unit="object", desc="restore", disable=not sys.stderr.isatty()) as bar:
 
         def progress(done: int, total: int) -> None:
@@ -356,11 +298,13 @@ def _restore(arguments: argparse.Namespace) -> int:
         started = time.perf_counter()
         volume = Volume.restore(arguments.backup, to=target, path=arguments.into, progress=progress)
     elapsed = time.perf_counter() - started
-    assert volume.restored_from is not None
-    status = volume.status()
-    volume.close()
+    try:
+        status = volume.status()
+        moment, point = volume.restored_from or (float("nan"), volume.vdl)
+    finally:
+        volume.close()
     print(
-        f"restored to {_iso(target)} (LSN {volume.restored_from[1]}) into {arguments.into}: "
+        f"restored to {format_time(moment)} (LSN {point}) into {arguments.into}: "
         f"{status['pg_count']} PGs, VDL {status['vdl']}, {elapsed:.2f} s"
     )
     return 0
@@ -370,60 +314,98 @@ def _restore(arguments: argparse.Namespace) -> int:
 
 
 def _bench(arguments: argparse.Namespace) -> int:
-    return report.run(Path(arguments.out), quick=arguments.quick, root=Path(arguments.source))
+    return report.run(
+        Path(arguments.out),
+        quick=arguments.quick,
+        tiny=arguments.tiny,
+        root=Path(arguments.source),
+    )
 
 
 # --- parser -----------------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line, like every other error of the command."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # --debug is taken before and after the command: each command's copy leaves
+    # the value alone unless given (SUPPRESS), so either place works.
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors"
+    )
+    parser = _Parser(
         prog="aurora-storage",
         description="A log-structured, quorum-replicated storage volume after Amazon Aurora.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"aurora-storage {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    demo = commands.add_parser("demo", help="a tour of the whole volume (under a minute)")
-    demo.add_argument("--path", help="folder for the demo volume (default: a temporary folder)")
+    def command(name: str, text: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=text, description=text, parents=[common])
+
+    demo = command("demo", "a tour of the whole volume (under a minute)")
+    demo.add_argument(
+        "--path", help="a new or empty folder for the demo's volumes (default: a temporary folder)"
+    )
     demo.add_argument("--keep", action="store_true", help="keep the demo folder afterwards")
     demo.set_defaults(handler=demo_module.run)
 
-    status = commands.add_parser("status", help="nodes, AZs, health, PGs, LSNs, windows")
+    status = command("status", "nodes, AZs, health, PGs, LSNs, windows")
     status.add_argument("path")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    status.add_argument("--prometheus", action="store_true", help="Prometheus text format")
+    formats = status.add_mutually_exclusive_group()
+    formats.add_argument("--json", action="store_true", help="machine-readable output")
+    formats.add_argument(
+        "--prometheus", action="store_true", help="Prometheus text format (prometheus_client)"
+    )
+    formats.add_argument("--openmetrics", action="store_true", help="OpenMetrics text format")
     status.set_defaults(handler=_status)
 
-    verify = commands.add_parser("verify", help="scrub every frame and page; exit 1 on any problem")
+    verify = command("verify", "scrub every frame and page; exit 1 on any problem")
     verify.add_argument("path")
     verify.set_defaults(handler=_verify)
 
-    dump = commands.add_parser("dump", help="records of a page or an LSN range")
+    dump = command("dump", "records of a page or an LSN range")
     dump.add_argument("path")
     dump.add_argument("--page", type=int, help="only records of this page")
-    dump.add_argument("--lsn", help="LSN range FIRST:LAST (either end may be empty)")
-    dump.add_argument("--limit", type=int, default=1000, help="at most this many records")
+    dump.add_argument("--lsn", help="LSN range FIRST:LAST (either end may be empty), or one LSN")
+    dump.add_argument(
+        "--limit", type=int, default=1000, help="at most this many records (default 1000)"
+    )
     dump.set_defaults(handler=_dump)
 
-    backtrack = commands.add_parser("backtrack", help="rewind the volume in place to a time")
+    backtrack = command("backtrack", "rewind the volume in place to a time")
     backtrack.add_argument("path")
+    backtrack.add_argument("--to", required=True, help=TIME_HELP)
     backtrack.add_argument(
-        "--to", required=True, help="ISO-8601, now, Unix seconds, or relative as --to=-2h"
+        "--rebuild-missing",
+        action="store_true",
+        help="rebuild missing node folders from their peers (Volume.open rebuild_missing)",
     )
     backtrack.set_defaults(handler=_backtrack)
 
-    restore = commands.add_parser("restore", help="point-in-time restore into a new volume")
+    restore = command("restore", "point-in-time restore into a new volume")
     restore.add_argument("backup", help="backup folder or URL")
+    restore.add_argument("--to", required=True, help=TIME_HELP)
     restore.add_argument(
-        "--to", required=True, help="ISO-8601, now, Unix seconds, or relative as --to=-2h"
+        "--into", required=True, help="folder of the new volume (removed again if it fails)"
     )
-    restore.add_argument("--into", required=True, help="folder of the new volume")
     restore.set_defaults(handler=_restore)
 
-    bench = commands.add_parser("bench", help="run the benchmarks and write a report folder")
+    bench = command("bench", "run the benchmarks and write a report folder")
     bench.add_argument(
         "--quick", action="store_true", help="leave out the workloads that build gigabytes of data"
+    )
+    bench.add_argument(
+        "--tiny",
+        action="store_true",
+        help="every workload at a tiny size, a few rounds: checks the run, measures nothing",
     )
     bench.add_argument(
         "--out", default="bench-report", help="report folder (default: bench-report)"
@@ -435,17 +417,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _join_time_values(argv: Sequence[str]) -> list[str]:
+    """``--to -2h`` as ``--to=-2h``: argparse would take ``-2h`` for an option."""
+    joined: list[str] = []
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if (
+            word in _TIME_OPTIONS
+            and index + 1 < len(argv)
+            and _RELATIVE_VALUE.fullmatch(argv[index + 1])
+        ):
+            joined.append(f"{word}={argv[index + 1]}")
+            index += 2
+            continue
+        joined.append(word)
+        index += 1
+    return joined
+
+
+def _quiet_stdout() -> None:
+    """The reader of stdout went away: later writes (the exit's flush too) go nowhere."""
+    try:
+        descriptor = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(descriptor, sys.stdout.fileno())
+        os.close(descriptor)
+    except (OSError, ValueError):  # stdout is no file (captured): nothing to redirect
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    arguments = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    arguments = build_parser().parse_args(_join_time_values(words))
     try:
         status: int = arguments.handler(arguments)
-    except AuroraStorageError as error:
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 0
+    except KeyboardInterrupt:
         if arguments.debug:
             raise
-        print(f"aurora-storage: {error}", file=sys.stderr)
-        return 1
-    except OSError as error:
+        print("aurora-storage: interrupted", file=sys.stderr)
+        return 130
+    except (AuroraStorageError, OSError) as error:
         if arguments.debug:
             raise
         print(f"aurora-storage: {error}", file=sys.stderr)

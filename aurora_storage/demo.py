@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .clock import SimulatedClock
-from .errors import WriteQuorumError
+from .errors import InvalidArgumentError, WriteQuorumError
 from .volume import Volume
 
 PAGE = 16 * 1024
@@ -68,6 +68,8 @@ def _matches(volume: Volume, model: dict[int, bytes]) -> bool:
 
 
 def run(arguments: argparse.Namespace) -> int:
+    if arguments.path:
+        _check_new_folder(Path(arguments.path))
     folder = (
         Path(arguments.path) if arguments.path else Path(tempfile.mkdtemp(prefix="aurora-demo-"))
     )
@@ -76,6 +78,26 @@ def run(arguments: argparse.Namespace) -> int:
     finally:
         if not arguments.keep and not arguments.path:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _check_new_folder(folder: Path) -> None:
+    """The demo writes a volume, a backup and a restored volume into ``folder``: it
+    takes only a new or empty folder, never one holding a volume or other files."""
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise InvalidArgumentError(
+            f"demo --path {folder}: it is a file; give a new or empty folder"
+        )
+    if (folder / "volume.meta").exists():
+        raise InvalidArgumentError(
+            f"demo --path {folder}: it is an aurora-storage volume; the demo leaves it alone "
+            "(give a new or empty folder)"
+        )
+    if any(folder.iterdir()):
+        raise InvalidArgumentError(
+            f"demo --path {folder}: the folder is not empty; give a new or empty folder"
+        )
 
 
 def _tour(folder: Path) -> int:

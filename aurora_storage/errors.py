@@ -178,7 +178,9 @@ class InDoubtError(QuorumError):
         if lsns:
             parts.append(f"commits at LSN {', '.join(map(str, lsns))} are in doubt")
         if backtrack is not None:
-            parts.append(f"a backtrack to time {backtrack:.3f} is in doubt")
+            from .clock import format_time  # clock.py imports this module
+
+            parts.append(f"a backtrack to {format_time(backtrack)} is in doubt")
         super().__init__(
             f"refused, nothing changed: {' and '.join(parts)}; they resolve once a write "
             "quorum answers again (Volume.wait_durable), or at the next open"
@@ -217,9 +219,11 @@ class BacktrackQuorumError(WriteQuorumError):
             if in_doubt
             else ""
         )
+        from .clock import format_time  # clock.py imports this module
+
         QuorumError.__init__(
             self,
-            f"the backtrack to time {target:.3f} reached {reached} nodes, 4 needed{failed}; "
+            f"the backtrack to {format_time(target)} reached {reached} nodes, 4 needed{failed}; "
             f"it did not take effect{detail}",
         )
 
@@ -394,16 +398,33 @@ class BacktrackDisabledError(HistoryError):
 
 
 class TimeOutsideWindowError(HistoryError, ValueError):
-    """A target time before the earliest reachable time or after the latest."""
+    """A target time before the earliest reachable time or after the latest.
+
+    The message gives the times in ISO-8601 UTC and how far outside the window
+    the target is; the attributes keep them as seconds.
+    """
 
     def __init__(self, target: float, earliest: float, latest: float, detail: str = "") -> None:
+        from .clock import format_duration, format_time  # clock.py imports this module
+
         self.target = target
         self.earliest = earliest
         self.latest = latest
+        if target < earliest:
+            distance = f"{format_duration(earliest - target)} before it opens"
+        elif target > latest:
+            distance = f"{format_duration(target - latest)} after it closes"
+        else:
+            distance = "inside it, but not reachable"
         super().__init__(
-            f"time {target:.3f} is outside the window {earliest:.3f} .. {latest:.3f}"
-            + (f": {detail}" if detail else "")
+            f"time {format_time(target)} is outside the window {format_time(earliest)} .. "
+            f"{format_time(latest)} ({distance})" + (f": {detail}" if detail else "")
         )
+
+
+class RestoreError(HistoryError):
+    """A restore cannot be done: objects it needs are missing or do not chain, or the
+    backup holds no staged round yet."""
 
 
 # --- backup store ------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Visible history: which LSNs a read sees, version by version, and when each began.
 
-One mechanism serves crash recovery, backtrack and restore (DESIGN.md
-section 2): the visible history of a volume is the set of LSNs not annulled.
+One mechanism serves crash recovery, backtrack and restore
+(docs/architecture.md, "History: backtrack and restore"): the visible history
+of a volume is the set of LSNs not annulled.
 
 - A *truncation* (epoch, lo, hi) comes from crash recovery: (lo, hi] held only
   records no commit acknowledged. It applies to every version, forever, and

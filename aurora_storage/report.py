@@ -1,10 +1,17 @@
 """``aurora-storage bench``: run the benchmark suite and write a report folder.
 
-The suite (``benchmarks/`` of a checkout, run with pytest-benchmark) writes
-its same-run ratio table to ``.benchmarks/ratios.json``; this module turns it
-into ``report.md`` (one row per workload and baseline, with the goal and
-whether it was met) and, when matplotlib is installed (the ``report`` extra),
-two charts: throughput per workload and ratio to baseline against the goal.
+The suite (``benchmarks/`` of a checkout, run with pytest-benchmark) runs
+against the installed package: pytest starts in an empty scratch folder,
+never in the checkout, whose uncompiled ``aurora_storage/`` would otherwise
+come first on ``sys.path``. Everything lands in the report folder:
+``ratios.json`` (the suite's same-run ratio table, benchmarks/conftest.py),
+``pytest-benchmark.json`` (pytest-benchmark's own ``--benchmark-json``, for
+its compare tools), ``report.md`` (one row per workload and baseline, with
+the goal and whether it was met) and, when matplotlib is installed (the
+``report`` extra), two charts: throughput per workload and ratio to baseline
+against the goal. ``tiny`` (``AURORA_STORAGE_BENCH_TINY=1``) runs every
+workload at a tiny size with the fewest rounds pytest-benchmark allows: a
+check that the suite runs, not a measurement.
 """
 
 from __future__ import annotations
@@ -13,22 +20,38 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigurationError
 
-RATIOS = Path(".benchmarks") / "ratios.json"
+RATIOS_NAME = "ratios.json"
+PYTEST_BENCHMARK_NAME = "pytest-benchmark.json"
+TINY_ENVIRONMENT = "AURORA_STORAGE_BENCH_TINY"
 QUICK_SKIPS = "not large_working_set and not restore_throughput and not node_restart_replay"
+# pytest-benchmark's own calibration, cut to one round of one call under --tiny.
+TINY_OPTIONS = (
+    "--benchmark-min-rounds=1",
+    "--benchmark-max-time=0",
+    "--benchmark-min-time=0",
+    "--benchmark-warmup=off",
+)
 
 
-def run(out: Path, *, quick: bool, root: Path) -> int:
+def run(out: Path, *, quick: bool, root: Path, tiny: bool = False) -> int:
     """Runs the suite from the checkout at ``root`` and writes the report into ``out``."""
-    benchmarks = sorted((root / "benchmarks").glob("bench_*.py"))
+    source = root.resolve()
+    benchmarks = sorted((source / "benchmarks").glob("bench_*.py"))
     if not benchmarks:
         raise ConfigurationError(
-            f"no benchmarks/bench_*.py under {root.resolve()}: run from a checkout, or pass --source"
+            f"no benchmarks/bench_*.py under {source}: run from a checkout, or pass --source"
         )
+    out = out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    ratios = out / RATIOS_NAME
+    for stale in (ratios, out / PYTEST_BENCHMARK_NAME):
+        stale.unlink(missing_ok=True)  # a failed run must not report the last one's figures
     environment = dict(os.environ)
     command = [
         sys.executable,
@@ -39,17 +62,24 @@ def run(out: Path, *, quick: bool, root: Path) -> int:
         "-q",
         "-p",
         "no:cacheprovider",
+        f"--rootdir={source}",
+        f"--ratios-json={ratios}",
+        f"--benchmark-json={out / PYTEST_BENCHMARK_NAME}",
     ]
     if quick:  # the workloads that build gigabytes of data are left out
         command += ["-k", QUICK_SKIPS]
+    if tiny:
+        environment[TINY_ENVIRONMENT] = "1"
+        command += TINY_OPTIONS
     print("running:", " ".join(command), flush=True)
-    finished = subprocess.run(command, cwd=root, env=environment, check=False)
-    ratios = root / RATIOS
+    with tempfile.TemporaryDirectory(prefix="aurora-bench-") as scratch:
+        finished = subprocess.run(command, cwd=scratch, env=environment, check=False)
     if not ratios.exists():
-        raise ConfigurationError(f"the benchmark run wrote no {ratios}")
+        raise ConfigurationError(
+            f"the benchmark run wrote no {ratios} (pytest exited {finished.returncode}: "
+            "see its output above)"
+        )
     document = json.loads(ratios.read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "ratios.json").write_text(json.dumps(document, indent=2) + "\n")
     markdown = render_markdown(document)
     (out / "report.md").write_text(markdown)
     charts = write_charts(document, out)
@@ -89,6 +119,14 @@ def render_markdown(document: dict[str, Any]) -> str:
         f"{document.get('generated_utc', '')}, {document.get('platform', '')}, "
         f"{document.get('cpu_count', '?')} CPUs; figures are medians, baselines measured in the same run.",
         "",
+        *(
+            [
+                "**Tiny run** (`--tiny`): every workload at a tiny size; the figures measure nothing.",
+                "",
+            ]
+            if document.get("tiny")
+            else []
+        ),
         "| workload | figure | baseline | baseline figure | ratio | goal | met |",
         "|---|---|---|---|---|---|---|",
     ]

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -45,7 +45,16 @@ from . import backup as backup_module
 from . import checks, log, metafile, native, recovery
 from . import messages as m
 from .backup_store import KIND_HISTORY, BackupStore, decode_object, open_store
-from .clock import Clock, WallClock, to_seconds
+from .clock import (
+    Clock,
+    Duration,
+    Moment,
+    WallClock,
+    format_time,
+    parse_target,
+    resolve_target,
+    to_duration,
+)
 from .disk import Disk, RealDisk, make_folders, sync_folder
 from .errors import (
     AuroraStorageError,
@@ -111,6 +120,7 @@ from .recovery import RecoveryPlan
 from .segment import Geometry, SharedImages
 from .staging import Stager
 from .staging import default_mode as staging_mode
+from .status import BackupStatus, NodeStatus, PgStatus, VolumeStatus
 from .transport import DirectTransport, SimulatedTransport, Transport
 
 KIB = 1024
@@ -327,6 +337,13 @@ class Transaction:
 
     def __enter__(self) -> Transaction:
         return self
+
+    def __repr__(self) -> str:
+        if not self._done:
+            return f"<Transaction open: {self._records} records in {len(self._pgs)} PGs>"
+        if self.lsn:
+            return f"<Transaction committed at LSN {self.lsn}>"
+        return "<Transaction ended: nothing committed>"
 
     def __exit__(
         self,
@@ -659,7 +676,8 @@ class Volume:
         # Nodes that acknowledged the history write with _history_write_key.
         self._history_acks: set[str] = set()
         self._history_write_key = self.history.key
-        # In doubt (DESIGN: no later change may build on a state that excludes them):
+        # In doubt (README.md, "When a commit or backtrack fails": no later change may
+        # build on a state that excludes them):
         # CPLs of commits that raised WriteQuorumError and are not yet durable, and
         # the target time of a backtrack that raised and whose history may be on
         # some nodes until the one this session keeps is rewritten on a write quorum.
@@ -779,13 +797,13 @@ class Volume:
         lal: int = LAL_DEFAULT,
         transport: Transport | None = None,
         backend: str | None = None,
-        commit_timeout: float = COMMIT_TIMEOUT,
+        commit_timeout: Duration = COMMIT_TIMEOUT,
         disks: dict[str, Disk] | None = None,
-        backtrack_window: float = 0.0,
+        backtrack_window: Duration = 0.0,
         backtrack_budget: int = 0,
         backup: Any = None,
-        backup_retention_days: float = 1.0,
-        backup_staging_interval: float = backup_module.STAGING_INTERVAL_DEFAULT,
+        backup_retention_days: float | timedelta = 1.0,
+        backup_staging_interval: Duration = backup_module.STAGING_INTERVAL_DEFAULT,
         backup_staging: str | None = None,
         _finished: bool = True,
     ) -> Volume:
@@ -801,11 +819,13 @@ class Volume:
         the committing thread (``"inline"``, the default on a simulated clock). A
         node whose disk cannot write (full or failing) is stopped and named in
         ``status()``; with fewer than four nodes left, :class:`StorageWriteError`
-        names them with their OS errors.
+        names them with their OS errors. Durations (``commit_timeout``,
+        ``backtrack_window``, ``backup_staging_interval``) are seconds or a
+        ``timedelta``; ``backup_retention_days`` is days or a ``timedelta``.
         """
         root = None if path is None else checks.path(path)
         _check_collaborators(clock, transport, disks)
-        backup_options = backup_module.BackupOptions(
+        backup_options = backup_module.BackupOptions.of(
             backup, backup_retention_days, backup_staging_interval, backup_staging
         )
         backup_options.check()
@@ -818,8 +838,8 @@ class Volume:
             durability,
             lal,
             backend,
-            commit_timeout,
-            backtrack_window,
+            to_duration(commit_timeout, "commit_timeout"),
+            to_duration(backtrack_window, "backtrack_window"),
             backtrack_budget,
         )
         options.check()
@@ -1450,7 +1470,7 @@ class Volume:
         self._check_open()
         return self._history_in_doubt
 
-    def wait_durable(self, lsn: int, timeout: float | None = None) -> bool:
+    def wait_durable(self, lsn: int, timeout: Duration | None = None) -> bool:
         """Waits until the commit ending at ``lsn`` is durable (VDL >= ``lsn``).
 
         Returns True once it is, False if ``timeout`` seconds (default: the
@@ -1460,10 +1480,11 @@ class Volume:
         """
         if type(lsn) is not int or lsn < 0:
             raise InvalidArgumentError(f"an LSN is an int >= 0, not {lsn!r}")
-        if timeout is None:
-            timeout = self.options.commit_timeout
-        elif isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout < 0:
-            raise InvalidArgumentError(f"timeout is seconds >= 0, not {timeout!r}")
+        seconds = (
+            self.options.commit_timeout if timeout is None else to_duration(timeout, "timeout")
+        )
+        if not seconds >= 0:
+            raise InvalidArgumentError(f"timeout is a duration >= 0, not {timeout!r}")
         with self.transport.lock:
             self._check_open()
             if lsn > self.allocated_lsn:
@@ -1477,7 +1498,7 @@ class Volume:
                 self._retransmit()
                 if self._held_frames and not self.transport.flush_in_flight():
                     self._send_held_frames()
-                self.transport.run_until(lambda: self._vdl >= lsn, float(timeout))
+                self.transport.run_until(lambda: self._vdl >= lsn, seconds)
             self._in_doubt = [cpl for cpl in self._in_doubt if cpl > self._vdl]
             return self._vdl >= lsn
 
@@ -1693,7 +1714,7 @@ class Volume:
 
     # --- continuous backup (staging.py, backup.py) ------------------------------------
 
-    def stage_backup(self, timeout: float | None = None) -> bool:
+    def stage_backup(self, timeout: Duration | None = None) -> bool:
         """Runs a staging round now and waits for it: every PG's frames up to VDL go to
         the backup store. True when the round was recorded (or nothing was new);
         False when it failed (``status()["backup"]["last_error"]`` says why: a PG
@@ -1701,11 +1722,12 @@ class Volume:
         did not end within ``timeout`` seconds."""
         self._check_open()
         self._refuse_if_readonly("a staging round")
-        if timeout is not None:
-            timeout = checks.seconds("timeout", timeout, InvalidArgumentError)
+        seconds = None if timeout is None else to_duration(timeout, "timeout")
+        if seconds is not None and seconds < 0:
+            raise InvalidArgumentError(f"timeout is a duration >= 0, not {timeout!r}")
         if self._stager is None:
             return False
-        return self._stager.stage_now(timeout)
+        return self._stager.stage_now(seconds)
 
     @property
     def restorable_window(self) -> tuple[float, float]:
@@ -1723,26 +1745,56 @@ class Volume:
     def restore(
         cls,
         backup: Any,
-        to: float | datetime,
+        to: Moment,
         path: str | os.PathLike[str] | None = None,
         *,
         progress: backup_module.Progress | None = None,
         backup_to: Any = None,
-        **options: Any,
+        durability: str | None = None,
+        clock: Clock | None = None,
+        lal: int = LAL_DEFAULT,
+        transport: Transport | None = None,
+        backend: str | None = None,
+        commit_timeout: Duration = COMMIT_TIMEOUT,
+        disks: dict[str, Disk] | None = None,
+        backtrack_window: Duration = 0.0,
+        backtrack_budget: int = 0,
+        backup_retention_days: float | timedelta = 1.0,
+        backup_staging_interval: Duration = backup_module.STAGING_INTERVAL_DEFAULT,
+        backup_staging: str | None = None,
     ) -> Volume:
         """Point-in-time restore: a new volume with exactly the commits at or before ``to``.
 
         Reads only the backup store (a folder, a URL, or a store object); the
-        source volume may be gone. ``options`` are those of :meth:`create`;
+        source volume may be gone. ``to`` is a time (clock.py), or
+        ``"earliest"`` or ``"latest"`` of the restorable window. The keywords
+        are :meth:`create`'s (the geometry comes from the backup);
         ``backup_to`` is the new volume's own continuous backup (``create``'s
         ``backup``), which begins with its pages at the restore point. Raises
         TimeOutsideWindowError outside the restorable window,
         BackupCorruptError or BackupObjectMissingError naming a damaged or
-        missing object, RestoreError for a gap.
+        missing object, RestoreError for a gap; a failed restore removes what it
+        made under ``path``.
         """
-        if backup_to is not None:
-            options["backup"] = backup_to
-        return backup_module.restore(backup, to, path, progress=progress, **options)
+        return backup_module.restore(
+            backup,
+            to,
+            path,
+            progress=progress,
+            backup=backup_to,
+            durability=durability,
+            clock=clock,
+            lal=lal,
+            transport=transport,
+            backend=backend,
+            commit_timeout=commit_timeout,
+            disks=disks,
+            backtrack_window=backtrack_window,
+            backtrack_budget=backtrack_budget,
+            backup_retention_days=backup_retention_days,
+            backup_staging_interval=backup_staging_interval,
+            backup_staging=backup_staging,
+        )
 
     def _lal_base(self) -> int:
         """LSNs in flight count from VDL, or from the end of the last truncation above it."""
@@ -1834,7 +1886,7 @@ class Volume:
         folded_lsn = max(answer.folded_lsn for answer in trusted)
         return best.cpl, best.time, floor_time, folded_lsn
 
-    def backtrack(self, to: float | datetime) -> BacktrackResult:
+    def backtrack(self, to: Moment) -> BacktrackResult:
         """Rewinds the live volume to its last commit at or before ``to``, in place.
 
         Non-destructive: the undone commits stay until they leave the window, so
@@ -1844,11 +1896,13 @@ class Volume:
         when the nodes' history cannot serve the time), :class:`InDoubtError`
         while an earlier commit or backtrack is in doubt, or
         :class:`BacktrackQuorumError` when the new history does not reach a write
-        quorum; on any error the visible state does not change.
+        quorum; on any error the visible state does not change. ``to`` is any time
+        clock.py reads (``-2h`` and ``now`` on the volume's clock), or ``"earliest"``
+        or ``"latest"``: the ends of :attr:`backtrack_window` as the backtrack runs.
         """
         self._check_open()
         self._refuse_if_readonly("a backtrack")
-        target = to_seconds(to)
+        parse_target(to)  # a time that cannot be read raises before anything runs
         with self.transport.lock:
             self._check_open()
             if not self.options.backtrack_window:
@@ -1857,6 +1911,7 @@ class Volume:
                 self._complete_recovery()
             self._resolve_doubts()
             earliest, latest = self.backtrack_window
+            target = resolve_target(to, earliest, latest, self.clock.now())
             if not earliest <= target <= latest:
                 raise TimeOutsideWindowError(target, earliest, latest)
             if self.allocated_lsn > self._lal_base() and not self.transport.run_until(
@@ -1876,7 +1931,7 @@ class Volume:
                     max(earliest, floor_time),
                     latest,
                     f"storage keeps no history that far back (commits before "
-                    f"{floor_time:.3f} dropped, LSNs up to {folded_lsn} folded into pages)",
+                    f"{format_time(floor_time)} dropped, LSNs up to {folded_lsn} folded into pages)",
                 )
             hidden = version.annulled
             if cpl < self.allocated_lsn:
@@ -2050,11 +2105,12 @@ class Volume:
 
     # --- status and lifecycle -------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
-        """Nodes, AZs, health, SCLs, PG count, bytes, and the history windows, as plain data."""
+    def status(self) -> VolumeStatus:
+        """Nodes, AZs, health, SCLs, PG count, bytes, and the history windows, as plain
+        data (typed: status.py)."""
         with self.transport.lock:
             self._check_open()
-            nodes: list[dict[str, Any]] = []
+            nodes: list[NodeStatus] = []
             for node in self.nodes.values():
                 disk_bytes = 0
                 if node.disk is not None and not node.failed:
@@ -2084,7 +2140,7 @@ class Volume:
             }
             shared_bytes = sum(blocks.values())
             in_memory = all(node.disk is None for node in self.nodes.values())
-            pgs = [
+            pgs: list[PgStatus] = [
                 {
                     "pg": pg.pg_id,
                     "pgcl": pg.pgcl,
@@ -2094,7 +2150,7 @@ class Volume:
                 }
                 for pg in sorted(self.pgs.values(), key=lambda pg: pg.pg_id)
             ]
-            result: dict[str, Any] = {
+            result: VolumeStatus = {
                 "path": self.path,
                 "epoch": self.epoch,
                 "page_size": self.geometry.page_size,
@@ -2114,6 +2170,7 @@ class Volume:
                 "history_version": self.history.current.version,
                 "in_doubt": [lsn for lsn in self._in_doubt if lsn > self._vdl],
                 "degraded": self._degraded,
+                "readonly": self.readonly,
                 "backtrack_in_doubt": self._history_in_doubt,
             }
             if self.options.backtrack_window:
@@ -2146,7 +2203,7 @@ class Volume:
                 }
             return result
 
-    def _readonly_backup_status(self) -> dict[str, Any]:
+    def _readonly_backup_status(self) -> BackupStatus:
         window: tuple[float | None, float | None] = (None, None)
         problem = ""
         try:
@@ -2210,3 +2267,16 @@ class Volume:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` (or :meth:`simulate_crash`) ran."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        where = repr(self.path) if self.path is not None else "in memory"
+        state = "closed" if self._closed else "open"
+        return (
+            f"<Volume {where} {state}: epoch {self.epoch}, VDL {self._vdl}, "
+            f"{len(self.pgs)} PGs, durability {self.options.durability}>"
+        )

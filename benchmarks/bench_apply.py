@@ -1,7 +1,7 @@
 """Benchmarks of native.apply: redo record batches applied to page images.
 
 Named workloads, one function each, every one timed against its baselines in
-the same run (DESIGN.md section 5) and checked for the right result:
+the same run (README.md, "Benchmarks") and checked for the right result:
 
 - ``apply_batch_10k_pages``: 100-byte WRITE records at pseudo-random pages and
   offsets of 10,000 dense 16 KiB pages, applied batch by batch with
@@ -47,7 +47,7 @@ from itertools import accumulate
 from typing import Any
 
 import pytest
-from conftest import interleave
+from conftest import interleave, sized
 
 from aurora_storage import log, native
 
@@ -57,14 +57,14 @@ SEED = 20170514  # fixed: every run applies the same records
 BATCH_SIZES = (256, 4096)
 NO_ANNULLED = array("Q")
 
-SMALL_PAGE_COUNT = 10_000
-SMALL_RECORDS = 65_536  # 256 batches of 256, 16 of 4096
-SMALL_RECORDS_PYTHON = 8_192  # the pure-Python backend gets a prefix of the same records
-SMALL_ROUNDS = 21
+SMALL_PAGE_COUNT = sized(10_000, 64)
+SMALL_RECORDS = sized(65_536, 8_192)  # 256 batches of 256, 16 of 4096
+SMALL_RECORDS_PYTHON = sized(8_192, 256)  # the Python backend gets a prefix of the same records
+SMALL_ROUNDS = sized(21, 2)
 
-LARGE_PAGE_COUNT = 131_072  # 2 GiB of 16 KiB pages
-LARGE_RECORDS = 1_048_576  # 8 writes a page on average, 128 MiB of lines written
-LARGE_ROUNDS = 7
+LARGE_PAGE_COUNT = sized(131_072, 128)  # 2 GiB of 16 KiB pages
+LARGE_RECORDS = sized(1_048_576, 8_192)  # 8 writes a page on average, 128 MiB of lines written
+LARGE_ROUNDS = sized(7, 2)
 
 MATERIALIZE_PAGE_NO = 4242
 MATERIALIZE_RECORDS = 100

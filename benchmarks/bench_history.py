@@ -73,7 +73,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Throughput, interleave, timed
+from conftest import Throughput, interleave, sized, timed
 from workloads import (
     PAGE_SIZE,
     ROW_BYTES,
@@ -99,37 +99,39 @@ LARGE = os.environ.get("AURORA_STORAGE_BENCH_LARGE") == "1"
 # backtrack_flat
 BACKTRACK_WINDOW = 72 * HOUR
 HISTORY_SPAN = 48 * HOUR  # the commits are spread over this much clock time
-HISTORY_SMALL_BYTES = 10 * 1000 * 1000
-HISTORY_LARGE_BYTES = (1000 if LARGE else 200) * 1000 * 1000
+HISTORY_SMALL_BYTES = sized(10 * 1000 * 1000, 500 * 1000)
+HISTORY_LARGE_BYTES = sized((1000 if LARGE else 200) * 1000 * 1000, 1000 * 1000)
 HISTORY_PAGES_PER_MTR = 4  # 64 KiB commits: 3,052 of them for 200 MB
 HISTORY_PAGE_SPAN = 256  # pages the history writes over and over
 BACKTRACK_TARGETS = (1 / 3, 2 / 3)  # fractions of the span, alternately
-BACKTRACK_ROUNDS = 40
-BACKTRACK_WARMUP_ROUNDS = 2
+BACKTRACK_ROUNDS = sized(40, 2)
+BACKTRACK_WARMUP_ROUNDS = sized(2, 1)
 BACKTRACK_CHECK_PAGES = (0, 1, 17, 100, 128, 200, 254, 255)
 GOAL_BACKTRACK_US = 1e6
 GOALS_BACKTRACK_FLAT = {"baseline-A": 1 / 1.2}
 
 # restore_throughput
-RESTORE_PAGES = 16_384  # 256 MiB of 16 KiB pages, each written once
+RESTORE_PAGES = sized(16_384, 256)  # 256 MiB of 16 KiB pages, each written once
 RESTORE_PAGES_PER_MTR = 16
 RESTORE_COMMIT_SECONDS = 5.0  # clock time between the builder's commits
 RESTORE_STAGING_INTERVAL = 60.0  # a staging round every 12 commits: LOG objects of 3 MiB
 RESTORE_TARGET = 0.9  # restore to this fraction of the history's span
-RESTORE_ROUNDS = 5
+RESTORE_ROUNDS = sized(5, 2)
 RESTORE_BASELINE_PASSES = (
     3  # decompression passes a round (each a few % of a restore): their median
 )
 RESTORE_WARMUP_ROUNDS = 1
-RESTORE_DISK_ROUNDS = 3  # each writes six copies of the pages: some 750 MB to the page cache
+RESTORE_DISK_ROUNDS = sized(
+    3, 1
+)  # each writes six copies of the pages: some 750 MB to the page cache
 RESTORE_CHECK_STRIDE = 61  # pages checked in each restored volume: one in this many
-IMAGE_POOL_BYTES = 16 * MIB  # random bytes the page images take their random half from
+IMAGE_POOL_BYTES = sized(16, 1) * MIB  # random bytes the page images take their random half from
 IMAGE_RANDOM_BYTES = PAGE_SIZE // 2
 GOALS_RESTORE = {"baseline-A": 0.30}
 
 # backup_overhead
-OVERHEAD_COMMITS_PER_ROUND = 600  # two staging rounds in each round
-OVERHEAD_ROUNDS = 30
+OVERHEAD_COMMITS_PER_ROUND = sized(600, 20)  # two staging rounds in each round
+OVERHEAD_ROUNDS = sized(30, 2)
 OVERHEAD_WARMUP_ROUNDS = 1
 OVERHEAD_COMMIT_SECONDS = 0.2  # clock time between commits
 OVERHEAD_STAGING_INTERVAL = 60.0  # the library's default: every 300 commits here

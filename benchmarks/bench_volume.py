@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Throughput, interleave, timed
+from conftest import Throughput, interleave, sized, timed
 from workloads import (
     PAGE_SIZE,
     ROW_BYTES,
@@ -52,16 +52,16 @@ from aurora_storage import Volume
 
 SEED = 20170514
 
-BATCH_MTRS_PER_ROUND = 10  # 1,000 rows a round
+BATCH_MTRS_PER_ROUND = sized(10, 2)  # 1,000 rows a round
 BATCH_ROWS_PER_MTR = 100
-BATCH_ROUNDS = 60
-SINGLE_MTRS_PER_ROUND = 200
-SINGLE_ROUNDS = 30
-WARMUP_ROUNDS = 2
+BATCH_ROUNDS = sized(60, 2)
+SINGLE_MTRS_PER_ROUND = sized(200, 10)
+SINGLE_ROUNDS = sized(30, 2)
+WARMUP_ROUNDS = sized(2, 1)
 
-READ_PAGES = 256  # 4 MiB of pages, read once each a round
+READ_PAGES = sized(256, 16)  # 4 MiB of pages, read once each a round
 READ_PAGES_PER_MTR = 16
-READ_ROUNDS = 40
+READ_ROUNDS = sized(40, 2)
 READ_FIRST_PAGE = 1_000_000  # far from any other workload's pages (each test has its volume anyway)
 
 PENDING_PAGE_NO = 4242

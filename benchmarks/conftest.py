@@ -3,13 +3,21 @@
 A benchmark times its workload with pytest-benchmark's ``benchmark`` fixture,
 then hands the result to the ``throughput`` fixture under a workload name and
 a role: ``"subject"`` for the code under test, ``"baseline-A"``,
-``"baseline-B"``... for the baselines timed in the same run (docs: DESIGN.md
-section 5). ``throughput`` writes the rate (records/s, or the workload's own
+``"baseline-B"``... for the baselines timed in the same run (README.md,
+"Benchmarks"). ``throughput`` writes the rate (records/s, or the workload's own
 unit: rows, commits, reads...) and payload bytes/s into
 ``benchmark.extra_info`` and keeps the measurement in a session registry; at
 the end of the session ``pytest_terminal_summary`` prints one row per subject
 and baseline of a workload with their ratio and the goal, and writes the same
-table to ``.benchmarks/ratios.json`` for report tools.
+table as JSON for report tools: to ``--ratios-json PATH`` (``aurora-storage
+bench`` passes its report folder), by default ``.benchmarks/ratios.json``
+under the rootdir.
+
+Sizes: ``AURORA_STORAGE_BENCH_TINY=1`` makes every workload tiny (a few
+rounds of a few records; :func:`sized`): it checks that the suite runs and
+that every workload's result is right, in seconds, and measures nothing
+worth reading. ``aurora-storage bench --tiny`` sets it; a test runs the
+command that way.
 
 Two ways to time baselines:
 
@@ -47,6 +55,12 @@ import pytest
 SUBJECT = "subject"
 RATIOS_FILE = Path(".benchmarks") / "ratios.json"
 UNIT_DEFAULT = "rec"
+TINY = os.environ.get("AURORA_STORAGE_BENCH_TINY") == "1"
+
+
+def sized(full: int, tiny: int) -> int:
+    """A workload's size: ``full``, or ``tiny`` under AURORA_STORAGE_BENCH_TINY=1."""
+    return tiny if TINY else full
 
 
 @dataclass(frozen=True)
@@ -162,6 +176,14 @@ def _row(
 
 
 _REGISTRY = pytest.StashKey[RatioRegistry]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--ratios-json",
+        default=None,
+        help="where to write the ratio table (default: .benchmarks/ratios.json under the rootdir)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -466,7 +488,8 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def _write_json(config: pytest.Config, registry: RatioRegistry, rows: list[dict[str, Any]]) -> Path:
-    target = config.rootpath / RATIOS_FILE
+    chosen = config.getoption("--ratios-json")
+    target = Path(chosen) if chosen else config.rootpath / RATIOS_FILE
     target.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "generated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -474,6 +497,7 @@ def _write_json(config: pytest.Config, registry: RatioRegistry, rows: list[dict[
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "cpu_count": os.cpu_count(),
+        "tiny": TINY,  # every workload at a tiny size: the figures measure nothing
         "rows": rows,
         "measurements": [
             {

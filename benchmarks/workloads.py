@@ -8,6 +8,12 @@ an offset of a page. The subject commits rows through the public API, one
     CREATE TABLE redo (page INTEGER, offset INTEGER, data BLOB,
                        PRIMARY KEY (page, offset)) WITHOUT ROWID
 
+or, for the strongest baseline of concurrent durable commits, a plain rowid
+table (``rowid=True``): appends with no key to maintain, as a redo log is.
+Threads of one process that commit to SQLite at once either let SQLite's busy
+handler make them wait (it sleeps, 1 ms and longer, on every conflict) or take
+turns on a lock of their own (``lock=``), which wastes no time asleep.
+
 Every round of a workload gets pages no earlier round touched (SQLite needs
 fresh keys, and a fresh page makes the expected image easy to state), in a
 seeded shuffled order, so that both sides insert the same rows in the same
@@ -16,6 +22,7 @@ order and can be checked afterwards, page by page.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import sqlite3
 import threading
@@ -129,8 +136,11 @@ def check_volume(volume: Volume, plan: RowPlan, rounds: Iterable[int]) -> None:
 INSERT = "INSERT INTO redo (page, offset, data) VALUES (?, ?, ?)"
 
 
-def sqlite_connect(path: Path, synchronous: str, any_thread: bool = False) -> sqlite3.Connection:
-    """A connection in WAL mode with ``synchronous`` (OFF or FULL); creates the table."""
+def sqlite_connect(
+    path: Path, synchronous: str, any_thread: bool = False, rowid: bool = False
+) -> sqlite3.Connection:
+    """A connection in WAL mode with ``synchronous`` (OFF or FULL); creates the table
+    (keyed by (page, offset), or a plain rowid table with ``rowid``)."""
     connection = sqlite3.connect(
         path,
         isolation_level=None,  # autocommit: transactions are the explicit BEGIN/COMMIT below
@@ -142,24 +152,33 @@ def sqlite_connect(path: Path, synchronous: str, any_thread: bool = False) -> sq
     connection.execute(f"PRAGMA synchronous={synchronous}")
     connection.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     connection.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
-    connection.execute(
-        "CREATE TABLE IF NOT EXISTS redo (page INTEGER, offset INTEGER, data BLOB, "
-        "PRIMARY KEY (page, offset)) WITHOUT ROWID"
-    )
+    if rowid:
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS redo (page INTEGER, offset INTEGER, data BLOB)"
+        )
+    else:
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS redo (page INTEGER, offset INTEGER, data BLOB, "
+            "PRIMARY KEY (page, offset)) WITHOUT ROWID"
+        )
     return connection
 
 
-def sqlite_insert_rows(connection: sqlite3.Connection, mtrs: Iterable[Mtr]) -> None:
-    """One transaction per MTR, one ``execute`` per row (a lone row commits by itself)."""
+def sqlite_insert_rows(
+    connection: sqlite3.Connection, mtrs: Iterable[Mtr], lock: threading.Lock | None = None
+) -> None:
+    """One transaction per MTR, one ``execute`` per row (a lone row commits by itself);
+    with ``lock``, each transaction holds it (writers of one process take turns)."""
     execute = connection.execute
     for mtr in mtrs:
-        if len(mtr) == 1:
-            execute(INSERT, mtr[0])
-            continue
-        execute("BEGIN")
-        for row in mtr:
-            execute(INSERT, row)
-        execute("COMMIT")
+        with lock or contextlib.nullcontext():
+            if len(mtr) == 1:
+                execute(INSERT, mtr[0])
+                continue
+            execute("BEGIN")
+            for row in mtr:
+                execute(INSERT, row)
+            execute("COMMIT")
 
 
 def sqlite_insert_many(connection: sqlite3.Connection, mtrs: Iterable[Mtr]) -> None:

@@ -1,8 +1,8 @@
 """Backup stores and backup objects (aurora_storage/backup_store.py, docs/format.md).
 
 The store contract runs on every store: the local folder (the default), the
-in-memory store and, when fsspec is installed, fsspec's ``memory://`` and
-``file://`` filesystems. Everything the fsspec runs check is also checked on
+in-memory store, fsspec's ``memory://`` and ``file://`` filesystems, and
+``s3://`` on a local S3 server (conftest.py). Everything the fsspec runs check is also checked on
 the local store, so a machine without fsspec still covers the behaviour.
 Backup objects are built by an independent writer in this file that follows
 docs/format.md byte by byte, then broken in every shape the validity rule
@@ -147,11 +147,14 @@ def corrupt(data: bytes, expected_kind: int | None = None) -> BackupCorruptError
 
 # --- stores: the contract, on every store ----------------------------------------------
 
-STORE_KINDS = ["local", "memory", "fsspec-memory", "fsspec-file"]
+STORE_KINDS = ["local", "memory", "fsspec-memory", "fsspec-file", "fsspec-s3"]
+OBJECT_STORES = ("fsspec-memory", "fsspec-s3")
 
 
-def make_store(kind: str, tmp_path: Path) -> Iterator[BackupStore]:
-    if kind == "local":
+def make_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[BackupStore]:
+    if kind == "fsspec-s3":
+        yield FsspecStore(request.getfixturevalue("s3_url"))
+    elif kind == "local":
         yield LocalFolderStore(tmp_path / "backups")
     elif kind == "memory":
         yield MemoryStore()
@@ -168,13 +171,13 @@ def make_store(kind: str, tmp_path: Path) -> Iterator[BackupStore]:
 
 @pytest.fixture(params=STORE_KINDS)
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackupStore]:
-    yield from make_store(request.param, tmp_path)
+    yield from make_store(request.param, tmp_path, request)
 
 
-# memory:// stands for an object store here, and object stores have no folders.
-@pytest.fixture(params=[kind for kind in STORE_KINDS if kind != "fsspec-memory"])
+# Object stores (S3, and memory:// standing for one) have no folders.
+@pytest.fixture(params=[kind for kind in STORE_KINDS if kind not in OBJECT_STORES])
 def folder_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackupStore]:
-    yield from make_store(request.param, tmp_path)
+    yield from make_store(request.param, tmp_path, request)
 
 
 def test_round_trip_and_overwrite(store: BackupStore) -> None:

@@ -39,8 +39,7 @@ def make(
         capacity=PAGE * PAGES,
         clock=clock,
         backup=store,
-        backup_staging_interval=30,
-        **options,  # type: ignore[arg-type]
+        **{"backup_staging_interval": 30, **options},  # type: ignore[arg-type]
     )
 
 
@@ -53,6 +52,25 @@ def commit_random(volume: Volume, model: TimelineModel, rng: random.Random) -> N
         for page_no, offset, data in changes:
             tx.write(page_no, offset, data)
     model.commit(volume.clock.now(), changes)
+
+
+def random_history(
+    volume: Volume, model: TimelineModel, rng: random.Random, steps: int, gap_s: float = 40
+) -> None:
+    """``steps`` steps of the volume's simulated clock, up to ``gap_s`` apart: mostly a
+    random commit, sometimes a backtrack to a random time of the window."""
+    clock = volume.clock
+    assert isinstance(clock, SimulatedClock)
+    for _ in range(steps):
+        roll = rng.random()
+        clock.advance(rng.uniform(1, gap_s))
+        if roll < 0.85:
+            commit_random(volume, model, rng)
+        else:
+            earliest, latest = volume.backtrack_window
+            target = rng.uniform(earliest, latest)
+            volume.backtrack(target)
+            model.backtrack(clock.now(), target)
 
 
 def commit_every(
@@ -81,16 +99,7 @@ def test_restores_match_the_timeline(seed: int) -> None:
     store = MemoryStore()
     volume = make(clock, store, backtrack_window=3600)
     model = TimelineModel(START, PAGE)
-    for _ in range(80):
-        roll = rng.random()
-        clock.advance(rng.uniform(1, 40))
-        if roll < 0.85:
-            commit_random(volume, model, rng)
-        else:
-            earliest, latest = volume.backtrack_window
-            target = rng.uniform(earliest, latest)
-            volume.backtrack(target)
-            model.backtrack(clock.now(), target)
+    random_history(volume, model, rng, 80)
     assert volume.stage_backup()
     earliest, latest = volume.restorable_window
     assert latest == clock.now(), "nothing in flight: the latest restorable time is now"
