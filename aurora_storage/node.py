@@ -800,7 +800,7 @@ class StorageNode:
                 segment.queued.append((frame, bytes(data[position : position + size])))
             seen.add(frame.first_lsn)
             position += size
-        segment.persist()
+        segment.persist(bounded=False)  # the log's own frames: none refused
         segment.index_frames()
         if segment.pending:
             # Frames that do not continue the chain: what lies between is gone from

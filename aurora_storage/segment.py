@@ -225,12 +225,19 @@ class Segment:
 
     # 2. persist and ack ------------------------------------------------------------
 
-    def persist(self) -> int:
-        """Makes queued frames durable and chains them; returns the SCL to ack."""
+    def persist(self, bounded: bool = True) -> int:
+        """Makes queued frames durable and chains them; returns the SCL to ack.
+
+        Frames beyond a hole wait in ``pending``, at most PENDING_FRAMES_MAX of
+        them from the network. A node loading its own log passes ``bounded=False``:
+        every frame it queued is already in memory (the file was read whole), and
+        all of them chain at once below (a log holds them in chain order), so
+        none may be refused for want of room (they were acknowledged).
+        """
         for frame, data in self.queued:
             if frame.last_lsn <= self.scl or frame.backlink in self.pending:
                 self.counters.frames_duplicate += 1
-            elif len(self.pending) >= PENDING_FRAMES_MAX and frame.backlink != self.scl:
+            elif bounded and len(self.pending) >= PENDING_FRAMES_MAX and frame.backlink != self.scl:
                 self.counters.frames_refused += 1
             else:
                 ends_mtr = frame.summary.last_cpl_lsn == frame.last_lsn

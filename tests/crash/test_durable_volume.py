@@ -734,3 +734,23 @@ def test_open_makes_every_log_durable_before_recovery(
     for page_no, data in expected.items():
         assert reopened.read_page(page_no)[: len(data)] == data
     reopened.close()
+
+
+def test_a_log_longer_than_the_pending_limit_reloads_whole(tmp_path: Path) -> None:
+    """A PG whose log holds more frames than a segment keeps waiting beyond a hole
+    (segment.PENDING_FRAMES_MAX) reloads every one of them: they were acknowledged."""
+    from aurora_storage import segment
+
+    frames = segment.PENDING_FRAMES_MAX + 100
+    volume = Volume.create(
+        tmp_path / "v", page_size=4096, segment_size=4096 * 8, capacity=4096 * 64, durability="os"
+    )
+    for number in range(1, frames + 1):
+        with volume.transaction() as tx:
+            tx.write(0, 0, number.to_bytes(4, "little"))
+    volume.close()
+    reopened = Volume.open(tmp_path / "v")
+    assert reopened.vdl == frames
+    assert reopened.read_page(0)[:4] == frames.to_bytes(4, "little")
+    assert all(node.segments[0].scl == frames for node in reopened.nodes.values())
+    reopened.close()
