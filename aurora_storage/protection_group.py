@@ -86,6 +86,10 @@ class ProtectionGroup:
     def note_frame(self, last_lsn: int, vdl: int) -> None:
         """The writer allocated a frame of this PG ending at ``last_lsn``."""
         self._release(vdl)
+        if not self.frames_above_vdl:
+            # Every earlier frame is at or below VDL, and so is the tail a recovery or
+            # a restore set: that is the PG's last record a reader may need.
+            self.visible_tail_lsn = self.tail_lsn
         self.tail_lsn = last_lsn
         self.frames_above_vdl.append(last_lsn)
 

@@ -24,7 +24,7 @@ import pytest
 
 from aurora_storage import SimulatedClock, Volume, staging
 from aurora_storage.backup_store import MemoryStore
-from aurora_storage.errors import ConfigurationError
+from aurora_storage.errors import ConfigurationError, WriteQuorumError
 
 PAGE = 4096
 START = 1_700_000_000.0
@@ -302,3 +302,36 @@ def test_a_volume_dropped_without_close_takes_its_worker_with_it() -> None:
     gc.collect()
     worker.join(JOIN_SECONDS)
     assert dropped() is None and not worker.is_alive()
+
+
+def test_a_round_during_the_first_commit_after_a_reopen_stages_the_pg(tmp_path: Path) -> None:
+    """After a reopen a PG's first commit in flight (here in doubt) once made a round
+    mark the PG staged without staging it: the commits before the reopen never
+    reached the backup, and a restore inside the window failed."""
+    clock = SimulatedClock(1_700_000_000.0)
+    store = MemoryStore()
+    path = tmp_path / "v"
+    volume = Volume.create(
+        path, durability="os", clock=clock, backup=store, backup_staging_interval=3600
+    )
+    with volume.transaction() as tx:
+        tx.write(0, 0, b"AAAA")
+    clock.advance(1)
+    assert volume.stage_backup()
+    clock.advance(1)
+    with volume.transaction() as tx:
+        tx.write(0, 0, b"BBBB")  # not staged before the close
+    moment = clock.now()
+    clock.advance(1)
+    volume.close()
+    volume = Volume.open(path, clock=clock, backup=store)
+    for name in ("az2-a", "az2-b", "az3-a"):
+        volume.cluster.fail_node(name)
+    with pytest.raises(WriteQuorumError), volume.transaction() as tx:
+        tx.write(1, 0, b"DDDD")  # PG 0 again
+    clock.advance(1)
+    assert volume.stage_backup()
+    volume.close()
+    restored = Volume.restore(store, to=moment, durability="memory")
+    assert restored.read_page(0)[:4] == b"BBBB"
+    restored.close()

@@ -104,3 +104,48 @@ def test_required_scl_follows_the_pg_tail_at_vdl() -> None:
     assert list(pg.frames_above_vdl) == []
     pg.note_frame(20, vdl=12)
     assert list(pg.frames_above_vdl) == [20], "frames at or below VDL are trimmed at commit"
+
+
+def test_a_tail_set_by_recovery_or_restore_is_the_bar_for_the_next_frame() -> None:
+    """Recovery and restore set a PG's tail without a frame: the first frame allocated
+    after them must not drop the bar to 0 while it is above VDL."""
+    pg = ProtectionGroup(0, QuorumSet((NODE_NAMES,)))
+    pg.tail_lsn = 7  # what recovery found
+    pg.note_frame(12, vdl=9)
+    assert pg.required_scl(9, 9) == 7
+
+
+def test_after_reopen_a_commit_in_doubt_keeps_reads_off_a_lagging_segment(
+    tmp_path: Path,
+) -> None:
+    clock = SimulatedClock(1_700_000_000.0)
+    path = tmp_path / "volume"
+    volume = Volume.create(
+        path,
+        durability="os",
+        commit_timeout=0.5,
+        transport=SimulatedTransport(1, clock),
+        page_size=PAGE,
+        segment_size=PAGE * PAGES_PER_PG,
+        capacity=PAGE * 64,
+    )
+    with volume.transaction() as tx:
+        tx.write(0, 0, b"AAAA")
+    volume.cluster.fail_node("az1-a")
+    with volume.transaction() as tx:
+        tx.write(0, 0, b"CCCC")  # five of six: az1-a misses it
+    volume.close()
+    transport = SimulatedTransport(2, clock)
+    # az1-a cut off from its peers (not from the writer): it stays behind.
+    transport.partition([["az1-a"], [name for name in NODE_NAMES if name != "az1-a"]])
+    volume = Volume.open(path, transport=transport)
+    for name in ("az2-a", "az2-b", "az3-a"):
+        volume.cluster.fail_node(name)
+    try:
+        with volume.transaction() as tx:
+            tx.write(1, 0, b"DDDD")  # PG 0 again, in doubt: three nodes up
+    except WriteQuorumError:
+        pass
+    assert volume.nodes["az1-a"].segments[0].scl < volume.vdl
+    assert volume.read_page(0)[:4] == b"CCCC"
+    volume.simulate_crash()
