@@ -477,13 +477,23 @@ def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
 def _lock_folder(root: Path) -> Any:
     """Takes the volume folder's writer lock (flock, held until released); raises
     VolumeInUseError if another writer holds it."""
-    handle = open(root / LOCK_FILE, "a+b")  # noqa: SIM115 (held until released)
+    try:
+        handle = open(root / LOCK_FILE, "a+b")  # noqa: SIM115 (held until released)
+    except OSError as error:
+        raise StorageWriteError(f"{root}: cannot take the writer lock: {error}") from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
         raise VolumeInUseError(str(root)) from None
     return handle
+
+
+def _free_for_a_new_volume(root: Path) -> bool:
+    """True if ``root`` is empty (but for a lock file) or holds only what an
+    unfinished create or restore left, its marker among it."""
+    names = {entry.name for entry in root.iterdir()}
+    return not names - {LOCK_FILE} or (UNFINISHED_MARKER in names and names <= _UNFINISHED_NAMES)
 
 
 def _claim_new_folder(root: Path, sync: bool) -> tuple[Any, bool]:
@@ -494,17 +504,17 @@ def _claim_new_folder(root: Path, sync: bool) -> tuple[Any, bool]:
     marker is then written, durably, before anything else.
     """
     made = not root.exists()
-    if not made:
-        if not root.is_dir():
-            raise VolumeExistsError(str(root))
-        names = {entry.name for entry in root.iterdir()}
-        if names - {LOCK_FILE} and (
-            UNFINISHED_MARKER not in names or not names <= _UNFINISHED_NAMES
-        ):
-            raise VolumeExistsError(str(root))
-    make_folders(root, sync)
+    if not made and (not root.is_dir() or not _free_for_a_new_volume(root)):
+        raise VolumeExistsError(str(root))
+    try:
+        make_folders(root, sync)
+    except OSError as error:
+        raise InvalidArgumentError(f"{root}: cannot make the folder: {error}") from None
     lock = _lock_folder(root)
     try:
+        # Again under the lock: another create may have finished a volume here since.
+        if not _free_for_a_new_volume(root):
+            raise VolumeExistsError(str(root))
         for entry in root.iterdir():  # an unfinished volume's leftovers
             if entry.name == LOCK_FILE:
                 continue
@@ -516,6 +526,9 @@ def _claim_new_folder(root: Path, sync: bool) -> tuple[Any, bool]:
     except OSError as error:
         lock.close()
         raise StorageWriteError(f"{root}: cannot prepare the folder: {error}") from None
+    except BaseException:
+        lock.close()
+        raise
     return lock, made
 
 

@@ -24,6 +24,8 @@ import pytest
 from aurora_storage import SimulatedClock, Volume, backup
 from aurora_storage.errors import (
     BackupStoreUnavailableError,
+    InvalidArgumentError,
+    StorageWriteError,
     VolumeExistsError,
     VolumeIncompleteError,
     VolumeInUseError,
@@ -209,3 +211,72 @@ def test_sigkill_during_restore(tmp_path: Path, round_number: int) -> None:
         retry = Volume.restore(store, to=moment, path=path)
         check_restored(retry, 256)
         retry.close()
+
+
+def test_two_creates_into_one_folder_never_clear_a_finished_volume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B looks at the folder while A's create is unfinished (allowed: a marker and a
+    lock), A finishes and commits, then B takes the lock: B must look again."""
+    from aurora_storage import volume as volume_module
+
+    path = tmp_path / "volume"
+    a_paused, a_go, b_checked, b_go = (threading.Event() for _ in range(4))
+    real_make_nodes, real_make_folders = volume_module._make_nodes, volume_module.make_folders
+
+    def make_nodes(*arguments, **keywords):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "A":
+            a_paused.set()
+            a_go.wait(10)
+        return real_make_nodes(*arguments, **keywords)
+
+    def make_folders(*arguments, **keywords):  # type: ignore[no-untyped-def]
+        if threading.current_thread().name == "B":
+            b_checked.set()
+            b_go.wait(10)
+        return real_make_folders(*arguments, **keywords)
+
+    monkeypatch.setattr(volume_module, "_make_nodes", make_nodes)
+    monkeypatch.setattr(volume_module, "make_folders", make_folders)
+    outcome: dict[str, object] = {}
+
+    def create_a() -> None:
+        volume = small(path, durability="os")
+        with volume.transaction() as tx:
+            tx.write(0, 0, b"precious")
+        volume.close()
+
+    def create_b() -> None:
+        try:
+            small(path, durability="os").close()
+            outcome["B"] = "created"
+        except VolumeExistsError as error:
+            outcome["B"] = error
+
+    first = threading.Thread(target=create_a, name="A")
+    first.start()
+    assert a_paused.wait(10)
+    second = threading.Thread(target=create_b, name="B")
+    second.start()
+    assert b_checked.wait(10)
+    a_go.set()
+    first.join(10)
+    b_go.set()
+    second.join(10)
+    assert isinstance(outcome["B"], VolumeExistsError)
+    monkeypatch.undo()
+    volume = Volume.open(path)
+    assert volume.read_page(0)[:8] == b"precious"
+    volume.close()
+
+
+def test_a_folder_that_cannot_hold_a_volume_gets_a_named_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    with pytest.raises(InvalidArgumentError):
+        small(tmp_path / "a-file" / "volume")
+    path = tmp_path / "volume"
+    small(path).close()
+    (path / "volume.lock").unlink()
+    (path / "volume.lock").mkdir()
+    with pytest.raises(StorageWriteError):
+        Volume.open(path)
