@@ -258,6 +258,10 @@ class StagingState:
     # backup): the pages there go up first.
     base: tuple[int, float] = (0, 0.0)
     history_written: int = -1  # signature of the history last uploaded
+    # The time of the newest round being recorded: a commit stamped after it gets a
+    # later time, so a restore to the round's time never misses a commit it does
+    # not name (a clock that did not tick between them).
+    commit_time_floor: float = float("-inf")
     # The store's LOG and PAGES objects per PG, oldest first, and its newest round.
     logs: dict[int, list[tuple[int, int, str]]] = field(default_factory=dict)
     snapshots: dict[int, list[tuple[int, str]]] = field(default_factory=dict)

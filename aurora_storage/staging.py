@@ -361,6 +361,7 @@ class Stager:
                 "pages": [value for entry in state.unnamed_pages for value in entry],
             }
             name = backup.round_name(upto, meta["time"])
+            state.commit_time_floor = max(state.commit_time_floor, meta["time"])
             if name == state.last_round_name:
                 # A second round in the same millisecond: one manifest names both.
                 earlier = state.last_round_meta

@@ -28,6 +28,7 @@ import contextlib
 import fcntl
 import functools
 import itertools
+import math
 import os
 import shutil
 import uuid
@@ -1636,6 +1637,8 @@ class Volume:
         if self._flusher is not None:
             self._flusher.prime()  # its thread wakes while the nodes take the frames
         time = max(self.clock.now(), self._last_commit_time)
+        if time <= self.staging.commit_time_floor:  # a round was recorded at this time
+            time = math.nextafter(self.staging.commit_time_floor, math.inf)
         page_size = self.geometry.page_size
         lsn = self.allocated_lsn + 1
         last_pg = max(batches)

@@ -335,3 +335,31 @@ def test_a_round_during_the_first_commit_after_a_reopen_stages_the_pg(tmp_path: 
     restored = Volume.restore(store, to=moment, durability="memory")
     assert restored.read_page(0)[:4] == b"BBBB"
     restored.close()
+
+
+def test_a_commit_at_the_time_of_the_last_round_is_after_it() -> None:
+    """A clock that did not tick: a commit stamped after a round recorded at its time
+    gets a later time, so a restore to the window's latest second shows exactly
+    what the volume showed then (and the commit once the window reaches it)."""
+    clock = SimulatedClock(1000.0)
+    store = MemoryStore()
+    volume = Volume.create(clock=clock, backup=store, backup_staging_interval=60)
+    with volume.transaction() as tx:
+        tx.write(0, 0, b"AAAA")
+    clock.advance(61)
+    with volume.transaction() as tx:
+        tx.write(0, 0, b"BBBB")  # crosses the interval: a round at 1061
+    with volume.transaction() as tx:
+        tx.write(0, 0, b"CCCC")  # the clock still says 1061
+    _, latest = volume.restorable_window
+    assert volume._last_commit_time > latest
+    restored = Volume.restore(store, to=latest)
+    assert restored.read_page(0)[:4] == b"BBBB"
+    restored.close()
+    clock.advance(61)
+    assert volume.stage_backup()
+    _, latest = volume.restorable_window
+    restored = Volume.restore(store, to=latest)
+    assert restored.read_page(0)[:4] == b"CCCC"
+    restored.close()
+    volume.close()
