@@ -239,6 +239,9 @@ def _tour(folder: Path) -> int:
     # 7. point-in-time restore
     clock.advance(600)
     _write(volume, model, rng, 20)
+    # A staging round ran within these commits at this clock time: commits after it
+    # are stamped just after it. The restore point is a second later.
+    clock.advance(1)
     restore_time = clock.now()
     restore_model = dict(model)
     clock.advance(900)

@@ -601,9 +601,12 @@ class StorageNode:
         (A bit flip in the very last frame after its fsync looks like a torn
         write; the five other replicas still hold that frame.) So does a lost
         or unreadable checkpoint, a log that does not continue its checkpoint,
-        and a checkpoint whose log is gone. A file holding another PG's or
-        another volume's data is never cut nor appended to: its segment is set
-        aside (:meth:`Segment.set_aside`). A node.meta older than the files
+        and a checkpoint whose log is gone. A file holding another PG's data
+        (or a checkpoint of another volume) is never cut nor appended to: its
+        segment is set aside (:meth:`Segment.set_aside`); a file of a PG past
+        the volume's end is reported and not loaded. (Frames carry no volume
+        id: a log of another volume under the same PG number is not told
+        apart here.) A node.meta older than the files
         (a checkpoint above its VDL hint, a frame of a newer epoch) makes the
         node suspect. Every problem is a finding of :attr:`load_report`.
 
@@ -649,8 +652,13 @@ class StorageNode:
         if sync_logs:
             disk.sync_files([name for name in names if _LOG_NAME.match(name)])
         pg_ids = sorted({int(match.group(1)) for name in names if (match := _PG_FILE.match(name))})
+        pg_count = -(-self.geometry.page_count // self.geometry.pages_per_pg)
+        for pg_id in [pg_id for pg_id in pg_ids if pg_id >= pg_count]:
+            # No PG of this volume has that number: the file is another volume's.
+            detail = f"PG {pg_id} is past the end of the volume ({pg_count} PGs)"
+            report.add(LoadFinding(log_name(pg_id), FINDING_MISPLACED, detail))
         stale: list[str] = []
-        for pg_id in pg_ids:
+        for pg_id in [pg_id for pg_id in pg_ids if pg_id < pg_count]:
             segment = self.segment(pg_id)
             self._load_checkpoint(segment, report, stale)
             self._load_segment(segment, report, stale)

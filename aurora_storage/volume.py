@@ -790,7 +790,7 @@ class Volume:
         if node.disk is not None:
             try:
                 node.load()
-            except (CorruptionError, OSError) as error:
+            except (AuroraStorageError, OSError) as error:
                 node.failed = f"cannot load: {error}"
         self.nodes[name] = node
         self._register_node(node)
@@ -1050,17 +1050,13 @@ class Volume:
         volume_id: str = "",
         backup: Any = None,
         backup_staging: str | None = None,
-        leave_logs: bool = False,
         readonly: bool = False,
     ) -> Volume:
         """Opens a volume and recovers it: everything committed is there, nothing else.
 
         A node whose files are damaged is set aside, whole (an unreadable
         node.meta) or per segment (StorageNode.load); the volume opens while a
-        read quorum of every PG can vouch for its data. ``leave_logs`` (verify)
-        leaves every log and checkpoint as it is: tails are reported, not cut,
-        and frames fetched from peers are not written; node.meta still takes
-        the recovery's epoch and truncation.
+        read quorum of every PG can vouch for its data.
 
         Raises :class:`VolumeNotFoundError` for a folder that is not a volume,
         :class:`FormatVersionError` for a newer format, :class:`MissingNodeError`
@@ -1118,8 +1114,8 @@ class Volume:
         try:
             for node in nodes.values():
                 try:
-                    node.load(leave_logs)
-                except (CorruptionError, OSError) as error:
+                    node.load()
+                except (AuroraStorageError, OSError) as error:
                     # A node that cannot load is down; the others may still form quorums.
                     node.failed = f"cannot load: {error}"
                     volume.transport.set_down(node.name, True)
@@ -1203,7 +1199,7 @@ class Volume:
                     continue
                 try:
                     node.load(leave_logs=True, sync_logs=False)
-                except (CorruptionError, OSError) as error:
+                except (AuroraStorageError, OSError) as error:
                     node.failed = f"cannot load: {error}"
             live = [node for node in self.nodes.values() if not node.failed]
             unavailable = {node.name: node.failed for node in self.nodes.values() if node.failed}

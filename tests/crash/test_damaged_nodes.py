@@ -403,3 +403,27 @@ def test_a_node_that_started_empty_stays_suspect_across_a_restart() -> None:
     assert second.suspect and "empty" in second.suspect_reason
     state = second.handle(m.RecoveryQuery(5), "writer")[0][1]
     assert isinstance(state, m.RecoveryState) and state.suspect
+
+
+def test_a_log_of_a_pg_past_the_end_is_reported_not_loaded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file from a larger volume, named for a PG this one does not have: the node
+    reports it as misplaced and loads the rest; the volume opens."""
+    from aurora_storage import cli
+
+    path = tmp_path / "v"
+    volume = Volume.create(
+        path, durability="os", page_size=PAGE, segment_size=PAGE * 4, capacity=PAGE * 32
+    )
+    with volume.transaction() as tx:
+        tx.write(1, 0, b"data")
+    volume.close()
+    node_folder = path / "nodes" / "az1-a"
+    (node_folder / "pg-00000009.log").write_bytes((node_folder / "pg-00000000.log").read_bytes())
+    reopened = Volume.open(path)
+    assert reopened.read_page(1)[:4] == b"data"
+    assert 9 not in reopened.nodes["az1-a"].segments
+    reopened.close()
+    assert cli.main(["verify", str(path)]) == 1
+    assert "az1-a: pg-00000009.log: misplaced file" in capsys.readouterr().out
