@@ -448,6 +448,8 @@ def open_store(target: BackupStore | str | os.PathLike[str], *, create: bool = T
     location = os.fspath(target)
     if not isinstance(location, str):
         raise ConfigurationError(f"backup target {location!r} must be a str path, not bytes")
+    if not location.strip() or "\x00" in location:
+        raise ConfigurationError(f"backup target {location!r} names no folder or URL")
     if location[: len("file://")].lower() == "file://":
         location = location[len("file://") :]
         if not location:

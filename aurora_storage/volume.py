@@ -576,6 +576,8 @@ class Cluster:
         return members
 
     def is_up(self, name: str) -> bool:
+        if not isinstance(name, str) or name not in self.nodes:
+            raise UnknownNodeError(repr(name) if not isinstance(name, str) else name, [*self.nodes])
         return name not in self._volume.transport.down
 
     def fail_node(self, name: str) -> None:
@@ -1274,10 +1276,7 @@ class Volume:
         target = self._readonly_backup
         if target is None:
             raise ConfigurationError("the volume has no backup store (create it with backup=...)")
-        local = isinstance(target, str | os.PathLike) and "://" not in os.fspath(target)
-        if local and not Path(target).is_dir():  # opening a local store makes the folder
-            raise BackupObjectMissingError(backup_module.HISTORY_NAME, os.fspath(target))
-        return backup_module.BackupCatalog(open_store(target))
+        return backup_module.BackupCatalog(open_store(target, create=False))
 
     def _refuse_if_readonly(self, what: str) -> None:
         if self.readonly:
@@ -1788,6 +1787,10 @@ class Volume:
         missing object, RestoreError for a gap; a failed restore removes what it
         made under ``path``.
         """
+        if progress is not None and not callable(progress):
+            raise InvalidArgumentError(f"progress is a function of (done, total), not {progress!r}")
+        if path is not None:
+            checks.path(path)
         return backup_module.restore(
             backup,
             to,

@@ -119,18 +119,29 @@ def test_failed_backtrack_with_a_write_quorum_back_is_resolved_at_once(tmp_path:
 
 
 def test_older_node_meta_holding_the_failed_backtrack_is_not_adopted(tmp_path: Path) -> None:
+    """Three nodes' node.meta as they were while they held the failed backtrack's
+    history (before the writer took it back) put back after the session went on:
+    the history the session kept, rewritten on six nodes since, outranks them."""
     clock = SimulatedClock(START)
     volume, between = two_generations(tmp_path / "v", clock)
     for name in DOWN:
         volume.cluster.fail_node(name)
+    saved: dict[str, bytes] = {}
+    real = volume._abandon_history
+
+    def snapshot_then_abandon() -> bool:
+        if not saved:  # the candidate is on the three nodes up now
+            for name in NODE_NAMES:
+                if name not in DOWN:
+                    saved[name] = (tmp_path / "v" / "nodes" / name / "node.meta").read_bytes()
+        return real()
+
+    volume._abandon_history = snapshot_then_abandon  # type: ignore[method-assign]
     with pytest.raises(BacktrackQuorumError):
         volume.backtrack(to=between)
-    # The three nodes that took the failed backtrack's history, as they were then.
-    saved = {
-        name: (tmp_path / "v" / "nodes" / name / "node.meta").read_bytes()
-        for name in NODE_NAMES
-        if name not in DOWN
-    }
+    for name, data in saved.items():
+        history = metafile.decode(data, metafile.KIND_NODE, name)["history"]
+        assert len(history["versions"]) == 2, "the saved copy holds the failed backtrack"
     for name in DOWN:
         volume.cluster.restore_node(name)
     clock.advance(1)
@@ -141,6 +152,40 @@ def test_older_node_meta_holding_the_failed_backtrack_is_not_adopted(tmp_path: P
     volume = Volume.open(tmp_path / "v", clock=clock)
     assert firsts(volume) == (2, 3)
     volume.close()
+
+
+def test_a_failed_backtrack_nobody_took_back_is_decided_by_recovery(tmp_path: Path) -> None:
+    """The writer crashes while a backtrack is in doubt and no node took the history
+    back: the session never went on without it, so recovery may adopt it (as it may
+    an in-doubt commit), and then the volume shows it, consistently, from then on."""
+    clock = SimulatedClock(START)
+    volume, between = two_generations(tmp_path / "v", clock)
+    for name in DOWN:
+        volume.cluster.fail_node(name)
+    real = volume._write_history
+    calls = 0
+
+    def lost_after_the_first(history):  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls > 1:  # the take-back reaches nobody
+            volume.cluster.partition(["writer"], [n for n in NODE_NAMES if n not in DOWN])
+        return real(history)
+
+    volume._write_history = lost_after_the_first  # type: ignore[method-assign]
+    with pytest.raises(BacktrackQuorumError) as caught:
+        volume.backtrack(to=between)
+    assert caught.value.in_doubt
+    volume.simulate_crash()
+    adopted = Volume.open(tmp_path / "v", clock=clock)
+    assert adopted.history.current.reason == "backtrack"
+    assert firsts(adopted) == (1, 1)
+    clock.advance(1)
+    put(adopted, 1, 3)
+    adopted.close()
+    again = Volume.open(tmp_path / "v", clock=clock)
+    assert firsts(again) == (1, 3)
+    again.close()
 
 
 def test_a_successful_backtrack_survives_reopen_and_moves_forward(tmp_path: Path) -> None:

@@ -157,3 +157,31 @@ def test_everything_refuses_a_closed_volume(tmp_path: Path) -> None:
 def test_configuration_errors_are_invalid_arguments() -> None:
     assert issubclass(ConfigurationError, InvalidArgumentError)
     assert issubclass(InvalidArgumentError, ValueError)
+
+
+def test_more_bad_arguments(tmp_path: Path) -> None:
+    from aurora_storage.backup_store import MemoryStore
+
+    for target in ("", "   ", "bad\x00path"):
+        with pytest.raises(InvalidArgumentError):
+            small(backup=target)
+    volume = small(backup=MemoryStore())
+    for timeout in (-1, float("nan"), float("inf"), "1"):
+        with pytest.raises(InvalidArgumentError):
+            volume.stage_backup(timeout=timeout)  # type: ignore[arg-type]
+        with pytest.raises(InvalidArgumentError):
+            volume.wait_durable(0, timeout=timeout)  # type: ignore[arg-type]
+    for name in ("nope", None, 1):
+        with pytest.raises(UnknownNodeError):
+            volume.cluster.is_up(name)  # type: ignore[arg-type]
+    store = MemoryStore()
+    source = small(backup=store)
+    with source.transaction() as tx:
+        tx.write(1, 0, b"one")
+    assert source.stage_backup()
+    with pytest.raises(InvalidArgumentError):
+        Volume.restore(store, to="latest", progress=1)  # type: ignore[arg-type]
+    with pytest.raises(InvalidArgumentError):
+        Volume.restore(store, to="latest", path="bad\x00path")
+    volume.close()
+    source.close()
