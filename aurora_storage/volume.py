@@ -2252,6 +2252,11 @@ class Volume:
             self._discard()
             return
         if self._stager is not None:
+            if self._vdl > self.staging.last_round_vdl and not self._degraded:
+                # What is durable but not yet in the backup goes there now: a closed
+                # volume stages nothing more (at most a commit timeout's wait).
+                with contextlib.suppress(AuroraStorageError, OSError):
+                    self._stager.stage_now(self.options.commit_timeout)
             self._stager.close()  # the rounds asked for run first: they need the lock
         with self.transport.lock:
             if self._history_in_doubt is not None:

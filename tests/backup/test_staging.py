@@ -363,3 +363,25 @@ def test_a_commit_at_the_time_of_the_last_round_is_after_it() -> None:
     assert restored.read_page(0)[:4] == b"CCCC"
     restored.close()
     volume.close()
+
+
+@pytest.mark.parametrize("mode", ["inline", "background"])
+def test_close_stages_what_is_not_yet_in_the_backup(mode: str) -> None:
+    from aurora_storage.backup import BackupCatalog
+
+    clock = SimulatedClock(1_700_000_000.0)
+    store = MemoryStore()
+    volume = Volume.create(
+        clock=clock, backup=store, backup_staging_interval=3600, backup_staging=mode
+    )
+    for number in range(5):
+        clock.advance(1)
+        with volume.transaction() as tx:
+            tx.write(number, 0, b"row %d" % number)
+    last = volume._last_commit_time
+    volume.close()
+    _, latest = BackupCatalog(store).window()
+    assert latest >= last
+    restored = Volume.restore(store, to="latest")
+    assert restored.read_page(4)[:5] == b"row 4"
+    restored.close()
