@@ -68,7 +68,7 @@ from .errors import (
     RestoreError,
     TimeOutsideWindowError,
 )
-from .history import History, merge_ranges, truncation_ranges
+from .history import History, inside, merge_ranges, truncation_ranges
 from .pagelog import new_page_log
 from .segment import SharedImages
 
@@ -483,11 +483,6 @@ def _read_round(store: BackupStore, name: str) -> Round:
         )
     except (KeyError, TypeError, ValueError) as error:
         raise BackupCorruptError(name, f"bad round manifest ({error!r})") from None
-
-
-def inside(lsn: int, annulled: tuple[int, ...]) -> bool:
-    """True if ``lsn`` lies in one of the flat (lo, hi] ranges."""
-    return any(annulled[i] < lsn <= annulled[i + 1] for i in range(0, len(annulled), 2))
 
 
 Progress = Callable[[int, int], None]

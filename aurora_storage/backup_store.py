@@ -33,6 +33,7 @@ import os
 import re
 import secrets
 import struct
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -359,6 +360,7 @@ class FsspecStore:
         except ValueError as error:
             raise BackupStoreUnavailableError(url, str(error)) from None
         self.url = url
+        self.storage_options = dict(storage_options)  # recorded in volume.meta (location)
         self.filesystem = filesystem
         self.root = str(root).rstrip("/")
         protocols = filesystem.protocol
@@ -430,7 +432,35 @@ class FsspecStore:
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
-def open_store(target: BackupStore | str | os.PathLike[str], *, create: bool = True) -> BackupStore:
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where a store is, as a volume records it (volume.meta): a folder or a URL, and
+    the fsspec ``storage_options`` it was opened with. :func:`open_store` opens it."""
+
+    url: str
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+
+def store_location(target: Any) -> StoreLocation | None:
+    """How a ``backup=`` target is found again: None for a store that lives only in
+    this process (a MemoryStore, any other object)."""
+    if isinstance(target, StoreLocation):
+        return target
+    if isinstance(target, str | os.PathLike):
+        location = os.fspath(target)
+        if isinstance(location, str) and not _URL.match(location):
+            return StoreLocation(os.path.abspath(location))  # reopens from any folder
+        return StoreLocation(str(location))
+    if isinstance(target, LocalFolderStore):
+        return StoreLocation(str(target.root.absolute()))
+    if isinstance(target, FsspecStore):
+        return StoreLocation(target.url, dict(target.storage_options))
+    return None
+
+
+def open_store(
+    target: BackupStore | StoreLocation | str | os.PathLike[str], *, create: bool = True
+) -> BackupStore:
     """The store for a ``backup=`` option: a store as is, a URL, or a local folder.
 
     ``file://PATH`` and paths without a scheme give a :class:`LocalFolderStore`;
@@ -440,6 +470,10 @@ def open_store(target: BackupStore | str | os.PathLike[str], *, create: bool = T
     """
     if isinstance(target, BackupStore):
         return target
+    if isinstance(target, StoreLocation):
+        if target.storage_options and _URL.match(target.url):
+            return FsspecStore(target.url, create=create, **target.storage_options)
+        target = target.url
     if not isinstance(target, (str, os.PathLike)):
         raise ConfigurationError(
             f"backup target must be a folder path, a URL or a backup store, not "

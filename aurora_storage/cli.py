@@ -21,10 +21,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from . import __version__, log, metrics, native, report
 from . import demo as demo_module
+from .backup_store import StoreLocation
 from .clock import format_time, parse_target
 from .errors import (
     AuroraStorageError,
@@ -33,7 +34,7 @@ from .errors import (
     QuorumError,
 )
 from .node import log_name
-from .volume import Volume
+from .volume import Volume, recorded_clock
 
 TIME_HELP = (
     "ISO-8601 (2026-12-02T02:23:40Z; local time without Z or an offset), now, "
@@ -271,6 +272,14 @@ def _dump(arguments: argparse.Namespace) -> int:
 
 def _backtrack(arguments: argparse.Namespace) -> int:
     target = parse_target(arguments.to)  # a bad time fails before the volume is opened
+    kind = recorded_clock(arguments.path)
+    if kind != "wall" and not arguments.wall_clock:
+        # Its times are not this machine's: "now" and "-2h" would name other moments,
+        # and the commits after would mix two time lines.
+        raise InvalidArgumentError(
+            f"{arguments.path} was made on a {kind} clock, not the wall clock this command "
+            "runs on; pass --wall-clock to act on it with the wall clock anyway"
+        )
     volume = Volume.open(arguments.path, rebuild_missing=arguments.rebuild_missing)
     try:
         result = volume.backtrack(target)
@@ -296,7 +305,10 @@ def _restore(arguments: argparse.Namespace) -> int:
             bar.refresh()
 
         started = time.perf_counter()
-        volume = Volume.restore(arguments.backup, to=target, path=arguments.into, progress=progress)
+        source: Any = arguments.backup
+        if arguments.storage_option:
+            source = StoreLocation(arguments.backup, _storage_options(arguments.storage_option))
+        volume = Volume.restore(source, to=target, path=arguments.into, progress=progress)
     elapsed = time.perf_counter() - started
     try:
         status = volume.status()
@@ -308,6 +320,19 @@ def _restore(arguments: argparse.Namespace) -> int:
         f"{status['pg_count']} PGs, VDL {status['vdl']}, {elapsed:.2f} s"
     )
     return 0
+
+
+def _storage_options(pairs: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, equals, text = pair.partition("=")
+        if not equals or not key:
+            raise InvalidArgumentError(f"--storage-option {pair!r} is not KEY=VALUE")
+        try:
+            options[key] = json.loads(text)
+        except ValueError:
+            options[key] = text
+    return options
 
 
 # --- bench ----------------------------------------------------------------------------
@@ -384,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     backtrack.add_argument("path")
     backtrack.add_argument("--to", required=True, help=TIME_HELP)
     backtrack.add_argument(
+        "--wall-clock",
+        action="store_true",
+        help="act on a volume made on a simulated clock with this machine's clock",
+    )
+    backtrack.add_argument(
         "--rebuild-missing",
         action="store_true",
         help="rebuild missing node folders from their peers (Volume.open rebuild_missing)",
@@ -395,6 +425,14 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--to", required=True, help=TIME_HELP)
     restore.add_argument(
         "--into", required=True, help="folder of the new volume (removed again if it fails)"
+    )
+    restore.add_argument(
+        "--storage-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an fsspec storage option of the backup URL (repeatable; VALUE read as JSON "
+        "when it is JSON, else as text), e.g. endpoint_url=http://127.0.0.1:9000",
     )
     restore.set_defaults(handler=_restore)
 

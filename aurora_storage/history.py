@@ -81,6 +81,11 @@ def merge_ranges(*flats: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(value for pair in merged for value in pair)
 
 
+def inside(lsn: int, annulled: tuple[int, ...]) -> bool:
+    """True if ``lsn`` lies in one of the flat (lo, hi] ranges."""
+    return any(annulled[i] < lsn <= annulled[i + 1] for i in range(0, len(annulled), 2))
+
+
 def flatten_truncations(truncations: list[tuple[int, int, int]]) -> tuple[int, ...]:
     """(epoch, lo, hi) triples as the flat tuple messages and metadata carry."""
     return tuple(value for truncation in truncations for value in truncation)

@@ -185,6 +185,28 @@ class HistorySet:
 
 
 @dataclass(slots=True)
+class WindowQuery:
+    """Writer -> node: the commits your segments index at or after ``since`` and the
+    record bytes their page logs hold (after a reopen: the backtrack window's
+    bookkeeping, rebuilt from storage)."""
+
+    request_id: int
+    since: float
+
+
+@dataclass(slots=True)
+class WindowAnswer:
+    """Node -> writer: CPLs with their times, and flat (pg_id, record bytes) pairs."""
+
+    request_id: int
+    node: str
+    cpls: tuple[int, ...]
+    times: tuple[float, ...]
+    record_bytes: tuple[int, ...]
+    trusted: int  # 0 when a segment of the node is suspect
+
+
+@dataclass(slots=True)
 class HistoryPull:
     """Node -> writer: send me your history (a write carried another key than mine)."""
 
@@ -281,6 +303,8 @@ Message = (
     | Stage
     | Staged
     | HistoryPull
+    | WindowQuery
+    | WindowAnswer
 )
 
 _TYPES: tuple[type[Any], ...] = (
@@ -305,6 +329,8 @@ _TYPES: tuple[type[Any], ...] = (
     Stage,
     Staged,
     HistoryPull,
+    WindowQuery,
+    WindowAnswer,
 )
 _TAGS = {kind: tag for tag, kind in enumerate(_TYPES)}
 

@@ -901,6 +901,8 @@ class StorageNode:
             return self._on_set_history(message, sender)
         if isinstance(message, m.TimeQuery):
             return self._on_time_query(message, sender)
+        if isinstance(message, m.WindowQuery):
+            return [(sender, self.window_answer(message.request_id, message.since))]
         if isinstance(message, m.Stage):
             return self._on_stage(message, sender)
         if isinstance(message, m.Tick):
@@ -990,6 +992,22 @@ class StorageNode:
     def take_upload(self, request_id: int) -> Upload | None:
         """The object built for Stage request ``request_id``, handed to the runtime once."""
         return self.uploads.pop(request_id, None)
+
+    def window_answer(self, request_id: int, since: float) -> m.WindowAnswer:
+        """The commits this node's segments index at or after ``since``, and the record
+        bytes each PG's page log holds (above its coalesced point), changing nothing."""
+        cpls: list[int] = []
+        times: list[float] = []
+        record_bytes: list[int] = []
+        for pg_id, segment in sorted(self.segments.items()):
+            start = bisect.bisect_left(segment.cpl_times, since)
+            cpls += segment.cpl_lsns[start:]
+            times += segment.cpl_times[start:]
+            record_bytes += (pg_id, segment.page_log.stats().record_bytes)
+        trusted = not self.suspect and not any(s.suspect for s in self.segments.values())
+        return m.WindowAnswer(
+            request_id, self.name, tuple(cpls), tuple(times), tuple(record_bytes), int(trusted)
+        )
 
     def _on_time_query(self, message: m.TimeQuery, sender: str) -> Outgoing:
         cpl, moment = 0, 0.0

@@ -51,7 +51,7 @@ from . import backup
 from . import messages as m
 from .backup_store import KIND_MANIFEST, BackupStore, encode_object
 from .errors import AuroraStorageError, ConfigurationError
-from .history import merge_ranges, truncation_ranges
+from .history import inside, merge_ranges, truncation_ranges
 
 if TYPE_CHECKING:
     from .volume import Volume
@@ -484,7 +484,7 @@ class Stager:
                     size >= backup.SNAPSHOT_EVERY_BYTES
                     or now - state.snapshot_time.get(pg_id, now) >= backup.SNAPSHOT_EVERY_SECONDS
                 )
-                and not backup.inside(state.staged_lsn.get(pg_id, 0), annulled)
+                and not inside(state.staged_lsn.get(pg_id, 0), annulled)
             ]
         for pg_id in due:
             try:

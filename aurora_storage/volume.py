@@ -45,11 +45,19 @@ from typing import Any
 from . import backup as backup_module
 from . import checks, log, metafile, native, recovery
 from . import messages as m
-from .backup_store import KIND_HISTORY, BackupStore, decode_object, open_store
+from .backup_store import (
+    KIND_HISTORY,
+    BackupStore,
+    StoreLocation,
+    decode_object,
+    open_store,
+    store_location,
+)
 from .clock import (
     Clock,
     Duration,
     Moment,
+    SimulatedClock,
     WallClock,
     format_time,
     parse_target,
@@ -97,6 +105,7 @@ from .history import (
     History,
     HistoryVersion,
     flatten_truncations,
+    inside,
     merge_ranges,
     newest,
     truncation_ranges,
@@ -137,6 +146,9 @@ READ_TIMEOUT = 5.0
 AZS = ("az1", "az2", "az3")
 NODE_NAMES = tuple(f"{az}-{suffix}" for az in AZS for suffix in ("a", "b"))
 DURABILITY_MODES = ("fsync", "os", "memory")
+# "wall": Unix time; "simulated": a SimulatedClock's; "other": a clock of the caller's.
+# A volume's times are on the clock it was made with (tools on the wall clock check it).
+CLOCK_KINDS = ("wall", "simulated", "other")
 VOLUME_META = "volume.meta"
 BACKTRACK_WINDOW_MAX = 72 * 3600.0
 LOCK_FILE = "volume.lock"
@@ -163,6 +175,7 @@ class VolumeOptions:
     commit_timeout: float = COMMIT_TIMEOUT
     backtrack_window: float = 0.0  # seconds; 0 turns backtrack off for good
     backtrack_budget: int = 0  # bytes of change records the window may hold; 0: no limit
+    clock: str = "wall"  # the kind of clock the volume was made with (CLOCK_KINDS)
 
     def check(self) -> None:
         """Validates every option (types too) and puts each in its canonical type."""
@@ -174,6 +187,7 @@ class VolumeOptions:
         self.commit_timeout = checks.seconds("commit_timeout", self.commit_timeout)
         self.backtrack_window = checks.seconds("backtrack_window", self.backtrack_window)
         checks.choice("durability", self.durability, DURABILITY_MODES)
+        checks.choice("clock", self.clock, CLOCK_KINDS)
         if self.backend is not None:
             checks.choice("backend", self.backend, native.BACKEND_NAMES)
         if not native._check_page_size(self.page_size):
@@ -425,6 +439,7 @@ def _volume_body(options: VolumeOptions, volume_id: str) -> dict[str, Any]:
         "lal": options.lal,
         "backtrack_window": options.backtrack_window,
         "backtrack_budget": options.backtrack_budget,
+        "clock": options.clock,
         "nodes": list(NODE_NAMES),
     }
 
@@ -449,13 +464,19 @@ def _read_volume_meta(
             lal=int(body["lal"]),
             backtrack_window=float(body.get("backtrack_window", 0.0)),
             backtrack_budget=int(body.get("backtrack_budget", 0)),
+            clock=str(body.get("clock", "wall")),
         )
         volume_id = str(body["volume_id"])
         base = (int(body.get("base_lsn", 0)), float(body.get("base_time", 0.0)))
         stored_backup = None
-        if body.get("backup"):
+        if body.get("backup") or body.get("backup_object"):
+            target: Any = StoreLocation(
+                str(body.get("backup", "")), dict(body.get("backup_storage_options") or {})
+            )
+            if body.get("backup_object"):
+                target = RecordedObject(str(body["backup_object"]))
             stored_backup = backup_module.BackupOptions(
-                str(body["backup"]),
+                target,
                 float(body["backup_retention_days"]),
                 float(body["backup_staging_interval"]),
             )
@@ -463,6 +484,27 @@ def _read_volume_meta(
         raise CorruptionError(f"{where}: missing or bad field ({error})") from None
     options.check()
     return options, volume_id, stored_backup, base
+
+
+@dataclass(frozen=True)
+class RecordedObject:
+    """volume.meta's record of a backup store given as an object at create (a
+    MemoryStore, say): a reopen cannot find it, and must be given it again."""
+
+    name: str
+
+
+def clock_kind(clock: Clock) -> str:
+    """What volume.meta records of a clock (CLOCK_KINDS)."""
+    if isinstance(clock, WallClock):
+        return "wall"
+    return "simulated" if isinstance(clock, SimulatedClock) else "other"
+
+
+def recorded_clock(path: str | os.PathLike[str]) -> str:
+    """The kind of clock the volume at ``path`` was made with (volume.meta)."""
+    options, *_ = _read_volume_meta(checks.path(path))
+    return options.clock
 
 
 def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
@@ -689,6 +731,7 @@ class Volume:
         self._window_floor_lsn = 0  # versions below this may be coalesced
         self._window_floor_time = 0.0  # the earliest time backtrack can still reach
         self._time_answers: dict[int, dict[str, m.TimeAnswer]] = {}
+        self._window_answers: dict[int, dict[str, m.WindowAnswer]] = {}
         # Nodes that acknowledged the history write with _history_write_key.
         self._history_acks: set[str] = set()
         self._history_write_key = self.history.key
@@ -858,6 +901,8 @@ class Volume:
             to_duration(backtrack_window, "backtrack_window"),
             backtrack_budget,
         )
+        clock = clock or getattr(transport, "clock", None) or WallClock()
+        options.clock = clock_kind(clock)
         options.check()
         if durability != "memory" and path is None and disks is None:
             raise ConfigurationError(f"durability {durability!r} needs a path")
@@ -870,7 +915,6 @@ class Volume:
         volume: Volume | None = None
         try:
             nodes = _make_nodes(options, root, volume_id, disks)
-            clock = clock or getattr(transport, "clock", None) or WallClock()
             # The first history write: epoch 1, sequence 1, on every node.
             history = History.new(clock.now(), options.backtrack_window).keyed((1, 1))
             for node in nodes.values():
@@ -972,8 +1016,7 @@ class Volume:
         self.backup_options = options
         self.backup_store = store
         self._stager = Stager(self, store, options.staging or staging_mode(self))
-        if isinstance(options.target, (str, os.PathLike)):
-            self._write_volume_meta()
+        self._write_volume_meta()  # where the backup goes, for the next open
 
     def _write_volume_meta(self) -> None:
         """Replaces volume.meta: options, the backup when given by path, the base LSN."""
@@ -981,10 +1024,17 @@ class Volume:
             return
         body = _volume_body(self.options, self.volume_id)
         target = self.backup_options.target
-        if isinstance(target, (str, os.PathLike)):
-            location = os.fspath(target)
-            # A folder is recorded absolute: the volume reopens from any working folder.
-            body["backup"] = location if "://" in location else os.path.abspath(location)
+        if target is not None:
+            # Recorded so that a reopen keeps backing up: a folder (absolute), or a URL
+            # with its fsspec storage options; a store that lives only in this process
+            # is named, and must be given again at open.
+            location = store_location(target)
+            if location is None:
+                body["backup_object"] = repr(target)
+            else:
+                body["backup"] = location.url
+                if location.storage_options:
+                    body["backup_storage_options"] = location.storage_options
             body["backup_retention_days"] = self.backup_options.retention_days
             body["backup_staging_interval"] = self.backup_options.staging_interval
         if self.base_lsn:
@@ -1090,6 +1140,12 @@ class Volume:
                 raise VolumeIncompleteError(str(root))
             options, volume_id, stored_backup, base = _read_volume_meta(root)
             if backup is None and stored_backup is not None:
+                if isinstance(stored_backup.target, RecordedObject):
+                    raise ConfigurationError(
+                        f"{root} backs up to a store given as an object at create "
+                        f"({stored_backup.target.name}): give it again, "
+                        "Volume.open(path, backup=store)"
+                    )
                 backup_options = stored_backup
                 backup_options.staging = backup_staging
         backup_options.check()
@@ -1183,6 +1239,8 @@ class Volume:
         elif stored_backup is not None:
             volume._readonly_backup = stored_backup.target
             volume.backup_options = stored_backup
+            if isinstance(stored_backup.target, RecordedObject):
+                volume._readonly_backup = None  # it lived in the writer's process
         try:
             volume._load_readonly(missing)
         except BaseException:
@@ -1252,7 +1310,24 @@ class Volume:
                 self.history.created_at, now - self.options.backtrack_window
             )
             self._window_floor_lsn = self._vdl
+            if self.options.backtrack_window:
+                self._window_floor_lsn = self._readonly_window_floor(live)
+                self._rebuild_window(
+                    [node.window_answer(0, self._window_floor_time) for node in live]
+                )
             self._last_commit_time = max(self._last_commit_time, now)
+
+    def _readonly_window_floor(self, live: list[StorageNode]) -> int:
+        """The last commit before the window, as nodes index it (no message sent)."""
+        best = 0
+        version = self.history.at(self._window_floor_time)
+        hidden = version.annulled if version is not None else ()
+        annulled = merge_ranges(hidden, truncation_ranges(self.truncations))
+        for node in live:
+            for segment in node.segments.values():
+                found, _ = segment.last_commit_at(self._window_floor_time, annulled)
+                best = max(best, found)
+        return best
 
     def refresh(self) -> None:
         """A read-only volume reads the nodes' files again: it then shows what is durable
@@ -1365,6 +1440,7 @@ class Volume:
             )
             if self.options.backtrack_window:
                 self._window_floor_lsn, _ = self._last_commit_at(self._window_floor_time)
+                self._rebuild_window(self._ask_window(self._window_floor_time))
             else:
                 self._window_floor_lsn = self._vdl
             self._last_commit_time = max(self._last_commit_time, self.clock.now())
@@ -1511,6 +1587,53 @@ class Volume:
             self._in_doubt = [cpl for cpl in self._in_doubt if cpl > self._vdl]
             return self._vdl >= lsn
 
+    def _ask_window(self, since: float) -> list[m.WindowAnswer]:
+        """The live nodes' window answers (WindowQuery), as many as answer in time."""
+        request_id = next(self._request_ids)
+        answers: dict[str, m.WindowAnswer] = {}
+        self._window_answers[request_id] = answers
+        live = [name for name, node in self.nodes.items() if not node.failed]
+        try:
+            for name in live:
+                self.transport.send(self.writer_name, name, m.WindowQuery(request_id, since))
+            self.transport.run_until(lambda: len(answers) == len(live), READ_TIMEOUT)
+        finally:
+            del self._window_answers[request_id]
+        return list(answers.values())
+
+    def _rebuild_window(self, answers: list[m.WindowAnswer]) -> None:
+        """The backtrack window's commits and bytes after an open, from storage.
+
+        The commits (CPL, time) are every commit a trusted node's segments index
+        in the window; the bytes, what each PG's page log holds above its
+        coalesced point (the most any trusted node holds), shared among the
+        commits by the LSNs each spans: the sizes a writer noted at commit are
+        not stored, so the budget after a reopen works on this estimate.
+        """
+        trusted = [answer for answer in answers if answer.trusted]
+        if not trusted:
+            return
+        times: dict[int, float] = {}
+        pg_bytes: dict[int, int] = {}
+        for answer in trusted:
+            for cpl, moment in zip(answer.cpls, answer.times, strict=True):
+                if cpl > self._window_floor_lsn and not inside(cpl, self.annulled):
+                    times[cpl] = moment
+            for i in range(0, len(answer.record_bytes), 2):
+                pg_id, size = answer.record_bytes[i], answer.record_bytes[i + 1]
+                pg_bytes[pg_id] = max(pg_bytes.get(pg_id, 0), size)
+        cpls = sorted(times)
+        if not cpls:
+            return
+        total = sum(pg_bytes.values())
+        span = cpls[-1] - self._window_floor_lsn
+        previous = self._window_floor_lsn
+        self._window_commits.clear()
+        self._window_bytes = 0
+        for cpl in cpls:
+            self._note_commit(times[cpl], cpl, total * (cpl - previous) // span)
+            previous = cpl
+
     def _refresh_annulled(self) -> None:
         self.annulled = merge_ranges(
             self.history.current.annulled, truncation_ranges(self.truncations)
@@ -1574,6 +1697,10 @@ class Volume:
             answers = self._time_answers.get(message.request_id)
             if answers is not None:
                 answers[message.node] = message
+        elif isinstance(message, m.WindowAnswer):
+            window_answers = self._window_answers.get(message.request_id)
+            if window_answers is not None:
+                window_answers[message.node] = message
         elif isinstance(message, m.Staged):
             if message.request_id in self._staged:
                 self._staged[message.request_id] = message

@@ -217,3 +217,44 @@ def test_undone_records_go_once_the_window_passes(monkeypatch: pytest.MonkeyPatc
     after = volume.nodes["az1-a"].segments[0].page_log.stats().records
     assert after < held, f"records held went from {held} to {after}"
     assert volume.read_page(0)[:8] == b"later 02"
+
+
+@pytest.mark.parametrize("readonly", [False, True])
+def test_the_window_bookkeeping_survives_a_reopen(tmp_path: object, readonly: bool) -> None:
+    """change_records_stored and the budget after a reopen come from storage: every
+    commit the nodes index in the window, and the record bytes their page logs hold."""
+    from pathlib import Path
+
+    path = Path(str(tmp_path)) / "v"
+    clock = SimulatedClock(START)
+    volume = Volume.create(
+        path,
+        page_size=PAGE,
+        segment_size=PAGE * 4,
+        capacity=PAGE * PAGES,
+        clock=clock,
+        backtrack_window=WINDOW,
+        durability="os",
+    )
+    for number in range(40):
+        clock.advance(60)
+        with volume.transaction() as tx:
+            tx.write(number % PAGES, 0, bytes(200))
+    before = volume.status()["backtrack"]
+    volume.close()
+    reopened = Volume.open(path, clock=clock, readonly=readonly)
+    after = reopened.status()["backtrack"]
+    assert after["change_records_stored"] == before["change_records_stored"] > 0
+    assert 0.5 * before["change_bytes_stored"] <= after["change_bytes_stored"]
+    assert after["change_bytes_stored"] <= 2 * before["change_bytes_stored"]
+    assert after["earliest"] == before["earliest"]
+    reopened.close()
+    if readonly:
+        return
+    # A budget set now (volume.meta) is enforced on the rebuilt window at once.
+    budgeted = Volume.open(path, clock=clock)
+    budgeted.options.backtrack_budget = before["change_bytes_stored"] // 4
+    status = budgeted.status()["backtrack"]
+    assert status["change_bytes_stored"] <= before["change_bytes_stored"] // 4
+    assert status["earliest"] > before["earliest"]
+    budgeted.close()
