@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import random
 from dataclasses import dataclass, field
+from typing import Any
 
 from .clock import SimulatedClock
 from .disk import Disk, SimulatedDisk
@@ -49,6 +50,21 @@ PAGES_PER_PG = 4
 PAGE_COUNT = 64
 HISTORY_WINDOW = 3600.0  # seconds of backtrack window in HistorySimulation
 CHECK_ROUNDS_MAX = 5  # rounds of reads HistorySimulation.check tries for one stable VDL
+
+
+def simulated_volume(
+    clock: SimulatedClock, transport: SimulatedTransport, **options: Any
+) -> Volume:
+    """The simulations' small volume: PAGE_COUNT pages in PGs of PAGES_PER_PG."""
+    return Volume.create(
+        page_size=PAGE_SIZE,
+        segment_size=PAGE_SIZE * PAGES_PER_PG,
+        capacity=PAGE_SIZE * PAGE_COUNT,
+        clock=clock,
+        transport=transport,
+        commit_timeout=1.0,
+        **options,
+    )
 
 
 def random_changes(rng: random.Random) -> list[tuple[int, int, bytes]]:
@@ -188,14 +204,7 @@ class Simulation:
         self.random = random.Random(seed)
         self.clock = SimulatedClock(1_700_000_000.0)
         self.transport = SimulatedTransport(seed, self.clock, NetworkFaults(), tick_interval=0.05)
-        self.volume = Volume.create(
-            page_size=PAGE_SIZE,
-            segment_size=PAGE_SIZE * PAGES_PER_PG,
-            capacity=PAGE_SIZE * PAGE_COUNT,
-            clock=self.clock,
-            transport=self.transport,
-            commit_timeout=1.0,
-        )
+        self.volume = simulated_volume(self.clock, self.transport)
         self.model = Model(PAGE_SIZE)
         self.loss_max = loss_max
         self.duplication_max = duplication_max
@@ -426,13 +435,9 @@ class HistorySimulation:
         self.disks: dict[str, Disk] = {
             name: SimulatedDisk(seed * len(NODE_NAMES) + i) for i, name in enumerate(NODE_NAMES)
         }
-        self.volume = Volume.create(
-            page_size=PAGE_SIZE,
-            segment_size=PAGE_SIZE * PAGES_PER_PG,
-            capacity=PAGE_SIZE * PAGE_COUNT,
-            clock=self.clock,
-            transport=self.transport,
-            commit_timeout=1.0,
+        self.volume = simulated_volume(
+            self.clock,
+            self.transport,
             disks=self.disks,
             durability="fsync",
             backtrack_window=HISTORY_WINDOW,
