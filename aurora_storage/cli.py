@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, log, metrics, native, report
+from . import __version__, metrics, native, report
 from . import demo as demo_module
-from .backup_store import StoreLocation
+from .backup.store import StoreLocation
 from .clock import format_time, parse_target
 from .errors import (
     AuroraStorageError,
@@ -33,7 +33,8 @@ from .errors import (
     PageOutOfRangeError,
     QuorumError,
 )
-from .node import log_name
+from .format import frames as log
+from .protocol.node import log_name
 from .volume import Volume, recorded_clock
 
 TIME_HELP = (

@@ -32,7 +32,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import SimulatedClock
-from .disk import Disk, SimulatedDisk
 from .errors import (
     AuroraStorageError,
     BacktrackQuorumError,
@@ -41,8 +40,9 @@ from .errors import (
     ReadUnavailableError,
     WriteQuorumError,
 )
-from .node import WRITER
-from .transport import NetworkFaults, SimulatedTransport
+from .protocol.node import WRITER
+from .runtime.disk import Disk, SimulatedDisk
+from .runtime.transport import NetworkFaults, SimulatedTransport
 from .volume import AZS, NODE_NAMES, Volume
 
 PAGE_SIZE = 4096

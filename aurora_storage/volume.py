@@ -43,9 +43,10 @@ from types import TracebackType
 from typing import Any
 
 from . import backup as backup_module
-from . import checks, log, metafile, native, recovery
-from . import messages as m
-from .backup_store import (
+from . import checks, native
+from .backup.staging import Stager
+from .backup.staging import default_mode as staging_mode
+from .backup.store import (
     KIND_HISTORY,
     BackupStore,
     StoreLocation,
@@ -64,7 +65,6 @@ from .clock import (
     resolve_target,
     to_duration,
 )
-from .disk import Disk, RealDisk, make_folders, sync_folder
 from .errors import (
     AuroraStorageError,
     BacktrackDisabledError,
@@ -98,9 +98,13 @@ from .errors import (
     VolumeReadOnlyError,
     WriteQuorumError,
 )
-from .flush import Flusher
-from .hedging import ReadRanking
-from .history import (
+from .format import frames as log
+from .format import metadata as metafile
+from .native.flush import Flusher
+from .protocol import messages as m
+from .protocol import recovery
+from .protocol.hedging import ReadRanking
+from .protocol.history import (
     NO_KEY,
     History,
     HistoryVersion,
@@ -110,7 +114,7 @@ from .history import (
     newest,
     truncation_ranges,
 )
-from .node import (
+from .protocol.node import (
     GONE,
     WRITER,
     StorageNode,
@@ -119,19 +123,18 @@ from .node import (
     encode_history,
     group_syncer,
 )
-from .protection_group import (
+from .protocol.protection_group import (
     READ_QUORUM,
     WRITE_QUORUM,
     Outstanding,
     ProtectionGroup,
     QuorumSet,
 )
-from .recovery import RecoveryPlan
-from .segment import Geometry, SharedImages
-from .staging import Stager
-from .staging import default_mode as staging_mode
+from .protocol.recovery import RecoveryPlan
+from .protocol.segment import Geometry, SharedImages
+from .runtime.disk import Disk, RealDisk, make_folders, sync_folder
+from .runtime.transport import DirectTransport, SimulatedTransport, Transport
 from .status import BackupStatus, NodeStatus, PgStatus, VolumeStatus
-from .transport import DirectTransport, SimulatedTransport, Transport
 
 KIB = 1024
 GIB = 1024**3

@@ -49,7 +49,8 @@ from typing import Any
 import pytest
 from conftest import interleave, sized
 
-from aurora_storage import log, native
+from aurora_storage import native
+from aurora_storage.format import frames as log
 
 PAGE_SIZE = 16 * 1024
 WRITE_BYTES = 100

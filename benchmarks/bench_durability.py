@@ -87,8 +87,8 @@ from workloads import (
 
 from aurora_storage import Volume
 from aurora_storage import volume as volume_module
-from aurora_storage.node import StorageNode, log_name
-from aurora_storage.recovery import RecoveryPlan
+from aurora_storage.protocol.node import StorageNode, log_name
+from aurora_storage.protocol.recovery import RecoveryPlan
 from aurora_storage.volume import NODE_NAMES
 
 SEED = 20180610

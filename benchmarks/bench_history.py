@@ -87,7 +87,7 @@ from workloads import (
 
 from aurora_storage import SimulatedClock, Volume
 from aurora_storage.backup import HISTORY_NAME, BackupCatalog
-from aurora_storage.backup_store import BackupStore, LocalFolderStore, MemoryStore, decode_object
+from aurora_storage.backup.store import BackupStore, LocalFolderStore, MemoryStore, decode_object
 from aurora_storage.volume import BacktrackResult
 
 SEED = 20180612

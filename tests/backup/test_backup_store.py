@@ -31,8 +31,8 @@ import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aurora_storage import backup_store
-from aurora_storage.backup_store import (
+from aurora_storage.backup import store as backup_store
+from aurora_storage.backup.store import (
     KIND_HISTORY,
     KIND_LOG,
     KIND_MANIFEST,

@@ -19,7 +19,7 @@ import random
 import pytest
 
 from aurora_storage import SimulatedClock, Volume, backup
-from aurora_storage.backup_store import MemoryStore
+from aurora_storage.backup.store import MemoryStore
 from aurora_storage.errors import BackupObjectMissingError, TimeOutsideWindowError
 from aurora_storage.sim import TimelineModel
 

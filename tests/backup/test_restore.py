@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from aurora_storage import SimulatedClock, Volume, backup, node, segment
-from aurora_storage.backup_store import KIND_MANIFEST, MemoryStore, decode_object, encode_object
+from aurora_storage import SimulatedClock, Volume, backup
+from aurora_storage.backup.store import KIND_MANIFEST, MemoryStore, decode_object, encode_object
 from aurora_storage.errors import (
     BackupCorruptError,
     BackupObjectMissingError,
     ConfigurationError,
     TimeOutsideWindowError,
 )
+from aurora_storage.protocol import node, segment
 from aurora_storage.sim import TimelineModel
 
 PAGE = 4096

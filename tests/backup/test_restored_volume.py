@@ -21,14 +21,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aurora_storage import SimulatedClock, Volume, backup, node, segment
-from aurora_storage.backup_store import KIND_PAGES, MemoryStore, decode_object, encode_object
+from aurora_storage import SimulatedClock, Volume, backup
+from aurora_storage.backup.store import KIND_PAGES, MemoryStore, decode_object, encode_object
 from aurora_storage.errors import (
     BackupCorruptError,
     InvalidArgumentError,
     TimeOutsideWindowError,
     VersionGoneError,
 )
+from aurora_storage.protocol import node, segment
 from aurora_storage.sim import TimelineModel
 from aurora_storage.volume import NODE_NAMES
 

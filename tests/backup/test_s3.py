@@ -19,7 +19,7 @@ import pytest
 from test_restore import PAGE, PAGES, START, assert_pages, commit_every, make, random_history
 
 from aurora_storage import SimulatedClock, Volume, backup, cli
-from aurora_storage.backup_store import FsspecStore, open_store
+from aurora_storage.backup.store import FsspecStore, open_store
 from aurora_storage.errors import (
     BackupCorruptError,
     BackupObjectMissingError,

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from aurora_storage import SimulatedClock, Volume, staging
-from aurora_storage.backup_store import MemoryStore
+from aurora_storage import SimulatedClock, Volume
+from aurora_storage.backup import staging
+from aurora_storage.backup.store import MemoryStore
 from aurora_storage.errors import ConfigurationError, WriteQuorumError
 
 PAGE = 4096

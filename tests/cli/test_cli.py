@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from aurora_storage import Volume, cli, log
-from aurora_storage.node import log_name
+from aurora_storage import Volume, cli
+from aurora_storage.format import frames as log
+from aurora_storage.protocol.node import log_name
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -115,7 +116,7 @@ def test_backtrack_and_restore(
     assert status == 0, err
     assert "last visible commit LSN" in out
     from aurora_storage.backup import BackupCatalog
-    from aurora_storage.backup_store import open_store
+    from aurora_storage.backup.store import open_store
 
     _, latest = BackupCatalog(open_store(str(tmp_path / "backup"))).window()
     status, out, err = run(

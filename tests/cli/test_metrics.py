@@ -17,7 +17,7 @@ from prometheus_client.openmetrics.parser import (
 from prometheus_client.parser import text_string_to_metric_families
 
 from aurora_storage import SimulatedClock, Volume, cli, metrics
-from aurora_storage.backup_store import MemoryStore
+from aurora_storage.backup.store import MemoryStore
 
 START = 1_796_178_220.0
 

@@ -16,7 +16,7 @@ import pytest
 
 from aurora_storage import SimulatedClock, Volume, cli
 from aurora_storage.backup import BackupCatalog
-from aurora_storage.backup_store import FsspecStore, MemoryStore, StoreLocation, open_store
+from aurora_storage.backup.store import FsspecStore, MemoryStore, StoreLocation, open_store
 from aurora_storage.errors import ConfigurationError
 
 PAGE = 4096

@@ -16,9 +16,9 @@ import random
 import pytest
 
 from aurora_storage import Volume
-from aurora_storage.disk import CrashPlan, SimulatedCrash, SimulatedDisk
+from aurora_storage.runtime.disk import CrashPlan, SimulatedCrash, SimulatedDisk
+from aurora_storage.runtime.transport import DirectTransport
 from aurora_storage.sim import Model
-from aurora_storage.transport import DirectTransport
 from aurora_storage.volume import NODE_NAMES
 
 PAGE = 4096
@@ -161,7 +161,7 @@ def test_crash_during_recovery_repeatedly_gives_the_same_answer(seed: int) -> No
 @pytest.mark.parametrize("crash_at", range(1, 120, 3))
 def test_crash_points_with_checkpoints(crash_at: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same, with segments coalescing and rewriting their logs all the time."""
-    from aurora_storage import node, segment
+    from aurora_storage.protocol import node, segment
 
     monkeypatch.setattr(segment, "COALESCE_RECORD_BYTES", 256)
     monkeypatch.setattr(node, "CHECKPOINT_EVERY_FRAMES", 2)

@@ -26,9 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from aurora_storage import Volume, log, node, segment
-from aurora_storage import messages as m
-from aurora_storage.disk import SimulatedDisk
+from aurora_storage import Volume
 from aurora_storage.errors import (
     DegradedVolumeError,
     MessageStormError,
@@ -37,9 +35,13 @@ from aurora_storage.errors import (
     SegmentRepairNeededError,
     WriteQuorumError,
 )
-from aurora_storage.node import NODE_META, checkpoint_name, log_name
-from aurora_storage.segment import Geometry, Segment
-from aurora_storage.transport import DirectTransport
+from aurora_storage.format import frames as log
+from aurora_storage.protocol import messages as m
+from aurora_storage.protocol import node, segment
+from aurora_storage.protocol.node import NODE_META, checkpoint_name, log_name
+from aurora_storage.protocol.segment import Geometry, Segment
+from aurora_storage.runtime.disk import SimulatedDisk
+from aurora_storage.runtime.transport import DirectTransport
 from aurora_storage.volume import NODE_NAMES, VolumeOptions
 
 PAGE = 4096

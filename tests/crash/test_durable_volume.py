@@ -9,10 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aurora_storage import SimulatedClock, Volume, log, metafile, native
-from aurora_storage import disk as disk_module
-from aurora_storage import messages as m
-from aurora_storage.disk import RealDisk, SimulatedDisk
+from aurora_storage import SimulatedClock, Volume, native
 from aurora_storage.errors import (
     CorruptionError,
     FormatVersionError,
@@ -23,9 +20,14 @@ from aurora_storage.errors import (
     VolumeNotFoundError,
     WriteQuorumError,
 )
-from aurora_storage.flush import Flusher
-from aurora_storage.node import log_name
-from aurora_storage.transport import DirectTransport
+from aurora_storage.format import frames as log
+from aurora_storage.format import metadata as metafile
+from aurora_storage.native.flush import Flusher
+from aurora_storage.protocol import messages as m
+from aurora_storage.protocol.node import log_name
+from aurora_storage.runtime import disk as disk_module
+from aurora_storage.runtime.disk import RealDisk, SimulatedDisk
+from aurora_storage.runtime.transport import DirectTransport
 from aurora_storage.volume import CAPACITY_MAX, NODE_NAMES, VOLUME_META
 
 PAGE = 4096
@@ -509,7 +511,7 @@ def test_nodes_syncing_alone_use_their_own_descriptors(
 ) -> None:
     """Without a shared flush (AURORA_STORAGE_FLUSH=each) each node's job fdatasyncs
     descriptors it took under the lock; an error stops that node alone."""
-    from aurora_storage import node as node_module
+    from aurora_storage.protocol import node as node_module
 
     monkeypatch.setenv("AURORA_STORAGE_FLUSH", "each")
     volume = small(tmp_path / "v")
@@ -617,7 +619,7 @@ def test_an_error_while_indexing_still_settles_the_flush(
 ) -> None:
     """The flush's outcome is settled even when indexing during it raises: an EIO
     it met stops the nodes (a later flush must not be trusted instead)."""
-    from aurora_storage.node import SyncJob
+    from aurora_storage.protocol.node import SyncJob
 
     volume = small(tmp_path / "v")
     fill(volume, 3)
@@ -706,7 +708,7 @@ def test_open_makes_every_log_durable_before_recovery(
 ) -> None:
     """One syncfs per node's file system, or an fdatasync per log where there is none,
     before recovery counts a single frame."""
-    from aurora_storage import disk as disk_module
+    from aurora_storage.runtime import disk as disk_module
 
     volume = small(tmp_path / "v")
     expected = fill(volume, 12)
@@ -739,7 +741,7 @@ def test_open_makes_every_log_durable_before_recovery(
 def test_a_log_longer_than_the_pending_limit_reloads_whole(tmp_path: Path) -> None:
     """A PG whose log holds more frames than a segment keeps waiting beyond a hole
     (segment.PENDING_FRAMES_MAX) reloads every one of them: they were acknowledged."""
-    from aurora_storage import segment
+    from aurora_storage.protocol import segment
 
     frames = segment.PENDING_FRAMES_MAX + 100
     volume = Volume.create(

@@ -21,8 +21,7 @@ from typing import Any
 
 import pytest
 
-from aurora_storage import SimulatedClock, Volume, node, segment
-from aurora_storage.disk import CrashPlan, RealDisk, SimulatedDisk
+from aurora_storage import SimulatedClock, Volume
 from aurora_storage.errors import (
     BacktrackQuorumError,
     DegradedVolumeError,
@@ -30,7 +29,9 @@ from aurora_storage.errors import (
     StorageWriteError,
     WriteQuorumError,
 )
-from aurora_storage.transport import DirectTransport
+from aurora_storage.protocol import node, segment
+from aurora_storage.runtime.disk import CrashPlan, RealDisk, SimulatedDisk
+from aurora_storage.runtime.transport import DirectTransport
 from aurora_storage.volume import NODE_NAMES
 
 PAGE = 4096
@@ -439,7 +440,7 @@ def test_a_close_that_cannot_trim_a_log_still_closes_the_volume(
 ) -> None:
     """Close trims each log's preallocated zeros; a failing trim stops that node,
     closes every file all the same and releases the folder."""
-    from aurora_storage import disk as disk_module
+    from aurora_storage.runtime import disk as disk_module
 
     path = tmp_path / "v"
     volume = Volume.create(path, page_size=PAGE, segment_size=PAGE * 8, capacity=PAGE * PAGES)

@@ -19,10 +19,11 @@ from typing import Any
 
 import pytest
 
-from aurora_storage import Volume, log
-from aurora_storage import messages as m
+from aurora_storage import Volume
 from aurora_storage.errors import WriteQuorumError
-from aurora_storage.node import StorageNode
+from aurora_storage.format import frames as log
+from aurora_storage.protocol import messages as m
+from aurora_storage.protocol.node import StorageNode
 
 PAGE = 4096
 SEGMENT = PAGE * 16

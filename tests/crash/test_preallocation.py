@@ -19,9 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aurora_storage import Volume, disk
-from aurora_storage.disk import PREALLOCATE_BYTES_MIN, RealDisk
-from aurora_storage.node import log_name
+from aurora_storage import Volume
+from aurora_storage.protocol.node import log_name
+from aurora_storage.runtime import disk
+from aurora_storage.runtime.disk import PREALLOCATE_BYTES_MIN, RealDisk
 
 PAGE = 4096
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from aurora_storage import SimulatedClock, Volume, metafile, node, segment
+from aurora_storage import SimulatedClock, Volume
 from aurora_storage.errors import (
     BacktrackDisabledError,
     BacktrackQuorumError,
@@ -23,6 +23,8 @@ from aurora_storage.errors import (
     TimeOutsideWindowError,
     WriteQuorumError,
 )
+from aurora_storage.format import metadata as metafile
+from aurora_storage.protocol import node, segment
 from aurora_storage.volume import NODE_NAMES
 
 PAGE = 4096

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from aurora_storage import SimulatedClock, Volume, node, segment
+from aurora_storage import SimulatedClock, Volume
+from aurora_storage.protocol import node, segment
 
 PAGE = 4096
 START = 1_700_000_000.0

@@ -13,8 +13,9 @@ from array import array
 
 import pytest
 
-from aurora_storage import log, native
+from aurora_storage import native
 from aurora_storage.errors import InvalidRecordError
+from aurora_storage.format import frames as log
 
 PAGE_SIZE = 4096
 RAW_HEADER = struct.Struct("<QQQdIIBB6s")

@@ -22,8 +22,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from sample_records import PAGE_SIZE, RAW_HEADER, pattern
 
-from aurora_storage import log, native
+from aurora_storage import native
 from aurora_storage.errors import AuroraStorageError, InvalidRecordError
+from aurora_storage.format import frames as log
 from aurora_storage.native import LSN_MAX, NO_BACKLINK
 
 NATIVE = native.get_backend("native")

@@ -23,8 +23,9 @@ from sample_records import (
     zero,
 )
 
-from aurora_storage import log, native
+from aurora_storage import native
 from aurora_storage.errors import InvalidRecordError
+from aurora_storage.format import frames as log
 from aurora_storage.native import LSN_MAX, NO_BACKLINK
 
 # A valid first record: the bad record follows it, so positions are not all 0.

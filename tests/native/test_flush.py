@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from aurora_storage import native
 from aurora_storage.errors import InvalidArgumentError
-from aurora_storage.flush import METHODS, Flusher, python_flush
+from aurora_storage.native.flush import METHODS, Flusher, python_flush
 
 BAD = 1_000_000  # far above any descriptor this process has open
 

@@ -15,8 +15,9 @@ import struct
 import pytest
 from sample_records import PAGE_SIZE, assert_invalid_record, raw_record, write, zero
 
-from aurora_storage import log, native
+from aurora_storage import native
 from aurora_storage.errors import CorruptFrameError, FormatVersionError, InvalidRecordError
+from aurora_storage.format import frames as log
 
 PG_ID = 3
 EPOCH = 42

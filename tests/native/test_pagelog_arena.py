@@ -16,10 +16,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from aurora_storage import log
-from aurora_storage.flush import Flusher
+from aurora_storage.format import frames as log
 from aurora_storage.native import get_backend
-from aurora_storage.pagelog import NativePageLog
+from aurora_storage.native.flush import Flusher
+from aurora_storage.native.pagelog import NativePageLog
 
 PAGE_SIZE = 4096
 core = get_backend("native")

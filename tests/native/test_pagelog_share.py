@@ -23,9 +23,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aurora_storage import log
 from aurora_storage.errors import InvalidArgumentError, VersionGoneError
-from aurora_storage.pagelog import NativePageLog, PageLog, PythonPageLog
+from aurora_storage.format import frames as log
+from aurora_storage.native.pagelog import NativePageLog, PageLog, PythonPageLog
 
 PAGE_SIZE = 4096
 IMPLEMENTATIONS = [NativePageLog, PythonPageLog]

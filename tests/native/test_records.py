@@ -12,7 +12,8 @@ import struct
 import pytest
 from sample_records import PAGE_SIZE, page_image, pattern, raw_record, write, zero
 
-from aurora_storage import log, native
+from aurora_storage import native
+from aurora_storage.format import frames as log
 from aurora_storage.native import NO_BACKLINK, BatchSummary
 
 # The worked example of docs/format.md ("Redo records"), byte for byte.

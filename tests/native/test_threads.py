@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import threading
 
-from aurora_storage import log, native
+from aurora_storage import native
+from aurora_storage.format import frames as log
 
 PAGE = 4096
 ROUNDS = 2000

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from aurora_storage import messages as m
 from aurora_storage.errors import WriteQuorumError
+from aurora_storage.protocol import messages as m
+from aurora_storage.runtime.transport import NetworkFaults
 from aurora_storage.sim import PAGE_COUNT, PAGES_PER_PG, Simulation
-from aurora_storage.transport import NetworkFaults
 
 
 def commits(simulation: Simulation, count: int) -> list[bool]:

@@ -8,8 +8,8 @@ delay, not one per read (hedging.py). Times are the transport's virtual time.
 from __future__ import annotations
 
 from aurora_storage import SimulatedClock, Volume
-from aurora_storage.hedging import SILENCE_BACKOFF_MIN, ReadRanking
-from aurora_storage.transport import SimulatedTransport
+from aurora_storage.protocol.hedging import SILENCE_BACKOFF_MIN, ReadRanking
+from aurora_storage.runtime.transport import SimulatedTransport
 from aurora_storage.volume import NODE_NAMES, READ_HEDGE_DELAY, WRITER
 
 PAGE = 4096

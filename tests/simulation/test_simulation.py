@@ -42,7 +42,7 @@ def test_different_seeds_differ() -> None:
 def test_heavy_loss_and_duplication_converge() -> None:
     """No fault injection but 30 % loss and 50 % duplication the whole run."""
     simulation = Simulation(77, fault_rate=0.0)
-    from aurora_storage.transport import NetworkFaults
+    from aurora_storage.runtime.transport import NetworkFaults
 
     simulation.transport.set_faults(NetworkFaults(loss=0.3, duplication=0.5))
     outcome = simulation.run(80)

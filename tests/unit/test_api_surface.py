@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from aurora_storage import SimulatedClock, Volume, backup, cli, errors
-from aurora_storage.backup_store import MemoryStore
+from aurora_storage.backup.store import MemoryStore
 from aurora_storage.status import (
     BacktrackStatus,
     BackupStatus,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aurora_storage import flush
 from aurora_storage.errors import InvalidArgumentError
+from aurora_storage.native import flush
 
 pytestmark = pytest.mark.skipif(flush._syncfs is None, reason="Linux only: syncfs")
 
@@ -158,7 +158,7 @@ def test_a_log_with_the_data_journal_flag_is_always_flushed_whole(
     """A log that has the flag itself (set on the file, or before its folder lost it)
     is fdatasynced whole at every writeback flush; a log without it only while its
     size is not durable."""
-    from aurora_storage import disk as disk_module
+    from aurora_storage.runtime import disk as disk_module
 
     def flags_of(descriptor: int) -> int:
         journaled = os.readlink(f"/proc/self/fd/{descriptor}").endswith("journaled.log")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aurora_storage import messages as m
 from aurora_storage.errors import CorruptionError
+from aurora_storage.protocol import messages as m
 
 EXAMPLES: list[m.Message] = [
     m.WriteFrames(3, 7, (b"frame-a", b"frame-b"), 10, 9),

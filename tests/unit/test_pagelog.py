@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aurora_storage import log
 from aurora_storage.errors import InvalidArgumentError, InvalidRecordError
-from aurora_storage.pagelog import NativePageLog, PythonPageLog, VersionGoneError
+from aurora_storage.format import frames as log
+from aurora_storage.native.pagelog import NativePageLog, PythonPageLog, VersionGoneError
 
 PAGE_SIZE = 4096
 IMPLEMENTATIONS = [NativePageLog, PythonPageLog]

@@ -160,7 +160,7 @@ def test_configuration_errors_are_invalid_arguments() -> None:
 
 
 def test_more_bad_arguments(tmp_path: Path) -> None:
-    from aurora_storage.backup_store import MemoryStore
+    from aurora_storage.backup.store import MemoryStore
 
     for target in ("", "   ", "bad\x00path"):
         with pytest.raises(InvalidArgumentError):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from aurora_storage import SimulatedClock, Volume
 from aurora_storage.errors import ReadUnavailableError, WriteQuorumError
-from aurora_storage.protection_group import ProtectionGroup, QuorumSet
-from aurora_storage.transport import NetworkFaults, SimulatedTransport
+from aurora_storage.protocol.protection_group import ProtectionGroup, QuorumSet
+from aurora_storage.runtime.transport import NetworkFaults, SimulatedTransport
 from aurora_storage.volume import NODE_NAMES
 
 PAGE = 4096

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from aurora_storage import SimulatedClock, Volume
-from aurora_storage.backup_store import MemoryStore
+from aurora_storage.backup.store import MemoryStore
 from aurora_storage.clock import format_duration, format_time, to_seconds
 from aurora_storage.errors import InDoubtError, InvalidArgumentError, TimeOutsideWindowError
 

@@ -10,7 +10,7 @@ import tracemalloc
 
 import pytest
 
-from aurora_storage import SimulatedClock, Volume, segment
+from aurora_storage import SimulatedClock, Volume
 from aurora_storage.errors import (
     AuroraStorageError,
     ConfigurationError,
@@ -26,6 +26,7 @@ from aurora_storage.errors import (
     VolumeClosedError,
     WriteQuorumError,
 )
+from aurora_storage.protocol import segment
 from aurora_storage.volume import CAPACITY_MAX, NODE_NAMES
 
 PAGE = 4096
@@ -266,7 +267,8 @@ def test_clock_time_reaches_cpl_records() -> None:
         tx.write(0, 0, b"a")
         tx.write(1, 0, b"b")
     frames = volume.nodes["az1-a"].segments[0].chain_frames
-    from aurora_storage import log, native
+    from aurora_storage import native
+    from aurora_storage.format import frames as log
 
     body = log.decode_frame(frames[-1], PAGE).body
     index = native.index(body, PAGE)

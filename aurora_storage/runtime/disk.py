@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .errors import InvalidArgumentError
-from .flush import choose_method, datasync, inode_flags, journals_data, sync_file_system
+from ..errors import InvalidArgumentError
+from ..native.flush import choose_method, datasync, inode_flags, journals_data, sync_file_system
 
 SYNC_MODES = ("fsync", "os")
 # Preallocation of appended files ("fsync" mode): each growth at least doubles

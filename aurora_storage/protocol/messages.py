@@ -15,7 +15,7 @@ from typing import Any
 
 import msgpack
 
-from .errors import CorruptionError
+from ..errors import CorruptionError
 
 
 @dataclass(slots=True)

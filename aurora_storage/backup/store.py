@@ -41,8 +41,7 @@ import lz4.block
 import msgpack
 import xxhash
 
-from .disk import make_folders, sync_folder, write_all
-from .errors import (
+from ..errors import (
     BackupCorruptError,
     BackupObjectMissingError,
     BackupStoreUnavailableError,
@@ -51,6 +50,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidBackupNameError,
 )
+from ..runtime.disk import make_folders, sync_folder, write_all
 
 # --- object names ---------------------------------------------------------------
 

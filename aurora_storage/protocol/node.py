@@ -38,12 +38,14 @@ from typing import TYPE_CHECKING
 
 import msgpack
 
-from . import log, metafile, native
+from .. import native
+from ..backup.store import KIND_PAGES, decode_object, encode_object
+from ..errors import AuroraStorageError, CorruptionError, VersionGoneError, WrongNodeError
+from ..format import frames as log
+from ..format import metadata as metafile
+from ..native.flush import Flusher, datasync
+from ..runtime.disk import Disk, RealDisk
 from . import messages as m
-from .backup_store import KIND_PAGES, decode_object, encode_object
-from .disk import Disk, RealDisk
-from .errors import AuroraStorageError, CorruptionError, VersionGoneError, WrongNodeError
-from .flush import Flusher, datasync
 from .history import (
     History,
     flatten_truncations,
@@ -54,7 +56,7 @@ from .history import (
 from .segment import Geometry, Segment, SharedImages
 
 if TYPE_CHECKING:
-    from .backup import Upload
+    from ..backup import Upload
 
 WRITER = "writer"
 GONE = "version gone"  # PageImage.problem when the read point was coalesced away
@@ -949,7 +951,7 @@ class StorageNode:
         built. At most UPLOADS_HELD_MAX objects wait; an older one nobody took
         (its request was answered by another node, or its reply was lost) goes.
         """
-        from . import backup
+        from .. import backup
 
         segment = self.segments.get(message.pg_id)
         name, size, cpls, times, problem = "", 0, (), (), ""

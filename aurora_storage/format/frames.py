@@ -31,8 +31,8 @@ from typing import NamedTuple
 
 import xxhash
 
-from . import native
-from .errors import CorruptFrameError, FormatVersionError, InvalidRecordError
+from .. import native
+from ..errors import CorruptFrameError, FormatVersionError, InvalidRecordError
 
 RECORD_HEADER = struct.Struct("<QQQdIIBB6x")
 FRAME_HEADER = struct.Struct("<IHHQQQQQIIQ")

@@ -18,7 +18,7 @@ from typing import Any
 import msgpack
 import xxhash
 
-from .errors import CorruptionError, FormatVersionError
+from ..errors import CorruptionError, FormatVersionError
 
 HEADER = struct.Struct("<IHHIIQ")
 MAGIC = 0x544D5541  # b"AUMT" read as a little-endian u32

@@ -30,9 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
-from . import native
-from .errors import InvalidArgumentError, NativeCoreError, VersionGoneError
-from .native import STATUS_NOMEM, Buffer
+from .. import native
+from ..errors import InvalidArgumentError, NativeCoreError, VersionGoneError
+from . import STATUS_NOMEM, Buffer
 
 STATUS_GONE = 14
 PAGES_ALL = 0

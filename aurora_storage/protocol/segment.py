@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import log
-from .errors import CorruptionError, InvalidArgumentError
-from .pagelog import PageLog, new_page_log
+from ..errors import CorruptionError, InvalidArgumentError
+from ..format import frames as log
+from ..native.pagelog import PageLog, new_page_log
 
 PENDING_FRAMES_MAX = 4096  # frames held beyond a hole before new ones are refused
 COALESCE_RECORD_BYTES = 32 * 1024 * 1024  # hot log size that triggers coalescing

@@ -47,14 +47,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import backup
-from . import messages as m
-from .backup_store import KIND_MANIFEST, BackupStore, encode_object
-from .errors import AuroraStorageError, ConfigurationError
-from .history import inside, merge_ranges, truncation_ranges
+from .. import backup
+from ..errors import AuroraStorageError, ConfigurationError
+from ..protocol import messages as m
+from ..protocol.history import inside, merge_ranges, truncation_ranges
+from .store import KIND_MANIFEST, BackupStore, encode_object
 
 if TYPE_CHECKING:
-    from .volume import Volume
+    from ..volume import Volume
 
 STAGING_QUEUE_ROUNDS_MAX = 1  # round requests that wait behind the running round
 CLOSE_WAIT_SECONDS = 60.0  # close waits this long for the rounds asked for, then leaves them
@@ -64,8 +64,8 @@ MODES = ("background", "inline")
 def default_mode(volume: Volume) -> str:
     """Inline on a simulated clock or transport (runs that must replay exactly),
     else background."""
-    from .clock import SimulatedClock
-    from .transport import SimulatedTransport
+    from ..clock import SimulatedClock
+    from ..runtime.transport import SimulatedTransport
 
     simulated = isinstance(volume.clock, SimulatedClock) or isinstance(
         volume.transport, SimulatedTransport

@@ -34,7 +34,7 @@ from itertools import islice
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, Union
 
-from .errors import FormatVersionError, InvalidArgumentError, InvalidRecordError, NativeCoreError
+from ..errors import FormatVersionError, InvalidArgumentError, InvalidRecordError, NativeCoreError
 
 FORMAT_VERSION = 1
 RECORD_HEADER_SIZE = 48
@@ -740,7 +740,7 @@ def _load_backend(name: str) -> Backend:
         return PythonBackend()
     if name == "native":
         try:
-            from . import _native  # type: ignore[attr-defined]
+            from .. import _native  # type: ignore[attr-defined]
         except ImportError as error:
             raise NativeCoreError(
                 "the compiled C core aurora_storage._native is missing: install the package "

@@ -35,8 +35,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import RecoveryError
 from . import messages as m
-from .errors import RecoveryError
 from .history import truncation_triples
 from .protection_group import READ_QUORUM
 

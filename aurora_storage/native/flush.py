@@ -49,8 +49,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import native
-from .errors import InvalidArgumentError, NativeCoreError
+from .. import native
+from ..errors import InvalidArgumentError, NativeCoreError
 
 METHODS = ("writeback", "syncfs", "each")
 POLL_US_DEFAULT = 2000  # the flusher's thread polls this long before it sleeps

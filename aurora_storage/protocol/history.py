@@ -40,7 +40,7 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import CorruptionError
+from ..errors import CorruptionError
 
 
 @dataclass(frozen=True)

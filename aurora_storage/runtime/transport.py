@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING
 
 import xxhash
 
-from . import messages as m
-from .clock import SimulatedClock
-from .errors import MessageStormError
+from ..clock import SimulatedClock
+from ..errors import MessageStormError
+from ..protocol import messages as m
 
 if TYPE_CHECKING:
-    from .node import GroupSyncJob, SyncJob
+    from ..protocol.node import GroupSyncJob, SyncJob
 
 Handler = Callable[[m.Message, str], list[tuple[str, m.Message]]]
 Syncer = Callable[[], "SyncJob | GroupSyncJob | None"]

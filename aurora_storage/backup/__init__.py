@@ -49,8 +49,20 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import checks, log, native
-from .backup_store import (
+from .. import checks, native
+from ..clock import Duration, Moment, parse_target, resolve_target, to_duration
+from ..errors import (
+    BackupCorruptError,
+    BackupObjectMissingError,
+    CorruptionError,
+    RestoreError,
+    TimeOutsideWindowError,
+)
+from ..format import frames as log
+from ..native.pagelog import new_page_log
+from ..protocol.history import History, inside, merge_ranges, truncation_ranges
+from ..protocol.segment import SharedImages
+from .store import (
     KIND_HISTORY,
     KIND_LOG,
     KIND_MANIFEST,
@@ -60,21 +72,10 @@ from .backup_store import (
     encode_object,
     open_store,
 )
-from .clock import Duration, Moment, parse_target, resolve_target, to_duration
-from .errors import (
-    BackupCorruptError,
-    BackupObjectMissingError,
-    CorruptionError,
-    RestoreError,
-    TimeOutsideWindowError,
-)
-from .history import History, inside, merge_ranges, truncation_ranges
-from .pagelog import new_page_log
-from .segment import SharedImages
 
 if TYPE_CHECKING:
-    from .segment import Segment
-    from .volume import Volume
+    from ..protocol.segment import Segment
+    from ..volume import Volume
 
 HISTORY_NAME = "volume/history"
 STAGING_INTERVAL_DEFAULT = 60.0  # seconds between staging rounds: latest restorable trails by this
@@ -213,7 +214,7 @@ class BackupOptions:
         return cls(target, days, interval, staging)
 
     def check(self) -> None:
-        from .errors import ConfigurationError
+        from ..errors import ConfigurationError
 
         self.retention_days = checks.number("backup_retention_days", self.retention_days)
         self.staging_interval = checks.seconds("backup_staging_interval", self.staging_interval)
@@ -528,7 +529,7 @@ def restore(
     not replayed (``Volume._start_from_images``): the way a restore hydrates
     segments directly rather than writing every page again.
     """
-    from .volume import Volume
+    from ..volume import Volume
 
     parse_target(to)  # a time that cannot be read raises before the store is read
     store = open_store(source, create=False)
