@@ -35,7 +35,8 @@ from .errors import (
 )
 from .format import frames as log
 from .protocol.node import log_name
-from .volume import Volume, recorded_clock
+from .runtime.folder import recorded_clock
+from .volume import Volume
 
 TIME_HELP = (
     "ISO-8601 (2026-12-02T02:23:40Z; local time without Z or an offset), now, "

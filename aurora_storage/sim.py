@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import SimulatedClock
+from .config import AZS, NODE_NAMES
 from .errors import (
     AuroraStorageError,
     BacktrackQuorumError,
@@ -43,7 +44,7 @@ from .errors import (
 from .protocol.node import WRITER
 from .runtime.disk import Disk, SimulatedDisk
 from .runtime.transport import NetworkFaults, SimulatedTransport
-from .volume import AZS, NODE_NAMES, Volume
+from .volume import Volume
 
 PAGE_SIZE = 4096
 PAGES_PER_PG = 4

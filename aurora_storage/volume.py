@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import fcntl
 import functools
 import itertools
 import math
@@ -49,7 +48,6 @@ from .backup.staging import default_mode as staging_mode
 from .backup.store import (
     KIND_HISTORY,
     BackupStore,
-    StoreLocation,
     decode_object,
     open_store,
     store_location,
@@ -58,12 +56,24 @@ from .clock import (
     Clock,
     Duration,
     Moment,
-    SimulatedClock,
     WallClock,
     format_time,
     parse_target,
     resolve_target,
     to_duration,
+)
+from .config import (
+    AZS,
+    CAPACITY_MAX,
+    COMMIT_TIMEOUT,
+    LAL_DEFAULT,
+    NODE_NAMES,
+    PAGE_SIZE_DEFAULT,
+    READ_HEDGE_DELAY,
+    READ_TIMEOUT,
+    SEGMENT_SIZE_DEFAULT,
+    VolumeOptions,
+    clock_kind,
 )
 from .errors import (
     AuroraStorageError,
@@ -91,15 +101,11 @@ from .errors import (
     UnknownNodeError,
     VersionGoneError,
     VolumeClosedError,
-    VolumeExistsError,
     VolumeIncompleteError,
-    VolumeInUseError,
-    VolumeNotFoundError,
     VolumeReadOnlyError,
     WriteQuorumError,
 )
 from .format import frames as log
-from .format import metadata as metafile
 from .native.flush import Flusher
 from .protocol import messages as m
 from .protocol import recovery
@@ -131,100 +137,23 @@ from .protocol.protection_group import (
     QuorumSet,
 )
 from .protocol.recovery import RecoveryPlan
-from .protocol.segment import Geometry, SharedImages
-from .runtime.disk import Disk, RealDisk, make_folders, sync_folder
+from .protocol.segment import SharedImages
+from .runtime.disk import Disk, RealDisk, sync_folder
+from .runtime.folder import (
+    UNFINISHED_MARKER,
+    RecordedObject,
+    claim_new_folder,
+    clear_new_folder,
+    lock_folder,
+    read_volume_meta,
+    replace_volume_meta,
+    volume_body,
+)
 from .runtime.transport import DirectTransport, SimulatedTransport, Transport
 from .status import BackupStatus, NodeStatus, PgStatus, VolumeStatus
 
-KIB = 1024
-GIB = 1024**3
-TIB = 1024**4
-PAGE_SIZE_DEFAULT = 16 * KIB
-SEGMENT_SIZE_DEFAULT = 10 * GIB
-CAPACITY_MAX = 128 * TIB
-LAL_DEFAULT = 10_000_000
-COMMIT_TIMEOUT = 10.0  # seconds of transport time a commit waits for its quorum
-READ_HEDGE_DELAY = 0.02  # seconds before a read is also asked of the next segment
-READ_TIMEOUT = 5.0
-AZS = ("az1", "az2", "az3")
-NODE_NAMES = tuple(f"{az}-{suffix}" for az in AZS for suffix in ("a", "b"))
-DURABILITY_MODES = ("fsync", "os", "memory")
-# "wall": Unix time; "simulated": a SimulatedClock's; "other": a clock of the caller's.
-# A volume's times are on the clock it was made with (tools on the wall clock check it).
-CLOCK_KINDS = ("wall", "simulated", "other")
-VOLUME_META = "volume.meta"
-BACKTRACK_WINDOW_MAX = 72 * 3600.0
-LOCK_FILE = "volume.lock"
-# Present from the first byte a create or restore writes until the volume is
-# whole: such a folder never opens, and a new create or restore clears it.
-UNFINISHED_MARKER = "volume.unfinished"
-# What an unfinished create or restore may leave in its folder (and nothing else).
-_UNFINISHED_NAMES = frozenset(
-    {UNFINISHED_MARKER, LOCK_FILE, VOLUME_META, VOLUME_META + ".tmp", UNFINISHED_MARKER + ".tmp"}
-    | {"nodes"}
-)
 MTR_RECORDS_MAX = 100_000  # records in one mini-transaction
 MTR_BYTES_MAX = 64 * 1024 * 1024  # bytes of records of one PG in one mini-transaction
-
-
-@dataclass
-class VolumeOptions:
-    page_size: int = PAGE_SIZE_DEFAULT
-    segment_size: int = SEGMENT_SIZE_DEFAULT
-    capacity: int = CAPACITY_MAX
-    durability: str = "memory"
-    lal: int = LAL_DEFAULT
-    backend: str | None = None
-    commit_timeout: float = COMMIT_TIMEOUT
-    backtrack_window: float = 0.0  # seconds; 0 turns backtrack off for good
-    backtrack_budget: int = 0  # bytes of change records the window may hold; 0: no limit
-    clock: str = "wall"  # the kind of clock the volume was made with (CLOCK_KINDS)
-
-    def check(self) -> None:
-        """Validates every option (types too) and puts each in its canonical type."""
-        self.page_size = checks.integer("page_size", self.page_size)
-        self.segment_size = checks.integer("segment_size", self.segment_size)
-        self.capacity = checks.integer("capacity", self.capacity)
-        self.lal = checks.integer("lal", self.lal)
-        self.backtrack_budget = checks.integer("backtrack_budget", self.backtrack_budget)
-        self.commit_timeout = checks.seconds("commit_timeout", self.commit_timeout)
-        self.backtrack_window = checks.seconds("backtrack_window", self.backtrack_window)
-        checks.choice("durability", self.durability, DURABILITY_MODES)
-        checks.choice("clock", self.clock, CLOCK_KINDS)
-        if self.backend is not None:
-            checks.choice("backend", self.backend, native.BACKEND_NAMES)
-        if not native._check_page_size(self.page_size):
-            raise ConfigurationError(
-                f"page_size {self.page_size} must be a power of two from 4 KiB to 64 KiB"
-            )
-        if self.segment_size < self.page_size or self.segment_size % self.page_size:
-            raise ConfigurationError(
-                f"segment_size {self.segment_size} must be a positive multiple of "
-                f"page_size {self.page_size}"
-            )
-        if not self.page_size <= self.capacity <= CAPACITY_MAX or self.capacity % self.page_size:
-            raise ConfigurationError(
-                f"capacity {self.capacity} must be a multiple of page_size up to 128 TiB"
-            )
-        if self.durability not in DURABILITY_MODES:
-            raise ConfigurationError(
-                f"durability {self.durability!r} is not available; choose from {DURABILITY_MODES}"
-            )
-        if self.lal < 1:
-            raise ConfigurationError(f"lal {self.lal} must be at least 1")
-        if not self.commit_timeout > 0:
-            raise ConfigurationError(f"commit_timeout {self.commit_timeout} must be positive")
-        if not 0 <= self.backtrack_window <= BACKTRACK_WINDOW_MAX:
-            raise ConfigurationError(
-                f"backtrack_window {self.backtrack_window} s must be 0 (off) to 72 hours"
-            )
-        if self.backtrack_budget < 0:
-            raise ConfigurationError(f"backtrack_budget {self.backtrack_budget} must be >= 0")
-
-    def geometry(self) -> Geometry:
-        return Geometry(
-            self.page_size, self.segment_size // self.page_size, self.capacity // self.page_size
-        )
 
 
 _KIND_WRITE_SHAPE = log.KIND_WRITE << 2 * native.SHAPE_BITS
@@ -423,93 +352,6 @@ def _failed_nodes(nodes: dict[str, StorageNode]) -> str:
     return f"; failed nodes: {', '.join(failed)}" if failed else ""
 
 
-def _replace_volume_meta(root: Path, durability: str, body: dict[str, Any]) -> None:
-    """Replaces volume.meta atomically; a disk that cannot write raises StorageWriteError."""
-    data = metafile.encode(metafile.KIND_VOLUME, body)
-    try:
-        RealDisk(root, "fsync" if durability == "fsync" else "os").replace(VOLUME_META, data)
-    except OSError as error:
-        raise StorageWriteError(f"{root / VOLUME_META}: write failed: {error}") from None
-
-
-def _volume_body(options: VolumeOptions, volume_id: str) -> dict[str, Any]:
-    return {
-        "volume_id": volume_id,
-        "page_size": options.page_size,
-        "segment_size": options.segment_size,
-        "capacity": options.capacity,
-        "durability": options.durability,
-        "lal": options.lal,
-        "backtrack_window": options.backtrack_window,
-        "backtrack_budget": options.backtrack_budget,
-        "clock": options.clock,
-        "nodes": list(NODE_NAMES),
-    }
-
-
-def _read_volume_meta(
-    root: Path,
-) -> tuple[VolumeOptions, str, backup_module.BackupOptions | None, tuple[int, float]]:
-    where = str(root / VOLUME_META)
-    try:
-        data = (root / VOLUME_META).read_bytes()
-    except FileNotFoundError:
-        raise VolumeNotFoundError(str(root), "no volume.meta") from None
-    except OSError as error:
-        raise VolumeNotFoundError(str(root), str(error)) from None
-    body = metafile.decode(data, metafile.KIND_VOLUME, where)
-    try:
-        options = VolumeOptions(
-            page_size=int(body["page_size"]),
-            segment_size=int(body["segment_size"]),
-            capacity=int(body["capacity"]),
-            durability=str(body["durability"]),
-            lal=int(body["lal"]),
-            backtrack_window=float(body.get("backtrack_window", 0.0)),
-            backtrack_budget=int(body.get("backtrack_budget", 0)),
-            clock=str(body.get("clock", "wall")),
-        )
-        volume_id = str(body["volume_id"])
-        base = (int(body.get("base_lsn", 0)), float(body.get("base_time", 0.0)))
-        stored_backup = None
-        if body.get("backup") or body.get("backup_object"):
-            target: Any = StoreLocation(
-                str(body.get("backup", "")), dict(body.get("backup_storage_options") or {})
-            )
-            if body.get("backup_object"):
-                target = RecordedObject(str(body["backup_object"]))
-            stored_backup = backup_module.BackupOptions(
-                target,
-                float(body["backup_retention_days"]),
-                float(body["backup_staging_interval"]),
-            )
-    except (KeyError, TypeError, ValueError) as error:
-        raise CorruptionError(f"{where}: missing or bad field ({error})") from None
-    options.check()
-    return options, volume_id, stored_backup, base
-
-
-@dataclass(frozen=True)
-class RecordedObject:
-    """volume.meta's record of a backup store given as an object at create (a
-    MemoryStore, say): a reopen cannot find it, and must be given it again."""
-
-    name: str
-
-
-def clock_kind(clock: Clock) -> str:
-    """What volume.meta records of a clock (CLOCK_KINDS)."""
-    if isinstance(clock, WallClock):
-        return "wall"
-    return "simulated" if isinstance(clock, SimulatedClock) else "other"
-
-
-def recorded_clock(path: str | os.PathLike[str]) -> str:
-    """The kind of clock the volume at ``path`` was made with (volume.meta)."""
-    options, *_ = _read_volume_meta(checks.path(path))
-    return options.clock
-
-
 def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
     """The objects create and open take: a clock, a transport, node disks by name."""
     if clock is not None and not callable(getattr(clock, "now", None)):
@@ -518,80 +360,6 @@ def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
         raise InvalidArgumentError(f"transport must be a Transport, not {transport!r}")
     if disks is not None and (not isinstance(disks, dict) or sorted(disks) != sorted(NODE_NAMES)):
         raise InvalidArgumentError(f"disks must map each of {', '.join(NODE_NAMES)} to a disk")
-
-
-def _lock_folder(root: Path) -> Any:
-    """Takes the volume folder's writer lock (flock, held until released); raises
-    VolumeInUseError if another writer holds it."""
-    try:
-        handle = open(root / LOCK_FILE, "a+b")  # noqa: SIM115 (held until released)
-    except OSError as error:
-        raise StorageWriteError(f"{root}: cannot take the writer lock: {error}") from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise VolumeInUseError(str(root)) from None
-    return handle
-
-
-def _free_for_a_new_volume(root: Path) -> bool:
-    """True if ``root`` is empty (but for a lock file) or holds only what an
-    unfinished create or restore left, its marker among it."""
-    names = {entry.name for entry in root.iterdir()}
-    return not names - {LOCK_FILE} or (UNFINISHED_MARKER in names and names <= _UNFINISHED_NAMES)
-
-
-def _claim_new_folder(root: Path, sync: bool) -> tuple[Any, bool]:
-    """Makes ``root`` ready for a new volume: (its lock, True if the folder was made).
-
-    The folder must be missing, empty, or hold only what an unfinished create or
-    restore left (its marker present), which is cleared under the lock. The
-    marker is then written, durably, before anything else.
-    """
-    made = not root.exists()
-    if not made and (not root.is_dir() or not _free_for_a_new_volume(root)):
-        raise VolumeExistsError(str(root))
-    try:
-        make_folders(root, sync)
-    except OSError as error:
-        raise InvalidArgumentError(f"{root}: cannot make the folder: {error}") from None
-    lock = _lock_folder(root)
-    try:
-        # Again under the lock: another create may have finished a volume here since.
-        if not _free_for_a_new_volume(root):
-            raise VolumeExistsError(str(root))
-        for entry in root.iterdir():  # an unfinished volume's leftovers
-            if entry.name == LOCK_FILE:
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-        RealDisk(root, "fsync" if sync else "os").replace(UNFINISHED_MARKER, b"")
-    except OSError as error:
-        lock.close()
-        raise StorageWriteError(f"{root}: cannot prepare the folder: {error}") from None
-    except BaseException:
-        lock.close()
-        raise
-    return lock, made
-
-
-def _clear_new_folder(root: Path, made: bool) -> None:
-    """Removes what a failed create or restore wrote (the folder too if it made it)."""
-    with contextlib.suppress(OSError):
-        for entry in root.iterdir():
-            if entry.name in _UNFINISHED_NAMES - {UNFINISHED_MARKER, LOCK_FILE}:
-                if entry.is_dir() and not entry.is_symlink():
-                    shutil.rmtree(entry)
-                else:
-                    entry.unlink()
-        # The marker goes last: until then the folder never opens.
-        (root / UNFINISHED_MARKER).unlink(missing_ok=True)
-        (root / LOCK_FILE).unlink(missing_ok=True)
-        if made:
-            root.rmdir()
 
 
 def _answered_by(pending: _PendingRead, node: str) -> bool:
@@ -914,7 +682,7 @@ class Volume:
         if root is not None:
             # The folder is new (made durable in its parent) or empty, or holds an
             # unfinished volume, cleared; its marker stays until the volume is whole.
-            lock, made = _claim_new_folder(root, durability == "fsync")
+            lock, made = claim_new_folder(root, durability == "fsync")
         volume: Volume | None = None
         try:
             nodes = _make_nodes(options, root, volume_id, disks)
@@ -930,7 +698,7 @@ class Volume:
                     f"needed{_failed_nodes(nodes)}"
                 )
             if root is not None:
-                _replace_volume_meta(root, durability, _volume_body(options, volume_id))
+                replace_volume_meta(root, durability, volume_body(options, volume_id))
             volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
             volume._lock_handle, lock = lock, None
             volume._unfinished_folder = made if root is not None else None
@@ -944,7 +712,7 @@ class Volume:
             if volume is not None:
                 volume._discard_unfinished()
             elif root is not None:
-                _clear_new_folder(root, made)
+                clear_new_folder(root, made)
             if lock is not None:
                 lock.close()
             raise
@@ -968,7 +736,7 @@ class Volume:
         wrote, so nothing opens and a retry is not blocked."""
         self._discard()
         if self._unfinished_folder is not None and self.path is not None:
-            _clear_new_folder(Path(self.path), self._unfinished_folder)
+            clear_new_folder(Path(self.path), self._unfinished_folder)
         self._release_lock()
 
     def _discard(self) -> None:
@@ -1025,7 +793,7 @@ class Volume:
         """Replaces volume.meta: options, the backup when given by path, the base LSN."""
         if self.path is None:
             return
-        body = _volume_body(self.options, self.volume_id)
+        body = volume_body(self.options, self.volume_id)
         target = self.backup_options.target
         if target is not None:
             # Recorded so that a reopen keeps backing up: a folder (absolute), or a URL
@@ -1043,7 +811,7 @@ class Volume:
         if self.base_lsn:
             body["base_lsn"] = self.base_lsn
             body["base_time"] = self.base_time
-        _replace_volume_meta(Path(self.path), self.options.durability, body)
+        replace_volume_meta(Path(self.path), self.options.durability, body)
 
     def _start_from_images(self, lsn: int, pages: dict[int, list[SharedImages]]) -> None:
         """Starts this new, empty volume at ``lsn`` holding ``pages`` (a restore).
@@ -1141,7 +909,7 @@ class Volume:
         if root is not None:
             if (root / UNFINISHED_MARKER).exists():
                 raise VolumeIncompleteError(str(root))
-            options, volume_id, stored_backup, base = _read_volume_meta(root)
+            options, volume_id, stored_backup, base = read_volume_meta(root)
             if backup is None and stored_backup is not None:
                 if isinstance(stored_backup.target, RecordedObject):
                     raise ConfigurationError(
@@ -1162,7 +930,7 @@ class Volume:
             if missing and not rebuild_missing:
                 raise MissingNodeError(str(root), missing)
         # The lock first: a volume held by another writer starts no thread here.
-        lock = _lock_folder(root) if root is not None else None
+        lock = lock_folder(root) if root is not None else None
         try:
             nodes = _make_nodes(options, root, volume_id, disks)
             volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
@@ -1222,7 +990,7 @@ class Volume:
     ) -> Volume:
         if (root / UNFINISHED_MARKER).exists():
             raise VolumeIncompleteError(str(root))
-        options, volume_id, stored_backup, base = _read_volume_meta(root)
+        options, volume_id, stored_backup, base = read_volume_meta(root)
         if options.durability == "memory":
             raise ConfigurationError(f"{root} keeps no node files (durability 'memory')")
         if backend is not None:

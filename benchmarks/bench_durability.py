@@ -87,9 +87,9 @@ from workloads import (
 
 from aurora_storage import Volume
 from aurora_storage import volume as volume_module
+from aurora_storage.config import NODE_NAMES
 from aurora_storage.protocol.node import StorageNode, log_name
 from aurora_storage.protocol.recovery import RecoveryPlan
-from aurora_storage.volume import NODE_NAMES
 
 SEED = 20180610
 WARMUP_ROUNDS = 1

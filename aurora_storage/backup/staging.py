@@ -346,6 +346,10 @@ class Stager:
                 # before a time always holds the restore point of that time.
                 cpls = [state.last_cpl]
             round_time = cpls[-1][1] if in_flight and cpls else now
+            if cpls and cpls[-1][1] > round_time:
+                # A commit stamped just after an earlier round at this clock time:
+                # the round reaches its time, so a restore to the round's time has it.
+                round_time = cpls[-1][1]
             if not in_flight and volume.allocated_lsn > allocated:
                 # A commit since the round began may carry its time (a clock that did
                 # not tick): the round ends just before, so a restore to its time

@@ -40,6 +40,7 @@ import msgpack
 
 from .. import native
 from ..backup.store import KIND_PAGES, decode_object, encode_object
+from ..config import Geometry
 from ..errors import AuroraStorageError, CorruptionError, VersionGoneError, WrongNodeError
 from ..format import frames as log
 from ..format import metadata as metafile
@@ -53,7 +54,7 @@ from .history import (
     truncation_ranges,
     truncation_triples,
 )
-from .segment import Geometry, Segment, SharedImages
+from .segment import Segment, SharedImages
 
 if TYPE_CHECKING:
     from ..backup import Upload

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..config import Geometry
 from ..errors import CorruptionError, InvalidArgumentError
 from ..format import frames as log
 from ..native.pagelog import PageLog, new_page_log
@@ -42,22 +43,6 @@ def _range_start(lsn: int, annulled: tuple[int, ...]) -> int | None:
         if annulled[i] < lsn <= annulled[i + 1]:
             return annulled[i]
     return None
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """How the volume's pages map onto protection groups."""
-
-    page_size: int
-    pages_per_pg: int
-    page_count: int
-
-    def pg_of(self, page_no: int) -> int:
-        return page_no // self.pages_per_pg
-
-    def page_range(self, pg_id: int) -> tuple[int, int]:
-        first = pg_id * self.pages_per_pg
-        return first, min(first + self.pages_per_pg, self.page_count)
 
 
 @dataclass(frozen=True)

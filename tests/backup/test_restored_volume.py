@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from aurora_storage import SimulatedClock, Volume, backup
 from aurora_storage.backup.store import KIND_PAGES, MemoryStore, decode_object, encode_object
+from aurora_storage.config import NODE_NAMES
 from aurora_storage.errors import (
     BackupCorruptError,
     InvalidArgumentError,
@@ -31,7 +32,6 @@ from aurora_storage.errors import (
 )
 from aurora_storage.protocol import node, segment
 from aurora_storage.sim import TimelineModel
-from aurora_storage.volume import NODE_NAMES
 
 PAGE = 4096
 PAGES = 24

@@ -16,10 +16,10 @@ import random
 import pytest
 
 from aurora_storage import Volume
+from aurora_storage.config import NODE_NAMES
 from aurora_storage.runtime.disk import CrashPlan, SimulatedCrash, SimulatedDisk
 from aurora_storage.runtime.transport import DirectTransport
 from aurora_storage.sim import Model
-from aurora_storage.volume import NODE_NAMES
 
 PAGE = 4096
 PAGES = 32

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from aurora_storage import Volume
+from aurora_storage.config import NODE_NAMES, Geometry, VolumeOptions
 from aurora_storage.errors import (
     DegradedVolumeError,
     MessageStormError,
@@ -39,10 +40,9 @@ from aurora_storage.format import frames as log
 from aurora_storage.protocol import messages as m
 from aurora_storage.protocol import node, segment
 from aurora_storage.protocol.node import NODE_META, checkpoint_name, log_name
-from aurora_storage.protocol.segment import Geometry, Segment
+from aurora_storage.protocol.segment import Segment
 from aurora_storage.runtime.disk import SimulatedDisk
 from aurora_storage.runtime.transport import DirectTransport
-from aurora_storage.volume import NODE_NAMES, VolumeOptions
 
 PAGE = 4096
 PAGES = 16  # two PGs of eight pages

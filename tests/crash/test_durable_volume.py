@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from aurora_storage import SimulatedClock, Volume, native
+from aurora_storage.config import CAPACITY_MAX, NODE_NAMES
 from aurora_storage.errors import (
     CorruptionError,
     FormatVersionError,
@@ -27,8 +28,8 @@ from aurora_storage.protocol import messages as m
 from aurora_storage.protocol.node import log_name
 from aurora_storage.runtime import disk as disk_module
 from aurora_storage.runtime.disk import RealDisk, SimulatedDisk
+from aurora_storage.runtime.folder import VOLUME_META
 from aurora_storage.runtime.transport import DirectTransport
-from aurora_storage.volume import CAPACITY_MAX, NODE_NAMES, VOLUME_META
 
 PAGE = 4096
 

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from aurora_storage import SimulatedClock, Volume
+from aurora_storage.config import NODE_NAMES
 from aurora_storage.errors import (
     BacktrackQuorumError,
     DegradedVolumeError,
@@ -32,7 +33,6 @@ from aurora_storage.errors import (
 from aurora_storage.protocol import node, segment
 from aurora_storage.runtime.disk import CrashPlan, RealDisk, SimulatedDisk
 from aurora_storage.runtime.transport import DirectTransport
-from aurora_storage.volume import NODE_NAMES
 
 PAGE = 4096
 PAGES = 32

@@ -12,9 +12,10 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aurora_storage.config import Geometry
 from aurora_storage.protocol import messages as m
 from aurora_storage.protocol import recovery
-from aurora_storage.protocol.segment import Geometry, Segment
+from aurora_storage.protocol.segment import Segment
 
 NODES = 6
 GEOMETRY = Geometry(page_size=4096, pages_per_pg=8, page_count=64)

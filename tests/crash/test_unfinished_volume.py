@@ -30,7 +30,7 @@ from aurora_storage.errors import (
     VolumeIncompleteError,
     VolumeInUseError,
 )
-from aurora_storage.volume import UNFINISHED_MARKER
+from aurora_storage.runtime.folder import UNFINISHED_MARKER
 
 PAGE = 4096
 ROUNDS = 20 if os.environ.get("AURORA_STORAGE_SLOW") == "1" else 3

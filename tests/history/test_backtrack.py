@@ -13,11 +13,11 @@ import random
 import pytest
 
 from aurora_storage import SimulatedClock, Volume, sim
+from aurora_storage.config import NODE_NAMES
 from aurora_storage.errors import BacktrackDisabledError, TimeOutsideWindowError
 from aurora_storage.protocol import segment
 from aurora_storage.runtime.disk import SimulatedDisk
 from aurora_storage.runtime.transport import DirectTransport
-from aurora_storage.volume import NODE_NAMES
 
 PAGE = 4096
 PAGES = 24

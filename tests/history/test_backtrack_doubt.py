@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from aurora_storage import SimulatedClock, Volume
+from aurora_storage.config import NODE_NAMES
 from aurora_storage.errors import (
     BacktrackDisabledError,
     BacktrackQuorumError,
@@ -25,7 +26,6 @@ from aurora_storage.errors import (
 )
 from aurora_storage.format import metadata as metafile
 from aurora_storage.protocol import node, segment
-from aurora_storage.volume import NODE_NAMES
 
 PAGE = 4096
 START = 1_700_000_000.0

@@ -12,10 +12,10 @@ import threading
 from pathlib import Path
 
 from aurora_storage import SimulatedClock, Volume
+from aurora_storage.config import NODE_NAMES
 from aurora_storage.errors import ReadUnavailableError, WriteQuorumError
 from aurora_storage.protocol.protection_group import ProtectionGroup, QuorumSet
 from aurora_storage.runtime.transport import NetworkFaults, SimulatedTransport
-from aurora_storage.volume import NODE_NAMES
 
 PAGE = 4096
 PAGES_PER_PG = 4

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
+from aurora_storage.config import Geometry
 from aurora_storage.errors import CorruptFrameError
 from aurora_storage.format import frames as log
-from aurora_storage.protocol.segment import Geometry, Segment
+from aurora_storage.protocol.segment import Segment
 
 PAGE = 4096
 GEOMETRY = Geometry(page_size=PAGE, pages_per_pg=8, page_count=64)

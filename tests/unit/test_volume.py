@@ -11,6 +11,7 @@ import tracemalloc
 import pytest
 
 from aurora_storage import SimulatedClock, Volume
+from aurora_storage.config import CAPACITY_MAX, NODE_NAMES
 from aurora_storage.errors import (
     AuroraStorageError,
     ConfigurationError,
@@ -27,7 +28,6 @@ from aurora_storage.errors import (
     WriteQuorumError,
 )
 from aurora_storage.protocol import segment
-from aurora_storage.volume import CAPACITY_MAX, NODE_NAMES
 
 PAGE = 4096
 
