@@ -415,7 +415,7 @@ def test_a_volume_meta_that_cannot_be_written_is_named(
     """volume.meta (rewritten when a backup is attached at open) is the volume's own
     file: a disk that refuses it raises StorageWriteError naming it, and the folder
     is released."""
-    from aurora_storage import volume as volume_module
+    from aurora_storage.runtime import folder
 
     path = tmp_path / "v"
     expected: dict[int, bytes] = {}
@@ -425,7 +425,7 @@ def test_a_volume_meta_that_cannot_be_written_is_named(
     refusing_meta = refusing(RealDisk)
     refusing_meta.error = ENOSPC
     refusing_meta.refuses = staticmethod(lambda operation, name: name == "volume.meta")
-    monkeypatch.setattr(volume_module, "RealDisk", refusing_meta)
+    monkeypatch.setattr(folder, "RealDisk", refusing_meta)
     with pytest.raises(StorageWriteError) as caught:
         Volume.open(path, backup=str(tmp_path / "backup"))
     assert str(caught.value) == f"{path / 'volume.meta'}: write failed: {reason(ENOSPC)}"
