@@ -63,7 +63,6 @@ from .clock import (
     to_duration,
 )
 from .config import (
-    AZS,
     CAPACITY_MAX,
     COMMIT_TIMEOUT,
     LAL_DEFAULT,
@@ -98,7 +97,6 @@ from .errors import (
     StaleEpochError,
     StorageWriteError,
     TimeOutsideWindowError,
-    UnknownNodeError,
     VersionGoneError,
     VolumeClosedError,
     VolumeIncompleteError,
@@ -138,6 +136,7 @@ from .protocol.protection_group import (
 )
 from .protocol.recovery import RecoveryPlan
 from .protocol.segment import SharedImages
+from .runtime.cluster import Cluster, failed_nodes, make_nodes
 from .runtime.disk import Disk, RealDisk, sync_folder
 from .runtime.folder import (
     UNFINISHED_MARKER,
@@ -322,36 +321,6 @@ class BacktrackResult:
     history_version: int
 
 
-def _make_nodes(
-    options: VolumeOptions, root: Path | None, volume_id: str, disks: dict[str, Disk] | None
-) -> dict[str, StorageNode]:
-    nodes = {}
-    mode = "fsync" if options.durability == "fsync" else "os"
-    for name in NODE_NAMES:
-        disk: Disk | None = None
-        if disks is not None:
-            disk = disks[name]
-        elif root is not None and options.durability != "memory":
-            disk = RealDisk(root / "nodes" / name, mode)
-        nodes[name] = StorageNode(
-            name,
-            name.split("-")[0],
-            options.geometry(),
-            list(NODE_NAMES),
-            options.backend,
-            disk,
-            volume_id,
-            options.durability,
-        )
-    return nodes
-
-
-def _failed_nodes(nodes: dict[str, StorageNode]) -> str:
-    """The stopped nodes with their reasons (a disk's OS error), for an error's message."""
-    failed = [f"{name} ({node.failed})" for name, node in nodes.items() if node.failed]
-    return f"; failed nodes: {', '.join(failed)}" if failed else ""
-
-
 def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
     """The objects create and open take: a clock, a transport, node disks by name."""
     if clock is not None and not callable(getattr(clock, "now", None)):
@@ -364,91 +333,6 @@ def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
 
 def _answered_by(pending: _PendingRead, node: str) -> bool:
     return pending.image is not None or node in pending.answered
-
-
-class Cluster:
-    """Failure control of the six storage nodes, for tests and demos."""
-
-    def __init__(self, volume: Volume) -> None:
-        self._volume = volume
-
-    @property
-    def nodes(self) -> dict[str, StorageNode]:
-        return self._volume.nodes
-
-    def _names(self, name: str) -> list[str]:
-        self._volume._check_open()
-        self._volume._refuse_if_readonly("a node control")
-        if not isinstance(name, str):
-            raise UnknownNodeError(repr(name), [*self.nodes, *AZS])
-        if name in self.nodes:
-            return [name]
-        members = [node.name for node in self.nodes.values() if node.az == name]
-        if not members:
-            raise UnknownNodeError(name, [*self.nodes, *AZS])
-        return members
-
-    def is_up(self, name: str) -> bool:
-        if not isinstance(name, str) or name not in self.nodes:
-            raise UnknownNodeError(repr(name) if not isinstance(name, str) else name, [*self.nodes])
-        return name not in self._volume.transport.down
-
-    def fail_node(self, name: str) -> None:
-        """The node stops answering; what it stored stays on its disk."""
-        for node_name in self._names(name):
-            self._volume.transport.set_down(node_name, True)
-
-    def fail_az(self, az: str) -> None:
-        if not isinstance(az, str) or az not in AZS:
-            raise UnknownNodeError(az, list(AZS))
-        self.fail_node(az)
-
-    def restore_node(self, name: str) -> None:
-        """The node answers again and catches up from its peers by gossip."""
-        volume = self._volume
-        for node_name in self._names(name):
-            node = self.nodes[node_name]
-            if node.failed:
-                node = volume._reload_node(node_name)
-                if node.failed:
-                    continue  # still unreadable: it stays down, its reason in status()
-            volume.transport.set_down(node_name, False)
-            volume.read_ranking.forget(node_name)
-            for destination, message in node.restart():
-                volume.transport.send(node_name, destination, message)
-        volume._retransmit()
-        volume._settle()
-
-    def restore_az(self, az: str) -> None:
-        if not isinstance(az, str) or az not in AZS:
-            raise UnknownNodeError(az, list(AZS))
-        self.restore_node(az)
-
-    def partition(self, *groups: Any) -> None:
-        """Cuts links between groups of endpoint names ("writer" and node names)."""
-        self._volume._check_open()
-        self._volume._refuse_if_readonly("a partition")
-        known = {self._volume.writer_name, *self.nodes}
-        for group in groups:
-            if not isinstance(group, list | tuple | set | frozenset):
-                raise InvalidArgumentError(f"a partition group is a list of names, not {group!r}")
-            for name in group:
-                if not isinstance(name, str) or name not in known:
-                    raise UnknownNodeError(name, sorted(known))
-        self._volume.transport.partition(groups)
-
-    def heal(self) -> None:
-        volume = self._volume
-        volume._check_open()
-        volume._refuse_if_readonly("a heal")
-        volume.transport.heal()
-        for node in self.nodes.values():
-            volume.read_ranking.forget(node.name)
-            if self.is_up(node.name):
-                for destination, message in node.restart():
-                    volume.transport.send(node.name, destination, message)
-        volume._retransmit()
-        volume._settle()
 
 
 class Volume:
@@ -685,7 +569,7 @@ class Volume:
             lock, made = claim_new_folder(root, durability == "fsync")
         volume: Volume | None = None
         try:
-            nodes = _make_nodes(options, root, volume_id, disks)
+            nodes = make_nodes(options, root, volume_id, disks)
             # The first history write: epoch 1, sequence 1, on every node.
             history = History.new(clock.now(), options.backtrack_window).keyed((1, 1))
             for node in nodes.values():
@@ -695,7 +579,7 @@ class Volume:
             if written < WRITE_QUORUM:
                 raise StorageWriteError(
                     f"node.meta of the new volume reached {written} of 6 nodes, {WRITE_QUORUM} "
-                    f"needed{_failed_nodes(nodes)}"
+                    f"needed{failed_nodes(nodes)}"
                 )
             if root is not None:
                 replace_volume_meta(root, durability, volume_body(options, volume_id))
@@ -847,7 +731,7 @@ class Volume:
             if written < WRITE_QUORUM:
                 raise StorageWriteError(
                     f"the restored pages reached {written} of 6 nodes, {WRITE_QUORUM} "
-                    f"needed{_failed_nodes(self.nodes)}"
+                    f"needed{failed_nodes(self.nodes)}"
                 )
             for pg_id in pages:
                 pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum, tail_lsn=lsn, pgcl=lsn)
@@ -932,7 +816,7 @@ class Volume:
         # The lock first: a volume held by another writer starts no thread here.
         lock = lock_folder(root) if root is not None else None
         try:
-            nodes = _make_nodes(options, root, volume_id, disks)
+            nodes = make_nodes(options, root, volume_id, disks)
             volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
         except BaseException:
             if lock is not None:
@@ -1000,7 +884,7 @@ class Volume:
             options,
             root,
             clock,
-            nodes=_make_nodes(options, root, volume_id, None),
+            nodes=make_nodes(options, root, volume_id, None),
             volume_id=volume_id,
         )
         volume.readonly = True
@@ -1197,7 +1081,7 @@ class Volume:
                     self._degraded = f"the recovered history reached {acks} nodes"
             self.history = decided
             if self._degraded:
-                self._degraded += f"; {WRITE_QUORUM} needed{_failed_nodes(self.nodes)}"
+                self._degraded += f"; {WRITE_QUORUM} needed{failed_nodes(self.nodes)}"
             self._refresh_annulled()
             self.allocated_lsn = hi
             self._vcl = self._vdl = lo
@@ -1860,7 +1744,7 @@ class Volume:
                 self._history_in_doubt = target
                 resolved = self._abandon_history()
                 raise BacktrackQuorumError(
-                    target, self._vdl, reached, not resolved, _failed_nodes(self.nodes)
+                    target, self._vdl, reached, not resolved, failed_nodes(self.nodes)
                 )
             self.history = candidate
             self._last_commit_time = now
@@ -1910,7 +1794,7 @@ class Volume:
                 )
         blocked = [pg.pg_id for pg in self.pgs.values() if pg.first_unacknowledged() is not None]
         detail = "; ".join(parts) or f"an earlier commit in PG {blocked} still lacks a write quorum"
-        return detail + _failed_nodes(self.nodes)
+        return detail + failed_nodes(self.nodes)
 
     def _retransmissions(self) -> list[tuple[str, m.Message]]:
         """Frames without a write quorum, addressed to the segments that lack them."""
