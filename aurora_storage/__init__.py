@@ -11,7 +11,8 @@ from __future__ import annotations
 from . import errors
 from .clock import SimulatedClock, WallClock
 from .errors import AuroraStorageError
-from .volume import Transaction, Volume
+from .protocol.transaction import Transaction
+from .volume import Volume
 
 __all__ = [
     "AuroraStorageError",

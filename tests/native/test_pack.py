@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from aurora_storage import Volume, native
 from aurora_storage.errors import InvalidArgumentError, RecordTooLargeError
 from aurora_storage.format import frames as log
-from aurora_storage.volume import MTR_BYTES_MAX
+from aurora_storage.protocol.transaction import MTR_BYTES_MAX
 
 PAGE_SIZE = 4096
 
