@@ -23,24 +23,16 @@ served by one segment whose acknowledged SCL covers the read point.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
-import functools
-import itertools
-import math
 import os
 import shutil
 import uuid
-from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from . import backup as backup_module
-from . import checks, native
+from . import checks
 from .backup.staging import Stager
 from .backup.staging import default_mode as staging_mode
 from .backup.store import (
@@ -55,9 +47,6 @@ from .clock import (
     Duration,
     Moment,
     WallClock,
-    format_time,
-    parse_target,
-    resolve_target,
     to_duration,
 )
 from .config import (
@@ -66,74 +55,41 @@ from .config import (
     LAL_DEFAULT,
     NODE_NAMES,
     PAGE_SIZE_DEFAULT,
-    READ_HEDGE_DELAY,
-    READ_TIMEOUT,
     SEGMENT_SIZE_DEFAULT,
     VolumeOptions,
     clock_kind,
 )
 from .errors import (
     AuroraStorageError,
-    BacktrackDisabledError,
-    BacktrackQuorumError,
     BackupObjectMissingError,
-    CommitAnnulledError,
     ConfigurationError,
-    CorruptionError,
-    DegradedVolumeError,
-    InDoubtError,
     InvalidArgumentError,
-    LsnLimitError,
-    LsnOutOfRangeError,
     MissingNodeError,
-    PageOutOfRangeError,
-    ReadUnavailableError,
-    RecoveryError,
     SegmentRepairNeededError,
-    StaleEpochError,
     StorageWriteError,
-    TimeOutsideWindowError,
-    VersionGoneError,
-    VolumeClosedError,
     VolumeIncompleteError,
-    VolumeReadOnlyError,
-    WriteQuorumError,
 )
-from .format import frames as log
 from .native.flush import Flusher
 from .protocol import messages as m
-from .protocol import recovery
-from .protocol.hedging import ReadRanking
 from .protocol.history import (
-    NO_KEY,
     History,
-    HistoryVersion,
-    flatten_truncations,
-    inside,
-    merge_ranges,
-    newest,
-    truncation_ranges,
 )
 from .protocol.node import (
-    GONE,
     WRITER,
     StorageNode,
     checkpoint_object,
-    decode_history,
-    encode_history,
+    failed_nodes,
     group_syncer,
 )
 from .protocol.protection_group import (
-    READ_QUORUM,
     WRITE_QUORUM,
-    Outstanding,
     ProtectionGroup,
     QuorumSet,
 )
-from .protocol.recovery import RecoveryPlan
+from .protocol.reads import Reading
 from .protocol.segment import SharedImages
-from .protocol.transaction import Transaction
-from .runtime.cluster import Cluster, failed_nodes, make_nodes
+from .protocol.writer_recovery import Recovering
+from .runtime.cluster import Cluster, make_nodes
 from .runtime.disk import Disk, RealDisk, sync_folder
 from .runtime.folder import (
     UNFINISHED_MARKER,
@@ -149,24 +105,6 @@ from .runtime.transport import DirectTransport, SimulatedTransport, Transport
 from .status import BackupStatus, NodeStatus, PgStatus, VolumeStatus
 
 
-@dataclass
-class _PendingRead:
-    page_no: int
-    image: bytes | None = None
-    problems: list[str] = field(default_factory=list)
-    answered: dict[str, float] = field(default_factory=dict)  # node: transport time
-
-
-@dataclass(frozen=True)
-class BacktrackResult:
-    """Where a backtrack landed: the last commit at or before the target time."""
-
-    target: float
-    lsn: int  # the CPL now last visible (0: the empty volume)
-    commit_time: float
-    history_version: int
-
-
 def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
     """The objects create and open take: a clock, a transport, node disks by name."""
     if clock is not None and not callable(getattr(clock, "now", None)):
@@ -177,11 +115,7 @@ def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
         raise InvalidArgumentError(f"disks must map each of {', '.join(NODE_NAMES)} to a disk")
 
 
-def _answered_by(pending: _PendingRead, node: str) -> bool:
-    return pending.image is not None or node in pending.answered
-
-
-class Volume:
+class Volume(Recovering, Reading):
     """A quorum-replicated, log-structured volume seen from its single writer.
 
     Build one with :meth:`create` or :meth:`open`. Every public method takes
@@ -201,74 +135,23 @@ class Volume:
         writer_name: str = WRITER,
     ) -> None:
         options.check()
-        self.options = options
-        self.path = None if path is None else os.fspath(path)
-        self.volume_id = volume_id
-        self.geometry = options.geometry()
-        self.clock: Clock = clock or getattr(transport, "clock", None) or WallClock()
+        self.clock = clock or getattr(transport, "clock", None) or WallClock()
         self._owns_transport = transport is None
         self.transport = transport or DirectTransport()
         self._direct = isinstance(self.transport, DirectTransport)
-        self.writer_name = writer_name
-        self.epoch = 1
-        self.allocated_lsn = 0
-        self._vcl = 0
-        self._vdl = 0
-        self.pgs: dict[int, ProtectionGroup] = {}
-        self._cpls: deque[int] = deque()
-        # Frames stamped while a flush ran, not yet sent (_commit_locked, _send_held_frames).
-        self._held_frames: list[tuple[ProtectionGroup, bytes]] = []
-        self._closed = False
-        self._request_ids = itertools.count(1)
-        self._reads: dict[int, _PendingRead] = {}
-        self._rejections: list[m.Rejected] = []
-        self.truncations: list[tuple[int, int, int]] = []
-        self.history = History.new(self.clock.now())
-        self.annulled: tuple[int, ...] = ()  # LSN ranges every read skips (history + truncations)
-        self._last_commit_time = 0.0
-        # (time, CPL, record bytes) of commits inside the backtrack window, oldest first.
-        self._window_commits: deque[tuple[float, int, int]] = deque()
-        self._window_bytes = 0
-        self._window_floor_lsn = 0  # versions below this may be coalesced
-        self._window_floor_time = 0.0  # the earliest time backtrack can still reach
-        self._time_answers: dict[int, dict[str, m.TimeAnswer]] = {}
-        self._window_answers: dict[int, dict[str, m.WindowAnswer]] = {}
-        # Nodes that acknowledged the history write with _history_write_key.
-        self._history_acks: set[str] = set()
-        self._history_write_key = self.history.key
-        # In doubt (README.md, "When a commit or backtrack fails": no later change may
-        # build on a state that excludes them):
-        # CPLs of commits that raised WriteQuorumError and are not yet durable, and
-        # the target time of a backtrack that raised and whose history may be on
-        # some nodes until the one this session keeps is rewritten on a write quorum.
-        self._in_doubt: list[int] = []
-        self._history_in_doubt: float | None = None
-        # Why recovery could not put its decision on a write quorum (the volume then
-        # serves reads and allocates nothing); empty when it could.
-        self._degraded = ""
+        self._init_writer(
+            options, None if path is None else os.fspath(path), volume_id, self.clock, writer_name
+        )
         self.backup_options = backup_module.BackupOptions()
         self.backup_store: BackupStore | None = None
         self.staging = backup_module.StagingState()
         self._stager: Stager | None = None  # runs staging rounds once a backup is attached
         self._staged: dict[int, m.Staged | None] = {}
-        self.restored_from: tuple[float, int] | None = None
-        # A restored volume begins at base_lsn (its first CPL, at base_time): nothing
-        # below it exists in its segments (recorded in volume.meta; where a backup
-        # begins is staging.base).
-        self.base_lsn = 0
-        self.base_time = 0.0
-        self._pinned: list[int] = []
-        self.read_ranking = ReadRanking(READ_HEDGE_DELAY)  # hedging.py
-        self.recovery: RecoveryPlan | None = None
-        self._recovery_states: dict[str, m.RecoveryState] = {}
-        self._truncated: set[str] = set()
         self._lock_handle: Any = None
         # A volume being created or restored: whether its folder was made for it
         # (removed if the create fails); None once whole.
         self._unfinished_folder: bool | None = None
         self._shut_down = False  # threads, descriptors and memory released (close, _discard)
-        # Opened with readonly=True: nothing is written (_open_readonly).
-        self.readonly = False
         self._readonly_backup: Any = None
         if nodes is None:
             nodes = {
@@ -749,87 +632,6 @@ class Volume:
             raise
         return volume
 
-    def _load_readonly(self, missing: list[str]) -> None:
-        """Loads every node's files as they are and works out VDL as recovery would,
-        from a read quorum, without telling the nodes anything."""
-        with self.transport.lock:
-            for name in missing:
-                self.nodes[name].failed = "its folder is missing"
-            for node in self.nodes.values():
-                if node.failed:
-                    continue
-                try:
-                    node.load(leave_logs=True, sync_logs=False)
-                except (AuroraStorageError, OSError) as error:
-                    node.failed = f"cannot load: {error}"
-            live = [node for node in self.nodes.values() if not node.failed]
-            unavailable = {node.name: node.failed for node in self.nodes.values() if node.failed}
-            for node in self.nodes.values():
-                self.transport.set_down(node.name, bool(node.failed))
-            if len(live) < READ_QUORUM:
-                raise RecoveryError(
-                    f"{len(live)} of 6 nodes can be read; {READ_QUORUM} needed; unusable: "
-                    + "; ".join(f"{name}: {why}" for name, why in sorted(unavailable.items()))
-                )
-            states = [node.recovery_state() for node in live]
-            histories = self._histories_of(states)
-            keyed = [history.key[0] for history in histories if history.key != NO_KEY]
-            self.epoch = max(node.epoch for node in live)
-            plan = recovery.plan(
-                self.epoch + 1,
-                states,
-                self.options.lal,
-                unavailable=unavailable,
-                opened_epoch=max(keyed) if keyed else None,
-            )
-            self.recovery = plan
-            # Kept in memory only: reads skip what a recovery would annul.
-            self.truncations = list(plan.truncations)
-            decided = newest(histories)
-            if decided is not None:
-                self.history = decided
-                if decided.backtrack_window is not None:
-                    self.options.backtrack_window = decided.backtrack_window
-            self._refresh_annulled()
-            self.allocated_lsn = self._vcl = self._vdl = plan.vdl
-            for pg_id in plan.pg_ids:
-                pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum)
-                for node in live:
-                    segment = node.segments.get(pg_id)
-                    if segment is None or segment.suspect:
-                        continue
-                    pg.scls[node.name] = segment.scl
-                    index = bisect.bisect_right(segment.chain_last_lsns, plan.vdl)
-                    if index:
-                        tail = segment.chain_last_lsns[index - 1]
-                    else:
-                        tail = segment.chain_base_lsn if segment.chain_base_lsn <= plan.vdl else 0
-                    pg.tail_lsn = max(pg.tail_lsn, tail)
-                pg.pgcl = min(pg.tail_lsn, pg.quorum.write_point(pg.scls))
-            now = self.clock.now()
-            self._window_floor_time = max(
-                self.history.created_at, now - self.options.backtrack_window
-            )
-            self._window_floor_lsn = self._vdl
-            if self.options.backtrack_window:
-                self._window_floor_lsn = self._readonly_window_floor(live)
-                self._rebuild_window(
-                    [node.window_answer(0, self._window_floor_time) for node in live]
-                )
-            self._last_commit_time = max(self._last_commit_time, now)
-
-    def _readonly_window_floor(self, live: list[StorageNode]) -> int:
-        """The last commit before the window, as nodes index it (no message sent)."""
-        best = 0
-        version = self.history.at(self._window_floor_time)
-        hidden = version.annulled if version is not None else ()
-        annulled = merge_ranges(hidden, truncation_ranges(self.truncations))
-        for node in live:
-            for segment in node.segments.values():
-                found, _ = segment.last_commit_at(self._window_floor_time, annulled)
-                best = max(best, found)
-        return best
-
     def refresh(self) -> None:
         """A read-only volume reads the nodes' files again: it then shows what is durable
         now (a writer may have committed meanwhile)."""
@@ -854,502 +656,11 @@ class Volume:
             raise ConfigurationError("the volume has no backup store (create it with backup=...)")
         return backup_module.BackupCatalog(open_store(target, create=False))
 
-    def _refuse_if_readonly(self, what: str) -> None:
-        if self.readonly:
-            raise VolumeReadOnlyError(what)
-
     # --- recovery -----------------------------------------------------------------------
-
-    def _recover(self) -> RecoveryPlan:
-        """Crash recovery of the writer (recovery.py): fence, learn SCLs, truncate, resume."""
-        with self.transport.lock:
-            live = [name for name, node in self.nodes.items() if not node.failed]
-            epoch = max(node.epoch for node in self.nodes.values()) + 1
-            self.epoch = epoch
-            self._recovery_states.clear()
-            self._truncated.clear()
-            for name in live:
-                self.transport.send(self.writer_name, name, m.RecoveryQuery(epoch))
-
-            def working() -> int:  # a node whose disk fails meanwhile stops, and is not waited for
-                return sum(not self.nodes[name].failed for name in live)
-
-            self.transport.run_until(
-                lambda: len(self._recovery_states) >= working(), self.options.commit_timeout
-            )
-            self._raise_if_fenced()
-            states = list(self._recovery_states.values())
-            unavailable = {
-                name: node.failed or "no answer to the recovery query"
-                for name, node in self.nodes.items()
-                if name not in self._recovery_states
-            }
-            if len(states) < READ_QUORUM:
-                raise RecoveryError(
-                    f"{len(states)} of 6 nodes answered the recovery query; {READ_QUORUM} "
-                    "needed; unusable: "
-                    + "; ".join(f"{name}: {why}" for name, why in sorted(unavailable.items()))
-                )
-            histories = self._histories_of(states)
-            # A writer opens once its history is on a write quorum (_decide_history):
-            # the highest key's epoch is the last writer known to have opened.
-            keyed = [history.key[0] for history in histories if history.key != NO_KEY]
-            plan = recovery.plan(
-                epoch,
-                states,
-                self.options.lal,
-                unavailable=unavailable,
-                opened_epoch=max(keyed) if keyed else None,  # nodes of 0.1.0 keyed nothing
-            )
-            lo, hi = plan.truncation
-            self.pgs = {pg_id: ProtectionGroup(pg_id, self.quorum) for pg_id in plan.pg_ids}
-            for name in live:
-                self.transport.send(self.writer_name, name, m.Truncate(epoch, lo, hi))
-            self.transport.run_until(
-                lambda: len(self._truncated) >= working(), self.options.commit_timeout
-            )
-            truncated = len(self._truncated)
-            # Segments report their rewound SCLs once synced: each PG's tail is the
-            # highest, since a responder holds the PG's whole chain up to VDL.
-            self.transport.wait_for_syncs()
-            self.truncations = list(plan.truncations)
-            decided = self._choose_history(histories)
-            # A write quorum must hold the truncation and the history before any LSN is
-            # allocated, so that every later read quorum (the next recovery's) sees
-            # them. With fewer, a read quorum still says what is durable: the volume
-            # opens degraded, serving reads and allocating nothing, until four nodes
-            # take them (_complete_recovery).
-            if truncated < WRITE_QUORUM:
-                self._degraded = f"the truncation reached {truncated} nodes"
-            else:
-                acks = self._write_history(decided)
-                if acks < WRITE_QUORUM:
-                    self._degraded = f"the recovered history reached {acks} nodes"
-            self.history = decided
-            if self._degraded:
-                self._degraded += f"; {WRITE_QUORUM} needed{failed_nodes(self.nodes)}"
-            self._refresh_annulled()
-            self.allocated_lsn = hi
-            self._vcl = self._vdl = lo
-            for pg in self.pgs.values():
-                pg.tail_lsn = max(pg.scls.values(), default=0)
-                pg.durable_target = pg.tail_lsn
-            self.recovery = plan
-            self._advance()
-            self._window_floor_time = max(
-                self.history.created_at, self.clock.now() - self.options.backtrack_window
-            )
-            if self.options.backtrack_window:
-                self._window_floor_lsn, _ = self._last_commit_at(self._window_floor_time)
-                self._rebuild_window(self._ask_window(self._window_floor_time))
-            else:
-                self._window_floor_lsn = self._vdl
-            self._last_commit_time = max(self._last_commit_time, self.clock.now())
-            return plan
-
-    @staticmethod
-    def _histories_of(states: list[m.RecoveryState]) -> list[History]:
-        histories = []
-        for state in states:
-            try:
-                history = decode_history(state.history) if state.history else None
-            except CorruptionError:
-                history = None  # a node that cannot say votes for no history
-            if history is not None:
-                histories.append(history)
-        return histories
-
-    def _choose_history(self, histories: list[History]) -> History:
-        """The newest history a read quorum holds, keyed under this epoch: recovery writes
-        it back on a write quorum (history.py), so no later recovery decides otherwise.
-
-        The backtrack window recorded in the nodes' history at creation outranks
-        ``volume.meta``, a single file.
-        """
-        decided = newest(histories) or self.history
-        if decided.backtrack_window is None:
-            decided.backtrack_window = self.options.backtrack_window  # an older volume: record it
-        elif decided.backtrack_window != self.options.backtrack_window:
-            self.options.backtrack_window = decided.backtrack_window
-        return decided.keyed((self.epoch, 1))
-
-    def _complete_recovery(self) -> None:
-        """A volume that opened degraded puts its truncation and history on a write quorum
-        now, or raises DegradedVolumeError, changing nothing."""
-        assert self.recovery is not None
-        lo, hi = self.recovery.truncation
-        self._truncated.clear()
-        live = [name for name, node in self.nodes.items() if not node.failed]
-        for name in live:
-            self.transport.send(self.writer_name, name, m.Truncate(self.epoch, lo, hi))
-        self.transport.run_until(
-            lambda: len(self._truncated) >= WRITE_QUORUM, self.options.commit_timeout
-        )
-        if len(self._truncated) >= WRITE_QUORUM:
-            history = self.history.keyed(self._next_history_key())
-            if self._write_history(history) >= WRITE_QUORUM:
-                self.history = history
-                self._degraded = ""
-                return
-        raise DegradedVolumeError(self._degraded)
-
-    def _next_history_key(self) -> tuple[int, int]:
-        """A key above every history this writer sent (history.py)."""
-        epoch, sequence = max(self.history.key, self._history_write_key)
-        return (self.epoch, sequence + 1) if epoch == self.epoch else (self.epoch, 1)
-
-    def _write_history(self, history: History) -> int:
-        """Sends the whole history to every node; returns how many hold it durably
-        (waiting until a write quorum does, or the commit timeout)."""
-        self._history_acks = set()
-        self._history_write_key = history.key
-        message = m.SetHistory(self.epoch, encode_history(history))
-        for name in self.nodes:
-            self.transport.send(self.writer_name, name, message)
-        self.transport.run_until(
-            lambda: len(self._history_acks) >= WRITE_QUORUM, self.options.commit_timeout
-        )
-        return len(self._history_acks)
-
-    def _abandon_history(self) -> bool:
-        """After a backtrack failed: writes the history this session keeps under a new
-        key, so no recovery can adopt the failed one; True once a write quorum holds it."""
-        history = self.history.keyed(self._next_history_key())
-        if self._write_history(history) < WRITE_QUORUM:
-            return False
-        self.history = history
-        self._history_in_doubt = None
-        return True
-
-    def _resolve_doubts(self) -> None:
-        """Raises InDoubtError, changing nothing, while an earlier commit or backtrack is
-        in doubt; first tries to resolve them (retransmission, the history rewrite)."""
-        if self._in_doubt:
-            target = max(self._in_doubt)
-            if self._vdl < target:
-                self._retransmit()  # frames sent earlier (held ones are not among them)
-                if self._held_frames and not self.transport.flush_in_flight():
-                    self._send_held_frames()
-                self.transport.run_until(lambda: self._vdl >= target, self.options.commit_timeout)
-            self._in_doubt = [lsn for lsn in self._in_doubt if lsn > self._vdl]
-        if self._history_in_doubt is not None:
-            self._abandon_history()
-        if self._in_doubt or self._history_in_doubt is not None:
-            raise InDoubtError(tuple(self._in_doubt), self._history_in_doubt)
-
-    @property
-    def in_doubt(self) -> tuple[int, ...]:
-        """CPLs of commits that raised WriteQuorumError and are not yet durable.
-
-        While any is in doubt (or :attr:`backtrack_in_doubt` is set), commits and
-        backtracks raise InDoubtError and change nothing.
-        """
-        with self.transport.lock:
-            self._check_open()
-            self._in_doubt = [lsn for lsn in self._in_doubt if lsn > self._vdl]
-            return tuple(self._in_doubt)
-
-    @property
-    def backtrack_in_doubt(self) -> float | None:
-        """The target time of a backtrack that raised and may still be found by a
-        recovery (its history reached some nodes), or None."""
-        self._check_open()
-        return self._history_in_doubt
-
-    def wait_durable(self, lsn: int, timeout: Duration | None = None) -> bool:
-        """Waits until the commit ending at ``lsn`` is durable (VDL >= ``lsn``).
-
-        Returns True once it is, False if ``timeout`` seconds (default: the
-        commit timeout) pass first: it is still in doubt. Raises
-        :class:`CommitAnnulledError` if crash recovery annulled it (it will never
-        be durable).
-        """
-        if type(lsn) is not int or lsn < 0:
-            raise InvalidArgumentError(f"an LSN is an int >= 0, not {lsn!r}")
-        seconds = (
-            self.options.commit_timeout if timeout is None else to_duration(timeout, "timeout")
-        )
-        if not seconds >= 0:
-            raise InvalidArgumentError(f"timeout is a duration >= 0, not {timeout!r}")
-        with self.transport.lock:
-            self._check_open()
-            if lsn > self.allocated_lsn:
-                raise InvalidArgumentError(
-                    f"LSN {lsn} was never allocated (the highest is {self.allocated_lsn})"
-                )
-            for _, lo, hi in self.truncations:
-                if lo < lsn <= hi:
-                    raise CommitAnnulledError(lsn, lo, hi)
-            if self._vdl < lsn:
-                self._retransmit()
-                if self._held_frames and not self.transport.flush_in_flight():
-                    self._send_held_frames()
-                self.transport.run_until(lambda: self._vdl >= lsn, seconds)
-            self._in_doubt = [cpl for cpl in self._in_doubt if cpl > self._vdl]
-            return self._vdl >= lsn
-
-    def _ask_window(self, since: float) -> list[m.WindowAnswer]:
-        """The live nodes' window answers (WindowQuery), as many as answer in time."""
-        request_id = next(self._request_ids)
-        answers: dict[str, m.WindowAnswer] = {}
-        self._window_answers[request_id] = answers
-        live = [name for name, node in self.nodes.items() if not node.failed]
-        try:
-            for name in live:
-                self.transport.send(self.writer_name, name, m.WindowQuery(request_id, since))
-            self.transport.run_until(lambda: len(answers) == len(live), READ_TIMEOUT)
-        finally:
-            del self._window_answers[request_id]
-        return list(answers.values())
-
-    def _rebuild_window(self, answers: list[m.WindowAnswer]) -> None:
-        """The backtrack window's commits and bytes after an open, from storage.
-
-        The commits (CPL, time) are every commit a trusted node's segments index
-        in the window; the bytes, what each PG's page log holds above its
-        coalesced point (the most any trusted node holds), shared among the
-        commits by the LSNs each spans: the sizes a writer noted at commit are
-        not stored, so the budget after a reopen works on this estimate.
-        """
-        trusted = [answer for answer in answers if answer.trusted]
-        if not trusted:
-            return
-        times: dict[int, float] = {}
-        pg_bytes: dict[int, int] = {}
-        for answer in trusted:
-            for cpl, moment in zip(answer.cpls, answer.times, strict=True):
-                if cpl > self._window_floor_lsn and not inside(cpl, self.annulled):
-                    times[cpl] = moment
-            for i in range(0, len(answer.record_bytes), 2):
-                pg_id, size = answer.record_bytes[i], answer.record_bytes[i + 1]
-                pg_bytes[pg_id] = max(pg_bytes.get(pg_id, 0), size)
-        cpls = sorted(times)
-        if not cpls:
-            return
-        total = sum(pg_bytes.values())
-        span = cpls[-1] - self._window_floor_lsn
-        previous = self._window_floor_lsn
-        self._window_commits.clear()
-        self._window_bytes = 0
-        for cpl in cpls:
-            self._note_commit(times[cpl], cpl, total * (cpl - previous) // span)
-            previous = cpl
-
-    def _refresh_annulled(self) -> None:
-        self.annulled = merge_ranges(
-            self.history.current.annulled, truncation_ranges(self.truncations)
-        )
 
     # --- bookkeeping ----------------------------------------------------------------
 
-    @property
-    def vcl(self) -> int:
-        return self._vcl
-
-    @property
-    def vdl(self) -> int:
-        return self._vdl
-
-    def _advance(self) -> None:
-        """Recomputes VCL from the PGs and VDL from the CPLs in flight."""
-        firsts = [
-            first for pg in self.pgs.values() if (first := pg.first_unacknowledged()) is not None
-        ]
-        vcl = min(firsts) - 1 if firsts else self.allocated_lsn
-        if vcl > self._vcl:
-            self._vcl = vcl
-        cpls = self._cpls
-        while cpls and cpls[0] <= self._vcl:
-            self._vdl = cpls.popleft()
-
-    def _handle(self, message: m.Message, sender: str) -> list[tuple[str, m.Message]]:
-        if isinstance(message, m.SegmentState):
-            pg = self.pgs.get(message.pg_id)
-            if (
-                pg is not None
-                and message.epoch == self.epoch
-                and pg.record_scl(message.node, message.scl)
-            ):
-                self._advance()
-        elif isinstance(message, m.PageImage):
-            pending = self._reads.get(message.request_id)
-            if pending is None:
-                self.read_ranking.late_answer(
-                    message.request_id, message.node, self.transport.now()
-                )
-            else:
-                pending.answered[message.node] = self.transport.now()
-                if message.problem:
-                    pending.problems.append(f"{message.node}: {message.problem}")
-                elif pending.image is None:
-                    pending.image = message.image
-        elif isinstance(message, m.Rejected):
-            # A node at an epoch no higher than this writer's rejected a request of an
-            # earlier writer (a reply still on its way): it says nothing of this one.
-            if message.epoch > self.epoch:
-                self._rejections.append(message)
-        elif isinstance(message, m.RecoveryState):
-            if message.epoch == self.epoch:
-                self._recovery_states[message.node] = message
-        elif isinstance(message, m.Truncated):
-            if message.epoch == self.epoch:
-                self._truncated.add(message.node)
-        elif isinstance(message, m.TimeAnswer):
-            answers = self._time_answers.get(message.request_id)
-            if answers is not None:
-                answers[message.node] = message
-        elif isinstance(message, m.WindowAnswer):
-            window_answers = self._window_answers.get(message.request_id)
-            if window_answers is not None:
-                window_answers[message.node] = message
-        elif isinstance(message, m.Staged):
-            if message.request_id in self._staged:
-                self._staged[message.request_id] = message
-        elif isinstance(message, m.HistorySet):
-            if (
-                message.epoch == self.epoch
-                and (message.key_epoch, message.key_sequence) == self._history_write_key
-            ):
-                self._history_acks.add(message.node)
-        elif isinstance(message, m.HistoryPull):
-            return [(sender, m.SetHistory(self.epoch, encode_history(self.history)))]
-        elif isinstance(message, m.Tick):
-            return self._retransmissions()
-        return []
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise VolumeClosedError("the volume is closed")
-
-    def _raise_if_fenced(self) -> None:
-        if self._rejections:
-            rejected = self._rejections[-1]
-            raise StaleEpochError(rejected.node, rejected.epoch, rejected.reason)
-
     # --- writes -----------------------------------------------------------------------
-
-    def transaction(self) -> Transaction:
-        self._check_open()
-        self._refuse_if_readonly("a transaction")
-        return Transaction(self)
-
-    def _commit(self, batches: dict[int, bytearray], record_count: int) -> int:
-        # The transport's lock serializes LSN allocation and every change of
-        # protocol state; waiting for acks releases it, so other threads' frames
-        # join the same fsyncs (group commit).
-        with self.transport.lock:
-            cpl = self._commit_locked(batches, record_count)
-        if self._stager is not None:
-            # Outside the lock: a staging round never holds up other commits.
-            self._stager.after_commit(self._last_commit_time)
-        return cpl
-
-    def _commit_locked(self, batches: dict[int, bytearray], record_count: int) -> int:
-        self._check_open()
-        self._raise_if_fenced()
-        if self._degraded:
-            self._complete_recovery()
-        if self._in_doubt or self._history_in_doubt is not None:
-            self._resolve_doubts()
-        wanted = self.allocated_lsn + record_count
-        limit = self.options.lal
-        if wanted > self._lal_base() + limit and not self.transport.run_until(
-            lambda: wanted <= self._lal_base() + limit, self.options.commit_timeout
-        ):
-            raise LsnLimitError(wanted, self._vdl, limit)
-        if self._flusher is not None:
-            self._flusher.prime()  # its thread wakes while the nodes take the frames
-        time = max(self.clock.now(), self._last_commit_time)
-        if time <= self.staging.commit_time_floor:  # a round was recorded at this time
-            time = math.nextafter(self.staging.commit_time_floor, math.inf)
-        page_size = self.geometry.page_size
-        lsn = self.allocated_lsn + 1
-        last_pg = max(batches)
-        # Every frame is built before any state changes: a failure leaves none.
-        built = []
-        for pg_id in sorted(batches):
-            body = batches[pg_id]
-            pg = self.pgs.get(pg_id)
-            backlink = pg.tail_lsn if pg is not None else 0
-            last = native.stamp(body, page_size, lsn, backlink, pg_id == last_pg, time)
-            frame = log.encode_frame(pg_id, self.epoch, backlink, lsn, last, last - lsn + 1, body)
-            built.append((pg_id, lsn, last, frame))
-            lsn = last + 1
-        sends = []
-        vdl = self._vdl
-        for pg_id, first, last, frame in built:
-            pg = self.pgs.get(pg_id)
-            if pg is None:
-                pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum)
-            pg.note_frame(last, vdl)
-            pg.outstanding.append(Outstanding(first, last, frame))
-            sends.append((pg, frame))
-        cpl = lsn - 1
-        self._last_commit_time = time
-        self.allocated_lsn = cpl
-        self._cpls.append(cpl)
-        if self.options.backtrack_window:
-            self._note_commit(time, cpl, sum(len(body) for body in batches.values()))
-        # While a flush runs these frames would wait for the next one anyway: held
-        # back, they reach each segment in one message with those of every commit
-        # that arrives meanwhile, sent by the thread that leads that flush. Frames
-        # still held otherwise (their commit timed out) go first, in LSN order.
-        self._held_frames += sends
-        if not self.transport.flush_in_flight() or not self._leads_send_held_frames():
-            self._send_held_frames()
-        if not self.transport.run_until(lambda: self._vdl >= cpl, self.options.commit_timeout):
-            self._raise_if_fenced()
-            self._in_doubt.append(cpl)
-            raise WriteQuorumError(cpl, self._vdl, self._quorum_detail(sends))
-        return cpl
-
-    def _send_frames(self, sends: list[tuple[ProtectionGroup, bytes]]) -> None:
-        """Sends frames (in LSN order) to their PGs' segments, one message per PG."""
-        retain = self.min_read_point()
-        truncations = flatten_truncations(self.truncations)
-        key_epoch, history_sequence = self.history.key
-        if key_epoch != self.epoch:
-            history_sequence = -1  # not keyed under this epoch (never after recovery)
-        by_pg: dict[int, tuple[ProtectionGroup, list[bytes]]] = {}
-        for pg, frame in sends:
-            by_pg.setdefault(pg.pg_id, (pg, []))[1].append(frame)
-        for pg, frames in by_pg.values():
-            pg_retain = retain
-            if self.backup_store is not None:  # the backup's page images are taken at staged LSNs
-                pg_retain = min(retain, self.staging.staged_lsn.get(pg.pg_id, 0))
-            message = m.WriteFrames(
-                self.epoch,
-                pg.pg_id,
-                tuple(frames),
-                pg_retain,
-                self._gc_floor(pg),
-                truncations,
-                history_sequence,
-            )
-            for node in pg.quorum.members:
-                self.transport.send(self.writer_name, node, message)
-
-    def _send_held_frames(self) -> None:
-        """Sends the frames held back while a flush ran (the transport's before_lead)."""
-        if self._held_frames:
-            self._send_frames(self._held_frames)
-            self._held_frames = []
-
-    def _leads_send_held_frames(self) -> bool:
-        """True if flush leaders send this volume's held frames (a transport shared
-        with a later volume calls that volume's instead: hold nothing then)."""
-        return self.transport.before_lead == self._send_held_frames
-
-    def _gc_floor(self, pg: ProtectionGroup) -> int:
-        """Frames at or below this may leave the PG's segments' gossip chains.
-
-        Every segment holds them, they are at or below VDL (recovery may rewind
-        chains to VDL), and the backup has staged them.
-        """
-        floor = min(pg.floor(), self._vdl)
-        if self.backup_store is not None:
-            floor = min(floor, self.staging.staged_lsn.get(pg.pg_id, 0))
-        return floor
 
     # --- continuous backup (staging.py, backup.py) ------------------------------------
 
@@ -1378,7 +689,8 @@ class Volume:
             return self._readonly_catalog().window()
         if self._stager is None:
             raise ConfigurationError("the volume has no backup store (create it with backup=...)")
-        return self.staging.window(self.history.created_at)
+        window: tuple[float, float] = self.staging.window(self.history.created_at)
+        return window
 
     @classmethod
     def restore(
@@ -1439,312 +751,9 @@ class Volume:
             backup_staging=backup_staging,
         )
 
-    def _lal_base(self) -> int:
-        """LSNs in flight count from VDL, or from the end of the last truncation above it."""
-        return max([self._vdl, *(hi for _, _, hi in self.truncations)])
-
-    def min_read_point(self) -> int:
-        """Oldest read point any reader or the backtrack window may still need.
-
-        Versions below it may be coalesced away by segments.
-        """
-        return min([self._vdl, *self._pinned, self._window_floor()])
-
     # --- backtrack ------------------------------------------------------------------
 
-    def _note_commit(self, time: float, cpl: int, size: int) -> None:
-        self._window_commits.append((time, cpl, size))
-        self._window_bytes += size
-
-    def _window_floor(self) -> int:
-        """LSN below which no backtrack can reach: the last commit before the window."""
-        if not self.options.backtrack_window:
-            return self._vdl
-        start = self.clock.now() - self.options.backtrack_window
-        budget = self.options.backtrack_budget
-        commits = self._window_commits
-        while commits and (
-            commits[0][0] < start or (budget and self._window_bytes > budget and len(commits) > 1)
-        ):
-            time, cpl, size = commits.popleft()
-            self._window_bytes -= size
-            self._window_floor_lsn = cpl
-            self._window_floor_time = max(self._window_floor_time, time)
-        self._window_floor_time = max(self._window_floor_time, start, self.history.created_at)
-        if self.backup_store is None:  # a backup needs old versions for its restores
-            self.history.forget_before(self._window_floor_time)
-        return self._window_floor_lsn
-
-    @property
-    def backtrack_window(self) -> tuple[float, float]:
-        """(earliest, latest) times backtrack can reach now; raises if backtrack is off."""
-        self._check_open()
-        if not self.options.backtrack_window:
-            raise BacktrackDisabledError()
-        with self.transport.lock:
-            self._window_floor()
-            return self._window_floor_time, max(self.clock.now(), self._last_commit_time)
-
-    def _last_commit_at(
-        self, moment: float, annulled: tuple[int, ...] | None = None
-    ) -> tuple[int, float]:
-        """(CPL, time) of the last visible commit at or before ``moment``, asking the nodes."""
-        cpl, cpl_time, _, _ = self._ask_time_index(moment, annulled)
-        return cpl, cpl_time
-
-    def _ask_time_index(
-        self, moment: float, annulled: tuple[int, ...] | None = None
-    ) -> tuple[int, float, float, int]:
-        """(CPL, time, floor time, folded LSN): the last visible commit at or before
-        ``moment``, the earliest moment the answering nodes' time indexes serve, and
-        the highest LSN their segments folded into page images.
-
-        Each node bisects its segments' time indexes; a read quorum of trusted
-        answers is needed, since every durable CPL is on four nodes of six.
-        """
-        if annulled is None:
-            version = self.history.at(moment)
-            hidden = version.annulled if version is not None else ()
-            annulled = merge_ranges(hidden, truncation_ranges(self.truncations))
-        request_id = next(self._request_ids)
-        answers: dict[str, m.TimeAnswer] = {}
-        self._time_answers[request_id] = answers
-        live = [name for name, node in self.nodes.items() if self.cluster.is_up(name)]
-        try:
-            query = m.TimeQuery(request_id, moment, annulled)
-            for name in live:
-                self.transport.send(self.writer_name, name, query)
-            self.transport.run_until(lambda: len(answers) == len(live), READ_TIMEOUT)
-        finally:
-            del self._time_answers[request_id]
-        trusted = [answer for answer in answers.values() if answer.trusted]
-        if len(trusted) < READ_QUORUM:
-            raise ReadUnavailableError(
-                0,
-                0,
-                f"only {len(trusted)} nodes answered the time index query; {READ_QUORUM} needed",
-            )
-        best = max(trusted, key=lambda answer: answer.cpl)
-        floor_time = max(answer.floor_time for answer in trusted)
-        folded_lsn = max(answer.folded_lsn for answer in trusted)
-        return best.cpl, best.time, floor_time, folded_lsn
-
-    def backtrack(self, to: Moment) -> BacktrackResult:
-        """Rewinds the live volume to its last commit at or before ``to``, in place.
-
-        Non-destructive: the undone commits stay until they leave the window, so
-        a later backtrack may move forward again to any time in the window.
-        Writes afterwards get LSNs above everything ever allocated. Raises
-        :class:`BacktrackDisabledError`, :class:`TimeOutsideWindowError` (also
-        when the nodes' history cannot serve the time), :class:`InDoubtError`
-        while an earlier commit or backtrack is in doubt, or
-        :class:`BacktrackQuorumError` when the new history does not reach a write
-        quorum; on any error the visible state does not change. ``to`` is any time
-        clock.py reads (``-2h`` and ``now`` on the volume's clock), or ``"earliest"``
-        or ``"latest"``: the ends of :attr:`backtrack_window` as the backtrack runs.
-        """
-        self._check_open()
-        self._refuse_if_readonly("a backtrack")
-        parse_target(to)  # a time that cannot be read raises before anything runs
-        with self.transport.lock:
-            self._check_open()
-            if not self.options.backtrack_window:
-                raise BacktrackDisabledError()
-            if self._degraded:
-                self._complete_recovery()
-            self._resolve_doubts()
-            earliest, latest = self.backtrack_window
-            target = resolve_target(to, earliest, latest, self.clock.now())
-            if not earliest <= target <= latest:
-                raise TimeOutsideWindowError(target, earliest, latest)
-            if self.allocated_lsn > self._lal_base() and not self.transport.run_until(
-                lambda: self._lal_base() >= self.allocated_lsn, self.options.commit_timeout
-            ):
-                raise WriteQuorumError(
-                    self.allocated_lsn, self._vdl, "backtrack waits for every commit to be durable"
-                )
-            version = self.history.at(target)
-            assert version is not None, "the window starts after the volume was created"
-            cpl, cpl_time, floor_time, folded_lsn = self._ask_time_index(target)
-            if target < floor_time or cpl < folded_lsn:
-                # The window this writer believes in is wider than what storage kept
-                # (the nodes dropped or folded that history): refuse, never land wrong.
-                raise TimeOutsideWindowError(
-                    target,
-                    max(earliest, floor_time),
-                    latest,
-                    f"storage keeps no history that far back (commits before "
-                    f"{format_time(floor_time)} dropped, LSNs up to {folded_lsn} folded into pages)",
-                )
-            hidden = version.annulled
-            if cpl < self.allocated_lsn:
-                hidden = merge_ranges(hidden, (cpl, self.allocated_lsn))
-            now = max(self.clock.now(), self._last_commit_time)
-            new = HistoryVersion(self.history.current.version + 1, now, hidden, "backtrack")
-            candidate = self.history.with_version(new, self._next_history_key())
-            reached = self._write_history(candidate)
-            if reached < WRITE_QUORUM:
-                self._raise_if_fenced()
-                # Some nodes may hold the candidate: rewrite the history this session
-                # keeps above it at once, or stay in doubt until that succeeds.
-                self._history_in_doubt = target
-                resolved = self._abandon_history()
-                raise BacktrackQuorumError(
-                    target, self._vdl, reached, not resolved, failed_nodes(self.nodes)
-                )
-            self.history = candidate
-            self._last_commit_time = now
-            self._refresh_annulled()
-            return BacktrackResult(target, cpl, cpl_time, new.version)
-
-    def _page_number(self, page_no: Any) -> int:
-        """``page_no`` as a page of this volume (any integer type but bool)."""
-        count = self.geometry.page_count
-        try:
-            number = checks.integer("page_no", page_no, InvalidArgumentError)
-        except InvalidArgumentError:
-            raise PageOutOfRangeError(page_no, count) from None
-        if not 0 <= number < count:
-            raise PageOutOfRangeError(page_no, count)
-        return number
-
-    def _read_point(self, lsn: Any) -> int:
-        """``lsn`` as a read point: an int from 0 to VDL."""
-        try:
-            read_point = checks.integer("lsn", lsn, InvalidArgumentError)
-        except InvalidArgumentError:
-            raise LsnOutOfRangeError(lsn, self._vdl) from None
-        if not 0 <= read_point <= self._vdl:
-            raise LsnOutOfRangeError(lsn, self._vdl)
-        return read_point
-
-    @contextmanager
-    def read_view(self, lsn: int | None = None) -> Iterator[int]:
-        """Pins a read point (default VDL) so segments keep its versions while the block runs."""
-        with self.transport.lock:
-            self._check_open()
-            read_point = self._vdl if lsn is None else self._read_point(lsn)
-        self._pinned.append(read_point)
-        try:
-            yield read_point
-        finally:
-            self._pinned.remove(read_point)
-
-    def _quorum_detail(self, sends: list[tuple[ProtectionGroup, bytes]]) -> str:
-        parts = []
-        for pg, _frame in sends:
-            if pg.first_unacknowledged() is not None:
-                acked = sorted(node for node, scl in pg.scls.items() if scl >= pg.tail_lsn)
-                parts.append(
-                    f"PG {pg.pg_id} acknowledged by {len(acked)} of 6 ({', '.join(acked)})"
-                )
-        blocked = [pg.pg_id for pg in self.pgs.values() if pg.first_unacknowledged() is not None]
-        detail = "; ".join(parts) or f"an earlier commit in PG {blocked} still lacks a write quorum"
-        return detail + failed_nodes(self.nodes)
-
-    def _retransmissions(self) -> list[tuple[str, m.Message]]:
-        """Frames without a write quorum, addressed to the segments that lack them."""
-        out: list[tuple[str, m.Message]] = []
-        # Held frames go out with the next flush's leader, in order (_send_held_frames).
-        held = {id(frame) for _, frame in self._held_frames}
-        for pg in self.pgs.values():
-            for outstanding in pg.outstanding:
-                if held and id(outstanding.frame) in held:
-                    continue
-                message = m.WriteFrames(self.epoch, pg.pg_id, (outstanding.frame,))
-                out += [(node, message) for node in pg.lagging(outstanding)]
-        return out
-
-    def _retransmit(self) -> None:
-        for destination, message in self._retransmissions():
-            self.transport.send(self.writer_name, destination, message)
-
-    def _settle(self) -> None:
-        self.transport.run_until(lambda: False, 0.0)
-
     # --- reads ------------------------------------------------------------------------
-
-    def read_page(self, page_no: int, lsn: int | None = None) -> bytes:
-        """The page's bytes at ``lsn`` (default: the current VDL), from one segment."""
-        with self.transport.lock:
-            return self._read_page_locked(page_no, lsn)
-
-    def _read_page_locked(self, page_no: int, lsn: int | None) -> bytes:
-        self._check_open()
-        if type(page_no) is not int or not 0 <= page_no < self.geometry.page_count:
-            page_no = self._page_number(page_no)
-        read_point = self._vdl if lsn is None else self._read_point(lsn)
-        pg = self.pgs.get(self.geometry.pg_of(page_no))
-        if pg is None or read_point == 0:
-            return bytes(self.geometry.page_size)
-        required = pg.required_scl(read_point, self._vdl)
-        candidates = pg.readable_nodes(required)
-        if not candidates:
-            raise ReadUnavailableError(page_no, read_point, "no segment has acknowledged it")
-        if self._direct:
-            return self._read_direct(pg.pg_id, page_no, read_point, required, candidates)
-        ranking = self.read_ranking
-        candidates = ranking.order(candidates, self.transport.now())
-        request_id = next(self._request_ids)
-        request = m.ReadPage(request_id, pg.pg_id, page_no, read_point, required, self.annulled)
-        pending = self._reads[request_id] = _PendingRead(page_no)
-        asked: dict[str, float] = {}  # node: transport time it was asked
-        try:
-            for node in candidates:
-                asked[node] = self.transport.now()
-                self.transport.send(self.writer_name, node, request)
-                answered = functools.partial(_answered_by, pending, node)
-                if self.transport.run_until(answered, READ_HEDGE_DELAY) and pending.image:
-                    return pending.image
-            # Every candidate was asked; wait a while longer for a late answer.
-            self.transport.run_until(
-                lambda: pending.image is not None or len(pending.answered) == len(asked),
-                READ_TIMEOUT,
-            )
-            if pending.image is not None:
-                return pending.image
-        finally:
-            del self._reads[request_id]
-            now = self.transport.now()
-            for node, started in asked.items():
-                answered_at = pending.answered.get(node)
-                if answered_at is not None:
-                    ranking.answered(node, answered_at - started)
-                elif now - started >= READ_HEDGE_DELAY:
-                    ranking.silent(node, now)  # it had its time; another served, or none
-            # An answer still on its way clears the silence and gives its latency.
-            ranking.finished(
-                request_id, {n: t for n, t in asked.items() if n not in pending.answered}
-            )
-        if any(problem.endswith(GONE) for problem in pending.problems):
-            raise VersionGoneError(page_no, read_point)
-        detail = "; ".join(pending.problems) or f"no answer from {', '.join(asked)}"
-        raise ReadUnavailableError(page_no, read_point, detail)
-
-    def _read_direct(
-        self, pg_id: int, page_no: int, read_point: int, required: int, candidates: list[str]
-    ) -> bytes:
-        """The in-process read: one synchronous call per segment, in order of preference.
-
-        The direct transport's nodes live in this process, so the request is a
-        method call (no message objects); a node that is down or cut off is
-        skipped as it would be on the wire.
-        """
-        problems = []
-        writer = self.writer_name
-        for name in candidates:
-            if not self.transport.link_open(writer, name):
-                problems.append(f"{name}: no answer")
-                continue
-            image, problem, _ = self.nodes[name].serve_read(
-                pg_id, page_no, read_point, required, self.annulled
-            )
-            if not problem:
-                return image
-            problems.append(f"{name}: {problem}")
-        if any(problem.endswith(GONE) for problem in problems):
-            raise VersionGoneError(page_no, read_point)
-        raise ReadUnavailableError(page_no, read_point, "; ".join(problems))
 
     # --- status and lifecycle -------------------------------------------------------
 

@@ -88,7 +88,7 @@ from workloads import (
 from aurora_storage import SimulatedClock, Volume
 from aurora_storage.backup import HISTORY_NAME, BackupCatalog
 from aurora_storage.backup.store import BackupStore, LocalFolderStore, MemoryStore, decode_object
-from aurora_storage.volume import BacktrackResult
+from aurora_storage.protocol.backtrack import BacktrackResult
 
 SEED = 20180612
 START = 1_700_000_000.0  # the simulated clocks' start (a Unix time)

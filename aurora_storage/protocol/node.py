@@ -1364,3 +1364,9 @@ def decode_history(data: bytes) -> History | None:
     except (ValueError, msgpack.UnpackException) as error:
         raise CorruptionError(f"undecodable history: {error}") from None
     return History.decode_state(encoded) if encoded else None
+
+
+def failed_nodes(nodes: dict[str, StorageNode]) -> str:
+    """The stopped nodes with their reasons (a disk's OS error), for an error's message."""
+    failed = [f"{name} ({node.failed})" for name, node in nodes.items() if node.failed]
+    return f"; failed nodes: {', '.join(failed)}" if failed else ""

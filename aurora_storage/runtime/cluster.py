@@ -42,12 +42,6 @@ def make_nodes(
     return nodes
 
 
-def failed_nodes(nodes: dict[str, StorageNode]) -> str:
-    """The stopped nodes with their reasons (a disk's OS error), for an error's message."""
-    failed = [f"{name} ({node.failed})" for name, node in nodes.items() if node.failed]
-    return f"; failed nodes: {', '.join(failed)}" if failed else ""
-
-
 class Cluster:
     """Failure control of the six storage nodes, for tests and demos."""
 

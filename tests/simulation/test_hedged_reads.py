@@ -10,8 +10,8 @@ from __future__ import annotations
 from aurora_storage import SimulatedClock, Volume
 from aurora_storage.config import NODE_NAMES, READ_HEDGE_DELAY
 from aurora_storage.protocol.hedging import SILENCE_BACKOFF_MIN, ReadRanking
+from aurora_storage.protocol.node import WRITER
 from aurora_storage.runtime.transport import SimulatedTransport
-from aurora_storage.volume import WRITER
 
 PAGE = 4096
 

@@ -1,0 +1,246 @@
+"""Writer crash recovery, driven over the transport (protocol/recovery.py decides).
+
+A new epoch, made durable on the nodes, fences any older writer; each node
+answers with its SCLs and runs of LSNs above the VDL it knew; recovery.plan
+computes VCL, VDL and the truncation range; the truncation and the history
+(the newest a read quorum holds) go to a write quorum under the new epoch.
+With fewer than four nodes taking them the volume opens degraded: reads
+served, nothing allocated, until four do. A read-only open runs the same
+plan from the nodes' loaded state, telling them nothing.
+"""
+
+from __future__ import annotations
+
+import bisect
+
+from ..errors import (
+    AuroraStorageError,
+    CorruptionError,
+    DegradedVolumeError,
+    RecoveryError,
+)
+from . import messages as m
+from . import recovery
+from .backtrack import Backtracking
+from .history import NO_KEY, History, merge_ranges, newest, truncation_ranges
+from .node import StorageNode, decode_history, failed_nodes
+from .protection_group import READ_QUORUM, WRITE_QUORUM, ProtectionGroup
+from .recovery import RecoveryPlan
+
+
+class Recovering(Backtracking):
+    """Crash recovery of the writer, and the read-only view of a volume."""
+
+    def _recover(self) -> RecoveryPlan:
+        """Crash recovery of the writer (recovery.py): fence, learn SCLs, truncate, resume."""
+        with self.transport.lock:
+            live = [name for name, node in self.nodes.items() if not node.failed]
+            epoch = max(node.epoch for node in self.nodes.values()) + 1
+            self.epoch = epoch
+            self._recovery_states.clear()
+            self._truncated.clear()
+            for name in live:
+                self.transport.send(self.writer_name, name, m.RecoveryQuery(epoch))
+
+            def working() -> int:  # a node whose disk fails meanwhile stops, and is not waited for
+                return sum(not self.nodes[name].failed for name in live)
+
+            self.transport.run_until(
+                lambda: len(self._recovery_states) >= working(), self.options.commit_timeout
+            )
+            self._raise_if_fenced()
+            states = list(self._recovery_states.values())
+            unavailable = {
+                name: node.failed or "no answer to the recovery query"
+                for name, node in self.nodes.items()
+                if name not in self._recovery_states
+            }
+            if len(states) < READ_QUORUM:
+                raise RecoveryError(
+                    f"{len(states)} of 6 nodes answered the recovery query; {READ_QUORUM} "
+                    "needed; unusable: "
+                    + "; ".join(f"{name}: {why}" for name, why in sorted(unavailable.items()))
+                )
+            histories = self._histories_of(states)
+            # A writer opens once its history is on a write quorum (_decide_history):
+            # the highest key's epoch is the last writer known to have opened.
+            keyed = [history.key[0] for history in histories if history.key != NO_KEY]
+            plan = recovery.plan(
+                epoch,
+                states,
+                self.options.lal,
+                unavailable=unavailable,
+                opened_epoch=max(keyed) if keyed else None,  # nodes of 0.1.0 keyed nothing
+            )
+            lo, hi = plan.truncation
+            self.pgs = {pg_id: ProtectionGroup(pg_id, self.quorum) for pg_id in plan.pg_ids}
+            for name in live:
+                self.transport.send(self.writer_name, name, m.Truncate(epoch, lo, hi))
+            self.transport.run_until(
+                lambda: len(self._truncated) >= working(), self.options.commit_timeout
+            )
+            truncated = len(self._truncated)
+            # Segments report their rewound SCLs once synced: each PG's tail is the
+            # highest, since a responder holds the PG's whole chain up to VDL.
+            self.transport.wait_for_syncs()
+            self.truncations = list(plan.truncations)
+            decided = self._choose_history(histories)
+            # A write quorum must hold the truncation and the history before any LSN is
+            # allocated, so that every later read quorum (the next recovery's) sees
+            # them. With fewer, a read quorum still says what is durable: the volume
+            # opens degraded, serving reads and allocating nothing, until four nodes
+            # take them (_complete_recovery).
+            if truncated < WRITE_QUORUM:
+                self._degraded = f"the truncation reached {truncated} nodes"
+            else:
+                acks = self._write_history(decided)
+                if acks < WRITE_QUORUM:
+                    self._degraded = f"the recovered history reached {acks} nodes"
+            self.history = decided
+            if self._degraded:
+                self._degraded += f"; {WRITE_QUORUM} needed{failed_nodes(self.nodes)}"
+            self._refresh_annulled()
+            self.allocated_lsn = hi
+            self._vcl = self._vdl = lo
+            for pg in self.pgs.values():
+                pg.tail_lsn = max(pg.scls.values(), default=0)
+                pg.durable_target = pg.tail_lsn
+            self.recovery = plan
+            self._advance()
+            self._window_floor_time = max(
+                self.history.created_at, self.clock.now() - self.options.backtrack_window
+            )
+            if self.options.backtrack_window:
+                self._window_floor_lsn, _ = self._last_commit_at(self._window_floor_time)
+                self._rebuild_window(self._ask_window(self._window_floor_time))
+            else:
+                self._window_floor_lsn = self._vdl
+            self._last_commit_time = max(self._last_commit_time, self.clock.now())
+            return plan
+
+    @staticmethod
+    def _histories_of(states: list[m.RecoveryState]) -> list[History]:
+        histories = []
+        for state in states:
+            try:
+                history = decode_history(state.history) if state.history else None
+            except CorruptionError:
+                history = None  # a node that cannot say votes for no history
+            if history is not None:
+                histories.append(history)
+        return histories
+
+    def _choose_history(self, histories: list[History]) -> History:
+        """The newest history a read quorum holds, keyed under this epoch: recovery writes
+        it back on a write quorum (history.py), so no later recovery decides otherwise.
+
+        The backtrack window recorded in the nodes' history at creation outranks
+        ``volume.meta``, a single file.
+        """
+        decided = newest(histories) or self.history
+        if decided.backtrack_window is None:
+            decided.backtrack_window = self.options.backtrack_window  # an older volume: record it
+        elif decided.backtrack_window != self.options.backtrack_window:
+            self.options.backtrack_window = decided.backtrack_window
+        return decided.keyed((self.epoch, 1))
+
+    def _complete_recovery(self) -> None:
+        """A volume that opened degraded puts its truncation and history on a write quorum
+        now, or raises DegradedVolumeError, changing nothing."""
+        assert self.recovery is not None
+        lo, hi = self.recovery.truncation
+        self._truncated.clear()
+        live = [name for name, node in self.nodes.items() if not node.failed]
+        for name in live:
+            self.transport.send(self.writer_name, name, m.Truncate(self.epoch, lo, hi))
+        self.transport.run_until(
+            lambda: len(self._truncated) >= WRITE_QUORUM, self.options.commit_timeout
+        )
+        if len(self._truncated) >= WRITE_QUORUM:
+            history = self.history.keyed(self._next_history_key())
+            if self._write_history(history) >= WRITE_QUORUM:
+                self.history = history
+                self._degraded = ""
+                return
+        raise DegradedVolumeError(self._degraded)
+
+    def _load_readonly(self, missing: list[str]) -> None:
+        """Loads every node's files as they are and works out VDL as recovery would,
+        from a read quorum, without telling the nodes anything."""
+        with self.transport.lock:
+            for name in missing:
+                self.nodes[name].failed = "its folder is missing"
+            for node in self.nodes.values():
+                if node.failed:
+                    continue
+                try:
+                    node.load(leave_logs=True, sync_logs=False)
+                except (AuroraStorageError, OSError) as error:
+                    node.failed = f"cannot load: {error}"
+            live = [node for node in self.nodes.values() if not node.failed]
+            unavailable = {node.name: node.failed for node in self.nodes.values() if node.failed}
+            for node in self.nodes.values():
+                self.transport.set_down(node.name, bool(node.failed))
+            if len(live) < READ_QUORUM:
+                raise RecoveryError(
+                    f"{len(live)} of 6 nodes can be read; {READ_QUORUM} needed; unusable: "
+                    + "; ".join(f"{name}: {why}" for name, why in sorted(unavailable.items()))
+                )
+            states = [node.recovery_state() for node in live]
+            histories = self._histories_of(states)
+            keyed = [history.key[0] for history in histories if history.key != NO_KEY]
+            self.epoch = max(node.epoch for node in live)
+            plan = recovery.plan(
+                self.epoch + 1,
+                states,
+                self.options.lal,
+                unavailable=unavailable,
+                opened_epoch=max(keyed) if keyed else None,
+            )
+            self.recovery = plan
+            # Kept in memory only: reads skip what a recovery would annul.
+            self.truncations = list(plan.truncations)
+            decided = newest(histories)
+            if decided is not None:
+                self.history = decided
+                if decided.backtrack_window is not None:
+                    self.options.backtrack_window = decided.backtrack_window
+            self._refresh_annulled()
+            self.allocated_lsn = self._vcl = self._vdl = plan.vdl
+            for pg_id in plan.pg_ids:
+                pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum)
+                for node in live:
+                    segment = node.segments.get(pg_id)
+                    if segment is None or segment.suspect:
+                        continue
+                    pg.scls[node.name] = segment.scl
+                    index = bisect.bisect_right(segment.chain_last_lsns, plan.vdl)
+                    if index:
+                        tail = segment.chain_last_lsns[index - 1]
+                    else:
+                        tail = segment.chain_base_lsn if segment.chain_base_lsn <= plan.vdl else 0
+                    pg.tail_lsn = max(pg.tail_lsn, tail)
+                pg.pgcl = min(pg.tail_lsn, pg.quorum.write_point(pg.scls))
+            now = self.clock.now()
+            self._window_floor_time = max(
+                self.history.created_at, now - self.options.backtrack_window
+            )
+            self._window_floor_lsn = self._vdl
+            if self.options.backtrack_window:
+                self._window_floor_lsn = self._readonly_window_floor(live)
+                self._rebuild_window(
+                    [node.window_answer(0, self._window_floor_time) for node in live]
+                )
+            self._last_commit_time = max(self._last_commit_time, now)
+
+    def _readonly_window_floor(self, live: list[StorageNode]) -> int:
+        """The last commit before the window, as nodes index it (no message sent)."""
+        best = 0
+        version = self.history.at(self._window_floor_time)
+        hidden = version.annulled if version is not None else ()
+        annulled = merge_ranges(hidden, truncation_ranges(self.truncations))
+        for node in live:
+            for segment in node.segments.values():
+                found, _ = segment.last_commit_at(self._window_floor_time, annulled)
+                best = max(best, found)
+        return best
