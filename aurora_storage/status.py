@@ -1,4 +1,4 @@
-"""The shape of ``Volume.status()``: typed dictionaries, one per part.
+"""The shape of ``Volume.status()``: typed dictionaries, one per part, and their building.
 
 ``status()`` returns plain data (dicts, lists, numbers, str, None) that
 ``json.dumps`` writes as it is; these TypedDicts name every key and its type,
@@ -10,7 +10,7 @@ window, ``backup`` only when it has a backup store.
 
 from __future__ import annotations
 
-from typing import TypedDict
+from typing import Any, TypedDict
 
 
 class NodeStatus(TypedDict):
@@ -89,3 +89,96 @@ class _VolumeStatusBase(TypedDict):
 class VolumeStatus(_VolumeStatusBase, total=False):
     backtrack: BacktrackStatus  # only with a backtrack window
     backup: BackupStatus  # only with a backup store
+
+
+# --- building it ---------------------------------------------------------------------
+
+
+def node_status(node: Any, up: bool) -> NodeStatus:
+    """One storage node (protocol/node.py) as status() shows it."""
+    disk_bytes = 0
+    if node.disk is not None and not node.failed:
+        disk_bytes = sum(node.disk.size(name) for name in node.disk.list())
+    segments = node.segments.values()
+    return {
+        "name": node.name,
+        "az": node.az,
+        "up": up,
+        "failed": node.failed,
+        "suspect": node.suspect or any(segment.suspect for segment in segments),
+        "problems": node.problems(),
+        "epoch": node.epoch,
+        "segments": len(node.segments),
+        "memory_bytes": sum(segment.bytes_used() for segment in segments),
+        "shared_bytes": sum(segment.shared_bytes() for segment in segments),
+        "disk_bytes": disk_bytes,
+    }
+
+
+def pg_status(pg: Any) -> PgStatus:
+    """One protection group (protocol/protection_group.py) as the writer knows it."""
+    return {
+        "pg": pg.pg_id,
+        "pgcl": pg.pgcl,
+        "tail_lsn": pg.tail_lsn,
+        "scls": {node: pg.scls.get(node, 0) for node in pg.quorum.members},
+        "unacknowledged_frames": len(pg.outstanding),
+    }
+
+
+def backtrack_status(volume: Any) -> BacktrackStatus:
+    earliest, latest = volume.backtrack_window
+    return {
+        "window_target_seconds": volume.options.backtrack_window,
+        "window_actual_seconds": latest - earliest,
+        "earliest": earliest,
+        "latest": latest,
+        "change_records_stored": len(volume._window_commits),
+        "change_bytes_stored": volume._window_bytes,
+        "budget_bytes": volume.options.backtrack_budget,
+    }
+
+
+def volume_status(volume: Any) -> VolumeStatus:
+    """Everything status() reports of an open volume (the caller holds its lock)."""
+    nodes = [node_status(node, volume.cluster.is_up(name)) for name, node in volume.nodes.items()]
+    # Memory of the page images replicas share (a restore's), counted once: every
+    # block some segment still borrows, whole, whatever replicas did since.
+    blocks = {
+        id(block.obj): block.nbytes
+        for node in volume.nodes.values()
+        for segment in node.segments.values()
+        for block in segment.page_log.shared_blocks()
+    }
+    shared_bytes = sum(blocks.values())
+    in_memory = all(node.disk is None for node in volume.nodes.values())
+    geometry = volume.geometry
+    result: VolumeStatus = {
+        "path": volume.path,
+        "epoch": volume.epoch,
+        "page_size": geometry.page_size,
+        "pages_per_pg": geometry.pages_per_pg,
+        "capacity_bytes": geometry.page_count * geometry.page_size,
+        "durability": volume.options.durability,
+        "allocated_lsn": volume.allocated_lsn,
+        "vcl": volume.vcl,
+        "vdl": volume.vdl,
+        "pg_count": len(volume.pgs),
+        "nodes": nodes,
+        "pgs": [pg_status(pg) for pg in sorted(volume.pgs.values(), key=lambda pg: pg.pg_id)],
+        "bytes_used": sum(node["disk_bytes"] or node["memory_bytes"] for node in nodes)
+        + (shared_bytes if in_memory else 0),
+        "shared_bytes": shared_bytes,
+        "truncations": [list(truncation) for truncation in volume.truncations],
+        "history_version": volume.history.current.version,
+        "in_doubt": [lsn for lsn in volume._in_doubt if lsn > volume.vdl],
+        "degraded": volume._degraded,
+        "readonly": volume.readonly,
+        "backtrack_in_doubt": volume._history_in_doubt,
+    }
+    if volume.options.backtrack_window:
+        result["backtrack"] = backtrack_status(volume)
+    backup = volume._backup_status()
+    if backup is not None:
+        result["backup"] = backup
+    return result

@@ -33,13 +33,10 @@ from typing import Any
 
 from . import backup as backup_module
 from . import checks
+from .backup.attached import Backed
 from .backup.staging import Stager
-from .backup.staging import default_mode as staging_mode
 from .backup.store import (
-    KIND_HISTORY,
     BackupStore,
-    decode_object,
-    open_store,
     store_location,
 )
 from .clock import (
@@ -61,7 +58,6 @@ from .config import (
 )
 from .errors import (
     AuroraStorageError,
-    BackupObjectMissingError,
     ConfigurationError,
     InvalidArgumentError,
     MissingNodeError,
@@ -102,7 +98,7 @@ from .runtime.folder import (
     volume_body,
 )
 from .runtime.transport import DirectTransport, SimulatedTransport, Transport
-from .status import BackupStatus, NodeStatus, PgStatus, VolumeStatus
+from .status import VolumeStatus, volume_status
 
 
 def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
@@ -115,7 +111,7 @@ def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
         raise InvalidArgumentError(f"disks must map each of {', '.join(NODE_NAMES)} to a disk")
 
 
-class Volume(Recovering, Reading):
+class Volume(Recovering, Reading, Backed):
     """A quorum-replicated, log-structured volume seen from its single writer.
 
     Build one with :meth:`create` or :meth:`open`. Every public method takes
@@ -373,35 +369,6 @@ class Volume(Recovering, Reading):
             if self._owns_transport:
                 self.transport.close()
 
-    def _attach_backup(self, options: backup_module.BackupOptions) -> None:
-        """Turns continuous backup on: the store's catalog is read once, here (a few
-        store calls: its names and newest round), then kept in memory."""
-        store = open_store(options.target)
-        try:
-            data: bytes | None = store.get(backup_module.HISTORY_NAME)
-        except BackupObjectMissingError:
-            data = None
-        if data is None and self._vdl:
-            # A new backup of a volume with history: its segments may have folded and
-            # trimmed old frames, so it begins with page images at today's VDL.
-            now = self.clock.now()
-            self.staging.base = (self._vdl, now)
-            self.staging.earliest = max(self.staging.earliest, now)
-        if data is not None:
-            meta, _ = decode_object(data, backup_module.HISTORY_NAME, KIND_HISTORY)
-            if meta.get("volume_id") not in (None, self.volume_id):
-                raise ConfigurationError(
-                    f"the backup store holds volume {meta.get('volume_id')}, not {self.volume_id}"
-                )
-            self.staging.load(store, meta)
-            # After a reopen every PG continues from the last recorded round.
-            for pg_id in self.pgs:
-                self.staging.staged_lsn[pg_id] = self.staging.last_round_vdl
-        self.backup_options = options
-        self.backup_store = store
-        self._stager = Stager(self, store, options.staging or staging_mode(self))
-        self._write_volume_meta()  # where the backup goes, for the next open
-
     def _write_volume_meta(self) -> None:
         """Replaces volume.meta: options, the backup when given by path, the base LSN."""
         if self.path is None:
@@ -649,13 +616,6 @@ class Volume(Recovering, Reading):
         stale.__dict__.update(old)
         stale._discard()
 
-    def _readonly_catalog(self) -> backup_module.BackupCatalog:
-        """The backup store's catalog, read (never written) for a read-only volume."""
-        target = self._readonly_backup
-        if target is None:
-            raise ConfigurationError("the volume has no backup store (create it with backup=...)")
-        return backup_module.BackupCatalog(open_store(target, create=False))
-
     # --- recovery -----------------------------------------------------------------------
 
     # --- bookkeeping ----------------------------------------------------------------
@@ -663,34 +623,6 @@ class Volume(Recovering, Reading):
     # --- writes -----------------------------------------------------------------------
 
     # --- continuous backup (staging.py, backup.py) ------------------------------------
-
-    def stage_backup(self, timeout: Duration | None = None) -> bool:
-        """Runs a staging round now and waits for it: every PG's frames up to VDL go to
-        the backup store. True when the round was recorded (or nothing was new);
-        False when it failed (``status()["backup"]["last_error"]`` says why: a PG
-        no healthy segment can stage, a store error; the next round retries) or
-        did not end within ``timeout`` seconds."""
-        self._check_open()
-        self._refuse_if_readonly("a staging round")
-        seconds = None if timeout is None else to_duration(timeout, "timeout")
-        if seconds is not None and seconds < 0:
-            raise InvalidArgumentError(f"timeout is a duration >= 0, not {timeout!r}")
-        if self._stager is None:
-            return False
-        return self._stager.stage_now(seconds)
-
-    @property
-    def restorable_window(self) -> tuple[float, float]:
-        """(earliest, latest) times a point-in-time restore from this volume's backup
-        reaches, as the store holds them (from the writer's catalog: no store call).
-        Raises RestoreError before the first round is recorded."""
-        self._check_open()
-        if self.readonly:
-            return self._readonly_catalog().window()
-        if self._stager is None:
-            raise ConfigurationError("the volume has no backup store (create it with backup=...)")
-        window: tuple[float, float] = self.staging.window(self.history.created_at)
-        return window
 
     @classmethod
     def restore(
@@ -759,117 +691,10 @@ class Volume(Recovering, Reading):
 
     def status(self) -> VolumeStatus:
         """Nodes, AZs, health, SCLs, PG count, bytes, and the history windows, as plain
-        data (typed: status.py)."""
+        data (typed and built in status.py)."""
         with self.transport.lock:
             self._check_open()
-            nodes: list[NodeStatus] = []
-            for node in self.nodes.values():
-                disk_bytes = 0
-                if node.disk is not None and not node.failed:
-                    disk_bytes = sum(node.disk.size(name) for name in node.disk.list())
-                nodes.append(
-                    {
-                        "name": node.name,
-                        "az": node.az,
-                        "up": self.cluster.is_up(node.name),
-                        "failed": node.failed,
-                        "suspect": node.suspect or any(s.suspect for s in node.segments.values()),
-                        "problems": node.problems(),
-                        "epoch": node.epoch,
-                        "segments": len(node.segments),
-                        "memory_bytes": sum(s.bytes_used() for s in node.segments.values()),
-                        "shared_bytes": sum(s.shared_bytes() for s in node.segments.values()),
-                        "disk_bytes": disk_bytes,
-                    }
-                )
-            # Memory of the page images replicas share (a restore's), counted once:
-            # every block some segment still borrows, whole, whatever replicas did since.
-            blocks = {
-                id(block.obj): block.nbytes
-                for node in self.nodes.values()
-                for segment in node.segments.values()
-                for block in segment.page_log.shared_blocks()
-            }
-            shared_bytes = sum(blocks.values())
-            in_memory = all(node.disk is None for node in self.nodes.values())
-            pgs: list[PgStatus] = [
-                {
-                    "pg": pg.pg_id,
-                    "pgcl": pg.pgcl,
-                    "tail_lsn": pg.tail_lsn,
-                    "scls": {node: pg.scls.get(node, 0) for node in pg.quorum.members},
-                    "unacknowledged_frames": len(pg.outstanding),
-                }
-                for pg in sorted(self.pgs.values(), key=lambda pg: pg.pg_id)
-            ]
-            result: VolumeStatus = {
-                "path": self.path,
-                "epoch": self.epoch,
-                "page_size": self.geometry.page_size,
-                "pages_per_pg": self.geometry.pages_per_pg,
-                "capacity_bytes": self.geometry.page_count * self.geometry.page_size,
-                "durability": self.options.durability,
-                "allocated_lsn": self.allocated_lsn,
-                "vcl": self._vcl,
-                "vdl": self._vdl,
-                "pg_count": len(self.pgs),
-                "nodes": nodes,
-                "pgs": pgs,
-                "bytes_used": sum(n["disk_bytes"] or n["memory_bytes"] for n in nodes)
-                + (shared_bytes if in_memory else 0),
-                "shared_bytes": shared_bytes,
-                "truncations": [list(t) for t in self.truncations],
-                "history_version": self.history.current.version,
-                "in_doubt": [lsn for lsn in self._in_doubt if lsn > self._vdl],
-                "degraded": self._degraded,
-                "readonly": self.readonly,
-                "backtrack_in_doubt": self._history_in_doubt,
-            }
-            if self.options.backtrack_window:
-                earliest, latest = self.backtrack_window
-                result["backtrack"] = {
-                    "window_target_seconds": self.options.backtrack_window,
-                    "window_actual_seconds": latest - earliest,
-                    "earliest": earliest,
-                    "latest": latest,
-                    "change_records_stored": len(self._window_commits),
-                    "change_bytes_stored": self._window_bytes,
-                    "budget_bytes": self.options.backtrack_budget,
-                }
-            if self.readonly and self._readonly_backup is not None:
-                result["backup"] = self._readonly_backup_status()
-            if self.backup_store is not None:
-                window: tuple[float | None, float | None] = (None, None)  # no round yet
-                if self.staging.last_round_name:
-                    window = self.restorable_window
-                result["backup"] = {
-                    "store": repr(self.backup_store),
-                    "retention_days": self.backup_options.retention_days,
-                    "staging_interval_seconds": self.backup_options.staging_interval,
-                    "earliest_restorable": window[0],
-                    "latest_restorable": window[1],
-                    "staged_vdl": self.staging.last_round_vdl,
-                    "staging": self._stager.mode if self._stager else "",
-                    "pending_rounds": self._stager.pending_rounds if self._stager else 0,
-                    "last_error": self.staging.last_error,
-                }
-            return result
-
-    def _readonly_backup_status(self) -> BackupStatus:
-        window: tuple[float | None, float | None] = (None, None)
-        problem = ""
-        try:
-            window = self._readonly_catalog().window()
-        except (AuroraStorageError, OSError) as error:
-            problem = f"{type(error).__name__}: {error}"
-        return {
-            "store": repr(self._readonly_backup),
-            "retention_days": self.backup_options.retention_days,
-            "staging_interval_seconds": self.backup_options.staging_interval,
-            "earliest_restorable": window[0],
-            "latest_restorable": window[1],
-            "last_error": problem,
-        }
+            return volume_status(self)
 
     def simulate_crash(self) -> None:
         """Stops the writer as a crash would, for demos and tests.
