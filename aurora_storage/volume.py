@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -61,11 +60,9 @@ from .errors import (
     ConfigurationError,
     InvalidArgumentError,
     MissingNodeError,
-    SegmentRepairNeededError,
     StorageWriteError,
     VolumeIncompleteError,
 )
-from .native.flush import Flusher
 from .protocol import messages as m
 from .protocol.history import (
     History,
@@ -75,17 +72,15 @@ from .protocol.node import (
     StorageNode,
     checkpoint_object,
     failed_nodes,
-    group_syncer,
 )
 from .protocol.protection_group import (
     WRITE_QUORUM,
     ProtectionGroup,
-    QuorumSet,
 )
 from .protocol.reads import Reading
 from .protocol.segment import SharedImages
 from .protocol.writer_recovery import Recovering
-from .runtime.cluster import Cluster, make_nodes
+from .runtime.cluster import Cluster, Embedded, make_nodes
 from .runtime.disk import Disk, RealDisk, sync_folder
 from .runtime.folder import (
     UNFINISHED_MARKER,
@@ -97,7 +92,7 @@ from .runtime.folder import (
     replace_volume_meta,
     volume_body,
 )
-from .runtime.transport import DirectTransport, SimulatedTransport, Transport
+from .runtime.transport import DirectTransport, Transport
 from .status import VolumeStatus, volume_status
 
 
@@ -111,7 +106,7 @@ def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
         raise InvalidArgumentError(f"disks must map each of {', '.join(NODE_NAMES)} to a disk")
 
 
-class Volume(Recovering, Reading, Backed):
+class Volume(Recovering, Reading, Backed, Embedded):
     """A quorum-replicated, log-structured volume seen from its single writer.
 
     Build one with :meth:`create` or :meth:`open`. Every public method takes
@@ -149,77 +144,7 @@ class Volume(Recovering, Reading, Backed):
         self._unfinished_folder: bool | None = None
         self._shut_down = False  # threads, descriptors and memory released (close, _discard)
         self._readonly_backup: Any = None
-        if nodes is None:
-            nodes = {
-                name: StorageNode(
-                    name, name.split("-")[0], self.geometry, list(NODE_NAMES), options.backend
-                )
-                for name in NODE_NAMES
-            }
-        self.nodes = nodes
-        self.quorum = QuorumSet((NODE_NAMES,))
-        devices = {
-            node.disk.device() if isinstance(node.disk, RealDisk) else None
-            for node in self.nodes.values()
-        }
-        # Nodes on one file system share its flush (GroupSyncJob); otherwise each
-        # node syncs its own files.
-        self._group_sync = (
-            options.durability == "fsync" and len(devices) == 1 and None not in devices
-        )
-        for node in self.nodes.values():
-            self._register_node(node)
-        self._flusher: Flusher | None = None
-        if self._group_sync:
-            # Node folders may differ in what their flush needs (a data-journal flag
-            # on one, flush.py): syncfs serves all of them.
-            methods = {
-                n.disk.flush_method for n in self.nodes.values() if isinstance(n.disk, RealDisk)
-            }
-            method = methods.pop() if len(methods) == 1 else "syncfs"
-            assert method is not None
-            self._flusher = Flusher(method, options.backend)
-            for node in self.nodes.values():
-                assert isinstance(node.disk, RealDisk)
-                node.disk.on_write = self._flusher.kick  # write-back starts at once
-            self.transport.register_syncer(
-                "disks", group_syncer(lambda: list(self.nodes.values()), self._flusher)
-            )
-        self.transport.register(self.writer_name, self._handle)
-        self.transport.before_lead = self._send_held_frames
-        if isinstance(self.transport, SimulatedTransport):
-            self.transport.tick_targets = [*NODE_NAMES, self.writer_name]
-        self.cluster = Cluster(self)
-
-    def _register_node(self, node: StorageNode) -> None:
-        node.on_stop = lambda: self.transport.set_down(node.name, True)
-        if node.failed:  # stopped by a disk error before it was registered (create)
-            node.on_stop()
-        # Only fsync durability has sync work for the transport to run.
-        per_node = node.durability == "fsync" and node.disk is not None and not self._group_sync
-        self.transport.register(node.name, node.handle, node.begin_sync if per_node else None)
-
-    def _reload_node(self, name: str) -> StorageNode:
-        """Replaces a failed node by a fresh one that reloads and re-verifies its disk."""
-        old = self.nodes[name]
-        node = StorageNode(
-            name,
-            old.az,
-            self.geometry,
-            list(NODE_NAMES),
-            self.options.backend,
-            old.disk,
-            self.volume_id,
-            self.options.durability,
-        )
-        if node.disk is not None:
-            try:
-                node.load()
-            except (AuroraStorageError, OSError) as error:
-                node.failed = f"cannot load: {error}"
-        self.nodes[name] = node
-        self._register_node(node)
-        return node
+        self._host_nodes(nodes)
 
     # --- creation and opening -------------------------------------------------------
 
@@ -537,27 +462,6 @@ class Volume(Recovering, Reading, Backed):
             volume._release_lock()
             raise
         return volume
-
-    def _check_rebuilt(self, rebuilt: list[str]) -> None:
-        """Raises SegmentRepairNeededError if a rebuilt node could not catch up by gossip;
-        its new folder goes again, so the node is still missing afterwards."""
-        if not rebuilt:
-            return
-        self._settle()
-        for name in rebuilt:
-            node = self.nodes[name]
-            lacking = [s for _, s in sorted(node.segments.items()) if s.needs_repair or s.failed]
-            if not lacking:
-                continue
-            detail = f"PG {lacking[0].pg_id}: {lacking[0].needs_repair or lacking[0].failed}"
-            if len(lacking) > 1:
-                detail += f" (and {len(lacking) - 1} more PGs)"
-            self.close()
-            for missing in rebuilt:
-                disk = self.nodes[missing].disk
-                if isinstance(disk, RealDisk):
-                    shutil.rmtree(disk.root, ignore_errors=True)
-            raise SegmentRepairNeededError(name, detail)
 
     def _release_lock(self) -> None:
         if self._lock_handle is not None:

@@ -1,4 +1,4 @@
-"""The embedded cluster: the six storage nodes a volume runs, and their fault controls.
+"""The embedded cluster: the six storage nodes a volume runs, their wiring, fault controls.
 
 :func:`make_nodes` builds one node per name, each on its own disk (a folder
 under ``nodes/``, a given simulated disk, or none in memory).
@@ -9,13 +9,23 @@ catches up by gossip), and links between endpoints can be cut and healed.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 from ..config import AZS, NODE_NAMES, VolumeOptions
-from ..errors import InvalidArgumentError, UnknownNodeError
-from ..protocol.node import StorageNode
+from ..errors import (
+    AuroraStorageError,
+    InvalidArgumentError,
+    SegmentRepairNeededError,
+    UnknownNodeError,
+)
+from ..native.flush import Flusher
+from ..protocol.node import StorageNode, group_syncer
+from ..protocol.protection_group import QuorumSet
+from ..protocol.writer import Writer
 from .disk import Disk, RealDisk
+from .transport import SimulatedTransport
 
 
 def make_nodes(
@@ -126,3 +136,111 @@ class Cluster:
                     volume.transport.send(node.name, destination, message)
         volume._retransmit()
         volume._settle()
+
+
+class Embedded(Writer):
+    """The writer's hold on its nodes: wiring them to the transport, the shared flush
+    of nodes on one file system, reloading a failed node (mixed into Volume)."""
+
+    _group_sync: bool  # nodes on one file system share one flush (GroupSyncJob)
+
+    def close(self) -> None:
+        """Closes the volume (volume.py)."""
+        raise NotImplementedError
+
+    def _host_nodes(self, nodes: dict[str, StorageNode] | None) -> None:
+        """Registers the nodes (six in memory if none are given) and the writer with
+        the transport, and sets up the shared flush when the nodes share a disk."""
+        options = self.options
+        if nodes is None:
+            nodes = {
+                name: StorageNode(
+                    name, name.split("-")[0], self.geometry, list(NODE_NAMES), options.backend
+                )
+                for name in NODE_NAMES
+            }
+        self.nodes = nodes
+        self.quorum = QuorumSet((NODE_NAMES,))
+        devices = {
+            node.disk.device() if isinstance(node.disk, RealDisk) else None
+            for node in self.nodes.values()
+        }
+        # Nodes on one file system share its flush (GroupSyncJob); otherwise each
+        # node syncs its own files.
+        self._group_sync = (
+            options.durability == "fsync" and len(devices) == 1 and None not in devices
+        )
+        for node in self.nodes.values():
+            self._register_node(node)
+        self._flusher: Flusher | None = None
+        if self._group_sync:
+            # Node folders may differ in what their flush needs (a data-journal flag
+            # on one, flush.py): syncfs serves all of them.
+            methods = {
+                n.disk.flush_method for n in self.nodes.values() if isinstance(n.disk, RealDisk)
+            }
+            method = methods.pop() if len(methods) == 1 else "syncfs"
+            assert method is not None
+            self._flusher = Flusher(method, options.backend)
+            for node in self.nodes.values():
+                assert isinstance(node.disk, RealDisk)
+                node.disk.on_write = self._flusher.kick  # write-back starts at once
+            self.transport.register_syncer(
+                "disks", group_syncer(lambda: list(self.nodes.values()), self._flusher)
+            )
+        self.transport.register(self.writer_name, self._handle)
+        self.transport.before_lead = self._send_held_frames
+        if isinstance(self.transport, SimulatedTransport):
+            self.transport.tick_targets = [*NODE_NAMES, self.writer_name]
+        self.cluster = Cluster(self)
+
+    def _register_node(self, node: StorageNode) -> None:
+        node.on_stop = lambda: self.transport.set_down(node.name, True)
+        if node.failed:  # stopped by a disk error before it was registered (create)
+            node.on_stop()
+        # Only fsync durability has sync work for the transport to run.
+        per_node = node.durability == "fsync" and node.disk is not None and not self._group_sync
+        self.transport.register(node.name, node.handle, node.begin_sync if per_node else None)
+
+    def _reload_node(self, name: str) -> StorageNode:
+        """Replaces a failed node by a fresh one that reloads and re-verifies its disk."""
+        old = self.nodes[name]
+        node = StorageNode(
+            name,
+            old.az,
+            self.geometry,
+            list(NODE_NAMES),
+            self.options.backend,
+            old.disk,
+            self.volume_id,
+            self.options.durability,
+        )
+        if node.disk is not None:
+            try:
+                node.load()
+            except (AuroraStorageError, OSError) as error:
+                node.failed = f"cannot load: {error}"
+        self.nodes[name] = node
+        self._register_node(node)
+        return node
+
+    def _check_rebuilt(self, rebuilt: list[str]) -> None:
+        """Raises SegmentRepairNeededError if a rebuilt node could not catch up by gossip;
+        its new folder goes again, so the node is still missing afterwards."""
+        if not rebuilt:
+            return
+        self._settle()
+        for name in rebuilt:
+            node = self.nodes[name]
+            lacking = [s for _, s in sorted(node.segments.items()) if s.needs_repair or s.failed]
+            if not lacking:
+                continue
+            detail = f"PG {lacking[0].pg_id}: {lacking[0].needs_repair or lacking[0].failed}"
+            if len(lacking) > 1:
+                detail += f" (and {len(lacking) - 1} more PGs)"
+            self.close()
+            for missing in rebuilt:
+                disk = self.nodes[missing].disk
+                if isinstance(disk, RealDisk):
+                    shutil.rmtree(disk.root, ignore_errors=True)
+            raise SegmentRepairNeededError(name, detail)
