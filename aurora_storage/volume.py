@@ -36,7 +36,6 @@ from .backup.attached import Backed
 from .backup.staging import Stager
 from .backup.store import (
     BackupStore,
-    store_location,
 )
 from .clock import (
     Clock,
@@ -70,15 +69,12 @@ from .protocol.history import (
 from .protocol.node import (
     WRITER,
     StorageNode,
-    checkpoint_object,
     failed_nodes,
 )
 from .protocol.protection_group import (
     WRITE_QUORUM,
-    ProtectionGroup,
 )
 from .protocol.reads import Reading
-from .protocol.segment import SharedImages
 from .protocol.writer_recovery import Recovering
 from .runtime.cluster import Cluster, Embedded, make_nodes
 from .runtime.disk import Disk, RealDisk, sync_folder
@@ -91,6 +87,7 @@ from .runtime.folder import (
     read_volume_meta,
     replace_volume_meta,
     volume_body,
+    write_volume_meta,
 )
 from .runtime.transport import DirectTransport, Transport
 from .status import VolumeStatus, volume_status
@@ -295,74 +292,11 @@ class Volume(Recovering, Reading, Backed, Embedded):
                 self.transport.close()
 
     def _write_volume_meta(self) -> None:
-        """Replaces volume.meta: options, the backup when given by path, the base LSN."""
-        if self.path is None:
-            return
-        body = volume_body(self.options, self.volume_id)
-        target = self.backup_options.target
-        if target is not None:
-            # Recorded so that a reopen keeps backing up: a folder (absolute), or a URL
-            # with its fsspec storage options; a store that lives only in this process
-            # is named, and must be given again at open.
-            location = store_location(target)
-            if location is None:
-                body["backup_object"] = repr(target)
-            else:
-                body["backup"] = location.url
-                if location.storage_options:
-                    body["backup_storage_options"] = location.storage_options
-            body["backup_retention_days"] = self.backup_options.retention_days
-            body["backup_staging_interval"] = self.backup_options.staging_interval
-        if self.base_lsn:
-            body["base_lsn"] = self.base_lsn
-            body["base_time"] = self.base_time
-        replace_volume_meta(Path(self.path), self.options.durability, body)
-
-    def _start_from_images(self, lsn: int, pages: dict[int, list[SharedImages]]) -> None:
-        """Starts this new, empty volume at ``lsn`` holding ``pages`` (a restore).
-
-        Instead of replaying the pages through the write path, every segment of
-        each PG starts at ``lsn`` from the images, shared by the six replicas
-        (Segment.start_at), and nodes with a disk each keep their own copy
-        (StorageNode.persist_start). The writer resumes as if VDL had just
-        reached ``lsn``, a commit at the volume's creation time: the next
-        commit's LSNs follow it, reads at older LSNs find no version, and
-        backtrack and continuous backup begin there.
-        """
-        with self.transport.lock:
-            if self.allocated_lsn or self.pgs or lsn <= 0:
-                raise InvalidArgumentError(
-                    f"only a new, empty volume can start from page images, at an LSN > 0 ({lsn})"
-                )
-            time = self.history.created_at
-            for node in self.nodes.values():
-                for pg_id, layers in sorted(pages.items()):
-                    node.start_segment(pg_id, lsn, time, layers)
-            checkpoints: dict[int, bytes] = {}
-            if any(node.disk is not None for node in self.nodes.values()):
-                # Every node writes the same file: encode it once.
-                first = next(iter(self.nodes.values()))
-                checkpoints = {
-                    pg_id: checkpoint_object(first.segments[pg_id], lsn, lsn, (), self.volume_id)
-                    for pg_id in pages
-                }
-            for node in self.nodes.values():
-                node.persist_start(lsn, checkpoints)  # a node that cannot write stops
-            written = sum(not node.failed for node in self.nodes.values())
-            if written < WRITE_QUORUM:
-                raise StorageWriteError(
-                    f"the restored pages reached {written} of 6 nodes, {WRITE_QUORUM} "
-                    f"needed{failed_nodes(self.nodes)}"
-                )
-            for pg_id in pages:
-                pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum, tail_lsn=lsn, pgcl=lsn)
-                pg.scls = dict.fromkeys(self.quorum.members, lsn)
-            self.allocated_lsn = self._vcl = self._vdl = lsn
-            self._window_floor_lsn = lsn
-            self._last_commit_time = max(self._last_commit_time, time)
-            self.base_lsn, self.base_time = lsn, time
-            self.staging.base = (lsn, time)  # a backup begins with these pages
-            self._write_volume_meta()
+        if self.path is not None:
+            base = (self.base_lsn, self.base_time)
+            write_volume_meta(
+                Path(self.path), self.options, self.volume_id, self.backup_options, base
+            )
 
     @classmethod
     def open(

@@ -17,19 +17,27 @@ from ..errors import (
     AuroraStorageError,
     CorruptionError,
     DegradedVolumeError,
+    InvalidArgumentError,
     RecoveryError,
+    StorageWriteError,
 )
 from . import messages as m
 from . import recovery
 from .backtrack import Backtracking
 from .history import NO_KEY, History, merge_ranges, newest, truncation_ranges
-from .node import StorageNode, decode_history, failed_nodes
+from .node import StorageNode, checkpoint_object, decode_history, failed_nodes
 from .protection_group import READ_QUORUM, WRITE_QUORUM, ProtectionGroup
 from .recovery import RecoveryPlan
+from .segment import SharedImages
 
 
 class Recovering(Backtracking):
-    """Crash recovery of the writer, and the read-only view of a volume."""
+    """Crash recovery of the writer, the read-only view of a volume, and a restored
+    volume's start from page images."""
+
+    def _write_volume_meta(self) -> None:
+        """Records the restore's base in volume.meta (volume.py)."""
+        raise NotImplementedError
 
     def _recover(self) -> RecoveryPlan:
         """Crash recovery of the writer (recovery.py): fence, learn SCLs, truncate, resume."""
@@ -244,3 +252,49 @@ class Recovering(Backtracking):
                 found, _ = segment.last_commit_at(self._window_floor_time, annulled)
                 best = max(best, found)
         return best
+
+    def _start_from_images(self, lsn: int, pages: dict[int, list[SharedImages]]) -> None:
+        """Starts this new, empty volume at ``lsn`` holding ``pages`` (a restore).
+
+        Instead of replaying the pages through the write path, every segment of
+        each PG starts at ``lsn`` from the images, shared by the six replicas
+        (Segment.start_at), and nodes with a disk each keep their own copy
+        (StorageNode.persist_start). The writer resumes as if VDL had just
+        reached ``lsn``, a commit at the volume's creation time: the next
+        commit's LSNs follow it, reads at older LSNs find no version, and
+        backtrack and continuous backup begin there.
+        """
+        with self.transport.lock:
+            if self.allocated_lsn or self.pgs or lsn <= 0:
+                raise InvalidArgumentError(
+                    f"only a new, empty volume can start from page images, at an LSN > 0 ({lsn})"
+                )
+            time = self.history.created_at
+            for node in self.nodes.values():
+                for pg_id, layers in sorted(pages.items()):
+                    node.start_segment(pg_id, lsn, time, layers)
+            checkpoints: dict[int, bytes] = {}
+            if any(node.disk is not None for node in self.nodes.values()):
+                # Every node writes the same file: encode it once.
+                first = next(iter(self.nodes.values()))
+                checkpoints = {
+                    pg_id: checkpoint_object(first.segments[pg_id], lsn, lsn, (), self.volume_id)
+                    for pg_id in pages
+                }
+            for node in self.nodes.values():
+                node.persist_start(lsn, checkpoints)  # a node that cannot write stops
+            written = sum(not node.failed for node in self.nodes.values())
+            if written < WRITE_QUORUM:
+                raise StorageWriteError(
+                    f"the restored pages reached {written} of 6 nodes, {WRITE_QUORUM} "
+                    f"needed{failed_nodes(self.nodes)}"
+                )
+            for pg_id in pages:
+                pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum, tail_lsn=lsn, pgcl=lsn)
+                pg.scls = dict.fromkeys(self.quorum.members, lsn)
+            self.allocated_lsn = self._vcl = self._vdl = lsn
+            self._window_floor_lsn = lsn
+            self._last_commit_time = max(self._last_commit_time, time)
+            self.base_lsn, self.base_time = lsn, time
+            self.staging.base = (lsn, time)  # a backup begins with these pages
+            self._write_volume_meta()

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import backup as backup_module
 from .. import checks
-from ..backup.store import StoreLocation
+from ..backup.store import StoreLocation, store_location
 from ..config import NODE_NAMES, VolumeOptions
 from ..errors import (
     CorruptionError,
@@ -198,3 +198,31 @@ def clear_new_folder(root: Path, made: bool) -> None:
         (root / LOCK_FILE).unlink(missing_ok=True)
         if made:
             root.rmdir()
+
+
+def write_volume_meta(
+    root: Path,
+    options: VolumeOptions,
+    volume_id: str,
+    backup: backup_module.BackupOptions,
+    base: tuple[int, float],
+) -> None:
+    """Replaces volume.meta: the options, where the backup goes, the base LSN."""
+    body = volume_body(options, volume_id)
+    target = backup.target
+    if target is not None:
+        # Recorded so that a reopen keeps backing up: a folder (absolute), or a URL
+        # with its fsspec storage options; a store that lives only in this process
+        # is named, and must be given again at open.
+        location = store_location(target)
+        if location is None:
+            body["backup_object"] = repr(target)
+        else:
+            body["backup"] = location.url
+            if location.storage_options:
+                body["backup_storage_options"] = location.storage_options
+        body["backup_retention_days"] = backup.retention_days
+        body["backup_staging_interval"] = backup.staging_interval
+    if base[0]:
+        body["base_lsn"], body["base_time"] = base
+    replace_volume_meta(root, options.durability, body)
