@@ -23,7 +23,6 @@ served by one segment whose acknowledged SCL covers the read point.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import uuid
 from datetime import timedelta
@@ -59,7 +58,6 @@ from .errors import (
     ConfigurationError,
     InvalidArgumentError,
     MissingNodeError,
-    StorageWriteError,
     VolumeIncompleteError,
 )
 from .protocol import messages as m
@@ -69,15 +67,11 @@ from .protocol.history import (
 from .protocol.node import (
     WRITER,
     StorageNode,
-    failed_nodes,
-)
-from .protocol.protection_group import (
-    WRITE_QUORUM,
 )
 from .protocol.reads import Reading
 from .protocol.writer_recovery import Recovering
-from .runtime.cluster import Cluster, Embedded, make_nodes
-from .runtime.disk import Disk, RealDisk, sync_folder
+from .runtime.cluster import Cluster, make_nodes, new_nodes
+from .runtime.disk import Disk
 from .runtime.folder import (
     UNFINISHED_MARKER,
     RecordedObject,
@@ -89,8 +83,25 @@ from .runtime.folder import (
     volume_body,
     write_volume_meta,
 )
+from .runtime.lifecycle import Lifecycle
 from .runtime.transport import DirectTransport, Transport
 from .status import VolumeStatus, volume_status
+
+
+def _stored_volume(
+    root: Path, backup_given: bool
+) -> tuple[VolumeOptions, str, tuple[int, float], backup_module.BackupOptions | None]:
+    """What a volume folder records: options, id, restore base, and where its backup goes
+    (a store that lived only in its creator's process must be given again)."""
+    if (root / UNFINISHED_MARKER).exists():
+        raise VolumeIncompleteError(str(root))
+    options, volume_id, stored, base = read_volume_meta(root)
+    if not backup_given and stored is not None and isinstance(stored.target, RecordedObject):
+        raise ConfigurationError(
+            f"{root} backs up to a store given as an object at create "
+            f"({stored.target.name}): give it again, Volume.open(path, backup=store)"
+        )
+    return options, volume_id, base, stored
 
 
 def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
@@ -103,7 +114,7 @@ def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
         raise InvalidArgumentError(f"disks must map each of {', '.join(NODE_NAMES)} to a disk")
 
 
-class Volume(Recovering, Reading, Backed, Embedded):
+class Volume(Recovering, Reading, Backed, Lifecycle):
     """A quorum-replicated, log-structured volume seen from its single writer.
 
     Build one with :meth:`create` or :meth:`open`. Every public method takes
@@ -208,36 +219,42 @@ class Volume(Recovering, Reading, Backed, Embedded):
         options.check()
         if durability != "memory" and path is None and disks is None:
             raise ConfigurationError(f"durability {durability!r} needs a path")
+        attach = backup_options if backup is not None else None
+        return cls._build(root, options, clock, transport, disks, attach, _finished)
+
+    @classmethod
+    def _build(
+        cls,
+        root: Path | None,
+        options: VolumeOptions,
+        clock: Clock,
+        transport: Transport | None,
+        disks: dict[str, Disk] | None,
+        backup: backup_module.BackupOptions | None,
+        finished: bool,
+    ) -> Volume:
+        """A new volume in ``root`` (claimed first, cleared again if anything fails)."""
         volume_id = uuid.uuid4().hex
         lock, made = None, False
         if root is not None:
             # The folder is new (made durable in its parent) or empty, or holds an
             # unfinished volume, cleared; its marker stays until the volume is whole.
-            lock, made = claim_new_folder(root, durability == "fsync")
+            lock, made = claim_new_folder(root, options.durability == "fsync")
         volume: Volume | None = None
         try:
-            nodes = make_nodes(options, root, volume_id, disks)
             # The first history write: epoch 1, sequence 1, on every node.
             history = History.new(clock.now(), options.backtrack_window).keyed((1, 1))
-            for node in nodes.values():
-                node.history = history.keyed(history.key)  # each node its own copy
-                node.write_meta()  # a node that cannot write stops: failed says why
-            written = sum(not node.failed for node in nodes.values())
-            if written < WRITE_QUORUM:
-                raise StorageWriteError(
-                    f"node.meta of the new volume reached {written} of 6 nodes, {WRITE_QUORUM} "
-                    f"needed{failed_nodes(nodes)}"
-                )
+            nodes = new_nodes(options, root, volume_id, disks, history)
             if root is not None:
-                replace_volume_meta(root, durability, volume_body(options, volume_id))
-            volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
+                replace_volume_meta(root, options.durability, volume_body(options, volume_id))
+            volume = cls(options, root, clock, transport, nodes=nodes, volume_id=volume_id)
             volume._lock_handle, lock = lock, None
             volume._unfinished_folder = made if root is not None else None
             volume.history = history
             volume._history_write_key = history.key
             if backup is not None:
-                volume._attach_backup(backup_options)
-            if _finished:
+                volume._attach_backup(backup)
+            if finished:
                 volume._finish_creation()
         except BaseException:
             if volume is not None:
@@ -248,48 +265,6 @@ class Volume(Recovering, Reading, Backed, Embedded):
                 lock.close()
             raise
         return volume
-
-    def _finish_creation(self) -> None:
-        """The volume is whole: its folder's marker goes, durably (it opens from now on)."""
-        if self._unfinished_folder is None or self.path is None:
-            return
-        root = Path(self.path)
-        try:
-            (root / UNFINISHED_MARKER).unlink(missing_ok=True)
-            if self.options.durability == "fsync":
-                sync_folder(root)
-        except OSError as error:
-            raise StorageWriteError(f"{root}: cannot finish the volume: {error}") from None
-        self._unfinished_folder = None
-
-    def _discard_unfinished(self) -> None:
-        """A create or restore failed: stops everything it started and removes what it
-        wrote, so nothing opens and a retry is not blocked."""
-        self._discard()
-        if self._unfinished_folder is not None and self.path is not None:
-            clear_new_folder(Path(self.path), self._unfinished_folder)
-        self._release_lock()
-
-    def _discard(self) -> None:
-        """Stops threads and releases descriptors and memory without writing anything
-        (a crash, or a create, restore or open that failed); keeps the folder lock."""
-        if self._shut_down:
-            return
-        self._shut_down = True
-        if self._stager is not None:
-            self._stager.close(finish=False)  # a crashed writer stages nothing more
-        with self.transport.lock:
-            self._closed = True
-            if self._flusher is not None:
-                self._flusher.close()
-            for node in self.nodes.values():
-                if isinstance(node.disk, RealDisk):
-                    with contextlib.suppress(OSError):
-                        node.disk.close(trim=False)  # a crash leaves preallocated zeros
-                for segment in node.segments.values():
-                    segment.page_log.close()
-            if self._owns_transport:
-                self.transport.close()
 
     def _write_volume_meta(self) -> None:
         if self.path is not None:
@@ -346,17 +321,9 @@ class Volume(Recovering, Reading, Backed, Embedded):
         backup_options = backup_module.BackupOptions(backup, staging=backup_staging)
         base = (0, 0.0)
         if root is not None:
-            if (root / UNFINISHED_MARKER).exists():
-                raise VolumeIncompleteError(str(root))
-            options, volume_id, stored_backup, base = read_volume_meta(root)
-            if backup is None and stored_backup is not None:
-                if isinstance(stored_backup.target, RecordedObject):
-                    raise ConfigurationError(
-                        f"{root} backs up to a store given as an object at create "
-                        f"({stored_backup.target.name}): give it again, "
-                        "Volume.open(path, backup=store)"
-                    )
-                backup_options = stored_backup
+            options, volume_id, base, stored = _stored_volume(root, backup is not None)
+            if backup is None and stored is not None:
+                backup_options = stored
                 backup_options.staging = backup_staging
         backup_options.check()
         if options is None:
@@ -379,28 +346,28 @@ class Volume(Recovering, Reading, Backed, Embedded):
             raise
         volume._lock_handle = lock
         volume.base_lsn, volume.base_time = base
+        volume._reopen(missing, backup_options)
+        return volume
+
+    def _reopen(self, missing: list[str], backup: backup_module.BackupOptions) -> None:
+        """Loads every node, recovers, rebuilds missing node folders, attaches the backup;
+        on any error stops what the open started and lets the folder go."""
         try:
-            for node in nodes.values():
+            for node in self.nodes.values():
                 try:
                     node.load()
                 except (AuroraStorageError, OSError) as error:
                     # A node that cannot load is down; the others may still form quorums.
                     node.failed = f"cannot load: {error}"
-                    volume.transport.set_down(node.name, True)
-            volume._recover()
-            volume._check_rebuilt(missing)
-            if backup_options.target is not None:
-                volume._attach_backup(backup_options)
+                    self.transport.set_down(node.name, True)
+            self._recover()
+            self._check_rebuilt(missing)
+            if backup.target is not None:
+                self._attach_backup(backup)
         except BaseException:
-            volume._discard()  # its threads and descriptors go too
-            volume._release_lock()
+            self._discard()  # its threads and descriptors go too
+            self._release_lock()
             raise
-        return volume
-
-    def _release_lock(self) -> None:
-        if self._lock_handle is not None:
-            self._lock_handle.close()
-            self._lock_handle = None
 
     @classmethod
     def _open_readonly(
@@ -533,65 +500,6 @@ class Volume(Recovering, Reading, Backed, Embedded):
         with self.transport.lock:
             self._check_open()
             return volume_status(self)
-
-    def simulate_crash(self) -> None:
-        """Stops the writer as a crash would, for demos and tests.
-
-        Nothing more is sent or flushed and node metadata is not rewritten; the
-        folder lock is released so the volume can be opened again (recovery).
-        Storage keeps exactly what it had made durable.
-        """
-        self._discard()
-        self._release_lock()
-
-    def close(self) -> None:
-        """Waits for fsyncs in flight, syncs and records node metadata, releases the folder."""
-        if self._closed:
-            return
-        if self.readonly:  # nothing of it is written: it only lets go
-            self._discard()
-            return
-        if self._stager is not None:
-            if self._vdl > self.staging.last_round_vdl and not self._degraded:
-                # What is durable but not yet in the backup goes there now: a closed
-                # volume stages nothing more (at most a commit timeout's wait).
-                with contextlib.suppress(AuroraStorageError, OSError):
-                    self._stager.stage_now(self.options.commit_timeout)
-            self._stager.close()  # the rounds asked for run first: they need the lock
-        with self.transport.lock:
-            if self._history_in_doubt is not None:
-                # One more try, so the next open cannot adopt the failed backtrack;
-                # if this fails too, recovery decides (it may find it).
-                self._abandon_history()
-            self._closed = True
-            self.transport.wait_for_syncs()
-            if self._flusher is not None:
-                self._flusher.close()  # its thread goes now (no flush is in flight)
-            for node in self.nodes.values():
-                if self.transport.link_open(node.name, node.name):
-                    node.close()
-                if isinstance(node.disk, RealDisk):
-                    try:
-                        node.disk.close()  # trims the logs' preallocated zeros
-                    except OSError as error:  # zeros left behind reload as free space
-                        node.stop_on_disk_error("close", error)
-                for segment in node.segments.values():
-                    segment.page_log.close()  # C memory goes now, not at garbage collection
-            if self._owns_transport:
-                self.transport.close()
-            self._shut_down = True
-        self._release_lock()
-
-    def __enter__(self) -> Volume:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    @property
-    def closed(self) -> bool:
-        """True once :meth:`close` (or :meth:`simulate_crash`) ran."""
-        return self._closed
 
     def __repr__(self) -> str:
         where = repr(self.path) if self.path is not None else "in memory"

@@ -18,11 +18,13 @@ from ..errors import (
     AuroraStorageError,
     InvalidArgumentError,
     SegmentRepairNeededError,
+    StorageWriteError,
     UnknownNodeError,
 )
 from ..native.flush import Flusher
-from ..protocol.node import StorageNode, group_syncer
-from ..protocol.protection_group import QuorumSet
+from ..protocol.history import History
+from ..protocol.node import StorageNode, failed_nodes, group_syncer
+from ..protocol.protection_group import WRITE_QUORUM, QuorumSet
 from ..protocol.writer import Writer
 from .disk import Disk, RealDisk
 from .transport import SimulatedTransport
@@ -48,6 +50,28 @@ def make_nodes(
             disk,
             volume_id,
             options.durability,
+        )
+    return nodes
+
+
+def new_nodes(
+    options: VolumeOptions,
+    root: Path | None,
+    volume_id: str,
+    disks: dict[str, Disk] | None,
+    history: History,
+) -> dict[str, StorageNode]:
+    """The nodes of a new volume, each with its own copy of the first history written
+    to its node.meta; StorageWriteError if fewer than a write quorum could write."""
+    nodes = make_nodes(options, root, volume_id, disks)
+    for node in nodes.values():
+        node.history = history.keyed(history.key)
+        node.write_meta()  # a node that cannot write stops: failed says why
+    written = sum(not node.failed for node in nodes.values())
+    if written < WRITE_QUORUM:
+        raise StorageWriteError(
+            f"node.meta of the new volume reached {written} of 6 nodes, {WRITE_QUORUM} "
+            f"needed{failed_nodes(nodes)}"
         )
     return nodes
 

@@ -218,12 +218,12 @@ def test_two_creates_into_one_folder_never_clear_a_finished_volume(
 ) -> None:
     """B looks at the folder while A's create is unfinished (allowed: a marker and a
     lock), A finishes and commits, then B takes the lock: B must look again."""
-    from aurora_storage import volume as volume_module
+    from aurora_storage.runtime import cluster as cluster_module
     from aurora_storage.runtime import folder
 
     path = tmp_path / "volume"
     a_paused, a_go, b_checked, b_go = (threading.Event() for _ in range(4))
-    real_make_nodes, real_make_folders = volume_module.make_nodes, folder.make_folders
+    real_make_nodes, real_make_folders = cluster_module.make_nodes, folder.make_folders
 
     def make_nodes(*arguments, **keywords):  # type: ignore[no-untyped-def]
         if threading.current_thread().name == "A":
@@ -237,7 +237,7 @@ def test_two_creates_into_one_folder_never_clear_a_finished_volume(
             b_go.wait(10)
         return real_make_folders(*arguments, **keywords)
 
-    monkeypatch.setattr(volume_module, "make_nodes", make_nodes)
+    monkeypatch.setattr(cluster_module, "make_nodes", make_nodes)
     monkeypatch.setattr(folder, "make_folders", make_folders)
     outcome: dict[str, object] = {}
 
