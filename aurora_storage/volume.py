@@ -1,24 +1,12 @@
-"""The writer: LSN allocation, VCL and VDL, commits, reads, and the cluster.
+"""The volume users import: create, open, restore, status, close, as one object.
 
-:class:`Volume` is the database instance's side of the storage layer. It
-never writes pages: a :class:`Transaction` (one mini-transaction, MTR)
-collects redo records as they are written; at commit it packs each
-protection group's records in one C call, the writer allocates the MTR's
-LSNs in one contiguous range, stamps each PG's batch in one more, frames it
-and sends the frame to the PG's six segments (or holds it for the next
-flush while one runs). The commit returns once VDL reaches the MTR's CPL.
-
-Bookkeeping (names from the SIGMOD papers):
-
-- PGCL of a PG: highest LSN held by a write quorum of its segments;
-- VCL: highest LSN below which every record of the volume has a write quorum,
-  i.e. one below the first unacknowledged record of any PG;
-- VDL: highest CPL at or below VCL; reads default to it;
-- LAL: no LSN is allocated above VDL + LAL.
-
-Invariants: VCL and VDL never decrease; an MTR's records get consecutive
-LSNs, so an MTR is visible entirely (CPL <= VDL) or not at all; a read is
-served by one segment whose acknowledged SCL covers the read point.
+:class:`Volume` composes the layers (docs/architecture.md): the writer's
+protocol (protocol/writer.py: commits and acks; reads.py; backtrack.py;
+writer_recovery.py), its continuous backup (backup/attached.py), and the
+runtime that hosts the nodes and the process side of a volume
+(runtime/cluster.py, lifecycle.py, folder.py). This module builds a volume
+from options, a folder or a backup and hands each job to the part that owns
+it; the invariants live with those parts.
 """
 
 from __future__ import annotations
@@ -70,7 +58,7 @@ from .protocol.node import (
 )
 from .protocol.reads import Reading
 from .protocol.writer_recovery import Recovering
-from .runtime.cluster import Cluster, make_nodes, new_nodes
+from .runtime.cluster import make_nodes, new_nodes
 from .runtime.disk import Disk
 from .runtime.folder import (
     UNFINISHED_MARKER,
@@ -403,23 +391,6 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             volume._discard()
             raise
         return volume
-
-    def refresh(self) -> None:
-        """A read-only volume reads the nodes' files again: it then shows what is durable
-        now (a writer may have committed meanwhile)."""
-        self._check_open()
-        if not self.readonly:
-            raise InvalidArgumentError("refresh is for a read-only volume; a writer is current")
-        assert self.path is not None
-        again = Volume._open_readonly(
-            Path(self.path), self.clock, self.options.backend, self._readonly_backup
-        )
-        old = self.__dict__.copy()
-        self.__dict__.update(again.__dict__)
-        self.cluster = Cluster(self)
-        stale = object.__new__(Volume)
-        stale.__dict__.update(old)
-        stale._discard()
 
     # --- recovery -----------------------------------------------------------------------
 

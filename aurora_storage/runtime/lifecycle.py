@@ -14,8 +14,8 @@ import contextlib
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..errors import AuroraStorageError, StorageWriteError
-from .cluster import Embedded
+from ..errors import AuroraStorageError, InvalidArgumentError, StorageWriteError
+from .cluster import Cluster, Embedded
 from .disk import RealDisk, sync_folder
 from .folder import UNFINISHED_MARKER, clear_new_folder
 
@@ -29,6 +29,12 @@ class Lifecycle(Embedded):
     _unfinished_folder: bool | None  # being created or restored: made its folder?
     _shut_down: bool  # threads, descriptors and memory released
     _owns_transport: bool
+    _readonly_backup: Any  # a read-only volume's recorded store target, or None
+
+    @classmethod
+    def _open_readonly(cls, root: Path, clock: Any, backend: str | None, backup: Any) -> Lifecycle:
+        """A read-only volume of the folder ``root`` (volume.py)."""
+        raise NotImplementedError
 
     def _finish_creation(self) -> None:
         """The volume is whole: its folder's marker goes, durably (it opens from now on)."""
@@ -135,3 +141,20 @@ class Lifecycle(Embedded):
     def closed(self) -> bool:
         """True once :meth:`close` (or :meth:`simulate_crash`) ran."""
         return self._closed
+
+    def refresh(self) -> None:
+        """A read-only volume reads the nodes' files again: it then shows what is durable
+        now (a writer may have committed meanwhile)."""
+        self._check_open()
+        if not self.readonly:
+            raise InvalidArgumentError("refresh is for a read-only volume; a writer is current")
+        assert self.path is not None
+        again = type(self)._open_readonly(
+            Path(self.path), self.clock, self.options.backend, self._readonly_backup
+        )
+        old = self.__dict__.copy()
+        self.__dict__.update(again.__dict__)
+        self.cluster = Cluster(self)
+        stale = object.__new__(type(self))
+        stale.__dict__.update(old)
+        stale._discard()
