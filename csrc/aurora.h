@@ -19,6 +19,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "status.h"
+
 #define AUS_FORMAT_VERSION 1
 #define AUS_RECORD_HEADER_SIZE 48
 #define AUS_RECORD_ALIGN 8
@@ -33,21 +35,6 @@
 
 /* Record flags. */
 #define AUS_FLAG_CPL 1 /* last record of a mini-transaction */
-
-/* Statuses. Values are part of the Python mapping table in native.py. */
-#define AUS_OK 0
-#define AUS_E_TRUNCATED 1   /* header or payload runs past the buffer end */
-#define AUS_E_KIND 2        /* unknown record kind */
-#define AUS_E_RANGE 3       /* offset + length past the page end */
-#define AUS_E_LSN_ORDER 4   /* LSN zero or not strictly increasing */
-#define AUS_E_RESERVED 5    /* unknown flag bits or nonzero reserved field */
-#define AUS_E_LENGTH 6      /* length does not fit the kind */
-#define AUS_E_PAGE 7        /* page number outside the allowed range */
-#define AUS_E_BACKLINK 8    /* backlink does not continue the chain */
-#define AUS_E_EMPTY 9       /* a batch with no record */
-#define AUS_E_PADDING 10    /* nonzero padding after a payload */
-#define AUS_E_CAPACITY 11   /* an output array is too small */
-#define AUS_E_ARGUMENT 12   /* a bad argument (page size, annulled ranges) */
 
 /* Sentinel for "do not check the backlink chain". */
 #define AUS_NO_BACKLINK 0xFFFFFFFFFFFFFFFF

@@ -16,6 +16,7 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 HEADERS = [
+    HERE / "status.h",
     HERE / "aurora.h",
     HERE / "pagelog.h",
     HERE / "writer.h",

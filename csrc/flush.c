@@ -16,9 +16,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "aurora.h"
 #include "chunks.h"
-#include "pagelog.h" /* AUS_E_NOMEM */
+#include "status.h"
 
 static int errno_of(int result) { return result == 0 ? 0 : (errno ? errno : EIO); }
 

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "status.h" /* the AUS_E_* these functions return */
+
 /*
  * Gives the records of buf the LSNs first_lsn, first_lsn + 1, ... in order,
  * chains their backlinks starting at backlink, and, when cpl is nonzero,

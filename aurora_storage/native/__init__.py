@@ -34,7 +34,13 @@ from itertools import islice
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, Union
 
-from ..errors import FormatVersionError, InvalidArgumentError, InvalidRecordError, NativeCoreError
+from ..errors import (
+    FormatVersionError,
+    InvalidArgumentError,
+    InvalidRecordError,
+    NativeCoreError,
+    VersionGoneError,
+)
 
 FORMAT_VERSION = 1
 RECORD_HEADER_SIZE = 48
@@ -48,7 +54,7 @@ FLAG_CPL = 1
 NO_BACKLINK = 0xFFFF_FFFF_FFFF_FFFF
 LSN_MAX = 0xFFFF_FFFF_FFFF_FFFF
 
-# Statuses of the C core (csrc/aurora.h) -> (what was wrong, the field at fault).
+# Statuses of the C core: csrc/status.h, each value under its C name without "AUS_".
 STATUS_OK = 0
 STATUS_TRUNCATED = 1
 STATUS_KIND = 2
@@ -62,19 +68,56 @@ STATUS_EMPTY = 9
 STATUS_PADDING = 10
 STATUS_CAPACITY = 11
 STATUS_ARGUMENT = 12
-STATUS_NOMEM = 13  # csrc/pagelog.h: an allocation failed, nothing changed
+STATUS_NOMEM = 13
+STATUS_GONE = 14
 
-_STATUS_TABLE: dict[int, tuple[str, str]] = {
-    STATUS_TRUNCATED: ("header or payload runs past the end of the batch", "length"),
-    STATUS_KIND: ("unknown record kind", "kind"),
-    STATUS_RANGE: ("offset plus length runs past the end of the page", "offset"),
-    STATUS_LSN_ORDER: ("LSN is zero or not above the previous record's", "lsn"),
-    STATUS_RESERVED: ("unknown flag bits or nonzero reserved bytes", "flags"),
-    STATUS_LENGTH: ("length does not fit the record kind", "length"),
-    STATUS_PAGE: ("page number outside the protection group", "page_no"),
-    STATUS_BACKLINK: ("backlink does not continue the chain", "backlink"),
-    STATUS_EMPTY: ("a batch with no record", "length"),
-    STATUS_PADDING: ("nonzero padding after the payload", "payload"),
+
+class StatusRow(NamedTuple):
+    """One status of csrc/status.h and how :func:`raise_for_status` reports it."""
+
+    c_name: str
+    meaning: str
+    field: str | None  # the record field at fault: InvalidRecordError; None: see below
+
+
+# The one table of C statuses. A row with a field is a bad record and becomes an
+# InvalidRecordError at the record's position; the others become, in
+# raise_for_status: ARGUMENT InvalidArgumentError, NOMEM MemoryError, GONE
+# VersionGoneError, CAPACITY (a bug of this module) NativeCoreError.
+STATUS_TABLE: dict[int, StatusRow] = {
+    STATUS_TRUNCATED: StatusRow(
+        "AUS_E_TRUNCATED", "header or payload runs past the end of the batch", "length"
+    ),
+    STATUS_KIND: StatusRow("AUS_E_KIND", "unknown record kind", "kind"),
+    STATUS_RANGE: StatusRow(
+        "AUS_E_RANGE", "offset plus length runs past the end of the page", "offset"
+    ),
+    STATUS_LSN_ORDER: StatusRow(
+        "AUS_E_LSN_ORDER", "LSN is zero or not above the previous record's", "lsn"
+    ),
+    STATUS_RESERVED: StatusRow(
+        "AUS_E_RESERVED", "unknown flag bits or nonzero reserved bytes", "flags"
+    ),
+    STATUS_LENGTH: StatusRow("AUS_E_LENGTH", "length does not fit the record kind", "length"),
+    STATUS_PAGE: StatusRow("AUS_E_PAGE", "page number outside the protection group", "page_no"),
+    STATUS_BACKLINK: StatusRow(
+        "AUS_E_BACKLINK", "backlink does not continue the chain", "backlink"
+    ),
+    STATUS_EMPTY: StatusRow("AUS_E_EMPTY", "a batch with no record", "length"),
+    STATUS_PADDING: StatusRow("AUS_E_PADDING", "nonzero padding after the payload", "payload"),
+    STATUS_CAPACITY: StatusRow(
+        "AUS_E_CAPACITY", "an output array given to the C core is too small", None
+    ),
+    STATUS_ARGUMENT: StatusRow(
+        "AUS_E_ARGUMENT",
+        "invalid argument to the C core: page size not a power of two in 4 KiB..64 KiB, "
+        "page numbers not strictly ascending, or annulled ranges not sorted and disjoint",
+        None,
+    ),
+    STATUS_NOMEM: StatusRow(
+        "AUS_E_NOMEM", "the C core could not allocate memory; nothing changed", None
+    ),
+    STATUS_GONE: StatusRow("AUS_E_GONE", "the page version asked for was coalesced away", None),
 }
 
 # Anything that exposes the buffer protocol as bytes (collections.abc.Buffer from 3.12).
@@ -88,21 +131,26 @@ assert _HEADER.size == RECORD_HEADER_SIZE
 _RESERVED = bytes(6)
 
 
-def raise_for_status(status: int, position: int) -> None:
-    """Turns a C core status into the library's exception; the one mapping."""
+def raise_for_status(status: int, position: int, page_no: int = 0, lsn: int = 0) -> None:
+    """Turns a C core status into the library's exception; the one mapping.
+
+    ``position`` locates a bad record; ``page_no`` and ``lsn`` name the version
+    asked for, for :data:`STATUS_GONE`.
+    """
     if status == STATUS_OK:
         return
-    if status in _STATUS_TABLE:
-        reason, field = _STATUS_TABLE[status]
-        raise InvalidRecordError(reason, position, field)
+    row = STATUS_TABLE.get(status)
+    if row is None:
+        raise NativeCoreError(f"unknown status {status} from the C core")
+    if row.field is not None:
+        raise InvalidRecordError(row.meaning, position, row.field)
     if status == STATUS_ARGUMENT:
-        raise InvalidArgumentError(
-            "invalid argument to the C core: page size not a power of two in 4 KiB..64 KiB, "
-            "page numbers not strictly ascending, or annulled ranges not sorted and disjoint"
-        )
-    if status == STATUS_CAPACITY:
-        raise NativeCoreError("an output array given to the C core is too small")
-    raise NativeCoreError(f"unknown status {status} from the C core")
+        raise InvalidArgumentError(row.meaning)
+    if status == STATUS_NOMEM:
+        raise MemoryError(row.meaning)
+    if status == STATUS_GONE:
+        raise VersionGoneError(page_no, lsn)
+    raise NativeCoreError(row.meaning)
 
 
 class BatchSummary(NamedTuple):
@@ -500,6 +548,37 @@ class _Cells(threading.local):
         self.applied = ffi.new("uint64_t *")
 
 
+def core_mismatches(lib: Any) -> list[str]:
+    """How the compiled core's constants differ from this module's tables (empty: none).
+
+    Compared: every status of :data:`STATUS_TABLE`, both ways (a C status with
+    no row would reach Python unmapped), and the batch constants below.
+    """
+    expected = {row.c_name: status for status, row in STATUS_TABLE.items()}
+    expected.update(
+        {
+            "AUS_OK": STATUS_OK,
+            "AUS_RECORD_HEADER_SIZE": RECORD_HEADER_SIZE,
+            "AUS_SUMMARY_SIZE": SUMMARY_SIZE,
+            "AUS_KIND_WRITE": KIND_WRITE,
+            "AUS_KIND_PAGE": KIND_PAGE,
+            "AUS_KIND_ZERO": KIND_ZERO,
+            "AUS_FLAG_CPL": FLAG_CPL,
+        }
+    )
+    mismatches = [
+        f"{name} is {getattr(lib, name, 'missing')} in C, {value} here"
+        for name, value in expected.items()
+        if getattr(lib, name, None) != value
+    ]
+    mismatches += [
+        f"{name} has no row in STATUS_TABLE"
+        for name in dir(lib)
+        if name.startswith("AUS_E_") and name not in expected
+    ]
+    return mismatches
+
+
 class NativeBackend:
     """The compiled C core (csrc/aurora.c) through cffi, no copies of inputs."""
 
@@ -511,16 +590,12 @@ class NativeBackend:
         found = int(self.lib.aus_format_version())
         if found != FORMAT_VERSION:
             raise FormatVersionError("the compiled C core", found, FORMAT_VERSION)
-        for name, value in (
-            ("AUS_RECORD_HEADER_SIZE", RECORD_HEADER_SIZE),
-            ("AUS_SUMMARY_SIZE", SUMMARY_SIZE),
-            ("AUS_KIND_WRITE", KIND_WRITE),
-            ("AUS_KIND_PAGE", KIND_PAGE),
-            ("AUS_KIND_ZERO", KIND_ZERO),
-            ("AUS_FLAG_CPL", FLAG_CPL),
-        ):
-            if getattr(self.lib, name) != value:
-                raise NativeCoreError(f"{name} is {getattr(self.lib, name)} in C, {value} here")
+        mismatches = core_mismatches(self.lib)
+        if mismatches:
+            # A stale or foreign build, not a bug of this process: an exception, not an assert.
+            raise NativeCoreError(
+                "the compiled C core disagrees with the Python tables: " + "; ".join(mismatches)
+            )
         self._cells = _Cells(self.ffi)
         # Bound once for apply_to / apply_verified, which run once per batch.
         self._from_buffer = self.ffi.from_buffer
