@@ -100,6 +100,7 @@ from .errors import (
 )
 from .format import frames as log
 from .format import metadata as metafile
+from .format import records
 from .native.flush import Flusher
 from .protocol import messages as m
 from .protocol import recovery
@@ -227,11 +228,11 @@ class VolumeOptions:
         )
 
 
-_KIND_WRITE_SHAPE = log.KIND_WRITE << 2 * native.SHAPE_BITS
-_KIND_PAGE_SHAPE = log.KIND_PAGE << 2 * native.SHAPE_BITS
-_KIND_ZERO_SHAPE = log.KIND_ZERO << 2 * native.SHAPE_BITS
-_OFFSET_SHIFT = native.SHAPE_BITS
-_HEADER_BYTES = log.RECORD_HEADER.size
+_KIND_WRITE_SHAPE = records.KIND_WRITE << records.SHAPE_KIND_SHIFT
+_KIND_PAGE_SHAPE = records.KIND_PAGE << records.SHAPE_KIND_SHIFT
+_KIND_ZERO_SHAPE = records.KIND_ZERO << records.SHAPE_KIND_SHIFT
+_OFFSET_SHIFT = records.SHAPE_OFFSET_SHIFT
+_HEADER_BYTES = records.RECORD_HEADER_SIZE
 
 
 def _frozen(data: Any) -> bytes:

@@ -27,6 +27,7 @@
 
 #include "aurora.h"
 #include "chunks.h"
+#include "internal.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -287,19 +288,6 @@ void aus_pagelog_free(aus_pagelog *log) {
     free(log);
 }
 
-static inline uint64_t load_u64(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline size_t record_bytes(const uint8_t *record) {
-    uint32_t length;
-    memcpy(&length, record + 36, sizeof length);
-    return AUS_RECORD_HEADER_SIZE + (((size_t)length + AUS_RECORD_ALIGN - 1) &
-                                     ~(size_t)(AUS_RECORD_ALIGN - 1));
-}
-
 int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
                        uint64_t *added, size_t *error_pos) {
     *added = 0;
@@ -351,9 +339,9 @@ int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
         entry->incoming = 0;
         if (status != AUS_OK) continue;
         const uint8_t *record = buf + positions[i];
-        uint64_t lsn = load_u64(record);
+        uint64_t lsn = aus_record_lsn(record);
         if (lsn <= entry->last_lsn) continue; /* duplicate or already folded */
-        size_t size = record_bytes(record);
+        size_t size = aus_record_size(record);
         memcpy(entry->records + entry->length, record, size);
         entry->length += size;
         entry->record_count++;
@@ -377,13 +365,13 @@ static size_t last_whole_page(const page_entry *entry, uint64_t lsn_bound,
     size_t found = entry->length, position = 0, range = 0;
     while (position < entry->length) {
         const uint8_t *record = entry->records + position;
-        uint64_t lsn = load_u64(record);
+        uint64_t lsn = aus_record_lsn(record);
         if (lsn > lsn_bound) break;
         while (range < n_annulled && annulled[2 * range + 1] < lsn) range++;
         int hidden = range < n_annulled && annulled[2 * range] < lsn;
-        uint8_t kind = record[40];
+        uint8_t kind = aus_record_kind(record);
         if (!hidden && (kind == AUS_KIND_PAGE || kind == AUS_KIND_ZERO)) found = position;
-        position += record_bytes(record);
+        position += aus_record_size(record);
     }
     return found;
 }
@@ -448,7 +436,7 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
      * the log reading as before: a new image is zeros, a copy equals its block. */
     for (size_t i = 0; i < log->entry_count; i++) {
         page_entry *entry = &log->entries[i];
-        if (entry->length == 0 || entry->owned || load_u64(entry->records) > lsn)
+        if (entry->length == 0 || entry->owned || aus_record_lsn(entry->records) > lsn)
             continue;
         uint8_t *own = entry->image ? malloc(log->page_size) : calloc(1, log->page_size);
         if (!own) return AUS_E_NOMEM;
@@ -467,9 +455,9 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
         page_entry *entry = &log->entries[i];
         size_t prefix = 0, records = 0;
         uint64_t last = 0;
-        while (prefix < entry->length && load_u64(entry->records + prefix) <= lsn) {
-            last = load_u64(entry->records + prefix);
-            prefix += record_bytes(entry->records + prefix);
+        while (prefix < entry->length && aus_record_lsn(entry->records + prefix) <= lsn) {
+            last = aus_record_lsn(entry->records + prefix);
+            prefix += aus_record_size(entry->records + prefix);
             records++;
         }
         if (records == 0) continue;

@@ -17,7 +17,9 @@ It offers batch-shaped functions, each one call per batch of records:
 Two backends implement them with identical results: ``native`` (the C core,
 the default) and ``python`` (a readable reference, selected with
 ``AURORA_STORAGE_BACKEND=python``). C statuses become exceptions in one place,
-:func:`raise_for_status`. Record layout: docs/format.md and ``log.py``.
+:func:`raise_for_status`, from one table, :data:`STATUS_TABLE` (csrc/status.h).
+Record layout: docs/format.md, mirrored by ``format/records.py`` (csrc/record.h);
+loading the compiled core checks both tables against it (:func:`core_mismatches`).
 """
 
 from __future__ import annotations
@@ -41,16 +43,26 @@ from ..errors import (
     NativeCoreError,
     VersionGoneError,
 )
+from ..format import records
+from ..format.records import (
+    FLAG_CPL,
+    FLAGS_KNOWN,
+    FORMAT_VERSION,
+    KIND_PAGE,
+    KIND_WRITE,
+    KIND_ZERO,
+    RECORD_HEADER,
+    RECORD_HEADER_RESERVED,
+    RECORD_HEADER_SIZE,
+    RESERVED_ZERO,
+)
 
-FORMAT_VERSION = 1
-RECORD_HEADER_SIZE = 48
-RECORD_ALIGN = 8
+# Record layout names this module has always offered; their home is format/records.py.
+RECORD_ALIGN = records.RECORD_ALIGN
+shape = records.shape
+
 PAGE_SIZE_MIN = 4096
 PAGE_SIZE_MAX = 65536
-KIND_WRITE = 1
-KIND_PAGE = 2
-KIND_ZERO = 3
-FLAG_CPL = 1
 NO_BACKLINK = 0xFFFF_FFFF_FFFF_FFFF
 LSN_MAX = 0xFFFF_FFFF_FFFF_FFFF
 
@@ -126,9 +138,6 @@ Buffer = Union[bytes, bytearray, memoryview, "array[int]", mmap.mmap]
 SUMMARY_SIZE = 7
 _U64 = struct.Struct("<Q")
 _F64 = struct.Struct("<d")
-_HEADER = struct.Struct("<QQQdIIBB6s")
-assert _HEADER.size == RECORD_HEADER_SIZE
-_RESERVED = bytes(6)
 
 
 def raise_for_status(status: int, position: int, page_no: int = 0, lsn: int = 0) -> None:
@@ -351,8 +360,7 @@ def _check_page_size(page_size: int) -> bool:
     return PAGE_SIZE_MIN <= page_size <= PAGE_SIZE_MAX and page_size & (page_size - 1) == 0
 
 
-def _padded(length: int) -> int:
-    return (length + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
+_padded = records.padded
 
 
 class PythonBackend:
@@ -373,11 +381,11 @@ class PythonBackend:
         while position < length:
             if length - position < RECORD_HEADER_SIZE:
                 raise_for_status(STATUS_TRUNCATED, position)
-            lsn, backlink, page_no, time, offset, size, kind, flags, reserved = _HEADER.unpack_from(
-                data, position
+            lsn, backlink, page_no, time, offset, size, kind, flags, reserved = (
+                RECORD_HEADER_RESERVED.unpack_from(data, position)
             )
             status = STATUS_OK
-            if reserved != _RESERVED or flags & ~FLAG_CPL:
+            if reserved != RESERVED_ZERO or flags & ~FLAGS_KNOWN:
                 status = STATUS_RESERVED
             elif lsn == 0 or lsn <= previous:
                 status = STATUS_LSN_ORDER
@@ -552,18 +560,18 @@ def core_mismatches(lib: Any) -> list[str]:
     """How the compiled core's constants differ from this module's tables (empty: none).
 
     Compared: every status of :data:`STATUS_TABLE`, both ways (a C status with
-    no row would reach Python unmapped), and the batch constants below.
+    no row would reach Python unmapped), the record layout of
+    ``format/records.py`` (csrc/record.h) and the batch constants below.
     """
     expected = {row.c_name: status for status, row in STATUS_TABLE.items()}
     expected.update(
         {
             "AUS_OK": STATUS_OK,
-            "AUS_RECORD_HEADER_SIZE": RECORD_HEADER_SIZE,
             "AUS_SUMMARY_SIZE": SUMMARY_SIZE,
-            "AUS_KIND_WRITE": KIND_WRITE,
-            "AUS_KIND_PAGE": KIND_PAGE,
-            "AUS_KIND_ZERO": KIND_ZERO,
-            "AUS_FLAG_CPL": FLAG_CPL,
+            "AUS_PAGE_SIZE_MIN": PAGE_SIZE_MIN,
+            "AUS_PAGE_SIZE_MAX": PAGE_SIZE_MAX,
+            "AUS_NO_BACKLINK": NO_BACKLINK,
+            **records.C_MIRROR,
         }
     )
     mismatches = [
@@ -918,28 +926,22 @@ def apply_verified(
 # --- writer-side stamping ----------------------------------------------------------
 
 
-SHAPE_BITS = 20  # aus_pack's shape word: kind << 40 | offset << 20 | length
-
-
-def shape(kind: int, offset: int, length: int) -> int:
-    """The second meta word of a record for :func:`pack` (offset, length below 2**20)."""
-    return kind << (2 * SHAPE_BITS) | offset << SHAPE_BITS | length
+SHAPE_BITS = records.SHAPE_FIELD_BITS  # the shape word of pack: format/records.py
 
 
 def _python_pack(meta: array[int], payload: bytes, size: int) -> bytearray:
     """Reference for csrc/writer.c aus_pack."""
-    mask = (1 << SHAPE_BITS) - 1
-    records = [(meta[i], meta[i + 1]) for i in range(0, len(meta), 2)]
-    lengths = [word & mask for _, word in records]
-    if sum(lengths) != len(payload) or size != sum(
-        RECORD_HEADER_SIZE + _padded(length) for length in lengths
-    ):
+    mask = records.SHAPE_FIELD_MASK
+    pairs = [(meta[i], meta[i + 1]) for i in range(0, len(meta), 2)]
+    lengths = [word >> records.SHAPE_LENGTH_SHIFT & mask for _, word in pairs]
+    if sum(lengths) != len(payload) or size != sum(map(records.record_size, lengths)):
         raise_for_status(STATUS_ARGUMENT, 0)
     out = bytearray()
     position = 0
-    for (page_no, word), length in zip(records, lengths, strict=True):
-        offset, kind = (word >> SHAPE_BITS) & mask, word >> (2 * SHAPE_BITS)
-        out += _HEADER.pack(0, 0, page_no, 0.0, offset, length, kind, 0, bytes(6))
+    for (page_no, word), length in zip(pairs, lengths, strict=True):
+        offset = word >> records.SHAPE_OFFSET_SHIFT & mask
+        kind = word >> records.SHAPE_KIND_SHIFT
+        out += RECORD_HEADER.pack(0, 0, page_no, 0.0, offset, length, kind, 0)
         out += payload[position : position + length]
         out += bytes(_padded(length) - length)
         position += length
@@ -975,8 +977,7 @@ def _python_stamp(
     while position < len(buf):
         if len(buf) - position < RECORD_HEADER_SIZE:
             raise_for_status(STATUS_TRUNCATED, position)
-        (length,) = struct.unpack_from("<I", buf, position + 36)
-        size = RECORD_HEADER_SIZE + _padded(length)
+        size = records.record_size(records.length_at(buf, position))
         if len(buf) - position < size:
             raise_for_status(STATUS_TRUNCATED, position)
         positions.append(position)
@@ -988,9 +989,10 @@ def _python_stamp(
     previous = backlink
     for lsn, position in enumerate(positions, start=first_lsn):
         is_cpl = cpl and position == positions[-1]
-        struct.pack_into("<QQ", buf, position, lsn, previous)
-        struct.pack_into("<d", buf, position + 24, time if is_cpl else 0.0)
-        buf[position + 41] = FLAG_CPL if is_cpl else 0
+        _U64.pack_into(buf, position + records.RECORD_LSN_AT, lsn)
+        _U64.pack_into(buf, position + records.RECORD_BACKLINK_AT, previous)
+        _F64.pack_into(buf, position + records.RECORD_TIME_AT, time if is_cpl else 0.0)
+        buf[position + records.RECORD_FLAGS_AT] = FLAG_CPL if is_cpl else 0
         previous = lsn
     PythonBackend().validate(buf, page_size, 0, LSN_MAX, backlink)
     return previous
