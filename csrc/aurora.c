@@ -95,6 +95,7 @@ static int check_record_in_order(const uint8_t *p, size_t remaining, uint32_t pa
         if (last >> (64 - 8 * padding)) return AUS_E_PADDING;
     }
     *size = AUS_RECORD_HEADER_SIZE + body;
+    AUS_ASSERT(*size <= remaining);
     return AUS_OK;
 }
 
@@ -128,6 +129,7 @@ check_record(const uint8_t *p, size_t remaining, uint32_t page_size,
                           (((last >> 1) >> (63 - padding_bits)) == 0);
         if (__builtin_expect(valid, 1)) {
             *size = AUS_RECORD_HEADER_SIZE + body;
+            AUS_ASSERT(*size <= remaining);
             return AUS_OK;
         }
     }
@@ -150,13 +152,17 @@ static int check_batch(const uint8_t *buf, size_t len, uint32_t page_size,
             *error_pos = pos;
             return status;
         }
+        AUS_ASSERT(h.lsn > previous && size <= len - pos); /* what check_record checked */
         previous = h.lsn;
         pos += size;
     }
+    AUS_ASSERT(pos == len);
     return AUS_OK;
 }
 
 uint32_t aus_format_version(void) { return AUS_FORMAT_VERSION; }
+
+int aus_assertions_enabled(void) { return AUS_ASSERTIONS; }
 
 int aus_validate(const uint8_t *buf, size_t len, uint32_t page_size,
                  uint64_t page_lo, uint64_t page_hi, uint64_t backlink,
@@ -181,6 +187,7 @@ int aus_validate(const uint8_t *buf, size_t len, uint32_t page_size,
             *error_pos = pos;
             return status;
         }
+        AUS_ASSERT(h.lsn > previous && size <= len - pos);
         if (count == 0) first = h.lsn;
         if (h.flags & AUS_FLAG_CPL) {
             cpl_count++;
@@ -192,6 +199,7 @@ int aus_validate(const uint8_t *buf, size_t len, uint32_t page_size,
         previous = h.lsn;
         pos += size;
     }
+    AUS_ASSERT(pos == len && cpl_count <= count);
     summary[0] = count;
     summary[1] = first;
     summary[2] = previous;
@@ -220,6 +228,7 @@ int aus_index(const uint8_t *buf, size_t len, uint32_t page_size,
             *error_pos = pos;
             return status;
         }
+        AUS_ASSERT(n < capacity && h.lsn > previous && size <= len - pos);
         if (page_nos) page_nos[n] = h.page_no;
         if (lsns) lsns[n] = h.lsn;
         if (flags) flags[n] = h.flags;
@@ -263,6 +272,7 @@ typedef struct {
 } page_set;
 
 static inline page_set make_page_set(const uint64_t *page_nos, size_t page_count) {
+    AUS_ASSERT(page_count > 0);
     page_set set = {page_nos, page_count, page_nos[0], 0};
     set.dense = page_nos[page_count - 1] - page_nos[0] == page_count - 1;
     return set;
@@ -313,6 +323,7 @@ apply_records(const uint8_t *buf, size_t len, uint32_t page_size,
     const uint8_t *const end = buf + len;
     size_t range = 0; /* annulled ranges are sorted and LSNs ascend: one pass */
     uint64_t count = 0;
+    uint64_t previous_lsn = 0; /* read by assertions only */
     int status = AUS_OK;
     while (p != end) {
         const size_t remaining = (size_t)(end - p);
@@ -320,6 +331,8 @@ apply_records(const uint8_t *buf, size_t len, uint32_t page_size,
             status = AUS_E_TRUNCATED;
             break;
         }
+        /* Checked above, or by check_batch before the first record was applied. */
+        AUS_ASSERT(remaining >= AUS_RECORD_HEADER_SIZE);
         const uint64_t lsn = aus_record_lsn(p);
         const uint32_t length = aus_record_length(p);
         const size_t body = aus_padded(length);
@@ -327,6 +340,10 @@ apply_records(const uint8_t *buf, size_t len, uint32_t page_size,
             status = AUS_E_TRUNCATED;
             break;
         }
+        AUS_ASSERT(remaining - AUS_RECORD_HEADER_SIZE >= body);
+        /* A validated batch ascends; a verified one is applied as its bytes say. */
+        AUS_ASSERT(checked || lsn > previous_lsn);
+        previous_lsn = lsn;
         const uint8_t *const next = p + AUS_RECORD_HEADER_SIZE + body;
         if (lsn > lsn_bound) break;
         if (general) {
@@ -342,6 +359,7 @@ apply_records(const uint8_t *buf, size_t len, uint32_t page_size,
             p = next;
             continue;
         }
+        AUS_ASSERT((size_t)slot < set.page_count); /* whatever the page numbers hold */
         uint8_t *const page = pages + (size_t)slot * page_size;
         const uint8_t kind = aus_record_kind(p);
         if (__builtin_expect(kind == AUS_KIND_WRITE, 1)) {
@@ -350,14 +368,17 @@ apply_records(const uint8_t *buf, size_t len, uint32_t page_size,
                 status = AUS_E_RANGE;
                 break;
             }
+            AUS_ASSERT((uint64_t)offset + length <= page_size);
             memcpy(page + offset, p + AUS_RECORD_HEADER_SIZE, length);
         } else if (kind == AUS_KIND_PAGE) {
             if (checked && length != page_size) {
                 status = AUS_E_LENGTH;
                 break;
             }
+            AUS_ASSERT(length == page_size);
             memcpy(page, p + AUS_RECORD_HEADER_SIZE, page_size);
         } else if (!checked || kind == AUS_KIND_ZERO) {
+            AUS_ASSERT(kind == AUS_KIND_ZERO);
             memset(page, 0, page_size);
         } else {
             status = AUS_E_KIND;

@@ -42,6 +42,9 @@
 
 uint32_t aus_format_version(void);
 
+/* 1 if this build checks its AUS_ASSERTs (built with -DAUS_DEBUG), else 0. */
+int aus_assertions_enabled(void);
+
 /*
  * Check every rule of a packed record batch (docs/format.md, validity rule).
  * Pages must lie in [page_lo, page_hi). If backlink != AUS_NO_BACKLINK the
