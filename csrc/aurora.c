@@ -1,19 +1,13 @@
 /*
  * aurora-storage C core: validation, indexing and application of packed redo
- * record batches. See aurora.h for the contract and docs/format.md for the
- * record layout:
+ * record batches. See aurora.h for the contract, record.h for the record
+ * layout (docs/format.md, "Redo records") and internal.h for the field
+ * accessors.
  *
- *   offset size field
- *        0    8 lsn        u64, > 0, strictly increasing within a batch
- *        8    8 backlink   u64, LSN of the previous record of the same PG
- *       16    8 page_no    u64
- *       24    8 time       f64, writer clock seconds (CPL records), else 0
- *       32    4 offset     u32, byte offset in the page
- *       36    4 length     u32, payload bytes
- *       40    1 kind       u8, AUS_KIND_*
- *       41    1 flags      u8, AUS_FLAG_*
- *       42    6 reserved   zero
- *       48    - payload, zero-padded to a multiple of 8 bytes
+ * Memory: nothing here allocates or keeps a pointer past a call. The batch,
+ * the pages, page numbers, page LSNs, annulled ranges and output cells are
+ * the caller's (Python's, through ffi.from_buffer or ffi.new); C reads and
+ * writes them only during the call.
  *
  * Every read of the input is bounds-checked before it happens, whatever the
  * bytes are. aus_apply writes pages only after the whole batch passed
@@ -26,11 +20,7 @@
 
 #include <string.h>
 
-#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-#error "aurora-storage reads records in place and needs a little-endian host"
-#endif
-
-#define KNOWN_FLAGS ((uint8_t)AUS_FLAG_CPL)
+#include "internal.h"
 
 typedef struct {
     uint64_t lsn;
@@ -43,43 +33,30 @@ typedef struct {
     uint8_t flags;
 } record_header;
 
-static inline uint64_t load_u64(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline uint32_t load_u32(const uint8_t *p) {
-    uint32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline size_t padded(uint32_t length) {
-    return ((size_t)length + (AUS_RECORD_ALIGN - 1)) & ~(size_t)(AUS_RECORD_ALIGN - 1);
-}
-
 static int page_size_valid(uint32_t page_size) {
     return page_size >= AUS_PAGE_SIZE_MIN && page_size <= AUS_PAGE_SIZE_MAX &&
            (page_size & (page_size - 1)) == 0;
 }
 
 /*
- * Bits of the 8 bytes at offset 40 (kind, flags, reserved) that must be zero:
- * every flag but CPL and the 6 reserved bytes. One load checks rule 3.
+ * Bits of the header's last word (kind, flags, reserved: aus_record_tail)
+ * that must be zero: every flag but the known ones, and the reserved bytes.
+ * One load checks rule 3.
  */
-#define TAIL_MUST_BE_ZERO (~(uint64_t)0xFF & ~((uint64_t)KNOWN_FLAGS << 8))
+#define TAIL_KIND_MASK ((uint64_t)0xFF)
+#define TAIL_KNOWN_FLAGS ((uint64_t)AUS_FLAGS_KNOWN << AUS_TAIL_FLAGS_SHIFT)
+#define TAIL_MUST_BE_ZERO (~TAIL_KIND_MASK & ~TAIL_KNOWN_FLAGS)
 
 static inline void read_header(const uint8_t *p, record_header *h) {
-    const uint64_t tail = load_u64(p + 40);
-    h->lsn = load_u64(p);
-    h->backlink = load_u64(p + 8);
-    h->page_no = load_u64(p + 16);
-    memcpy(&h->time, p + 24, sizeof h->time);
-    h->offset = load_u32(p + 32);
-    h->length = load_u32(p + 36);
-    h->kind = (uint8_t)tail;
-    h->flags = (uint8_t)(tail >> 8);
+    const uint64_t tail = aus_record_tail(p);
+    h->lsn = aus_record_lsn(p);
+    h->backlink = aus_record_backlink(p);
+    h->page_no = aus_record_page_no(p);
+    h->time = aus_record_time(p);
+    h->offset = aus_record_offset(p);
+    h->length = aus_record_length(p);
+    h->kind = (uint8_t)(tail & TAIL_KIND_MASK);
+    h->flags = (uint8_t)(tail >> AUS_TAIL_FLAGS_SHIFT);
 }
 
 /*
@@ -92,7 +69,7 @@ static int check_record_in_order(const uint8_t *p, size_t remaining, uint32_t pa
                                  uint64_t previous_lsn, size_t *size) {
     record_header h;
     read_header(p, &h);
-    if (load_u64(p + 40) & TAIL_MUST_BE_ZERO) return AUS_E_RESERVED;
+    if (aus_record_tail(p) & TAIL_MUST_BE_ZERO) return AUS_E_RESERVED;
     if (h.lsn == 0 || h.lsn <= previous_lsn) return AUS_E_LSN_ORDER;
     switch (h.kind) {
     case AUS_KIND_WRITE:
@@ -108,16 +85,17 @@ static int check_record_in_order(const uint8_t *p, size_t remaining, uint32_t pa
     default:
         return AUS_E_KIND;
     }
-    const size_t body = padded(h.length);
+    const size_t body = aus_padded(h.length);
     if (remaining - AUS_RECORD_HEADER_SIZE < body) return AUS_E_TRUNCATED;
     const size_t padding = body - h.length;
     if (padding) {
         /* length >= 1 here, so body >= 8: the padding is the top bytes of the
          * body's last 8-byte word, which lies inside the batch. */
-        const uint64_t last = load_u64(p + AUS_RECORD_HEADER_SIZE + body - 8);
+        const uint64_t last = aus_load_u64(p + AUS_RECORD_HEADER_SIZE + body - 8);
         if (last >> (64 - 8 * padding)) return AUS_E_PADDING;
     }
     *size = AUS_RECORD_HEADER_SIZE + body;
+    AUS_ASSERT(*size <= remaining);
     return AUS_OK;
 }
 
@@ -137,20 +115,21 @@ check_record(const uint8_t *p, size_t remaining, uint32_t page_size,
              uint64_t previous_lsn, record_header *h, size_t *size) {
     if (remaining < AUS_RECORD_HEADER_SIZE) return AUS_E_TRUNCATED;
     read_header(p, h);
-    const size_t body = padded(h->length);
+    const size_t body = aus_padded(h->length);
     if (__builtin_expect(remaining - AUS_RECORD_HEADER_SIZE >= body, 1)) {
         /* The body's last word holds the padding in its top bytes. With
          * length 0 it is the header's last word and there is no padding. */
-        const uint64_t last = load_u64(p + AUS_RECORD_HEADER_SIZE + body - 8);
+        const uint64_t last = aus_load_u64(p + AUS_RECORD_HEADER_SIZE + body - 8);
         const unsigned padding_bits = 8 * (unsigned)(body - h->length); /* 0..56 */
-        const uint64_t tail = load_u64(p + 40);
-        /* kind WRITE, no flag but CPL, reserved zero */
-        const int write_ok = (tail & ~((uint64_t)KNOWN_FLAGS << 8)) == AUS_KIND_WRITE;
+        const uint64_t tail = aus_record_tail(p);
+        /* kind WRITE, no flag but the known ones, reserved zero */
+        const int write_ok = (tail & ~TAIL_KNOWN_FLAGS) == AUS_KIND_WRITE;
         const int valid = write_ok & (h->lsn > previous_lsn) & (h->length != 0) &
                           ((uint64_t)h->offset + h->length <= page_size) &
                           (((last >> 1) >> (63 - padding_bits)) == 0);
         if (__builtin_expect(valid, 1)) {
             *size = AUS_RECORD_HEADER_SIZE + body;
+            AUS_ASSERT(*size <= remaining);
             return AUS_OK;
         }
     }
@@ -173,13 +152,17 @@ static int check_batch(const uint8_t *buf, size_t len, uint32_t page_size,
             *error_pos = pos;
             return status;
         }
+        AUS_ASSERT(h.lsn > previous && size <= len - pos); /* what check_record checked */
         previous = h.lsn;
         pos += size;
     }
+    AUS_ASSERT(pos == len);
     return AUS_OK;
 }
 
 uint32_t aus_format_version(void) { return AUS_FORMAT_VERSION; }
+
+int aus_assertions_enabled(void) { return AUS_ASSERTIONS; }
 
 int aus_validate(const uint8_t *buf, size_t len, uint32_t page_size,
                  uint64_t page_lo, uint64_t page_hi, uint64_t backlink,
@@ -204,6 +187,7 @@ int aus_validate(const uint8_t *buf, size_t len, uint32_t page_size,
             *error_pos = pos;
             return status;
         }
+        AUS_ASSERT(h.lsn > previous && size <= len - pos);
         if (count == 0) first = h.lsn;
         if (h.flags & AUS_FLAG_CPL) {
             cpl_count++;
@@ -215,6 +199,7 @@ int aus_validate(const uint8_t *buf, size_t len, uint32_t page_size,
         previous = h.lsn;
         pos += size;
     }
+    AUS_ASSERT(pos == len && cpl_count <= count);
     summary[0] = count;
     summary[1] = first;
     summary[2] = previous;
@@ -243,6 +228,7 @@ int aus_index(const uint8_t *buf, size_t len, uint32_t page_size,
             *error_pos = pos;
             return status;
         }
+        AUS_ASSERT(n < capacity && h.lsn > previous && size <= len - pos);
         if (page_nos) page_nos[n] = h.page_no;
         if (lsns) lsns[n] = h.lsn;
         if (flags) flags[n] = h.flags;
@@ -286,6 +272,7 @@ typedef struct {
 } page_set;
 
 static inline page_set make_page_set(const uint64_t *page_nos, size_t page_count) {
+    AUS_ASSERT(page_count > 0);
     page_set set = {page_nos, page_count, page_nos[0], 0};
     set.dense = page_nos[page_count - 1] - page_nos[0] == page_count - 1;
     return set;
@@ -336,6 +323,7 @@ apply_records(const uint8_t *buf, size_t len, uint32_t page_size,
     const uint8_t *const end = buf + len;
     size_t range = 0; /* annulled ranges are sorted and LSNs ascend: one pass */
     uint64_t count = 0;
+    uint64_t previous_lsn = 0; /* read by assertions only */
     int status = AUS_OK;
     while (p != end) {
         const size_t remaining = (size_t)(end - p);
@@ -343,13 +331,19 @@ apply_records(const uint8_t *buf, size_t len, uint32_t page_size,
             status = AUS_E_TRUNCATED;
             break;
         }
-        const uint64_t lsn = load_u64(p);
-        const uint32_t length = load_u32(p + 36);
-        const size_t body = padded(length);
+        /* Checked above, or by check_batch before the first record was applied. */
+        AUS_ASSERT(remaining >= AUS_RECORD_HEADER_SIZE);
+        const uint64_t lsn = aus_record_lsn(p);
+        const uint32_t length = aus_record_length(p);
+        const size_t body = aus_padded(length);
         if (checked && remaining - AUS_RECORD_HEADER_SIZE < body) {
             status = AUS_E_TRUNCATED;
             break;
         }
+        AUS_ASSERT(remaining - AUS_RECORD_HEADER_SIZE >= body);
+        /* A validated batch ascends; a verified one is applied as its bytes say. */
+        AUS_ASSERT(checked || lsn > previous_lsn);
+        previous_lsn = lsn;
         const uint8_t *const next = p + AUS_RECORD_HEADER_SIZE + body;
         if (lsn > lsn_bound) break;
         if (general) {
@@ -359,28 +353,32 @@ apply_records(const uint8_t *buf, size_t len, uint32_t page_size,
                 continue;
             }
         }
-        const ptrdiff_t slot = dense ? dense_slot(&set, load_u64(p + 16))
-                                     : find_slot(&set, load_u64(p + 16));
+        const ptrdiff_t slot = dense ? dense_slot(&set, aus_record_page_no(p))
+                                     : find_slot(&set, aus_record_page_no(p));
         if (slot < 0 || (general && page_lsns && lsn <= page_lsns[slot])) {
             p = next;
             continue;
         }
+        AUS_ASSERT((size_t)slot < set.page_count); /* whatever the page numbers hold */
         uint8_t *const page = pages + (size_t)slot * page_size;
-        const uint8_t kind = p[40];
+        const uint8_t kind = aus_record_kind(p);
         if (__builtin_expect(kind == AUS_KIND_WRITE, 1)) {
-            const uint32_t offset = load_u32(p + 32);
+            const uint32_t offset = aus_record_offset(p);
             if (checked && (uint64_t)offset + length > page_size) {
                 status = AUS_E_RANGE;
                 break;
             }
+            AUS_ASSERT((uint64_t)offset + length <= page_size);
             memcpy(page + offset, p + AUS_RECORD_HEADER_SIZE, length);
         } else if (kind == AUS_KIND_PAGE) {
             if (checked && length != page_size) {
                 status = AUS_E_LENGTH;
                 break;
             }
+            AUS_ASSERT(length == page_size);
             memcpy(page, p + AUS_RECORD_HEADER_SIZE, page_size);
         } else if (!checked || kind == AUS_KIND_ZERO) {
+            AUS_ASSERT(kind == AUS_KIND_ZERO);
             memset(page, 0, page_size);
         } else {
             status = AUS_E_KIND;

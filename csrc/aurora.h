@@ -1,13 +1,24 @@
 /*
  * aurora-storage C core: everything done once per record or once per byte.
+ * This header declares the batch functions of aurora.c: validate, index and
+ * apply packed record batches.
  *
- * The record format is specified in docs/format.md ("Redo records"); the
- * constants below must match it and aurora_storage/log.py, which asserts so
- * at import. Python owns every buffer: C reads and writes only the memory it
- * is handed for the duration of one call, never allocates, prints or exits,
- * and reports problems as an AUS_E_* status plus the byte position of the
- * first bad record. aurora_storage/native.py maps statuses to exceptions in
- * one place.
+ * The record format is specified in docs/format.md ("Redo records"); its one
+ * C table is record.h, mirrored in Python by aurora_storage/format/records.py
+ * (checked against the compiled core when it is loaded). Statuses are in
+ * status.h; aurora_storage/native/__init__.py maps them to exceptions in one
+ * place.
+ *
+ * Memory: the functions of this header allocate nothing and keep nothing.
+ * Every buffer (a batch, page images, page numbers, page LSNs, annulled
+ * ranges, output cells) is the caller's: Python passes it with
+ * ffi.from_buffer or ffi.new, and C reads or writes it only for the duration
+ * of the call, within the sizes given. They never print or exit either,
+ * except AUS_ASSERT in a debug build (internal.h), which aborts on a broken
+ * invariant; problems with the input are an AUS_E_* status plus the byte
+ * position of the first bad record. Other parts of the core do allocate, and
+ * say so in their headers: page logs (pagelog.h), the chunk pool (chunks.h)
+ * and the flusher (flush.h).
  *
  * This header is also read by the cffi build script (cdef), so it holds only
  * declarations cffi understands: no preprocessor conditionals, no macros with
@@ -19,40 +30,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AUS_FORMAT_VERSION 1
-#define AUS_RECORD_HEADER_SIZE 48
-#define AUS_RECORD_ALIGN 8
+#include "record.h" /* the record layout: offsets, kinds, flags */
+#include "status.h"
+
 #define AUS_PAGE_SIZE_MIN 4096
 #define AUS_PAGE_SIZE_MAX 65536
 #define AUS_SUMMARY_SIZE 7 /* entries aus_validate writes to summary */
-
-/* Record kinds (docs/format.md). Values are on disk: never reuse one. */
-#define AUS_KIND_WRITE 1 /* length bytes at offset within the page */
-#define AUS_KIND_PAGE 2  /* a full page image: offset 0, length page_size */
-#define AUS_KIND_ZERO 3  /* the page becomes zeros: offset 0, length 0 */
-
-/* Record flags. */
-#define AUS_FLAG_CPL 1 /* last record of a mini-transaction */
-
-/* Statuses. Values are part of the Python mapping table in native.py. */
-#define AUS_OK 0
-#define AUS_E_TRUNCATED 1   /* header or payload runs past the buffer end */
-#define AUS_E_KIND 2        /* unknown record kind */
-#define AUS_E_RANGE 3       /* offset + length past the page end */
-#define AUS_E_LSN_ORDER 4   /* LSN zero or not strictly increasing */
-#define AUS_E_RESERVED 5    /* unknown flag bits or nonzero reserved field */
-#define AUS_E_LENGTH 6      /* length does not fit the kind */
-#define AUS_E_PAGE 7        /* page number outside the allowed range */
-#define AUS_E_BACKLINK 8    /* backlink does not continue the chain */
-#define AUS_E_EMPTY 9       /* a batch with no record */
-#define AUS_E_PADDING 10    /* nonzero padding after a payload */
-#define AUS_E_CAPACITY 11   /* an output array is too small */
-#define AUS_E_ARGUMENT 12   /* a bad argument (page size, annulled ranges) */
 
 /* Sentinel for "do not check the backlink chain". */
 #define AUS_NO_BACKLINK 0xFFFFFFFFFFFFFFFF
 
 uint32_t aus_format_version(void);
+
+/* 1 if this build checks its AUS_ASSERTs (built with -DAUS_DEBUG), else 0. */
+int aus_assertions_enabled(void);
 
 /*
  * Check every rule of a packed record batch (docs/format.md, validity rule).

@@ -16,6 +16,8 @@ from cffi import FFI
 
 HERE = Path(__file__).resolve().parent
 HEADERS = [
+    HERE / "status.h",
+    HERE / "record.h",
     HERE / "aurora.h",
     HERE / "pagelog.h",
     HERE / "writer.h",
@@ -23,11 +25,14 @@ HEADERS = [
     HERE / "chunks.h",
 ]
 
+STATIC_ASSERT = re.compile(r"^_Static_assert\(.*?\);$", re.MULTILINE | re.DOTALL)
+
 
 def cdef_text(header: str) -> str:
-    """The header without preprocessor lines, except AUS_ integer constants."""
+    """The header without preprocessor lines, except AUS_ integer constants, and
+    without static assertions (record.h's, for the compiler alone)."""
     kept = []
-    for line in header.splitlines():
+    for line in STATIC_ASSERT.sub("", header).splitlines():
         stripped = line.strip()
         if stripped.startswith("#"):
             if re.match(r"#define AUS_\w+\s+\S", stripped):
@@ -50,6 +55,7 @@ if os.environ.get("AURORA_STORAGE_CFLAGS"):
 
 ffibuilder.set_source(
     "aurora_storage._native",
+    '#include "status.h"\n#include "record.h"\n'
     '#include "aurora.h"\n#include "pagelog.h"\n#include "writer.h"\n#include "flush.h"\n'
     '#include "chunks.h"',
     # Relative to the project root, where setup.py runs the build.

@@ -1,4 +1,16 @@
-/* One flush for many files, on the caller's thread or a thread of its own (flush.h). */
+/*
+ * One flush for many files, on the caller's thread or a thread of its own (flush.h).
+ *
+ * Memory: aus_flush allocates nothing; fds, whole and errors are the
+ * caller's for the call. A flusher is calloc'd by aus_flusher_new and freed,
+ * with everything it holds, by aus_flusher_free (Python ties that to the
+ * Flusher object with ffi.gc, native/flush.py). It owns copies of the
+ * arguments of the flush in flight (fds, whole, errors: grown by start, read
+ * by the thread only while the flush is QUEUED or RUNNING) and two arrays of
+ * kicked descriptors: the callers append to `kicks` under the mutex, the
+ * thread reads `kicks_taken` without it, and they swap under the mutex. No
+ * pointer into Python memory is kept past a call.
+ */
 #if defined(__linux__)
 #define _GNU_SOURCE /* syncfs, sync_file_range */
 #else
@@ -16,9 +28,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "aurora.h"
 #include "chunks.h"
-#include "pagelog.h" /* AUS_E_NOMEM */
+#include "internal.h"
+#include "status.h"
 
 static int errno_of(int result) { return result == 0 ? 0 : (errno ? errno : EIO); }
 
@@ -37,6 +49,7 @@ static void flush_writeback(const int *fds, const uint8_t *whole, size_t count,
     const unsigned int wait_all = SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE |
                                   SYNC_FILE_RANGE_WAIT_AFTER;
     size_t last = count; /* the data-only file whose fdatasync flushes the device */
+    AUS_ASSERT(count > 0);
     for (size_t i = 0; i < count; i++) {
         errors[i] = 0;
         if (whole[i]) continue;
@@ -163,6 +176,7 @@ static void poll_for_work(aus_flusher *flusher) { poll_until(flusher, work_arriv
 /* Starts the write-back of the kicked files; called with the mutex held, returns
  * with it held. Errors are left to the flush, which meets them again. */
 static void write_back_kicked(aus_flusher *flusher) {
+    AUS_ASSERT(flusher->kick_count <= flusher->kick_capacity);
     int *taken = flusher->kicks;
     size_t count = flusher->kick_count, capacity = flusher->kick_capacity;
     flusher->kicks = flusher->kicks_taken; /* the callers append to the other array */
@@ -208,6 +222,7 @@ static void *flusher_main(void *argument) {
             pthread_mutex_lock(&flusher->mutex);
             continue;
         }
+        AUS_ASSERT(flusher->count > 0 && flusher->count <= flusher->capacity);
         flusher->state = RUNNING;
         pthread_mutex_unlock(&flusher->mutex);
         /* The arguments were checked by start; only this thread touches them now. */
@@ -312,6 +327,7 @@ int aus_flusher_start(aus_flusher *flusher, const int *fds, const uint8_t *whole
     if (state != IDLE) return AUS_E_ARGUMENT;
     /* Idle: the thread reads nothing but the state until it sees QUEUED. */
     if (reserve(flusher, count) != AUS_OK) return AUS_E_NOMEM;
+    AUS_ASSERT(count <= flusher->capacity);
     memcpy(flusher->fds, fds, count * sizeof *fds);
     memcpy(flusher->whole, whole, count);
     flusher->count = count;
@@ -345,6 +361,7 @@ int aus_flusher_kick(aus_flusher *flusher, int fd) {
             pthread_mutex_unlock(&flusher->mutex);
             return AUS_OK;
         }
+    AUS_ASSERT(flusher->kick_count < flusher->kick_capacity);
     flusher->kicks[flusher->kick_count++] = fd;
     atomic_store_explicit(&flusher->kicked, 1, memory_order_relaxed);
     pthread_cond_broadcast(&flusher->changed); /* no system call unless it sleeps */
@@ -374,6 +391,7 @@ int aus_flusher_wait(aus_flusher *flusher, int *errors, size_t count) {
         return AUS_E_ARGUMENT;
     }
     while (flusher->state != DONE) pthread_cond_wait(&flusher->changed, &flusher->mutex);
+    AUS_ASSERT(count == flusher->count && count <= flusher->capacity);
     memcpy(errors, flusher->errors, count * sizeof *errors);
     flusher->state = IDLE;
     pthread_mutex_unlock(&flusher->mutex);

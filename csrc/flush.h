@@ -33,6 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "status.h" /* the AUS_E_* these functions return */
+
 #define AUS_FLUSH_SYNCFS 1
 #define AUS_FLUSH_WRITEBACK 2
 #define AUS_FLUSH_EACH 3

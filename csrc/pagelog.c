@@ -19,6 +19,22 @@
  * off the commit path), cut into blocks of 256 B << class, each class with a
  * free list. A batch larger than the largest class goes to malloc again. The
  * arena gives its chunks back when the log is freed.
+ *
+ * Memory, by owner:
+ * - The log's own: the aus_pagelog, its entries and hash table, its block
+ *   table, each entry's record batch (malloc or an arena block) and private
+ *   image (`owned`, malloc). aus_pagelog_new allocates, aus_pagelog_free
+ *   frees all of it; Python calls free through ffi.gc or PageLog.close.
+ * - The pool's (chunks.c): arena chunks, taken with aus_chunk_take and given
+ *   back with aus_chunk_give when the log is freed.
+ * - Python's, lent for one call: every batch, page number list, annulled
+ *   range list, image and output buffer (ffi.from_buffer, ffi.new). The log
+ *   copies what it keeps.
+ * - Python's, lent until given back: the blocks of aus_pagelog_share. A
+ *   shared image points into one (`image` set, `owned` NULL, `block` its id);
+ *   the log never writes or frees it, and Python keeps the block alive while
+ *   aus_pagelog_borrowers counts an image in it (NativePageLog._blocks).
+ * AUS_ASSERT(entry_valid(...)) checks these rules where entries change.
  */
 #include "pagelog.h"
 
@@ -27,6 +43,7 @@
 
 #include "aurora.h"
 #include "chunks.h"
+#include "internal.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -58,6 +75,9 @@ typedef struct {
 #define ARENA_BLOCK_MIN 256
 #define ARENA_CLASSES 9 /* blocks of 256 B to 64 KiB */
 #define ARENA_AFTER AUS_CHUNK_BYTES
+/* A chunk is cut into whole blocks of every class (arena_alloc). */
+_Static_assert(AUS_CHUNK_BYTES % ((size_t)ARENA_BLOCK_MIN << (ARENA_CLASSES - 1)) == 0,
+               "a chunk holds whole blocks of the largest class");
 
 typedef struct {
     uint8_t *free[ARENA_CLASSES]; /* each free block holds the next one's address */
@@ -89,6 +109,20 @@ struct aus_pagelog {
     record_arena arena;
 };
 
+/*
+ * The ownership rules of an entry (top of the file): a private image is
+ * `owned`; a shared one is not and names a block with a borrower for it; a
+ * batch fits its capacity; the image is never newer than the newest LSN.
+ */
+static inline int entry_valid(const aus_pagelog *log, const page_entry *entry) {
+    const int shared = entry->image != NULL && entry->owned == NULL;
+    return (entry->owned == NULL || entry->image == entry->owned) &&
+           (shared == (entry->block != 0)) && entry->block <= log->block_count &&
+           (entry->block == 0 || log->blocks[entry->block - 1].borrowers > 0) &&
+           entry->length <= entry->capacity && entry->image_lsn <= entry->last_lsn &&
+           (entry->records != NULL || entry->capacity == 0);
+}
+
 static inline void prefetch(const void *address) {
 #if defined(__GNUC__)
     __builtin_prefetch(address);
@@ -104,6 +138,8 @@ static inline size_t slot_of(uint64_t page_no, size_t table_size) {
 
 static page_entry *find_entry(const aus_pagelog *log, uint64_t page_no) {
     size_t mask = log->table_size - 1;
+    /* The table is at most half full, so the probe meets a free slot. */
+    AUS_ASSERT(log->entry_count * 2 <= log->table_size);
     for (size_t slot = slot_of(page_no, log->table_size);; slot = (slot + 1) & mask) {
         uint32_t index = log->table[slot];
         if (index == NO_ENTRY) return NULL;
@@ -115,11 +151,15 @@ static void table_insert(uint32_t *table, size_t table_size, uint64_t page_no,
                          uint32_t index) {
     size_t mask = table_size - 1;
     size_t slot = slot_of(page_no, table_size);
+    AUS_ASSERT(index < table_size / 2); /* entries fill at most half the table */
     while (table[slot] != NO_ENTRY) slot = (slot + 1) & mask;
     table[slot] = index;
 }
 
 static page_entry *add_entry(aus_pagelog *log, uint64_t page_no) {
+    /* reserve_entries made room for this entry and kept the table half empty. */
+    AUS_ASSERT(log->entry_count < log->entry_capacity);
+    AUS_ASSERT((log->entry_count + 1) * 2 <= log->table_size);
     page_entry *entry = &log->entries[log->entry_count];
     memset(entry, 0, sizeof *entry);
     entry->page_no = page_no;
@@ -163,6 +203,7 @@ static int arena_class(size_t capacity) {
 }
 
 static void arena_push(record_arena *arena, uint8_t *block, int class) {
+    AUS_ASSERT(class >= 0 && class < ARENA_CLASSES); /* arena blocks have class sizes */
     UNPOISON(block, sizeof arena->free[class]);
     memcpy(block, &arena->free[class], sizeof arena->free[class]);
     POISON(block + sizeof arena->free[class],
@@ -208,6 +249,7 @@ static uint8_t *arena_alloc(aus_pagelog *log, int class) {
         arena->bump = chunk;
         arena->room = AUS_CHUNK_BYTES;
     }
+    AUS_ASSERT(arena->room >= size);
     block = arena->bump;
     arena->bump += size;
     arena->room -= size;
@@ -287,19 +329,6 @@ void aus_pagelog_free(aus_pagelog *log) {
     free(log);
 }
 
-static inline uint64_t load_u64(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
-static inline size_t record_bytes(const uint8_t *record) {
-    uint32_t length;
-    memcpy(&length, record + 36, sizeof length);
-    return AUS_RECORD_HEADER_SIZE + (((size_t)length + AUS_RECORD_ALIGN - 1) &
-                                     ~(size_t)(AUS_RECORD_ALIGN - 1));
-}
-
 int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
                        uint64_t *added, size_t *error_pos) {
     *added = 0;
@@ -346,14 +375,19 @@ int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
         if (entry->records) prefetch(entry->records + entry->length);
     }
     /* Pass 2: copy the records (nothing can fail now), or only reset on failure. */
+    uint64_t previous = 0; /* aus_index validated the batch: its LSNs ascend */
     for (size_t i = 0; i < count; i++) {
         page_entry *entry = &log->entries[slots[i]];
         entry->incoming = 0;
         if (status != AUS_OK) continue;
         const uint8_t *record = buf + positions[i];
-        uint64_t lsn = load_u64(record);
+        uint64_t lsn = aus_record_lsn(record);
+        AUS_ASSERT(lsn > previous && positions[i] < len);
+        previous = lsn;
         if (lsn <= entry->last_lsn) continue; /* duplicate or already folded */
-        size_t size = record_bytes(record);
+        size_t size = aus_record_size(record);
+        AUS_ASSERT(size <= len - positions[i]);
+        AUS_ASSERT(entry->length + size <= entry->capacity); /* pass 1 grew it */
         memcpy(entry->records + entry->length, record, size);
         entry->length += size;
         entry->record_count++;
@@ -361,6 +395,7 @@ int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
         log->record_count++;
         log->record_bytes += size;
         (*added)++;
+        AUS_ASSERT(entry_valid(log, entry));
     }
     free(columns);
     return status;
@@ -377,13 +412,13 @@ static size_t last_whole_page(const page_entry *entry, uint64_t lsn_bound,
     size_t found = entry->length, position = 0, range = 0;
     while (position < entry->length) {
         const uint8_t *record = entry->records + position;
-        uint64_t lsn = load_u64(record);
+        uint64_t lsn = aus_record_lsn(record);
         if (lsn > lsn_bound) break;
         while (range < n_annulled && annulled[2 * range + 1] < lsn) range++;
         int hidden = range < n_annulled && annulled[2 * range] < lsn;
-        uint8_t kind = record[40];
+        uint8_t kind = aus_record_kind(record);
         if (!hidden && (kind == AUS_KIND_PAGE || kind == AUS_KIND_ZERO)) found = position;
-        position += record_bytes(record);
+        position += aus_record_size(record);
     }
     return found;
 }
@@ -396,6 +431,7 @@ int aus_pagelog_materialize(aus_pagelog *log, uint64_t page_no,
     *page_lsn = 0;
     *applied = 0;
     const page_entry *entry = find_entry(log, page_no);
+    AUS_ASSERT(entry == NULL || entry_valid(log, entry));
     if (entry && entry->image_lsn > lsn_bound) return AUS_E_GONE;
     if (entry && entry->length) {
         if (!aus_annulled_valid(annulled, n_annulled)) return AUS_E_ARGUMENT;
@@ -412,9 +448,14 @@ int aus_pagelog_materialize(aus_pagelog *log, uint64_t page_no,
         start = 0;
     }
     if (!entry || entry->length == 0) return AUS_OK;
-    return aus_apply_verified(entry->records + start, entry->length - start, log->page_size,
-                              &page_no, 1, out, page_lsn, lsn_bound, annulled, n_annulled,
-                              applied, &error_pos);
+    AUS_ASSERT(start < entry->length);
+    const int status =
+        aus_apply_verified(entry->records + start, entry->length - start, log->page_size,
+                           &page_no, 1, out, page_lsn, lsn_bound, annulled, n_annulled,
+                           applied, &error_pos);
+    /* The page's records were validated when appended, the ranges above. */
+    AUS_ASSERT(status == AUS_OK);
+    return status;
 }
 
 int aus_pagelog_materialize_many(aus_pagelog *log, const uint64_t *page_nos,
@@ -448,11 +489,13 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
      * the log reading as before: a new image is zeros, a copy equals its block. */
     for (size_t i = 0; i < log->entry_count; i++) {
         page_entry *entry = &log->entries[i];
-        if (entry->length == 0 || entry->owned || load_u64(entry->records) > lsn)
+        if (entry->length == 0 || entry->owned || aus_record_lsn(entry->records) > lsn)
             continue;
         uint8_t *own = entry->image ? malloc(log->page_size) : calloc(1, log->page_size);
         if (!own) return AUS_E_NOMEM;
         if (entry->image) {
+            AUS_ASSERT(entry->block != 0 && log->blocks[entry->block - 1].borrowers > 0);
+            AUS_ASSERT(log->shared_count > 0);
             memcpy(own, entry->image, log->page_size);
             log->blocks[entry->block - 1].borrowers--;
             log->shared_count--;
@@ -462,23 +505,28 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
         }
         entry->image = entry->owned = own;
         log->allocated += log->page_size;
+        AUS_ASSERT(entry_valid(log, entry));
     }
     for (size_t i = 0; i < log->entry_count; i++) {
         page_entry *entry = &log->entries[i];
         size_t prefix = 0, records = 0;
         uint64_t last = 0;
-        while (prefix < entry->length && load_u64(entry->records + prefix) <= lsn) {
-            last = load_u64(entry->records + prefix);
-            prefix += record_bytes(entry->records + prefix);
+        while (prefix < entry->length && aus_record_lsn(entry->records + prefix) <= lsn) {
+            last = aus_record_lsn(entry->records + prefix);
+            prefix += aus_record_size(entry->records + prefix);
             records++;
         }
         if (records == 0) continue;
+        /* Folding writes the image: only ever one the log owns, never a block. */
+        AUS_ASSERT(entry->owned != NULL && entry->image == entry->owned);
+        AUS_ASSERT(prefix <= entry->length && last <= entry->last_lsn);
         uint64_t page_lsn = entry->image_lsn, applied = 0;
         size_t error_pos = 0;
         int status = aus_apply_verified(entry->records, prefix, log->page_size,
                                &entry->page_no, 1, entry->owned, &page_lsn, lsn,
                                annulled, n_annulled, &applied, &error_pos);
-        if (status != AUS_OK) return status; /* arguments only: records were valid */
+        AUS_ASSERT(status == AUS_OK); /* records valid when appended, ranges above */
+        if (status != AUS_OK) return status;
         entry->image_lsn = last;
         memmove(entry->records, entry->records + prefix, entry->length - prefix);
         entry->length -= prefix;
@@ -486,6 +534,7 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
         log->record_count -= records;
         log->record_bytes -= prefix;
         *folded += records;
+        AUS_ASSERT(entry_valid(log, entry));
     }
     return AUS_OK;
 }
@@ -509,6 +558,7 @@ int aus_pagelog_set_image(aus_pagelog *log, uint64_t page_no,
     if (image_lsn > entry->last_lsn) entry->last_lsn = image_lsn;
     log->image_count++;
     log->allocated += log->page_size;
+    AUS_ASSERT(entry_valid(log, entry));
     return AUS_OK;
 }
 
@@ -547,11 +597,13 @@ int aus_pagelog_share(aus_pagelog *log, const uint8_t *block, size_t block_lengt
             entry = add_entry(log, page_nos[i]);
         else if (entry->length || entry->image)
             continue; /* fill: an earlier layer holds this page */
-        entry->image = block + i * log->page_size;
+        AUS_ASSERT(entry->owned == NULL && entry->block == 0);
+        entry->image = block + i * log->page_size; /* inside: count fits block_length */
         entry->block = id;
         entry->image_lsn = image_lsn;
         if (image_lsn > entry->last_lsn) entry->last_lsn = image_lsn;
         shared->borrowers++;
+        AUS_ASSERT(entry_valid(log, entry));
     }
     log->image_count += shared->borrowers;
     log->shared_count += shared->borrowers;
@@ -569,6 +621,7 @@ int aus_pagelog_borrowers(const aus_pagelog *log, uint32_t block_id,
 }
 
 void aus_pagelog_stats(const aus_pagelog *log, uint64_t *stats) {
+    AUS_ASSERT(log->shared_count <= log->image_count);
     uint64_t allocated = log->entry_capacity * sizeof(page_entry) +
                          log->table_size * sizeof(uint32_t) +
                          log->block_capacity * sizeof(shared_block) + log->allocated;

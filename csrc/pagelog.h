@@ -29,8 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define AUS_E_NOMEM 13  /* an allocation failed; nothing changed */
-#define AUS_E_GONE 14   /* the version asked for was coalesced away */
+#include "status.h"
+
 #define AUS_PAGELOG_STATS 8
 #define AUS_PAGES_ALL 0          /* aus_pagelog_pages: every page the log knows */
 #define AUS_PAGES_WITH_RECORDS 1 /* aus_pagelog_pages: pages holding records */

@@ -34,7 +34,15 @@ import xxhash
 from .. import native
 from ..errors import CorruptFrameError, FormatVersionError, InvalidRecordError
 
-RECORD_HEADER = struct.Struct("<QQQdIIBB6x")
+# The record layout's home is format/records.py; these names stay here for their users.
+from .records import FLAG_CPL as FLAG_CPL
+from .records import KIND_PAGE as KIND_PAGE
+from .records import KIND_WRITE as KIND_WRITE
+from .records import KIND_ZERO as KIND_ZERO
+from .records import RECORD_HEADER as RECORD_HEADER
+from .records import RECORD_HEADER_SIZE
+from .records import record_size as record_size
+
 FRAME_HEADER = struct.Struct("<IHHQQQQQIIQ")
 FRAME_MAGIC = 0x52465541  # b"AUFR" read as a little-endian u32
 FRAME_VERSION = 1
@@ -42,19 +50,8 @@ FRAME_HEADER_SIZE = 64
 FRAME_CHECKED_PREFIX = 56  # header bytes covered by the checksum (all but itself)
 FRAME_BODY_MAX = 64 * 1024 * 1024  # a frame body never exceeds 64 MiB
 
-KIND_WRITE = native.KIND_WRITE
-KIND_PAGE = native.KIND_PAGE
-KIND_ZERO = native.KIND_ZERO
-FLAG_CPL = native.FLAG_CPL
-
-assert RECORD_HEADER.size == native.RECORD_HEADER_SIZE == 48
 assert FRAME_HEADER.size == FRAME_HEADER_SIZE == 64
 assert struct.pack("<I", FRAME_MAGIC) == b"AUFR"
-
-
-def record_size(length: int) -> int:
-    """Bytes a record with ``length`` payload bytes takes in a batch."""
-    return native.RECORD_HEADER_SIZE + ((length + native.RECORD_ALIGN - 1) & ~7)
 
 
 def pack_record(
@@ -69,7 +66,7 @@ def pack_record(
 ) -> bytes:
     """One record, header and padded payload; the caller keeps LSN order."""
     length = len(payload)
-    padding = bytes(record_size(length) - native.RECORD_HEADER_SIZE - length)
+    padding = bytes(record_size(length) - RECORD_HEADER_SIZE - length)
     header = RECORD_HEADER.pack(lsn, backlink, page_no, time, offset, length, kind, flags)
     return b"".join((header, payload, padding))
 
@@ -104,7 +101,7 @@ class BatchBuilder:
         RECORD_HEADER.pack_into(
             buffer, start, lsn, backlink, page_no, time, offset, length, kind, flags
         )
-        body = start + native.RECORD_HEADER_SIZE
+        body = start + RECORD_HEADER_SIZE
         buffer[body : body + length] = payload
         if self.count == 0:
             self.first_lsn = lsn

@@ -17,7 +17,9 @@ It offers batch-shaped functions, each one call per batch of records:
 Two backends implement them with identical results: ``native`` (the C core,
 the default) and ``python`` (a readable reference, selected with
 ``AURORA_STORAGE_BACKEND=python``). C statuses become exceptions in one place,
-:func:`raise_for_status`. Record layout: docs/format.md and ``log.py``.
+:func:`raise_for_status`, from one table, :data:`STATUS_TABLE` (csrc/status.h).
+Record layout: docs/format.md, mirrored by ``format/records.py`` (csrc/record.h);
+loading the compiled core checks both tables against it (:func:`core_mismatches`).
 """
 
 from __future__ import annotations
@@ -34,21 +36,37 @@ from itertools import islice
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, Union
 
-from ..errors import FormatVersionError, InvalidArgumentError, InvalidRecordError, NativeCoreError
+from ..errors import (
+    FormatVersionError,
+    InvalidArgumentError,
+    InvalidRecordError,
+    NativeCoreError,
+    VersionGoneError,
+)
+from ..format import records
+from ..format.records import (
+    FLAG_CPL,
+    FLAGS_KNOWN,
+    FORMAT_VERSION,
+    KIND_PAGE,
+    KIND_WRITE,
+    KIND_ZERO,
+    RECORD_HEADER,
+    RECORD_HEADER_RESERVED,
+    RECORD_HEADER_SIZE,
+    RESERVED_ZERO,
+)
 
-FORMAT_VERSION = 1
-RECORD_HEADER_SIZE = 48
-RECORD_ALIGN = 8
+# Record layout names this module has always offered; their home is format/records.py.
+RECORD_ALIGN = records.RECORD_ALIGN
+shape = records.shape
+
 PAGE_SIZE_MIN = 4096
 PAGE_SIZE_MAX = 65536
-KIND_WRITE = 1
-KIND_PAGE = 2
-KIND_ZERO = 3
-FLAG_CPL = 1
 NO_BACKLINK = 0xFFFF_FFFF_FFFF_FFFF
 LSN_MAX = 0xFFFF_FFFF_FFFF_FFFF
 
-# Statuses of the C core (csrc/aurora.h) -> (what was wrong, the field at fault).
+# Statuses of the C core: csrc/status.h, each value under its C name without "AUS_".
 STATUS_OK = 0
 STATUS_TRUNCATED = 1
 STATUS_KIND = 2
@@ -62,19 +80,56 @@ STATUS_EMPTY = 9
 STATUS_PADDING = 10
 STATUS_CAPACITY = 11
 STATUS_ARGUMENT = 12
-STATUS_NOMEM = 13  # csrc/pagelog.h: an allocation failed, nothing changed
+STATUS_NOMEM = 13
+STATUS_GONE = 14
 
-_STATUS_TABLE: dict[int, tuple[str, str]] = {
-    STATUS_TRUNCATED: ("header or payload runs past the end of the batch", "length"),
-    STATUS_KIND: ("unknown record kind", "kind"),
-    STATUS_RANGE: ("offset plus length runs past the end of the page", "offset"),
-    STATUS_LSN_ORDER: ("LSN is zero or not above the previous record's", "lsn"),
-    STATUS_RESERVED: ("unknown flag bits or nonzero reserved bytes", "flags"),
-    STATUS_LENGTH: ("length does not fit the record kind", "length"),
-    STATUS_PAGE: ("page number outside the protection group", "page_no"),
-    STATUS_BACKLINK: ("backlink does not continue the chain", "backlink"),
-    STATUS_EMPTY: ("a batch with no record", "length"),
-    STATUS_PADDING: ("nonzero padding after the payload", "payload"),
+
+class StatusRow(NamedTuple):
+    """One status of csrc/status.h and how :func:`raise_for_status` reports it."""
+
+    c_name: str
+    meaning: str
+    field: str | None  # the record field at fault: InvalidRecordError; None: see below
+
+
+# The one table of C statuses. A row with a field is a bad record and becomes an
+# InvalidRecordError at the record's position; the others become, in
+# raise_for_status: ARGUMENT InvalidArgumentError, NOMEM MemoryError, GONE
+# VersionGoneError, CAPACITY (a bug of this module) NativeCoreError.
+STATUS_TABLE: dict[int, StatusRow] = {
+    STATUS_TRUNCATED: StatusRow(
+        "AUS_E_TRUNCATED", "header or payload runs past the end of the batch", "length"
+    ),
+    STATUS_KIND: StatusRow("AUS_E_KIND", "unknown record kind", "kind"),
+    STATUS_RANGE: StatusRow(
+        "AUS_E_RANGE", "offset plus length runs past the end of the page", "offset"
+    ),
+    STATUS_LSN_ORDER: StatusRow(
+        "AUS_E_LSN_ORDER", "LSN is zero or not above the previous record's", "lsn"
+    ),
+    STATUS_RESERVED: StatusRow(
+        "AUS_E_RESERVED", "unknown flag bits or nonzero reserved bytes", "flags"
+    ),
+    STATUS_LENGTH: StatusRow("AUS_E_LENGTH", "length does not fit the record kind", "length"),
+    STATUS_PAGE: StatusRow("AUS_E_PAGE", "page number outside the protection group", "page_no"),
+    STATUS_BACKLINK: StatusRow(
+        "AUS_E_BACKLINK", "backlink does not continue the chain", "backlink"
+    ),
+    STATUS_EMPTY: StatusRow("AUS_E_EMPTY", "a batch with no record", "length"),
+    STATUS_PADDING: StatusRow("AUS_E_PADDING", "nonzero padding after the payload", "payload"),
+    STATUS_CAPACITY: StatusRow(
+        "AUS_E_CAPACITY", "an output array given to the C core is too small", None
+    ),
+    STATUS_ARGUMENT: StatusRow(
+        "AUS_E_ARGUMENT",
+        "invalid argument to the C core: page size not a power of two in 4 KiB..64 KiB, "
+        "page numbers not strictly ascending, or annulled ranges not sorted and disjoint",
+        None,
+    ),
+    STATUS_NOMEM: StatusRow(
+        "AUS_E_NOMEM", "the C core could not allocate memory; nothing changed", None
+    ),
+    STATUS_GONE: StatusRow("AUS_E_GONE", "the page version asked for was coalesced away", None),
 }
 
 # Anything that exposes the buffer protocol as bytes (collections.abc.Buffer from 3.12).
@@ -83,26 +138,28 @@ Buffer = Union[bytes, bytearray, memoryview, "array[int]", mmap.mmap]
 SUMMARY_SIZE = 7
 _U64 = struct.Struct("<Q")
 _F64 = struct.Struct("<d")
-_HEADER = struct.Struct("<QQQdIIBB6s")
-assert _HEADER.size == RECORD_HEADER_SIZE
-_RESERVED = bytes(6)
 
 
-def raise_for_status(status: int, position: int) -> None:
-    """Turns a C core status into the library's exception; the one mapping."""
+def raise_for_status(status: int, position: int, page_no: int = 0, lsn: int = 0) -> None:
+    """Turns a C core status into the library's exception; the one mapping.
+
+    ``position`` locates a bad record; ``page_no`` and ``lsn`` name the version
+    asked for, for :data:`STATUS_GONE`.
+    """
     if status == STATUS_OK:
         return
-    if status in _STATUS_TABLE:
-        reason, field = _STATUS_TABLE[status]
-        raise InvalidRecordError(reason, position, field)
+    row = STATUS_TABLE.get(status)
+    if row is None:
+        raise NativeCoreError(f"unknown status {status} from the C core")
+    if row.field is not None:
+        raise InvalidRecordError(row.meaning, position, row.field)
     if status == STATUS_ARGUMENT:
-        raise InvalidArgumentError(
-            "invalid argument to the C core: page size not a power of two in 4 KiB..64 KiB, "
-            "page numbers not strictly ascending, or annulled ranges not sorted and disjoint"
-        )
-    if status == STATUS_CAPACITY:
-        raise NativeCoreError("an output array given to the C core is too small")
-    raise NativeCoreError(f"unknown status {status} from the C core")
+        raise InvalidArgumentError(row.meaning)
+    if status == STATUS_NOMEM:
+        raise MemoryError(row.meaning)
+    if status == STATUS_GONE:
+        raise VersionGoneError(page_no, lsn)
+    raise NativeCoreError(row.meaning)
 
 
 class BatchSummary(NamedTuple):
@@ -303,8 +360,7 @@ def _check_page_size(page_size: int) -> bool:
     return PAGE_SIZE_MIN <= page_size <= PAGE_SIZE_MAX and page_size & (page_size - 1) == 0
 
 
-def _padded(length: int) -> int:
-    return (length + RECORD_ALIGN - 1) & ~(RECORD_ALIGN - 1)
+_padded = records.padded
 
 
 class PythonBackend:
@@ -325,11 +381,11 @@ class PythonBackend:
         while position < length:
             if length - position < RECORD_HEADER_SIZE:
                 raise_for_status(STATUS_TRUNCATED, position)
-            lsn, backlink, page_no, time, offset, size, kind, flags, reserved = _HEADER.unpack_from(
-                data, position
+            lsn, backlink, page_no, time, offset, size, kind, flags, reserved = (
+                RECORD_HEADER_RESERVED.unpack_from(data, position)
             )
             status = STATUS_OK
-            if reserved != _RESERVED or flags & ~FLAG_CPL:
+            if reserved != RESERVED_ZERO or flags & ~FLAGS_KNOWN:
                 status = STATUS_RESERVED
             elif lsn == 0 or lsn <= previous:
                 status = STATUS_LSN_ORDER
@@ -500,6 +556,37 @@ class _Cells(threading.local):
         self.applied = ffi.new("uint64_t *")
 
 
+def core_mismatches(lib: Any) -> list[str]:
+    """How the compiled core's constants differ from this module's tables (empty: none).
+
+    Compared: every status of :data:`STATUS_TABLE`, both ways (a C status with
+    no row would reach Python unmapped), the record layout of
+    ``format/records.py`` (csrc/record.h) and the batch constants below.
+    """
+    expected = {row.c_name: status for status, row in STATUS_TABLE.items()}
+    expected.update(
+        {
+            "AUS_OK": STATUS_OK,
+            "AUS_SUMMARY_SIZE": SUMMARY_SIZE,
+            "AUS_PAGE_SIZE_MIN": PAGE_SIZE_MIN,
+            "AUS_PAGE_SIZE_MAX": PAGE_SIZE_MAX,
+            "AUS_NO_BACKLINK": NO_BACKLINK,
+            **records.C_MIRROR,
+        }
+    )
+    mismatches = [
+        f"{name} is {getattr(lib, name, 'missing')} in C, {value} here"
+        for name, value in expected.items()
+        if getattr(lib, name, None) != value
+    ]
+    mismatches += [
+        f"{name} has no row in STATUS_TABLE"
+        for name in dir(lib)
+        if name.startswith("AUS_E_") and name not in expected
+    ]
+    return mismatches
+
+
 class NativeBackend:
     """The compiled C core (csrc/aurora.c) through cffi, no copies of inputs."""
 
@@ -511,16 +598,12 @@ class NativeBackend:
         found = int(self.lib.aus_format_version())
         if found != FORMAT_VERSION:
             raise FormatVersionError("the compiled C core", found, FORMAT_VERSION)
-        for name, value in (
-            ("AUS_RECORD_HEADER_SIZE", RECORD_HEADER_SIZE),
-            ("AUS_SUMMARY_SIZE", SUMMARY_SIZE),
-            ("AUS_KIND_WRITE", KIND_WRITE),
-            ("AUS_KIND_PAGE", KIND_PAGE),
-            ("AUS_KIND_ZERO", KIND_ZERO),
-            ("AUS_FLAG_CPL", FLAG_CPL),
-        ):
-            if getattr(self.lib, name) != value:
-                raise NativeCoreError(f"{name} is {getattr(self.lib, name)} in C, {value} here")
+        mismatches = core_mismatches(self.lib)
+        if mismatches:
+            # A stale or foreign build, not a bug of this process: an exception, not an assert.
+            raise NativeCoreError(
+                "the compiled C core disagrees with the Python tables: " + "; ".join(mismatches)
+            )
         self._cells = _Cells(self.ffi)
         # Bound once for apply_to / apply_verified, which run once per batch.
         self._from_buffer = self.ffi.from_buffer
@@ -843,28 +926,22 @@ def apply_verified(
 # --- writer-side stamping ----------------------------------------------------------
 
 
-SHAPE_BITS = 20  # aus_pack's shape word: kind << 40 | offset << 20 | length
-
-
-def shape(kind: int, offset: int, length: int) -> int:
-    """The second meta word of a record for :func:`pack` (offset, length below 2**20)."""
-    return kind << (2 * SHAPE_BITS) | offset << SHAPE_BITS | length
+SHAPE_BITS = records.SHAPE_FIELD_BITS  # the shape word of pack: format/records.py
 
 
 def _python_pack(meta: array[int], payload: bytes, size: int) -> bytearray:
     """Reference for csrc/writer.c aus_pack."""
-    mask = (1 << SHAPE_BITS) - 1
-    records = [(meta[i], meta[i + 1]) for i in range(0, len(meta), 2)]
-    lengths = [word & mask for _, word in records]
-    if sum(lengths) != len(payload) or size != sum(
-        RECORD_HEADER_SIZE + _padded(length) for length in lengths
-    ):
+    mask = records.SHAPE_FIELD_MASK
+    pairs = [(meta[i], meta[i + 1]) for i in range(0, len(meta), 2)]
+    lengths = [word >> records.SHAPE_LENGTH_SHIFT & mask for _, word in pairs]
+    if sum(lengths) != len(payload) or size != sum(map(records.record_size, lengths)):
         raise_for_status(STATUS_ARGUMENT, 0)
     out = bytearray()
     position = 0
-    for (page_no, word), length in zip(records, lengths, strict=True):
-        offset, kind = (word >> SHAPE_BITS) & mask, word >> (2 * SHAPE_BITS)
-        out += _HEADER.pack(0, 0, page_no, 0.0, offset, length, kind, 0, bytes(6))
+    for (page_no, word), length in zip(pairs, lengths, strict=True):
+        offset = word >> records.SHAPE_OFFSET_SHIFT & mask
+        kind = word >> records.SHAPE_KIND_SHIFT
+        out += RECORD_HEADER.pack(0, 0, page_no, 0.0, offset, length, kind, 0)
         out += payload[position : position + length]
         out += bytes(_padded(length) - length)
         position += length
@@ -900,8 +977,7 @@ def _python_stamp(
     while position < len(buf):
         if len(buf) - position < RECORD_HEADER_SIZE:
             raise_for_status(STATUS_TRUNCATED, position)
-        (length,) = struct.unpack_from("<I", buf, position + 36)
-        size = RECORD_HEADER_SIZE + _padded(length)
+        size = records.record_size(records.length_at(buf, position))
         if len(buf) - position < size:
             raise_for_status(STATUS_TRUNCATED, position)
         positions.append(position)
@@ -913,9 +989,10 @@ def _python_stamp(
     previous = backlink
     for lsn, position in enumerate(positions, start=first_lsn):
         is_cpl = cpl and position == positions[-1]
-        struct.pack_into("<QQ", buf, position, lsn, previous)
-        struct.pack_into("<d", buf, position + 24, time if is_cpl else 0.0)
-        buf[position + 41] = FLAG_CPL if is_cpl else 0
+        _U64.pack_into(buf, position + records.RECORD_LSN_AT, lsn)
+        _U64.pack_into(buf, position + records.RECORD_BACKLINK_AT, previous)
+        _F64.pack_into(buf, position + records.RECORD_TIME_AT, time if is_cpl else 0.0)
+        buf[position + records.RECORD_FLAGS_AT] = FLAG_CPL if is_cpl else 0
         previous = lsn
     PythonBackend().validate(buf, page_size, 0, LSN_MAX, backlink)
     return previous

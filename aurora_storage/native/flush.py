@@ -55,7 +55,6 @@ from ..errors import InvalidArgumentError, NativeCoreError
 METHODS = ("writeback", "syncfs", "each")
 POLL_US_DEFAULT = 2000  # the flusher's thread polls this long before it sleeps
 POLL_US_MAX = 1_000_000
-_METHOD_CODES = {"syncfs": 1, "writeback": 2, "each": 3}  # AUS_FLUSH_* in csrc/flush.h
 # File systems where the "writeback" method is sound (see the module docstring).
 _WRITEBACK_FILE_SYSTEMS = ("ext4", "xfs")
 # A file's or folder's inode flags (linux/fs.h): FS_IOC_GETFLAGS is _IOR('f', 1, long);
@@ -301,7 +300,8 @@ class Flusher:
 
     @property
     def _code(self) -> int:
-        return _METHOD_CODES[self.method]
+        """The method's AUS_FLUSH_* value, read from the compiled core (csrc/flush.h)."""
+        return int(getattr(self._lib, f"AUS_FLUSH_{self.method.upper()}"))
 
     def wait(self) -> list[int]:
         """Blocks until the flush is done; an errno per file, 0 where it is durable."""

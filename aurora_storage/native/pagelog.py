@@ -32,9 +32,8 @@ from typing import Any, Union
 
 from .. import native
 from ..errors import InvalidArgumentError, NativeCoreError, VersionGoneError
-from . import STATUS_NOMEM, Buffer
+from . import Buffer
 
-STATUS_GONE = 14
 PAGES_ALL = 0
 PAGES_WITH_RECORDS = 1
 STATS_SIZE = 8
@@ -90,14 +89,6 @@ def _page_numbers(page_nos: Sequence[int] | array[int]) -> array[int]:
         raise InvalidArgumentError(f"page numbers must be integers >= 0: {error}") from None
 
 
-def _raise(status: int, position: int, page_no: int = 0, lsn: int = 0) -> None:
-    if status == STATUS_NOMEM:
-        raise MemoryError("the C page log could not allocate memory; nothing changed")
-    if status == STATUS_GONE:
-        raise VersionGoneError(page_no, lsn)
-    native.raise_for_status(status, position)
-
-
 class NativePageLog:
     """csrc/pagelog.c through cffi."""
 
@@ -139,7 +130,7 @@ class NativePageLog:
             status = self._lib.aus_pagelog_append(
                 self._live(), source, len(source), self._count, self._position
             )
-        _raise(status, self._position[0])
+        native.raise_for_status(status, self._position[0])
         return int(self._count[0])
 
     def materialize(
@@ -159,7 +150,7 @@ class NativePageLog:
             count,
             count + 1,
         )
-        _raise(status, 0, page_no, lsn_bound)
+        native.raise_for_status(status, 0, page_no, lsn_bound)
         return ffi.buffer(out)[:], int(count[0])
 
     def coalesce(self, lsn: int, annulled: Annulled = ()) -> int:
@@ -174,7 +165,7 @@ class NativePageLog:
         folded = int(self._count[0])
         if self._blocks:
             self._release_blocks()  # coalescing copies the shared images it writes to
-        _raise(status, 0)
+        native.raise_for_status(status, 0)
         return folded
 
     def materialize_many(
@@ -215,7 +206,7 @@ class NativePageLog:
                 index,
             )
         if status:
-            _raise(status, 0, numbers[index[0]] if count else 0, lsn_bound)
+            native.raise_for_status(status, 0, numbers[index[0]] if count else 0, lsn_bound)
         return out, page_lsns
 
     def share_images(
@@ -259,7 +250,7 @@ class NativePageLog:
                     "shared page numbers must ascend strictly and name pages holding "
                     "nothing yet (unless fill is set)"
                 )
-            _raise(status, 0)
+            native.raise_for_status(status, 0)
         installed = int(self._count[0])
         if installed:
             self._blocks[int(block_id[0])] = view
@@ -284,7 +275,7 @@ class NativePageLog:
             raise InvalidArgumentError(f"an image of page {page_no} must be {self.page_size} bytes")
         with self._ffi.from_buffer("uint8_t[]", image) as source:
             status = self._lib.aus_pagelog_set_image(self._live(), page_no, source, image_lsn)
-        _raise(status, 0, page_no, image_lsn)
+        native.raise_for_status(status, 0, page_no, image_lsn)
 
     def stats(self) -> PageLogStats:
         self._lib.aus_pagelog_stats(self._live(), self._stats)
@@ -299,7 +290,7 @@ class NativePageLog:
         status = self._lib.aus_pagelog_pages(
             self._live(), which, self._ffi.from_buffer("uint64_t[]", out), capacity, count
         )
-        _raise(status, 0)
+        native.raise_for_status(status, 0)
         del out[count[0] :]
         return sorted(out)
 

@@ -21,16 +21,16 @@ from ..errors import (
     PageOutOfRangeError,
     RecordTooLargeError,
 )
-from ..format import frames as log
+from ..format import records
 
 MTR_RECORDS_MAX = 100_000  # records in one mini-transaction
 MTR_BYTES_MAX = 64 * 1024 * 1024  # bytes of records of one PG in one mini-transaction
 
-_KIND_WRITE_SHAPE = log.KIND_WRITE << 2 * native.SHAPE_BITS
-_KIND_PAGE_SHAPE = log.KIND_PAGE << 2 * native.SHAPE_BITS
-_KIND_ZERO_SHAPE = log.KIND_ZERO << 2 * native.SHAPE_BITS
-_OFFSET_SHIFT = native.SHAPE_BITS
-_HEADER_BYTES = log.RECORD_HEADER.size
+_KIND_WRITE_SHAPE = records.KIND_WRITE << records.SHAPE_KIND_SHIFT
+_KIND_PAGE_SHAPE = records.KIND_PAGE << records.SHAPE_KIND_SHIFT
+_KIND_ZERO_SHAPE = records.KIND_ZERO << records.SHAPE_KIND_SHIFT
+_OFFSET_SHIFT = records.SHAPE_OFFSET_SHIFT
+_HEADER_BYTES = records.RECORD_HEADER_SIZE
 
 
 class Committer(Protocol):

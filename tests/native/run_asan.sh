@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs tests/native against the C core built with AddressSanitizer and
-# UndefinedBehaviorSanitizer. By hand, after changing csrc/; not part of CI.
+# UndefinedBehaviorSanitizer, and with its AUS_ASSERT invariants checked
+# (-DAUS_DEBUG, csrc/internal.h). By hand, after changing csrc/; not part of CI.
 #
 # The instrumented extension is built in a temporary folder from a copy of
 # csrc/ and aurora_storage/ (no venv is created and the editable install is not
@@ -26,7 +27,7 @@ find "$work/src" \( -name '*.so' -o -name '__pycache__' \) -prune -exec rm -rf {
 
 echo "run_asan.sh: building the sanitized C core in $work/src"
 if ! (cd "$work/src" &&
-    AURORA_STORAGE_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer" \
+    AURORA_STORAGE_CFLAGS="-fsanitize=address,undefined -fno-omit-frame-pointer -DAUS_DEBUG" \
         "$python" csrc/build_native.py >"$work/build.log" 2>&1); then
     cat "$work/build.log" >&2
     exit 1
@@ -47,6 +48,11 @@ cd "$root"
 loaded="$("$python" -c 'import aurora_storage._native as m; print(m.__file__)')"
 if [[ "$loaded" != "$work/src/"* ]]; then
     echo "run_asan.sh: loaded $loaded instead of the sanitized build" >&2
+    exit 1
+fi
+checked="$("$python" -c 'import aurora_storage._native as m; print(m.lib.aus_assertions_enabled())')"
+if [[ "$checked" != 1 ]]; then
+    echo "run_asan.sh: the sanitized build does not check its AUS_ASSERTs" >&2
     exit 1
 fi
 echo "run_asan.sh: testing with $loaded"
