@@ -42,7 +42,8 @@ from .errors import (
     WriteQuorumError,
 )
 from .protocol.node import WRITER
-from .runtime.disk import Disk, SimulatedDisk
+from .protocol.ports import Disk
+from .runtime.disk import SimulatedDisk
 from .runtime.transport import NetworkFaults, SimulatedTransport
 from .volume import Volume
 

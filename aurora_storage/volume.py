@@ -56,10 +56,10 @@ from .protocol.node import (
     WRITER,
     StorageNode,
 )
+from .protocol.ports import Disk
 from .protocol.reads import Reading
 from .protocol.writer_recovery import Recovering
 from .runtime.cluster import make_nodes, new_nodes
-from .runtime.disk import Disk
 from .runtime.folder import (
     UNFINISHED_MARKER,
     RecordedObject,

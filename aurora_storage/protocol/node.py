@@ -30,7 +30,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import functools
-import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -44,8 +43,6 @@ from ..config import Geometry
 from ..errors import AuroraStorageError, CorruptionError, VersionGoneError, WrongNodeError
 from ..format import frames as log
 from ..format import metadata as metafile
-from ..native.flush import Flusher, datasync
-from ..runtime.disk import Disk, RealDisk
 from . import messages as m
 from .history import (
     History,
@@ -54,6 +51,7 @@ from .history import (
     truncation_ranges,
     truncation_triples,
 )
+from .ports import Disk
 from .segment import Segment, SharedImages
 
 if TYPE_CHECKING:
@@ -108,172 +106,19 @@ def checkpoint_object(
     return encode_object(KIND_PAGES, images, meta)
 
 
+@dataclass(frozen=True)
+class SyncRequest:
+    """A node's fsync work due now: its dirty files, the acks to release once they are
+    durable, the segments whose frames wait to be indexed meanwhile."""
+
+    names: list[str]
+    acks: Outgoing
+    segments: list[Segment]
+
+
 class _DiskFailed(Exception):
     """A node's disk write failed and stopped the node: unwinds to the public method
     that was running (handle, load, persist_start, write_meta, close), which returns."""
-
-
-@dataclass
-class SyncJob:
-    """One node's files to make durable and the acks to release once they are.
-
-    The transport drives a job in steps: :meth:`start` and :meth:`index`
-    (the lock held; a flush started by ``start`` runs meanwhile), :meth:`wait`
-    (the lock released: it blocks on the disk), then :meth:`failures` and
-    :meth:`deliveries` (the lock held again). A job never raises a disk's
-    OSError: it keeps it, and :meth:`failures` stops the node.
-    """
-
-    node: StorageNode
-    names: list[str]
-    acks: Outgoing
-    segments: list[Segment] = field(default_factory=list)  # with frames to index
-    error: OSError | None = None
-    descriptors: list[int] | None = None  # a real disk's files, this job's own (start)
-    # (name, generation, growths, whole) of each file synced (RealDisk.flush_targets)
-    targets: list[tuple[str, int, int, bool]] = field(default_factory=list)
-
-    def start(self) -> None:
-        """Takes descriptors of its own for a real disk's files (the lock held): wait
-        runs unlocked, and a checkpoint may close the disk's meanwhile, after which
-        its number may name another file."""
-        disk = self.node.disk
-        if isinstance(disk, RealDisk):
-            self.descriptors = []
-            try:
-                for name, descriptor, generation, growths, whole in disk.flush_targets(self.names):
-                    self.descriptors.append(os.dup(descriptor))
-                    self.targets.append((name, generation, growths, whole))
-            except OSError as error:
-                self.error = error
-
-    def settle_marks(self) -> None:
-        """After a successful sync its files' growths are durable (the lock held)."""
-        disk = self.node.disk
-        if self.error is None and isinstance(disk, RealDisk):
-            for name, generation, growths, _ in self.targets:
-                disk.flushed(name, generation, growths)
-
-    def index(self) -> None:
-        """Indexes the frames being synced, in their segments' page logs (the lock held)."""
-        for segment in self.segments:
-            segment.index_frames()
-
-    def wait(self) -> None:
-        """Runs the fsyncs (on a sync thread, or the waiting one)."""
-        disk = self.node.disk
-        assert disk is not None
-        try:
-            if self.descriptors is None:
-                for name in self.names:
-                    disk.sync(name)
-            elif self.error is None:
-                for descriptor in self.descriptors:
-                    datasync(descriptor)
-        except OSError as error:
-            self.error = error
-        finally:
-            self.close_descriptors()
-
-    def close_descriptors(self) -> None:
-        for descriptor in self.descriptors or ():
-            os.close(descriptor)
-        self.descriptors = []
-
-    def deliveries(self) -> list[tuple[str, str, m.Message]]:
-        """(source, destination, message) of the acks the sync releases (none if it failed)."""
-        if self.error is not None:
-            return []
-        return [(self.node.name, destination, message) for destination, message in self.acks]
-
-    def failures(self) -> list[tuple[str, OSError]]:
-        """Stops the node if its sync failed; returns (node, error) for each node stopped."""
-        self.settle_marks()
-        if self.error is None:
-            return []
-        self.node.sync_failed(self.error)
-        return [(self.node.name, self.error)]
-
-
-@dataclass
-class GroupSyncJob:
-    """Several nodes' sync work on one file system, done by one flush (flush.py).
-
-    The embedded default keeps all six nodes on the same device: one flush
-    makes every node's frames durable at once, where six fsyncs would each
-    flush the device. :meth:`start` hands the flush to the flusher's thread;
-    a file's error stops only the node that owns it, and each node still
-    acks only what this flush covered.
-    """
-
-    jobs: list[SyncJob]
-    flusher: Flusher
-    owners: list[SyncJob] = field(default_factory=list)  # the job of each file flushed
-
-    def start(self) -> None:
-        fds: list[int] = []
-        whole: list[bool] = []
-        for job in self.jobs:
-            job.start()  # descriptors of its own, as for a sync of its own
-            descriptors = job.descriptors or []
-            fds += descriptors
-            whole += [whole_file for _, _, _, whole_file in job.targets]
-            self.owners += [job] * len(descriptors)
-        if fds:
-            try:
-                self.flusher.start(fds, whole)
-            except Exception as error:  # nothing was flushed: no node may ack
-                self._close_descriptors()
-                self._fail_owners(OSError(5, f"the flush could not start: {error!r}"))
-                self.owners.clear()
-
-    def index(self) -> None:
-        for job in self.jobs:
-            job.index()
-
-    def wait(self) -> None:
-        if not self.owners:
-            return
-        try:
-            errors = self.flusher.wait()
-        except Exception as error:  # the outcome is unknown: nothing counts as durable
-            self._fail_owners(OSError(5, f"the flush failed: {error!r}"))
-            return
-        finally:
-            self._close_descriptors()
-        for job, number in zip(self.owners, errors, strict=True):
-            if number and job.error is None:
-                job.error = OSError(number, f"flush: {os.strerror(number)}")
-
-    def _fail_owners(self, error: OSError) -> None:
-        for job in self.owners:
-            job.error = job.error or error
-
-    def _close_descriptors(self) -> None:
-        for job in self.jobs:
-            job.close_descriptors()
-
-    def deliveries(self) -> list[tuple[str, str, m.Message]]:
-        return [delivery for job in self.jobs for delivery in job.deliveries()]
-
-    def failures(self) -> list[tuple[str, OSError]]:
-        return [failure for job in self.jobs for failure in job.failures()]
-
-
-def group_syncer(
-    nodes: Callable[[], list[StorageNode]], flusher: Flusher
-) -> Callable[[], GroupSyncJob | None]:
-    """One syncer for the nodes ``nodes()`` names, sharing a file system (GroupSyncJob).
-
-    ``nodes`` is asked each time, so a node reloaded after a failure takes part.
-    """
-
-    def begin() -> GroupSyncJob | None:
-        current = nodes()
-        jobs = [job for node in current if not node.failed and (job := node.begin_sync())]
-        return GroupSyncJob(jobs, flusher) if jobs else None
-
-    return begin
 
 
 @dataclass(frozen=True)
@@ -826,19 +671,20 @@ class StorageNode:
 
     # --- syncing ---------------------------------------------------------------------
 
-    def begin_sync(self) -> SyncJob | None:
-        """The fsync work due now (group commit): every dirty file, every held ack."""
+    def begin_sync(self) -> SyncRequest | None:
+        """The fsync work due now (group commit): every dirty file, every held ack; the
+        runtime performs it (runtime/sync.py)."""
         if self.durability != "fsync":
             self.dirty.clear()
             return None
         if not self.dirty and not self.held:
             return None
         segments = [self.segments[pg_id] for pg_id in sorted(self.unindexed)]
-        job = SyncJob(self, sorted(self.dirty), self.held, segments)
+        request = SyncRequest(sorted(self.dirty), self.held, segments)
         self.dirty = set()
         self.held = []
         self.unindexed = set()
-        return job
+        return request
 
     def sync_failed(self, error: OSError) -> None:
         """An fsync failed: nothing it covered is acknowledged, and the node stops.

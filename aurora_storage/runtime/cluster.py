@@ -23,10 +23,12 @@ from ..errors import (
 )
 from ..native.flush import Flusher
 from ..protocol.history import History
-from ..protocol.node import StorageNode, failed_nodes, group_syncer
+from ..protocol.node import StorageNode, failed_nodes
+from ..protocol.ports import Disk
 from ..protocol.protection_group import WRITE_QUORUM, QuorumSet
 from ..protocol.writer import Writer
-from .disk import Disk, RealDisk
+from .disk import RealDisk
+from .sync import group_syncer, node_syncer
 from .transport import SimulatedTransport
 
 
@@ -224,7 +226,7 @@ class Embedded(Writer):
             node.on_stop()
         # Only fsync durability has sync work for the transport to run.
         per_node = node.durability == "fsync" and node.disk is not None and not self._group_sync
-        self.transport.register(node.name, node.handle, node.begin_sync if per_node else None)
+        self.transport.register(node.name, node.handle, node_syncer(node) if per_node else None)
 
     def _reload_node(self, name: str) -> StorageNode:
         """Replaces a failed node by a fresh one that reloads and re-verifies its disk."""

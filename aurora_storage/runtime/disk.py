@@ -34,7 +34,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from ..errors import InvalidArgumentError
 from ..native.flush import choose_method, datasync, inode_flags, journals_data, sync_file_system
@@ -112,28 +111,6 @@ def _write_zeros(handle: int, start: int, target: int, sync: bool) -> int:
     if sync:
         datasync(handle)
     return target
-
-
-class Disk(Protocol):
-    def append(self, name: str, data: bytes | bytearray | memoryview) -> int: ...
-
-    def sync(self, name: str) -> None: ...
-
-    def sync_files(self, names: list[str]) -> None: ...
-
-    def read(self, name: str) -> bytes: ...
-
-    def replace(self, name: str, data: bytes) -> None: ...
-
-    def exists(self, name: str) -> bool: ...
-
-    def list(self, prefix: str = "") -> list[str]: ...
-
-    def remove(self, name: str) -> None: ...
-
-    def truncate(self, name: str, size: int) -> None: ...
-
-    def size(self, name: str) -> int: ...
 
 
 def sync_folder(folder: Path) -> None:

@@ -33,7 +33,7 @@ from ..errors import MessageStormError
 from ..protocol import messages as m
 
 if TYPE_CHECKING:
-    from ..protocol.node import GroupSyncJob, SyncJob
+    from .sync import GroupSyncJob, SyncJob
 
 Handler = Callable[[m.Message, str], list[tuple[str, m.Message]]]
 Syncer = Callable[[], "SyncJob | GroupSyncJob | None"]

@@ -512,7 +512,7 @@ def test_nodes_syncing_alone_use_their_own_descriptors(
 ) -> None:
     """Without a shared flush (AURORA_STORAGE_FLUSH=each) each node's job fdatasyncs
     descriptors it took under the lock; an error stops that node alone."""
-    from aurora_storage.protocol import node as node_module
+    from aurora_storage.runtime import sync as node_module
 
     monkeypatch.setenv("AURORA_STORAGE_FLUSH", "each")
     volume = small(tmp_path / "v")
@@ -620,7 +620,7 @@ def test_an_error_while_indexing_still_settles_the_flush(
 ) -> None:
     """The flush's outcome is settled even when indexing during it raises: an EIO
     it met stops the nodes (a later flush must not be trusted instead)."""
-    from aurora_storage.protocol.node import SyncJob
+    from aurora_storage.runtime.sync import SyncJob
 
     volume = small(tmp_path / "v")
     fill(volume, 3)

@@ -1,0 +1,33 @@
+"""What the protocol needs of the world, as interfaces the runtime implements.
+
+A storage node keeps its files through a :class:`Disk` (runtime/disk.py:
+RealDisk on the file system, SimulatedDisk in memory with crash faults):
+exactly what its persistence needs, and nothing that would tie the
+protocol to a file system, a thread or a descriptor.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Disk(Protocol):
+    def append(self, name: str, data: bytes | bytearray | memoryview) -> int: ...
+
+    def sync(self, name: str) -> None: ...
+
+    def sync_files(self, names: list[str]) -> None: ...
+
+    def read(self, name: str) -> bytes: ...
+
+    def replace(self, name: str, data: bytes) -> None: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def list(self, prefix: str = "") -> list[str]: ...
+
+    def remove(self, name: str) -> None: ...
+
+    def truncate(self, name: str, size: int) -> None: ...
+
+    def size(self, name: str) -> int: ...
