@@ -31,6 +31,7 @@ from ..config import Geometry
 from ..errors import CorruptionError, InvalidArgumentError
 from ..format import frames as log
 from ..native.pagelog import PageLog, new_page_log
+from .receive import decode_received
 
 PENDING_FRAMES_MAX = 4096  # frames held beyond a hole before new ones are refused
 COALESCE_RECORD_BYTES = 32 * 1024 * 1024  # hot log size that triggers coalescing
@@ -182,9 +183,7 @@ class Segment:
         for data in frames:
             self.counters.frames_received += 1
             try:
-                frame = log.decode_received(
-                    data, self.geometry.page_size, self.page_lo, self.page_hi
-                )
+                frame = decode_received(data, self.geometry.page_size, self.page_lo, self.page_hi)
             except CorruptionError:
                 # A damaged frame is never stored; a peer or the writer resends it.
                 self.counters.frames_corrupt += 1

@@ -1,7 +1,7 @@
 """Segments verifying what they receive: one check per frame object, never a skipped one.
 
 The writer hands the same immutable frame object to all six replicas of a PG
-(log.decode_received verifies it once); a damaged copy, another PG's
+(receive.decode_received verifies it once); a damaged copy, another PG's
 segment, a mutable buffer or a frame that failed must each be checked again.
 """
 
@@ -15,6 +15,7 @@ import pytest
 from aurora_storage.config import Geometry
 from aurora_storage.errors import CorruptFrameError
 from aurora_storage.format import frames as log
+from aurora_storage.protocol import receive
 from aurora_storage.protocol.segment import Segment
 
 PAGE = 4096
@@ -36,7 +37,7 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
         seen.append(data)
         return real(data, *args, **kwargs)
 
-    monkeypatch.setattr(log, "decode_frame", counted)
+    monkeypatch.setattr(receive, "decode_frame", counted)
     return seen
 
 
@@ -79,10 +80,10 @@ def test_another_pg_checks_the_same_object_again(decodes: list[object]) -> None:
 
 def test_mutable_buffers_are_checked_every_time(decodes: list[object]) -> None:
     buffer = bytearray(frame_for(0, 3))
-    first = log.decode_received(buffer, PAGE, 0, 8)  # type: ignore[arg-type]
+    first = receive.decode_received(buffer, PAGE, 0, 8)  # type: ignore[arg-type]
     buffer[-3] ^= 0x01  # changed in place after its first check
     with pytest.raises(CorruptFrameError):
-        log.decode_received(buffer, PAGE, 0, 8)  # type: ignore[arg-type]
+        receive.decode_received(buffer, PAGE, 0, 8)  # type: ignore[arg-type]
     assert first.last_lsn == 1 and len(decodes) == 2
 
 
@@ -107,11 +108,11 @@ def test_six_replicas_verify_each_frame_of_a_batched_message_once(
 def test_the_cache_forgets_the_oldest_frames_and_checks_them_again(
     decodes: list[object],
 ) -> None:
-    frames = [frame_for(0, 3, lsn) for lsn in range(1, log.RECEIVED_CACHE_MAX + 2)]
+    frames = [frame_for(0, 3, lsn) for lsn in range(1, receive.RECEIVED_CACHE_MAX + 2)]
     for frame in frames:
-        log.decode_received(frame, PAGE, 0, 8)
-    log.decode_received(frames[-1], PAGE, 0, 8)  # still remembered
-    log.decode_received(frames[0], PAGE, 0, 8)  # pushed out: checked again
+        receive.decode_received(frame, PAGE, 0, 8)
+    receive.decode_received(frames[-1], PAGE, 0, 8)  # still remembered
+    receive.decode_received(frames[0], PAGE, 0, 8)  # pushed out: checked again
     assert decodes == [*frames, frames[0]]
 
 
@@ -119,11 +120,13 @@ def test_the_cache_holds_a_bounded_number_of_bytes(
     decodes: list[object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Large frames are pushed out by size, not only by count (the newest stays)."""
-    monkeypatch.setattr(log, "RECEIVED_CACHE_BYTES", 3 * len(frame_for(0, 3)))
+    monkeypatch.setattr(receive, "RECEIVED_CACHE_BYTES", 3 * len(frame_for(0, 3)))
     frames = [frame_for(0, 3, lsn) for lsn in range(1, 6)]
     for frame in frames:
-        log.decode_received(frame, PAGE, 0, 8)
-    assert sum(len(entry[0]) for entry in log._received.values()) <= log.RECEIVED_CACHE_BYTES
-    log.decode_received(frames[-1], PAGE, 0, 8)  # the newest: remembered
-    log.decode_received(frames[0], PAGE, 0, 8)  # pushed out by size: checked again
+        receive.decode_received(frame, PAGE, 0, 8)
+    assert (
+        sum(len(entry[0]) for entry in receive._received.values()) <= receive.RECEIVED_CACHE_BYTES
+    )
+    receive.decode_received(frames[-1], PAGE, 0, 8)  # the newest: remembered
+    receive.decode_received(frames[0], PAGE, 0, 8)  # pushed out by size: checked again
     assert decodes == [*frames, frames[0]]
