@@ -26,12 +26,14 @@ from __future__ import annotations
 import math
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from dateutil.parser import isoparse
 
 from .errors import InvalidArgumentError
+from .timefmt import format_duration as format_duration
+from .timefmt import format_time as format_time
 
 Moment = float | int | datetime | str  # what a time may be given as
 Duration = float | int | timedelta  # what a duration may be given as
@@ -169,32 +171,3 @@ def to_duration(value: Duration, name: str = "duration") -> float:
 
 
 # --- writing times and durations ----------------------------------------------------
-
-
-def format_time(seconds: float) -> str:
-    """ISO-8601 in UTC, ``2026-12-02T02:23:40Z`` (milliseconds when not whole)."""
-    try:
-        moment = datetime.fromtimestamp(seconds, tz=timezone.utc)
-    except (ValueError, OverflowError, OSError):
-        return f"{seconds!r} (Unix seconds)"
-    spec = "seconds" if moment.microsecond == 0 else "milliseconds"
-    return moment.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
-
-
-def format_duration(seconds: float) -> str:
-    """A distance in time as a person reads it: ``0.25 s``, ``42 s``, ``3 min 20 s``,
-    ``2 h 5 min``, ``3 d 4 h``."""
-    if not math.isfinite(seconds):
-        return f"{seconds} s"
-    if seconds < 0:
-        return "-" + format_duration(-seconds)
-    if seconds < 60:
-        return f"{seconds:.3g} s"
-    whole = round(seconds)
-    for unit, size, smaller, smaller_size in (("d", 86400, "h", 3600), ("h", 3600, "min", 60)):
-        if whole >= size:
-            count, rest = divmod(whole, size)
-            part = rest // smaller_size
-            return f"{count} {unit}" + (f" {part} {smaller}" if part else "")
-    minutes, rest = divmod(whole, 60)
-    return f"{minutes} min" + (f" {rest} s" if rest else "")

@@ -10,6 +10,8 @@ that already catches ``ValueError`` keeps working.
 
 from __future__ import annotations
 
+from .timefmt import format_duration, format_time
+
 
 class AuroraStorageError(Exception):
     """Base class of every error raised by aurora-storage."""
@@ -178,8 +180,6 @@ class InDoubtError(QuorumError):
         if lsns:
             parts.append(f"commits at LSN {', '.join(map(str, lsns))} are in doubt")
         if backtrack is not None:
-            from .clock import format_time  # clock.py imports this module
-
             parts.append(f"a backtrack to {format_time(backtrack)} is in doubt")
         super().__init__(
             f"refused, nothing changed: {' and '.join(parts)}; they resolve once a write "
@@ -219,8 +219,6 @@ class BacktrackQuorumError(WriteQuorumError):
             if in_doubt
             else ""
         )
-        from .clock import format_time  # clock.py imports this module
-
         QuorumError.__init__(
             self,
             f"the backtrack to {format_time(target)} reached {reached} nodes, 4 needed{failed}; "
@@ -405,8 +403,6 @@ class TimeOutsideWindowError(HistoryError, ValueError):
     """
 
     def __init__(self, target: float, earliest: float, latest: float, detail: str = "") -> None:
-        from .clock import format_duration, format_time  # clock.py imports this module
-
         self.target = target
         self.earliest = earliest
         self.latest = latest
