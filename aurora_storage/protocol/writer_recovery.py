@@ -43,88 +43,105 @@ class Recovering(Backtracking):
         """Crash recovery of the writer (recovery.py): fence, learn SCLs, truncate, resume."""
         with self.transport.lock:
             live = [name for name, node in self.nodes.items() if not node.failed]
-            epoch = max(node.epoch for node in self.nodes.values()) + 1
-            self.epoch = epoch
-            self._recovery_states.clear()
-            self._truncated.clear()
-            for name in live:
-                self.transport.send(self.writer_name, name, m.RecoveryQuery(epoch))
-
-            def working() -> int:  # a node whose disk fails meanwhile stops, and is not waited for
-                return sum(not self.nodes[name].failed for name in live)
-
-            self.transport.run_until(
-                lambda: len(self._recovery_states) >= working(), self.options.commit_timeout
-            )
-            self._raise_if_fenced()
-            states = list(self._recovery_states.values())
-            unavailable = {
-                name: node.failed or "no answer to the recovery query"
-                for name, node in self.nodes.items()
-                if name not in self._recovery_states
-            }
-            if len(states) < READ_QUORUM:
-                raise RecoveryError(
-                    f"{len(states)} of 6 nodes answered the recovery query; {READ_QUORUM} "
-                    "needed; unusable: "
-                    + "; ".join(f"{name}: {why}" for name, why in sorted(unavailable.items()))
-                )
+            self.epoch = max(node.epoch for node in self.nodes.values()) + 1
+            states, unavailable = self._ask_recovery_states(live)
             histories = self._histories_of(states)
-            # A writer opens once its history is on a write quorum (_decide_history):
+            # A writer opens once its history is on a write quorum (_choose_history):
             # the highest key's epoch is the last writer known to have opened.
             keyed = [history.key[0] for history in histories if history.key != NO_KEY]
             plan = recovery.plan(
-                epoch,
+                self.epoch,
                 states,
                 self.options.lal,
                 unavailable=unavailable,
                 opened_epoch=max(keyed) if keyed else None,  # nodes of 0.1.0 keyed nothing
             )
-            lo, hi = plan.truncation
             self.pgs = {pg_id: ProtectionGroup(pg_id, self.quorum) for pg_id in plan.pg_ids}
-            for name in live:
-                self.transport.send(self.writer_name, name, m.Truncate(epoch, lo, hi))
-            self.transport.run_until(
-                lambda: len(self._truncated) >= working(), self.options.commit_timeout
-            )
-            truncated = len(self._truncated)
-            # Segments report their rewound SCLs once synced: each PG's tail is the
-            # highest, since a responder holds the PG's whole chain up to VDL.
-            self.transport.wait_for_syncs()
+            truncated = self._send_truncation(live, plan)
             self.truncations = list(plan.truncations)
-            decided = self._choose_history(histories)
-            # A write quorum must hold the truncation and the history before any LSN is
-            # allocated, so that every later read quorum (the next recovery's) sees
-            # them. With fewer, a read quorum still says what is durable: the volume
-            # opens degraded, serving reads and allocating nothing, until four nodes
-            # take them (_complete_recovery).
-            if truncated < WRITE_QUORUM:
-                self._degraded = f"the truncation reached {truncated} nodes"
-            else:
-                acks = self._write_history(decided)
-                if acks < WRITE_QUORUM:
-                    self._degraded = f"the recovered history reached {acks} nodes"
-            self.history = decided
-            if self._degraded:
-                self._degraded += f"; {WRITE_QUORUM} needed{failed_nodes(self.nodes)}"
-            self._refresh_annulled()
-            self.allocated_lsn = hi
-            self._vcl = self._vdl = lo
-            for pg in self.pgs.values():
-                pg.tail_lsn = max(pg.scls.values(), default=0)
-                pg.durable_target = pg.tail_lsn
-            self.recovery = plan
-            self._advance()
-            self._window_floor_time = max(
-                self.history.created_at, self.clock.now() - self.options.backtrack_window
-            )
-            if self.options.backtrack_window:
-                self._window_floor_lsn, _ = self._last_commit_at(self._window_floor_time)
-                self._rebuild_window(self._ask_window(self._window_floor_time))
-            else:
-                self._window_floor_lsn = self._vdl
-            self._last_commit_time = max(self._last_commit_time, self.clock.now())
+            self._keep_decision(truncated, self._choose_history(histories))
+            self._resume_after(plan)
             return plan
+
+    def _working(self, live: list[str]) -> int:
+        """The nodes of ``live`` still running (one whose disk failed meanwhile stopped)."""
+        return sum(not self.nodes[name].failed for name in live)
+
+    def _ask_recovery_states(self, live: list[str]) -> tuple[list[m.RecoveryState], dict[str, str]]:
+        """Sends the new epoch to every live node; (answers, why each other node is out).
+        Raises RecoveryError below a read quorum of answers."""
+        self._recovery_states.clear()
+        for name in live:
+            self.transport.send(self.writer_name, name, m.RecoveryQuery(self.epoch))
+        self.transport.run_until(
+            lambda: len(self._recovery_states) >= self._working(live), self.options.commit_timeout
+        )
+        self._raise_if_fenced()
+        states = list(self._recovery_states.values())
+        unavailable = {
+            name: node.failed or "no answer to the recovery query"
+            for name, node in self.nodes.items()
+            if name not in self._recovery_states
+        }
+        if len(states) < READ_QUORUM:
+            raise RecoveryError(
+                f"{len(states)} of 6 nodes answered the recovery query; {READ_QUORUM} "
+                "needed; unusable: "
+                + "; ".join(f"{name}: {why}" for name, why in sorted(unavailable.items()))
+            )
+        return states, unavailable
+
+    def _send_truncation(self, live: list[str], plan: RecoveryPlan) -> int:
+        """Sends the truncation to every live node; how many made it durable."""
+        self._truncated.clear()
+        lo, hi = plan.truncation
+        for name in live:
+            self.transport.send(self.writer_name, name, m.Truncate(self.epoch, lo, hi))
+        self.transport.run_until(
+            lambda: len(self._truncated) >= self._working(live), self.options.commit_timeout
+        )
+        # Segments report their rewound SCLs once synced: each PG's tail is the
+        # highest, since a responder holds the PG's whole chain up to VDL.
+        self.transport.wait_for_syncs()
+        return len(self._truncated)
+
+    def _keep_decision(self, truncated: int, decided: History) -> None:
+        """A write quorum must hold the truncation and the history before any LSN is
+        allocated, so that every later read quorum (the next recovery's) sees them.
+        With fewer, a read quorum still says what is durable: the volume opens
+        degraded, serving reads and allocating nothing, until four nodes take them
+        (_complete_recovery)."""
+        if truncated < WRITE_QUORUM:
+            self._degraded = f"the truncation reached {truncated} nodes"
+        else:
+            acks = self._write_history(decided)
+            if acks < WRITE_QUORUM:
+                self._degraded = f"the recovered history reached {acks} nodes"
+        self.history = decided
+        if self._degraded:
+            self._degraded += f"; {WRITE_QUORUM} needed{failed_nodes(self.nodes)}"
+        self._refresh_annulled()
+
+    def _resume_after(self, plan: RecoveryPlan) -> None:
+        """The writer's bookkeeping once recovery decided: VDL and VCL at the truncation's
+        start, LSNs allocated above its end, the backtrack window rebuilt."""
+        lo, hi = plan.truncation
+        self.allocated_lsn = hi
+        self._vcl = self._vdl = lo
+        for pg in self.pgs.values():
+            pg.tail_lsn = max(pg.scls.values(), default=0)
+            pg.durable_target = pg.tail_lsn
+        self.recovery = plan
+        self._advance()
+        self._window_floor_time = max(
+            self.history.created_at, self.clock.now() - self.options.backtrack_window
+        )
+        if self.options.backtrack_window:
+            self._window_floor_lsn, _ = self._last_commit_at(self._window_floor_time)
+            self._rebuild_window(self._ask_window(self._window_floor_time))
+        else:
+            self._window_floor_lsn = self._vdl
+        self._last_commit_time = max(self._last_commit_time, self.clock.now())
 
     @staticmethod
     def _histories_of(states: list[m.RecoveryState]) -> list[History]:
