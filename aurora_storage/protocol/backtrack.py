@@ -146,45 +146,57 @@ class Backtracking(Writer):
             target = resolve_target(to, earliest, latest, self.clock.now())
             if not earliest <= target <= latest:
                 raise TimeOutsideWindowError(target, earliest, latest)
-            if self.allocated_lsn > self._lal_base() and not self.transport.run_until(
-                lambda: self._lal_base() >= self.allocated_lsn, self.options.commit_timeout
-            ):
-                raise WriteQuorumError(
-                    self.allocated_lsn, self._vdl, "backtrack waits for every commit to be durable"
-                )
-            version = self.history.at(target)
-            assert version is not None, "the window starts after the volume was created"
-            cpl, cpl_time, floor_time, folded_lsn = self._ask_time_index(target)
-            if target < floor_time or cpl < folded_lsn:
-                # The window this writer believes in is wider than what storage kept
-                # (the nodes dropped or folded that history): refuse, never land wrong.
-                raise TimeOutsideWindowError(
-                    target,
-                    max(earliest, floor_time),
-                    latest,
-                    f"storage keeps no history that far back (commits before "
-                    f"{format_time(floor_time)} dropped, LSNs up to {folded_lsn} folded into pages)",
-                )
-            hidden = version.annulled
-            if cpl < self.allocated_lsn:
-                hidden = merge_ranges(hidden, (cpl, self.allocated_lsn))
-            now = max(self.clock.now(), self._last_commit_time)
-            new = HistoryVersion(self.history.current.version + 1, now, hidden, "backtrack")
-            candidate = self.history.with_version(new, self._next_history_key())
-            reached = self._write_history(candidate)
-            if reached < WRITE_QUORUM:
-                self._raise_if_fenced()
-                # Some nodes may hold the candidate: rewrite the history this session
-                # keeps above it at once, or stay in doubt until that succeeds.
-                self._history_in_doubt = target
-                resolved = self._abandon_history()
-                raise BacktrackQuorumError(
-                    target, self._vdl, reached, not resolved, failed_nodes(self.nodes)
-                )
-            self.history = candidate
-            self._last_commit_time = now
-            self._refresh_annulled()
-            return BacktrackResult(target, cpl, cpl_time, new.version)
+            self._wait_all_durable("backtrack waits for every commit to be durable")
+            cpl, cpl_time = self._landing(target, earliest, latest)
+            return self._rewrite_history(target, cpl, cpl_time)
+
+    def _wait_all_durable(self, why: str) -> None:
+        """Returns once every allocated LSN is durable; raises WriteQuorumError if none came."""
+        if self.allocated_lsn > self._lal_base() and not self.transport.run_until(
+            lambda: self._lal_base() >= self.allocated_lsn, self.options.commit_timeout
+        ):
+            raise WriteQuorumError(self.allocated_lsn, self._vdl, why)
+
+    def _landing(self, target: float, earliest: float, latest: float) -> tuple[int, float]:
+        """(CPL, time) of the commit a backtrack to ``target`` lands on, from the nodes;
+        raises if they no longer keep the history of ``target`` in [earliest, latest]."""
+        cpl, cpl_time, floor_time, folded_lsn = self._ask_time_index(target)
+        if target < floor_time or cpl < folded_lsn:
+            # The window this writer believes in is wider than what storage kept
+            # (the nodes dropped or folded that history): refuse, never land wrong.
+            raise TimeOutsideWindowError(
+                target,
+                max(earliest, floor_time),
+                latest,
+                f"storage keeps no history that far back (commits before "
+                f"{format_time(floor_time)} dropped, LSNs up to {folded_lsn} folded into pages)",
+            )
+        return cpl, cpl_time
+
+    def _rewrite_history(self, target: float, cpl: int, cpl_time: float) -> BacktrackResult:
+        """Writes the history that hides everything above ``cpl`` to a write quorum."""
+        version = self.history.at(target)
+        assert version is not None, "the window starts after the volume was created"
+        hidden = version.annulled
+        if cpl < self.allocated_lsn:
+            hidden = merge_ranges(hidden, (cpl, self.allocated_lsn))
+        now = max(self.clock.now(), self._last_commit_time)
+        new = HistoryVersion(self.history.current.version + 1, now, hidden, "backtrack")
+        candidate = self.history.with_version(new, self._next_history_key())
+        reached = self._write_history(candidate)
+        if reached < WRITE_QUORUM:
+            self._raise_if_fenced()
+            # Some nodes may hold the candidate: rewrite the history this session
+            # keeps above it at once, or stay in doubt until that succeeds.
+            self._history_in_doubt = target
+            resolved = self._abandon_history()
+            raise BacktrackQuorumError(
+                target, self._vdl, reached, not resolved, failed_nodes(self.nodes)
+            )
+        self.history = candidate
+        self._last_commit_time = now
+        self._refresh_annulled()
+        return BacktrackResult(target, cpl, cpl_time, new.version)
 
     def _ask_window(self, since: float) -> list[m.WindowAnswer]:
         """The live nodes' window answers (WindowQuery), as many as answer in time."""

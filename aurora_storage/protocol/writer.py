@@ -123,9 +123,14 @@ class Writer:
         self._reads: dict[int, PendingRead] = {}
         self._rejections: list[m.Rejected] = []
         self.truncations: list[tuple[int, int, int]] = []
-        self.history = History.new(self.clock.now())
         self.annulled: tuple[int, ...] = ()  # LSN ranges every read skips (history + truncations)
         self._last_commit_time = 0.0
+        self._init_history_state()
+        self._init_recovery_state()
+
+    def _init_history_state(self) -> None:
+        """The history, the backtrack window and the answers to time queries."""
+        self.history = History.new(self.clock.now())
         # (time, CPL, record bytes) of commits inside the backtrack window, oldest first.
         self._window_commits: deque[tuple[float, int, int]] = deque()
         self._window_bytes = 0
@@ -136,6 +141,9 @@ class Writer:
         # Nodes that acknowledged the history write with _history_write_key.
         self._history_acks: set[str] = set()
         self._history_write_key = self.history.key
+
+    def _init_recovery_state(self) -> None:
+        """What recovery, a restore and readonly opening set; nothing in doubt yet."""
         # In doubt (README.md, "When a commit or backtrack fails": no later change may
         # build on a state that excludes them):
         # CPLs of commits that raised WriteQuorumError and are not yet durable, and

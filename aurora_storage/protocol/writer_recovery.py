@@ -193,24 +193,7 @@ class Recovering(Backtracking):
         """Loads every node's files as they are and works out VDL as recovery would,
         from a read quorum, without telling the nodes anything."""
         with self.transport.lock:
-            for name in missing:
-                self.nodes[name].failed = "its folder is missing"
-            for node in self.nodes.values():
-                if node.failed:
-                    continue
-                try:
-                    node.load(leave_logs=True, sync_logs=False)
-                except (AuroraStorageError, OSError) as error:
-                    node.failed = f"cannot load: {error}"
-            live = [node for node in self.nodes.values() if not node.failed]
-            unavailable = {node.name: node.failed for node in self.nodes.values() if node.failed}
-            for node in self.nodes.values():
-                self.transport.set_down(node.name, bool(node.failed))
-            if len(live) < READ_QUORUM:
-                raise RecoveryError(
-                    f"{len(live)} of 6 nodes can be read; {READ_QUORUM} needed; unusable: "
-                    + "; ".join(f"{name}: {why}" for name, why in sorted(unavailable.items()))
-                )
+            live = self._load_nodes_as_they_are(missing)
             states = [node.recovery_state() for node in live]
             histories = self._histories_of(states)
             keyed = [history.key[0] for history in histories if history.key != NO_KEY]
@@ -219,7 +202,7 @@ class Recovering(Backtracking):
                 self.epoch + 1,
                 states,
                 self.options.lal,
-                unavailable=unavailable,
+                unavailable={node.name: node.failed for node in self.nodes.values() if node.failed},
                 opened_epoch=max(keyed) if keyed else None,
             )
             self.recovery = plan
@@ -233,19 +216,7 @@ class Recovering(Backtracking):
             self._refresh_annulled()
             self.allocated_lsn = self._vcl = self._vdl = plan.vdl
             for pg_id in plan.pg_ids:
-                pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum)
-                for node in live:
-                    segment = node.segments.get(pg_id)
-                    if segment is None or segment.suspect:
-                        continue
-                    pg.scls[node.name] = segment.scl
-                    index = bisect.bisect_right(segment.chain_last_lsns, plan.vdl)
-                    if index:
-                        tail = segment.chain_last_lsns[index - 1]
-                    else:
-                        tail = segment.chain_base_lsn if segment.chain_base_lsn <= plan.vdl else 0
-                    pg.tail_lsn = max(pg.tail_lsn, tail)
-                pg.pgcl = min(pg.tail_lsn, pg.quorum.write_point(pg.scls))
+                self.pgs[pg_id] = self._readonly_group(pg_id, live, plan.vdl)
             now = self.clock.now()
             self._window_floor_time = max(
                 self.history.created_at, now - self.options.backtrack_window
@@ -257,6 +228,46 @@ class Recovering(Backtracking):
                     [node.window_answer(0, self._window_floor_time) for node in live]
                 )
             self._last_commit_time = max(self._last_commit_time, now)
+
+    def _load_nodes_as_they_are(self, missing: list[str]) -> list[StorageNode]:
+        """Loads every node that can be (its logs left as found); the live ones, at
+        least a read quorum, else RecoveryError naming why each other one is unusable."""
+        for name in missing:
+            self.nodes[name].failed = "its folder is missing"
+        for node in self.nodes.values():
+            if node.failed:
+                continue
+            try:
+                node.load(leave_logs=True, sync_logs=False)
+            except (AuroraStorageError, OSError) as error:
+                node.failed = f"cannot load: {error}"
+        live = [node for node in self.nodes.values() if not node.failed]
+        unavailable = {node.name: node.failed for node in self.nodes.values() if node.failed}
+        for node in self.nodes.values():
+            self.transport.set_down(node.name, bool(node.failed))
+        if len(live) < READ_QUORUM:
+            raise RecoveryError(
+                f"{len(live)} of 6 nodes can be read; {READ_QUORUM} needed; unusable: "
+                + "; ".join(f"{name}: {why}" for name, why in sorted(unavailable.items()))
+            )
+        return live
+
+    def _readonly_group(self, pg_id: int, live: list[StorageNode], vdl: int) -> ProtectionGroup:
+        """A protection group's view at ``vdl`` from the segments the live nodes hold."""
+        pg = ProtectionGroup(pg_id, self.quorum)
+        for node in live:
+            segment = node.segments.get(pg_id)
+            if segment is None or segment.suspect:
+                continue
+            pg.scls[node.name] = segment.scl
+            index = bisect.bisect_right(segment.chain_last_lsns, vdl)
+            if index:
+                tail = segment.chain_last_lsns[index - 1]
+            else:
+                tail = segment.chain_base_lsn if segment.chain_base_lsn <= vdl else 0
+            pg.tail_lsn = max(pg.tail_lsn, tail)
+        pg.pgcl = min(pg.tail_lsn, pg.quorum.write_point(pg.scls))
+        return pg
 
     def _readonly_window_floor(self, live: list[StorageNode]) -> int:
         """The last commit before the window, as nodes index it (no message sent)."""
