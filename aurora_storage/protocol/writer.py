@@ -187,6 +187,13 @@ class Writer:
         cpls = self._cpls
         while cpls and cpls[0] <= self._vcl:
             self._vdl = cpls.popleft()
+        # Both only rise (set above only when higher; recovery sets them, never lowers
+        # them below what a quorum holds), and a CPL is visible only once complete.
+        assert self._vdl <= self._vcl <= self.allocated_lsn, (
+            self._vdl,
+            self._vcl,
+            self.allocated_lsn,
+        )
 
     def _handle(self, message: m.Message, sender: str) -> list[tuple[str, m.Message]]:
         if isinstance(message, m.SegmentState):
@@ -306,9 +313,12 @@ class Writer:
             if pg is None:
                 pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum)
             pg.note_frame(last, vdl)
+            # Retransmission and PGCL trimming rely on a PG's frames in LSN order.
+            assert not pg.outstanding or pg.outstanding[-1].last_lsn < first, pg.pg_id
             pg.outstanding.append(Outstanding(first, last, frame))
             sends.append((pg, frame))
         cpl = lsn - 1
+        assert cpl <= self._lal_base() + limit, (cpl, self._lal_base(), limit)
         self._last_commit_time = time
         self.allocated_lsn = cpl
         self._cpls.append(cpl)
@@ -355,6 +365,8 @@ class Writer:
 
     def _send_held_frames(self) -> None:
         """Sends the frames held back while a flush ran (the transport's before_lead)."""
+        # Each held frame joined its PG's outstanding frames when stamped, and leaves
+        # them only under PGCL: whatever becomes of a message, it is retransmitted.
         if self._held_frames:
             self._send_frames(self._held_frames)
             self._held_frames = []
