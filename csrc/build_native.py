@@ -1,4 +1,4 @@
-"""cffi build script for aurora_storage._native (out-of-line API mode).
+"""cffi build script for aurora_storage.native._core (out-of-line API mode).
 
 setup.py names it in ``cffi_modules``; it reads the real header and source
 files in this folder, so the C code lives in .c/.h files, not in strings.
@@ -54,7 +54,7 @@ if os.environ.get("AURORA_STORAGE_CFLAGS"):
     extra_link_args += flags
 
 ffibuilder.set_source(
-    "aurora_storage._native",
+    "aurora_storage.native._core",
     '#include "status.h"\n#include "record.h"\n'
     '#include "aurora.h"\n#include "pagelog.h"\n#include "writer.h"\n#include "flush.h"\n'
     '#include "chunks.h"',

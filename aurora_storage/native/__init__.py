@@ -1,6 +1,6 @@
 """The boundary with the C core, and the pure-Python reference behind it.
 
-This module is the only importer of the compiled ``aurora_storage._native``.
+This module is the only importer of the compiled ``aurora_storage.native._core``.
 It offers batch-shaped functions, each one call per batch of records:
 
 - :func:`validate` checks every rule of a packed record batch;
@@ -823,13 +823,13 @@ def _load_backend(name: str) -> Backend:
         return PythonBackend()
     if name == "native":
         try:
-            from .. import _native  # type: ignore[attr-defined]
+            from . import _core  # type: ignore[attr-defined]
         except ImportError as error:
             raise NativeCoreError(
-                "the compiled C core aurora_storage._native is missing: install the package "
+                "the compiled C core aurora_storage.native._core is missing: install the package "
                 "with pip (it compiles csrc/), or set AURORA_STORAGE_BACKEND=python"
             ) from error
-        return NativeBackend(_native)
+        return NativeBackend(_core)
     raise NativeCoreError(f"AURORA_STORAGE_BACKEND={name!r}: expected 'native' or 'python'")
 
 

@@ -45,12 +45,12 @@ export PYTHONMALLOC=malloc
 # build) off sys.path; check that the sanitized build is the one imported.
 export PYTHONSAFEPATH=1
 cd "$root"
-loaded="$("$python" -c 'import aurora_storage._native as m; print(m.__file__)')"
+loaded="$("$python" -c 'import aurora_storage.native._core as m; print(m.__file__)')"
 if [[ "$loaded" != "$work/src/"* ]]; then
     echo "run_asan.sh: loaded $loaded instead of the sanitized build" >&2
     exit 1
 fi
-checked="$("$python" -c 'import aurora_storage._native as m; print(m.lib.aus_assertions_enabled())')"
+checked="$("$python" -c 'import aurora_storage.native._core as m; print(m.lib.aus_assertions_enabled())')"
 if [[ "$checked" != 1 ]]; then
     echo "run_asan.sh: the sanitized build does not check its AUS_ASSERTs" >&2
     exit 1
