@@ -28,6 +28,7 @@ from .clock import (
     Clock,
     Duration,
     Moment,
+    SimulatedClock,
     WallClock,
     to_duration,
 )
@@ -58,6 +59,7 @@ from .protocol.node import (
 )
 from .protocol.ports import Disk
 from .protocol.reads import Reading
+from .protocol.segment import SharedImages
 from .protocol.writer_recovery import Recovering
 from .runtime.cluster import make_nodes, new_nodes
 from .runtime.folder import (
@@ -65,14 +67,16 @@ from .runtime.folder import (
     RecordedObject,
     claim_new_folder,
     clear_new_folder,
+    folders_made_by,
     lock_folder,
     read_volume_meta,
+    remove_made,
     replace_volume_meta,
     volume_body,
     write_volume_meta,
 )
 from .runtime.lifecycle import Lifecycle
-from .runtime.transport import DirectTransport, Transport
+from .runtime.transport import DirectTransport, SimulatedTransport, Transport
 from .status import VolumeStatus, volume_status
 
 
@@ -241,7 +245,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             volume.history = history
             volume._history_write_key = history.key
             if backup is not None:
-                volume._attach_backup(backup)
+                volume._attach_backup(backup, volume._staging_mode(backup))
             if finished:
                 volume._finish_creation()
         except BaseException:
@@ -253,6 +257,16 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
                 lock.close()
             raise
         return volume
+
+    def _staging_mode(self, backup: backup_module.BackupOptions) -> str:
+        """The mode asked for, else inline on a simulated clock or transport (runs that
+        must replay exactly), else background (a worker thread)."""
+        if backup.staging is not None:
+            return backup.staging
+        simulated = isinstance(self.clock, SimulatedClock) or isinstance(
+            self.transport, SimulatedTransport
+        )
+        return "inline" if simulated else "background"
 
     def _write_volume_meta(self) -> None:
         if self.path is not None:
@@ -351,7 +365,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             self._recover()
             self._check_rebuilt(missing)
             if backup.target is not None:
-                self._attach_backup(backup)
+                self._attach_backup(backup, self._staging_mode(backup))
         except BaseException:
             self._discard()  # its threads and descriptors go too
             self._release_lock()
@@ -439,11 +453,13 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             raise InvalidArgumentError(f"progress is a function of (done, total), not {progress!r}")
         if path is not None:
             checks.path(path)
-        return backup_module.restore(
-            backup,
-            to,
+        source = backup_module.read_restore_point(
+            backup, to, None if clock is None else clock.now()
+        )
+        return cls._restore_from(
+            source,
             path,
-            progress=progress,
+            progress,
             backup=backup_to,
             durability=durability,
             clock=clock,
@@ -458,6 +474,64 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             backup_staging_interval=backup_staging_interval,
             backup_staging=backup_staging,
         )
+
+    @classmethod
+    def _restore_from(
+        cls,
+        source: backup_module.RestoreSource,
+        path: str | os.PathLike[str] | None,
+        progress: backup_module.Progress | None,
+        **create_options: Any,
+    ) -> Volume:
+        """A new volume holding the pages of ``source`` at its restore point.
+
+        Each PG's pages are materialized once, at the restore point
+        (backup.pg_images), then installed into the new volume's six segments
+        at that LSN, shared and not replayed (``_start_from_images``): the way
+        a restore hydrates segments directly rather than writing every page
+        again. The new folder keeps its unfinished marker until every page is
+        in: killed before, it never opens, and a new restore into it clears it.
+        Failed in this process, it goes, with the folders made for it.
+        """
+        total, done = source.objects, 0
+
+        def read_one() -> None:
+            nonlocal done
+            done += 1
+            if progress:
+                progress(done, total)
+
+        made = folders_made_by(path)
+        meta = source.meta
+        try:
+            volume = cls.create(
+                path,
+                page_size=int(meta["page_size"]),
+                segment_size=int(meta["segment_size"]),
+                capacity=int(meta["capacity"]),
+                _finished=False,
+                **create_options,
+            )
+        except BaseException:
+            remove_made(made)
+            raise
+        try:
+            pages: dict[int, list[SharedImages]] = {}
+            for plan in source.plans:
+                layers = backup_module.pg_images(
+                    source, plan, volume.geometry, volume.options.backend, read_one
+                )
+                if layers:
+                    pages[plan.pg_id] = layers
+            if pages:
+                volume._start_from_images(source.point, pages)
+            volume._finish_creation()
+        except BaseException:
+            volume._discard_unfinished()
+            remove_made(made)
+            raise
+        volume.restored_from = (source.moment, source.point)
+        return volume
 
     # --- backtrack ------------------------------------------------------------------
 

@@ -86,8 +86,9 @@ from workloads import (
 )
 
 from aurora_storage import SimulatedClock, Volume
-from aurora_storage.backup import HISTORY_NAME, BackupCatalog
-from aurora_storage.backup.store import BackupStore, LocalFolderStore, MemoryStore, decode_object
+from aurora_storage.backup import BackupCatalog
+from aurora_storage.backup.store import BackupStore, LocalFolderStore, MemoryStore
+from aurora_storage.format.objects import HISTORY_NAME, decode_object
 from aurora_storage.protocol.backtrack import BacktrackResult
 
 SEED = 20180612

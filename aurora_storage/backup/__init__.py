@@ -3,31 +3,25 @@
 Storage stages each protection group's log to a backup store once per PG,
 not six times: for each staging round the writer names one healthy segment
 per PG, and that node builds the PG's chain frames of the round into a LOG
-object (:func:`build_log_object`), which the runtime uploads outside any
-lock (:class:`Upload`; the rounds themselves are run by staging.py).
-Periodically a node also builds a PAGES object: every page of the PG
-materialized at a staged LSN, the base a restore starts from once older LOG
-objects are gone. The writer keeps two kinds of small objects: ``rounds/``
+object, or every page of the PG into a PAGES object (protocol/stage.py),
+which the runtime uploads outside any lock (the rounds themselves are run by
+backup/staging.py). The writer keeps two kinds of small objects: ``rounds/``
 manifests (each round's VDL, the CPLs it staged with their times: the time
 index of the backup, and the objects it staged) and ``volume/history``
 (geometry, history versions, truncations, the earliest restorable time).
-Objects are lz4-compressed and xxh3-checksummed (backup_store.py;
-docs/format.md, "Backup objects").
+Objects and their names are coded in format/objects.py (docs/format.md,
+"Backup objects"); this module holds the writer's staging state
+(:class:`StagingState`), the catalog a restore reads (:class:`BackupCatalog`)
+and the restore's reading side.
 
-Names (all numbers zero-padded so names sort by LSN)::
-
-    log/pg-<pg>/<first_lsn>-<last_lsn>   frames of one PG, chained
-    pages/pg-<pg>/<lsn>                  page images of one PG at lsn
-    rounds/<vdl>-<milliseconds>          one staging round
-    volume/history                       geometry, versions, truncations
-
-Restore to time T reads only the store: the version in effect at T and every
-truncation give the hidden LSN ranges; the last CPL at or before T outside
-them is the restore point; each PG's newest PAGES object at or below it and
-the LOG objects after it (their backlinks must chain, or the restore names
-the missing range) are applied in C, and the resulting page images are
-installed into a new volume's segments at the restore point, shared by the
-six replicas, not written again through the writer.
+Restore to time T reads only the store (:func:`read_restore_point`): the
+version in effect at T and every truncation give the hidden LSN ranges; the
+last CPL at or before T outside them is the restore point; each PG's newest
+PAGES object at or below it and the LOG objects after it (their backlinks
+must chain, or the restore names the missing range) are applied in C
+(:func:`pg_images`). The volume (volume.py, ``Volume.restore``) installs the
+resulting page images into a new volume's segments at the restore point,
+shared by the six replicas, not written again through the writer.
 
 Invariants: a time inside the restorable window (:meth:`BackupCatalog.window`)
 restores exactly the commits at or before it; a time outside raises
@@ -38,19 +32,16 @@ PG, a link of a PG's chain) raises an error naming the object or LSN range.
 
 from __future__ import annotations
 
-import bisect
 import mmap
-import os
-import shutil
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import checks, native
 from ..clock import Duration, Moment, parse_target, resolve_target, to_duration
+from ..config import Geometry, VolumeOptions
 from ..errors import (
     BackupCorruptError,
     BackupObjectMissingError,
@@ -59,25 +50,25 @@ from ..errors import (
     TimeOutsideWindowError,
 )
 from ..format import frames as log
-from ..native.pagelog import new_page_log
-from ..protocol.history import History, inside, merge_ranges, truncation_ranges
-from ..protocol.segment import SharedImages
-from .store import (
+from ..format.objects import (
+    HISTORY_NAME,
     KIND_HISTORY,
     KIND_LOG,
     KIND_MANIFEST,
     KIND_PAGES,
-    BackupStore,
     decode_object,
     encode_object,
-    open_store,
+    log_name,
+    pages_name,
+    parse_log_name,
+    parse_pages_name,
+    parse_round_name,
 )
+from ..native.pagelog import new_page_log
+from ..protocol.history import History, inside, merge_ranges, truncation_ranges
+from ..protocol.segment import SharedImages
+from .store import BackupStore, open_store
 
-if TYPE_CHECKING:
-    from ..protocol.segment import Segment
-    from ..volume import Volume
-
-HISTORY_NAME = "volume/history"
 STAGING_INTERVAL_DEFAULT = 60.0  # seconds between staging rounds: latest restorable trails by this
 SNAPSHOT_EVERY_BYTES = 64 * 1024 * 1024  # staged log bytes of a PG between PAGES objects
 # A PG with log staged since its last PAGES object gets one at least this often,
@@ -85,104 +76,6 @@ SNAPSHOT_EVERY_BYTES = 64 * 1024 * 1024  # staged log bytes of a PG between PAGE
 # so this bounds how long the store keeps them past the retention period.
 SNAPSHOT_EVERY_SECONDS = 86400.0
 DAY = 86400.0
-
-
-def log_name(pg_id: int, first_lsn: int, last_lsn: int) -> str:
-    return f"log/pg-{pg_id:08d}/{first_lsn:020d}-{last_lsn:020d}"
-
-
-def pages_name(pg_id: int, lsn: int) -> str:
-    return f"pages/pg-{pg_id:08d}/{lsn:020d}"
-
-
-def round_name(vdl: int, time: float) -> str:
-    return f"rounds/{vdl:020d}-{max(0, round(time * 1000)):015d}"
-
-
-def parse_log_name(name: str) -> tuple[int, int, int]:
-    """(PG, first LSN, last LSN) of a LOG object's name."""
-    pg_part, range_part = name.split("/")[1:]
-    first, last = range_part.split("-")
-    return int(pg_part[3:]), int(first), int(last)
-
-
-def parse_pages_name(name: str) -> tuple[int, int]:
-    """(PG, LSN) of a PAGES object's name."""
-    pg_part, lsn_part = name.split("/")[1:]
-    return int(pg_part[3:]), int(lsn_part)
-
-
-def parse_round_name(name: str) -> tuple[int, float]:
-    """(VDL, time rounded to the millisecond) of a round's name."""
-    vdl, milliseconds = name.split("/")[1].split("-")
-    return int(vdl), int(milliseconds) / 1000
-
-
-# --- node side: building objects from a segment --------------------------------------
-
-
-@dataclass
-class Upload:
-    """An object a node built for the backup store, not yet encoded nor uploaded.
-
-    The node builds it while it holds the transport's lock (it reads segment
-    state); the runtime encodes it (one lz4 call, one xxh3 pass) and puts it
-    outside any lock (staging.py), so a slow store never holds up commits.
-    """
-
-    name: str
-    kind: int
-    parts: list[bytes | bytearray]  # the payload, concatenated
-    meta: dict[str, Any]
-
-    @property
-    def size(self) -> int:
-        """Bytes of the payload before compression."""
-        return sum(len(part) for part in self.parts)
-
-    def encode(self) -> bytes:
-        payload = self.parts[0] if len(self.parts) == 1 else b"".join(self.parts)
-        return encode_object(self.kind, payload, self.meta)
-
-
-def build_log_object(segment: Segment, from_lsn: int, upto_lsn: int) -> Upload | None:
-    """The LOG object of a segment's chain frames in (from_lsn, upto_lsn], or None if empty.
-
-    Raises CorruptionError if the chain no longer holds the start of the range.
-    """
-    start = bisect.bisect_right(segment.chain_last_lsns, from_lsn)
-    end = bisect.bisect_right(segment.chain_last_lsns, upto_lsn)
-    if start == end:
-        return None
-    if segment.chain_first_lsns[start] <= from_lsn:
-        raise CorruptionError(f"PG {segment.pg_id}: a frame straddles staged LSN {from_lsn}")
-    first_frame = log.decode_frame(
-        segment.chain_frames[start], segment.geometry.page_size, segment.page_lo, segment.page_hi
-    )
-    if first_frame.backlink > from_lsn:
-        raise CorruptionError(f"PG {segment.pg_id}: frames after LSN {from_lsn} were collected")
-    cpl_start = bisect.bisect_right(segment.cpl_lsns, from_lsn)
-    cpl_end = bisect.bisect_right(segment.cpl_lsns, upto_lsn)
-    first_lsn = segment.chain_first_lsns[start]
-    last_lsn = segment.chain_last_lsns[end - 1]
-    meta = {
-        "pg_id": segment.pg_id,
-        "first_lsn": first_lsn,
-        "last_lsn": last_lsn,
-        "backlink": first_frame.backlink,
-        "cpls": segment.cpl_lsns[cpl_start:cpl_end],
-        "times": segment.cpl_times[cpl_start:cpl_end],
-    }
-    # Chain frames are immutable bytes: the list keeps them, whatever the chain does next.
-    frames: list[bytes | bytearray] = list(segment.chain_frames[start:end])
-    return Upload(log_name(segment.pg_id, first_lsn, last_lsn), KIND_LOG, frames, meta)
-
-
-def build_pages_object(segment: Segment, lsn: int, annulled: tuple[int, ...]) -> Upload:
-    """The PAGES object of every page the segment changed at or below ``lsn``."""
-    page_nos, _, images = segment.images_at(lsn, annulled)
-    meta = {"pg_id": segment.pg_id, "lsn": lsn, "page_nos": page_nos}
-    return Upload(pages_name(segment.pg_id, lsn), KIND_PAGES, [images], meta)
 
 
 # --- writer side: staging state --------------------------------------------------------
@@ -304,16 +197,23 @@ class StagingState:
         return max(created_at, self.earliest), self.last_round_time_recorded
 
 
-def history_object(volume: Volume) -> bytes:
-    options = volume.options
+def history_object(
+    volume_id: str,
+    options: VolumeOptions,
+    history: History,
+    truncations: Sequence[tuple[int, ...]],
+    staged_earliest: float,
+) -> bytes:
+    """The ``volume/history`` object: geometry, history versions, truncations and the
+    earliest restorable time (never before the volume was made)."""
     meta = {
-        "volume_id": volume.volume_id,
+        "volume_id": volume_id,
         "page_size": options.page_size,
         "segment_size": options.segment_size,
         "capacity": options.capacity,
-        "versions": volume.history.encode(),
-        "truncations": [list(t) for t in volume.truncations],
-        "earliest": max(volume.history.created_at, volume.staging.earliest),
+        "versions": history.encode(),
+        "truncations": [list(t) for t in truncations],
+        "earliest": max(history.created_at, staged_earliest),
     }
     return encode_object(KIND_HISTORY, b"", meta)
 
@@ -508,115 +408,48 @@ class RestorePlan:
         return [*([self.base_name] if self.base_name else []), *(n for _, _, n in self.logs)]
 
 
-def restore(
-    source: Any,
-    to: Moment,
-    path: str | os.PathLike[str] | None,
-    *,
-    progress: Progress | None = None,
-    **create_options: Any,
-) -> Volume:
-    """A new volume holding exactly the commits of the backup ``source`` at or before ``to``.
+@dataclass(frozen=True)
+class RestoreSource:
+    """What a restore reads from a backup store before it makes a volume."""
 
-    ``to`` is any time clock.py reads (``now`` and ``-2h`` on the ``clock`` of
-    ``create_options``, else the wall clock), or ``"earliest"`` or ``"latest"``:
-    the ends of the restorable window. The source is only read: a local folder
-    that does not exist is an error, never created. A restore that fails leaves
-    no folder behind: what it made under ``path`` is removed.
+    store: BackupStore
+    moment: float  # the time asked for, inside the window
+    point: int  # the restore point: the last CPL at or before ``moment`` outside hidden ranges
+    annulled: tuple[int, ...]  # hidden LSN ranges as flat (first, last) pairs
+    meta: dict[str, Any]  # the history object's meta: the geometry of the backed-up volume
+    plans: list[RestorePlan]  # one per PG with staged objects
 
-    Each PG's pages are materialized once, at the restore point (:func:`_pg_images`),
-    then installed into the new volume's six segments at that LSN, shared and
-    not replayed (``Volume._start_from_images``): the way a restore hydrates
-    segments directly rather than writing every page again.
+    @property
+    def objects(self) -> int:
+        """Objects the restore reads: the total its progress counts to."""
+        return sum(len(plan.names) for plan in self.plans)
+
+
+def read_restore_point(source: Any, to: Moment, now: float | None) -> RestoreSource:
+    """Where a restore of the backup ``source`` to ``to`` lands, read from the store only.
+
+    ``to`` is any time clock.py reads (``now`` and ``-2h`` relative to ``now``,
+    the caller's clock), or ``"earliest"`` or ``"latest"``: the ends of the
+    restorable window. The source is only read: a local folder that does not
+    exist is an error, never created. Raises TimeOutsideWindowError outside the
+    window; BackupCorruptError or BackupObjectMissingError for the catalog.
     """
-    from ..volume import Volume
-
     parse_target(to)  # a time that cannot be read raises before the store is read
     store = open_store(source, create=False)
     catalog = BackupCatalog(store)
-    clock = create_options.get("clock")
     earliest, latest = catalog.window()
-    moment = resolve_target(to, earliest, latest, None if clock is None else clock.now())
+    moment = resolve_target(to, earliest, latest, now)
     point, annulled = catalog.restore_point(moment)
-    meta = catalog.meta
-    plans = catalog.plan(point, annulled)
-    total = sum(len(plan.names) for plan in plans)
-    done = 0
-
-    def read_one() -> None:
-        nonlocal done
-        done += 1
-        if progress:
-            progress(done, total)
-
-    # The new volume's folder keeps its unfinished marker until every page is in:
-    # killed before, it never opens, and a new restore into it clears it. Failed
-    # in this process, it goes, with the folders made for it.
-    made = _folders_made_by(path)
-    try:
-        volume = Volume.create(
-            path,
-            page_size=int(meta["page_size"]),
-            segment_size=int(meta["segment_size"]),
-            capacity=int(meta["capacity"]),
-            _finished=False,
-            **create_options,
-        )
-    except BaseException:
-        _remove_made(made)
-        raise
-    try:
-        pages: dict[int, list[SharedImages]] = {}
-        for plan in plans:
-            layers = _pg_images(store, plan, point, annulled, volume, read_one)
-            if layers:
-                pages[plan.pg_id] = layers
-        if pages:
-            volume._start_from_images(point, pages)
-        volume._finish_creation()
-    except BaseException:
-        volume._discard_unfinished()
-        _remove_made(made)
-        raise
-    volume.restored_from = (moment, point)
-    return volume
+    return RestoreSource(
+        store, moment, point, annulled, catalog.meta, catalog.plan(point, annulled)
+    )
 
 
-def _folders_made_by(path: str | os.PathLike[str] | None) -> tuple[Path, bool] | None:
-    """What a restore into ``path`` makes: the outermost folder of the path that is
-    missing now (False: remove it whole), or the path itself when it is an empty
-    folder now (True: keep it, empty)."""
-    if path is None:
-        return None
-    folder = Path(path).absolute()
-    if folder.is_dir():
-        return None if any(folder.iterdir()) else (folder, True)
-    while not folder.parent.exists() and folder.parent != folder:
-        folder = folder.parent
-    return folder, False
-
-
-def _remove_made(made: tuple[Path, bool] | None) -> None:
-    """Undoes what a failed restore made (:func:`_folders_made_by`)."""
-    if made is None:
-        return
-    folder, keep = made
-    if not keep:
-        shutil.rmtree(folder, ignore_errors=True)
-        return
-    for child in folder.iterdir():
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
-
-
-def _pg_images(
-    store: BackupStore,
+def pg_images(
+    source: RestoreSource,
     plan: RestorePlan,
-    point: int,
-    annulled: tuple[int, ...],
-    volume: Volume,
+    geometry: Geometry,
+    backend: str | None,
     read_one: Callable[[], None],
 ) -> list[SharedImages]:
     """One PG's pages at ``point``, as layers of shared images (Segment.start_at).
@@ -628,10 +461,10 @@ def _pg_images(
     Raises BackupCorruptError naming a damaged object, RestoreError for a gap
     (or for LOG objects that begin past the PG's first frame with no base).
     """
-    geometry = volume.geometry
+    store, point, annulled = source.store, source.point, source.annulled
     page_size = geometry.page_size
     page_lo, page_hi = geometry.page_range(plan.pg_id)
-    scratch = new_page_log(page_size, volume.options.backend)
+    scratch = new_page_log(page_size, backend)
     try:
         snapshot = None
         if plan.base_name is not None:
@@ -688,7 +521,7 @@ def _pg_images(
                 flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0),
             )
             # The snapshot images already reflect the ranges hidden at or below its
-            # LSN (one inside a hidden range is never a base: restore() skips it);
+            # LSN (one inside a hidden range is never a base: the catalog skips it);
             # the ranges only filter the records after them.
             pairs = array("Q", annulled)
             scratch.materialize_many(changed, point, pairs, block)

@@ -19,11 +19,11 @@ from ..errors import (
     ConfigurationError,
     InvalidArgumentError,
 )
+from ..format.objects import HISTORY_NAME, KIND_HISTORY, decode_object
 from ..protocol.writer import Writer
 from ..status import BackupStatus
 from .staging import Stager
-from .staging import default_mode as staging_mode
-from .store import KIND_HISTORY, decode_object, open_store
+from .store import open_store
 
 
 class Backed(Writer):
@@ -36,12 +36,13 @@ class Backed(Writer):
         """Records where the backup goes, for the next open (volume.py)."""
         raise NotImplementedError
 
-    def _attach_backup(self, options: backup_module.BackupOptions) -> None:
-        """Turns continuous backup on: the store's catalog is read once, here (a few
-        store calls: its names and newest round), then kept in memory."""
+    def _attach_backup(self, options: backup_module.BackupOptions, mode: str) -> None:
+        """Turns continuous backup on, its rounds run ``mode`` (staging.MODES): the
+        store's catalog is read once, here (a few store calls: its names and newest
+        round), then kept in memory."""
         store = open_store(options.target)
         try:
-            data: bytes | None = store.get(backup_module.HISTORY_NAME)
+            data: bytes | None = store.get(HISTORY_NAME)
         except BackupObjectMissingError:
             data = None
         if data is None and self._vdl:
@@ -51,7 +52,7 @@ class Backed(Writer):
             self.staging.base = (self._vdl, now)
             self.staging.earliest = max(self.staging.earliest, now)
         if data is not None:
-            meta, _ = decode_object(data, backup_module.HISTORY_NAME, KIND_HISTORY)
+            meta, _ = decode_object(data, HISTORY_NAME, KIND_HISTORY)
             if meta.get("volume_id") not in (None, self.volume_id):
                 raise ConfigurationError(
                     f"the backup store holds volume {meta.get('volume_id')}, not {self.volume_id}"
@@ -62,7 +63,7 @@ class Backed(Writer):
                 self.staging.staged_lsn[pg_id] = self.staging.last_round_vdl
         self.backup_options = options
         self.backup_store = store
-        self._stager = Stager(self, store, options.staging or staging_mode(self))  # type: ignore[arg-type]  # the Volume this is mixed into
+        self._stager = Stager(self, store, mode, options)
         self._write_volume_meta()  # where the backup goes, for the next open
 
     def stage_backup(self, timeout: Duration | None = None) -> bool:

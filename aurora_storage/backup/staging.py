@@ -45,32 +45,20 @@ import time as wall
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import backup
 from ..errors import AuroraStorageError, ConfigurationError
+from ..format.objects import HISTORY_NAME, KIND_MANIFEST, encode_object, round_name
 from ..protocol import messages as m
 from ..protocol.history import inside, merge_ranges, truncation_ranges
-from .store import KIND_MANIFEST, BackupStore, encode_object
-
-if TYPE_CHECKING:
-    from ..volume import Volume
+from ..protocol.stage import Upload
+from ..protocol.writer import Writer
+from .store import BackupStore
 
 STAGING_QUEUE_ROUNDS_MAX = 1  # round requests that wait behind the running round
 CLOSE_WAIT_SECONDS = 60.0  # close waits this long for the rounds asked for, then leaves them
 MODES = ("background", "inline")
-
-
-def default_mode(volume: Volume) -> str:
-    """Inline on a simulated clock or transport (runs that must replay exactly),
-    else background."""
-    from ..clock import SimulatedClock
-    from ..runtime.transport import SimulatedTransport
-
-    simulated = isinstance(volume.clock, SimulatedClock) or isinstance(
-        volume.transport, SimulatedTransport
-    )
-    return "inline" if simulated else "background"
 
 
 def check_mode(mode: str | None) -> None:
@@ -120,12 +108,15 @@ class _Request:
 class Stager:
     """Runs one volume's staging rounds (module docstring), inline or on a worker."""
 
-    def __init__(self, volume: Volume, store: BackupStore, mode: str) -> None:
+    def __init__(
+        self, volume: Writer, store: BackupStore, mode: str, options: backup.BackupOptions
+    ) -> None:
         check_mode(mode)
         self.volume = volume
         self.store = store
+        self.options = options
         self.state = volume.staging
-        self.interval = volume.backup_options.staging_interval
+        self.interval = options.staging_interval
         self.mode = mode
         self._round_lock = threading.Lock()  # one round at a time, whoever runs it
         self._changed = threading.Condition()  # guards the queue; never the transport's lock
@@ -151,7 +142,7 @@ class Stager:
             return
         if self.mode == "inline":
             try:
-                self.volume.stage_backup()
+                self.stage_now(None)
             except Exception as error:  # a store backend's own error: recorded, not raised
                 self.state.last_error = f"{type(error).__name__}: {error}"
             return
@@ -243,6 +234,17 @@ class Stager:
             except (AuroraStorageError, OSError) as error:
                 self.state.last_error = f"{type(error).__name__}: {error}"
                 return False
+
+    def _history_object(self) -> bytes:
+        """The volume's history object as of now; the caller holds the transport's lock."""
+        volume = self.volume
+        return backup.history_object(
+            volume.volume_id,
+            volume.options,
+            volume.history,
+            volume.truncations,
+            self.state.earliest,
+        )
 
     def _volume_closed(self) -> bool:
         """True once the volume closed (or crashed): a round then records nothing more."""
@@ -339,7 +341,7 @@ class Stager:
             if self._volume_closed():
                 return False
             signature = self.history_signature()
-            history = None if signature == state.history_written else backup.history_object(volume)
+            history = None if signature == state.history_written else self._history_object()
             cpls = sorted(set(state.unnamed_cpls))
             if not cpls and state.last_cpl[0]:
                 # Every round names the last CPL so far, so the newest round at or
@@ -364,7 +366,7 @@ class Stager:
                 "logs": [value for entry in state.unnamed_logs for value in entry],
                 "pages": [value for entry in state.unnamed_pages for value in entry],
             }
-            name = backup.round_name(upto, meta["time"])
+            name = round_name(upto, meta["time"])
             state.commit_time_floor = max(state.commit_time_floor, meta["time"])
             if name == state.last_round_name:
                 # A second round in the same millisecond: one manifest names both.
@@ -377,7 +379,7 @@ class Stager:
                 meta["pages"] = [*earlier.get("pages", ()), *meta["pages"]]
             named = (len(state.unnamed_cpls), len(state.unnamed_logs), len(state.unnamed_pages))
         if history is not None:
-            store.put(backup.HISTORY_NAME, history)
+            store.put(HISTORY_NAME, history)
             with volume.transport.lock:
                 state.history_written = signature
         store.put(name, encode_object(KIND_MANIFEST, b"", meta))
@@ -398,12 +400,12 @@ class Stager:
 
     def _build(
         self, requests: dict[int, tuple[int, int]], snapshot: bool
-    ) -> tuple[dict[int, backup.Upload | None], dict[int, str]]:
+    ) -> tuple[dict[int, Upload | None], dict[int, str]]:
         """Under the transport's lock: one healthy segment per PG builds the PG's object
         (None: nothing to stage); another is asked if it cannot. Returns the objects
         and, per PG none could build, why."""
         volume = self.volume
-        built: dict[int, backup.Upload | None] = {}
+        built: dict[int, Upload | None] = {}
         failed: dict[int, str] = {}
         names = list(volume.nodes)
         for pg_id, (staged, upto) in requests.items():
@@ -439,7 +441,7 @@ class Stager:
                 break
         return built, failed
 
-    def _put(self, upload: backup.Upload) -> None:
+    def _put(self, upload: Upload) -> None:
         """Encodes and uploads one object; the caller holds no lock."""
         self.store.put(upload.name, upload.encode())
 
@@ -520,7 +522,7 @@ class Stager:
             if self._volume_closed():
                 return
             horizon = now - max(
-                volume.backup_options.retention_days * backup.DAY, volume.options.backtrack_window
+                self.options.retention_days * backup.DAY, volume.options.backtrack_window
             )
             horizon_vdl = max((vdl for vdl, time, _ in state.rounds if time <= horizon), default=0)
             if horizon_vdl <= state.expired_vdl:
@@ -550,8 +552,8 @@ class Stager:
                     doomed += [n for _, last, n in state.logs.get(pg_id, []) if last <= base]
             state.earliest = max(state.earliest, horizon)
             signature = self.history_signature()
-            history_data = backup.history_object(volume)
-        store.put(backup.HISTORY_NAME, history_data)
+            history_data = self._history_object()
+        store.put(HISTORY_NAME, history_data)
         with lock:
             state.history_written = signature
         for name in doomed:

@@ -33,16 +33,15 @@ import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import msgpack
 
 from .. import native
-from ..backup.store import KIND_PAGES, decode_object, encode_object
 from ..config import Geometry
 from ..errors import AuroraStorageError, CorruptionError, VersionGoneError, WrongNodeError
 from ..format import frames as log
 from ..format import metadata as metafile
+from ..format.objects import KIND_PAGES, decode_object, encode_object
 from . import messages as m
 from .history import (
     History,
@@ -53,9 +52,7 @@ from .history import (
 )
 from .ports import Disk
 from .segment import Segment, SharedImages
-
-if TYPE_CHECKING:
-    from ..backup import Upload
+from .stage import Upload, build_log_object, build_pages_object
 
 WRITER = "writer"
 GONE = "version gone"  # PageImage.problem when the read point was coalesced away
@@ -798,8 +795,6 @@ class StorageNode:
         built. At most UPLOADS_HELD_MAX objects wait; an older one nobody took
         (its request was answered by another node, or its reply was lost) goes.
         """
-        from .. import backup
-
         segment = self.segments.get(message.pg_id)
         name, size, cpls, times, problem = "", 0, (), (), ""
         try:
@@ -811,11 +806,11 @@ class StorageNode:
             ):
                 raise CorruptionError(f"segment cannot vouch for LSN {message.required_scl}")
             if message.snapshot:
-                built: backup.Upload | None = backup.build_pages_object(
+                built: Upload | None = build_pages_object(
                     segment, message.upto_lsn, message.annulled
                 )
             else:
-                built = backup.build_log_object(segment, message.from_lsn, message.upto_lsn)
+                built = build_log_object(segment, message.from_lsn, message.upto_lsn)
             if built is not None:
                 name, size = built.name, built.size
                 if not message.snapshot:

@@ -226,3 +226,32 @@ def write_volume_meta(
     if base[0]:
         body["base_lsn"], body["base_time"] = base
     replace_volume_meta(root, options.durability, body)
+
+
+def folders_made_by(path: str | os.PathLike[str] | None) -> tuple[Path, bool] | None:
+    """What a restore into ``path`` makes: the outermost folder of the path that is
+    missing now (False: remove it whole), or the path itself when it is an empty
+    folder now (True: keep it, empty)."""
+    if path is None:
+        return None
+    folder = Path(path).absolute()
+    if folder.is_dir():
+        return None if any(folder.iterdir()) else (folder, True)
+    while not folder.parent.exists() and folder.parent != folder:
+        folder = folder.parent
+    return folder, False
+
+
+def remove_made(made: tuple[Path, bool] | None) -> None:
+    """Undoes what a failed restore made (:func:`folders_made_by`)."""
+    if made is None:
+        return
+    folder, keep = made
+    if not keep:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for child in folder.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)

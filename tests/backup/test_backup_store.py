@@ -1,4 +1,4 @@
-"""Backup stores and backup objects (aurora_storage/backup_store.py, docs/format.md).
+"""Backup stores and backup objects (aurora_storage/backup/store.py, format/objects.py, docs/format.md).
 
 The store contract runs on every store: the local folder (the default), the
 in-memory store, fsspec's ``memory://`` and ``file://`` filesystems, and
@@ -31,20 +31,12 @@ import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aurora_storage.backup import store as backup_store
 from aurora_storage.backup.store import (
-    KIND_HISTORY,
-    KIND_LOG,
-    KIND_MANIFEST,
-    KIND_PAGES,
-    MAGIC,
     BackupStore,
     FsspecStore,
     LocalFolderStore,
     MemoryStore,
     check_name,
-    decode_object,
-    encode_object,
     expired,
     open_store,
 )
@@ -57,6 +49,16 @@ from aurora_storage.errors import (
     FormatVersionError,
     InvalidArgumentError,
     InvalidBackupNameError,
+)
+from aurora_storage.format import objects
+from aurora_storage.format.objects import (
+    KIND_HISTORY,
+    KIND_LOG,
+    KIND_MANIFEST,
+    KIND_PAGES,
+    MAGIC,
+    decode_object,
+    encode_object,
 )
 
 HEADER = struct.Struct("<IHHIIIIQ")  # written out again here: the test reads the spec, not the code
@@ -691,8 +693,8 @@ def test_encode_rejects_bad_arguments(kind: int, payload: bytes, meta: Any) -> N
 
 
 def test_encode_enforces_size_limits(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(backup_store, "PAYLOAD_MAX_BYTES", 100)
-    monkeypatch.setattr(backup_store, "META_MAX_BYTES", 10)
+    monkeypatch.setattr(objects, "PAYLOAD_MAX_BYTES", 100)
+    monkeypatch.setattr(objects, "META_MAX_BYTES", 10)
     encode_object(KIND_LOG, bytes(100), {"k": "v"})
     with pytest.raises(InvalidArgumentError, match="101 bytes"):
         encode_object(KIND_LOG, bytes(101), {})
@@ -802,7 +804,7 @@ def test_raw_length_zero_with_a_block_and_the_reverse() -> None:
 
 def test_meta_over_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
     data = sample()
-    monkeypatch.setattr(backup_store, "META_MAX_BYTES", 4)
+    monkeypatch.setattr(objects, "META_MAX_BYTES", 4)
     assert "meta length" in corrupt(data).reason
 
 

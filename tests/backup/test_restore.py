@@ -15,12 +15,19 @@ from pathlib import Path
 import pytest
 
 from aurora_storage import SimulatedClock, Volume, backup
-from aurora_storage.backup.store import KIND_MANIFEST, MemoryStore, decode_object, encode_object
+from aurora_storage.backup.store import MemoryStore
 from aurora_storage.errors import (
     BackupCorruptError,
     BackupObjectMissingError,
     ConfigurationError,
     TimeOutsideWindowError,
+)
+from aurora_storage.format.objects import (
+    HISTORY_NAME,
+    KIND_MANIFEST,
+    decode_object,
+    encode_object,
+    parse_log_name,
 )
 from aurora_storage.protocol import node, segment
 from aurora_storage.sim import TimelineModel
@@ -184,10 +191,10 @@ def test_a_missing_object_is_named() -> None:
     with pytest.raises(BackupObjectMissingError) as caught:
         Volume.restore(store, to=clock.now())
     assert caught.value.name == names[1], "a round names it: the restore knows it is gone"
-    del store.objects[backup.HISTORY_NAME]
+    del store.objects[HISTORY_NAME]
     with pytest.raises(BackupObjectMissingError) as missing:
         Volume.restore(store, to=clock.now())
-    assert missing.value.name == backup.HISTORY_NAME
+    assert missing.value.name == HISTORY_NAME
 
 
 def test_a_gap_no_round_names_is_found_by_the_backlinks() -> None:
@@ -205,7 +212,7 @@ def test_a_gap_no_round_names_is_found_by_the_backlinks() -> None:
     del store.objects[names[1]]
     with pytest.raises(backup.RestoreError) as caught:
         Volume.restore(store, to=clock.now())
-    assert f"LSNs {backup.parse_log_name(names[0])[2] + 1} to " in str(caught.value)
+    assert f"LSNs {parse_log_name(names[0])[2] + 1} to " in str(caught.value)
     assert "missing" in str(caught.value)
 
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aurora_storage import SimulatedClock, Volume, backup
-from aurora_storage.backup.store import KIND_PAGES, MemoryStore, decode_object, encode_object
+from aurora_storage.backup.store import MemoryStore
 from aurora_storage.config import NODE_NAMES
 from aurora_storage.errors import (
     BackupCorruptError,
@@ -30,6 +30,7 @@ from aurora_storage.errors import (
     TimeOutsideWindowError,
     VersionGoneError,
 )
+from aurora_storage.format.objects import KIND_PAGES, decode_object, encode_object, pages_name
 from aurora_storage.protocol import node, segment
 from aurora_storage.sim import TimelineModel
 
@@ -291,7 +292,7 @@ def test_the_backup_of_a_restored_volume_restores(backend: str) -> None:
     assert (earliest, latest) == (created, clock.now())
     # Its backup begins with every PG's pages at the restore point.
     for pg_id in restored.pgs:
-        assert backup.pages_name(pg_id, point) in second.list("pages/")
+        assert pages_name(pg_id, point) in second.list("pages/")
     for moment_2 in (created, created + 1, created + 150, created + 240, latest):
         again = Volume.restore(second, to=moment_2, backend=backend)
         assert_pages(again, after.at(moment_2))

@@ -25,6 +25,7 @@ from aurora_storage.errors import (
     BackupObjectMissingError,
     TimeOutsideWindowError,
 )
+from aurora_storage.format.objects import HISTORY_NAME, parse_log_name
 from aurora_storage.sim import TimelineModel
 
 PREFIX = "backups/"
@@ -48,7 +49,7 @@ def test_staging_and_restores_through_s3(s3_url: str, s3_client: Any, s3_bucket:
     random_history(volume, model, rng, 24, gap_s=60)
     assert volume.stage_backup()
     stored = keys(s3_client, s3_bucket)
-    assert backup.HISTORY_NAME in stored
+    assert HISTORY_NAME in stored
     assert any(name.startswith("log/") for name in stored)
     assert any(name.startswith("rounds/") for name in stored)
     earliest, latest = volume.restorable_window
@@ -111,8 +112,8 @@ def test_retention_deletes_old_objects_from_s3(
     # Retention keeps a day back to the round before it: rounds are 4 hours apart.
     assert earliest >= clock.now() - 28 * 3600, "restores older than a day were given up"
     volume.close()
-    first_log = min(logs_in_s3, key=lambda name: backup.parse_log_name(name)[1])
-    assert backup.parse_log_name(first_log)[1] > 1, "the first LOG objects were deleted"
+    first_log = min(logs_in_s3, key=lambda name: parse_log_name(name)[1])
+    assert parse_log_name(first_log)[1] > 1, "the first LOG objects were deleted"
     with pytest.raises(TimeOutsideWindowError):
         Volume.restore(s3_url, to=START + 3600)
     for moment in (earliest, latest):

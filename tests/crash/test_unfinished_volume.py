@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from aurora_storage import SimulatedClock, Volume, backup
+from aurora_storage import volume as volume_module
 from aurora_storage.errors import (
     BackupStoreUnavailableError,
     InvalidArgumentError,
@@ -94,7 +95,7 @@ def test_a_failed_restore_leaves_nothing_and_a_retry_works(
 ) -> None:
     store, moment = backed_up(tmp_path)
     path = tmp_path / "restored"
-    real = backup._pg_images
+    real = backup.pg_images
     calls = 0
 
     def failing(*arguments, **keywords):  # type: ignore[no-untyped-def]
@@ -104,11 +105,11 @@ def test_a_failed_restore_leaves_nothing_and_a_retry_works(
             raise OSError(5, "the store went away")
         return real(*arguments, **keywords)
 
-    monkeypatch.setattr(backup, "_pg_images", failing)
+    monkeypatch.setattr(backup, "pg_images", failing)
     with pytest.raises(OSError):
         Volume.restore(store, to=moment, path=path)
     assert not path.exists()
-    monkeypatch.setattr(backup, "_pg_images", real)
+    monkeypatch.setattr(backup, "pg_images", real)
     restored = Volume.restore(store, to=moment, path=path)
     check_restored(restored, 64)
     restored.close()
@@ -128,9 +129,9 @@ def test_a_killed_restore_never_opens_and_a_retry_clears_it(
         volume._discard()
         volume._release_lock()
 
-    monkeypatch.setattr(backup, "_pg_images", killed)
+    monkeypatch.setattr(backup, "pg_images", killed)
     monkeypatch.setattr(Volume, "_discard_unfinished", dead)
-    monkeypatch.setattr(backup, "_remove_made", lambda made: None)
+    monkeypatch.setattr(volume_module, "remove_made", lambda made: None)
     with pytest.raises(KeyboardInterrupt):
         Volume.restore(store, to=moment, path=path)
     monkeypatch.undo()
