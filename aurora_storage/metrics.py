@@ -19,7 +19,7 @@ recorded yet) are left out rather than given made-up values.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import start_http_server as _start_http_server
@@ -28,9 +28,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.registry import Collector
 
 from .status import VolumeStatus
-
-if TYPE_CHECKING:
-    from .volume import Volume
+from .volume import Volume
 
 NODE_LABELS = ["node", "az"]
 SEGMENT_LABELS = ["pg", "node"]

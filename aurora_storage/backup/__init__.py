@@ -45,6 +45,7 @@ from ..config import Geometry, VolumeOptions
 from ..errors import (
     BackupCorruptError,
     BackupObjectMissingError,
+    ConfigurationError,
     CorruptionError,
     RestoreError,
     TimeOutsideWindowError,
@@ -107,8 +108,6 @@ class BackupOptions:
         return cls(target, days, interval, staging)
 
     def check(self) -> None:
-        from ..errors import ConfigurationError
-
         self.retention_days = checks.number("backup_retention_days", self.retention_days)
         self.staging_interval = checks.seconds("backup_staging_interval", self.staging_interval)
         if self.staging not in (None, "background", "inline"):

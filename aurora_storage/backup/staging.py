@@ -313,6 +313,8 @@ class Stager:
                     problem = problem or f"PG {pg_id}: {type(error).__name__}: {error}"
                     continue
             with lock:
+                # A PG's staged LSN only grows: the GC floor (writer.py) trusts it.
+                assert state.staged_lsn.get(pg_id, 0) <= upto, (pg_id, state.staged_lsn, upto)
                 state.staged_lsn[pg_id] = upto
                 state.snapshot_time.setdefault(pg_id, now)
                 if upload is not None:
@@ -366,6 +368,9 @@ class Stager:
                 "logs": [value for entry in state.unnamed_logs for value in entry],
                 "pages": [value for entry in state.unnamed_pages for value in entry],
             }
+            # A round names only commits it staged, each once, in LSN order.
+            assert all(cpl <= upto for cpl, _ in cpls), (cpls, upto)
+            assert len({cpl for cpl, _ in cpls}) == len(cpls), cpls
             name = round_name(upto, meta["time"])
             state.commit_time_floor = max(state.commit_time_floor, meta["time"])
             if name == state.last_round_name:

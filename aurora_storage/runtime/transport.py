@@ -24,16 +24,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import xxhash
 
 from ..clock import SimulatedClock
 from ..errors import MessageStormError
 from ..protocol import messages as m
-
-if TYPE_CHECKING:
-    from .sync import GroupSyncJob, SyncJob
+from .sync import GroupSyncJob, SyncJob
 
 Handler = Callable[[m.Message, str], list[tuple[str, m.Message]]]
 Syncer = Callable[[], "SyncJob | GroupSyncJob | None"]
