@@ -34,7 +34,7 @@ from .errors import (
     QuorumError,
 )
 from .format import frames as log
-from .protocol.node import log_name
+from .protocol.node_storage import log_name
 from .runtime.folder import recorded_clock
 from .volume import Volume
 

@@ -88,7 +88,8 @@ from workloads import (
 from aurora_storage import Volume
 from aurora_storage import volume as volume_module
 from aurora_storage.config import NODE_NAMES
-from aurora_storage.protocol.node import StorageNode, log_name
+from aurora_storage.protocol.node import StorageNode
+from aurora_storage.protocol.node_storage import log_name
 from aurora_storage.protocol.recovery import RecoveryPlan
 
 SEED = 20180610

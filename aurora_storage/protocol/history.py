@@ -40,6 +40,8 @@ import bisect
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from ..errors import CorruptionError
 
 
@@ -233,3 +235,17 @@ def newest(histories: list[History]) -> History | None:
     for history in histories[1:]:
         merged = merged.merged_with(history)
     return merged
+
+
+def encode_history(history: History | None) -> bytes:
+    encoded = history.encode_state() if history is not None else []
+    return bytes(msgpack.packb(encoded, use_bin_type=True))
+
+
+def decode_history(data: bytes) -> History | None:
+    """The history a message carries, or None when the sender knows none yet."""
+    try:
+        encoded = msgpack.unpackb(data, raw=False)
+    except (ValueError, msgpack.UnpackException) as error:
+        raise CorruptionError(f"undecodable history: {error}") from None
+    return History.decode_state(encoded) if encoded else None

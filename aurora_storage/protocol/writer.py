@@ -53,8 +53,8 @@ from ..errors import (
 from ..format import frames as log
 from . import messages as m
 from .hedging import ReadRanking
-from .history import History, flatten_truncations, merge_ranges, truncation_ranges
-from .node import encode_history, failed_nodes
+from .history import History, encode_history, flatten_truncations, merge_ranges, truncation_ranges
+from .node import failed_nodes
 from .protection_group import WRITE_QUORUM, Outstanding, ProtectionGroup, QuorumSet
 from .recovery import RecoveryPlan
 from .transaction import Transaction

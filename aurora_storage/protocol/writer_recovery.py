@@ -24,8 +24,9 @@ from ..errors import (
 from . import messages as m
 from . import recovery
 from .backtrack import Backtracking
-from .history import NO_KEY, History, merge_ranges, newest, truncation_ranges
-from .node import StorageNode, checkpoint_object, decode_history, failed_nodes
+from .history import NO_KEY, History, decode_history, merge_ranges, newest, truncation_ranges
+from .node import StorageNode, failed_nodes
+from .node_storage import checkpoint_object
 from .protection_group import READ_QUORUM, WRITE_QUORUM, ProtectionGroup
 from .recovery import RecoveryPlan
 from .segment import SharedImages

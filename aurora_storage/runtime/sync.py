@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 
 from ..native.flush import Flusher, datasync
 from ..protocol import messages as m
-from ..protocol.node import Outgoing, StorageNode, SyncRequest
+from ..protocol.node import StorageNode
+from ..protocol.node_storage import Outgoing, SyncRequest
 from ..protocol.segment import Segment
 from .disk import RealDisk
 

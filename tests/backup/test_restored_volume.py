@@ -31,7 +31,7 @@ from aurora_storage.errors import (
     VersionGoneError,
 )
 from aurora_storage.format.objects import KIND_PAGES, decode_object, encode_object, pages_name
-from aurora_storage.protocol import node, segment
+from aurora_storage.protocol import node_storage, segment
 from aurora_storage.sim import TimelineModel
 
 PAGE = 4096
@@ -233,9 +233,9 @@ def test_a_restore_into_a_folder_survives_reopen_and_crash(tmp_path: Path, durab
     for name in NODE_NAMES:
         folder = path / "nodes" / name
         for pg_id in restored.pgs:
-            assert (folder / node.log_name(pg_id)).stat().st_size == 0
+            assert (folder / node_storage.log_name(pg_id)).stat().st_size == 0
             meta, images = decode_object(
-                (folder / node.checkpoint_name(pg_id)).read_bytes(), name, KIND_PAGES
+                (folder / node_storage.checkpoint_name(pg_id)).read_bytes(), name, KIND_PAGES
             )
             assert (meta["cutoff"], meta["chain_lsn"], meta["cpl"]) == (point, point, point)
             for index, page_no in enumerate(meta["page_nos"]):

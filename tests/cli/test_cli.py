@@ -9,7 +9,7 @@ import pytest
 
 from aurora_storage import Volume, cli
 from aurora_storage.format import frames as log
-from aurora_storage.protocol.node import log_name
+from aurora_storage.protocol.node_storage import log_name
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -39,7 +39,7 @@ from aurora_storage.errors import (
 from aurora_storage.format import frames as log
 from aurora_storage.protocol import messages as m
 from aurora_storage.protocol import node, segment
-from aurora_storage.protocol.node import NODE_META, checkpoint_name, log_name
+from aurora_storage.protocol.node_storage import NODE_META, checkpoint_name, log_name
 from aurora_storage.protocol.segment import Segment
 from aurora_storage.runtime.disk import SimulatedDisk
 from aurora_storage.runtime.transport import DirectTransport

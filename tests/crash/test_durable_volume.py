@@ -25,7 +25,7 @@ from aurora_storage.format import frames as log
 from aurora_storage.format import metadata as metafile
 from aurora_storage.native.flush import Flusher
 from aurora_storage.protocol import messages as m
-from aurora_storage.protocol.node import log_name
+from aurora_storage.protocol.node_storage import log_name
 from aurora_storage.runtime import disk as disk_module
 from aurora_storage.runtime.disk import RealDisk, SimulatedDisk
 from aurora_storage.runtime.folder import VOLUME_META

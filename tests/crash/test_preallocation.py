@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from aurora_storage import Volume
-from aurora_storage.protocol.node import log_name
+from aurora_storage.protocol.node_storage import log_name
 from aurora_storage.runtime import disk
 from aurora_storage.runtime.disk import PREALLOCATE_BYTES_MIN, RealDisk
 

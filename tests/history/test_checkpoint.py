@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aurora_storage import SimulatedClock, Volume
-from aurora_storage.protocol import node, segment
+from aurora_storage.protocol import node, node_storage, segment
 
 PAGE = 4096
 START = 1_700_000_000.0
@@ -46,14 +46,14 @@ def test_disk_use_falls_once_the_window_passes(
         with volume.transaction() as tx:
             tx.put_page(i % 8, image[i:] + image[:i])
     before = disk_bytes(path)
-    assert not (path / "nodes" / "az1-a" / node.checkpoint_name(0)).exists()
+    assert not (path / "nodes" / "az1-a" / node_storage.checkpoint_name(0)).exists()
     clock.advance(7200)  # the window passes
     for i in range(200, 240):
         clock.advance(1)
         with volume.transaction() as tx:
             tx.put_page(i % 8, image[i % 256 :] + image[: i % 256])
     after = disk_bytes(path)
-    assert (path / "nodes" / "az1-a" / node.checkpoint_name(0)).exists()
+    assert (path / "nodes" / "az1-a" / node_storage.checkpoint_name(0)).exists()
     assert after < before, f"disk use went from {before} to {after} bytes"
     expected = [volume.read_page(p) for p in range(8)]
     earliest, latest = volume.backtrack_window

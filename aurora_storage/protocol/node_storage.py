@@ -1,0 +1,679 @@
+"""A storage node's disk: its log files, checkpoints, node.meta, loading and fsyncs.
+
+On disk (docs/format.md, "Node folder"): ``node.meta`` (name, volume, epoch,
+truncations, a VDL hint) replaced atomically; per segment ``pg-<id>.log``, an
+append-only sequence of frames in the order they joined the chain, and
+``pg-<id>.pages``, the segment's pages at its last checkpoint (a backup
+object, format/objects.py) below which the log was trimmed. With
+``durability="fsync"`` a node acknowledges only what is synced: acks wait in
+``held`` until the transport's sync job for them returns (:meth:`begin_sync`).
+
+:class:`NodeStorage` is the half of :class:`protocol.node.StorageNode` that
+touches its :class:`Disk` port; the node's messages live in node.py. Loading
+(:meth:`NodeStorage.load`) reads what the disk holds, checks every frame,
+cuts a torn tail, sets aside a misplaced file and marks a segment that lost
+data suspect until its peers vouch for it; what it found is a
+:class:`LoadReport`, per file.
+
+Invariants: nothing is acknowledged before the frames it covers are durable
+(fsync durability); a checkpoint replaces ``pg-<id>.pages`` before the log
+is trimmed, so a crash between the two leaves frames a load skips, never a
+gap; a disk write that fails stops the node (:attr:`failed` says why) and
+never raises out of a public method.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import functools
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from .. import native
+from ..config import Geometry
+from ..errors import CorruptionError, WrongNodeError
+from ..format import frames as log
+from ..format import metadata as metafile
+from ..format.objects import KIND_PAGES, decode_object, encode_object
+from . import messages as m
+from .history import History
+from .ports import Disk
+from .segment import Segment
+
+NODE_META = "node.meta"
+FINDINGS_MAX = 10_000  # problems a load report keeps (each names a file and a byte range)
+_LOG_NAME = re.compile(r"^pg-(\d+)\.log$")
+_PG_FILE = re.compile(r"^pg-(\d+)\.(?:log|pages)$")
+
+Outgoing = list[tuple[str, m.Message]]
+
+
+@functools.lru_cache(maxsize=4096)  # once per frame written: formatting shows
+def log_name(pg_id: int) -> str:
+    return f"pg-{pg_id:08d}.log"
+
+
+def checkpoint_name(pg_id: int) -> str:
+    return f"pg-{pg_id:08d}.pages"
+
+
+def checkpoint_object(
+    segment: Segment,
+    cutoff: int,
+    chain_lsn: int,
+    annulled: tuple[int, ...],
+    volume_id: str = "",
+) -> bytes:
+    """The ``pg-<id>.pages`` file of the segment's pages at ``cutoff`` (docs/format.md,
+    "Volume folder"), with its chain position there and its last commit at or below it."""
+    page_nos, image_lsns, images = segment.images_at(cutoff, annulled)
+    index = bisect.bisect_right(segment.cpl_lsns, cutoff)
+    meta: dict[str, object] = {
+        "pg_id": segment.pg_id,
+        "cutoff": cutoff,
+        "chain_lsn": chain_lsn,
+        "page_nos": page_nos,
+        "image_lsns": image_lsns,
+        "cpl": segment.cpl_lsns[index - 1] if index else 0,
+        "cpl_time": segment.cpl_times[index - 1] if index else 0.0,
+    }
+    if volume_id:
+        meta["volume_id"] = volume_id  # a file put in another volume's folder is told apart
+    return encode_object(KIND_PAGES, images, meta)
+
+
+@dataclass(frozen=True)
+class SyncRequest:
+    """A node's fsync work due now: its dirty files, the acks to release once they are
+    durable, the segments whose frames wait to be indexed meanwhile."""
+
+    names: list[str]
+    acks: Outgoing
+    segments: list[Segment]
+
+
+class _DiskFailed(Exception):
+    """A node's disk write failed and stopped the node: unwinds to the public method
+    that was running (handle, load, persist_start, write_meta, close), which returns."""
+
+
+@dataclass(frozen=True)
+class LoadFinding:
+    """One thing wrong with a node's file, found at load or while the node mended it.
+
+    ``kind`` is one of the ``FINDING_*`` names below; ``offset`` a byte position in
+    ``file`` (-1 when none applies); ``size`` bytes concerned (frames for
+    ``FINDING_REPAIRED``).
+    """
+
+    file: str
+    kind: str
+    detail: str
+    offset: int = -1
+    size: int = 0
+
+    def __str__(self) -> str:
+        where = f" at byte {self.offset}" if self.offset >= 0 else ""
+        return f"{self.file}: {self.kind}{where}: {self.detail}"
+
+
+FINDING_EMPTY = "started empty"  # no file at all: it knows nothing it acknowledged
+FINDING_TORN_TAIL = "torn tail"  # bytes after the last good frame, cut (or to be cut)
+FINDING_DAMAGED_RANGE = "damaged range"  # bad bytes with good frames after them
+FINDING_DUPLICATE = "duplicate frame"  # a frame the log holds twice
+FINDING_MISPLACED = "misplaced file"  # frames or pages of another PG or volume
+FINDING_LOST_CHECKPOINT = "lost checkpoint"  # pg-<id>.pages unreadable or missing
+FINDING_MISSING_FRAMES = "missing frames"  # the log does not continue its checkpoint
+FINDING_STALE_META = "stale node.meta"  # node.meta older than the files it describes
+FINDING_NEEDS_REPAIR = "needs segment repair"  # it lacks frames no peer holds any more
+FINDING_REPAIRED = "repaired from peers"  # frames a damaged segment fetched by gossip
+
+
+@dataclass
+class LoadReport:
+    """What a node found on its disk at restart, and what it mended since.
+
+    ``findings`` lists each problem per file; the counters summarize them.
+    A load with ``leave_logs`` (verify) reports the tails it would cut.
+    """
+
+    frames: int = 0
+    bytes: int = 0
+    torn_tails_cut: int = 0
+    damaged_ranges: int = 0
+    started_empty: bool = False
+    findings: list[LoadFinding] = field(default_factory=list)
+    # Frames fetched from peers, per log file, at or below the VDL found at load:
+    # committed data its disk lacked (damage, or a replica left behind).
+    repaired_frames: dict[str, int] = field(default_factory=dict)
+
+    def add(self, finding: LoadFinding) -> None:
+        if len(self.findings) < FINDINGS_MAX:
+            self.findings.append(finding)
+
+    def problems(self) -> list[str]:
+        """One line per finding, then one per log file repaired from peers."""
+        lines = [str(finding) for finding in self.findings]
+        lines += [
+            f"{name}: {FINDING_REPAIRED}: {count} frames"
+            for name, count in sorted(self.repaired_frames.items())
+        ]
+        return lines
+
+    @property
+    def damaged(self) -> bool:
+        """True if anything on the node's disk was wrong (a clean load finds nothing)."""
+        return bool(self.findings or self.repaired_frames)
+
+
+class NodeStorage:
+    """The disk side of a storage node (module docstring), mixed into StorageNode."""
+
+    name: str
+    az: str
+    geometry: Geometry
+    backend: str | None
+    disk: Disk | None
+    volume_id: str
+    durability: str
+    epoch: int
+    truncations: list[tuple[int, int, int]]
+    history: History | None
+    vdl_hint: int
+    segments: dict[int, Segment]
+    suspect: bool
+    suspect_reason: str
+    failed: str
+    dirty: set[str]
+    unindexed: set[int]
+    on_stop: Callable[[], None] | None
+    held: Outgoing
+    load_report: LoadReport
+    _writes_logs: bool
+    _repair_mark: int
+    _logged_pending: dict[int, set[int]]
+    _frames_since_meta: int
+
+    def segment(self, pg_id: int) -> Segment:
+        """The PG's segment, made on first use (node.py)."""
+        raise NotImplementedError
+
+    def annulled(self) -> tuple[int, ...]:
+        """LSN ranges every read skips (node.py)."""
+        raise NotImplementedError
+
+    # --- the log ----------------------------------------------------------------------
+
+    def _append_to_disk(self, pg_id: int, frames: list[bytes]) -> None:
+        assert self.disk is not None
+        if self._logged_pending or not self._writes_logs:
+            frames = self._frames_to_log(pg_id, frames)
+            if not frames:
+                return
+        name = log_name(pg_id)
+        try:
+            self.disk.append(name, frames[0] if len(frames) == 1 else b"".join(frames))
+        except OSError as error:
+            # What the write left behind is never acknowledged: a restart cuts a torn
+            # tail and re-verifies the rest. Nothing more is done in memory either.
+            self.stop_on_disk_error("write", error)
+            raise _DiskFailed from error
+        self.dirty.add(name)
+        self.unindexed.add(pg_id)
+        self._frames_since_meta += len(frames)
+        self.segments[pg_id].frames_logged += len(frames)
+
+    def _frames_to_log(self, pg_id: int, frames: list[bytes]) -> list[bytes]:
+        """The chained frames a log still lacks (none when the node writes no logs)."""
+        if not self._writes_logs:
+            return []
+        logged = self._logged_pending.get(pg_id)
+        if not logged:
+            return frames
+        kept = []
+        for frame in frames:
+            first_lsn = log.FRAME_HEADER.unpack_from(frame)[6]
+            if first_lsn in logged:
+                logged.discard(first_lsn)
+            else:
+                kept.append(frame)
+        if not logged:
+            del self._logged_pending[pg_id]
+        return kept
+
+    # --- checkpoints: trimming a segment's log ----------------------------------------
+
+    def checkpoint(self, segment: Segment) -> bool:
+        """Writes the segment's pages at a cutoff to ``pg-<id>.pages`` and drops older frames.
+
+        The cutoff is the coalesced point (no reader, backtrack or backup needs
+        an older version), provided every peer holds the frames below it
+        (gossip needs none of them) and it is at or below the node's durable
+        VDL hint (recovery asks for none of them). The page file is replaced first and the log second, each
+        atomically, so a crash between them leaves a log with extra frames,
+        which loading skips. Returns True if the log was rewritten.
+        """
+        disk = self.disk
+        assert disk is not None
+        segment.frames_logged = 0
+        cutoff = segment.coalesced_lsn  # the images are exactly at the coalesced point
+        if cutoff <= segment.checkpoint_lsn or cutoff > min(segment.chain_base_lsn, self.vdl_hint):
+            return False
+        if segment.failed or segment.suspect or not self._writes_logs:
+            return False  # a damaged log is rewritten only once the segment is whole again
+        self._write_meta()  # recovery must never ask this node for frames below its hint
+        name = log_name(segment.pg_id)
+        with self._stopping_on_disk_error("checkpoint"):
+            data = disk.read(name)
+        kept: list[bytes] = []
+        chain_lsn = segment.checkpoint_chain_lsn
+        position = 0
+        while position < len(data):
+            try:
+                frame = log.decode_frame(
+                    data, self.geometry.page_size, segment.page_lo, segment.page_hi, position
+                )
+            except CorruptionError:
+                # A range damaged before a restart, whose frames gossip appended since:
+                # the rewritten log leaves it out (or the zeros of a preallocated tail).
+                following = _next_valid_frame(data, position + 1, self.geometry, segment)
+                if following is None:
+                    break
+                position = following
+                continue
+            if frame.last_lsn <= cutoff:
+                chain_lsn = max(chain_lsn, frame.last_lsn)
+            else:
+                kept.append(data[position : position + frame.size])
+            position += frame.size
+        pages = checkpoint_object(segment, cutoff, chain_lsn, self.annulled(), self.volume_id)
+        with self._stopping_on_disk_error("checkpoint"):
+            disk.replace(checkpoint_name(segment.pg_id), pages)
+            disk.replace(name, b"".join(kept))
+        self.dirty.discard(name)
+        segment.checkpoint_lsn = cutoff
+        segment.checkpoint_chain_lsn = chain_lsn
+        return True
+
+    def persist_start(self, lsn: int, checkpoints: dict[int, bytes]) -> None:
+        """Makes a restore's starting point durable: the node keeps its own copy.
+
+        With a disk, each PG gets its ``pg-<id>.pages`` file (``checkpoints``,
+        the same bytes on every node) and an empty log, as if the segment had
+        checkpointed at ``lsn``; then node.meta records ``lsn`` as the VDL hint,
+        so recovery starts there. A failed write stops the node (:attr:`failed`
+        says why) rather than raising.
+        """
+        with contextlib.suppress(_DiskFailed):
+            if self.disk is not None:
+                with self._stopping_on_disk_error("restore write"):
+                    for pg_id, data in sorted(checkpoints.items()):
+                        self.disk.replace(checkpoint_name(pg_id), data)
+                        self.disk.replace(log_name(pg_id), b"")
+            self.vdl_hint = max(self.vdl_hint, lsn)
+            self._write_meta()
+
+    # --- persistence ----------------------------------------------------------------
+
+    def _meta_body(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "az": self.az,
+            "volume_id": self.volume_id,
+            "epoch": self.epoch,
+            "truncations": [list(t) for t in self.truncations],
+            "vdl_hint": self.vdl_hint,
+            "history": self.history.encode_state() if self.history is not None else [],
+            # Why the node may not vote yet (it started empty, its node.meta was stale):
+            # a restart before it caught up must not make it trusted.
+            "suspect": self.suspect_reason if self.suspect else "",
+        }
+
+    def write_meta(self) -> None:
+        """Replaces node.meta atomically and durably (temporary file, fsync, rename, fsync).
+
+        A failed write stops the node (:attr:`failed` says why) rather than raising.
+        """
+        with contextlib.suppress(_DiskFailed):
+            self._write_meta()
+
+    def _write_meta(self) -> None:
+        """:meth:`write_meta` for a message's handler: a failed write stops the node
+        and raises _DiskFailed, so the handler goes no further (handle returns)."""
+        if self.disk is not None:
+            data = metafile.encode(metafile.KIND_NODE, self._meta_body())
+            with self._stopping_on_disk_error("metadata write"):
+                self.disk.replace(NODE_META, data)
+            self._frames_since_meta = 0
+
+    @contextlib.contextmanager
+    def _stopping_on_disk_error(self, what: str) -> Iterator[None]:
+        """A disk's OSError in the block stops the node and unwinds as _DiskFailed."""
+        try:
+            yield
+        except OSError as error:
+            self.stop_on_disk_error(what, error)
+            raise _DiskFailed from error
+
+    def load(self, leave_logs: bool = False, sync_logs: bool = True) -> LoadReport:
+        """Rebuilds the node from its disk: metadata, then each segment's checkpoint and log.
+
+        First every log is made durable as it is (:meth:`Disk.sync_files`): after
+        an unclean stop a log may end in frames the page cache holds and the
+        device does not, and recovery must not count frames an OS crash could
+        still take away (PostgreSQL's crash recovery syncs its data folder so).
+
+        Damage with nothing valid after it is the tail a crash tore or garbled
+        before its fsync returned: it was never acknowledged, and is cut off.
+        Damage with valid frames after it is corruption of acknowledged data:
+        it is never truncated away; the segment becomes suspect (it votes in no
+        recovery quorum) and refetches what it lacks from peers by gossip.
+        (A bit flip in the very last frame after its fsync looks like a torn
+        write; the five other replicas still hold that frame.) So does a lost
+        or unreadable checkpoint, a log that does not continue its checkpoint,
+        and a checkpoint whose log is gone. A file holding another PG's data
+        (or a checkpoint of another volume) is never cut nor appended to: its
+        segment is set aside (:meth:`Segment.set_aside`); a file of a PG past
+        the volume's end is reported and not loaded. (Frames carry no volume
+        id: a log of another volume under the same PG number is not told
+        apart here.) A node.meta older than the files
+        (a checkpoint above its VDL hint, a frame of a newer epoch) makes the
+        node suspect. Every problem is a finding of :attr:`load_report`.
+
+        With ``leave_logs`` (verify, a read-only open) the logs are left as they
+        are: tails that would be cut are only reported, a node that starts empty
+        writes no node.meta, and frames fetched from peers are not written.
+        Without ``sync_logs`` (a read-only open) nothing is synced either.
+        Raises :class:`WrongNodeError` for another node's or volume's folder.
+        """
+        disk = self.disk
+        assert disk is not None
+        report = self.load_report = LoadReport()
+        self._writes_logs = not leave_logs
+        names = disk.list("pg-")
+        if not disk.exists(NODE_META):
+            if names:
+                raise CorruptionError(f"node {self.name}: logs present but node.meta is missing")
+            # A node that lost its disk knows nothing, including what it acknowledged.
+            report.started_empty = True
+            self.suspect = True
+            self.suspect_reason = "its folder was empty: it knows nothing it acknowledged"
+            report.add(LoadFinding(NODE_META, FINDING_EMPTY, self.suspect_reason))
+            if not leave_logs:
+                self.write_meta()
+            return report
+        meta = metafile.decode(disk.read(NODE_META), metafile.KIND_NODE, f"{self.name}/node.meta")
+        if meta.get("name") != self.name or meta.get("volume_id") != self.volume_id:
+            raise WrongNodeError(self.name, str(meta.get("name")), str(meta.get("volume_id")))
+        try:
+            self.epoch = int(meta["epoch"])
+            self.truncations = [(int(e), int(lo), int(hi)) for e, lo, hi in meta["truncations"]]
+            self.vdl_hint = int(meta["vdl_hint"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CorruptionError(
+                f"{self.name}/node.meta: missing or bad field ({error})"
+            ) from None
+        self._repair_mark = self.vdl_hint
+        if meta.get("suspect"):
+            self.suspect = True
+            self.suspect_reason = str(meta["suspect"])
+        encoded_history = meta.get("history") or []
+        self.history = History.decode_state(encoded_history) if encoded_history else None
+        if sync_logs:
+            disk.sync_files([name for name in names if _LOG_NAME.match(name)])
+        pg_ids = sorted({int(match.group(1)) for name in names if (match := _PG_FILE.match(name))})
+        pg_count = -(-self.geometry.page_count // self.geometry.pages_per_pg)
+        for pg_id in [pg_id for pg_id in pg_ids if pg_id >= pg_count]:
+            # No PG of this volume has that number: the file is another volume's.
+            detail = f"PG {pg_id} is past the end of the volume ({pg_count} PGs)"
+            report.add(LoadFinding(log_name(pg_id), FINDING_MISPLACED, detail))
+        stale: list[str] = []
+        for pg_id in [pg_id for pg_id in pg_ids if pg_id < pg_count]:
+            segment = self.segment(pg_id)
+            self._load_checkpoint(segment, report, stale)
+            self._load_segment(segment, report, stale)
+        if stale:
+            self.suspect = True
+            self.suspect_reason = f"{NODE_META} is older than {stale[0]}"
+            report.add(LoadFinding(NODE_META, FINDING_STALE_META, f"older than {stale[0]}"))
+        return report
+
+    def _doubt(self, segment: Segment, report: LoadReport, finding: LoadFinding) -> None:
+        """The segment may lack acknowledged frames: it votes in no quorum until it has
+        caught up with peers (gossip)."""
+        report.add(finding)
+        segment.suspect = True
+        segment.suspect_reason = segment.suspect_reason or str(finding)
+
+    def _set_aside(self, segment: Segment, report: LoadReport, finding: LoadFinding) -> None:
+        report.add(finding)
+        segment.set_aside(str(finding))
+
+    def _load_checkpoint(self, segment: Segment, report: LoadReport, stale: list[str]) -> None:
+        """Installs ``pg-<id>.pages``, if there is one; a damaged one makes the segment
+        suspect (the frames under it are gone from this disk), a misplaced one sets it
+        aside."""
+        assert self.disk is not None
+        name = checkpoint_name(segment.pg_id)
+        if not self.disk.exists(name):
+            return  # if a checkpoint was lost, the log does not start the chain (_load_segment)
+        try:
+            meta, images = decode_object(self.disk.read(name), name, KIND_PAGES)
+            pg_id = int(meta["pg_id"])
+            volume_id = str(meta.get("volume_id") or self.volume_id)
+            page_nos = [int(page_no) for page_no in meta["page_nos"]]
+            image_lsns = [int(lsn) for lsn in meta["image_lsns"]]
+            cutoff, chain_lsn = int(meta["cutoff"]), int(meta["chain_lsn"])
+            cpl, cpl_time = int(meta["cpl"]), float(meta["cpl_time"])
+        except (CorruptionError, KeyError, TypeError, ValueError) as error:
+            detail = f"unreadable ({error}): the frames under it are gone from this disk"
+            self._doubt(segment, report, LoadFinding(name, FINDING_LOST_CHECKPOINT, detail))
+            return
+        if pg_id != segment.pg_id or volume_id != self.volume_id:
+            owner = f"PG {pg_id}" if volume_id == self.volume_id else f"volume {volume_id!r}"
+            detail = f"holds the pages of {owner}"
+            self._set_aside(segment, report, LoadFinding(name, FINDING_MISPLACED, detail))
+            return
+        page_size = self.geometry.page_size
+        if (
+            len(images) != len(page_nos) * page_size
+            or len(image_lsns) != len(page_nos)
+            or any(not segment.page_lo <= p < segment.page_hi for p in page_nos)
+            or len(set(page_nos)) != len(page_nos)
+        ):
+            detail = "its images do not match its page list: the frames under it are gone"
+            self._doubt(segment, report, LoadFinding(name, FINDING_LOST_CHECKPOINT, detail))
+            return
+        for index, (page_no, image_lsn) in enumerate(zip(page_nos, image_lsns, strict=True)):
+            segment.page_log.set_image(
+                page_no, images[index * page_size : (index + 1) * page_size], image_lsn
+            )
+        segment.checkpoint_lsn = segment.coalesced_lsn = cutoff
+        segment.checkpoint_chain_lsn = segment.chain_base_lsn = segment.scl = chain_lsn
+        if cpl:
+            segment.cpl_lsns.append(cpl)
+            segment.cpl_times.append(cpl_time)
+            # Commits before it are folded into the images: the index cannot name them.
+            segment.time_floor = cpl_time
+        if cutoff > self.vdl_hint:
+            # A checkpoint is taken at or below a VDL hint node.meta already holds.
+            stale.append(f"{name} (its cutoff {cutoff} is above the VDL hint {self.vdl_hint})")
+
+    def _load_segment(self, segment: Segment, report: LoadReport, stale: list[str]) -> None:
+        """Reads ``pg-<id>.log`` into the segment: each frame that verifies joins it
+        (:meth:`_take_frame`); bad bytes are cut, doubted or set the segment aside
+        (:meth:`_past_damage`); then the frames are indexed (:meth:`_index_loaded`)."""
+        disk = self.disk
+        assert disk is not None
+        name = log_name(segment.pg_id)
+        if segment.failed:
+            return  # never read further, cut, nor appended to
+        if not disk.exists(name):
+            detail = "missing: the frames after its checkpoint are gone from this disk"
+            self._doubt(segment, report, LoadFinding(name, FINDING_MISSING_FRAMES, detail))
+            return
+        data = disk.read(name)
+        segment.on_chain = None  # these frames are on disk already
+        page_size = self.geometry.page_size
+        seen: set[int] = set()  # first LSNs of the frames read
+        position: int | None = 0
+        while position is not None and position < len(data):
+            try:
+                frame = log.decode_frame(
+                    data, page_size, segment.page_lo, segment.page_hi, position
+                )
+                if frame.pg_id != segment.pg_id:
+                    raise CorruptionError(f"a frame of PG {frame.pg_id}")
+            except CorruptionError:
+                position = self._past_damage(segment, report, name, data, position)
+                continue
+            self._take_frame(segment, report, name, data, position, frame, seen, stale)
+            position += frame.size
+        if not segment.failed:  # a segment set aside keeps nothing it read
+            self._index_loaded(segment, report, name)
+        segment.on_chain = self._append_to_disk
+
+    def _past_damage(
+        self, segment: Segment, report: LoadReport, name: str, data: bytes, position: int
+    ) -> int | None:
+        """Where reading goes on after bad bytes at ``position``, or None to stop.
+
+        Zeros to the end are preallocated space (cut); a frame of another PG makes
+        the file misplaced (set aside); nothing valid after it is a torn tail (cut:
+        never acknowledged); valid frames after it make a damaged range (the
+        segment is doubted and refetches it from peers)."""
+        disk = self.disk
+        assert disk is not None
+        if data.count(0, position) == len(data) - position:
+            # Zeros to the end: space the disk preallocated (disk.py), left
+            # behind by a crash. Cut it so appends resume after the frames.
+            if self._writes_logs:
+                disk.truncate(name, position)
+            return None
+        owner = _foreign_frame(data, position, self.geometry.page_size)
+        if owner is not None and owner != segment.pg_id:
+            finding = LoadFinding(name, FINDING_MISPLACED, f"holds frames of PG {owner}", position)
+            self._set_aside(segment, report, finding)
+            return None
+        following = _next_valid_frame(data, position + 1, self.geometry, segment)
+        if following is None:
+            # Nothing valid follows: the last write was torn or garbled by the
+            # crash before its fsync returned, so it was never acknowledged.
+            report.torn_tails_cut += 1
+            verb = "cut" if self._writes_logs else "would be cut"
+            size = len(data) - position
+            detail = f"{size} bytes after the last good frame {verb}"
+            report.add(LoadFinding(name, FINDING_TORN_TAIL, detail, position, size))
+            if self._writes_logs:
+                disk.truncate(name, position)
+            return None
+        report.damaged_ranges += 1
+        detail = f"{following - position} bytes; the frames in them are fetched from peers"
+        finding = LoadFinding(name, FINDING_DAMAGED_RANGE, detail, position, following - position)
+        self._doubt(segment, report, finding)
+        return following
+
+    def _take_frame(
+        self,
+        segment: Segment,
+        report: LoadReport,
+        name: str,
+        data: bytes,
+        position: int,
+        frame: log.Frame,
+        seen: set[int],
+        stale: list[str],
+    ) -> None:
+        """Queues a verified frame of the log for the segment, unless it is a duplicate,
+        inside the checkpoint already, or annulled; a frame of a newer epoch than
+        node.meta's makes the meta stale."""
+        size = frame.size
+        report.frames += 1
+        report.bytes += size
+        if frame.epoch > self.epoch and not stale:
+            stale.append(f"{name} (a frame of epoch {frame.epoch} at byte {position})")
+        if frame.first_lsn in seen:
+            lsns = f"LSNs {frame.first_lsn}..{frame.last_lsn}"
+            report.add(LoadFinding(name, FINDING_DUPLICATE, lsns, position, size))
+        elif frame.last_lsn <= segment.checkpoint_lsn:
+            pass  # in the checkpoint already (a crash came between its two replaces)
+        elif not segment.annulled_frame(frame.epoch, frame.first_lsn, frame.last_lsn):
+            segment.queued.append((frame, bytes(data[position : position + size])))
+        seen.add(frame.first_lsn)
+
+    def _index_loaded(self, segment: Segment, report: LoadReport, name: str) -> None:
+        """Chains and indexes the frames the log gave; frames past a hole wait, known to
+        be on disk, and the segment is doubted until gossip fills the hole."""
+        segment.persist(bounded=False)  # the log's own frames: none refused
+        segment.index_frames()
+        if segment.pending:
+            # Frames that do not continue the chain: what lies between is gone from
+            # this disk (a lost checkpoint, a damaged range). They are on disk already,
+            # so the gossip that fills the hole must not append them again.
+            self._logged_pending[segment.pg_id] = {entry[0] for entry in segment.pending.values()}
+            if not segment.suspect:  # else the finding that made it suspect says why
+                waiting = len(segment.pending)
+                detail = f"the chain stops at LSN {segment.scl}; {waiting} frames wait beyond"
+                self._doubt(segment, report, LoadFinding(name, FINDING_MISSING_FRAMES, detail))
+
+    # --- syncing ---------------------------------------------------------------------
+
+    def begin_sync(self) -> SyncRequest | None:
+        """The fsync work due now (group commit): every dirty file, every held ack; the
+        runtime performs it (runtime/sync.py)."""
+        if self.durability != "fsync":
+            self.dirty.clear()
+            return None
+        if not self.dirty and not self.held:
+            return None
+        segments = [self.segments[pg_id] for pg_id in sorted(self.unindexed)]
+        request = SyncRequest(sorted(self.dirty), self.held, segments)
+        self.dirty = set()
+        self.held = []
+        self.unindexed = set()
+        return request
+
+    def sync_failed(self, error: OSError) -> None:
+        """An fsync failed: nothing it covered is acknowledged, and the node stops.
+
+        It does not retry and trust the page cache (fsyncgate): a restart
+        reloads and re-verifies everything from disk.
+        """
+        self.stop_on_disk_error("fsync", error)
+
+    def stop_on_disk_error(self, what: str, error: OSError) -> None:
+        """The node stops: no held ack goes out, and it answers nothing until reloaded.
+
+        Every disk write of a node ends here on an OSError (a full or failing disk):
+        :attr:`failed` names the operation and the OS error, and the first reason stays.
+        """
+        self.failed = self.failed or f"{what} failed: {error}"
+        self.held.clear()
+        self.dirty.clear()
+        if self.on_stop is not None:
+            self.on_stop()
+
+
+def _next_valid_frame(data: bytes, start: int, geometry: Geometry, segment: Segment) -> int | None:
+    """Position of the first frame at or after ``start`` that verifies, or None."""
+    magic = b"AUFR"
+    position = data.find(magic, start)
+    while position != -1:
+        try:
+            log.decode_frame(data, geometry.page_size, segment.page_lo, segment.page_hi, position)
+        except CorruptionError:
+            position = data.find(magic, position + 1)
+            continue
+        return position
+    return None
+
+
+def _foreign_frame(data: bytes, position: int, page_size: int) -> int | None:
+    """The PG of a frame at ``position`` that verifies for some PG, or None: a log
+    whose first bad frame is another PG's is a misplaced file, not a torn tail."""
+    try:
+        return log.decode_frame(data, page_size, 0, native.LSN_MAX, position).pg_id
+    except CorruptionError:
+        return None
