@@ -115,7 +115,7 @@ class Stager:
         self.volume = volume
         self.store = store
         self.options = options
-        self.state = volume.staging
+        self.state: backup.StagingState = volume.staging
         self.interval = options.staging_interval
         self.mode = mode
         self._round_lock = threading.Lock()  # one round at a time, whoever runs it
@@ -257,6 +257,9 @@ class Stager:
         )
 
     def _round(self) -> bool:
+        """One staging round: each PG's base if due, the frames since the last round,
+        PAGES objects if due, the manifest, then expiry. False if the round failed
+        (``state.last_error`` says why) or the volume closed first."""
         volume, state = self.volume, self.state
         lock = volume.transport.lock
         with lock:
@@ -270,16 +273,34 @@ class Stager:
                 and state.history_written == self.history_signature()
                 and now - state.last_round_time_recorded < self.interval
             ):
-                return True
+                return True  # nothing new to stage or to name
+        if not self._stage_bases(now):
+            return False
+        with lock:
+            if self._volume_closed():
+                return False
+            built, failed = self._build(self._log_requests(upto), snapshot=False)
+            in_flight = volume.allocated_lsn > volume._lal_base()
+            allocated = volume.allocated_lsn
+        if not self._upload_logs(built, failed, upto, now):
+            return False
+        self._take_snapshots(now)  # before the manifest, so that it names them
+        if not self._record(upto, now, in_flight, allocated):
+            return False
+        self._expire(now)
+        return True
+
+    def _stage_bases(self, now: float) -> bool:
+        """Stages the pages of each PG at the volume's base, if not done yet; False on a
+        failure. A restored volume holds no frame below its base, nor may a volume
+        given a new backup: each PG's backup begins with its pages there, and a
+        round names the base commit."""
+        lock, state = self.volume.transport.lock, self.state
+        with lock:
             base_lsn, base_time = state.base
-            due = [
-                pg_id
-                for pg_id in volume.pgs
-                if base_lsn and state.staged_lsn.get(pg_id, 0) < base_lsn
-            ]
-        # A restored volume holds no frame below its base, nor may a volume given a
-        # new backup: each PG's backup begins with its pages there, and a round
-        # names the base commit.
+            if not base_lsn:
+                return True
+            due = [pg for pg in self.volume.pgs if state.staged_lsn.get(pg, 0) < base_lsn]
         for pg_id in due:
             problem = self._stage_pages(pg_id, base_lsn, now)
             if problem:
@@ -288,22 +309,30 @@ class Stager:
             with lock:
                 state.staged_lsn[pg_id] = max(state.staged_lsn.get(pg_id, 0), base_lsn)
         with lock:
-            if self._volume_closed():
-                return False
-            if base_lsn:
-                base = (base_lsn, base_time)
-                if state.last_cpl[0] < base_lsn and base not in state.unnamed_cpls:
-                    state.unnamed_cpls.append(base)
-            requests: dict[int, tuple[int, int]] = {}
-            for pg in volume.pgs.values():
-                staged = state.staged_lsn.get(pg.pg_id, 0)
-                if pg.required_scl(upto, volume.vdl) <= staged:
-                    state.staged_lsn[pg.pg_id] = max(staged, upto)
-                    continue
-                requests[pg.pg_id] = (staged, upto)
-            built, failed = self._build(requests, snapshot=False)
-            in_flight = volume.allocated_lsn > volume._lal_base()
-            allocated = volume.allocated_lsn
+            base = (base_lsn, base_time)
+            if state.last_cpl[0] < base_lsn and base not in state.unnamed_cpls:
+                state.unnamed_cpls.append(base)
+        return True
+
+    def _log_requests(self, upto: int) -> dict[int, tuple[int, int]]:
+        """The (staged, upto) LSN range of each PG with frames to stage; a PG with none
+        counts as staged to ``upto``. The caller holds the transport's lock."""
+        volume, state = self.volume, self.state
+        requests: dict[int, tuple[int, int]] = {}
+        for pg in volume.pgs.values():
+            staged = state.staged_lsn.get(pg.pg_id, 0)
+            if pg.required_scl(upto, volume.vdl) <= staged:
+                state.staged_lsn[pg.pg_id] = max(staged, upto)
+                continue
+            requests[pg.pg_id] = (staged, upto)
+        return requests
+
+    def _upload_logs(
+        self, built: dict[int, Upload | None], failed: dict[int, str], upto: int, now: float
+    ) -> bool:
+        """Puts each PG's LOG object and marks the PG staged to ``upto``, its CPLs and
+        object waiting to be named by the manifest; False if any PG failed."""
+        lock, state = self.volume.transport.lock, self.state
         problem = next((f"PG {pg_id}: {why}" for pg_id, why in failed.items()), "")
         for pg_id, upload in built.items():
             if upload is not None:
@@ -329,10 +358,6 @@ class Stager:
         if problem:
             state.last_error = problem
             return False
-        self._take_snapshots(now)  # before the manifest, so that it names them
-        if not self._record(upto, now, in_flight, allocated):
-            return False
-        self._expire(now)
         return True
 
     def _record(self, upto: int, now: float, in_flight: bool, allocated: int) -> bool:
@@ -349,39 +374,12 @@ class Stager:
                 # Every round names the last CPL so far, so the newest round at or
                 # before a time always holds the restore point of that time.
                 cpls = [state.last_cpl]
-            round_time = cpls[-1][1] if in_flight and cpls else now
-            if cpls and cpls[-1][1] > round_time:
-                # A commit stamped just after an earlier round at this clock time:
-                # the round reaches its time, so a restore to the round's time has it.
-                round_time = cpls[-1][1]
-            if not in_flight and volume.allocated_lsn > allocated:
-                # A commit since the round began may carry its time (a clock that did
-                # not tick): the round ends just before, so a restore to its time
-                # never misses a commit it does not name.
-                round_time = math.nextafter(round_time, -math.inf)
-            meta: dict[str, Any] = {
-                "vdl": upto,
-                "time": max(round_time, state.last_round_time_recorded),
-                "cpls": [cpl for cpl, _ in cpls],
-                "times": [time for _, time in cpls],
-                "previous": state.last_round_vdl if state.last_round_name else -1,
-                "logs": [value for entry in state.unnamed_logs for value in entry],
-                "pages": [value for entry in state.unnamed_pages for value in entry],
-            }
             # A round names only commits it staged, each once, in LSN order.
             assert all(cpl <= upto for cpl, _ in cpls), (cpls, upto)
             assert len({cpl for cpl, _ in cpls}) == len(cpls), cpls
-            name = round_name(upto, meta["time"])
+            round_time = self._round_time(cpls, now, in_flight, allocated)
+            name, meta = self._manifest(upto, round_time, cpls)
             state.commit_time_floor = max(state.commit_time_floor, meta["time"])
-            if name == state.last_round_name:
-                # A second round in the same millisecond: one manifest names both.
-                earlier = state.last_round_meta
-                merged = sorted({*zip(earlier["cpls"], earlier["times"], strict=True), *cpls})
-                meta["cpls"] = [cpl for cpl, _ in merged]
-                meta["times"] = [time for _, time in merged]
-                meta["previous"] = earlier.get("previous", meta["previous"])
-                meta["logs"] = [*earlier.get("logs", ()), *meta["logs"]]
-                meta["pages"] = [*earlier.get("pages", ()), *meta["pages"]]
             named = (len(state.unnamed_cpls), len(state.unnamed_logs), len(state.unnamed_pages))
         if history is not None:
             store.put(HISTORY_NAME, history)
@@ -402,6 +400,50 @@ class Stager:
                 state.rounds.append((upto, meta["time"], name))
             state.last_round_name, state.last_round_meta = name, meta
         return True
+
+    def _round_time(
+        self, cpls: list[tuple[int, float]], now: float, in_flight: bool, allocated: int
+    ) -> float:
+        """The time a round stands for: a restore to it has exactly the commits the
+        round names at or before it. The caller holds the transport's lock."""
+        round_time = cpls[-1][1] if in_flight and cpls else now
+        if cpls and cpls[-1][1] > round_time:
+            # A commit stamped just after an earlier round at this clock time:
+            # the round reaches its time, so a restore to the round's time has it.
+            round_time = cpls[-1][1]
+        if not in_flight and self.volume.allocated_lsn > allocated:
+            # A commit since the round began may carry its time (a clock that did
+            # not tick): the round ends just before, so a restore to its time
+            # never misses a commit it does not name.
+            round_time = math.nextafter(round_time, -math.inf)
+        return max(round_time, self.state.last_round_time_recorded)
+
+    def _manifest(
+        self, upto: int, round_time: float, cpls: list[tuple[int, float]]
+    ) -> tuple[str, dict[str, Any]]:
+        """The round's manifest name and meta (docs/format.md, "Backup objects"); a
+        second round in the same millisecond shares the first one's name, and its
+        manifest names what both staged."""
+        state = self.state
+        meta: dict[str, Any] = {
+            "vdl": upto,
+            "time": round_time,
+            "cpls": [cpl for cpl, _ in cpls],
+            "times": [time for _, time in cpls],
+            "previous": state.last_round_vdl if state.last_round_name else -1,
+            "logs": [value for entry in state.unnamed_logs for value in entry],
+            "pages": [value for entry in state.unnamed_pages for value in entry],
+        }
+        name = round_name(upto, round_time)
+        if name == state.last_round_name:
+            earlier = state.last_round_meta
+            merged = sorted({*zip(earlier["cpls"], earlier["times"], strict=True), *cpls})
+            meta["cpls"] = [cpl for cpl, _ in merged]
+            meta["times"] = [time for _, time in merged]
+            meta["previous"] = earlier.get("previous", meta["previous"])
+            meta["logs"] = [*earlier.get("logs", ()), *meta["logs"]]
+            meta["pages"] = [*earlier.get("pages", ()), *meta["pages"]]
+        return name, meta
 
     def _build(
         self, requests: dict[int, tuple[int, int]], snapshot: bool
@@ -503,6 +545,27 @@ class Stager:
             except (AuroraStorageError, OSError):
                 continue
 
+    def _pg_bases(self, horizon: float, horizon_vdl: int) -> dict[int, int]:
+        """Each PG's base for expiry: every version in effect at or after the horizon
+        hides its own ranges (and every truncation), and a PG's base is the oldest of
+        their bases. The caller holds the transport's lock."""
+        volume, state = self.volume, self.state
+        history = volume.history
+        first = history.at(horizon) or history.versions[0]
+        truncations = truncation_ranges(volume.truncations)
+        hidden = [
+            merge_ranges(version.annulled, truncations)
+            for version in history.versions
+            if version.version >= first.version
+        ]
+        return {
+            pg_id: min(
+                backup.newest_base(state.snapshots.get(pg_id, []), horizon_vdl, ranges)[0]
+                for ranges in hidden
+            )
+            for pg_id in set(state.logs) | set(state.snapshots)
+        }
+
     def _expire(self, now: float) -> None:
         """Deletes what no restore inside the restorable window needs.
 
@@ -532,23 +595,7 @@ class Stager:
             horizon_vdl = max((vdl for vdl, time, _ in state.rounds if time <= horizon), default=0)
             if horizon_vdl <= state.expired_vdl:
                 return
-            # Every version in effect at or after the horizon hides its own ranges
-            # (and every truncation): a PG's base is the oldest of their bases.
-            history = volume.history
-            first = history.at(horizon) or history.versions[0]
-            truncations = truncation_ranges(volume.truncations)
-            hidden = [
-                merge_ranges(version.annulled, truncations)
-                for version in history.versions
-                if version.version >= first.version
-            ]
-            bases = {
-                pg_id: min(
-                    backup.newest_base(state.snapshots.get(pg_id, []), horizon_vdl, ranges)[0]
-                    for ranges in hidden
-                )
-                for pg_id in set(state.logs) | set(state.snapshots)
-            }
+            bases = self._pg_bases(horizon, horizon_vdl)
             keep_lsn = min([horizon_vdl, *bases.values()])
             doomed = [name for vdl, _, name in state.rounds if vdl < keep_lsn]
             for pg_id, base in bases.items():
