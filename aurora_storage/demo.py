@@ -101,10 +101,25 @@ def _check_new_folder(folder: Path) -> None:
 
 
 def _tour(folder: Path) -> int:
+    """Runs the seven steps on a new volume in ``folder``; returns the exit status."""
     tour = Tour()
     rng = random.Random(2017)
     clock = SimulatedClock(start=1_767_225_600.0)  # 2026-01-01T00:00:00Z
     path = folder / "volume"
+    volume = _create_volume(path, folder, clock)
+    model: dict[int, bytes] = {}
+    _write_workload(tour, volume, model, rng, clock)
+    _lose_an_az(tour, volume, model, rng, clock)
+    in_doubt = _lose_an_az_and_a_node(tour, volume, model, clock)
+    _restore_the_nodes(tour, volume, model, rng, clock, in_doubt)
+    volume = _crash_the_writer(tour, volume, model, clock, path)
+    model = _backtrack(tour, volume, model, clock)
+    _restore_to_a_point_in_time(tour, volume, model, rng, clock, folder)
+    return _summary(tour)
+
+
+def _create_volume(path: Path, folder: Path, clock: SimulatedClock) -> Volume:
+    """The volume the tour runs on, with its backup in ``folder``, and the header naming it."""
     volume = Volume.create(
         path,
         page_size=PAGE,
@@ -117,9 +132,17 @@ def _tour(folder: Path) -> int:
     )
     print(f"volume at {path}: 128 TiB addressable, pages of 16 KiB, PGs of {PAGES_PER_PG} pages,")
     print("six nodes az1-a .. az3-b, fsync durability, 72 h backtrack window, 7-day backup\n")
-    model: dict[int, bytes] = {}
+    return volume
 
-    # 1. workload
+
+def _write_workload(
+    tour: Tour,
+    volume: Volume,
+    model: dict[int, bytes],
+    rng: random.Random,
+    clock: SimulatedClock,
+) -> None:
+    """Step 1: an hour of commits with fsync, and the pages they leave on disk."""
     started = time.perf_counter()
     for _ in range(6):
         clock.advance(600)
@@ -133,7 +156,15 @@ def _tour(folder: Path) -> int:
         f"VDL {volume.vdl}, {status['pg_count']} PGs, {status['bytes_used']:,} bytes on disk",
     )
 
-    # 2. lose an AZ
+
+def _lose_an_az(
+    tour: Tour,
+    volume: Volume,
+    model: dict[int, bytes],
+    rng: random.Random,
+    clock: SimulatedClock,
+) -> None:
+    """Step 2: a whole AZ down, and commits still acknowledged by the four live segments."""
     volume.cluster.fail_az("az1")
     clock.advance(300)
     before = volume.vdl
@@ -148,7 +179,11 @@ def _tour(folder: Path) -> int:
         f"20 commits acknowledged by {holders} of 6 segments, VDL {before} -> {volume.vdl}",
     )
 
-    # 3. AZ + 1
+
+def _lose_an_az_and_a_node(
+    tour: Tour, volume: Volume, model: dict[int, bytes], clock: SimulatedClock
+) -> int:
+    """Step 3: an AZ plus a node down: a commit refused, reads served; returns its LSN."""
     volume.cluster.fail_node("az2-a")
     clock.advance(60)
     vdl = volume.vdl
@@ -166,8 +201,18 @@ def _tour(folder: Path) -> int:
         f"commit at LSN {in_doubt} refused (3 of 6), VDL stays {vdl}; "
         f"{PAGES} pages read back intact from az2-b, az3-a, az3-b",
     )
+    return in_doubt
 
-    # 4. restore the nodes
+
+def _restore_the_nodes(
+    tour: Tour,
+    volume: Volume,
+    model: dict[int, bytes],
+    rng: random.Random,
+    clock: SimulatedClock,
+    in_doubt: int,
+) -> None:
+    """Step 4: the lost nodes back, caught up by gossip, and the in-doubt commit durable."""
     for name in ("az1-a", "az1-b", "az2-a"):
         volume.cluster.restore_node(name)
     image = bytearray(model.get(7, bytes(PAGE)))
@@ -189,7 +234,11 @@ def _tour(folder: Path) -> int:
         f"the in-doubt commit is durable, VDL {volume.vdl}",
     )
 
-    # 5. crash the writer
+
+def _crash_the_writer(
+    tour: Tour, volume: Volume, model: dict[int, bytes], clock: SimulatedClock, path: Path
+) -> Volume:
+    """Step 5: a writer crash and the recovery that reopens the volume; returns it reopened."""
     acknowledged_vdl = volume.vdl
     volume.simulate_crash()
     clock.advance(30)
@@ -205,8 +254,13 @@ def _tour(folder: Path) -> int:
         f"recovered in {elapsed * 1000:.0f} ms: epoch {plan.epoch}, VDL {plan.vdl}, "
         f"truncation ({plan.truncation[0]}, {plan.truncation[1]}] annulled, no redo replayed",
     )
+    return volume
 
-    # 6. backtrack a mistake, then forward again
+
+def _backtrack(
+    tour: Tour, volume: Volume, model: dict[int, bytes], clock: SimulatedClock
+) -> dict[int, bytes]:
+    """Step 6: a mistake undone by backtrack, redone, undone again; returns the pages' model."""
     clock.advance(3600)
     good_time = clock.now()
     good = dict(model)
@@ -234,9 +288,18 @@ def _tour(folder: Path) -> int:
         f"a wipe of {PAGES // 4} pages undone (back to LSN {result.lsn}), redone, undone again; "
         f"window {(latest - earliest) / 3600:.1f} h reachable",
     )
-    model = good
+    return good
 
-    # 7. point-in-time restore
+
+def _restore_to_a_point_in_time(
+    tour: Tour,
+    volume: Volume,
+    model: dict[int, bytes],
+    rng: random.Random,
+    clock: SimulatedClock,
+    folder: Path,
+) -> None:
+    """Step 7: the backup restored to a point in time into a new volume; closes ``volume``."""
     clock.advance(600)
     _write(volume, model, rng, 20)
     # A staging round ran within these commits at this clock time: commits after it
@@ -263,6 +326,9 @@ def _tour(folder: Path) -> int:
         f"(restorable window {(latest - earliest) / 3600:.1f} h)",
     )
 
+
+def _summary(tour: Tour) -> int:
+    """The closing line: how many checks passed or failed; returns the exit status."""
     total = time.perf_counter() - tour.started
     if tour.failures:
         print(f"\n{len(tour.failures)} of {tour.checks} checks FAILED in {total:.1f} s")
