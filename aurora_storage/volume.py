@@ -320,16 +320,9 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             if root is None or disks is not None or transport is not None:
                 raise ConfigurationError("a read-only open takes a volume's path (no disks)")
             return cls._open_readonly(root, clock, backend, backup)
-        backup_options = backup_module.BackupOptions(backup, staging=backup_staging)
-        base = (0, 0.0)
-        if root is not None:
-            options, volume_id, base, stored = _stored_volume(root, backup is not None)
-            if backup is None and stored is not None:
-                backup_options = stored
-                backup_options.staging = backup_staging
-        backup_options.check()
-        if options is None:
-            raise ConfigurationError("Volume.open needs a path, or options with disks")
+        options, volume_id, base, backup_options = cls._recorded_options(
+            root, options, volume_id, backup, backup_staging
+        )
         if backend is not None:
             options.backend = backend
         missing: list[str] = []
@@ -350,6 +343,29 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         volume.base_lsn, volume.base_time = base
         volume._reopen(missing, backup_options)
         return volume
+
+    @staticmethod
+    def _recorded_options(
+        root: Path | None,
+        options: VolumeOptions | None,
+        volume_id: str,
+        backup: Any,
+        backup_staging: str | None,
+    ) -> tuple[VolumeOptions, str, tuple[int, float], backup_module.BackupOptions]:
+        """The options, volume id, base (LSN, time) and backup a reopen uses: what the
+        folder's volume.meta records (its backup unless another is given), or the
+        ``options`` given with disks."""
+        backup_options = backup_module.BackupOptions(backup, staging=backup_staging)
+        base = (0, 0.0)
+        if root is not None:
+            options, volume_id, base, stored = _stored_volume(root, backup is not None)
+            if backup is None and stored is not None:
+                backup_options = stored
+                backup_options.staging = backup_staging
+        backup_options.check()
+        if options is None:
+            raise ConfigurationError("Volume.open needs a path, or options with disks")
+        return options, volume_id, base, backup_options
 
     def _reopen(self, missing: list[str], backup: backup_module.BackupOptions) -> None:
         """Loads every node, recovers, rebuilds missing node folders, attaches the backup;

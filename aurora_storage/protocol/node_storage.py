@@ -404,23 +404,7 @@ class NodeStorage:
             if not leave_logs:
                 self.write_meta()
             return report
-        meta = metafile.decode(disk.read(NODE_META), metafile.KIND_NODE, f"{self.name}/node.meta")
-        if meta.get("name") != self.name or meta.get("volume_id") != self.volume_id:
-            raise WrongNodeError(self.name, str(meta.get("name")), str(meta.get("volume_id")))
-        try:
-            self.epoch = int(meta["epoch"])
-            self.truncations = [(int(e), int(lo), int(hi)) for e, lo, hi in meta["truncations"]]
-            self.vdl_hint = int(meta["vdl_hint"])
-        except (KeyError, TypeError, ValueError) as error:
-            raise CorruptionError(
-                f"{self.name}/node.meta: missing or bad field ({error})"
-            ) from None
-        self._repair_mark = self.vdl_hint
-        if meta.get("suspect"):
-            self.suspect = True
-            self.suspect_reason = str(meta["suspect"])
-        encoded_history = meta.get("history") or []
-        self.history = History.decode_state(encoded_history) if encoded_history else None
+        self._read_meta(disk)
         if sync_logs:
             disk.sync_files([name for name in names if _LOG_NAME.match(name)])
         pg_ids = sorted({int(match.group(1)) for name in names if (match := _PG_FILE.match(name))})
@@ -439,6 +423,28 @@ class NodeStorage:
             self.suspect_reason = f"{NODE_META} is older than {stale[0]}"
             report.add(LoadFinding(NODE_META, FINDING_STALE_META, f"older than {stale[0]}"))
         return report
+
+    def _read_meta(self, disk: Disk) -> None:
+        """Takes epoch, truncations, VDL hint, suspicion and history from node.meta.
+        Raises WrongNodeError for another node's or volume's, CorruptionError for a
+        field that does not read."""
+        meta = metafile.decode(disk.read(NODE_META), metafile.KIND_NODE, f"{self.name}/node.meta")
+        if meta.get("name") != self.name or meta.get("volume_id") != self.volume_id:
+            raise WrongNodeError(self.name, str(meta.get("name")), str(meta.get("volume_id")))
+        try:
+            self.epoch = int(meta["epoch"])
+            self.truncations = [(int(e), int(lo), int(hi)) for e, lo, hi in meta["truncations"]]
+            self.vdl_hint = int(meta["vdl_hint"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise CorruptionError(
+                f"{self.name}/node.meta: missing or bad field ({error})"
+            ) from None
+        self._repair_mark = self.vdl_hint
+        if meta.get("suspect"):
+            self.suspect = True
+            self.suspect_reason = str(meta["suspect"])
+        encoded_history = meta.get("history") or []
+        self.history = History.decode_state(encoded_history) if encoded_history else None
 
     def _doubt(self, segment: Segment, report: LoadReport, finding: LoadFinding) -> None:
         """The segment may lack acknowledged frames: it votes in no quorum until it has
