@@ -82,22 +82,58 @@ def plan(
     ``opened_epoch`` is the highest epoch of a writer known to have finished its
     recovery (None: unknown, every truncation counts).
     """
-    unavailable = unavailable or {}
     trusted = [state for state in states if not state.suspect]
+    truncations = _known_truncations(states)
+    pg_ids = sorted({s.segments[i] for s in states for i in range(0, len(s.segments), 3)})
+    suspect_segments = _suspect_segments(states)
+    _check_read_quorums(states, trusted, pg_ids, suspect_segments, unavailable or {})
+    start = max((state.vdl_hint for state in trusted), default=0)
+    runs = _runs_above(trusted, suspect_segments, start)
+    vcl, vdl = _chain_runs(start, runs, truncations)
+    highest = _highest_lsn(start, runs, states, truncations)
+    hi = max(_allocation_base(vdl, truncations, opened_epoch) + lal, highest)
+    return RecoveryPlan(
+        epoch=epoch,
+        vdl=vdl,
+        vcl=vcl,
+        truncation=(vdl, hi),
+        truncations=(*truncations, (epoch, vdl, hi)),
+        pg_ids=tuple(pg_ids),
+        highest_lsn_seen=highest,
+    )
+
+
+def _known_truncations(states: list[m.RecoveryState]) -> list[tuple[int, int, int]]:
+    """Every (epoch, lo, hi) truncation some node reports, once each, by ascending lo."""
     truncations: list[tuple[int, int, int]] = []
     for state in states:
         for truncation in truncation_triples(state.truncations):
             if truncation not in truncations:
                 truncations.append(truncation)
     truncations.sort(key=lambda t: t[1])
-    # Per PG: the trusted answers, counting a node that holds no segment as "nothing here".
-    pg_ids = sorted({s.segments[i] for s in states for i in range(0, len(s.segments), 3)})
-    suspect_segments = {
+    return truncations
+
+
+def _suspect_segments(states: list[m.RecoveryState]) -> set[tuple[str, int]]:
+    """(node, PG) of every segment its node flags as unable to vouch for its data."""
+    return {
         (state.node, state.segments[i])
         for state in states
         for i in range(0, len(state.segments), 3)
         if state.segments[i + 2]
     }
+
+
+def _check_read_quorums(
+    states: list[m.RecoveryState],
+    trusted: list[m.RecoveryState],
+    pg_ids: list[int],
+    suspect_segments: set[tuple[str, int]],
+    unavailable: dict[str, str],
+) -> None:
+    """Raise RecoveryError unless every PG, and the volume, has a read quorum of answers
+    that can vouch for their data (a trusted node holding no segment of a PG counts
+    for it as "nothing here")."""
     for pg_id in pg_ids:
         voters = [s for s in trusted if (s.node, pg_id) not in suspect_segments]
         if len(voters) < READ_QUORUM:
@@ -110,8 +146,14 @@ def plan(
             f"{len(trusted)} nodes can vouch for their data, {READ_QUORUM} needed; "
             f"unusable: {_unusable(states, unavailable, None)}"
         )
-    start = max((state.vdl_hint for state in trusted), default=0)
-    intervals = sorted(
+
+
+def _runs_above(
+    trusted: list[m.RecoveryState], suspect_segments: set[tuple[str, int]], start: int
+) -> list[tuple[int, int, int]]:
+    """(first, last, last CPL) of every run the trusted segments hold that ends above
+    ``start``, once each, in ascending order."""
+    return sorted(
         {
             (state.intervals[i + 1], state.intervals[i + 2], state.intervals[i + 3])
             for state in trusted
@@ -120,11 +162,18 @@ def plan(
             and state.intervals[i + 2] > start
         }
     )
+
+
+def _chain_runs(
+    start: int, runs: list[tuple[int, int, int]], truncations: list[tuple[int, int, int]]
+) -> tuple[int, int]:
+    """(VCL, VDL): how far the runs cover LSNs from ``start`` without a gap that no
+    truncation annuls, and the last MTR end inside that outside every truncation."""
     # Runs in order of their first LSN: each one starting inside what is covered
     # (or after an annulled gap) extends it; every MTR end inside counts for VDL.
     covered = start
     vdl = start
-    for first, last, last_cpl in intervals:
+    for first, last, last_cpl in runs:
         if _annulled(first - 1, last, truncations):
             continue  # chained by a node that did not know the truncation (a stale node.meta)
         if first > covered + 1 and not _annulled(covered, first - 1, truncations):
@@ -132,13 +181,31 @@ def plan(
         covered = max(covered, last)
         if not _annulled(last_cpl - 1, last_cpl, truncations):
             vdl = max(vdl, last_cpl)
-    highest = max(
+    return covered, vdl
+
+
+def _highest_lsn(
+    start: int,
+    runs: list[tuple[int, int, int]],
+    states: list[m.RecoveryState],
+    truncations: list[tuple[int, int, int]],
+) -> int:
+    """The highest LSN any answer shows: a run's end, a segment's SCL or a truncation's end."""
+    return max(
         [start]
-        + [last for _, last, _ in intervals]
+        + [last for _, last, _ in runs]
         + [s.segments[i + 1] for s in states for i in range(0, len(s.segments), 3)]
         + [hi for _, _, hi in truncations]
     )
-    allocation_base = max(
+
+
+def _allocation_base(
+    vdl: int, truncations: list[tuple[int, int, int]], opened_epoch: int | None
+) -> int:
+    """Where the truncation's allocation window starts (an earlier writer may have
+    allocated up to LAL above it): the higher of VDL and the end of every truncation
+    made by a writer that finished recovery (every one when ``opened_epoch`` is None)."""
+    return max(
         [
             vdl,
             *(
@@ -147,14 +214,4 @@ def plan(
                 if opened_epoch is None or t_epoch <= opened_epoch
             ),
         ]
-    )
-    hi = max(allocation_base + lal, highest)
-    return RecoveryPlan(
-        epoch=epoch,
-        vdl=vdl,
-        vcl=covered,
-        truncation=(vdl, hi),
-        truncations=(*truncations, (epoch, vdl, hi)),
-        pg_ids=tuple(pg_ids),
-        highest_lsn_seen=highest,
     )
