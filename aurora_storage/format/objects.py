@@ -23,7 +23,7 @@ failure names the object in a :class:`BackupCorruptError`. Pure: no I/O.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, NamedTuple
 
 import lz4.block
 import msgpack
@@ -166,36 +166,77 @@ def decode_object(
     if expected_kind is not None and expected_kind not in KIND_NAMES:
         raise InvalidArgumentError(f"backup object kind {expected_kind!r} is not known")
     view = memoryview(data).cast("B")
+    header = _intact_header(view, name)
+    _check_version_and_kind(header, name, expected_kind)
+    _check_lengths(header, name)
+    meta_end = HEADER.size + header.meta_length
+    meta = _decode_meta(view[HEADER.size : meta_end], name)
+    if not header.raw_length:
+        return meta, b""
+    return meta, _decompress_payload(view[meta_end:], name, header.raw_length)
+
+
+class _Header(NamedTuple):
+    """The fields of a backup object's header, in their order (HEADER)."""
+
+    magic: int
+    version: int
+    kind: int
+    meta_length: int
+    compressed_length: int
+    raw_length: int
+    reserved: int
+    checksum: int
+
+
+def _intact_header(view: memoryview, name: str) -> _Header:
+    """The header of ``view``, once the object is long enough, has the magic, is as
+    long as its header says and matches its checksum; BackupCorruptError if not."""
     size = view.nbytes
     if size < HEADER.size:
         raise BackupCorruptError(name, f"{size} bytes, shorter than the {HEADER.size}-byte header")
-    (magic, version, kind, meta_length, compressed_length, raw_length, reserved, checksum) = (
-        HEADER.unpack_from(view)
-    )
-    if magic != MAGIC:
-        raise BackupCorruptError(name, f"bad magic 0x{magic:08x}: not a backup object")
-    if HEADER.size + meta_length + compressed_length != size:
+    header = _Header._make(HEADER.unpack_from(view))
+    if header.magic != MAGIC:
+        raise BackupCorruptError(name, f"bad magic 0x{header.magic:08x}: not a backup object")
+    if HEADER.size + header.meta_length + header.compressed_length != size:
         raise BackupCorruptError(
             name,
-            f"header says {HEADER.size} + {meta_length} + {compressed_length} bytes, "
-            f"the object has {size}",
+            f"header says {HEADER.size} + {header.meta_length} + {header.compressed_length} "
+            f"bytes, the object has {size}",
         )
     hasher = xxhash.xxh3_64(view[:CHECKED_PREFIX])
     hasher.update(view[HEADER.size :])
-    if hasher.intdigest() != checksum:
+    if hasher.intdigest() != header.checksum:
         raise BackupCorruptError(name, "checksum mismatch")
-    if version > VERSION:
-        raise FormatVersionError(f"backup object {name!r}", version, VERSION)
-    if version != VERSION:
-        raise BackupCorruptError(name, f"format version {version} was never written")
-    if reserved != 0:
-        raise BackupCorruptError(name, f"reserved field is 0x{reserved:08x}, not zero")
-    if kind not in KIND_NAMES:
-        raise BackupCorruptError(name, f"unknown kind {kind}")
-    if expected_kind is not None and kind != expected_kind:
+    return header
+
+
+def _check_version_and_kind(header: _Header, name: str, expected_kind: int | None) -> None:
+    """Raise FormatVersionError for a newer version, BackupCorruptError for a version
+    never written, a reserved field not zero, or a kind unknown or not ``expected_kind``."""
+    if header.version > VERSION:
+        raise FormatVersionError(f"backup object {name!r}", header.version, VERSION)
+    if header.version != VERSION:
+        raise BackupCorruptError(name, f"format version {header.version} was never written")
+    if header.reserved != 0:
+        raise BackupCorruptError(name, f"reserved field is 0x{header.reserved:08x}, not zero")
+    if header.kind not in KIND_NAMES:
+        raise BackupCorruptError(name, f"unknown kind {header.kind}")
+    if expected_kind is not None and header.kind != expected_kind:
         raise BackupCorruptError(
-            name, f"holds a {KIND_NAMES[kind]} object, expected {KIND_NAMES[expected_kind]}"
+            name,
+            f"holds a {KIND_NAMES[header.kind]} object, expected {KIND_NAMES[expected_kind]}",
         )
+
+
+def _check_lengths(header: _Header, name: str) -> None:
+    """Raise BackupCorruptError for a meta or payload over its limit, a compressed
+    length that cannot hold the raw length, or a MANIFEST with a payload."""
+    meta_length, compressed_length, raw_length = (
+        header.meta_length,
+        header.compressed_length,
+        header.raw_length,
+    )
     if meta_length > META_MAX_BYTES:
         raise BackupCorruptError(name, f"meta length {meta_length} over {META_MAX_BYTES}")
     if raw_length > PAYLOAD_MAX_BYTES:
@@ -208,21 +249,27 @@ def decode_object(
         raise BackupCorruptError(
             name, f"compressed length {compressed_length} cannot hold raw length {raw_length}"
         )
-    if kind == KIND_MANIFEST and raw_length:
+    if header.kind == KIND_MANIFEST and raw_length:
         raise BackupCorruptError(name, f"a MANIFEST with a payload of {raw_length} bytes")
-    meta_end = HEADER.size + meta_length
+
+
+def _decode_meta(meta_bytes: memoryview, name: str) -> dict[str, Any]:
+    """The object's meta map; BackupCorruptError when it is not one (:func:`_unpack_meta`)."""
     try:
-        meta = _unpack_meta(view[HEADER.size : meta_end])
+        return _unpack_meta(meta_bytes)
     except ValueError as error:
         raise BackupCorruptError(name, str(error)) from None
-    if not raw_length:
-        return meta, b""
+
+
+def _decompress_payload(compressed: memoryview, name: str, raw_length: int) -> bytes:
+    """The payload, decompressed from its LZ4 block; BackupCorruptError unless it
+    decompresses to exactly ``raw_length`` bytes."""
     try:
-        payload = lz4.block.decompress(view[meta_end:], uncompressed_size=raw_length)
+        payload = lz4.block.decompress(compressed, uncompressed_size=raw_length)
     except lz4.block.LZ4BlockError as error:
         raise BackupCorruptError(name, f"payload does not decompress ({error})") from None
     if len(payload) != raw_length:
         raise BackupCorruptError(
             name, f"payload decompresses to {len(payload)} bytes, header says {raw_length}"
         )
-    return meta, bytes(payload)
+    return bytes(payload)
