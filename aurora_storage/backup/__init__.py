@@ -65,7 +65,7 @@ from ..format.objects import (
     parse_pages_name,
     parse_round_name,
 )
-from ..native.pagelog import new_page_log
+from ..native.pagelog import PageLog, new_page_log
 from ..protocol.history import History, inside, merge_ranges, truncation_ranges
 from ..protocol.segment import SharedImages
 from .store import BackupStore, open_store
@@ -460,76 +460,112 @@ def pg_images(
     Raises BackupCorruptError naming a damaged object, RestoreError for a gap
     (or for LOG objects that begin past the PG's first frame with no base).
     """
-    store, point, annulled = source.store, source.point, source.annulled
-    page_size = geometry.page_size
-    page_lo, page_hi = geometry.page_range(plan.pg_id)
-    scratch = new_page_log(page_size, backend)
+    scratch = new_page_log(geometry.page_size, backend)
     try:
-        snapshot = None
-        if plan.base_name is not None:
-            snapshot = _snapshot_images(store, plan.base_name, page_size, page_lo, page_hi)
-            scratch.share_images(snapshot.page_nos, snapshot.block, plan.base_lsn)
-            read_one()
-        chain = plan.base_lsn  # the PG's frames are all applied up to here
-        for first, last, name in plan.logs:
-            if last <= chain:  # covered already: a failed round's object, staged again
-                read_one()
-                continue
-            object_meta, frames = decode_object(store.get(name), name, KIND_LOG)
-            backlink = int(object_meta["backlink"])
-            if backlink > chain and plan.missing_base is not None:
-                raise BackupObjectMissingError(
-                    plan.missing_base,
-                    repr(store),
-                    f"a restore of PG {plan.pg_id} to LSN {point} needs it: the LOG objects "
-                    f"after LSN {chain} that an older base would need are gone too ({name} "
-                    f"continues from LSN {backlink})",
-                )
-            if backlink > chain and plan.base_name is None and chain == 0:
-                raise RestoreError(
-                    f"PG {plan.pg_id}: no PAGES object at or below LSN {point} and the "
-                    f"LOG objects before LSN {first} are gone ({name} continues from LSN "
-                    f"{backlink}): nothing to start the PG's pages from"
-                )
-            if backlink > chain:
-                raise RestoreError(
-                    f"PG {plan.pg_id}: the LOG objects for LSNs {chain + 1} to {first - 1} are "
-                    f"missing ({name} continues from LSN {backlink})"
-                )
-            position = 0
-            while position < len(frames):
-                try:
-                    frame = log.decode_frame(frames, page_size, page_lo, page_hi, position)
-                except CorruptionError as error:
-                    raise BackupCorruptError(name, str(error)) from None
-                if frame.pg_id != plan.pg_id:
-                    raise BackupCorruptError(name, f"holds a frame of PG {frame.pg_id}")
-                # Frames never straddle a staged LSN (the snapshot's) or a CPL (the point).
-                if chain < frame.last_lsn and frame.first_lsn <= point:
-                    scratch.append(frame.body)
-                position += frame.size
-            chain = max(chain, last)
-            read_one()
-        layers = []
-        changed = scratch.page_nos(with_records=True)
-        if changed:
-            # Anonymous memory, mapped in one go rather than a fault per page.
-            block = mmap.mmap(
-                -1,
-                len(changed) * page_size,
-                flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0),
-            )
-            # The snapshot images already reflect the ranges hidden at or below its
-            # LSN (one inside a hidden range is never a base: the catalog skips it);
-            # the ranges only filter the records after them.
-            pairs = array("Q", annulled)
-            scratch.materialize_many(changed, point, pairs, block)
-            layers.append(SharedImages(array("Q", changed), memoryview(block).toreadonly()))
+        snapshot = _share_base(source.store, plan, geometry, scratch)
         if snapshot is not None:
-            layers.append(snapshot)
-        return layers
+            read_one()
+        _apply_logs(source, plan, geometry, scratch, read_one)
+        changed = _changed_images(scratch, source.point, source.annulled, geometry.page_size)
+        return [layer for layer in (changed, snapshot) if layer is not None]
     finally:
         scratch.close()
+
+
+def _share_base(
+    store: BackupStore, plan: RestorePlan, geometry: Geometry, scratch: PageLog
+) -> SharedImages | None:
+    """The images of the plan's base snapshot, lent to ``scratch`` at the base's LSN;
+    None when the plan has no base."""
+    if plan.base_name is None:
+        return None
+    page_lo, page_hi = geometry.page_range(plan.pg_id)
+    snapshot = _snapshot_images(store, plan.base_name, geometry.page_size, page_lo, page_hi)
+    scratch.share_images(snapshot.page_nos, snapshot.block, plan.base_lsn)
+    return snapshot
+
+
+def _apply_logs(
+    source: RestoreSource,
+    plan: RestorePlan,
+    geometry: Geometry,
+    scratch: PageLog,
+    read_one: Callable[[], None],
+) -> None:
+    """Append to ``scratch`` the records of the plan's LOG objects, oldest first, that
+    lie above the base and at or below the restore point; each object must continue
+    the chain of those before it (:func:`_check_backlink`)."""
+    page_lo, page_hi = geometry.page_range(plan.pg_id)
+    chain = plan.base_lsn  # the PG's frames are all applied up to here
+    for first, last, name in plan.logs:
+        if last <= chain:  # covered already: a failed round's object, staged again
+            read_one()
+            continue
+        object_meta, frames = decode_object(source.store.get(name), name, KIND_LOG)
+        _check_backlink(source, plan, chain, first, name, int(object_meta["backlink"]))
+        position = 0
+        while position < len(frames):
+            try:
+                frame = log.decode_frame(frames, geometry.page_size, page_lo, page_hi, position)
+            except CorruptionError as error:
+                raise BackupCorruptError(name, str(error)) from None
+            if frame.pg_id != plan.pg_id:
+                raise BackupCorruptError(name, f"holds a frame of PG {frame.pg_id}")
+            # Frames never straddle a staged LSN (the snapshot's) or a CPL (the point).
+            if chain < frame.last_lsn and frame.first_lsn <= source.point:
+                scratch.append(frame.body)
+            position += frame.size
+        chain = max(chain, last)
+        read_one()
+
+
+def _check_backlink(
+    source: RestoreSource, plan: RestorePlan, chain: int, first: int, name: str, backlink: int
+) -> None:
+    """Raise unless the LOG object ``name`` (from LSN ``first``, continuing from LSN
+    ``backlink``) continues the PG's frames applied up to ``chain``: naming the newer
+    base the plan passed over if it has one, else the gap (RestoreError)."""
+    if backlink <= chain:
+        return
+    if plan.missing_base is not None:
+        raise BackupObjectMissingError(
+            plan.missing_base,
+            repr(source.store),
+            f"a restore of PG {plan.pg_id} to LSN {source.point} needs it: the LOG objects "
+            f"after LSN {chain} that an older base would need are gone too ({name} "
+            f"continues from LSN {backlink})",
+        )
+    if plan.base_name is None and chain == 0:
+        raise RestoreError(
+            f"PG {plan.pg_id}: no PAGES object at or below LSN {source.point} and the "
+            f"LOG objects before LSN {first} are gone ({name} continues from LSN "
+            f"{backlink}): nothing to start the PG's pages from"
+        )
+    raise RestoreError(
+        f"PG {plan.pg_id}: the LOG objects for LSNs {chain + 1} to {first - 1} are "
+        f"missing ({name} continues from LSN {backlink})"
+    )
+
+
+def _changed_images(
+    scratch: PageLog, point: int, annulled: tuple[int, ...], page_size: int
+) -> SharedImages | None:
+    """Every page a record in ``scratch`` touched, materialized at ``point`` into one
+    block; None when no record touched a page."""
+    changed = scratch.page_nos(with_records=True)
+    if not changed:
+        return None
+    # Anonymous memory, mapped in one go rather than a fault per page.
+    block = mmap.mmap(
+        -1,
+        len(changed) * page_size,
+        flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0),
+    )
+    # The snapshot images already reflect the ranges hidden at or below its
+    # LSN (one inside a hidden range is never a base: the catalog skips it);
+    # the ranges only filter the records after them.
+    scratch.materialize_many(changed, point, array("Q", annulled), block)
+    return SharedImages(array("Q", changed), memoryview(block).toreadonly())
 
 
 def _snapshot_images(
