@@ -428,7 +428,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
 
     # --- writes -----------------------------------------------------------------------
 
-    # --- continuous backup (staging.py, backup.py) ------------------------------------
+    # --- continuous backup (backup/) -------------------------------------------------
 
     @classmethod
     def restore(

@@ -2,7 +2,7 @@
 
 A staging round (:meth:`Stager.run_round`) stages every PG's frames up to the
 VDL it starts at: for each PG one healthy segment's node builds a LOG object
-(backup.py), the round uploads it, then records the round (a ``rounds/``
+(protocol/stage.py), the round uploads it, then records the round (a ``rounds/``
 manifest naming the CPLs and the objects it staged), takes PAGES objects of
 PGs that are due one, and applies retention. The writer keeps a catalog of
 what the store holds in memory (backup.StagingState, loaded once when the

@@ -8,7 +8,7 @@ storage node write path of the SIGMOD 2017 paper, each step a method:
 3. :meth:`sort_and_find_holes` - extend the chain from the SCL by backlinks;
 4. :meth:`gossip_pull` / :meth:`gossip_push` - fill holes from peers;
 5. :meth:`coalesce` - fold records into page images;
-6. backup staging - backup.py (not yet);
+6. backup staging - protocol/stage.py builds the objects, backup/staging.py uploads them;
 7. :meth:`collect_garbage` - drop frames every peer holds and no reader needs;
 8. :meth:`scrub` - re-verify every retained frame's checksum and records.
 
