@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import struct
 from array import array
+from collections.abc import Sequence
 
 import pytest
 
@@ -96,3 +97,36 @@ def assert_invalid_record(error: BaseException, status: int, position: int) -> N
         expected.value.field,
         position,
     )
+
+
+Record = tuple[int, int, int, int, bytes]  # LSN, page, kind, offset, payload
+
+
+def batch_of(records: Sequence[Record]) -> bytes:
+    """One packed batch of the records, in order."""
+    builder = log.BatchBuilder()
+    for lsn, page_no, kind, offset, payload in records:
+        builder.add(lsn, 0, page_no, kind, payload, offset)
+    return bytes(builder.buffer)
+
+
+def replay(
+    records: Sequence[Record],
+    page_no: int,
+    bound: int,
+    annulled: Sequence[tuple[int, int]] = (),
+    start: bytes | None = None,
+) -> bytes:
+    """The model of a page log: the page as of ``bound``, from ``start`` (zeros when
+    None), records applied one by one, the ones inside an annulled range skipped."""
+    image = bytearray(start if start is not None else bytes(PAGE_SIZE))
+    for record_lsn, record_page, kind, offset, payload in records:
+        if record_page != page_no or record_lsn > bound:
+            continue
+        if any(lo < record_lsn <= hi for lo, hi in annulled):
+            continue
+        if kind == log.KIND_ZERO:
+            image[:] = bytes(PAGE_SIZE)
+        else:
+            image[offset : offset + len(payload)] = payload
+    return bytes(image)

@@ -8,30 +8,22 @@ to a plain model that replays records one by one.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sample_records import PAGE_SIZE, Record, batch_of, replay
 
 from aurora_storage.errors import InvalidArgumentError, InvalidRecordError
 from aurora_storage.format import frames as log
 from aurora_storage.native.pagelog import NativePageLog, PythonPageLog, VersionGoneError
 
-PAGE_SIZE = 4096
 IMPLEMENTATIONS = [NativePageLog, PythonPageLog]
 
 
 @pytest.fixture(params=IMPLEMENTATIONS, ids=["native", "python"])
 def page_log(request: pytest.FixtureRequest) -> NativePageLog | PythonPageLog:
     return request.param(PAGE_SIZE)
-
-
-def batch_of(records: list[tuple[int, int, int, int, bytes]]) -> bytes:
-    builder = log.BatchBuilder()
-    for lsn, page_no, kind, offset, payload in records:
-        builder.add(lsn, 0, page_no, kind, payload, offset)
-    return bytes(builder.buffer)
 
 
 def test_unwritten_page_reads_as_zeros(page_log: NativePageLog | PythonPageLog) -> None:
@@ -90,26 +82,6 @@ def test_bad_arguments(page_log: NativePageLog | PythonPageLog) -> None:
         page_log.coalesce(5, annulled=[(4, 2)])
     with pytest.raises(InvalidArgumentError):
         type(page_log)(5000)
-
-
-Record = tuple[int, int, int, int, bytes]  # LSN, page, kind, offset, payload
-
-
-def replay(
-    records: Sequence[Record], page_no: int, bound: int, annulled: Sequence[tuple[int, int]] = ()
-) -> bytes:
-    """The model: the page as of ``bound``, records applied one by one, annulled ones skipped."""
-    image = bytearray(PAGE_SIZE)
-    for record_lsn, record_page, kind, offset, payload in records:
-        if record_page != page_no or record_lsn > bound:
-            continue
-        if any(lo < record_lsn <= hi for lo, hi in annulled):
-            continue
-        if kind == log.KIND_ZERO:
-            image[:] = bytes(PAGE_SIZE)
-        else:
-            image[offset : offset + len(payload)] = payload
-    return bytes(image)
 
 
 record_strategy = st.tuples(

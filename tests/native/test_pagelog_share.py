@@ -22,12 +22,12 @@ from array import array
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sample_records import PAGE_SIZE, batch_of, replay
 
 from aurora_storage.errors import InvalidArgumentError, VersionGoneError
 from aurora_storage.format import frames as log
 from aurora_storage.native.pagelog import NativePageLog, PageLog, PythonPageLog
 
-PAGE_SIZE = 4096
 IMPLEMENTATIONS = [NativePageLog, PythonPageLog]
 
 
@@ -38,13 +38,6 @@ def implementation(request: pytest.FixtureRequest) -> type[NativePageLog | Pytho
 
 def image(fill: int) -> bytes:
     return bytes([fill]) * PAGE_SIZE
-
-
-def batch_of(records: list[tuple[int, int, int, int, bytes]]) -> bytes:
-    builder = log.BatchBuilder()
-    for lsn, page_no, kind, offset, payload in records:
-        builder.add(lsn, 0, page_no, kind, payload, offset)
-    return bytes(builder.buffer)
 
 
 def block_of(data: bytes) -> array[int]:
@@ -268,17 +261,7 @@ def test_shared_logs_agree_with_model(
     read_at = coalesce_at + int((lsn - coalesce_at) * read_fraction)
 
     def expected(page_no: int, bound: int) -> bytes:
-        page = bytearray(model.get(page_no, bytes(PAGE_SIZE)))
-        for record_lsn, record_page, kind, offset, payload in records:
-            if record_page != page_no or record_lsn > bound:
-                continue
-            if any(lo < record_lsn <= hi for lo, hi in annulled):
-                continue
-            if kind == log.KIND_ZERO:
-                page[:] = bytes(PAGE_SIZE)
-            else:
-                page[offset : offset + len(payload)] = payload
-        return bytes(page)
+        return replay(records, page_no, bound, annulled, model.get(page_no))
 
     results = []
     for implementation in IMPLEMENTATIONS:
