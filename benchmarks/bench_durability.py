@@ -29,7 +29,7 @@ same drift.
   a quarter.
 - ``node_restart_replay``: one node of a volume whose log holds 256 MiB of
   16 KiB page images is rebuilt from disk as ``Volume.open`` does it
-  (``_make_nodes``, ``StorageNode.load``): MB/s replayed. Baseline: reading the
+  (``runtime.cluster.make_nodes``, ``StorageNode.load``): MB/s replayed. Baseline: reading the
   same log file whole (``Path.read_bytes``, as the node's disk does), the
   machine's sequential read rate. Both read through a warm page cache.
 - ``writer_recovery``: ``Volume.open`` after the writer crashed (the builder
@@ -86,11 +86,12 @@ from workloads import (
 )
 
 from aurora_storage import Volume
-from aurora_storage import volume as volume_module
 from aurora_storage.config import NODE_NAMES
 from aurora_storage.protocol.node import StorageNode
 from aurora_storage.protocol.node_storage import log_name
 from aurora_storage.protocol.recovery import RecoveryPlan
+from aurora_storage.runtime.cluster import make_nodes
+from aurora_storage.runtime.folder import read_volume_meta
 
 SEED = 20180610
 WARMUP_ROUNDS = 1
@@ -413,9 +414,9 @@ def log_bytes_on(root: Path, node: str) -> int:
 def load_node(root: Path, name: str) -> StorageNode:
     """One node rebuilt from its folder exactly as ``Volume.open`` builds and loads it."""
     # The first two fields: options and volume id (later fields vary as the format grows).
-    meta = volume_module._read_volume_meta(root)
+    meta = read_volume_meta(root)
     options, volume_id = meta[0], meta[1]
-    node = volume_module._make_nodes(options, root, volume_id, None)[name]
+    node = make_nodes(options, root, volume_id, None)[name]
     node.load()
     return node
 
