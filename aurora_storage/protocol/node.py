@@ -144,6 +144,7 @@ class StorageNode(NodeStorage):
                 segment.on_chain = self._append_to_disk
                 # Frames are indexed while the flush that makes them durable runs.
                 segment.defer_indexing = self.durability == "fsync"
+                segment.changed_pages = set()  # what the next checkpoint writes
             self.segments[pg_id] = segment
         return segment
 

@@ -39,13 +39,15 @@ from ..format import metadata as metafile
 from ..format.objects import KIND_PAGES, decode_object, encode_object
 from . import messages as m
 from .history import History
+from .page_store import PageStore
 from .ports import Disk
 from .segment import Segment
 
 NODE_META = "node.meta"
+FINDINGS_PER_STORE = 16  # harmless page store problems reported per segment
 FINDINGS_MAX = 10_000  # problems a load report keeps (each names a file and a byte range)
 _LOG_NAME = re.compile(r"^pg-(\d+)\.log$")
-_PG_FILE = re.compile(r"^pg-(\d+)\.(?:log|pages)$")
+_PG_FILE = re.compile(r"^pg-(\d+)\.(?:log|pages|img|idx)$")
 
 Outgoing = list[tuple[str, m.Message]]
 
@@ -59,29 +61,35 @@ def checkpoint_name(pg_id: int) -> str:
     return f"pg-{pg_id:08d}.pages"
 
 
-def checkpoint_object(
-    segment: Segment,
-    cutoff: int,
-    chain_lsn: int,
-    annulled: tuple[int, ...],
-    volume_id: str = "",
-) -> bytes:
-    """The ``pg-<id>.pages`` file of the segment's pages at ``cutoff`` (docs/format.md,
-    "Volume folder"), with its chain position there and its last commit at or below it."""
-    page_nos, image_lsns, images = segment.images_at(cutoff, annulled)
+def checkpoint_object(segment: Segment, cutoff: int, chain_lsn: int, volume_id: str = "") -> bytes:
+    """The ``pg-<id>.pages`` file of a checkpoint at ``cutoff`` (docs/format.md, "Node
+    folder"): its chain position there and its last commit at or below it. The pages
+    themselves are in the segment's page store (page_store.py), named by ``store``."""
     index = bisect.bisect_right(segment.cpl_lsns, cutoff)
     meta: dict[str, object] = {
         "pg_id": segment.pg_id,
         "cutoff": cutoff,
         "chain_lsn": chain_lsn,
-        "page_nos": page_nos,
-        "image_lsns": image_lsns,
+        "store": 1,
+        "page_nos": [],
+        "image_lsns": [],
         "cpl": segment.cpl_lsns[index - 1] if index else 0,
         "cpl_time": segment.cpl_times[index - 1] if index else 0.0,
     }
     if volume_id:
         meta["volume_id"] = volume_id  # a file put in another volume's folder is told apart
-    return encode_object(KIND_PAGES, images, meta)
+    return encode_object(KIND_PAGES, b"", meta)
+
+
+@dataclass(frozen=True)
+class StartPages:
+    """A PG's pages where a restore starts (the same for every node), and its checkpoint
+    file there (:meth:`NodeStorage.persist_start`)."""
+
+    page_nos: list[int]
+    page_lsns: list[int]
+    images: bytes | bytearray
+    checkpoint: bytes
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,7 @@ FINDING_LOST_CHECKPOINT = "lost checkpoint"  # pg-<id>.pages unreadable or missi
 FINDING_MISSING_FRAMES = "missing frames"  # the log does not continue its checkpoint
 FINDING_STALE_META = "stale node.meta"  # node.meta older than the files it describes
 FINDING_NEEDS_REPAIR = "needs segment repair"  # it lacks frames no peer holds any more
+FINDING_DAMAGED_STORE = "damaged page store"  # bytes no version depends on (reported only)
 FINDING_REPAIRED = "repaired from peers"  # frames a damaged segment fetched by gossip
 
 
@@ -288,29 +297,57 @@ class NodeStorage:
             else:
                 kept.append(data[position : position + frame.size])
             position += frame.size
-        pages = checkpoint_object(segment, cutoff, chain_lsn, self.annulled(), self.volume_id)
+        pages = checkpoint_object(segment, cutoff, chain_lsn, self.volume_id)
         with self._stopping_on_disk_error("checkpoint"):
+            self._store_pages(segment, cutoff)
             disk.replace(checkpoint_name(segment.pg_id), pages)
             disk.replace(name, b"".join(kept))
+        if segment.changed_pages is not None:
+            segment.changed_pages.clear()
         self.dirty.discard(name)
         segment.checkpoint_lsn = cutoff
         segment.checkpoint_chain_lsn = chain_lsn
         return True
 
-    def persist_start(self, lsn: int, checkpoints: dict[int, bytes]) -> None:
+    def page_store(self, segment: Segment) -> PageStore:
+        assert self.disk is not None
+        return PageStore(
+            self.disk, segment.pg_id, segment.page_lo, segment.page_hi, self.geometry.page_size
+        )
+
+    def _store_pages(self, segment: Segment, cutoff: int) -> None:
+        """Writes the pages that changed since the last checkpoint into the page store,
+        at ``cutoff``, durably. Without a checkpoint in force (a first one, a store
+        that failed its checks at load) or over a checkpoint file of the earlier
+        whole-image format, the store is written whole, from nothing."""
+        store = self.page_store(segment)
+        in_force = segment.checkpoint_lsn > 0 and store.exists()
+        if in_force and segment.changed_pages is not None:
+            changed = sorted(segment.changed_pages)
+            page_nos, page_lsns, images = segment.images_of(changed, cutoff, self.annulled())
+            store.write(page_nos, page_lsns, images, cutoff, segment.checkpoint_lsn)
+            return
+        store.remove()  # no entry of an untrusted store may name a version
+        page_nos, page_lsns, images = segment.images_at(cutoff, self.annulled())
+        store.write(page_nos, page_lsns, images, cutoff, 0)
+
+    def persist_start(self, lsn: int, checkpoints: dict[int, StartPages]) -> None:
         """Makes a restore's starting point durable: the node keeps its own copy.
 
-        With a disk, each PG gets its ``pg-<id>.pages`` file (``checkpoints``,
-        the same bytes on every node) and an empty log, as if the segment had
-        checkpointed at ``lsn``; then node.meta records ``lsn`` as the VDL hint,
-        so recovery starts there. A failed write stops the node (:attr:`failed`
-        says why) rather than raising.
+        With a disk, each PG's pages go to its page store in one sequential pass,
+        then its ``pg-<id>.pages`` file and an empty log (``checkpoints``: the
+        same for every node), as if the segment had checkpointed at ``lsn``;
+        then node.meta records ``lsn`` as the VDL hint, so recovery starts
+        there. A failed write stops the node (:attr:`failed` says why) rather
+        than raising.
         """
         with contextlib.suppress(_DiskFailed):
             if self.disk is not None:
                 with self._stopping_on_disk_error("restore write"):
-                    for pg_id, data in sorted(checkpoints.items()):
-                        self.disk.replace(checkpoint_name(pg_id), data)
+                    for pg_id, start in sorted(checkpoints.items()):
+                        store = self.page_store(self.segment(pg_id))
+                        store.write(start.page_nos, start.page_lsns, start.images, lsn, 0)
+                        self.disk.replace(checkpoint_name(pg_id), start.checkpoint)
                         self.disk.replace(log_name(pg_id), b"")
             self.vdl_hint = max(self.vdl_hint, lsn)
             self._write_meta()
@@ -473,6 +510,7 @@ class NodeStorage:
             image_lsns = [int(lsn) for lsn in meta["image_lsns"]]
             cutoff, chain_lsn = int(meta["cutoff"]), int(meta["chain_lsn"])
             cpl, cpl_time = int(meta["cpl"]), float(meta["cpl_time"])
+            in_store = bool(meta.get("store"))
         except (CorruptionError, KeyError, TypeError, ValueError) as error:
             detail = f"unreadable ({error}): the frames under it are gone from this disk"
             self._doubt(segment, report, LoadFinding(name, FINDING_LOST_CHECKPOINT, detail))
@@ -496,6 +534,8 @@ class NodeStorage:
             segment.page_log.set_image(
                 page_no, images[index * page_size : (index + 1) * page_size], image_lsn
             )
+        if in_store and not self._load_store(segment, report, cutoff):
+            return
         segment.checkpoint_lsn = segment.coalesced_lsn = cutoff
         segment.checkpoint_chain_lsn = segment.chain_base_lsn = segment.scl = chain_lsn
         if cpl:
@@ -506,6 +546,37 @@ class NodeStorage:
         if cutoff > self.vdl_hint:
             # A checkpoint is taken at or below a VDL hint node.meta already holds.
             stale.append(f"{name} (its cutoff {cutoff} is above the VDL hint {self.vdl_hint})")
+
+    def _load_store(self, segment: Segment, report: LoadReport, cutoff: int) -> bool:
+        """Installs the page store's version of each page at ``cutoff``, checking the
+        whole store; False if the versions cannot be trusted (the segment is doubted:
+        the frames under the checkpoint are gone from this disk) or the store is
+        another PG's (set aside). Damage that costs no version is reported only."""
+        store = self.page_store(segment)
+        if not store.exists():
+            detail = "its page store is missing: the frames under it are gone from this disk"
+            finding = LoadFinding(store.index_file, FINDING_LOST_CHECKPOINT, detail)
+            self._doubt(segment, report, finding)
+            return False
+        found = store.read_all(cutoff)
+        for problem in found.harmless[:FINDINGS_PER_STORE]:
+            report.add(LoadFinding(store.image_file, FINDING_DAMAGED_STORE, problem))
+        if found.misplaced:
+            self._set_aside(
+                segment, report, LoadFinding(store.index_file, FINDING_MISPLACED, found.misplaced)
+            )
+            return False
+        if found.lost:
+            detail = f"{found.lost}: the frames under the checkpoint are gone from this disk"
+            self._doubt(
+                segment, report, LoadFinding(store.image_file, FINDING_LOST_CHECKPOINT, detail)
+            )
+            return False
+        for page_no, page_lsn, image in zip(
+            found.page_nos, found.page_lsns, found.images, strict=True
+        ):
+            segment.page_log.set_image(page_no, image, page_lsn)
+        return True
 
     def _load_segment(self, segment: Segment, report: LoadReport, stale: list[str]) -> None:
         """Reads ``pg-<id>.log`` into the segment: each frame that verifies joins it

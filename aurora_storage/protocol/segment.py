@@ -123,11 +123,14 @@ class Segment:
         self.pending: dict[int, tuple[int, int, float | None, bytes]] = {}
         self.queued: list[tuple[log.Frame, bytes]] = []
         self.hot_bytes = 0  # record bytes appended since the last coalescing (an upper bound)
-        # Disk checkpoint (node.py): frames at or below checkpoint_lsn live as page
-        # images in pg-<id>.pages; checkpoint_chain_lsn is the chain's LSN there.
+        # Disk checkpoint (node_storage.py): frames at or below checkpoint_lsn live as
+        # page images in the page store; checkpoint_chain_lsn is the chain's LSN there.
         self.checkpoint_lsn = 0
         self.checkpoint_chain_lsn = 0
         self.frames_logged = 0
+        # Pages coalescing changed since the last checkpoint (a superset: pages with
+        # records then), or None where nothing checkpoints (a node without a disk).
+        self.changed_pages: set[int] | None = None
 
     @property
     def page_log(self) -> PageLog:
@@ -290,6 +293,8 @@ class Segment:
         upto_lsn = min(upto_lsn, self.scl)
         if upto_lsn <= self.coalesced_lsn:
             return 0
+        if self.changed_pages is not None:
+            self.changed_pages.update(self.page_log.page_nos(with_records=True))
         folded = self.page_log.coalesce(
             upto_lsn, list(zip(annulled[::2], annulled[1::2], strict=True))
         )
@@ -445,8 +450,14 @@ class Segment:
         """(page numbers, LSN of each image's last change, the images end to end) of
         every page that changed at or below ``lsn``, outside ``annulled``:
         checkpoints and backups. One C call materializes every page."""
+        return self.images_of(self.page_log.page_nos(), lsn, annulled)
+
+    def images_of(
+        self, page_nos: list[int], lsn: int, annulled: tuple[int, ...]
+    ) -> tuple[list[int], list[int], bytes | bytearray]:
+        """:meth:`images_at` for the ascending ``page_nos`` only (a checkpoint's changed
+        pages): those without a version at or below ``lsn`` are left out."""
         size = self.geometry.page_size
-        page_nos = self.page_log.page_nos()
         images, image_lsns = self.page_log.materialize_many(page_nos, lsn, array("Q", annulled))
         assert isinstance(images, bytearray)
         if all(image_lsns):

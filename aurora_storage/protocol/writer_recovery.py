@@ -26,7 +26,7 @@ from . import recovery
 from .backtrack import Backtracking
 from .history import NO_KEY, History, decode_history, merge_ranges, newest, truncation_ranges
 from .node import StorageNode, failed_nodes
-from .node_storage import checkpoint_object
+from .node_storage import StartPages, checkpoint_object
 from .protection_group import READ_QUORUM, WRITE_QUORUM, ProtectionGroup
 from .recovery import RecoveryPlan
 from .segment import SharedImages
@@ -302,14 +302,15 @@ class Recovering(Backtracking):
             for node in self.nodes.values():
                 for pg_id, layers in sorted(pages.items()):
                     node.start_segment(pg_id, lsn, time, layers)
-            checkpoints: dict[int, bytes] = {}
+            checkpoints: dict[int, StartPages] = {}
             if any(node.disk is not None for node in self.nodes.values()):
-                # Every node writes the same file: encode it once.
+                # Every node writes the same pages and file: materialize them once.
                 first = next(iter(self.nodes.values()))
-                checkpoints = {
-                    pg_id: checkpoint_object(first.segments[pg_id], lsn, lsn, (), self.volume_id)
-                    for pg_id in pages
-                }
+                for pg_id in pages:
+                    segment = first.segments[pg_id]
+                    page_nos, page_lsns, images = segment.images_at(lsn, ())
+                    checkpoint = checkpoint_object(segment, lsn, lsn, self.volume_id)
+                    checkpoints[pg_id] = StartPages(page_nos, page_lsns, images, checkpoint)
             for node in self.nodes.values():
                 node.persist_start(lsn, checkpoints)  # a node that cannot write stops
             written = sum(not node.failed for node in self.nodes.values())

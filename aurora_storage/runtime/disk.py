@@ -242,6 +242,32 @@ class RealDisk:
             self._allocated[name] = position
         return size
 
+    def write_at(self, name: str, offset: int, data: bytes | bytearray | memoryview) -> None:
+        """A positional write (page stores): never preallocated; a hole stays a hole."""
+        handle = self._handles.get(name)
+        if handle is None:
+            handle = self._handle(name)
+        size = len(data) if type(data) is bytes else memoryview(data).nbytes
+        written = os.pwrite(handle, data, offset)
+        if written != size:
+            write_all(handle, memoryview(data).cast("B")[written:], offset + written)
+        end = offset + size
+        if end > self._ends[name]:
+            self._ends[name] = end
+            self._grown[name] = self._grown.get(name, 0) + 1  # a new size: metadata to flush
+        if end > self._allocated[name]:
+            self._allocated[name] = end
+
+    def read_at(self, name: str, offset: int, size: int) -> bytes:
+        handle = self._handles.get(name)
+        if handle is not None:
+            return os.pread(handle, size, offset)
+        descriptor = os.open(self._path(name), os.O_RDONLY)
+        try:
+            return os.pread(descriptor, size, offset)
+        finally:
+            os.close(descriptor)
+
     def _make_room(self, name: str, handle: int, needed: int) -> None:
         """Ensures zeros on disk up to ``needed``, and the next growth under way.
 
@@ -429,8 +455,24 @@ class CrashPlan:
 @dataclass
 class _SimulatedFile:
     synced: bytearray = field(default_factory=bytearray)
-    unsynced: list[bytes] = field(default_factory=list)  # appends since the last sync
+    # Writes since the last sync, in order: (None, data) appends, (offset, data) writes at.
+    unsynced: list[tuple[int | None, bytes]] = field(default_factory=list)
     exists_synced: bool = False  # the file's name survives a crash
+
+    def apply(self, data: bytearray, offset: int | None, chunk: bytes) -> None:
+        """One write onto ``data``: appended, or at ``offset`` (zeros fill a gap)."""
+        if offset is None:
+            data += chunk
+            return
+        if len(data) < offset:
+            data += bytes(offset - len(data))
+        data[offset : offset + len(chunk)] = chunk
+
+    def contents(self) -> bytes:
+        data = bytearray(self.synced)
+        for offset, chunk in self.unsynced:
+            self.apply(data, offset, chunk)
+        return bytes(data)
 
 
 class SimulatedDisk:
@@ -450,8 +492,19 @@ class SimulatedDisk:
             error, self.append_error = self.append_error, None
             raise error
         entry = self.files.setdefault(_check_name(name), _SimulatedFile())
-        entry.unsynced.append(bytes(data))
+        entry.unsynced.append((None, bytes(data)))
         return len(data)
+
+    def write_at(self, name: str, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self.plan.tick()
+        if self.append_error is not None:
+            error, self.append_error = self.append_error, None
+            raise error
+        entry = self.files.setdefault(_check_name(name), _SimulatedFile())
+        entry.unsynced.append((offset, bytes(data)))
+
+    def read_at(self, name: str, offset: int, size: int) -> bytes:
+        return self.read(name)[offset : offset + size]
 
     def sync(self, name: str) -> None:
         self.plan.tick()
@@ -462,8 +515,7 @@ class SimulatedDisk:
         if entry is None:
             return
         self.syncs += 1
-        for chunk in entry.unsynced:
-            entry.synced += chunk
+        entry.synced = bytearray(entry.contents())
         entry.unsynced.clear()
         entry.exists_synced = True
 
@@ -475,7 +527,7 @@ class SimulatedDisk:
         entry = self.files.get(_check_name(name))
         if entry is None:
             raise FileNotFoundError(name)
-        return bytes(entry.synced) + b"".join(entry.unsynced)
+        return entry.contents()
 
     def replace(self, name: str, data: bytes) -> None:
         # Write, sync, rename, sync the folder: atomic and durable on return.
@@ -501,12 +553,13 @@ class SimulatedDisk:
         return len(self.read(name))
 
     def crash(self, mode: str = "random") -> None:
-        """Loses the machine: each unsynced append is written, dropped, torn or garbled.
+        """Loses the machine: each unsynced write is written, dropped, torn or garbled.
 
-        ``mode`` forces one outcome for every append ("write", "drop", "tear",
-        "garble") or lets the seeded random source choose per append ("random").
+        ``mode`` forces one outcome for every write ("write", "drop", "tear",
+        "garble") or lets the seeded random source choose per write ("random").
         Once an append is dropped or torn, later appends to that file are lost
-        too: files are written in order.
+        too: files are appended in order. A write at an offset (a page store's)
+        meets its own fate, whatever became of the others.
         """
         outcomes = ("write", "drop", "tear", "garble")
         for name in list(self.files):
@@ -518,19 +571,22 @@ class SimulatedDisk:
                 del self.files[name]  # the file's name was never made durable
                 continue
             data = bytearray(entry.synced)
-            for chunk in entry.unsynced:
+            appends_lost = False
+            for offset, chunk in entry.unsynced:
+                if offset is None and appends_lost:
+                    continue
                 outcome = self.random.choice(outcomes) if mode == "random" else mode
                 if outcome == "write":
-                    data += chunk
+                    entry.apply(data, offset, chunk)
                 elif outcome == "garble":
                     garbled = bytearray(chunk)
                     if garbled:
                         position = self.random.randrange(len(garbled))
                         garbled[position] ^= 1 << self.random.randrange(8)
-                    data += garbled
+                    entry.apply(data, offset, bytes(garbled))
                 elif outcome == "tear":
-                    data += chunk[: self.random.randrange(len(chunk) + 1)]
-                    break
+                    entry.apply(data, offset, chunk[: self.random.randrange(len(chunk) + 1)])
+                    appends_lost = appends_lost or offset is None
                 else:
-                    break
+                    appends_lost = appends_lost or offset is None
             self.files[name] = _SimulatedFile(data, [], True)

@@ -40,6 +40,7 @@ from aurora_storage.format import frames as log
 from aurora_storage.protocol import messages as m
 from aurora_storage.protocol import node, segment
 from aurora_storage.protocol.node_storage import NODE_META, checkpoint_name, log_name
+from aurora_storage.protocol.page_store import image_name, index_name
 from aurora_storage.protocol.segment import Segment
 from aurora_storage.runtime.disk import SimulatedDisk
 from aurora_storage.runtime.transport import DirectTransport
@@ -50,7 +51,7 @@ DELIVERIES_MAX = 50_000  # far above what any case needs; a storm hits it at onc
 SLOW = os.environ.get("AURORA_STORAGE_SLOW") == "1"
 
 DAMAGES = ("flip", "truncate", "zero", "delete", "older", "swap", "garbage", "duplicate")
-FILES = (NODE_META, log_name(0), checkpoint_name(0))
+FILES = (NODE_META, log_name(0), checkpoint_name(0), image_name(0), index_name(0))
 
 
 def transport() -> DirectTransport:
@@ -111,7 +112,7 @@ class Built:
         second.close()
         self.options, self.volume_id, self.disks = volume.options, volume.volume_id, disks
         for disk in disks.values():  # every kind of file is there to damage
-            assert {NODE_META, log_name(1), checkpoint_name(1)} <= set(disk.files)
+            assert {NODE_META, log_name(1), checkpoint_name(1), image_name(1)} <= set(disk.files)
 
 
 @pytest.fixture(scope="module")
