@@ -62,6 +62,43 @@ class VolumeOptions:
     backtrack_budget: int = 0  # bytes of change records the window may hold; 0: no limit
     clock: str = "wall"  # the kind of clock the volume was made with (CLOCK_KINDS)
 
+    @classmethod
+    def for_create(
+        cls,
+        page_size: int,
+        segment_size: int,
+        capacity: int,
+        durability: str | None,
+        lal: int,
+        backend: str | None,
+        commit_timeout: float,
+        backtrack_window: float,
+        backtrack_budget: int,
+        clock: str,
+        *,
+        has_path: bool,
+    ) -> VolumeOptions:
+        """The checked options of a new volume; ``durability`` defaults to ``"fsync"``
+        with a path (or disks), ``"memory"`` without, and only memory needs none."""
+        if durability is None:
+            durability = "fsync" if has_path else "memory"
+        options = cls(
+            page_size,
+            segment_size,
+            capacity,
+            durability,
+            lal,
+            backend,
+            commit_timeout,
+            backtrack_window,
+            backtrack_budget,
+        )
+        options.clock = clock
+        options.check()
+        if durability != "memory" and not has_path:
+            raise ConfigurationError(f"durability {durability!r} needs a path")
+        return options
+
     def check(self) -> None:
         """Validates every option (types too) and puts each in its canonical type."""
         self.page_size = checks.integer("page_size", self.page_size)

@@ -20,15 +20,10 @@ from typing import Any
 from . import backup as backup_module
 from . import checks
 from .backup.attached import Backed
-from .backup.staging import Stager
-from .backup.store import (
-    BackupStore,
-)
 from .clock import (
     Clock,
     Duration,
     Moment,
-    SimulatedClock,
     WallClock,
     to_duration,
 )
@@ -49,7 +44,6 @@ from .errors import (
     MissingNodeError,
     VolumeIncompleteError,
 )
-from .protocol import messages as m
 from .protocol.history import (
     History,
 )
@@ -59,9 +53,8 @@ from .protocol.node import (
 )
 from .protocol.ports import Disk
 from .protocol.reads import Reading
-from .protocol.segment import SharedImages
 from .protocol.writer_recovery import Recovering
-from .runtime.cluster import make_nodes, new_nodes
+from .runtime.cluster import check_collaborators, make_nodes, new_nodes
 from .runtime.folder import (
     UNFINISHED_MARKER,
     RecordedObject,
@@ -69,41 +62,17 @@ from .runtime.folder import (
     clear_new_folder,
     folders_made_by,
     lock_folder,
+    missing_node_folders,
     read_volume_meta,
+    recorded_options,
     remove_made,
     replace_volume_meta,
     volume_body,
     write_volume_meta,
 )
 from .runtime.lifecycle import Lifecycle
-from .runtime.transport import DirectTransport, SimulatedTransport, Transport
+from .runtime.transport import DirectTransport, Transport
 from .status import VolumeStatus, volume_status
-
-
-def _stored_volume(
-    root: Path, backup_given: bool
-) -> tuple[VolumeOptions, str, tuple[int, float], backup_module.BackupOptions | None]:
-    """What a volume folder records: options, id, restore base, and where its backup goes
-    (a store that lived only in its creator's process must be given again)."""
-    if (root / UNFINISHED_MARKER).exists():
-        raise VolumeIncompleteError(str(root))
-    options, volume_id, stored, base = read_volume_meta(root)
-    if not backup_given and stored is not None and isinstance(stored.target, RecordedObject):
-        raise ConfigurationError(
-            f"{root} backs up to a store given as an object at create "
-            f"({stored.target.name}): give it again, Volume.open(path, backup=store)"
-        )
-    return options, volume_id, base, stored
-
-
-def _check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
-    """The objects create and open take: a clock, a transport, node disks by name."""
-    if clock is not None and not callable(getattr(clock, "now", None)):
-        raise InvalidArgumentError(f"clock must have a now() method, not {clock!r}")
-    if transport is not None and not isinstance(transport, Transport):
-        raise InvalidArgumentError(f"transport must be a Transport, not {transport!r}")
-    if disks is not None and (not isinstance(disks, dict) or sorted(disks) != sorted(NODE_NAMES)):
-        raise InvalidArgumentError(f"disks must map each of {', '.join(NODE_NAMES)} to a disk")
 
 
 class Volume(Recovering, Reading, Backed, Lifecycle):
@@ -133,17 +102,8 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         self._init_writer(
             options, None if path is None else os.fspath(path), volume_id, self.clock, writer_name
         )
-        self.backup_options = backup_module.BackupOptions()
-        self.backup_store: BackupStore | None = None
-        self.staging = backup_module.StagingState()
-        self._stager: Stager | None = None  # runs staging rounds once a backup is attached
-        self._staged: dict[int, m.Staged | None] = {}
-        self._lock_handle: Any = None
-        # A volume being created or restored: whether its folder was made for it
-        # (removed if the create fails); None once whole.
-        self._unfinished_folder: bool | None = None
-        self._shut_down = False  # threads, descriptors and memory released (close, _discard)
-        self._readonly_backup: Any = None
+        self._init_backup()
+        self._init_lifecycle()
         self._host_nodes(nodes)
 
     # --- creation and opening -------------------------------------------------------
@@ -188,14 +148,13 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         ``timedelta``; ``backup_retention_days`` is days or a ``timedelta``.
         """
         root = None if path is None else checks.path(path)
-        _check_collaborators(clock, transport, disks)
+        check_collaborators(clock, transport, disks)
         backup_options = backup_module.BackupOptions.of(
             backup, backup_retention_days, backup_staging_interval, backup_staging
         )
         backup_options.check()
-        if durability is None:
-            durability = "memory" if path is None and disks is None else "fsync"
-        options = VolumeOptions(
+        clock = clock or getattr(transport, "clock", None) or WallClock()
+        options = VolumeOptions.for_create(
             page_size,
             segment_size,
             capacity,
@@ -205,12 +164,9 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             to_duration(commit_timeout, "commit_timeout"),
             to_duration(backtrack_window, "backtrack_window"),
             backtrack_budget,
+            clock_kind(clock),
+            has_path=path is not None or disks is not None,
         )
-        clock = clock or getattr(transport, "clock", None) or WallClock()
-        options.clock = clock_kind(clock)
-        options.check()
-        if durability != "memory" and path is None and disks is None:
-            raise ConfigurationError(f"durability {durability!r} needs a path")
         attach = backup_options if backup is not None else None
         return cls._build(root, options, clock, transport, disks, attach, _finished)
 
@@ -257,16 +213,6 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
                 lock.close()
             raise
         return volume
-
-    def _staging_mode(self, backup: backup_module.BackupOptions) -> str:
-        """The mode asked for, else inline on a simulated clock or transport (runs that
-        must replay exactly), else background (a worker thread)."""
-        if backup.staging is not None:
-            return backup.staging
-        simulated = isinstance(self.clock, SimulatedClock) or isinstance(
-            self.transport, SimulatedTransport
-        )
-        return "inline" if simulated else "background"
 
     def _write_volume_meta(self) -> None:
         if self.path is not None:
@@ -315,57 +261,46 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         and node controls raise :class:`VolumeReadOnlyError`.
         """
         root = None if path is None else checks.path(path)
-        _check_collaborators(clock, transport, disks)
+        check_collaborators(clock, transport, disks)
         if readonly:
             if root is None or disks is not None or transport is not None:
                 raise ConfigurationError("a read-only open takes a volume's path (no disks)")
             return cls._open_readonly(root, clock, backend, backup)
-        options, volume_id, base, backup_options = cls._recorded_options(
+        options, volume_id, base, backup_options = recorded_options(
             root, options, volume_id, backup, backup_staging
         )
         if backend is not None:
             options.backend = backend
-        missing: list[str] = []
-        if root is not None and disks is None:
-            missing = [name for name in NODE_NAMES if not (root / "nodes" / name).exists()]
-            if missing and not rebuild_missing:
-                raise MissingNodeError(str(root), missing)
-        # The lock first: a volume held by another writer starts no thread here.
+        missing = missing_node_folders(root) if root is not None and disks is None else []
+        if missing and not rebuild_missing:
+            raise MissingNodeError(str(root), missing)
+        volume = cls._locked(root, options, volume_id, clock, transport, disks)
+        volume.base_lsn, volume.base_time = base
+        volume._reopen(missing, backup_options)
+        return volume
+
+    @classmethod
+    def _locked(
+        cls,
+        root: Path | None,
+        options: VolumeOptions,
+        volume_id: str,
+        clock: Clock | None,
+        transport: Transport | None,
+        disks: dict[str, Disk] | None,
+    ) -> Volume:
+        """The volume over its nodes, not loaded yet; the folder's lock is taken first,
+        so a volume held by another writer starts no thread here."""
         lock = lock_folder(root) if root is not None else None
         try:
             nodes = make_nodes(options, root, volume_id, disks)
-            volume = cls(options, path, clock, transport, nodes=nodes, volume_id=volume_id)
+            volume = cls(options, root, clock, transport, nodes=nodes, volume_id=volume_id)
         except BaseException:
             if lock is not None:
                 lock.close()
             raise
         volume._lock_handle = lock
-        volume.base_lsn, volume.base_time = base
-        volume._reopen(missing, backup_options)
         return volume
-
-    @staticmethod
-    def _recorded_options(
-        root: Path | None,
-        options: VolumeOptions | None,
-        volume_id: str,
-        backup: Any,
-        backup_staging: str | None,
-    ) -> tuple[VolumeOptions, str, tuple[int, float], backup_module.BackupOptions]:
-        """The options, volume id, base (LSN, time) and backup a reopen uses: what the
-        folder's volume.meta records (its backup unless another is given), or the
-        ``options`` given with disks."""
-        backup_options = backup_module.BackupOptions(backup, staging=backup_staging)
-        base = (0, 0.0)
-        if root is not None:
-            options, volume_id, base, stored = _stored_volume(root, backup is not None)
-            if backup is None and stored is not None:
-                backup_options = stored
-                backup_options.staging = backup_staging
-        backup_options.check()
-        if options is None:
-            raise ConfigurationError("Volume.open needs a path, or options with disks")
-        return options, volume_id, base, backup_options
 
     def _reopen(self, missing: list[str], backup: backup_module.BackupOptions) -> None:
         """Loads every node, recovers, rebuilds missing node folders, attaches the backup;
@@ -509,14 +444,6 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         in: killed before, it never opens, and a new restore into it clears it.
         Failed in this process, it goes, with the folders made for it.
         """
-        total, done = source.objects, 0
-
-        def read_one() -> None:
-            nonlocal done
-            done += 1
-            if progress:
-                progress(done, total)
-
         made = folders_made_by(path)
         meta = source.meta
         try:
@@ -532,13 +459,9 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             remove_made(made)
             raise
         try:
-            pages: dict[int, list[SharedImages]] = {}
-            for plan in source.plans:
-                layers = backup_module.pg_images(
-                    source, plan, volume.geometry, volume.options.backend, read_one
-                )
-                if layers:
-                    pages[plan.pg_id] = layers
+            pages = backup_module.restore_pages(
+                source, volume.geometry, volume.options.backend, progress
+            )
             if pages:
                 volume._start_from_images(source.point, pages)
             volume._finish_creation()

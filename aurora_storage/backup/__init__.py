@@ -444,6 +444,27 @@ def read_restore_point(source: Any, to: Moment, now: float | None) -> RestoreSou
     )
 
 
+def restore_pages(
+    source: RestoreSource, geometry: Geometry, backend: str | None, progress: Progress | None
+) -> dict[int, list[SharedImages]]:
+    """Every PG's pages at the restore point (:func:`pg_images`), by PG; ``progress``
+    is told (objects read, objects to read) after each object."""
+    total, done = source.objects, 0
+
+    def read_one() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
+
+    pages: dict[int, list[SharedImages]] = {}
+    for plan in source.plans:
+        layers = pg_images(source, plan, geometry, backend, read_one)
+        if layers:
+            pages[plan.pg_id] = layers
+    return pages
+
+
 def pg_images(
     source: RestoreSource,
     plan: RestorePlan,

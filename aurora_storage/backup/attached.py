@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import backup as backup_module
-from ..clock import Duration, to_duration
+from ..clock import Duration, SimulatedClock, to_duration
 from ..errors import (
     AuroraStorageError,
     BackupObjectMissingError,
@@ -21,6 +21,7 @@ from ..errors import (
 )
 from ..format.objects import HISTORY_NAME, KIND_HISTORY, decode_object
 from ..protocol.writer import Writer
+from ..runtime.transport import SimulatedTransport
 from ..status import BackupStatus
 from .staging import Stager
 from .store import open_store
@@ -31,6 +32,15 @@ class Backed(Writer):
 
     _readonly_backup: Any  # a read-only volume's recorded store target, or None
     backup_options: backup_module.BackupOptions
+
+    def _init_backup(self) -> None:
+        """No backup attached yet (:meth:`_attach_backup`)."""
+        self.backup_options = backup_module.BackupOptions()
+        self.backup_store = None  # a BackupStore once attached
+        self.staging = backup_module.StagingState()
+        self._stager = None  # a Stager: runs staging rounds once a backup is attached
+        self._staged = {}  # staging rounds' replies by request
+        self._readonly_backup = None
 
     def _write_volume_meta(self) -> None:
         """Records where the backup goes, for the next open (volume.py)."""
@@ -65,6 +75,16 @@ class Backed(Writer):
         self.backup_store = store
         self._stager = Stager(self, store, mode, options)
         self._write_volume_meta()  # where the backup goes, for the next open
+
+    def _staging_mode(self, backup: backup_module.BackupOptions) -> str:
+        """The mode asked for, else inline on a simulated clock or transport (runs that
+        must replay exactly), else background (a worker thread)."""
+        if backup.staging is not None:
+            return backup.staging
+        simulated = isinstance(self.clock, SimulatedClock) or isinstance(
+            self.transport, SimulatedTransport
+        )
+        return "inline" if simulated else "background"
 
     def stage_backup(self, timeout: Duration | None = None) -> bool:
         """Runs a staging round now and waits for it: every PG's frames up to VDL go to

@@ -433,13 +433,7 @@ class NodeStorage:
         if not disk.exists(NODE_META):
             if names:
                 raise CorruptionError(f"node {self.name}: logs present but node.meta is missing")
-            # A node that lost its disk knows nothing, including what it acknowledged.
-            report.started_empty = True
-            self.suspect = True
-            self.suspect_reason = "its folder was empty: it knows nothing it acknowledged"
-            report.add(LoadFinding(NODE_META, FINDING_EMPTY, self.suspect_reason))
-            if not leave_logs:
-                self.write_meta()
+            self._start_empty(report)
             return report
         self._read_meta(disk)
         if sync_logs:
@@ -460,6 +454,16 @@ class NodeStorage:
             self.suspect_reason = f"{NODE_META} is older than {stale[0]}"
             report.add(LoadFinding(NODE_META, FINDING_STALE_META, f"older than {stale[0]}"))
         return report
+
+    def _start_empty(self, report: LoadReport) -> None:
+        """A node that lost its disk knows nothing, including what it acknowledged: it
+        is suspect until it has caught up with its peers."""
+        report.started_empty = True
+        self.suspect = True
+        self.suspect_reason = "its folder was empty: it knows nothing it acknowledged"
+        report.add(LoadFinding(NODE_META, FINDING_EMPTY, self.suspect_reason))
+        if self._writes_logs:
+            self.write_meta()
 
     def _read_meta(self, disk: Disk) -> None:
         """Takes epoch, truncations, VDL hint, suspicion and history from node.meta.

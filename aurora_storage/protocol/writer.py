@@ -293,19 +293,7 @@ class Writer:
         time = max(self.clock.now(), self._last_commit_time)
         if time <= self.staging.commit_time_floor:  # a round was recorded at this time
             time = math.nextafter(self.staging.commit_time_floor, math.inf)
-        page_size = self.geometry.page_size
-        lsn = self.allocated_lsn + 1
-        last_pg = max(batches)
-        # Every frame is built before any state changes: a failure leaves none.
-        built = []
-        for pg_id in sorted(batches):
-            body = batches[pg_id]
-            pg = self.pgs.get(pg_id)
-            backlink = pg.tail_lsn if pg is not None else 0
-            last = native.stamp(body, page_size, lsn, backlink, pg_id == last_pg, time)
-            frame = log.encode_frame(pg_id, self.epoch, backlink, lsn, last, last - lsn + 1, body)
-            built.append((pg_id, lsn, last, frame))
-            lsn = last + 1
+        built = self._build_frames(batches, time)
         sends = []
         vdl = self._vdl
         for pg_id, first, last, frame in built:
@@ -317,7 +305,7 @@ class Writer:
             assert not pg.outstanding or pg.outstanding[-1].last_lsn < first, pg.pg_id
             pg.outstanding.append(Outstanding(first, last, frame))
             sends.append((pg, frame))
-        cpl = lsn - 1
+        cpl = built[-1][2]
         assert cpl <= self._lal_base() + limit, (cpl, self._lal_base(), limit)
         self._last_commit_time = time
         self.allocated_lsn = cpl
@@ -336,6 +324,26 @@ class Writer:
             self._in_doubt.append(cpl)
             raise WriteQuorumError(cpl, self._vdl, self._quorum_detail(sends))
         return cpl
+
+    def _build_frames(
+        self, batches: dict[int, bytearray], time: float
+    ) -> list[tuple[int, int, int, bytes]]:
+        """Stamps each PG's batch with the MTR's next LSNs (C) and frames it: (PG, first
+        LSN, last LSN, frame) in PG order. Every frame is built before any state
+        changes, so a failure leaves none."""
+        page_size = self.geometry.page_size
+        lsn = self.allocated_lsn + 1
+        last_pg = max(batches)
+        built = []
+        for pg_id in sorted(batches):
+            body = batches[pg_id]
+            pg = self.pgs.get(pg_id)
+            backlink = pg.tail_lsn if pg is not None else 0
+            last = native.stamp(body, page_size, lsn, backlink, pg_id == last_pg, time)
+            frame = log.encode_frame(pg_id, self.epoch, backlink, lsn, last, last - lsn + 1, body)
+            built.append((pg_id, lsn, last, frame))
+            lsn = last + 1
+        return built
 
     def _send_frames(self, sends: list[tuple[ProtectionGroup, bytes]]) -> None:
         """Sends frames (in LSN order) to their PGs' segments, one message per PG."""

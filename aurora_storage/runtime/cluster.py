@@ -29,7 +29,7 @@ from ..protocol.protection_group import WRITE_QUORUM, QuorumSet
 from ..protocol.writer import Writer
 from .disk import RealDisk
 from .sync import group_syncer, node_syncer
-from .transport import SimulatedTransport
+from .transport import SimulatedTransport, Transport
 
 
 def make_nodes(
@@ -270,3 +270,13 @@ class Embedded(Writer):
                 if isinstance(disk, RealDisk):
                     shutil.rmtree(disk.root, ignore_errors=True)
             raise SegmentRepairNeededError(name, detail)
+
+
+def check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
+    """The objects create and open take: a clock, a transport, node disks by name."""
+    if clock is not None and not callable(getattr(clock, "now", None)):
+        raise InvalidArgumentError(f"clock must have a now() method, not {clock!r}")
+    if transport is not None and not isinstance(transport, Transport):
+        raise InvalidArgumentError(f"transport must be a Transport, not {transport!r}")
+    if disks is not None and (not isinstance(disks, dict) or sorted(disks) != sorted(NODE_NAMES)):
+        raise InvalidArgumentError(f"disks must map each of {', '.join(NODE_NAMES)} to a disk")

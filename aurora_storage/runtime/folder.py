@@ -24,10 +24,12 @@ from .. import checks
 from ..backup.store import StoreLocation, store_location
 from ..config import NODE_NAMES, VolumeOptions
 from ..errors import (
+    ConfigurationError,
     CorruptionError,
     InvalidArgumentError,
     StorageWriteError,
     VolumeExistsError,
+    VolumeIncompleteError,
     VolumeInUseError,
     VolumeNotFoundError,
 )
@@ -255,3 +257,47 @@ def remove_made(made: tuple[Path, bool] | None) -> None:
             shutil.rmtree(child, ignore_errors=True)
         else:
             child.unlink(missing_ok=True)
+
+
+def stored_volume(
+    root: Path, backup_given: bool
+) -> tuple[VolumeOptions, str, tuple[int, float], backup_module.BackupOptions | None]:
+    """What a volume folder records: options, id, restore base, and where its backup goes
+    (a store that lived only in its creator's process must be given again)."""
+    if (root / UNFINISHED_MARKER).exists():
+        raise VolumeIncompleteError(str(root))
+    options, volume_id, stored, base = read_volume_meta(root)
+    if not backup_given and stored is not None and isinstance(stored.target, RecordedObject):
+        raise ConfigurationError(
+            f"{root} backs up to a store given as an object at create "
+            f"({stored.target.name}): give it again, Volume.open(path, backup=store)"
+        )
+    return options, volume_id, base, stored
+
+
+def recorded_options(
+    root: Path | None,
+    options: VolumeOptions | None,
+    volume_id: str,
+    backup: Any,
+    backup_staging: str | None,
+) -> tuple[VolumeOptions, str, tuple[int, float], backup_module.BackupOptions]:
+    """The options, volume id, base (LSN, time) and backup a reopen uses: what the
+    folder's volume.meta records (its backup unless another is given), or the
+    ``options`` given with disks."""
+    backup_options = backup_module.BackupOptions(backup, staging=backup_staging)
+    base = (0, 0.0)
+    if root is not None:
+        options, volume_id, base, stored = stored_volume(root, backup is not None)
+        if backup is None and stored is not None:
+            backup_options = stored
+            backup_options.staging = backup_staging
+    backup_options.check()
+    if options is None:
+        raise ConfigurationError("Volume.open needs a path, or options with disks")
+    return options, volume_id, base, backup_options
+
+
+def missing_node_folders(root: Path) -> list[str]:
+    """The nodes whose folder is gone from the volume's folder."""
+    return [name for name in NODE_NAMES if not (root / "nodes" / name).exists()]

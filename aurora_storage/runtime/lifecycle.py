@@ -31,6 +31,14 @@ class Lifecycle(Embedded):
     _owns_transport: bool
     _readonly_backup: Any  # a read-only volume's recorded store target, or None
 
+    def _init_lifecycle(self) -> None:
+        """Open, holding no lock yet, and whole (create and restore say otherwise)."""
+        self._lock_handle = None
+        # A volume being created or restored: whether its folder was made for it
+        # (removed if the create fails); None once whole.
+        self._unfinished_folder = None
+        self._shut_down = False
+
     @classmethod
     def _open_readonly(cls, root: Path, clock: Any, backend: str | None, backup: Any) -> Lifecycle:
         """A read-only volume of the folder ``root`` (volume.py)."""
