@@ -9,6 +9,7 @@ canonicalizes the options of ``Volume.create`` (types too, checks.py);
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from . import checks, native
 from .clock import Clock, SimulatedClock, WallClock
@@ -64,36 +65,14 @@ class VolumeOptions:
 
     @classmethod
     def for_create(
-        cls,
-        page_size: int,
-        segment_size: int,
-        capacity: int,
-        durability: str | None,
-        lal: int,
-        backend: str | None,
-        commit_timeout: float,
-        backtrack_window: float,
-        backtrack_budget: int,
-        clock: str,
-        *,
-        has_path: bool,
+        cls, durability: str | None, clock: str, has_path: bool, **fields: Any
     ) -> VolumeOptions:
-        """The checked options of a new volume; ``durability`` defaults to ``"fsync"``
-        with a path (or disks), ``"memory"`` without, and only memory needs none."""
+        """The checked options of a new volume (``fields`` by name); ``durability``
+        defaults to ``"fsync"`` with a path (or disks), ``"memory"`` without, and only
+        memory needs none."""
         if durability is None:
             durability = "fsync" if has_path else "memory"
-        options = cls(
-            page_size,
-            segment_size,
-            capacity,
-            durability,
-            lal,
-            backend,
-            commit_timeout,
-            backtrack_window,
-            backtrack_budget,
-        )
-        options.clock = clock
+        options = cls(durability=durability, clock=clock, **fields)
         options.check()
         if durability != "memory" and not has_path:
             raise ConfigurationError(f"durability {durability!r} needs a path")

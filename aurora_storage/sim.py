@@ -540,27 +540,25 @@ class HistorySimulation:
         options, volume_id = volume.options, volume.volume_id
         volume.simulate_crash()
         self.counts["crashes"] += 1
-        try:
-            volume = Volume.open(
+
+        def reopen() -> Volume:
+            return Volume.open(
                 options=options,
                 disks=self.disks,
                 volume_id=volume_id,
                 transport=self.transport,
                 clock=self.clock,
             )
+
+        try:
+            volume = reopen()
         except AuroraStorageError:
             # Too few nodes to recover: bring every node back and try again.
             self.transport.set_faults(NetworkFaults())
             self.transport.heal()
             for name in NODE_NAMES:
                 self.transport.set_down(name, False)
-            volume = Volume.open(
-                options=options,
-                disks=self.disks,
-                volume_id=volume_id,
-                transport=self.transport,
-                clock=self.clock,
-            )
+            volume = reopen()
         self.volume = volume
         # Recovery decided every doubt: commits are durable or annulled.
         for cpl, time, changes in self.pending_commits:

@@ -155,17 +155,17 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         backup_options.check()
         clock = clock or getattr(transport, "clock", None) or WallClock()
         options = VolumeOptions.for_create(
-            page_size,
-            segment_size,
-            capacity,
             durability,
-            lal,
-            backend,
-            to_duration(commit_timeout, "commit_timeout"),
-            to_duration(backtrack_window, "backtrack_window"),
-            backtrack_budget,
             clock_kind(clock),
-            has_path=path is not None or disks is not None,
+            path is not None or disks is not None,
+            page_size=page_size,
+            segment_size=segment_size,
+            capacity=capacity,
+            lal=lal,
+            backend=backend,
+            commit_timeout=to_duration(commit_timeout, "commit_timeout"),
+            backtrack_window=to_duration(backtrack_window, "backtrack_window"),
+            backtrack_budget=backtrack_budget,
         )
         attach = backup_options if backup is not None else None
         return cls._build(root, options, clock, transport, disks, attach, _finished)

@@ -33,7 +33,7 @@ from ..errors import (
     ConfigurationError,
     InvalidBackupNameError,
 )
-from ..runtime.disk import make_folders, sync_folder, write_all
+from ..runtime.disk import make_folders, sync_folder, write_file
 
 # --- object names ---------------------------------------------------------------
 
@@ -182,13 +182,7 @@ class LocalFolderStore:
         temporary = path.parent / f".{TEMPORARY_MARK}{secrets.token_hex(8)}.tmp"
         assert _TEMPORARY_NAME.fullmatch(temporary.name)
         try:
-            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                write_all(descriptor, data)
-                if self.durability == "fsync":
-                    os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+            write_file(temporary, data, self.durability == "fsync", exclusive=True)
             os.replace(temporary, path)
         except BaseException as error:
             with contextlib.suppress(OSError):

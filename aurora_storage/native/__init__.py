@@ -713,10 +713,26 @@ class NativeBackend:
         raise_for_status(status, cells.position[0])
         return int(cells.applied[0])
 
-    # apply_to and apply_verified run once per batch: each is written out in full, with
-    # no helper call, and converts only the batch (the page set was bound once, by _bind).
+    # apply_to and apply_verified run once per batch and convert only the batch (the
+    # page set was bound once, by _bind).
 
     def apply_to(self, page_set: PageSet, buf: Buffer, lsn_bound: int, annulled: array[int]) -> int:
+        return self._apply(self._aus_apply, page_set, buf, lsn_bound, annulled)
+
+    def apply_verified(
+        self, page_set: PageSet, buf: Buffer, lsn_bound: int, annulled: array[int]
+    ) -> int:
+        return self._apply(self._aus_apply_verified, page_set, buf, lsn_bound, annulled)
+
+    def _apply(
+        self,
+        function: Any,
+        page_set: PageSet,
+        buf: Buffer,
+        lsn_bound: int,
+        annulled: array[int],
+    ) -> int:
+        """One call of ``aus_apply`` or ``aus_apply_verified`` (same arguments) on a batch."""
         page_size, page_nos, page_count, pages, page_lsns, applied, position = (
             page_set._native or self._bind(page_set)
         )
@@ -728,7 +744,7 @@ class NativeBackend:
             ranges, range_count = self._null, 0
         source = self._from_buffer(buf)
         try:
-            status = self._aus_apply(
+            status = function(
                 source,
                 len(source),
                 page_size,
@@ -746,42 +762,6 @@ class NativeBackend:
             # cffi refused an argument: release the inputs before a traceback can keep
             # this frame, and with it a memoryview exported to cffi (gh-77894).
             del source, ranges
-            raise
-        if status:
-            del source, ranges
-            raise_for_status(status, position[0])
-        return applied[0]  # type: ignore[no-any-return]
-
-    def apply_verified(
-        self, page_set: PageSet, buf: Buffer, lsn_bound: int, annulled: array[int]
-    ) -> int:
-        page_size, page_nos, page_count, pages, page_lsns, applied, position = (
-            page_set._native or self._bind(page_set)
-        )
-        if annulled:
-            if len(annulled) % 2:
-                raise_for_status(STATUS_ARGUMENT, 0)
-            ranges, range_count = self._from_buffer("uint64_t[]", annulled), len(annulled) // 2
-        else:
-            ranges, range_count = self._null, 0
-        source = self._from_buffer(buf)
-        try:
-            status = self._aus_apply_verified(
-                source,
-                len(source),
-                page_size,
-                page_nos,
-                page_count,
-                pages,
-                page_lsns,
-                lsn_bound,
-                ranges,
-                range_count,
-                applied,
-                position,
-            )
-        except BaseException:
-            del source, ranges  # as in apply_to
             raise
         if status:
             del source, ranges

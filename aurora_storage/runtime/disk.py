@@ -85,6 +85,19 @@ def write_all(
     return total
 
 
+def write_file(path: Path, data: bytes, sync: bool, exclusive: bool = False) -> None:
+    """Writes ``data`` as the whole of the file at ``path`` (made, or emptied first; with
+    ``exclusive``, only made: FileExistsError if it is there), synced if ``sync``."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC)
+    descriptor = os.open(path, flags, 0o644)
+    try:
+        write_all(descriptor, data)
+        if sync:
+            os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
 def _grow_file(path: Path, start: int, target: int) -> int:
     """A background growth: zeros in [start, target), then fdatasync; returns target.
 
@@ -374,13 +387,7 @@ class RealDisk:
         make_folders(path.parent, self.mode == "fsync")
         self._forget(name)  # later appends go to the new file
         temporary = path.with_name(path.name + ".tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            write_all(descriptor, data)
-            if self.mode == "fsync":
-                os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
+        write_file(temporary, data, self.mode == "fsync")
         os.replace(temporary, path)
         self._sync_folder(path.parent)
 
