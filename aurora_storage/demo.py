@@ -15,6 +15,7 @@ import random
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .clock import SimulatedClock
@@ -41,26 +42,6 @@ class Tour:
 
     def step(self, title: str, detail: str) -> None:
         print(f"{title:<26} {detail}")
-
-
-def _write(volume: Volume, model: dict[int, bytes], rng: random.Random, commits: int) -> int:
-    """Commits MTRs of four records on random pages; returns the last LSN."""
-    lsn = 0
-    for _ in range(commits):
-        changes = []
-        for _ in range(4):
-            page_no = rng.randrange(PAGES)
-            data = rng.randbytes(rng.randint(16, 200))
-            changes.append((page_no, rng.randrange(PAGE - len(data)), data))
-        with volume.transaction() as tx:
-            for page_no, offset, data in changes:
-                tx.write(page_no, offset, data)
-        lsn = tx.lsn
-        for page_no, offset, data in changes:
-            image = bytearray(model.get(page_no, bytes(PAGE)))
-            image[offset : offset + len(data)] = data
-            model[page_no] = bytes(image)
-    return lsn
 
 
 def _matches(volume: Volume, model: dict[int, bytes]) -> bool:
@@ -102,236 +83,243 @@ def _check_new_folder(folder: Path) -> None:
 
 def _tour(folder: Path) -> int:
     """Runs the seven steps on a new volume in ``folder``; returns the exit status."""
-    tour = Tour()
-    rng = random.Random(2017)
-    clock = SimulatedClock(start=1_767_225_600.0)  # 2026-01-01T00:00:00Z
-    path = folder / "volume"
-    volume = _create_volume(path, folder, clock)
-    model: dict[int, bytes] = {}
-    _write_workload(tour, volume, model, rng, clock)
-    _lose_an_az(tour, volume, model, rng, clock)
-    in_doubt = _lose_an_az_and_a_node(tour, volume, model, clock)
-    _restore_the_nodes(tour, volume, model, rng, clock, in_doubt)
-    volume = _crash_the_writer(tour, volume, model, clock, path)
-    model = _backtrack(tour, volume, model, clock)
-    _restore_to_a_point_in_time(tour, volume, model, rng, clock, folder)
-    return _summary(tour)
+    run = _Run.create(folder)
+    run.write_workload()
+    run.lose_an_az()
+    in_doubt = run.lose_an_az_and_a_node()
+    run.restore_the_nodes(in_doubt)
+    run.crash_the_writer()
+    run.backtrack()
+    run.restore_to_a_point_in_time()
+    return run.summary()
 
 
-def _create_volume(path: Path, folder: Path, clock: SimulatedClock) -> Volume:
-    """The volume the tour runs on, with its backup in ``folder``, and the header naming it."""
-    volume = Volume.create(
-        path,
-        page_size=PAGE,
-        segment_size=PAGE * PAGES_PER_PG,
-        clock=clock,
-        backtrack_window=72 * 3600,
-        backup=str(folder / "backup"),
-        backup_retention_days=7,
-        backup_staging_interval=300,
-    )
-    print(f"volume at {path}: 128 TiB addressable, pages of 16 KiB, PGs of {PAGES_PER_PG} pages,")
-    print("six nodes az1-a .. az3-b, fsync durability, 72 h backtrack window, 7-day backup\n")
-    return volume
+@dataclass
+class _Run:
+    """One tour's state: its checks, seeded draws, simulated clock, volume and pages' model.
 
+    The steps run in order on the same ``rng`` and ``clock``, so the draws and the
+    clock's advances, and with them every printed figure, are the same each run.
+    """
 
-def _write_workload(
-    tour: Tour,
-    volume: Volume,
-    model: dict[int, bytes],
-    rng: random.Random,
-    clock: SimulatedClock,
-) -> None:
-    """Step 1: an hour of commits with fsync, and the pages they leave on disk."""
-    started = time.perf_counter()
-    for _ in range(6):
-        clock.advance(600)
-        _write(volume, model, rng, 50)
-    elapsed = time.perf_counter() - started
-    status = volume.status()
-    tour.check(_matches(volume, model), "pages equal the model after the workload")
-    tour.step(
-        "1. write workload",
-        f"300 MTRs, 1200 records in {elapsed:.2f} s ({300 / elapsed:,.0f} commits/s with fsync); "
-        f"VDL {volume.vdl}, {status['pg_count']} PGs, {status['bytes_used']:,} bytes on disk",
-    )
+    tour: Tour
+    rng: random.Random
+    clock: SimulatedClock
+    folder: Path
+    path: Path
+    volume: Volume
+    model: dict[int, bytes] = field(default_factory=dict)
 
+    @classmethod
+    def create(cls, folder: Path) -> _Run:
+        """The volume the tour runs on, with its backup in ``folder``, and the header naming it."""
+        tour = Tour()
+        rng = random.Random(2017)
+        clock = SimulatedClock(start=1_767_225_600.0)  # 2026-01-01T00:00:00Z
+        path = folder / "volume"
+        volume = Volume.create(
+            path,
+            page_size=PAGE,
+            segment_size=PAGE * PAGES_PER_PG,
+            clock=clock,
+            backtrack_window=72 * 3600,
+            backup=str(folder / "backup"),
+            backup_retention_days=7,
+            backup_staging_interval=300,
+        )
+        print(
+            f"volume at {path}: 128 TiB addressable, pages of 16 KiB, PGs of {PAGES_PER_PG} pages,"
+        )
+        print("six nodes az1-a .. az3-b, fsync durability, 72 h backtrack window, 7-day backup\n")
+        return cls(tour, rng, clock, folder, path, volume)
 
-def _lose_an_az(
-    tour: Tour,
-    volume: Volume,
-    model: dict[int, bytes],
-    rng: random.Random,
-    clock: SimulatedClock,
-) -> None:
-    """Step 2: a whole AZ down, and commits still acknowledged by the four live segments."""
-    volume.cluster.fail_az("az1")
-    clock.advance(300)
-    before = volume.vdl
-    last = _write(volume, model, rng, 20)
-    holders = min(
-        sum(1 for scl in pg.scls.values() if scl >= pg.tail_lsn) for pg in volume.pgs.values()
-    )
-    tour.check(volume.vdl == last > before, "writes continue with a whole AZ down")
-    tour.check(holders == 4, "every PG's last frame is on exactly the four live segments")
-    tour.step(
-        "2. AZ az1 down",
-        f"20 commits acknowledged by {holders} of 6 segments, VDL {before} -> {volume.vdl}",
-    )
+    def commit(self, commits: int) -> int:
+        """Commits MTRs of four records on random pages; returns the last LSN."""
+        lsn = 0
+        for _ in range(commits):
+            changes = []
+            for _ in range(4):
+                page_no = self.rng.randrange(PAGES)
+                data = self.rng.randbytes(self.rng.randint(16, 200))
+                changes.append((page_no, self.rng.randrange(PAGE - len(data)), data))
+            with self.volume.transaction() as tx:
+                for page_no, offset, data in changes:
+                    tx.write(page_no, offset, data)
+            lsn = tx.lsn
+            for page_no, offset, data in changes:
+                image = bytearray(self.model.get(page_no, bytes(PAGE)))
+                image[offset : offset + len(data)] = data
+                self.model[page_no] = bytes(image)
+        return lsn
 
+    def write_workload(self) -> None:
+        """Step 1: an hour of commits with fsync, and the pages they leave on disk."""
+        started = time.perf_counter()
+        for _ in range(6):
+            self.clock.advance(600)
+            self.commit(50)
+        elapsed = time.perf_counter() - started
+        status = self.volume.status()
+        self.tour.check(
+            _matches(self.volume, self.model), "pages equal the model after the workload"
+        )
+        self.tour.step(
+            "1. write workload",
+            f"300 MTRs, 1200 records in {elapsed:.2f} s ({300 / elapsed:,.0f} commits/s with "
+            f"fsync); VDL {self.volume.vdl}, {status['pg_count']} PGs, "
+            f"{status['bytes_used']:,} bytes on disk",
+        )
 
-def _lose_an_az_and_a_node(
-    tour: Tour, volume: Volume, model: dict[int, bytes], clock: SimulatedClock
-) -> int:
-    """Step 3: an AZ plus a node down: a commit refused, reads served; returns its LSN."""
-    volume.cluster.fail_node("az2-a")
-    clock.advance(60)
-    vdl = volume.vdl
-    in_doubt = 0
-    try:
+    def lose_an_az(self) -> None:
+        """Step 2: a whole AZ down, and commits still acknowledged by the four live segments."""
+        volume, clock = self.volume, self.clock
+        volume.cluster.fail_az("az1")
+        clock.advance(300)
+        before = volume.vdl
+        last = self.commit(20)
+        holders = min(
+            sum(1 for scl in pg.scls.values() if scl >= pg.tail_lsn) for pg in volume.pgs.values()
+        )
+        self.tour.check(volume.vdl == last > before, "writes continue with a whole AZ down")
+        self.tour.check(holders == 4, "every PG's last frame is on exactly the four live segments")
+        self.tour.step(
+            "2. AZ az1 down",
+            f"20 commits acknowledged by {holders} of 6 segments, VDL {before} -> {volume.vdl}",
+        )
+
+    def lose_an_az_and_a_node(self) -> int:
+        """Step 3: an AZ plus a node down: a commit refused, reads served; returns its LSN."""
+        volume = self.volume
+        volume.cluster.fail_node("az2-a")
+        self.clock.advance(60)
+        vdl = volume.vdl
+        in_doubt = 0
+        try:
+            with volume.transaction() as tx:
+                tx.write(7, 0, b"written during AZ+1")
+        except WriteQuorumError as error:
+            in_doubt = error.lsn
+        self.tour.check(in_doubt > vdl and volume.vdl == vdl, "no commit without a write quorum")
+        readable = _matches(volume, self.model)
+        self.tour.check(readable, "reads served by the three live segments")
+        self.tour.step(
+            "3. AZ az1 + node az2-a",
+            f"commit at LSN {in_doubt} refused (3 of 6), VDL stays {vdl}; "
+            f"{PAGES} pages read back intact from az2-b, az3-a, az3-b",
+        )
+        return in_doubt
+
+    def restore_the_nodes(self, in_doubt: int) -> None:
+        """Step 4: the lost nodes back, caught up by gossip, and the in-doubt commit durable."""
+        volume, model = self.volume, self.model
+        for name in ("az1-a", "az1-b", "az2-a"):
+            volume.cluster.restore_node(name)
+        image = bytearray(model.get(7, bytes(PAGE)))
+        image[: len(b"written during AZ+1")] = b"written during AZ+1"
+        model[7] = bytes(image)  # the in-doubt commit reached its quorum by gossip
+        self.clock.advance(60)
+        self.commit(10)
+        caught_up = all(
+            node.segments[pg_id].scl == pg.tail_lsn
+            for pg_id, pg in volume.pgs.items()
+            for node in volume.nodes.values()
+        )
+        self.tour.check(caught_up, "restored nodes caught up by gossip")
+        self.tour.check(volume.vdl >= in_doubt, "the in-doubt commit became durable")
+        self.tour.check(_matches(volume, model), "pages equal the model after the restore")
+        self.tour.step(
+            "4. nodes restored",
+            f"gossip filled their holes: all {len(volume.pgs) * 6} segments at their PG's last "
+            f"LSN; the in-doubt commit is durable, VDL {volume.vdl}",
+        )
+
+    def crash_the_writer(self) -> None:
+        """Step 5: a writer crash and the recovery that reopens the volume into ``volume``."""
+        acknowledged_vdl = self.volume.vdl
+        self.volume.simulate_crash()
+        self.clock.advance(30)
+        started = time.perf_counter()
+        self.volume = Volume.open(self.path, clock=self.clock)
+        elapsed = time.perf_counter() - started
+        plan = self.volume.recovery
+        assert plan is not None
+        self.tour.check(plan.vdl == acknowledged_vdl, "recovery finds every acknowledged commit")
+        self.tour.check(_matches(self.volume, self.model), "pages equal the model after recovery")
+        self.tour.step(
+            "5. writer crash, reopen",
+            f"recovered in {elapsed * 1000:.0f} ms: epoch {plan.epoch}, VDL {plan.vdl}, "
+            f"truncation ({plan.truncation[0]}, {plan.truncation[1]}] annulled, no redo replayed",
+        )
+
+    def backtrack(self) -> None:
+        """Step 6: a mistake undone by backtrack, redone, undone again; ``model`` ends undone."""
+        volume, clock, check = self.volume, self.clock, self.tour.check
+        clock.advance(3600)
+        good_time = clock.now()
+        good = dict(self.model)
+        clock.advance(1800)
         with volume.transaction() as tx:
-            tx.write(7, 0, b"written during AZ+1")
-    except WriteQuorumError as error:
-        in_doubt = error.lsn
-    tour.check(in_doubt > vdl and volume.vdl == vdl, "no commit without a write quorum")
-    readable = _matches(volume, model)
-    tour.check(readable, "reads served by the three live segments")
-    tour.step(
-        "3. AZ az1 + node az2-a",
-        f"commit at LSN {in_doubt} refused (3 of 6), VDL stays {vdl}; "
-        f"{PAGES} pages read back intact from az2-b, az3-a, az3-b",
-    )
-    return in_doubt
-
-
-def _restore_the_nodes(
-    tour: Tour,
-    volume: Volume,
-    model: dict[int, bytes],
-    rng: random.Random,
-    clock: SimulatedClock,
-    in_doubt: int,
-) -> None:
-    """Step 4: the lost nodes back, caught up by gossip, and the in-doubt commit durable."""
-    for name in ("az1-a", "az1-b", "az2-a"):
-        volume.cluster.restore_node(name)
-    image = bytearray(model.get(7, bytes(PAGE)))
-    image[: len(b"written during AZ+1")] = b"written during AZ+1"
-    model[7] = bytes(image)  # the in-doubt commit reached its quorum by gossip
-    clock.advance(60)
-    _write(volume, model, rng, 10)
-    caught_up = all(
-        node.segments[pg_id].scl == pg.tail_lsn
-        for pg_id, pg in volume.pgs.items()
-        for node in volume.nodes.values()
-    )
-    tour.check(caught_up, "restored nodes caught up by gossip")
-    tour.check(volume.vdl >= in_doubt, "the in-doubt commit became durable")
-    tour.check(_matches(volume, model), "pages equal the model after the restore")
-    tour.step(
-        "4. nodes restored",
-        f"gossip filled their holes: all {len(volume.pgs) * 6} segments at their PG's last LSN; "
-        f"the in-doubt commit is durable, VDL {volume.vdl}",
-    )
-
-
-def _crash_the_writer(
-    tour: Tour, volume: Volume, model: dict[int, bytes], clock: SimulatedClock, path: Path
-) -> Volume:
-    """Step 5: a writer crash and the recovery that reopens the volume; returns it reopened."""
-    acknowledged_vdl = volume.vdl
-    volume.simulate_crash()
-    clock.advance(30)
-    started = time.perf_counter()
-    volume = Volume.open(path, clock=clock)
-    elapsed = time.perf_counter() - started
-    plan = volume.recovery
-    assert plan is not None
-    tour.check(plan.vdl == acknowledged_vdl, "recovery finds every acknowledged commit")
-    tour.check(_matches(volume, model), "pages equal the model after recovery")
-    tour.step(
-        "5. writer crash, reopen",
-        f"recovered in {elapsed * 1000:.0f} ms: epoch {plan.epoch}, VDL {plan.vdl}, "
-        f"truncation ({plan.truncation[0]}, {plan.truncation[1]}] annulled, no redo replayed",
-    )
-    return volume
-
-
-def _backtrack(
-    tour: Tour, volume: Volume, model: dict[int, bytes], clock: SimulatedClock
-) -> dict[int, bytes]:
-    """Step 6: a mistake undone by backtrack, redone, undone again; returns the pages' model."""
-    clock.advance(3600)
-    good_time = clock.now()
-    good = dict(model)
-    clock.advance(1800)
-    with volume.transaction() as tx:
+            for page_no in range(0, PAGES, 4):
+                tx.zero_page(page_no)  # the mistake: a quarter of the volume wiped
+        mistake = dict(self.model)
         for page_no in range(0, PAGES, 4):
-            tx.zero_page(page_no)  # the mistake: a quarter of the volume wiped
-    mistake = dict(model)
-    for page_no in range(0, PAGES, 4):
-        mistake.pop(page_no, None)
-    clock.advance(600)
-    mistake_time = clock.now()
-    clock.advance(600)
-    result = volume.backtrack(good_time)
-    tour.check(_matches(volume, good), "backtrack undoes the mistake")
-    clock.advance(60)
-    volume.backtrack(mistake_time)
-    tour.check(_matches(volume, mistake), "backtrack moves forward again")
-    clock.advance(60)
-    volume.backtrack(good_time)
-    tour.check(_matches(volume, good), "and back once more")
-    earliest, latest = volume.backtrack_window
-    tour.step(
-        "6. backtrack",
-        f"a wipe of {PAGES // 4} pages undone (back to LSN {result.lsn}), redone, undone again; "
-        f"window {(latest - earliest) / 3600:.1f} h reachable",
-    )
-    return good
+            mistake.pop(page_no, None)
+        clock.advance(600)
+        mistake_time = clock.now()
+        clock.advance(600)
+        result = volume.backtrack(good_time)
+        check(_matches(volume, good), "backtrack undoes the mistake")
+        clock.advance(60)
+        volume.backtrack(mistake_time)
+        check(_matches(volume, mistake), "backtrack moves forward again")
+        clock.advance(60)
+        volume.backtrack(good_time)
+        check(_matches(volume, good), "and back once more")
+        earliest, latest = volume.backtrack_window
+        self.tour.step(
+            "6. backtrack",
+            f"a wipe of {PAGES // 4} pages undone (back to LSN {result.lsn}), redone, undone "
+            f"again; window {(latest - earliest) / 3600:.1f} h reachable",
+        )
+        self.model = good
 
+    def restore_to_a_point_in_time(self) -> None:
+        """Step 7: the backup restored to a point in time into a new volume; closes ``volume``."""
+        self.clock.advance(600)
+        self.commit(20)
+        # A staging round ran within these commits at this clock time: commits after it
+        # are stamped just after it. The restore point is a second later.
+        self.clock.advance(1)
+        restore_time = self.clock.now()
+        restore_model = dict(self.model)
+        self.clock.advance(900)
+        self.commit(20)
+        earliest, latest = self.volume.restorable_window
+        self.volume.close()
+        started = time.perf_counter()
+        restored = Volume.restore(
+            str(self.folder / "backup"), to=restore_time, path=self.folder / "restored"
+        )
+        elapsed = time.perf_counter() - started
+        self.tour.check(
+            _matches(restored, restore_model),
+            "the restored volume holds exactly the commits up to T",
+        )
+        restored_status = restored.status()
+        restored.close()
+        self.tour.step(
+            "7. point-in-time restore",
+            f"to {restore_time - earliest:,.0f} s after the earliest restorable time into a new "
+            f"volume in {elapsed:.2f} s: {restored_status['pg_count']} PGs, pages verified "
+            f"(restorable window {(latest - earliest) / 3600:.1f} h)",
+        )
 
-def _restore_to_a_point_in_time(
-    tour: Tour,
-    volume: Volume,
-    model: dict[int, bytes],
-    rng: random.Random,
-    clock: SimulatedClock,
-    folder: Path,
-) -> None:
-    """Step 7: the backup restored to a point in time into a new volume; closes ``volume``."""
-    clock.advance(600)
-    _write(volume, model, rng, 20)
-    # A staging round ran within these commits at this clock time: commits after it
-    # are stamped just after it. The restore point is a second later.
-    clock.advance(1)
-    restore_time = clock.now()
-    restore_model = dict(model)
-    clock.advance(900)
-    _write(volume, model, rng, 20)
-    earliest, latest = volume.restorable_window
-    volume.close()
-    started = time.perf_counter()
-    restored = Volume.restore(str(folder / "backup"), to=restore_time, path=folder / "restored")
-    elapsed = time.perf_counter() - started
-    tour.check(
-        _matches(restored, restore_model), "the restored volume holds exactly the commits up to T"
-    )
-    restored_status = restored.status()
-    restored.close()
-    tour.step(
-        "7. point-in-time restore",
-        f"to {restore_time - earliest:,.0f} s after the earliest restorable time into a new volume "
-        f"in {elapsed:.2f} s: {restored_status['pg_count']} PGs, pages verified "
-        f"(restorable window {(latest - earliest) / 3600:.1f} h)",
-    )
-
-
-def _summary(tour: Tour) -> int:
-    """The closing line: how many checks passed or failed; returns the exit status."""
-    total = time.perf_counter() - tour.started
-    if tour.failures:
-        print(f"\n{len(tour.failures)} of {tour.checks} checks FAILED in {total:.1f} s")
-        return 1
-    print(f"\nall {tour.checks} checks passed in {total:.1f} s")
-    return 0
+    def summary(self) -> int:
+        """The closing line: how many checks passed or failed; returns the exit status."""
+        tour = self.tour
+        total = time.perf_counter() - tour.started
+        if tour.failures:
+            print(f"\n{len(tour.failures)} of {tour.checks} checks FAILED in {total:.1f} s")
+            return 1
+        print(f"\nall {tour.checks} checks passed in {total:.1f} s")
+        return 0
