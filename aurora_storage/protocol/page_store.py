@@ -11,7 +11,7 @@ Two files per segment, through the node's :class:`Disk` port (docs/format.md,
 A page never written is a hole in both files: it costs no disk. A store write
 for a checkpoint at C (:meth:`PageStore.write`) puts each page that changed
 into the slot that does not hold its version at the last durable checkpoint,
-then that slot's index entry; syncs both files; then writes the older of
+the slot's index entry first, then its image; syncs both files; then writes the older of
 the two headers with C and the number of pages that have a version at C,
 and syncs again. Only then does the caller name C in its checkpoint file
 (node_storage.py). A page's version at C is the slot with the highest
@@ -186,12 +186,14 @@ class PageStore:
             if current is None:
                 pages += 1
             slot = 0 if current is None else 1 - current
-            self.disk.write_at(self.image_file, self._slot_offset(page_no, slot), image)
+            # The entry first: a write cut short leaves an entry above every named
+            # checkpoint (ignored), never image bytes that no entry accounts for.
             checksum = slot_checksum(page_no, checkpoint_lsn, page_lsn, image)
             entry = ENTRY.pack(checkpoint_lsn, page_lsn, checksum)
             self.disk.write_at(
                 self.index_file, self._entry_offset(page_no) + slot * ENTRY.size, entry
             )
+            self.disk.write_at(self.image_file, self._slot_offset(page_no, slot), image)
             self.bytes_written += size + ENTRY.size
         self.disk.sync(self.image_file)
         self.disk.sync(self.index_file)

@@ -44,7 +44,8 @@ def refusing(base: Any) -> Any:
     """A disk class that refuses writes while ``error`` is set: a full or failing device.
 
     ``refuses(operation, name)`` picks the writes that fail (by default all:
-    append, sync, replace, truncate); everything else is the base disk's own code.
+    append, write_at, sync, replace, truncate); everything else is the base
+    disk's own code.
     """
 
     class Refusing(base):  # type: ignore[misc, valid-type]
@@ -60,6 +61,10 @@ def refusing(base: Any) -> Any:
         def append(self, name: str, data: Any) -> int:
             self._check("append", name)
             return int(super().append(name, data))
+
+        def write_at(self, name: str, offset: int, data: Any) -> None:
+            self._check("write_at", name)
+            super().write_at(name, offset, data)
 
         def sync(self, name: str) -> None:
             self._check("sync", name)
@@ -285,6 +290,36 @@ def test_a_checkpoint_on_a_full_disk_stops_only_its_node(monkeypatch: pytest.Mon
     assert_failed_and_named(volume, [victim], "checkpoint", ENOSPC)
     assert any(name.endswith(".pages") for name in disks[NODE_NAMES[0]].list())
     assert_holds(volume, expected)
+
+
+@pytest.mark.parametrize("suffix", [".img", ".idx"])
+def test_a_full_disk_during_a_page_store_write_keeps_the_last_checkpoint(
+    suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node's store writes fail after its first checkpoints: it stops, named with its
+    OS error; once it has room again it reopens from its last checkpoint, whole."""
+    monkeypatch.setattr(segment, "COALESCE_RECORD_BYTES", 256)
+    monkeypatch.setattr(node, "CHECKPOINT_EVERY_FRAMES", 2)
+    monkeypatch.setattr(node, "META_EVERY_FRAMES", 2)
+    disks = simulated_disks()
+    victim = NODE_NAMES[2]
+    volume = create_on(disks)
+    expected: dict[int, bytes] = {}
+    fill(volume, 30, expected)
+    assert any(name.endswith(".img") for name in disks[victim].list()), "a checkpoint was taken"
+    disks[victim].error = ENOSPC
+    disks[victim].refuses = lambda operation, name: name.endswith(suffix)
+    fill(volume, 30, expected, "later")
+    assert disks[victim].refused, "the node tried to write its page store"
+    assert_failed_and_named(volume, [victim], "checkpoint", ENOSPC)
+    assert_holds(volume, expected)
+    volume.close()
+    disks[victim].error = None
+    again = reopen_on(volume, disks)
+    report = again.nodes[victim].load_report
+    assert not report.findings, report.problems()  # its checkpoint and store load whole
+    assert_holds(again, expected)
+    again.close()
 
 
 def test_a_backtrack_that_three_full_disks_refuse_names_them() -> None:
