@@ -70,6 +70,7 @@ typedef struct {
     uint8_t *owned;       /* image when the log owns it; NULL when shared or none */
     uint32_t block;       /* id of the block a shared image points into; 0: none */
     uint8_t in_arena;     /* records is an arena block (else malloc's) */
+    uint8_t referenced;   /* read or installed since the eviction hand last passed */
 } page_entry;
 
 #define ARENA_BLOCK_MIN 256
@@ -106,6 +107,7 @@ struct aus_pagelog {
     shared_block *blocks;  /* block id i is blocks[i - 1] */
     size_t block_count;
     size_t block_capacity;
+    size_t hand; /* the eviction sweep's position in entries (aus_pagelog_evict) */
     record_arena arena;
 };
 
@@ -154,6 +156,24 @@ static void table_insert(uint32_t *table, size_t table_size, uint64_t page_no,
     AUS_ASSERT(index < table_size / 2); /* entries fill at most half the table */
     while (table[slot] != NO_ENTRY) slot = (slot + 1) & mask;
     table[slot] = index;
+}
+
+/* Takes page_no's slot out of the table, shifting back the probe chain after
+ * it (linear probing keeps no tombstones). */
+static void table_remove(aus_pagelog *log, uint64_t page_no) {
+    size_t mask = log->table_size - 1;
+    size_t hole = slot_of(page_no, log->table_size);
+    while (log->entries[log->table[hole]].page_no != page_no) hole = (hole + 1) & mask;
+    for (size_t next = (hole + 1) & mask; log->table[next] != NO_ENTRY;
+         next = (next + 1) & mask) {
+        size_t home = slot_of(log->entries[log->table[next]].page_no, log->table_size);
+        /* An entry may move back into the hole unless its home lies after the hole. */
+        if (((next - home) & mask) >= ((next - hole) & mask)) {
+            log->table[hole] = log->table[next];
+            hole = next;
+        }
+    }
+    log->table[hole] = NO_ENTRY;
 }
 
 static page_entry *add_entry(aus_pagelog *log, uint64_t page_no) {
@@ -430,8 +450,9 @@ int aus_pagelog_materialize(aus_pagelog *log, uint64_t page_no,
     size_t error_pos = 0, start = 0;
     *page_lsn = 0;
     *applied = 0;
-    const page_entry *entry = find_entry(log, page_no);
+    page_entry *entry = find_entry(log, page_no);
     AUS_ASSERT(entry == NULL || entry_valid(log, entry));
+    if (entry) entry->referenced = 1;
     if (entry && entry->image_lsn > lsn_bound) return AUS_E_GONE;
     if (entry && entry->length) {
         if (!aus_annulled_valid(annulled, n_annulled)) return AUS_E_ARGUMENT;
@@ -542,7 +563,10 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
 int aus_pagelog_set_image(aus_pagelog *log, uint64_t page_no,
                           const uint8_t *image, uint64_t image_lsn) {
     page_entry *entry = find_entry(log, page_no);
-    if (entry && (entry->length || entry->image)) return AUS_E_ARGUMENT;
+    /* Records the page holds must all be newer than the image (a page read back
+     * from a page store under the records that came after it). */
+    if (entry && (entry->image || (entry->length && aus_record_lsn(entry->records) <= image_lsn)))
+        return AUS_E_ARGUMENT;
     uint8_t *copy = malloc(log->page_size);
     if (!copy) return AUS_E_NOMEM;
     if (!entry) {
@@ -555,6 +579,7 @@ int aus_pagelog_set_image(aus_pagelog *log, uint64_t page_no,
     memcpy(copy, image, log->page_size);
     entry->image = entry->owned = copy;
     entry->image_lsn = image_lsn;
+    entry->referenced = 1;
     if (image_lsn > entry->last_lsn) entry->last_lsn = image_lsn;
     log->image_count++;
     log->allocated += log->page_size;
@@ -602,6 +627,7 @@ int aus_pagelog_share(aus_pagelog *log, const uint8_t *block, size_t block_lengt
         entry->block = id;
         entry->image_lsn = image_lsn;
         if (image_lsn > entry->last_lsn) entry->last_lsn = image_lsn;
+        entry->referenced = 1;
         shared->borrowers++;
         AUS_ASSERT(entry_valid(log, entry));
     }
@@ -633,6 +659,70 @@ void aus_pagelog_stats(const aus_pagelog *log, uint64_t *stats) {
     stats[5] = allocated;
     stats[6] = log->shared_count;
     stats[7] = log->shared_count * log->page_size;
+}
+
+/* Forgets entry `index` whole (its image and records released); the last entry
+ * takes its place in entries. */
+static void remove_entry(aus_pagelog *log, size_t index) {
+    page_entry *entry = &log->entries[index];
+    AUS_ASSERT(entry_valid(log, entry));
+    if (entry->owned) {
+        free(entry->owned);
+        log->allocated -= log->page_size;
+    } else if (entry->block) {
+        AUS_ASSERT(log->blocks[entry->block - 1].borrowers > 0 && log->shared_count > 0);
+        log->blocks[entry->block - 1].borrowers--;
+        log->shared_count--;
+    }
+    if (entry->image) log->image_count--;
+    log->record_count -= entry->record_count;
+    log->record_bytes -= entry->length;
+    release_records(log, entry);
+    table_remove(log, entry->page_no);
+    size_t last = log->entry_count - 1;
+    if (index != last) {
+        size_t mask = log->table_size - 1;
+        size_t slot = slot_of(log->entries[last].page_no, log->table_size);
+        while (log->table[slot] != last) slot = (slot + 1) & mask;
+        log->table[slot] = (uint32_t)index;
+        log->entries[index] = log->entries[last];
+    }
+    log->entry_count = last;
+}
+
+int aus_pagelog_evict(aus_pagelog *log, uint64_t clean_lsn, uint64_t want_bytes,
+                      uint64_t *dropped) {
+    *dropped = 0;
+    /* Two turns of the hand: the first may only clear reference bits. */
+    size_t steps = 2 * log->entry_count;
+    while (*dropped < want_bytes && steps > 0 && log->entry_count > 0) {
+        steps--;
+        if (log->hand >= log->entry_count) log->hand = 0;
+        page_entry *entry = &log->entries[log->hand];
+        if (!entry->image || entry->length || entry->image_lsn > clean_lsn) {
+            log->hand++;
+            continue;
+        }
+        if (entry->referenced) {
+            entry->referenced = 0;
+            log->hand++;
+            continue;
+        }
+        remove_entry(log, log->hand); /* the hand now points at the entry moved in */
+        *dropped += log->page_size;
+    }
+    return AUS_OK;
+}
+
+int aus_pagelog_missing(const aus_pagelog *log, const uint64_t *page_nos, size_t count,
+                        uint64_t *out, size_t *found) {
+    size_t missing = 0;
+    for (size_t i = 0; i < count; i++) {
+        const page_entry *entry = find_entry(log, page_nos[i]);
+        if (!entry || !entry->image) out[missing++] = page_nos[i];
+    }
+    *found = missing;
+    return AUS_OK;
 }
 
 int aus_pagelog_pages(const aus_pagelog *log, int which, uint64_t *page_nos,

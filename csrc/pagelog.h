@@ -86,10 +86,11 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
                          uint64_t *folded);
 
 /*
- * Installs a coalesced image for a page that holds no record yet (a node
- * loading its checkpoint): the page reads as image up to image_lsn, and
- * records at or below image_lsn are duplicates from then on. AUS_E_ARGUMENT
- * if the page already holds records or an image; nothing changes on error.
+ * Installs a coalesced image for a page that holds no image (a node loading
+ * its checkpoint, or reading a page back from its page store): the page
+ * reads as image up to image_lsn, then its records, and records at or below
+ * image_lsn are duplicates from then on. AUS_E_ARGUMENT if the page already
+ * holds an image, or a record at or below image_lsn; nothing changes on error.
  */
 int aus_pagelog_set_image(aus_pagelog *log, uint64_t page_no,
                           const uint8_t *image, uint64_t image_lsn);
@@ -124,6 +125,25 @@ int aus_pagelog_borrowers(const aus_pagelog *log, uint32_t block_id,
  * block, and bytes allocated counts only memory the log owns (never blocks).
  */
 void aus_pagelog_stats(const aus_pagelog *log, uint64_t *stats);
+
+/*
+ * Forgets clean pages to free memory: a page whose image is at or below
+ * clean_lsn (its page store holds it) and that holds no record. A CLOCK
+ * sweep picks them: a page read or installed since the hand last passed is
+ * spared once. Stops once want_bytes of images are gone, or after two turns.
+ * A forgotten page's entry goes whole: the log knows nothing of it, and a
+ * reader installs its image again (aus_pagelog_set_image) before reading it.
+ * *dropped receives the image bytes forgotten (page_size each).
+ */
+int aus_pagelog_evict(aus_pagelog *log, uint64_t clean_lsn, uint64_t want_bytes,
+                      uint64_t *dropped);
+
+/*
+ * Writes to out (room for count) the pages of page_nos that hold no image,
+ * in order, and their number to *found: what a reader must install first.
+ */
+int aus_pagelog_missing(const aus_pagelog *log, const uint64_t *page_nos, size_t count,
+                        uint64_t *out, size_t *found);
 
 /*
  * Writes the page numbers of the pages `which` selects (AUS_PAGES_ALL or

@@ -270,12 +270,36 @@ class NativePageLog:
                 del self._blocks[block_id]
 
     def set_image(self, page_no: int, image: Buffer, image_lsn: int) -> None:
-        """Installs a checkpointed image for a page that holds nothing yet."""
+        """Installs a checkpointed image for a page that holds no image, and no record
+        at or below ``image_lsn``."""
         if len(memoryview(image).cast("B")) != self.page_size:
             raise InvalidArgumentError(f"an image of page {page_no} must be {self.page_size} bytes")
         with self._ffi.from_buffer("uint8_t[]", image) as source:
             status = self._lib.aus_pagelog_set_image(self._live(), page_no, source, image_lsn)
         native.raise_for_status(status, 0, page_no, image_lsn)
+
+    def evict(self, clean_lsn: int, want_bytes: int) -> int:
+        """Forgets clean pages (an image at or below ``clean_lsn``, no record), chosen by
+        a CLOCK sweep, until ``want_bytes`` of images are gone; returns the bytes."""
+        dropped = self._count
+        self._lib.aus_pagelog_evict(self._live(), clean_lsn, want_bytes, dropped)
+        if self._blocks:
+            self._release_blocks()
+        return int(dropped[0])
+
+    def missing(self, page_nos: Sequence[int] | array[int]) -> list[int]:
+        """The pages of ``page_nos`` that hold no image, in order."""
+        numbers = _page_numbers(page_nos)
+        out = array("Q", bytes(8 * len(numbers)))
+        found = self._position
+        self._lib.aus_pagelog_missing(
+            self._live(),
+            self._ffi.from_buffer("uint64_t[]", numbers),
+            len(numbers),
+            self._ffi.from_buffer("uint64_t[]", out),
+            found,
+        )
+        return out[: found[0]].tolist()
 
     def stats(self) -> PageLogStats:
         self._lib.aus_pagelog_stats(self._live(), self._stats)
@@ -296,7 +320,7 @@ class NativePageLog:
 
 
 class _PythonPage:
-    __slots__ = ("block", "image", "image_lsn", "last_lsn", "records")
+    __slots__ = ("block", "image", "image_lsn", "last_lsn", "records", "referenced")
 
     def __init__(self) -> None:
         self.last_lsn = 0
@@ -305,6 +329,7 @@ class _PythonPage:
         self.image: bytearray | memoryview | None = None
         self.block = 0
         self.records = bytearray()
+        self.referenced = False
 
 
 class PythonPageLog:
@@ -322,10 +347,23 @@ class PythonPageLog:
         # Shared blocks by id: [view, borrowers], as C counts them.
         self._blocks: dict[int, list[Any]] = {}
         self._block_ids = 0
+        # The pages in C's entry order (a forgotten page's place goes to the last),
+        # and the eviction hand's position in it: evict picks as C does.
+        self._order: list[int] = []
+        self._hand = 0
+
+    def _entry(self, page_no: int) -> _PythonPage:
+        pages = self._live()
+        page = pages.get(page_no)
+        if page is None:
+            page = pages[page_no] = _PythonPage()
+            self._order.append(page_no)
+        return page
 
     def close(self) -> None:
         self._pages.clear()
         self._blocks.clear()
+        self._order.clear()
         self._closed = True
 
     def _live(self) -> dict[int, _PythonPage]:
@@ -334,7 +372,7 @@ class PythonPageLog:
         return self._pages
 
     def append(self, batch: Buffer) -> int:
-        pages = self._live()
+        self._live()  # a closed log refuses the batch
         index = self._backend.index(batch, self.page_size)
         data = memoryview(batch).cast("B")
         ends = [*index.positions[1:], len(data)]
@@ -342,7 +380,7 @@ class PythonPageLog:
         for page_no, lsn, start, end in zip(
             index.page_nos, index.lsns, index.positions, ends, strict=True
         ):
-            page = pages.setdefault(page_no, _PythonPage())
+            page = self._entry(page_no)
             if lsn <= page.last_lsn:
                 continue
             page.records += data[start:end]
@@ -357,6 +395,7 @@ class PythonPageLog:
         out = bytearray(self.page_size)
         if page is None:
             return bytes(out), 0
+        page.referenced = True
         if page.image_lsn > lsn_bound:
             raise VersionGoneError(page_no, lsn_bound)
         if page.image is not None:
@@ -468,13 +507,14 @@ class PythonPageLog:
         size = self.page_size
         installed = 0
         for slot, page_no in enumerate(numbers):
-            page = pages.setdefault(page_no, _PythonPage())
+            page = self._entry(page_no)
             if page.records or page.image is not None:
                 continue
             page.image = view[slot * size : (slot + 1) * size]
             page.block = block_id
             page.image_lsn = image_lsn
             page.last_lsn = max(page.last_lsn, image_lsn)
+            page.referenced = True
             installed += 1
         if installed:
             self._blocks[block_id] = [view, installed]
@@ -488,12 +528,51 @@ class PythonPageLog:
         if len(data) != self.page_size:
             raise InvalidArgumentError(f"an image of page {page_no} must be {self.page_size} bytes")
         page = self._live().get(page_no)
-        if page is not None and (page.records or page.image is not None):
+        if page is not None and (
+            page.image is not None
+            or (
+                page.records
+                and self._backend.index(page.records, self.page_size).lsns[0] <= image_lsn
+            )
+        ):
             native.raise_for_status(native.STATUS_ARGUMENT, 0)
-        page = self._live().setdefault(page_no, _PythonPage())
+        page = self._entry(page_no)
         page.image = bytearray(data)
         page.image_lsn = image_lsn
         page.last_lsn = max(page.last_lsn, image_lsn)
+        page.referenced = True
+
+    def evict(self, clean_lsn: int, want_bytes: int) -> int:
+        pages, order = self._live(), self._order
+        dropped, steps = 0, 2 * len(order)
+        while dropped < want_bytes and steps > 0 and order:
+            steps -= 1
+            if self._hand >= len(order):
+                self._hand = 0
+            page = pages[order[self._hand]]
+            if page.image is None or page.records or page.image_lsn > clean_lsn:
+                self._hand += 1
+                continue
+            if page.referenced:
+                page.referenced = False
+                self._hand += 1
+                continue
+            if page.block:
+                self._unshare(page)
+            del pages[order[self._hand]]
+            last = order.pop()
+            if self._hand < len(order):
+                order[self._hand] = last  # the last entry takes the forgotten one's place
+            dropped += self.page_size
+        return dropped
+
+    def missing(self, page_nos: Sequence[int] | array[int]) -> list[int]:
+        pages = self._live()
+        return [
+            page_no
+            for page_no in _page_numbers(page_nos)
+            if (page := pages.get(page_no)) is None or page.image is None
+        ]
 
     def stats(self) -> PageLogStats:
         pages = self._live()
