@@ -130,7 +130,7 @@ def verify_volume(volume: Volume, progress: Callable[[int], None] | None = None)
             if not node.failed and pg_id in node.segments and not node.segments[pg_id].failed
         ]
         problems += _lagging(volume, pg_id, pg.required_scl(vdl, vdl))
-        pages = sorted({p for segment in holders for p in segment.page_log.page_nos()})
+        pages = sorted({p for segment in holders for p in segment.page_nos()})
         for page_no in pages:
             images = {
                 segment.read(page_no, vdl, volume.annulled)
@@ -180,9 +180,7 @@ def _verify(arguments: argparse.Namespace) -> int:
     # its epoch and truncation in each node.meta.)
     volume = Volume.open(arguments.path, readonly=True)
     try:
-        total = sum(
-            len(s.page_log.page_nos()) for s in next(iter(volume.nodes.values())).segments.values()
-        )
+        total = sum(len(s.page_nos()) for s in next(iter(volume.nodes.values())).segments.values())
         with tqdm(total=total, unit="page", desc="verify", disable=not sys.stderr.isatty()) as bar:
             problems = verify_volume(volume, bar.update)
     finally:

@@ -22,6 +22,8 @@ PAGE_SIZE_DEFAULT = 16 * KIB
 SEGMENT_SIZE_DEFAULT = 10 * GIB
 CAPACITY_MAX = 128 * TIB
 LAL_DEFAULT = 10_000_000
+CACHE_BYTES_DEFAULT = 256 * 1024 * 1024  # page images in memory, the six nodes together
+CACHE_BYTES_MIN = 1024 * 1024
 COMMIT_TIMEOUT = 10.0  # seconds of transport time a commit waits for its quorum
 READ_HEDGE_DELAY = 0.02  # seconds before a read is also asked of the next segment
 READ_TIMEOUT = 5.0
@@ -62,6 +64,9 @@ class VolumeOptions:
     backtrack_window: float = 0.0  # seconds; 0 turns backtrack off for good
     backtrack_budget: int = 0  # bytes of change records the window may hold; 0: no limit
     clock: str = "wall"  # the kind of clock the volume was made with (CLOCK_KINDS)
+    # Bytes of page images the nodes keep in memory, all six together, once their
+    # pages are in page stores (a setting of this process: not recorded).
+    cache_bytes: int = CACHE_BYTES_DEFAULT
 
     @classmethod
     def for_create(
@@ -85,6 +90,11 @@ class VolumeOptions:
         self.capacity = checks.integer("capacity", self.capacity)
         self.lal = checks.integer("lal", self.lal)
         self.backtrack_budget = checks.integer("backtrack_budget", self.backtrack_budget)
+        self.cache_bytes = checks.integer("cache_bytes", self.cache_bytes)
+        if self.cache_bytes < CACHE_BYTES_MIN:
+            raise ConfigurationError(
+                f"cache_bytes {self.cache_bytes} must be at least {CACHE_BYTES_MIN} (1 MiB)"
+            )
         self.commit_timeout = checks.seconds("commit_timeout", self.commit_timeout)
         self.backtrack_window = checks.seconds("backtrack_window", self.backtrack_window)
         checks.choice("durability", self.durability, DURABILITY_MODES)

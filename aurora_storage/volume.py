@@ -28,6 +28,7 @@ from .clock import (
     to_duration,
 )
 from .config import (
+    CACHE_BYTES_DEFAULT,
     CAPACITY_MAX,
     COMMIT_TIMEOUT,
     LAL_DEFAULT,
@@ -129,6 +130,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         backup_retention_days: float | timedelta = 1.0,
         backup_staging_interval: Duration = backup_module.STAGING_INTERVAL_DEFAULT,
         backup_staging: str | None = None,
+        cache_bytes: int = CACHE_BYTES_DEFAULT,
         _finished: bool = True,
     ) -> Volume:
         """A new empty volume of six nodes in three AZs.
@@ -146,6 +148,8 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         names them with their OS errors. Durations (``commit_timeout``,
         ``backtrack_window``, ``backup_staging_interval``) are seconds or a
         ``timedelta``; ``backup_retention_days`` is days or a ``timedelta``.
+        ``cache_bytes`` bounds the page images the six nodes keep in memory once
+        their pages are in page stores (``open`` and ``restore`` take it too).
         """
         root = None if path is None else checks.path(path)
         check_collaborators(clock, transport, disks)
@@ -166,6 +170,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             commit_timeout=to_duration(commit_timeout, "commit_timeout"),
             backtrack_window=to_duration(backtrack_window, "backtrack_window"),
             backtrack_budget=backtrack_budget,
+            cache_bytes=cache_bytes,
         )
         attach = backup_options if backup is not None else None
         return cls._build(root, options, clock, transport, disks, attach, _finished)
@@ -236,6 +241,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         backup: Any = None,
         backup_staging: str | None = None,
         readonly: bool = False,
+        cache_bytes: int = CACHE_BYTES_DEFAULT,
     ) -> Volume:
         """Opens a volume and recovers it: everything committed is there, nothing else.
 
@@ -271,6 +277,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         )
         if backend is not None:
             options.backend = backend
+        options.cache_bytes = cache_bytes
         missing = missing_node_folders(root) if root is not None and disks is None else []
         if missing and not rebuild_missing:
             raise MissingNodeError(str(root), missing)
@@ -289,8 +296,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         transport: Transport | None,
         disks: dict[str, Disk] | None,
     ) -> Volume:
-        """The volume over its nodes, not loaded yet; the folder's lock is taken first,
-        so a volume held by another writer starts no thread here."""
+        """The volume over its nodes, not loaded; the lock first: no thread starts here."""
         lock = lock_folder(root) if root is not None else None
         try:
             nodes = make_nodes(options, root, volume_id, disks)
@@ -386,6 +392,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         backup_retention_days: float | timedelta = 1.0,
         backup_staging_interval: Duration = backup_module.STAGING_INTERVAL_DEFAULT,
         backup_staging: str | None = None,
+        cache_bytes: int = CACHE_BYTES_DEFAULT,
     ) -> Volume:
         """Point-in-time restore: a new volume with exactly the commits at or before ``to``.
 
@@ -424,6 +431,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             backup_retention_days=backup_retention_days,
             backup_staging_interval=backup_staging_interval,
             backup_staging=backup_staging,
+            cache_bytes=cache_bytes,
         )
 
     @classmethod
@@ -434,15 +442,12 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         progress: backup_module.Progress | None,
         **create_options: Any,
     ) -> Volume:
-        """A new volume holding the pages of ``source`` at its restore point.
-
-        Each PG's pages are materialized once, at the restore point
-        (backup.pg_images), then installed into the new volume's six segments
-        at that LSN, shared and not replayed (``_start_from_images``): the way
-        a restore hydrates segments directly rather than writing every page
-        again. The new folder keeps its unfinished marker until every page is
-        in: killed before, it never opens, and a new restore into it clears it.
-        Failed in this process, it goes, with the folders made for it.
+        """A new volume holding the pages of ``source`` at its restore point: each PG's
+        pages materialized once (backup.restore_pages), installed into the six
+        segments and their page stores at that LSN, not replayed
+        (``_start_from_images``). The folder keeps its unfinished marker until
+        every page is in: killed before, it never opens, and a new restore into it
+        clears it; failed in this process, it goes, with the folders made for it.
         """
         made = folders_made_by(path)
         meta = source.meta

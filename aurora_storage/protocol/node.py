@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+from collections import OrderedDict
 from collections.abc import Callable
 
 from ..config import Geometry
@@ -54,6 +55,8 @@ from .segment import Segment, SharedImages
 from .stage import Upload, build_log_object, build_pages_object
 
 WRITER = "writer"
+DIRTY_BYTES_MIN = 1024 * 1024  # a checkpoint never waits for less changed than this
+CHECKPOINTS_PER_TRIM = 2  # checkpoints a node takes for its cache while handling one message
 META_EVERY_FRAMES = 512  # the VDL hint is persisted at least this often (bounds recovery's work)
 CHECKPOINT_EVERY_FRAMES = 4096  # frames logged between attempts to trim a segment's log
 GONE = "version gone"  # PageImage.problem when the read point was coalesced away
@@ -75,8 +78,14 @@ class StorageNode(NodeStorage):
         disk: Disk | None = None,
         volume_id: str = "",
         durability: str = "memory",
+        cache_bytes: int = 0,
     ) -> None:
         self.name = name
+        # Bytes of page images this node keeps in memory once its pages are in page
+        # stores (0: no bound): its share of the volume's cache (_keep_cache).
+        self.cache_bytes = cache_bytes
+        self._resident: OrderedDict[int, int] = OrderedDict()  # PG -> image bytes, LRU first
+        self._resident_total = 0
         self.az = az
         self.geometry = geometry
         self.peers = [peer for peer in peers if peer != name]
@@ -145,6 +154,7 @@ class StorageNode(NodeStorage):
                 # Frames are indexed while the flush that makes them durable runs.
                 segment.defer_indexing = self.durability == "fsync"
                 segment.changed_pages = set()  # what the next checkpoint writes
+                segment.on_damage = self._store_damaged
             self.segments[pg_id] = segment
         return segment
 
@@ -369,8 +379,12 @@ class StorageNode(NodeStorage):
             # records the writer's shows. Wait for the writer's (asked once per key).
             self._history_pulled = (message.epoch, message.history_sequence)
             out.append((sender, m.HistoryPull(self.name)))
-        if self.disk is not None and segment.frames_logged >= CHECKPOINT_EVERY_FRAMES:
+        if self.disk is not None and (
+            segment.frames_logged >= CHECKPOINT_EVERY_FRAMES
+            or self._dirty_bytes(segment) > self._dirty_bytes_max()
+        ):
             self.checkpoint(segment)
+        self._keep_cache(segment)
         if message.retain_lsn > self.vdl_hint:
             self.vdl_hint = message.retain_lsn
             if self._frames_since_meta >= META_EVERY_FRAMES:
@@ -401,6 +415,63 @@ class StorageNode(NodeStorage):
             return b"", GONE, segment.scl
         except AuroraStorageError as error:
             return b"", str(error), segment.scl
+        finally:
+            self._keep_cache(segment)
+
+    # --- the page cache ------------------------------------------------------------------
+
+    def _dirty_bytes(self, segment: Segment) -> int:
+        """Bytes of images coalescing changed since the segment's last checkpoint."""
+        changed = segment.changed_pages
+        return 0 if changed is None else len(changed) * self.geometry.page_size
+
+    def _dirty_bytes_max(self) -> int:
+        """A segment checkpoints once this much changed (a quarter of the node's cache):
+        changed images cannot be forgotten until a checkpoint stores them."""
+        return max(self.cache_bytes // 4, DIRTY_BYTES_MIN) if self.cache_bytes else 1 << 62
+
+    def _keep_cache(self, segment: Segment) -> None:
+        """Keeps the node's page images within ``cache_bytes`` after ``segment`` was used:
+        the least recently used segments forget clean pages (their page store holds
+        them); if that is not enough, the segments that changed most long ago take
+        a checkpoint (a few per call), which makes their pages clean."""
+        if not self.cache_bytes or self.disk is None or self.failed:
+            return
+        self._account(segment)
+        if self._forget_clean():
+            return
+        attempts = CHECKPOINTS_PER_TRIM
+        for pg_id in list(self._resident):
+            victim = self.segments.get(pg_id)
+            if victim is None or victim.failed or attempts == 0:
+                continue
+            if victim.store is not None and not victim.changed_pages:
+                continue  # nothing a checkpoint would make clean
+            attempts -= 1
+            if self.checkpoint(victim) and self._forget_clean():
+                return
+
+    def _forget_clean(self) -> bool:
+        """Evicts clean pages, least recently used segments first, until the node is
+        within ``cache_bytes``; True once it is."""
+        excess = self._resident_total - self.cache_bytes
+        for pg_id in list(self._resident):
+            if excess <= 0:
+                break
+            victim = self.segments.get(pg_id)
+            if victim is None or victim.store is None:
+                continue
+            victim.page_log.evict(victim.checkpoint_lsn, excess)
+            excess -= self._account(victim, touch=False)
+        return excess <= 0
+
+    def _account(self, segment: Segment, touch: bool = True) -> int:
+        """Updates the segment's image bytes in the node's total; returns the drop."""
+        images = segment.page_log.stats().image_bytes
+        before = self._resident.pop(segment.pg_id, 0) if touch else self._resident[segment.pg_id]
+        self._resident[segment.pg_id] = images  # touched: most recently used, last
+        self._resident_total += images - before
+        return before - images
 
     def _on_read(self, message: m.ReadPage, sender: str) -> Outgoing:
         image, problem, scl = self.serve_read(

@@ -39,7 +39,7 @@ from ..format import metadata as metafile
 from ..format.objects import KIND_PAGES, decode_object, encode_object
 from . import messages as m
 from .history import History
-from .page_store import PageStore
+from .page_store import PageStore, with_pages
 from .ports import Disk
 from .segment import Segment
 
@@ -61,16 +61,20 @@ def checkpoint_name(pg_id: int) -> str:
     return f"pg-{pg_id:08d}.pages"
 
 
-def checkpoint_object(segment: Segment, cutoff: int, chain_lsn: int, volume_id: str = "") -> bytes:
+def checkpoint_object(
+    segment: Segment, cutoff: int, chain_lsn: int, present: bytes | bytearray, volume_id: str = ""
+) -> bytes:
     """The ``pg-<id>.pages`` file of a checkpoint at ``cutoff`` (docs/format.md, "Node
     folder"): its chain position there and its last commit at or below it. The pages
-    themselves are in the segment's page store (page_store.py), named by ``store``."""
+    themselves are in the segment's page store (page_store.py); ``present`` maps
+    which pages it holds: a page the store lacks is then told from one it lost."""
     index = bisect.bisect_right(segment.cpl_lsns, cutoff)
     meta: dict[str, object] = {
         "pg_id": segment.pg_id,
         "cutoff": cutoff,
         "chain_lsn": chain_lsn,
         "store": 1,
+        "present": bytes(present),
         "page_nos": [],
         "image_lsns": [],
         "cpl": segment.cpl_lsns[index - 1] if index else 0,
@@ -297,10 +301,13 @@ class NodeStorage:
             else:
                 kept.append(data[position : position + frame.size])
             position += frame.size
-        pages = checkpoint_object(segment, cutoff, chain_lsn, self.volume_id)
         with self._stopping_on_disk_error("checkpoint"):
-            self._store_pages(segment, cutoff)
+            present = self._store_pages(segment, cutoff)
+            pages = checkpoint_object(segment, cutoff, chain_lsn, present, self.volume_id)
             disk.replace(checkpoint_name(segment.pg_id), pages)
+            # The store now holds every page at the cutoff: the cache may forget them.
+            segment.store = segment.store or self.page_store(segment)
+            segment.store_pages = present
             disk.replace(name, b"".join(kept))
         if segment.changed_pages is not None:
             segment.changed_pages.clear()
@@ -315,21 +322,22 @@ class NodeStorage:
             self.disk, segment.pg_id, segment.page_lo, segment.page_hi, self.geometry.page_size
         )
 
-    def _store_pages(self, segment: Segment, cutoff: int) -> None:
+    def _store_pages(self, segment: Segment, cutoff: int) -> bytearray:
         """Writes the pages that changed since the last checkpoint into the page store,
         at ``cutoff``, durably. Without a checkpoint in force (a first one, a store
         that failed its checks at load) or over a checkpoint file of the earlier
         whole-image format, the store is written whole, from nothing."""
-        store = self.page_store(segment)
-        in_force = segment.checkpoint_lsn > 0 and store.exists()
-        if in_force and segment.changed_pages is not None:
+        store = segment.store
+        if store is not None and segment.changed_pages is not None:
             changed = sorted(segment.changed_pages)
             page_nos, page_lsns, images = segment.images_of(changed, cutoff, self.annulled())
             store.write(page_nos, page_lsns, images, cutoff, segment.checkpoint_lsn)
-            return
+            return with_pages(segment.store_pages, segment.page_lo, page_nos)
+        store = self.page_store(segment)
         store.remove()  # no entry of an untrusted store may name a version
         page_nos, page_lsns, images = segment.images_at(cutoff, self.annulled())
         store.write(page_nos, page_lsns, images, cutoff, 0)
+        return with_pages(b"", segment.page_lo, page_nos)
 
     def persist_start(self, lsn: int, checkpoints: dict[int, StartPages]) -> None:
         """Makes a restore's starting point durable: the node keeps its own copy.
@@ -345,10 +353,13 @@ class NodeStorage:
             if self.disk is not None:
                 with self._stopping_on_disk_error("restore write"):
                     for pg_id, start in sorted(checkpoints.items()):
-                        store = self.page_store(self.segment(pg_id))
+                        segment = self.segment(pg_id)
+                        store = self.page_store(segment)
                         store.write(start.page_nos, start.page_lsns, start.images, lsn, 0)
                         self.disk.replace(checkpoint_name(pg_id), start.checkpoint)
                         self.disk.replace(log_name(pg_id), b"")
+                        segment.store = store
+                        segment.store_pages = with_pages(b"", segment.page_lo, start.page_nos)
             self.vdl_hint = max(self.vdl_hint, lsn)
             self._write_meta()
 
@@ -515,6 +526,7 @@ class NodeStorage:
             cutoff, chain_lsn = int(meta["cutoff"]), int(meta["chain_lsn"])
             cpl, cpl_time = int(meta["cpl"]), float(meta["cpl_time"])
             in_store = bool(meta.get("store"))
+            present = bytes(meta.get("present", b""))
         except (CorruptionError, KeyError, TypeError, ValueError) as error:
             detail = f"unreadable ({error}): the frames under it are gone from this disk"
             self._doubt(segment, report, LoadFinding(name, FINDING_LOST_CHECKPOINT, detail))
@@ -538,7 +550,7 @@ class NodeStorage:
             segment.page_log.set_image(
                 page_no, images[index * page_size : (index + 1) * page_size], image_lsn
             )
-        if in_store and not self._load_store(segment, report, cutoff):
+        if in_store and not self._load_store(segment, report, cutoff, present):
             return
         segment.checkpoint_lsn = segment.coalesced_lsn = cutoff
         segment.checkpoint_chain_lsn = segment.chain_base_lsn = segment.scl = chain_lsn
@@ -551,36 +563,64 @@ class NodeStorage:
             # A checkpoint is taken at or below a VDL hint node.meta already holds.
             stale.append(f"{name} (its cutoff {cutoff} is above the VDL hint {self.vdl_hint})")
 
-    def _load_store(self, segment: Segment, report: LoadReport, cutoff: int) -> bool:
-        """Installs the page store's version of each page at ``cutoff``, checking the
-        whole store; False if the versions cannot be trusted (the segment is doubted:
-        the frames under the checkpoint are gone from this disk) or the store is
+    def _load_store(
+        self, segment: Segment, report: LoadReport, cutoff: int, present: bytes
+    ) -> bool:
+        """Puts the page store in force for the checkpoint at ``cutoff``: its pages are
+        read back when used, not now, so an open reads two headers whatever the
+        data. A load that changes nothing (verify) checks the whole store too.
+        False if the versions cannot be trusted (the segment is doubted: the
+        frames under the checkpoint are gone from this disk) or the store is
         another PG's (set aside). Damage that costs no version is reported only."""
         store = self.page_store(segment)
         if not store.exists():
-            detail = "its page store is missing: the frames under it are gone from this disk"
-            finding = LoadFinding(store.index_file, FINDING_LOST_CHECKPOINT, detail)
-            self._doubt(segment, report, finding)
-            return False
-        found = store.read_all(cutoff)
-        for problem in found.harmless[:FINDINGS_PER_STORE]:
-            report.add(LoadFinding(store.image_file, FINDING_DAMAGED_STORE, problem))
-        if found.misplaced:
+            lost, misplaced = f"{store.index_file}: missing", ""
+        elif self._writes_logs:
+            lost, misplaced = store.check(cutoff)
+        else:
+            found = store.read_all(cutoff)
+            for problem in found.harmless[:FINDINGS_PER_STORE]:
+                report.add(LoadFinding(store.image_file, FINDING_DAMAGED_STORE, problem))
+            lost, misplaced = found.lost, found.misplaced
+        if misplaced:
             self._set_aside(
-                segment, report, LoadFinding(store.index_file, FINDING_MISPLACED, found.misplaced)
+                segment, report, LoadFinding(store.index_file, FINDING_MISPLACED, misplaced)
             )
             return False
-        if found.lost:
-            detail = f"{found.lost}: the frames under the checkpoint are gone from this disk"
+        if lost:
+            detail = f"{lost}: the frames under the checkpoint are gone from this disk"
             self._doubt(
                 segment, report, LoadFinding(store.image_file, FINDING_LOST_CHECKPOINT, detail)
             )
             return False
-        for page_no, page_lsn, image in zip(
-            found.page_nos, found.page_lsns, found.images, strict=True
-        ):
-            segment.page_log.set_image(page_no, image, page_lsn)
+        segment.store, segment.store_pages = store, bytearray(present)
         return True
+
+    def scrub_stores(self) -> list[str]:
+        """Checks every page store in force whole, as a verify does: damage no version
+        depends on is reported; a store whose versions fail sets its segment aside
+        (it serves nothing and votes nowhere until repaired). Returns the problems."""
+        problems: list[str] = []
+        for segment in self.segments.values():
+            store = segment.store
+            if store is None or segment.failed:
+                continue
+            found = store.read_all(segment.checkpoint_lsn)
+            for problem in found.harmless[:FINDINGS_PER_STORE]:
+                self.load_report.add(LoadFinding(store.image_file, FINDING_DAMAGED_STORE, problem))
+            problems += found.harmless
+            if found.lost or found.misplaced:
+                problem = found.lost or found.misplaced
+                self.load_report.add(
+                    LoadFinding(store.image_file, FINDING_LOST_CHECKPOINT, problem)
+                )
+                segment.set_aside(f"its page store failed a scrub: {problem}")
+                problems.append(problem)
+        return problems
+
+    def _store_damaged(self, file: str, problem: str) -> None:
+        """A page store failed a read after load (Segment.on_damage): reported."""
+        self.load_report.add(LoadFinding(file, FINDING_LOST_CHECKPOINT, problem))
 
     def _load_segment(self, segment: Segment, report: LoadReport, stale: list[str]) -> None:
         """Reads ``pg-<id>.log`` into the segment: each frame that verifies joins it

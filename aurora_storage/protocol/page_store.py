@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import xxhash
 
+from ..errors import CorruptionError
 from .ports import Disk
 
 MAGIC = b"AUPS"
@@ -50,6 +51,23 @@ SLOTS = 2
 ENTRIES_AT = HEADER_BYTES * HEADERS
 
 assert HEADER.size <= HEADER_BYTES and ENTRY.size * SLOTS <= ENTRY_BYTES
+
+
+def with_pages(present: bytes | bytearray, page_lo: int, page_nos: Sequence[int]) -> bytearray:
+    """The presence map ``present`` (bit i: page page_lo + i has a version in the store)
+    with ``page_nos`` added."""
+    grown = bytearray(present)
+    for page_no in page_nos:
+        bit = page_no - page_lo
+        if bit // 8 >= len(grown):
+            grown += bytes(bit // 8 + 1 - len(grown))
+        grown[bit // 8] |= 1 << (bit % 8)
+    return grown
+
+
+def has_page(present: bytes | bytearray, page_lo: int, page_no: int) -> bool:
+    bit = page_no - page_lo
+    return bit // 8 < len(present) and bool(present[bit // 8] & (1 << (bit % 8)))
 
 
 def image_name(pg_id: int) -> str:
@@ -214,28 +232,63 @@ class PageStore:
                 count += 1
         return count
 
+    def check(self, checkpoint_lsn: int) -> tuple[str, str]:
+        """(lost, misplaced) from the headers alone, as :meth:`read_all` finds them: what
+        opening a store costs (two headers), whatever the number of pages."""
+        headers = self.headers()
+        if not headers:
+            return f"{self.index_file}: no valid header", ""
+        header = headers[0][1]
+        if header.pg_id != self.pg_id or header.page_size != self.page_size:
+            return "", (
+                f"{self.index_file}: a store of PG {header.pg_id} with {header.page_size}-byte "
+                f"pages, not of PG {self.pg_id} with {self.page_size}-byte pages"
+            )
+        if header.store_lsn < checkpoint_lsn:
+            return (
+                f"{self.index_file}: its last write is at LSN {header.store_lsn}, older than "
+                f"the checkpoint at LSN {checkpoint_lsn} naming it"
+            ), ""
+        if header.pages and not self.disk.exists(self.image_file):
+            return f"{self.image_file}: missing, and {header.pages} pages are in the index", ""
+        return "", ""
+
+    def read(self, page_no: int, checkpoint_lsn: int) -> tuple[int, bytes] | None:
+        """(page LSN, image) of the page's version at ``checkpoint_lsn``, or None if the
+        store holds none: two preads, its entries and its slot. Raises
+        CorruptionError if the version fails its checksum (never a wrong image)."""
+        entries = self._entries(page_no)
+        slot = _version_slot(entries, checkpoint_lsn)
+        if slot is None:
+            return None
+        written, page_lsn, checksum = entries[slot]
+        image = self.disk.read_at(self.image_file, self._slot_offset(page_no, slot), self.page_size)
+        image = image.ljust(self.page_size, b"\0")
+        if slot_checksum(page_no, written, page_lsn, image) != checksum:
+            raise CorruptionError(
+                f"{self.image_file}: page {page_no}: its version at LSN {checkpoint_lsn} "
+                "fails its checksum"
+            )
+        return page_lsn, image
+
+    def page_nos(self) -> list[int]:
+        """Every page some slot of the index names, ascending (reads the index whole)."""
+        data = self.disk.read(self.index_file)
+        return [
+            self.page_lo + (offset - ENTRIES_AT) // ENTRY_BYTES
+            for offset in range(ENTRIES_AT, len(data), ENTRY_BYTES)
+            if any(written for written, _, _ in _unpack_entries(data, offset))
+        ]
+
     def read_all(self, checkpoint_lsn: int) -> StoreContents:
         """Every page's version at ``checkpoint_lsn``, checking the whole store: the
         versions (a failure loses them all: the segment must not vouch for its
         pages), the count of pages, and every other byte (reported only)."""
         found = StoreContents()
-        headers = self.headers()
-        if not headers:
-            found.lost = f"{self.index_file}: no valid header"
+        found.lost, found.misplaced = self.check(checkpoint_lsn)
+        if found.lost or found.misplaced:
             return found
-        header = headers[0][1]
-        if header.pg_id != self.pg_id or header.page_size != self.page_size:
-            found.misplaced = (
-                f"{self.index_file}: a store of PG {header.pg_id} with {header.page_size}-byte "
-                f"pages, not of PG {self.pg_id} with {self.page_size}-byte pages"
-            )
-            return found
-        if header.store_lsn < checkpoint_lsn:
-            found.lost = (
-                f"{self.index_file}: its last write is at LSN {header.store_lsn}, older than "
-                f"the checkpoint at LSN {checkpoint_lsn} naming it"
-            )
-            return found
+        header = self.headers()[0][1]
         index = self.disk.read(self.index_file)
         images = self.disk.read(self.image_file) if self.disk.exists(self.image_file) else b""
         counted = self._read_pages(index, images, header.store_lsn, checkpoint_lsn, found)

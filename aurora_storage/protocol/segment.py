@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ from ..config import Geometry
 from ..errors import CorruptionError, InvalidArgumentError
 from ..format import frames as log
 from ..native.pagelog import PageLog, new_page_log
+from .page_store import PageStore, has_page
 from .receive import decode_received
 
 PENDING_FRAMES_MAX = 4096  # frames held beyond a hole before new ones are refused
@@ -102,6 +103,9 @@ class Segment:
         # Moments before this may have had commits the index no longer holds: it
         # answers for none of them (-inf while nothing was dropped).
         self.time_floor = float("-inf")
+        # Called with (file, problem) when the page store fails a read (the node
+        # reports it).
+        self.on_damage: Callable[[str, str], None] | None = None
         # Called with the frames that joined the chain in one step, in order (the
         # node appends them to disk in one write).
         self.on_chain: Callable[[int, list[bytes]], None] | None = None
@@ -131,6 +135,13 @@ class Segment:
         # Pages coalescing changed since the last checkpoint (a superset: pages with
         # records then), or None where nothing checkpoints (a node without a disk).
         self.changed_pages: set[int] | None = None
+        # The page store holding every page at checkpoint_lsn, once one is in force
+        # (node_storage.py): the page log then keeps only some pages (a cache), and
+        # reads the others back from it before it uses them (_fault_in).
+        self.store: PageStore | None = None
+        # Which pages the store holds at checkpoint_lsn (page_store.with_pages), from
+        # the checkpoint file: a page it holds but cannot find is lost, not absent.
+        self.store_pages = bytearray()
 
     @property
     def page_log(self) -> PageLog:
@@ -293,8 +304,11 @@ class Segment:
         upto_lsn = min(upto_lsn, self.scl)
         if upto_lsn <= self.coalesced_lsn:
             return 0
+        with_records = self.page_log.page_nos(with_records=True)
+        if not self._fault_in(with_records):
+            return 0  # set aside: its store lost a page, nothing more is folded
         if self.changed_pages is not None:
-            self.changed_pages.update(self.page_log.page_nos(with_records=True))
+            self.changed_pages.update(with_records)
         folded = self.page_log.coalesce(
             upto_lsn, list(zip(annulled[::2], annulled[1::2], strict=True))
         )
@@ -440,9 +454,43 @@ class Segment:
 
     def read(self, page_no: int, read_point: int, annulled: tuple[int, ...]) -> bytes:
         """The page as of ``read_point``; the caller checked ``read_point <= scl``."""
+        if not self._fault_in((page_no,)):
+            raise CorruptionError(f"PG {self.pg_id} set aside: {self.failed}")
         flat = array("Q", annulled) if annulled else ()
         image, _page_lsn = self.page_log.materialize(page_no, read_point, flat)
         return image
+
+    def _fault_in(self, page_nos: Sequence[int]) -> bool:
+        """Reads back from the page store, into the page log, each page of ``page_nos``
+        it holds no image of: one pread of its entries and one of its image. False
+        (the segment set aside) if a page fails its checksum: never a wrong image."""
+        store = self.store
+        if store is None:
+            return True
+        try:
+            for page_no in self.page_log.missing(page_nos):
+                if not has_page(self.store_pages, self.page_lo, page_no):
+                    continue  # never written by a checkpoint: no I/O
+                found = store.read(page_no, self.checkpoint_lsn)
+                if found is None:
+                    raise CorruptionError(
+                        f"{store.index_file}: page {page_no} is in the checkpoint but "
+                        "missing from the index"
+                    )
+                self.page_log.set_image(page_no, found[1], found[0])
+        except (CorruptionError, OSError) as error:  # a store file gone or unreadable
+            self.set_aside(f"its page store lost a page: {error}")
+            if self.on_damage is not None:
+                self.on_damage(store.image_file, str(error))
+            return False
+        return True
+
+    def page_nos(self) -> list[int]:
+        """Every page the segment holds, in memory or in its page store, ascending."""
+        in_memory = self.page_log.page_nos()
+        if self.store is None:
+            return in_memory
+        return sorted({*in_memory, *self.store.page_nos()})
 
     def images_at(
         self, lsn: int, annulled: tuple[int, ...]
@@ -450,7 +498,7 @@ class Segment:
         """(page numbers, LSN of each image's last change, the images end to end) of
         every page that changed at or below ``lsn``, outside ``annulled``:
         checkpoints and backups. One C call materializes every page."""
-        return self.images_of(self.page_log.page_nos(), lsn, annulled)
+        return self.images_of(self.page_nos(), lsn, annulled)
 
     def images_of(
         self, page_nos: list[int], lsn: int, annulled: tuple[int, ...]
@@ -458,6 +506,8 @@ class Segment:
         """:meth:`images_at` for the ascending ``page_nos`` only (a checkpoint's changed
         pages): those without a version at or below ``lsn`` are left out."""
         size = self.geometry.page_size
+        if not self._fault_in(page_nos):
+            raise CorruptionError(f"PG {self.pg_id} set aside: {self.failed}")
         images, image_lsns = self.page_log.materialize_many(page_nos, lsn, array("Q", annulled))
         assert isinstance(images, bytearray)
         if all(image_lsns):

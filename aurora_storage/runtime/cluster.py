@@ -52,6 +52,7 @@ def make_nodes(
             disk,
             volume_id,
             options.durability,
+            options.cache_bytes // len(NODE_NAMES),
         )
     return nodes
 

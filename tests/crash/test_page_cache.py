@@ -1,0 +1,126 @@
+"""Pages kept in page stores and a bounded cache (protocol/node.py, segment.py).
+
+Once a segment's pages are in its page store, its node keeps only some page
+images in memory: at most its share of ``cache_bytes`` of clean images plus
+what changed since the last checkpoint, read back from the store when used.
+An open reads no page image. A page the store lost is never served: the
+segment is set aside and the read goes to another replica.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from aurora_storage import Volume
+from aurora_storage.config import NODE_NAMES
+from aurora_storage.errors import ConfigurationError
+from aurora_storage.protocol import node, segment
+from aurora_storage.protocol.page_store import SLOTS, image_name
+from aurora_storage.runtime.disk import SimulatedDisk
+from aurora_storage.runtime.transport import DirectTransport
+
+PAGE = 4096
+PAGES = 512  # two PGs of 256 pages
+CACHE = 1024 * 1024  # the six nodes together: 42 pages each
+
+
+@pytest.fixture(autouse=True)
+def checkpointing_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segment, "COALESCE_RECORD_BYTES", 4096)
+    monkeypatch.setattr(node, "CHECKPOINT_EVERY_FRAMES", 4)
+    monkeypatch.setattr(node, "META_EVERY_FRAMES", 4)
+
+
+def create(disks: dict[str, SimulatedDisk]) -> Volume:
+    return Volume.create(
+        disks=disks,  # type: ignore[arg-type]
+        page_size=PAGE,
+        segment_size=PAGE * 256,
+        capacity=PAGE * PAGES,
+        transport=DirectTransport(sync_threads=0),
+        cache_bytes=CACHE,
+    )
+
+
+def reopen(volume: Volume, disks: dict[str, SimulatedDisk]) -> Volume:
+    return Volume.open(
+        disks=disks,  # type: ignore[arg-type]
+        options=volume.options,
+        volume_id=volume.volume_id,
+        transport=DirectTransport(sync_threads=0),
+        cache_bytes=CACHE,
+    )
+
+
+def write_all(volume: Volume, rng: random.Random) -> dict[int, bytes]:
+    expected: dict[int, bytes] = {}
+    for first in range(0, PAGES, 8):
+        with volume.transaction() as tx:
+            for page_no in range(first, first + 8):
+                data = rng.randbytes(PAGE)
+                tx.put_page(page_no, data)
+                expected[page_no] = data
+    for _ in range(12):  # the last pages' checkpoints wait for later writes
+        with volume.transaction() as tx:
+            tx.write(0, 0, expected[0][:8])
+    return expected
+
+
+def images_in_memory(volume: Volume, name: str) -> int:
+    return sum(s.page_log.stats().image_bytes for s in volume.nodes[name].segments.values())
+
+
+def test_memory_stays_within_the_cache_and_every_page_reads_back() -> None:
+    disks = {name: SimulatedDisk(i) for i, name in enumerate(NODE_NAMES)}
+    volume = create(disks)
+    expected = write_all(volume, random.Random(1))
+    share = CACHE // len(NODE_NAMES)
+    for name in NODE_NAMES:
+        assert images_in_memory(volume, name) <= share + 16 * PAGE, name
+    for page_no in random.Random(2).sample(range(PAGES), PAGES):
+        assert volume.read_page(page_no) == expected[page_no], page_no
+    for name in NODE_NAMES:
+        assert images_in_memory(volume, name) <= share + 16 * PAGE, name
+    volume.close()
+
+
+def test_an_open_reads_no_page_image_and_serves_every_page() -> None:
+    disks = {name: SimulatedDisk(i) for i, name in enumerate(NODE_NAMES)}
+    volume = create(disks)
+    expected = write_all(volume, random.Random(3))
+    volume.close()
+    again = reopen(volume, disks)
+    for name in NODE_NAMES:
+        # Only pages of the log after the last checkpoint, folded: a few at most.
+        assert images_in_memory(again, name) <= 16 * PAGE, name
+    for page_no in range(PAGES):
+        assert again.read_page(page_no) == expected[page_no], page_no
+    again.close()
+
+
+def test_a_page_the_store_lost_is_never_served() -> None:
+    disks = {name: SimulatedDisk(i) for i, name in enumerate(NODE_NAMES)}
+    volume = create(disks)
+    expected = write_all(volume, random.Random(4))
+    volume.close()
+    victim, page_no = NODE_NAMES[0], 77
+    data = bytearray(disks[victim].read(image_name(0)))
+    for slot in range(SLOTS):  # both slots: whichever holds the version
+        offset = (page_no * SLOTS + slot) * PAGE + 100
+        if offset < len(data):
+            data[offset] ^= 0xFF
+    disks[victim].replace(image_name(0), bytes(data))
+    again = reopen(volume, disks)
+    image, problem, _ = again.nodes[victim].serve_read(0, page_no, again.vdl, 0, again.annulled)
+    assert image == b"" and "checksum" in problem
+    assert again.nodes[victim].segments[0].failed, "the segment is set aside"
+    assert again.nodes[victim].load_report.damaged
+    assert again.read_page(page_no) == expected[page_no]  # from another replica
+    again.close()
+
+
+def test_a_cache_too_small_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="cache_bytes"):
+        Volume.create(cache_bytes=1000)
