@@ -551,6 +551,9 @@ int aus_pagelog_coalesce(aus_pagelog *log, uint64_t lsn,
         entry->image_lsn = last;
         memmove(entry->records, entry->records + prefix, entry->length - prefix);
         entry->length -= prefix;
+        /* A page whose records are all folded keeps no batch: most pages of a large
+         * log are images alone, and their batches would hold the arena's memory. */
+        if (entry->length == 0) release_records(log, entry);
         entry->record_count -= records;
         log->record_count -= records;
         log->record_bytes -= prefix;
