@@ -39,7 +39,7 @@ from ..format import metadata as metafile
 from ..format.objects import KIND_PAGES, decode_object, encode_object
 from . import messages as m
 from .history import History
-from .page_store import PageStore, with_pages
+from .page_store import PageStore, StoreMap
 from .ports import Disk
 from .segment import Segment
 
@@ -62,19 +62,21 @@ def checkpoint_name(pg_id: int) -> str:
 
 
 def checkpoint_object(
-    segment: Segment, cutoff: int, chain_lsn: int, present: bytes | bytearray, volume_id: str = ""
+    segment: Segment, cutoff: int, chain_lsn: int, store_map: StoreMap, volume_id: str = ""
 ) -> bytes:
     """The ``pg-<id>.pages`` file of a checkpoint at ``cutoff`` (docs/format.md, "Node
     folder"): its chain position there and its last commit at or below it. The pages
-    themselves are in the segment's page store (page_store.py); ``present`` maps
-    which pages it holds: a page the store lacks is then told from one it lost."""
+    themselves are in the segment's page store (page_store.py); ``store_map`` says
+    which pages it holds, in which slot: a page the store lacks is then told from
+    one it lost, and the version read is the one named here."""
     index = bisect.bisect_right(segment.cpl_lsns, cutoff)
     meta: dict[str, object] = {
         "pg_id": segment.pg_id,
         "cutoff": cutoff,
         "chain_lsn": chain_lsn,
         "store": 1,
-        "present": bytes(present),
+        "present": bytes(store_map.present),
+        "slots": bytes(store_map.slots),
         "page_nos": [],
         "image_lsns": [],
         "cpl": segment.cpl_lsns[index - 1] if index else 0,
@@ -302,12 +304,12 @@ class NodeStorage:
                 kept.append(data[position : position + frame.size])
             position += frame.size
         with self._stopping_on_disk_error("checkpoint"):
-            present = self._store_pages(segment, cutoff)
-            pages = checkpoint_object(segment, cutoff, chain_lsn, present, self.volume_id)
+            store_map = self._store_pages(segment, cutoff)
+            pages = checkpoint_object(segment, cutoff, chain_lsn, store_map, self.volume_id)
             disk.replace(checkpoint_name(segment.pg_id), pages)
             # The store now holds every page at the cutoff: the cache may forget them.
             segment.store = segment.store or self.page_store(segment)
-            segment.store_pages = present
+            segment.store_map = store_map
             disk.replace(name, b"".join(kept))
         if segment.changed_pages is not None:
             segment.changed_pages.clear()
@@ -322,7 +324,7 @@ class NodeStorage:
             self.disk, segment.pg_id, segment.page_lo, segment.page_hi, self.geometry.page_size
         )
 
-    def _store_pages(self, segment: Segment, cutoff: int) -> bytearray:
+    def _store_pages(self, segment: Segment, cutoff: int) -> StoreMap:
         """Writes the pages that changed since the last checkpoint into the page store,
         at ``cutoff``, durably. Without a checkpoint in force (a first one, a store
         that failed its checks at load) or over a checkpoint file of the earlier
@@ -331,13 +333,11 @@ class NodeStorage:
         if store is not None and segment.changed_pages is not None:
             changed = sorted(segment.changed_pages)
             page_nos, page_lsns, images = segment.images_of(changed, cutoff, self.annulled())
-            store.write(page_nos, page_lsns, images, cutoff, segment.checkpoint_lsn)
-            return with_pages(segment.store_pages, segment.page_lo, page_nos)
+            return store.write(page_nos, page_lsns, images, cutoff, segment.store_map)
         store = self.page_store(segment)
         store.remove()  # no entry of an untrusted store may name a version
         page_nos, page_lsns, images = segment.images_at(cutoff, self.annulled())
-        store.write(page_nos, page_lsns, images, cutoff, 0)
-        return with_pages(b"", segment.page_lo, page_nos)
+        return store.write(page_nos, page_lsns, images, cutoff, StoreMap(segment.page_lo))
 
     def persist_start(self, lsn: int, checkpoints: dict[int, StartPages]) -> None:
         """Makes a restore's starting point durable: the node keeps its own copy.
@@ -355,11 +355,13 @@ class NodeStorage:
                     for pg_id, start in sorted(checkpoints.items()):
                         segment = self.segment(pg_id)
                         store = self.page_store(segment)
-                        store.write(start.page_nos, start.page_lsns, start.images, lsn, 0)
+                        fresh = StoreMap(segment.page_lo)
+                        store_map = store.write(
+                            start.page_nos, start.page_lsns, start.images, lsn, fresh
+                        )
                         self.disk.replace(checkpoint_name(pg_id), start.checkpoint)
                         self.disk.replace(log_name(pg_id), b"")
-                        segment.store = store
-                        segment.store_pages = with_pages(b"", segment.page_lo, start.page_nos)
+                        segment.store, segment.store_map = store, store_map
             self.vdl_hint = max(self.vdl_hint, lsn)
             self._write_meta()
 
@@ -526,7 +528,9 @@ class NodeStorage:
             cutoff, chain_lsn = int(meta["cutoff"]), int(meta["chain_lsn"])
             cpl, cpl_time = int(meta["cpl"]), float(meta["cpl_time"])
             in_store = bool(meta.get("store"))
-            present = bytes(meta.get("present", b""))
+            store_map = StoreMap(
+                segment.page_lo, bytes(meta.get("present", b"")), bytes(meta.get("slots", b""))
+            )
         except (CorruptionError, KeyError, TypeError, ValueError) as error:
             detail = f"unreadable ({error}): the frames under it are gone from this disk"
             self._doubt(segment, report, LoadFinding(name, FINDING_LOST_CHECKPOINT, detail))
@@ -550,7 +554,7 @@ class NodeStorage:
             segment.page_log.set_image(
                 page_no, images[index * page_size : (index + 1) * page_size], image_lsn
             )
-        if in_store and not self._load_store(segment, report, cutoff, present):
+        if in_store and not self._load_store(segment, report, cutoff, store_map):
             return
         segment.checkpoint_lsn = segment.coalesced_lsn = cutoff
         segment.checkpoint_chain_lsn = segment.chain_base_lsn = segment.scl = chain_lsn
@@ -564,7 +568,7 @@ class NodeStorage:
             stale.append(f"{name} (its cutoff {cutoff} is above the VDL hint {self.vdl_hint})")
 
     def _load_store(
-        self, segment: Segment, report: LoadReport, cutoff: int, present: bytes
+        self, segment: Segment, report: LoadReport, cutoff: int, store_map: StoreMap
     ) -> bool:
         """Puts the page store in force for the checkpoint at ``cutoff``: its pages are
         read back when used, not now, so an open reads two headers whatever the
@@ -578,7 +582,7 @@ class NodeStorage:
         elif self._writes_logs:
             lost, misplaced = store.check(cutoff)
         else:
-            found = store.read_all(cutoff)
+            found = store.read_all(cutoff, store_map)
             for problem in found.harmless[:FINDINGS_PER_STORE]:
                 report.add(LoadFinding(store.image_file, FINDING_DAMAGED_STORE, problem))
             lost, misplaced = found.lost, found.misplaced
@@ -593,7 +597,7 @@ class NodeStorage:
                 segment, report, LoadFinding(store.image_file, FINDING_LOST_CHECKPOINT, detail)
             )
             return False
-        segment.store, segment.store_pages = store, bytearray(present)
+        segment.store, segment.store_map = store, store_map
         return True
 
     def scrub_stores(self) -> list[str]:
@@ -605,7 +609,7 @@ class NodeStorage:
             store = segment.store
             if store is None or segment.failed:
                 continue
-            found = store.read_all(segment.checkpoint_lsn)
+            found = store.read_all(segment.checkpoint_lsn, segment.store_map)
             for problem in found.harmless[:FINDINGS_PER_STORE]:
                 self.load_report.add(LoadFinding(store.image_file, FINDING_DAMAGED_STORE, problem))
             problems += found.harmless

@@ -42,32 +42,68 @@ from .ports import Disk
 
 MAGIC = b"AUPS"
 VERSION = 1
-HEADER = struct.Struct("<4sHHIQQQQ")  # magic, version, 0, PG, store LSN, pages, page size, xxh3
+HEADER = struct.Struct("<4sHHIQQQQQ")  # magic, version, 0, PG, LSN, pages, page size, write, xxh3
 HEADER_BYTES = 64
 HEADERS = 2
-ENTRY = struct.Struct("<QQQ")  # checkpoint LSN, page LSN, checksum of the slot
-ENTRY_BYTES = 64  # two entries and 16 reserved bytes (zero) per page
+ENTRY = struct.Struct("<QQQQ")  # checkpoint LSN, page LSN, checksum of the slot, of the entry
+ENTRY_BYTES = 64  # two entries per page
 SLOTS = 2
 ENTRIES_AT = HEADER_BYTES * HEADERS
 
 assert HEADER.size <= HEADER_BYTES and ENTRY.size * SLOTS <= ENTRY_BYTES
 
 
-def with_pages(present: bytes | bytearray, page_lo: int, page_nos: Sequence[int]) -> bytearray:
-    """The presence map ``present`` (bit i: page page_lo + i has a version in the store)
-    with ``page_nos`` added."""
-    grown = bytearray(present)
-    for page_no in page_nos:
-        bit = page_no - page_lo
-        if bit // 8 >= len(grown):
-            grown += bytes(bit // 8 + 1 - len(grown))
-        grown[bit // 8] |= 1 << (bit % 8)
-    return grown
+class StoreMap:
+    """Which pages a store holds at a checkpoint, and in which slot: two bits a page,
+    relative to the PG's first page (bit i of byte i // 8, least significant
+    first). The checkpoint file carries it (checksummed with the file), so a page
+    the store holds but whose entries were zeroed or cut away is found, and the
+    slot read is the one the checkpoint named, never an older one."""
 
+    __slots__ = ("page_lo", "present", "slots")
 
-def has_page(present: bytes | bytearray, page_lo: int, page_no: int) -> bool:
-    bit = page_no - page_lo
-    return bit // 8 < len(present) and bool(present[bit // 8] & (1 << (bit % 8)))
+    def __init__(
+        self, page_lo: int, present: bytes | bytearray = b"", slots: bytes | bytearray = b""
+    ) -> None:
+        self.page_lo = page_lo
+        self.present = bytearray(present)
+        self.slots = bytearray(slots)
+
+    def slot(self, page_no: int) -> int | None:
+        """The slot holding the page's version, or None if the store has none."""
+        bit = page_no - self.page_lo
+        byte, mask = bit // 8, 1 << (bit % 8)
+        if byte >= len(self.present) or not self.present[byte] & mask:
+            return None
+        return int(byte < len(self.slots) and bool(self.slots[byte] & mask))
+
+    def with_slots(self, page_nos: Sequence[int], slots: Sequence[int]) -> StoreMap:
+        """A copy in which ``page_nos`` are held in ``slots``."""
+        grown = StoreMap(self.page_lo, self.present, self.slots)
+        for page_no, slot in zip(page_nos, slots, strict=True):
+            bit = page_no - self.page_lo
+            byte, mask = bit // 8, 1 << (bit % 8)
+            for bits in (grown.present, grown.slots):
+                if byte >= len(bits):
+                    bits += bytes(byte + 1 - len(bits))
+            grown.present[byte] |= mask
+            if slot:
+                grown.slots[byte] |= mask
+            else:
+                grown.slots[byte] &= ~mask & 0xFF
+        return grown
+
+    def count(self) -> int:
+        return sum(bin(byte).count("1") for byte in self.present)
+
+    def page_nos(self) -> list[int]:
+        return [
+            self.page_lo + byte * 8 + bit
+            for byte, bits in enumerate(self.present)
+            if bits
+            for bit in range(8)
+            if bits & (1 << bit)
+        ]
 
 
 def image_name(pg_id: int) -> str:
@@ -91,10 +127,19 @@ class Header:
     store_lsn: int  # the checkpoint LSN of the newest completed store write
     pages: int  # pages with a version at store_lsn
     page_size: int
+    write: int  # counts the store's completed writes: the highest is the newest
 
     def encode(self) -> bytes:
         body = HEADER.pack(
-            MAGIC, VERSION, 0, self.pg_id, self.store_lsn, self.pages, self.page_size, 0
+            MAGIC,
+            VERSION,
+            0,
+            self.pg_id,
+            self.store_lsn,
+            self.pages,
+            self.page_size,
+            self.write,
+            0,
         )
         checksum = xxhash.xxh3_64_intdigest(body[: HEADER.size - 8])
         return (body[: HEADER.size - 8] + struct.pack("<Q", checksum)).ljust(HEADER_BYTES, b"\0")
@@ -104,12 +149,14 @@ class Header:
         """The header in ``data``, or None if it is not one (torn, garbled, a hole)."""
         if len(data) < HEADER.size:
             return None
-        magic, version, _, pg_id, store_lsn, pages, page_size, checksum = HEADER.unpack_from(data)
+        magic, version, _, pg_id, store_lsn, pages, page_size, write, checksum = HEADER.unpack_from(
+            data
+        )
         if magic != MAGIC or version != VERSION or any(data[HEADER.size : HEADER_BYTES]):
             return None
         if xxhash.xxh3_64_intdigest(data[: HEADER.size - 8]) != checksum:
             return None
-        return Header(pg_id, store_lsn, pages, page_size)
+        return Header(pg_id, store_lsn, pages, page_size, write)
 
 
 @dataclass
@@ -158,8 +205,7 @@ class PageStore:
     def _entries(self, page_no: int) -> list[tuple[int, int, int]]:
         """Both slots' (checkpoint LSN, page LSN, checksum); zeros for an empty slot."""
         data = self.disk.read_at(self.index_file, self._entry_offset(page_no), ENTRY.size * SLOTS)
-        data = data.ljust(ENTRY.size * SLOTS, b"\0")
-        return [ENTRY.unpack_from(data, slot * ENTRY.size) for slot in range(SLOTS)]
+        return _unpack_entries(data, 0, page_no)
 
     def headers(self) -> list[tuple[int, Header]]:
         """The valid headers, as (position, header), newest store write first."""
@@ -169,7 +215,8 @@ class PageStore:
             header = Header.decode(data[position * HEADER_BYTES : (position + 1) * HEADER_BYTES])
             if header is not None:
                 found.append((position, header))
-        return sorted(found, key=lambda item: item[1].store_lsn, reverse=True)
+        # By write, not LSN: a checkpoint after a crash may be below one never named.
+        return sorted(found, key=lambda item: item[1].write, reverse=True)
 
     def write(
         self,
@@ -177,60 +224,53 @@ class PageStore:
         page_lsns: Sequence[int],
         images: bytes | bytearray | memoryview,
         checkpoint_lsn: int,
-        durable_lsn: int,
-    ) -> None:
+        durable: StoreMap,
+    ) -> StoreMap:
         """Writes each page's image (``images`` holds them in order) for a checkpoint at
-        ``checkpoint_lsn``, never over its version at ``durable_lsn`` (the last
-        durable checkpoint; 0 for a new store), syncs, then completes the write
-        with a header. The caller names ``checkpoint_lsn`` only after this returns."""
-        assert checkpoint_lsn > durable_lsn, (checkpoint_lsn, durable_lsn)
+        ``checkpoint_lsn``, never into the slot ``durable`` (the last durable
+        checkpoint's map; empty for a new store) names, syncs, then completes the
+        write with a header. Returns the map of the new checkpoint, which the
+        caller names (in its checkpoint file) only after this returns."""
         view = memoryview(images).cast("B")
         size = self.page_size
         headers = self.headers() if self.exists() else []
-        # Pages with a version at the durable checkpoint: the newest header counts them,
-        # unless it completed a write no checkpoint named (a crash): then count anew.
-        if not headers:
-            pages = 0
-        elif headers[0][1].store_lsn == durable_lsn:
-            pages = headers[0][1].pages
-        else:
-            pages = self._count_at(durable_lsn)
+        slots = []
         for index, (page_no, page_lsn) in enumerate(zip(page_nos, page_lsns, strict=True)):
             assert self.page_lo <= page_no < self.page_hi, (page_no, self.pg_id)
             assert page_lsn <= checkpoint_lsn, (page_no, page_lsn, checkpoint_lsn)
             image = bytes(view[index * size : (index + 1) * size])
-            entries = self._entries(page_no) if headers else [(0, 0, 0)] * SLOTS
-            current = _version_slot(entries, durable_lsn)
-            if current is None:
-                pages += 1
+            current = durable.slot(page_no)
             slot = 0 if current is None else 1 - current
+            slots.append(slot)
             # The entry first: a write cut short leaves an entry above every named
             # checkpoint (ignored), never image bytes that no entry accounts for.
             checksum = slot_checksum(page_no, checkpoint_lsn, page_lsn, image)
-            entry = ENTRY.pack(checkpoint_lsn, page_lsn, checksum)
+            entry = ENTRY.pack(
+                checkpoint_lsn,
+                page_lsn,
+                checksum,
+                entry_checksum(page_no, checkpoint_lsn, page_lsn, checksum),
+            )
             self.disk.write_at(
                 self.index_file, self._entry_offset(page_no) + slot * ENTRY.size, entry
             )
             self.disk.write_at(self.image_file, self._slot_offset(page_no, slot), image)
             self.bytes_written += size + ENTRY.size
+        written = durable.with_slots(page_nos, slots)
         self.disk.sync(self.image_file)
         self.disk.sync(self.index_file)
         # The header not naming the newest completed write takes this one.
         newest = headers[0][0] if headers else 1
-        header = Header(self.pg_id, checkpoint_lsn, pages, size).encode()
+        write = headers[0][1].write + 1 if headers else 1
+        header = Header(self.pg_id, checkpoint_lsn, written.count(), size, write).encode()
         self.disk.write_at(self.index_file, (1 - newest) * HEADER_BYTES, header)
         self.bytes_written += len(header)
         self.disk.sync(self.index_file)
+        return written
 
-    def _count_at(self, lsn: int) -> int:
-        """Pages with a slot written at or below ``lsn`` (reads the index whole)."""
-        data = self.disk.read(self.index_file)
-        count = 0
-        for offset in range(ENTRIES_AT, len(data), ENTRY_BYTES):
-            entries = _unpack_entries(data, offset)
-            if any(0 < written <= lsn for written, _, _ in entries):
-                count += 1
-        return count
+    def _page_at(self, offset: int) -> int:
+        """The page whose entries are at ``offset`` of the index."""
+        return self.page_lo + (offset - ENTRIES_AT) // ENTRY_BYTES
 
     def check(self, checkpoint_lsn: int) -> tuple[str, str]:
         """(lost, misplaced) from the headers alone, as :meth:`read_all` finds them: what
@@ -253,15 +293,17 @@ class PageStore:
             return f"{self.image_file}: missing, and {header.pages} pages are in the index", ""
         return "", ""
 
-    def read(self, page_no: int, checkpoint_lsn: int) -> tuple[int, bytes] | None:
-        """(page LSN, image) of the page's version at ``checkpoint_lsn``, or None if the
-        store holds none: two preads, its entries and its slot. Raises
-        CorruptionError if the version fails its checksum (never a wrong image)."""
-        entries = self._entries(page_no)
-        slot = _version_slot(entries, checkpoint_lsn)
-        if slot is None:
-            return None
-        written, page_lsn, checksum = entries[slot]
+    def read(self, page_no: int, checkpoint_lsn: int, slot: int) -> tuple[int, bytes]:
+        """(page LSN, image) of the page's version at ``checkpoint_lsn``, in ``slot`` (the
+        checkpoint's map names it): two preads, the entry and the image. Raises
+        CorruptionError if either fails its checksum (never a wrong image)."""
+        data = self.disk.read_at(self.index_file, self._entry_offset(page_no), ENTRY.size * SLOTS)
+        written, page_lsn, checksum = _unpack_entries(data, 0, page_no)[slot]
+        if not 0 < written <= checkpoint_lsn:
+            raise CorruptionError(
+                f"{self.index_file}: page {page_no}: slot {slot} names no version at or "
+                f"below LSN {checkpoint_lsn}"
+            )
         image = self.disk.read_at(self.image_file, self._slot_offset(page_no, slot), self.page_size)
         image = image.ljust(self.page_size, b"\0")
         if slot_checksum(page_no, written, page_lsn, image) != checksum:
@@ -271,89 +313,72 @@ class PageStore:
             )
         return page_lsn, image
 
-    def page_nos(self) -> list[int]:
-        """Every page some slot of the index names, ascending (reads the index whole)."""
-        data = self.disk.read(self.index_file)
-        return [
-            self.page_lo + (offset - ENTRIES_AT) // ENTRY_BYTES
-            for offset in range(ENTRIES_AT, len(data), ENTRY_BYTES)
-            if any(written for written, _, _ in _unpack_entries(data, offset))
-        ]
-
-    def read_all(self, checkpoint_lsn: int) -> StoreContents:
-        """Every page's version at ``checkpoint_lsn``, checking the whole store: the
-        versions (a failure loses them all: the segment must not vouch for its
-        pages), the count of pages, and every other byte (reported only)."""
+    def read_all(self, checkpoint_lsn: int, named: StoreMap) -> StoreContents:
+        """Every page's version at ``checkpoint_lsn`` (in the slot the checkpoint's map
+        ``named`` names), checking the whole store: the versions (a failure loses
+        them all: the segment must not vouch for its pages), then every other
+        byte (reported only)."""
         found = StoreContents()
         found.lost, found.misplaced = self.check(checkpoint_lsn)
         if found.lost or found.misplaced:
             return found
-        header = self.headers()[0][1]
         index = self.disk.read(self.index_file)
         images = self.disk.read(self.image_file) if self.disk.exists(self.image_file) else b""
-        counted = self._read_pages(index, images, header.store_lsn, checkpoint_lsn, found)
-        if counted != header.pages and not found.lost:
-            found.lost = (
-                f"{self.index_file}: {counted} pages have a version at LSN {header.store_lsn}, "
-                f"its header says {header.pages}"
-            )
-        slots_end = (len(index) - ENTRIES_AT + ENTRY_BYTES - 1) // ENTRY_BYTES * SLOTS
-        if any(images[slots_end * self.page_size :]):
-            found.harmless.append(f"{self.image_file}: bytes past the last page")
-        return found
-
-    def _read_pages(
-        self, index: bytes, images: bytes, store_lsn: int, checkpoint_lsn: int, found: StoreContents
-    ) -> int:
-        """Fills ``found`` with each page's version at ``checkpoint_lsn``; returns the
-        pages with a slot written at or below ``store_lsn`` (the header's count)."""
-        size = self.page_size
-        counted = 0
-        for offset in range(ENTRIES_AT, len(index), ENTRY_BYTES):
-            page_no = self.page_lo + (offset - ENTRIES_AT) // ENTRY_BYTES
-            entries = _unpack_entries(index, offset)
-            if any(index[offset + ENTRY.size * SLOTS : offset + ENTRY_BYTES]):
-                found.harmless.append(f"{self.index_file}: page {page_no}: reserved bytes set")
-            if any(0 < written <= store_lsn for written, _, _ in entries):
-                counted += 1
-            version, verified = None, []
-            for slot, (written, page_lsn, checksum) in enumerate(entries):
-                start = ((page_no - self.page_lo) * SLOTS + slot) * size
-                image = images[start : start + size].ljust(size, b"\0")
-                if written == 0:
-                    if any(image) or page_lsn or checksum:
-                        found.harmless.append(f"{self.image_file}: page {page_no}: bytes in a hole")
-                    continue
-                if slot_checksum(page_no, written, page_lsn, image) == checksum:
-                    verified.append((written, page_lsn, image))
-                elif written <= store_lsn:  # above: a write no checkpoint completed
-                    found.harmless.append(f"{self.image_file}: page {page_no}: slot {slot} damaged")
-            candidates = [entry for entry in entries if 0 < entry[0] <= checkpoint_lsn]
-            if not candidates:
-                continue
-            newest = max(written for written, _, _ in candidates)
-            version = next((v for v in verified if v[0] == newest), None)
-            if version is None or not self.page_lo <= page_no < self.page_hi:
-                found.lost = found.lost or (
-                    f"{self.image_file}: page {page_no}: its version at LSN {checkpoint_lsn} "
-                    "fails its checksum"
-                )
+        for page_no in named.page_nos():
+            slot = named.slot(page_no)
+            assert slot is not None
+            try:
+                page_lsn, image = self.read(page_no, checkpoint_lsn, slot)
+            except CorruptionError as error:
+                found.lost = found.lost or str(error)
                 continue
             found.page_nos.append(page_no)
-            found.page_lsns.append(version[1])
-            found.images.append(version[2])
-        return counted
+            found.page_lsns.append(page_lsn)
+            found.images.append(image)
+        found.harmless += self._unaccounted(index, images, named)
+        return found
+
+    def _unaccounted(self, index: bytes, images: bytes, named: StoreMap) -> list[str]:
+        """Damage no named version depends on: an entry that fails its check, bytes
+        in a hole, a slot whose image fails its entry's checksum, bytes past the end."""
+        size, problems = self.page_size, []
+        for offset in range(ENTRIES_AT, len(index), ENTRY_BYTES):
+            page_no = self._page_at(offset)
+            for slot, (written, page_lsn, checksum) in enumerate(
+                _unpack_entries(index, offset, page_no)
+            ):
+                if named.slot(page_no) == slot:
+                    continue  # a version: read_all checked it
+                start = ((page_no - self.page_lo) * SLOTS + slot) * size
+                image = images[start : start + size].ljust(size, b"\0")
+                raw = index[offset + slot * ENTRY.size : offset + (slot + 1) * ENTRY.size]
+                if written and slot_checksum(page_no, written, page_lsn, image) != checksum:
+                    problems.append(f"{self.image_file}: page {page_no}: slot {slot} damaged")
+                elif not written and any(raw):
+                    problems.append(f"{self.index_file}: page {page_no}: slot {slot}")
+                elif not written and any(image):
+                    problems.append(f"{self.image_file}: page {page_no}: bytes in a hole")
+        slots_end = (len(index) - ENTRIES_AT + ENTRY_BYTES - 1) // ENTRY_BYTES * SLOTS
+        if any(images[slots_end * size :]):
+            problems.append(f"{self.image_file}: bytes past the last page")
+        return problems
 
 
-def _unpack_entries(data: bytes, offset: int) -> list[tuple[int, int, int]]:
-    chunk = data[offset : offset + ENTRY.size * SLOTS].ljust(ENTRY.size * SLOTS, b"\0")
-    return [ENTRY.unpack_from(chunk, slot * ENTRY.size) for slot in range(SLOTS)]
-
-
-def _version_slot(entries: list[tuple[int, int, int]], lsn: int) -> int | None:
-    """The slot holding the version at ``lsn``: the highest checkpoint LSN at or below it."""
-    best = max(
-        ((written, slot) for slot, (written, _, _) in enumerate(entries) if 0 < written <= lsn),
-        default=None,
+def entry_checksum(page_no: int, checkpoint_lsn: int, page_lsn: int, checksum: int) -> int:
+    """xxh3-64 of an entry's fields and its page: a torn or garbled entry fails it."""
+    return xxhash.xxh3_64_intdigest(
+        struct.pack("<QQQQ", page_no, checkpoint_lsn, page_lsn, checksum)
     )
-    return None if best is None else best[1]
+
+
+def _unpack_entries(data: bytes, offset: int, page_no: int) -> list[tuple[int, int, int]]:
+    """Both slots' (checkpoint LSN, page LSN, checksum) of ``page_no`` at ``offset``;
+    an entry that fails its own checksum (a write torn or garbled, a flipped bit)
+    reads as empty: it names no version."""
+    chunk = data[offset : offset + ENTRY.size * SLOTS].ljust(ENTRY.size * SLOTS, b"\0")
+    entries = []
+    for slot in range(SLOTS):
+        written, page_lsn, checksum, check = ENTRY.unpack_from(chunk, slot * ENTRY.size)
+        valid = written and check == entry_checksum(page_no, written, page_lsn, checksum)
+        entries.append((written, page_lsn, checksum) if valid else (0, 0, 0))
+    return entries

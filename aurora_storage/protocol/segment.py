@@ -31,7 +31,7 @@ from ..config import Geometry
 from ..errors import CorruptionError, InvalidArgumentError
 from ..format import frames as log
 from ..native.pagelog import PageLog, new_page_log
-from .page_store import PageStore, has_page
+from .page_store import PageStore, StoreMap
 from .receive import decode_received
 
 PENDING_FRAMES_MAX = 4096  # frames held beyond a hole before new ones are refused
@@ -139,9 +139,9 @@ class Segment:
         # (node_storage.py): the page log then keeps only some pages (a cache), and
         # reads the others back from it before it uses them (_fault_in).
         self.store: PageStore | None = None
-        # Which pages the store holds at checkpoint_lsn (page_store.with_pages), from
+        # Which pages the store holds at checkpoint_lsn, and in which slot (StoreMap), from
         # the checkpoint file: a page it holds but cannot find is lost, not absent.
-        self.store_pages = bytearray()
+        self.store_map = StoreMap(self.page_lo)
 
     @property
     def page_log(self) -> PageLog:
@@ -469,15 +469,11 @@ class Segment:
             return True
         try:
             for page_no in self.page_log.missing(page_nos):
-                if not has_page(self.store_pages, self.page_lo, page_no):
+                slot = self.store_map.slot(page_no)
+                if slot is None:
                     continue  # never written by a checkpoint: no I/O
-                found = store.read(page_no, self.checkpoint_lsn)
-                if found is None:
-                    raise CorruptionError(
-                        f"{store.index_file}: page {page_no} is in the checkpoint but "
-                        "missing from the index"
-                    )
-                self.page_log.set_image(page_no, found[1], found[0])
+                page_lsn, image = store.read(page_no, self.checkpoint_lsn, slot)
+                self.page_log.set_image(page_no, image, page_lsn)
         except (CorruptionError, OSError) as error:  # a store file gone or unreadable
             self.set_aside(f"its page store lost a page: {error}")
             if self.on_damage is not None:
@@ -490,7 +486,7 @@ class Segment:
         in_memory = self.page_log.page_nos()
         if self.store is None:
             return in_memory
-        return sorted({*in_memory, *self.store.page_nos()})
+        return sorted({*in_memory, *self.store_map.page_nos()})
 
     def images_at(
         self, lsn: int, annulled: tuple[int, ...]

@@ -27,7 +27,7 @@ from .backtrack import Backtracking
 from .history import NO_KEY, History, decode_history, merge_ranges, newest, truncation_ranges
 from .node import StorageNode, failed_nodes
 from .node_storage import StartPages, checkpoint_object
-from .page_store import with_pages
+from .page_store import StoreMap
 from .protection_group import READ_QUORUM, WRITE_QUORUM, ProtectionGroup
 from .recovery import RecoveryPlan
 from .segment import SharedImages
@@ -310,8 +310,8 @@ class Recovering(Backtracking):
                 for pg_id in pages:
                     segment = first.segments[pg_id]
                     page_nos, page_lsns, images = segment.images_at(lsn, ())
-                    present = with_pages(b"", segment.page_lo, page_nos)
-                    checkpoint = checkpoint_object(segment, lsn, lsn, present, self.volume_id)
+                    fresh = StoreMap(segment.page_lo).with_slots(page_nos, [0] * len(page_nos))
+                    checkpoint = checkpoint_object(segment, lsn, lsn, fresh, self.volume_id)
                     checkpoints[pg_id] = StartPages(page_nos, page_lsns, images, checkpoint)
             for node in self.nodes.values():
                 node.persist_start(lsn, checkpoints)  # a node that cannot write stops

@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 from aurora_storage import Volume
 from aurora_storage.config import NODE_NAMES
+from aurora_storage.errors import CorruptionError
 from aurora_storage.protocol import node, segment
-from aurora_storage.protocol.page_store import PageStore, image_name, index_name
+from aurora_storage.protocol.page_store import PageStore, StoreMap, image_name, index_name
 from aurora_storage.runtime.disk import CrashPlan, RealDisk, SimulatedCrash, SimulatedDisk
 from aurora_storage.runtime.transport import DirectTransport
 
@@ -37,8 +38,8 @@ def image(page_no: int, version: int) -> bytes:
     return random.Random(page_no * 7919 + version).randbytes(PAGE)
 
 
-def read_back(store: PageStore, lsn: int) -> dict[int, tuple[int, bytes]]:
-    found = store.read_all(lsn)
+def read_back(store: PageStore, lsn: int, named: StoreMap) -> dict[int, tuple[int, bytes]]:
+    found = store.read_all(lsn, named)
     assert not found.lost and not found.misplaced, (found.lost, found.misplaced)
     return {
         page_no: (page_lsn, data)
@@ -68,119 +69,127 @@ def test_a_crash_anywhere_leaves_the_named_checkpoint_readable(
     disk = SimulatedDisk(seed, CrashPlan(crash_at))
     store = store_on(disk)
     model: dict[int, tuple[int, bytes]] = {}
-    durable = 0
+    durable, named = 0, StoreMap(store.page_lo)
     try:
         for round_no, pages in enumerate(plan, start=1):
             lsn = round_no * 100
             page_nos = sorted(store.page_lo + page for page in pages)
             page_lsns = [lsn - page % 50 for page in page_nos]
             images = [image(page, round_no) for page in page_nos]
-            store.write(page_nos, page_lsns, b"".join(images), lsn, durable)
-            durable = lsn  # the caller names it once the write returned
+            written = store.write(page_nos, page_lsns, b"".join(images), lsn, named)
+            durable, named = lsn, written  # the caller names it once the write returned
             model.update(zip(page_nos, zip(page_lsns, images, strict=True), strict=True))
     except SimulatedCrash:
         disk.crash(mode)
     disk.plan.crash_at = None  # the machine is back: no crash pending
     if not durable:
         return  # nothing was ever named: the store is not read
-    assert read_back(store_on(disk), durable) == model
-    # A store crashed mid-write takes the next checkpoint and reads it back.
+    assert read_back(store_on(disk), durable, named) == model
+    # A store crashed mid-write takes the next checkpoint (possibly at a lower LSN
+    # than the write no checkpoint named) and reads it back.
     page_nos = [store.page_lo, store.page_hi - 1]
-    later = store_on(disk)
     images = [image(page, 99) for page in page_nos]
-    later.write(page_nos, [durable + 1] * 2, b"".join(images), durable + 50, durable)
+    named = store_on(disk).write(page_nos, [durable + 1] * 2, b"".join(images), durable + 50, named)
     model.update({page: (durable + 1, data) for page, data in zip(page_nos, images, strict=True)})
-    assert read_back(store_on(disk), durable + 50) == model
+    assert read_back(store_on(disk), durable + 50, named) == model
 
 
-def written_store() -> tuple[SimulatedDisk, dict[int, tuple[int, bytes]]]:
+def written_store() -> tuple[SimulatedDisk, dict[int, tuple[int, bytes]], dict[int, StoreMap]]:
+    """A store after checkpoints at 10, 20 and 30, and the map each named."""
     disk = SimulatedDisk(1)
     store = store_on(disk)
     model: dict[int, tuple[int, bytes]] = {}
+    maps = {0: StoreMap(store.page_lo)}
     for round_no, pages in enumerate([[0, 1, 2, 3], [1, 2], [2, 5]], start=1):
         page_nos = [store.page_lo + page for page in pages]
         images = [image(page, round_no) for page in page_nos]
-        store.write(
-            page_nos,
-            [round_no * 10] * len(pages),
-            b"".join(images),
-            round_no * 10,
-            (round_no - 1) * 10,
-        )
-        model.update(
-            {page: (round_no * 10, data) for page, data in zip(page_nos, images, strict=True)}
-        )
-    return disk, model
+        lsn = round_no * 10
+        maps[lsn] = store.write(page_nos, [lsn] * len(pages), b"".join(images), lsn, maps[lsn - 10])
+        model.update({page: (lsn, data) for page, data in zip(page_nos, images, strict=True)})
+    return disk, model, maps
 
 
 def test_versions_of_older_checkpoints_stay_readable() -> None:
-    disk, model = written_store()
+    disk, model, maps = written_store()
     store = store_on(disk)
-    assert read_back(store, 30) == model
-    at_20 = read_back(store, 20)
+    assert read_back(store, 30, maps[30]) == model
+    at_20 = read_back(store, 20, maps[20])
     assert at_20[store.page_lo + 2] == (20, image(store.page_lo + 2, 2))
     assert store.page_lo + 5 not in at_20
 
 
-@pytest.mark.parametrize("target", ["version", "entry", "header", "count"])
+@pytest.mark.parametrize("target", ["version", "entry", "zeroed entry", "header", "cut"])
 def test_damage_is_found_and_never_served(target: str) -> None:
-    disk, _ = written_store()
+    disk, _, maps = written_store()
     store = store_on(disk)
     page_no = store.page_lo + 2  # its version at 30 is in one slot, at 20 in the other
+    slot = maps[30].slot(page_no)
+    assert slot is not None
     index = bytearray(disk.read(index_name(3)))
     images = bytearray(disk.read(image_name(3)))
-    entries = 128 + (page_no - store.page_lo) * 64
+    entry = 128 + (page_no - store.page_lo) * 64 + slot * 32
     if target == "version":
-        slot = 0 if int.from_bytes(index[entries : entries + 8], "little") == 30 else 1
         images[((page_no - store.page_lo) * 2 + slot) * PAGE + 5] ^= 1
     elif target == "entry":
-        slot = 0 if int.from_bytes(index[entries : entries + 8], "little") == 30 else 1
-        index[entries + slot * 24 + 8] ^= 1  # the page LSN the checksum was made with
+        index[entry + 8] ^= 1  # the page LSN
+    elif target == "zeroed entry":
+        index[entry : entry + 32] = bytes(32)  # the older slot still verifies
     elif target == "header":
         index[0:128] = bytes(128)
     else:
-        index[entries : entries + 64] = bytes(64)  # the page vanishes from the index
+        del index[entry:]  # the index cut short
     disk.replace(index_name(3), bytes(index))
     disk.replace(image_name(3), bytes(images))
-    found = store.read_all(30)
+    found = store.read_all(30, maps[30])
     assert found.lost
-    assert page_no not in found.page_nos or target == "header"
+    assert page_no not in found.page_nos
+    if target != "header":  # headers are checked when the store is opened (check)
+        with pytest.raises(CorruptionError):
+            store.read(page_no, 30, slot)
 
 
 def test_an_index_older_than_its_checkpoint_is_not_trusted() -> None:
     disk = SimulatedDisk(2)
     store = store_on(disk)
-    store.write([store.page_lo], [10], image(0, 1), 10, 0)
+    first = store.write([store.page_lo], [10], image(0, 1), 10, StoreMap(store.page_lo))
     older = disk.read(index_name(3))
-    store.write([store.page_lo], [20], image(0, 2), 20, 10)
+    second = store.write([store.page_lo], [20], image(0, 2), 20, first)
     disk.replace(index_name(3), older)
-    assert "older than the checkpoint" in store.read_all(20).lost
+    assert "older than the checkpoint" in store.read_all(20, second).lost
 
 
 def test_another_pgs_store_is_misplaced() -> None:
     disk = SimulatedDisk(3)
-    store_on(disk).write([3 * PAGES], [10], image(0, 1), 10, 0)
+    named = store_on(disk).write([3 * PAGES], [10], image(0, 1), 10, StoreMap(3 * PAGES))
     other = PageStore(disk, 4, 4 * PAGES, 5 * PAGES, PAGE)
     disk.replace(index_name(4), disk.read(index_name(3)))
     disk.replace(image_name(4), disk.read(image_name(3)))
-    assert "PG 3" in other.read_all(10).misplaced
+    assert "PG 3" in other.read_all(10, named).misplaced
 
 
 def test_damage_to_unused_bytes_is_reported_and_costs_nothing() -> None:
-    disk, model = written_store()
+    disk, model, maps = written_store()
     store = store_on(disk)
     images = bytearray(disk.read(image_name(3)))
     images[(4 * 2 + 1) * PAGE + 7] = 0x55  # a hole: page 4 was never written, page 5 was
     disk.replace(image_name(3), bytes(images))
-    found = store.read_all(30)
+    found = store.read_all(30, maps[30])
     assert not found.lost and found.harmless
-    assert read_back(store, 30) == model
+    assert read_back(store, 30, maps[30]) == model
+
+
+def test_the_map_holds_two_bits_a_page() -> None:
+    named = StoreMap(100).with_slots([100, 103, 115], [0, 1, 1])
+    assert [named.slot(page) for page in (100, 101, 103, 115, 116)] == [0, None, 1, 1, None]
+    assert named.page_nos() == [100, 103, 115] and named.count() == 3
+    again = StoreMap(100, named.present, named.slots).with_slots([103], [0])
+    assert again.slot(103) == 0 and named.slot(103) == 1  # a copy: the named map stays
 
 
 def test_pages_never_written_cost_no_disk(tmp_path: Path) -> None:
     disk = RealDisk(tmp_path, "os")
     store = PageStore(disk, 0, 0, 655_360, 16384)  # a whole 10 GiB PG of 16 KiB pages
-    store.write([655_359], [5], bytes(range(256)) * 64, 5, 0)
+    store.write([655_359], [5], bytes(range(256)) * 64, 5, StoreMap(0))
     disk.close()
     used = sum(path.stat().st_blocks * 512 for path in tmp_path.iterdir())
     apparent = sum(path.stat().st_size for path in tmp_path.iterdir())
