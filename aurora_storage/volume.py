@@ -135,28 +135,25 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
     ) -> Volume:
         """A new empty volume of six nodes in three AZs.
 
-        With a ``path``, nodes keep their segments in ``path/nodes/<name>`` and
-        ``durability`` defaults to ``"fsync"``; without one, to ``"memory"``.
-        ``disks`` replaces the node folders by given disks (crash tests).
-        ``backup`` (a folder, a URL, or a BackupStore) turns on continuous
-        backup, kept ``backup_retention_days`` (1 to 35), staged every
-        ``backup_staging_interval`` seconds, by a worker thread
-        (``backup_staging="background"``, the default on a wall clock) or by
-        the committing thread (``"inline"``, the default on a simulated clock). A
-        node whose disk cannot write (full or failing) is stopped and named in
-        ``status()``; with fewer than four nodes left, :class:`StorageWriteError`
-        names them with their OS errors. Durations (``commit_timeout``,
-        ``backtrack_window``, ``backup_staging_interval``) are seconds or a
-        ``timedelta``; ``backup_retention_days`` is days or a ``timedelta``.
-        ``cache_bytes`` bounds the page images the six nodes keep in memory once
-        their pages are in page stores (``open`` and ``restore`` take it too).
+        With a ``path``, nodes keep their segments in ``path/nodes/<name>`` and ``durability``
+        defaults to ``"fsync"``; without one, to ``"memory"``. ``disks`` replaces the node
+        folders by given disks (crash tests). ``backup`` (a folder, a URL, or a BackupStore)
+        turns on continuous backup, kept ``backup_retention_days`` (1 to 35), staged every
+        ``backup_staging_interval`` seconds, by a worker thread (``backup_staging=
+        "background"``, the default on a wall clock) or by the committing thread
+        (``"inline"``, the default on a simulated clock). A node whose disk cannot write
+        (full or failing) is stopped and named in ``status()``; with fewer than four nodes
+        left, :class:`StorageWriteError` names them with their OS errors. Durations
+        (``commit_timeout``, ``backtrack_window``, ``backup_staging_interval``) are seconds
+        or a ``timedelta``; ``backup_retention_days`` is days or a ``timedelta``.
+        ``cache_bytes`` bounds the page images the six nodes keep in memory once their pages
+        are in page stores (``open`` and ``restore`` take it too).
         """
         root = None if path is None else checks.path(path)
         check_collaborators(clock, transport, disks)
-        backup_options = backup_module.BackupOptions.of(
+        attach = backup_module.BackupOptions.of(
             backup, backup_retention_days, backup_staging_interval, backup_staging
         )
-        backup_options.check()
         clock = clock or getattr(transport, "clock", None) or WallClock()
         options = VolumeOptions.for_create(
             durability,
@@ -172,7 +169,6 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             backtrack_budget=backtrack_budget,
             cache_bytes=cache_bytes,
         )
-        attach = backup_options if backup is not None else None
         return cls._build(root, options, clock, transport, disks, attach, _finished)
 
     @classmethod
@@ -205,7 +201,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             volume._unfinished_folder = made if root is not None else None
             volume.history = history
             volume._history_write_key = history.key
-            if backup is not None:
+            if backup is not None and backup.target is not None:
                 volume._attach_backup(backup, volume._staging_mode(backup))
             if finished:
                 volume._finish_creation()
@@ -396,16 +392,14 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
     ) -> Volume:
         """Point-in-time restore: a new volume with exactly the commits at or before ``to``.
 
-        Reads only the backup store (a folder, a URL, or a store object); the
-        source volume may be gone. ``to`` is a time (clock.py), or
-        ``"earliest"`` or ``"latest"`` of the restorable window. The keywords
-        are :meth:`create`'s (the geometry comes from the backup);
-        ``backup_to`` is the new volume's own continuous backup (``create``'s
+        Reads only the backup store (a folder, a URL, or a store object); the source volume
+        may be gone. ``to`` is a time (clock.py), or ``"earliest"`` or ``"latest"`` of the
+        restorable window. The keywords are :meth:`create`'s (the geometry comes from the
+        backup); ``backup_to`` is the new volume's own continuous backup (``create``'s
         ``backup``), which begins with its pages at the restore point. Raises
-        TimeOutsideWindowError outside the restorable window,
-        BackupCorruptError or BackupObjectMissingError naming a damaged or
-        missing object, RestoreError for a gap; a failed restore removes what it
-        made under ``path``.
+        TimeOutsideWindowError outside the restorable window, BackupCorruptError or
+        BackupObjectMissingError naming a damaged or missing object, RestoreError for a
+        gap; a failed restore removes what it made under ``path``.
         """
         if progress is not None and not callable(progress):
             raise InvalidArgumentError(f"progress is a function of (done, total), not {progress!r}")

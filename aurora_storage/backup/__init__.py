@@ -97,15 +97,17 @@ class BackupOptions:
         staging_interval: Duration,
         staging: str | None,
     ) -> BackupOptions:
-        """The options as ``Volume.create`` takes them: ``retention`` in days or a
-        timedelta, ``staging_interval`` in seconds or a timedelta."""
+        """The options as ``Volume.create`` takes them, checked: ``retention`` in days or
+        a timedelta, ``staging_interval`` in seconds or a timedelta."""
         days = (
             retention.total_seconds() / DAY
             if isinstance(retention, timedelta)
             else to_duration(retention, "backup_retention_days")
         )
         interval = to_duration(staging_interval, "backup_staging_interval")
-        return cls(target, days, interval, staging)
+        options = cls(target, days, interval, staging)
+        options.check()
+        return options
 
     def check(self) -> None:
         self.retention_days = checks.number("backup_retention_days", self.retention_days)

@@ -127,6 +127,10 @@ class Segment:
         self.pending: dict[int, tuple[int, int, float | None, bytes]] = {}
         self.queued: list[tuple[log.Frame, bytes]] = []
         self.hot_bytes = 0  # record bytes appended since the last coalescing (an upper bound)
+        self._init_checkpoint_state()
+
+    def _init_checkpoint_state(self) -> None:
+        """No checkpoint yet, and no page store: every page lives in the page log."""
         # Disk checkpoint (node_storage.py): frames at or below checkpoint_lsn live as
         # page images in the page store; checkpoint_chain_lsn is the chain's LSN there.
         self.checkpoint_lsn = 0
