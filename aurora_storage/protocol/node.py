@@ -435,8 +435,9 @@ class StorageNode(NodeStorage):
         the least recently used segments forget clean pages (their page store holds
         them); if that is not enough, the segments that changed most long ago take
         a checkpoint (a few per call), which makes their pages clean."""
-        if not self.cache_bytes or self.disk is None or self.failed:
-            return
+        if not segment.images_grew or not self.cache_bytes or self.disk is None or self.failed:
+            return  # nothing new in memory: no C call on the common path
+        segment.images_grew = False
         self._account(segment)
         if self._forget_clean():
             return

@@ -316,6 +316,7 @@ class NodeStorage:
         self.dirty.discard(name)
         segment.checkpoint_lsn = cutoff
         segment.checkpoint_chain_lsn = chain_lsn
+        segment.images_grew = True  # its changed pages are clean now: the cache may trim
         return True
 
     def page_store(self, segment: Segment) -> PageStore:

@@ -146,6 +146,9 @@ class Segment:
         # Which pages the store holds at checkpoint_lsn, and in which slot (StoreMap), from
         # the checkpoint file: a page it holds but cannot find is lost, not absent.
         self.store_map = StoreMap(self.page_lo)
+        # Set when images may have grown (a page read back, a coalescing pass): the
+        # node then charges the segment's images to its cache (node.py _keep_cache).
+        self.images_grew = False
 
     @property
     def page_log(self) -> PageLog:
@@ -191,6 +194,7 @@ class Segment:
             self.page_log.share_images(layer.page_nos, layer.block, lsn, fill=True)
         self.scl = self.chain_base_lsn = self.coalesced_lsn = lsn
         self.checkpoint_lsn = self.checkpoint_chain_lsn = lsn
+        self.images_grew = True
         self.cpl_lsns.append(lsn)
         self.cpl_times.append(time)
 
@@ -313,6 +317,7 @@ class Segment:
             return 0  # set aside: its store lost a page, nothing more is folded
         if self.changed_pages is not None:
             self.changed_pages.update(with_records)
+        self.images_grew = True
         folded = self.page_log.coalesce(
             upto_lsn, list(zip(annulled[::2], annulled[1::2], strict=True))
         )
@@ -478,6 +483,7 @@ class Segment:
                     continue  # never written by a checkpoint: no I/O
                 page_lsn, image = store.read(page_no, self.checkpoint_lsn, slot)
                 self.page_log.set_image(page_no, image, page_lsn)
+                self.images_grew = True
         except (CorruptionError, OSError) as error:  # a store file gone or unreadable
             self.set_aside(f"its page store lost a page: {error}")
             if self.on_damage is not None:
