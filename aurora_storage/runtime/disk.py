@@ -489,20 +489,20 @@ class SimulatedDisk:
         self.random = random.Random(seed)
         self.files: dict[str, _SimulatedFile] = {}
         self.sync_error: OSError | None = None  # raised by the next sync, then cleared
-        self.append_error: OSError | None = None  # raised by the next append, then cleared
+        # Raised by the next write (append or write_at), then cleared.
+        self.append_error: OSError | None = None
         self.syncs = 0
         self.plan = plan or CrashPlan()
 
     def append(self, name: str, data: bytes | bytearray | memoryview) -> int:
-        self.plan.tick()
-        if self.append_error is not None:
-            error, self.append_error = self.append_error, None
-            raise error
-        entry = self.files.setdefault(_check_name(name), _SimulatedFile())
-        entry.unsynced.append((None, bytes(data)))
+        self._write(name, None, data)
         return len(data)
 
     def write_at(self, name: str, offset: int, data: bytes | bytearray | memoryview) -> None:
+        self._write(name, offset, data)
+
+    def _write(self, name: str, offset: int | None, data: bytes | bytearray | memoryview) -> None:
+        """An unsynced write (an append with no offset); ``append_error`` fails the next."""
         self.plan.tick()
         if self.append_error is not None:
             error, self.append_error = self.append_error, None

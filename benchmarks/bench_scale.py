@@ -1,0 +1,167 @@
+"""Benchmarks of a volume larger than its page cache (durability "os", pages on disk).
+
+A volume of ``AURORA_STORAGE_BENCH_SCALE_MB`` MiB of 16 KiB pages (default
+256; tiny runs use 4) is written whole, page images in MTRs of 16, with a page
+cache of 64 MiB for the six nodes: most pages are not in memory.
+
+- ``read_uncached``: random ``read_page`` over the whole volume, each page
+  read back from a node's page store unless cached. Baseline A: LMDB (py-lmdb)
+  random gets of the same pages, 16 KiB values keyed by page number, in one
+  read transaction: the page store a user would pick instead. Both read
+  through a warm OS page cache. Goals: >= 0.5x LMDB, median read under 100 us.
+- ``reopen``: ``Volume.open`` of the volume (its nodes read each store's
+  headers and the log since the last checkpoint, never a page image), timed
+  against opening a volume of 1/16 of the size in the same run: the ratio
+  says how flat an open is in the amount of data (goal: the large one within
+  1.2x of the small one's time, so ratio >= 0.83).
+
+Run: ``.venv/bin/pytest benchmarks/bench_scale.py --benchmark-only -q``;
+``AURORA_STORAGE_BENCH_SCALE_MB=4096`` for the 4 GiB figures (24 GiB of disk).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import lmdb
+import pytest
+from conftest import TINY, Throughput, interleave, sized, timed
+
+from aurora_storage import Volume
+
+PAGE = 16384
+MTR_PAGES = 16
+SCALE_MB = 4 if TINY else int(os.environ.get("AURORA_STORAGE_BENCH_SCALE_MB", "256"))
+CACHE_BYTES = 64 * 1024 * 1024
+READS_PER_ROUND = sized(256, 16)
+ROUNDS = sized(20, 2)
+WARMUP_ROUNDS = sized(1, 1)
+SEED = 20180610
+
+
+def write_volume(path: Path, megabytes: int) -> tuple[int, bytes]:
+    """A volume on disk of ``megabytes`` of pages; every page holds the page number in
+    its first 8 bytes over a shared pattern. Returns (pages, the pattern)."""
+    pages = megabytes * 1024 * 1024 // PAGE
+    pattern = random.Random(SEED).randbytes(PAGE)
+    volume = Volume.create(path, page_size=PAGE, durability="os", cache_bytes=CACHE_BYTES)
+    for first in range(0, pages, MTR_PAGES):
+        with volume.transaction() as tx:
+            for page_no in range(first, min(first + MTR_PAGES, pages)):
+                tx.put_page(page_no, page_no.to_bytes(8, "little") + pattern[8:])
+    volume.close()
+    return pages, pattern
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int, bytes]]:
+    path = tmp_path_factory.mktemp("scale") / "volume"
+    pages, pattern = write_volume(path, SCALE_MB)
+    yield path, pages, pattern
+
+
+def lmdb_pages(path: Path, pages: int, pattern: bytes) -> Any:
+    env = lmdb.open(str(path), map_size=pages * PAGE * 2 + (64 << 20), sync=False)
+    with env.begin(write=True) as txn:
+        for page_no in range(pages):
+            txn.put(page_no.to_bytes(8, "big"), page_no.to_bytes(8, "little") + pattern[8:])
+    return env
+
+
+def test_read_uncached(
+    benchmark: Any, throughput: Throughput, large: tuple[Path, int, bytes], tmp_path: Path
+) -> None:
+    path, pages, pattern = large
+    volume = Volume.open(path, cache_bytes=CACHE_BYTES)
+    env = lmdb_pages(tmp_path / "lmdb", pages, pattern)
+    rng = random.Random(SEED + 1)
+    orders = [
+        [rng.randrange(pages) for _ in range(READS_PER_ROUND)]
+        for _ in range(ROUNDS + WARMUP_ROUNDS)
+    ]
+    read_page = volume.read_page
+
+    def subject(number: int) -> None:
+        for page_no in orders[number]:
+            read_page(page_no)
+
+    def lmdb_reads(number: int) -> None:
+        with env.begin(buffers=True) as txn:
+            get = txn.get
+            for page_no in orders[number]:
+                bytes(get(page_no.to_bytes(8, "big")))
+
+    durations = interleave(
+        benchmark,
+        subject,
+        {"baseline-A": lambda number: timed(lmdb_reads, number)},
+        rounds=ROUNDS,
+        warmup_rounds=WARMUP_ROUNDS,
+    )
+    for page_no in orders[0][:32]:
+        assert volume.read_page(page_no) == page_no.to_bytes(8, "little") + pattern[8:]
+    volume.close()
+    env.close()
+    workload = "read_uncached"
+    throughput.report(
+        workload,
+        "subject",
+        label=f"Volume.read_page, {SCALE_MB} MiB volume, 64 MiB cache",
+        records=READS_PER_ROUND,
+        payload_bytes=READS_PER_ROUND * PAGE,
+        unit="reads",
+        ratio_goals={"baseline-A": 0.5},
+        median_us_max=100.0 * READS_PER_ROUND,
+    )
+    throughput.record(
+        workload,
+        "baseline-A",
+        seconds=durations["baseline-A"],
+        label="LMDB random get, 16 KiB values",
+        records=READS_PER_ROUND,
+        payload_bytes=READS_PER_ROUND * PAGE,
+        unit="reads",
+    )
+
+
+def test_reopen(
+    benchmark: Any, throughput: Throughput, large: tuple[Path, int, bytes], tmp_path: Path
+) -> None:
+    path, pages, _ = large
+    small = tmp_path / "small"
+    write_volume(small, max(1, SCALE_MB // 16))
+
+    def open_close(folder: Path) -> None:
+        Volume.open(folder, cache_bytes=CACHE_BYTES).close()
+
+    durations = interleave(
+        benchmark,
+        lambda number: open_close(path),
+        {"baseline-A": lambda number: timed(open_close, small)},
+        rounds=sized(8, 2),
+        warmup_rounds=1,
+    )
+    workload = "reopen"
+    throughput.report(
+        workload,
+        "subject",
+        label=f"Volume.open, {SCALE_MB} MiB",
+        records=1,
+        payload_bytes=pages * PAGE,
+        unit="opens",
+        ratio_goals={"baseline-A": 1 / 1.2},
+        median_us_max=1_000_000.0,
+    )
+    throughput.record(
+        workload,
+        "baseline-A",
+        seconds=durations["baseline-A"],
+        label=f"Volume.open, {max(1, SCALE_MB // 16)} MiB",
+        records=1,
+        payload_bytes=pages * PAGE // 16,
+        unit="opens",
+    )
