@@ -305,6 +305,11 @@ class NativePageLog:
         self._lib.aus_pagelog_stats(self._live(), self._stats)
         return PageLogStats(*(int(self._stats[i]) for i in range(STATS_SIZE)))
 
+    def image_bytes(self) -> int:
+        """``stats().image_bytes`` alone: what a page cache charges, read after each use."""
+        self._lib.aus_pagelog_stats(self._live(), self._stats)
+        return int(self._stats[4])
+
     def page_nos(self, with_records: bool = False) -> list[int]:
         """Every page the log knows, ascending; only those holding records with ``with_records``."""
         capacity = self.stats().pages
@@ -573,6 +578,9 @@ class PythonPageLog:
             for page_no in _page_numbers(page_nos)
             if (page := pages.get(page_no)) is None or page.image is None
         ]
+
+    def image_bytes(self) -> int:
+        return self.stats().image_bytes
 
     def stats(self) -> PageLogStats:
         pages = self._live()

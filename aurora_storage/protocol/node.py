@@ -468,7 +468,7 @@ class StorageNode(NodeStorage):
 
     def _account(self, segment: Segment, touch: bool = True) -> int:
         """Updates the segment's image bytes in the node's total; returns the drop."""
-        images = segment.page_log.stats().image_bytes
+        images = segment.page_log.image_bytes()
         before = self._resident.pop(segment.pg_id, 0) if touch else self._resident[segment.pg_id]
         self._resident[segment.pg_id] = images  # touched: most recently used, last
         self._resident_total += images - before

@@ -272,14 +272,14 @@ class RealDisk:
             self._allocated[name] = end
 
     def read_at(self, name: str, offset: int, size: int) -> bytes:
+        """A positional read; the file stays open for the next one (page stores are read
+        page by page). FileNotFoundError for a file that is not there."""
         handle = self._handles.get(name)
-        if handle is not None:
-            return os.pread(handle, size, offset)
-        descriptor = os.open(self._path(name), os.O_RDONLY)
-        try:
-            return os.pread(descriptor, size, offset)
-        finally:
-            os.close(descriptor)
+        if handle is None:
+            if not self._path(name).exists():
+                raise FileNotFoundError(name)
+            handle = self._handle(name)
+        return os.pread(handle, size, offset)
 
     def _make_room(self, name: str, handle: int, needed: int) -> None:
         """Ensures zeros on disk up to ``needed``, and the next growth under way.
