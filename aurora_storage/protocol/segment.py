@@ -35,7 +35,7 @@ from .page_store import PageStore, StoreMap
 from .receive import decode_received
 
 PENDING_FRAMES_MAX = 4096  # frames held beyond a hole before new ones are refused
-COALESCE_RECORD_BYTES = 32 * 1024 * 1024  # hot log size that triggers coalescing
+COALESCE_RECORD_BYTES = 8 * 1024 * 1024  # hot log size that triggers coalescing
 GOSSIP_FRAMES_MAX = 1024  # frames sent in one gossip push
 
 

@@ -1,0 +1,69 @@
+"""What a volume keeps in memory, measured in a process of its own (its peak RSS).
+
+A memory volume keeps every page six times (one image per replica) and a hot
+log per segment: at most 7x the data plus 64 MiB. A volume on disk keeps its
+page cache and the hot logs, whatever the amount of data: at most
+``cache_bytes`` plus 256 MiB, at two sizes of data.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+MIB = 1024 * 1024
+
+WRITER = textwrap.dedent(
+    """
+    import os, resource, sys
+    from aurora_storage import Volume
+
+    def rss():
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS"))
+
+    path, megabytes, cache = sys.argv[1] or None, int(sys.argv[2]), int(sys.argv[3])
+    before = rss()
+    page = 16384
+    volume = Volume.create(
+        path, page_size=page, durability="os" if path else None, cache_bytes=cache
+    )
+    pattern = os.urandom(page)
+    for first in range(0, megabytes * 64, 16):
+        with volume.transaction() as tx:
+            for page_no in range(first, first + 16):
+                tx.put_page(page_no, page_no.to_bytes(8, "little") + pattern[8:])
+    assert volume.read_page(5)[:8] == (5).to_bytes(8, "little")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(peak - before)
+    volume.close()
+    """
+)
+
+
+def grown_by(path: str, megabytes: int, cache: int) -> int:
+    """Bytes the peak RSS of a process grew by while it wrote ``megabytes`` of pages."""
+    done = subprocess.run(
+        [sys.executable, "-c", WRITER, path, str(megabytes), str(cache)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_memory_volume_keeps_its_pages_compactly() -> None:
+    grown = grown_by("", 128, 256 * MIB)
+    assert grown <= 7 * 128 * MIB + 64 * MIB, f"{grown / MIB:.0f} MiB for 128 MiB of data"
+
+
+@pytest.mark.parametrize("megabytes", [64, 256])
+def test_a_volume_on_disk_keeps_its_cache_whatever_the_data(tmp_path: Path, megabytes: int) -> None:
+    cache = 32 * MIB
+    grown = grown_by(str(tmp_path / "volume"), megabytes, cache)
+    assert grown <= cache + 256 * MIB, f"{grown / MIB:.0f} MiB for {megabytes} MiB of data"
