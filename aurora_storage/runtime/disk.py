@@ -50,6 +50,10 @@ PREALLOCATE_BYTES_MAX = 4 * 1024 * 1024
 ZERO_WRITE_BYTES = 64 * 1024
 
 _ZEROS = bytes(ZERO_WRITE_BYTES)
+# Files a disk keeps open at once: a sparse volume has thousands of protection
+# groups, each with a log and a page store per node, and a process may hold
+# 1,024 descriptors on common systems: six disks of 128 stay well below.
+HANDLES_MAX = 128
 
 _extender: ThreadPoolExecutor | None = None
 _extender_lock = threading.Lock()
@@ -201,6 +205,8 @@ class RealDisk:
     def _handle(self, name: str) -> int:
         handle = self._handles.get(name)
         if handle is None:
+            if len(self._handles) >= HANDLES_MAX:
+                self._close_oldest()
             path = self._path(name)
             created = not path.exists()
             if created:
@@ -215,6 +221,15 @@ class RealDisk:
             if created:
                 self._sync_folder(path.parent)
         return handle
+
+    def _close_oldest(self) -> None:
+        """Closes the file opened longest ago, its data made durable first ("fsync" mode)
+        and its preallocated zeros cut: a file without a descriptor needs no flush,
+        and the next append reopens it where its data ends."""
+        name = next(iter(self._handles))
+        if self.mode == "fsync":
+            datasync(self._handles[name])
+        self._forget(name, trim=True)
 
     def _forget(self, name: str, trim: bool = False) -> None:
         """Closes a file's handle (after its growth in flight); ``trim`` cuts its zeros."""

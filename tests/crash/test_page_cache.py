@@ -10,6 +10,7 @@ segment is set aside and the read goes to another replica.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from aurora_storage.config import NODE_NAMES
 from aurora_storage.errors import ConfigurationError
 from aurora_storage.protocol import node, segment
 from aurora_storage.protocol.page_store import SLOTS, image_name
+from aurora_storage.runtime import disk as disk_module
 from aurora_storage.runtime.disk import SimulatedDisk
 from aurora_storage.runtime.transport import DirectTransport
 
@@ -124,3 +126,31 @@ def test_a_page_the_store_lost_is_never_served() -> None:
 def test_a_cache_too_small_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="cache_bytes"):
         Volume.create(cache_bytes=1000)
+
+
+def test_a_disk_keeps_a_bounded_number_of_files_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sparse volume touches many protection groups, each with files on every node:
+    a disk closes the file it opened longest ago (synced first) to open another."""
+    monkeypatch.setattr(disk_module, "HANDLES_MAX", 4)
+    volume = Volume.create(
+        tmp_path / "volume", page_size=PAGE, segment_size=PAGE * 4, capacity=PAGE * 4 * 64
+    )
+    rng = random.Random(5)
+    expected: dict[int, bytes] = {}
+    for _ in range(120):
+        with volume.transaction() as tx:
+            for page_no in rng.sample(range(4 * 64), 3):  # pages of up to three PGs
+                expected[page_no] = rng.randbytes(PAGE)
+                tx.put_page(page_no, expected[page_no])
+        for storage_node in volume.nodes.values():
+            assert storage_node.disk is not None
+            assert len(storage_node.disk._handles) <= 4  # type: ignore[attr-defined]
+    for page_no, image in expected.items():
+        assert volume.read_page(page_no) == image, page_no
+    volume.close()
+    again = Volume.open(tmp_path / "volume")
+    for page_no, image in expected.items():
+        assert again.read_page(page_no) == image, page_no
+    again.close()
