@@ -583,7 +583,7 @@ class NodeStorage:
         elif self._writes_logs:
             lost, misplaced = store.check(cutoff)
         else:
-            found = store.read_all(cutoff, store_map)
+            found = store.scrub(cutoff, store_map)
             for problem in found.harmless[:FINDINGS_PER_STORE]:
                 report.add(LoadFinding(store.image_file, FINDING_DAMAGED_STORE, problem))
             lost, misplaced = found.lost, found.misplaced
@@ -610,7 +610,7 @@ class NodeStorage:
             store = segment.store
             if store is None or segment.failed:
                 continue
-            found = store.read_all(segment.checkpoint_lsn, segment.store_map)
+            found = store.scrub(segment.checkpoint_lsn, segment.store_map)
             for problem in found.harmless[:FINDINGS_PER_STORE]:
                 self.load_report.add(LoadFinding(store.image_file, FINDING_DAMAGED_STORE, problem))
             problems += found.harmless

@@ -5,28 +5,28 @@ Two files per segment, through the node's :class:`Disk` port (docs/format.md,
 
     pg-<id>.img   two slots per page: slot s of page p at ((p - page_lo) * 2 + s) * page_size
     pg-<id>.idx   two 64-byte headers, then 64 bytes per page at 128 + (p - page_lo) * 64:
-                  per slot, the checkpoint LSN it was written for, the page's own LSN
-                  and an xxh3-64 checksum of the image seeded by all three and the page
+                  per slot, the checkpoint LSN it was written for, the page's own LSN,
+                  an xxh3-64 of the image seeded by both and the page, and a checksum
+                  of the entry itself
 
 A page never written is a hole in both files: it costs no disk. A store write
 for a checkpoint at C (:meth:`PageStore.write`) puts each page that changed
-into the slot that does not hold its version at the last durable checkpoint,
-the slot's index entry first, then its image; syncs both files; then writes the older of
-the two headers with C and the number of pages that have a version at C,
-and syncs again. Only then does the caller name C in its checkpoint file
-(node_storage.py). A page's version at C is the slot with the highest
-checkpoint LSN at or below C whose image matches its checksum.
+into the slot the last durable checkpoint's map (:class:`StoreMap`) does not
+name for it, the slot's entry first, then its image; syncs both files; then
+writes the header not naming the newest completed write, and syncs again. It
+returns C's map, which the caller names in its checkpoint file
+(node_storage.py) only then. A page's version at C is in the slot C's map
+names, provided its entry and image verify.
 
-Invariants: the slot holding a page's version at the durable checkpoint is
-never written, nor is the header naming the newest completed write, so a
-crash at any point (a torn, garbled or dropped image, entry or header
-write) leaves every page's version readable; a slot written for a
-checkpoint that never became durable has a higher checkpoint LSN and is
-ignored. Damage is found, never served: a version that fails its checksum,
-a count of pages that does not match the header's (zeroed or cut entries),
-an index older than the checkpoint naming it, a header of another PG. A
-full read (:meth:`PageStore.read_all`) also reports bytes nothing accounts
-for (a damaged unused slot, bytes in a hole, bytes past the end).
+Invariants: the slot a durable map names is never written, nor is the header
+naming the newest completed write, so a crash at any point (a torn, garbled or
+dropped image, entry or header write) leaves every page's version readable;
+an entry of a write no checkpoint named is never read. Damage is found, never
+served: a version whose entry or image fails its checksum (a zeroed or cut
+entry included: the map says the page is there), an index older than the
+checkpoint naming it, a header of another PG. A scrub (:meth:`PageStore.scrub`)
+also reports bytes nothing accounts for (a damaged unused slot, bytes in a
+hole, bytes past the end), a stretch of pages at a time.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ ENTRY = struct.Struct("<QQQQ")  # checkpoint LSN, page LSN, checksum of the slot
 ENTRY_BYTES = 64  # two entries per page
 SLOTS = 2
 ENTRIES_AT = HEADER_BYTES * HEADERS
+SCRUB_PAGES = 256  # pages a scrub reads at once (their entries and both slots)
+SCRUB_TAIL_BYTES = 1024 * 1024  # bytes past the last page a scrub looks at
 
 assert HEADER.size <= HEADER_BYTES and ENTRY.size * SLOTS <= ENTRY_BYTES
 
@@ -161,11 +163,8 @@ class Header:
 
 @dataclass
 class StoreContents:
-    """What a full read of a store found (:meth:`PageStore.read_all`)."""
+    """What a scrub of a store found (:meth:`PageStore.scrub`)."""
 
-    page_nos: list[int] = field(default_factory=list)
-    page_lsns: list[int] = field(default_factory=list)
-    images: list[bytes] = field(default_factory=list)
     # Why the versions cannot be trusted (the segment lost what is under its
     # checkpoint); empty when every page's version verified.
     lost: str = ""
@@ -273,7 +272,7 @@ class PageStore:
         return self.page_lo + (offset - ENTRIES_AT) // ENTRY_BYTES
 
     def check(self, checkpoint_lsn: int) -> tuple[str, str]:
-        """(lost, misplaced) from the headers alone, as :meth:`read_all` finds them: what
+        """(lost, misplaced) from the headers alone, as :meth:`scrub` finds them: what
         opening a store costs (two headers), whatever the number of pages."""
         headers = self.headers()
         if not headers:
@@ -313,54 +312,72 @@ class PageStore:
             )
         return page_lsn, image
 
-    def read_all(self, checkpoint_lsn: int, named: StoreMap) -> StoreContents:
-        """Every page's version at ``checkpoint_lsn`` (in the slot the checkpoint's map
-        ``named`` names), checking the whole store: the versions (a failure loses
-        them all: the segment must not vouch for its pages), then every other
-        byte (reported only)."""
+    def scrub(self, checkpoint_lsn: int, named: StoreMap) -> StoreContents:
+        """Checks the whole store against its checkpoint at ``checkpoint_lsn`` and the
+        map ``named``: every named version (a failure loses them all: the segment
+        must not vouch for its pages), then every other byte (reported only). Reads
+        the files a stretch at a time: memory does not grow with the store."""
         found = StoreContents()
         found.lost, found.misplaced = self.check(checkpoint_lsn)
         if found.lost or found.misplaced:
             return found
-        index = self.disk.read(self.index_file)
-        images = self.disk.read(self.image_file) if self.disk.exists(self.image_file) else b""
         for page_no in named.page_nos():
             slot = named.slot(page_no)
             assert slot is not None
             try:
-                page_lsn, image = self.read(page_no, checkpoint_lsn, slot)
+                self.read(page_no, checkpoint_lsn, slot)
             except CorruptionError as error:
                 found.lost = found.lost or str(error)
-                continue
-            found.page_nos.append(page_no)
-            found.page_lsns.append(page_lsn)
-            found.images.append(image)
-        found.harmless += self._unaccounted(index, images, named)
+        found.harmless += self._unaccounted(named)
         return found
 
-    def _unaccounted(self, index: bytes, images: bytes, named: StoreMap) -> list[str]:
+    def _unaccounted(self, named: StoreMap) -> list[str]:
         """Damage no named version depends on: an entry that fails its check, bytes
-        in a hole, a slot whose image fails its entry's checksum, bytes past the end."""
+        in a hole, a slot whose image fails its entry's checksum, bytes past the end;
+        SCRUB_PAGES pages at a time."""
         size, problems = self.page_size, []
-        for offset in range(ENTRIES_AT, len(index), ENTRY_BYTES):
-            page_no = self._page_at(offset)
-            for slot, (written, page_lsn, checksum) in enumerate(
-                _unpack_entries(index, offset, page_no)
-            ):
-                if named.slot(page_no) == slot:
-                    continue  # a version: read_all checked it
-                start = ((page_no - self.page_lo) * SLOTS + slot) * size
-                image = images[start : start + size].ljust(size, b"\0")
-                raw = index[offset + slot * ENTRY.size : offset + (slot + 1) * ENTRY.size]
-                if written and slot_checksum(page_no, written, page_lsn, image) != checksum:
-                    problems.append(f"{self.image_file}: page {page_no}: slot {slot} damaged")
-                elif not written and any(raw):
-                    problems.append(f"{self.index_file}: page {page_no}: slot {slot}")
-                elif not written and any(image):
-                    problems.append(f"{self.image_file}: page {page_no}: bytes in a hole")
-        slots_end = (len(index) - ENTRIES_AT + ENTRY_BYTES - 1) // ENTRY_BYTES * SLOTS
-        if any(images[slots_end * size :]):
-            problems.append(f"{self.image_file}: bytes past the last page")
+        index_size = self.disk.size(self.index_file)
+        pages = max(0, (index_size - ENTRIES_AT + ENTRY_BYTES - 1) // ENTRY_BYTES)
+        has_images = self.disk.exists(self.image_file)
+        for first in range(0, pages, SCRUB_PAGES):
+            count = min(SCRUB_PAGES, pages - first)
+            index = self.disk.read_at(
+                self.index_file, ENTRIES_AT + first * ENTRY_BYTES, count * ENTRY_BYTES
+            )
+            images = b""
+            if has_images:
+                images = self.disk.read_at(
+                    self.image_file, first * SLOTS * size, count * SLOTS * size
+                )
+            for number in range(count):
+                page_no = self.page_lo + first + number
+                problems += self._unaccounted_page(page_no, named, index, images, number)
+        if has_images and self.disk.size(self.image_file) > pages * SLOTS * size:
+            tail = self.disk.read_at(self.image_file, pages * SLOTS * size, SCRUB_TAIL_BYTES)
+            if any(tail):
+                problems.append(f"{self.image_file}: bytes past the last page")
+        return problems
+
+    def _unaccounted_page(
+        self, page_no: int, named: StoreMap, index: bytes, images: bytes, number: int
+    ) -> list[str]:
+        """:meth:`_unaccounted` for one page, its entries and slots in the stretch read."""
+        size, problems = self.page_size, []
+        offset = number * ENTRY_BYTES
+        for slot, (written, page_lsn, checksum) in enumerate(
+            _unpack_entries(index, offset, page_no)
+        ):
+            if named.slot(page_no) == slot:
+                continue  # a version: scrub read it
+            start = (number * SLOTS + slot) * size
+            image = images[start : start + size].ljust(size, b"\0")
+            raw = index[offset + slot * ENTRY.size : offset + (slot + 1) * ENTRY.size]
+            if written and slot_checksum(page_no, written, page_lsn, image) != checksum:
+                problems.append(f"{self.image_file}: page {page_no}: slot {slot} damaged")
+            elif not written and any(raw):
+                problems.append(f"{self.index_file}: page {page_no}: slot {slot}")
+            elif not written and any(image):
+                problems.append(f"{self.image_file}: page {page_no}: bytes in a hole")
         return problems
 
 

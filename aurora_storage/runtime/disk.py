@@ -526,7 +526,12 @@ class SimulatedDisk:
         entry.unsynced.append((offset, bytes(data)))
 
     def read_at(self, name: str, offset: int, size: int) -> bytes:
-        return self.read(name)[offset : offset + size]
+        entry = self.files.get(_check_name(name))
+        if entry is None:
+            raise FileNotFoundError(name)
+        if not entry.unsynced:  # no file to rebuild: a slice of what is synced
+            return bytes(entry.synced[offset : offset + size])
+        return entry.contents()[offset : offset + size]
 
     def sync(self, name: str) -> None:
         self.plan.tick()
