@@ -9,6 +9,11 @@ cache of 64 MiB for the six nodes: most pages are not in memory.
   random gets of the same pages, 16 KiB values keyed by page number, in one
   read transaction: the page store a user would pick instead. Both read
   through a warm OS page cache. Goals: >= 0.5x LMDB, median read under 100 us.
+- ``bulk_load_full_pages``: the volume written whole, physical MB/s (six
+  copies). Baseline A: the machine itself, ``os.pwrite`` of the same pages to
+  six files (goal >= 0.5x); baseline B: LMDB putting the same pages in one
+  write transaction, ``sync`` off as the volume's durability "os" (goal >= 1.0x
+  of LMDB's physical MB/s: one copy).
 - ``reopen``: ``Volume.open`` of the volume (its nodes read each store's
   headers and the log since the last checkpoint, never a page image), timed
   against opening a volume of 1/16 of the size in the same run: the ratio
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -164,4 +170,88 @@ def test_reopen(
         records=1,
         payload_bytes=pages * PAGE // 16,
         unit="opens",
+    )
+
+
+def test_bulk_load_full_pages(benchmark: Any, throughput: Throughput, tmp_path: Path) -> None:
+    megabytes = SCALE_MB
+    pages = megabytes * 1024 * 1024 // PAGE
+    pattern = random.Random(SEED).randbytes(PAGE)
+    images = [page_no.to_bytes(8, "little") + pattern[8:] for page_no in range(MTR_PAGES)]
+
+    def subject(number: int) -> None:
+        write_volume(tmp_path / f"volume-{number}", megabytes)
+
+    def six_files(number: int) -> float:
+        folder = tmp_path / f"files-{number}"
+        folder.mkdir()
+        handles = [os.open(folder / f"copy-{i}", os.O_WRONLY | os.O_CREAT) for i in range(6)]
+
+        def write() -> None:
+            for page_no in range(pages):
+                image = images[page_no % MTR_PAGES]
+                for handle in handles:
+                    os.pwrite(handle, image, page_no * PAGE)
+
+        seconds = timed(write)
+        for handle in handles:
+            os.close(handle)
+        shutil.rmtree(folder)
+        return seconds
+
+    def lmdb_load(number: int) -> float:
+        folder = tmp_path / f"lmdb-{number}"
+        env = lmdb.open(str(folder), map_size=pages * PAGE * 2 + (64 << 20), sync=False)
+
+        def write() -> None:
+            with env.begin(write=True) as txn:
+                for page_no in range(pages):
+                    txn.put(page_no.to_bytes(8, "big"), images[page_no % MTR_PAGES])
+
+        seconds = timed(write)
+        env.close()
+        shutil.rmtree(folder)
+        return seconds
+
+    def cleanup(number: int) -> None:
+        shutil.rmtree(tmp_path / f"volume-{number}", ignore_errors=True)
+
+    durations = interleave(
+        benchmark,
+        subject,
+        {"baseline-A": six_files, "baseline-B": lmdb_load},
+        rounds=sized(3, 1),
+        warmup_rounds=0,
+        teardown=cleanup,
+    )
+    physical = pages * PAGE * 6
+    workload = "bulk_load_full_pages"
+    throughput.report(
+        workload,
+        "subject",
+        label=f"Volume, {megabytes} MiB of 16 KiB pages, durability os (six copies)",
+        records=pages,
+        payload_bytes=physical,
+        unit="pages",
+        # Per page written: LMDB writes one copy, the volume six, so 1/6 of LMDB's
+        # pages/s is 1.0x of its physical MB/s.
+        ratio_goals={"baseline-A": 0.5, "baseline-B": 1 / 6},
+    )
+    throughput.record(
+        workload,
+        "baseline-A",
+        seconds=durations["baseline-A"],
+        label="machine: os.pwrite to six files",
+        records=pages,
+        payload_bytes=physical,
+        unit="pages",
+    )
+    throughput.record(
+        workload,
+        "baseline-B",
+        seconds=durations["baseline-B"],
+        label="LMDB put, sync off (one copy)",
+        records=pages,
+        payload_bytes=pages * PAGE,
+        unit="pages",
     )
