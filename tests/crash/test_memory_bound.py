@@ -19,12 +19,15 @@ MIB = 1024 * 1024
 
 WRITER = textwrap.dedent(
     """
-    import os, resource, sys
+    import os, sys
     from aurora_storage import Volume
 
+    def status(field):  # VmHWM, not getrusage: Linux carries the parent's peak across exec
+        with open("/proc/self/status") as lines:
+            return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field))
+
     def rss():
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmRSS"))
+        return status("VmRSS")
 
     path, megabytes, cache = sys.argv[1] or None, int(sys.argv[2]), int(sys.argv[3])
     before = rss()
@@ -38,7 +41,7 @@ WRITER = textwrap.dedent(
             for page_no in range(first, first + 16):
                 tx.put_page(page_no, page_no.to_bytes(8, "little") + pattern[8:])
     assert volume.read_page(5)[:8] == (5).to_bytes(8, "little")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = status("VmHWM")
     print(peak - before)
     volume.close()
     """
