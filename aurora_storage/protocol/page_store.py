@@ -334,24 +334,36 @@ class PageStore:
     def _unaccounted(self, named: StoreMap) -> list[str]:
         """Damage no named version depends on: an entry that fails its check, bytes
         in a hole, a slot whose image fails its entry's checksum, bytes past the end;
-        SCRUB_PAGES pages at a time."""
+        SCRUB_PAGES pages at a time, and only where the files hold data (a sparse
+        store is read for what it holds, not for its size)."""
         size, problems = self.page_size, []
         index_size = self.disk.size(self.index_file)
         pages = max(0, (index_size - ENTRIES_AT + ENTRY_BYTES - 1) // ENTRY_BYTES)
         has_images = self.disk.exists(self.image_file)
-        for first in range(0, pages, SCRUB_PAGES):
-            count = min(SCRUB_PAGES, pages - first)
-            index = self.disk.read_at(
-                self.index_file, ENTRIES_AT + first * ENTRY_BYTES, count * ENTRY_BYTES
-            )
-            images = b""
-            if has_images:
-                images = self.disk.read_at(
-                    self.image_file, first * SLOTS * size, count * SLOTS * size
+        stretches = [
+            ((start - ENTRIES_AT) // ENTRY_BYTES, -(-(end - ENTRIES_AT) // ENTRY_BYTES))
+            for start, end in self.disk.data_ranges(self.index_file)
+            if end > ENTRIES_AT
+        ]
+        if has_images:
+            stretches += [
+                (start // (SLOTS * size), -(-end // (SLOTS * size)))
+                for start, end in self.disk.data_ranges(self.image_file)
+            ]
+        for first, last in _merged(stretches, pages):
+            for chunk in range(first, last, SCRUB_PAGES):
+                count = min(SCRUB_PAGES, last - chunk)
+                index = self.disk.read_at(
+                    self.index_file, ENTRIES_AT + chunk * ENTRY_BYTES, count * ENTRY_BYTES
                 )
-            for number in range(count):
-                page_no = self.page_lo + first + number
-                problems += self._unaccounted_page(page_no, named, index, images, number)
+                images = b""
+                if has_images:
+                    images = self.disk.read_at(
+                        self.image_file, chunk * SLOTS * size, count * SLOTS * size
+                    )
+                for number in range(count):
+                    page_no = self.page_lo + chunk + number
+                    problems += self._unaccounted_page(page_no, named, index, images, number)
         if has_images and self.disk.size(self.image_file) > pages * SLOTS * size:
             tail = self.disk.read_at(self.image_file, pages * SLOTS * size, SCRUB_TAIL_BYTES)
             if any(tail):
@@ -399,3 +411,17 @@ def _unpack_entries(data: bytes, offset: int, page_no: int) -> list[tuple[int, i
         valid = written and check == entry_checksum(page_no, written, page_lsn, checksum)
         entries.append((written, page_lsn, checksum) if valid else (0, 0, 0))
     return entries
+
+
+def _merged(stretches: list[tuple[int, int]], pages: int) -> list[tuple[int, int]]:
+    """The page ranges [first, last) of ``stretches``, within ``pages``, merged."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(stretches):
+        first, last = max(first, 0), min(last, pages)
+        if first >= last:
+            continue
+        if merged and first <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], last))
+        else:
+            merged.append((first, last))
+    return merged

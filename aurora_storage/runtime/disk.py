@@ -296,6 +296,28 @@ class RealDisk:
             handle = self._handle(name)
         return os.pread(handle, size, offset)
 
+    def data_ranges(self, name: str) -> list[tuple[int, int]]:
+        """The file's data stretches by SEEK_DATA and SEEK_HOLE (the whole file where the
+        file system cannot tell)."""
+        handle = self._handles.get(name)
+        if handle is None:
+            if not self._path(name).exists():
+                raise FileNotFoundError(name)
+            handle = self._handle(name)
+        size = os.fstat(handle).st_size
+        if not hasattr(os, "SEEK_DATA"):
+            return [(0, size)] if size else []
+        ranges, position = [], 0
+        while position < size:
+            try:
+                start = os.lseek(handle, position, os.SEEK_DATA)
+            except OSError:  # ENXIO: no data after position
+                break
+            end = os.lseek(handle, start, os.SEEK_HOLE)
+            ranges.append((start, end))
+            position = end
+        return ranges
+
     def _make_room(self, name: str, handle: int, needed: int) -> None:
         """Ensures zeros on disk up to ``needed``, and the next growth under way.
 
@@ -524,6 +546,10 @@ class SimulatedDisk:
             raise error
         entry = self.files.setdefault(_check_name(name), _SimulatedFile())
         entry.unsynced.append((offset, bytes(data)))
+
+    def data_ranges(self, name: str) -> list[tuple[int, int]]:
+        size = len(self.read(name))
+        return [(0, size)] if size else []
 
     def read_at(self, name: str, offset: int, size: int) -> bytes:
         entry = self.files.get(_check_name(name))

@@ -250,3 +250,25 @@ def test_a_checkpoint_writes_what_changed_not_the_pg(
         checkpoints = SETTLE_COMMITS + 1
         assert count >= 8 * VOLUME_PAGE, (name, count)
         assert count <= (8 + checkpoints) * (VOLUME_PAGE + 24) + checkpoints * 64, (name, count)
+
+
+def test_a_scrub_reads_what_a_sparse_store_holds_not_its_size(tmp_path: Path) -> None:
+    class Counting(RealDisk):
+        read_bytes = 0
+
+        def read_at(self, name: str, offset: int, size: int) -> bytes:
+            data = super().read_at(name, offset, size)
+            self.read_bytes += len(data)
+            return data
+
+    disk = Counting(tmp_path, "os")
+    store = PageStore(disk, 0, 0, 655_360, 16384)  # a whole 10 GiB PG of 16 KiB pages
+    image = bytes(range(256)) * 64
+    named = store.write([3, 655_359], [5, 5], image + image, 5, StoreMap(0))
+    found = store.scrub(5, named)
+    assert not found.lost and not found.harmless
+    assert disk.read_bytes < 4 * 1024 * 1024, "the holes (20 GiB) were not read"
+    # Damage inside what the store holds is still found.
+    disk.write_at(image_name(0), (3 * 2 + 1) * 16384 + 9, b"\x01")  # page 3's unused slot
+    assert store.scrub(5, named).harmless
+    disk.close()
