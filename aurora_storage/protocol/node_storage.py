@@ -573,10 +573,13 @@ class NodeStorage:
     ) -> bool:
         """Puts the page store in force for the checkpoint at ``cutoff``: its pages are
         read back when used, not now, so an open reads two headers whatever the
-        data. A load that changes nothing (verify) checks the whole store too.
-        False if the versions cannot be trusted (the segment is doubted: the
-        frames under the checkpoint are gone from this disk) or the store is
-        another PG's (set aside). Damage that costs no version is reported only."""
+        data. A load that changes nothing (verify, a read-only volume) checks the
+        whole store and takes every page now instead: a writer still running
+        reuses the store's slots with its next checkpoints, and what was durable at
+        the open must stay readable. False if the versions cannot be trusted (the
+        segment is doubted: the frames under the checkpoint are gone from this
+        disk) or the store is another PG's (set aside). Damage that costs no
+        version is reported only."""
         store = self.page_store(segment)
         if not store.exists():
             lost, misplaced = f"{store.index_file}: missing", ""
@@ -598,7 +601,35 @@ class NodeStorage:
                 segment, report, LoadFinding(store.image_file, FINDING_LOST_CHECKPOINT, detail)
             )
             return False
+        if not self._writes_logs:
+            return self._take_store_pages(segment, report, store, cutoff, store_map)
         segment.store, segment.store_map = store, store_map
+        return True
+
+    def _take_store_pages(
+        self,
+        segment: Segment,
+        report: LoadReport,
+        store: PageStore,
+        cutoff: int,
+        store_map: StoreMap,
+    ) -> bool:
+        """Installs every page the map names (a load that changes nothing); False (the
+        segment doubted) if one cannot be read: a writer took its slot meanwhile."""
+        pages = []
+        try:
+            for page_no in store_map.page_nos():
+                slot = store_map.slot(page_no)
+                assert slot is not None
+                pages.append((page_no, *store.read(page_no, cutoff, slot)))
+        except (CorruptionError, OSError) as error:
+            detail = f"{error}: the frames under the checkpoint are gone from this disk"
+            self._doubt(
+                segment, report, LoadFinding(store.image_file, FINDING_LOST_CHECKPOINT, detail)
+            )
+            return False
+        for page_no, page_lsn, image in pages:  # all or none: a doubted segment holds none
+            segment.page_log.set_image(page_no, image, page_lsn)
         return True
 
     def scrub_stores(self) -> list[str]:

@@ -154,3 +154,29 @@ def test_a_disk_keeps_a_bounded_number_of_files_open(
     for page_no, image in expected.items():
         assert again.read_page(page_no) == image, page_no
     again.close()
+
+
+def test_a_read_only_volume_keeps_its_view_while_the_writer_checkpoints(tmp_path: Path) -> None:
+    """A page store is rewritten in place by later checkpoints: a read-only volume
+    (tools, while the writer runs) must go on reading what was durable when it
+    opened, not the slots the writer reuses."""
+    writer = Volume.create(
+        tmp_path / "volume",
+        page_size=PAGE,
+        segment_size=PAGE * 256,
+        capacity=PAGE * PAGES,
+        durability="os",
+        cache_bytes=CACHE,
+    )
+    expected = write_all(writer, random.Random(6))
+    looker = Volume.open(tmp_path / "volume", readonly=True, cache_bytes=CACHE)
+    rng = random.Random(7)
+    for _ in range(3):  # every page rewritten, three times over: slots are reused
+        for first in range(0, PAGES, 8):
+            with writer.transaction() as tx:
+                for page_no in range(first, first + 8):
+                    tx.put_page(page_no, rng.randbytes(PAGE))
+    for page_no in range(PAGES):
+        assert looker.read_page(page_no) == expected[page_no], page_no
+    looker.close()
+    writer.close()
