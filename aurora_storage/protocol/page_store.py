@@ -184,7 +184,6 @@ class PageStore:
         self.page_size = page_size
         self.image_file = image_name(pg_id)
         self.index_file = index_name(pg_id)
-        self.bytes_written = 0  # image, entry and header bytes written: what checkpoints cost
 
     def remove(self) -> None:
         """Deletes both files (a store written anew)."""
@@ -254,7 +253,6 @@ class PageStore:
                 self.index_file, self._entry_offset(page_no) + slot * ENTRY.size, entry
             )
             self.disk.write_at(self.image_file, self._slot_offset(page_no, slot), image)
-            self.bytes_written += size + ENTRY.size
         written = durable.with_slots(page_nos, slots)
         self.disk.sync(self.image_file)
         self.disk.sync(self.index_file)
@@ -263,13 +261,8 @@ class PageStore:
         write = headers[0][1].write + 1 if headers else 1
         header = Header(self.pg_id, checkpoint_lsn, written.count(), size, write).encode()
         self.disk.write_at(self.index_file, (1 - newest) * HEADER_BYTES, header)
-        self.bytes_written += len(header)
         self.disk.sync(self.index_file)
         return written
-
-    def _page_at(self, offset: int) -> int:
-        """The page whose entries are at ``offset`` of the index."""
-        return self.page_lo + (offset - ENTRIES_AT) // ENTRY_BYTES
 
     def check(self, checkpoint_lsn: int) -> tuple[str, str]:
         """(lost, misplaced) from the headers alone, as :meth:`scrub` finds them: what

@@ -222,6 +222,15 @@ class RealDisk:
                 self._sync_folder(path.parent)
         return handle
 
+    def _existing(self, name: str) -> int:
+        """The descriptor of a file that must exist (reads never create one)."""
+        handle = self._handles.get(name)
+        if handle is None:
+            if not self._path(name).exists():
+                raise FileNotFoundError(name)
+            handle = self._handle(name)
+        return handle
+
     def _close_oldest(self) -> None:
         """Closes the file opened longest ago, its data made durable first ("fsync" mode)
         and its preallocated zeros cut: a file without a descriptor needs no flush,
@@ -289,21 +298,12 @@ class RealDisk:
     def read_at(self, name: str, offset: int, size: int) -> bytes:
         """A positional read; the file stays open for the next one (page stores are read
         page by page). FileNotFoundError for a file that is not there."""
-        handle = self._handles.get(name)
-        if handle is None:
-            if not self._path(name).exists():
-                raise FileNotFoundError(name)
-            handle = self._handle(name)
-        return os.pread(handle, size, offset)
+        return os.pread(self._existing(name), size, offset)
 
     def data_ranges(self, name: str) -> list[tuple[int, int]]:
         """The file's data stretches by SEEK_DATA and SEEK_HOLE (the whole file where the
         file system cannot tell)."""
-        handle = self._handles.get(name)
-        if handle is None:
-            if not self._path(name).exists():
-                raise FileNotFoundError(name)
-            handle = self._handle(name)
+        handle = self._existing(name)
         size = os.fstat(handle).st_size
         if not hasattr(os, "SEEK_DATA"):
             return [(0, size)] if size else []
