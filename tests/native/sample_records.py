@@ -130,3 +130,23 @@ def replay(
         else:
             image[offset : offset + len(payload)] = payload
     return bytes(image)
+
+
+def record_of(lsn: int, page_no: int, kind: int, offset: int, length: int) -> Record:
+    """A record of ``kind`` for the property tests: a write of ``length`` bytes at
+    ``offset`` (moved back to fit), a whole page, or a zeroed page; payloads follow
+    from the LSN."""
+    if kind == log.KIND_WRITE:
+        return lsn, page_no, kind, min(offset, PAGE_SIZE - length), bytes([lsn % 251]) * length
+    if kind == log.KIND_PAGE:
+        return lsn, page_no, kind, 0, bytes([lsn % 13]) * PAGE_SIZE
+    return lsn, page_no, kind, 0, b""
+
+
+def disjoint_ranges(annul: Sequence[tuple[int, int]], base: int = 0) -> list[tuple[int, int]]:
+    """Sorted, disjoint annulled ranges (lo, hi] from (start, width) pairs above ``base``."""
+    ranges: list[tuple[int, int]] = []
+    for start, width in sorted(annul):
+        lo = max(base + start, ranges[-1][1] if ranges else 0)
+        ranges.append((lo, lo + width))
+    return ranges

@@ -12,7 +12,7 @@ import random
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sample_records import PAGE_SIZE, Record, batch_of, replay
+from sample_records import PAGE_SIZE, Record, batch_of, disjoint_ranges, record_of, replay
 
 from aurora_storage.errors import InvalidArgumentError, InvalidRecordError
 from aurora_storage.format import frames as log
@@ -113,20 +113,10 @@ def test_implementations_agree_with_model(
         records = []
         for page_no, kind, offset, length, gap in batch:
             lsn += gap
-            if kind == log.KIND_WRITE:
-                offset = min(offset, PAGE_SIZE - length)
-                payload = bytes([lsn % 251]) * length
-            elif kind == log.KIND_PAGE:
-                offset, payload = 0, bytes([lsn % 13]) * PAGE_SIZE
-            else:
-                offset, payload = 0, b""
-            records.append((lsn, page_no, kind, offset, payload))
+            records.append(record_of(lsn, page_no, kind, offset, length))
         model_records += records
         packed.append(batch_of(records))
-    annulled: list[tuple[int, int]] = []
-    for start, width in sorted(annul):
-        lo = max(start, annulled[-1][1] if annulled else 0)
-        annulled.append((lo, lo + width))
+    annulled = disjoint_ranges(annul)
     coalesce_at = int(lsn * coalesce_fraction)
     read_at = coalesce_at + int((lsn - coalesce_at) * read_fraction)
 

@@ -22,7 +22,7 @@ from array import array
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sample_records import PAGE_SIZE, batch_of, replay
+from sample_records import PAGE_SIZE, batch_of, disjoint_ranges, record_of, replay
 
 from aurora_storage.errors import InvalidArgumentError, VersionGoneError
 from aurora_storage.format import frames as log
@@ -243,20 +243,10 @@ def test_shared_logs_agree_with_model(
         built = []
         for page_no, kind, offset, length in batch:
             lsn += 1
-            if kind == log.KIND_WRITE:
-                offset = min(offset, PAGE_SIZE - length)
-                payload = bytes([lsn % 251]) * length
-            elif kind == log.KIND_PAGE:
-                offset, payload = 0, image(lsn % 13)
-            else:
-                offset, payload = 0, b""
-            built.append((lsn, page_no, kind, offset, payload))
+            built.append(record_of(lsn, page_no, kind, offset, length))
         records += built
         packed.append(batch_of(built))
-    annulled: list[tuple[int, int]] = []
-    for start, width in sorted(annul):
-        lo = max(base + start, annulled[-1][1] if annulled else 0)
-        annulled.append((lo, lo + width))
+    annulled = disjoint_ranges(annul, base)
     coalesce_at = base + int((lsn - base) * coalesce_fraction)
     read_at = coalesce_at + int((lsn - coalesce_at) * read_fraction)
 
