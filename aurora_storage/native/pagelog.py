@@ -25,6 +25,7 @@ collector releases a log and its views does not matter.
 
 from __future__ import annotations
 
+import threading
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,19 @@ from . import Buffer
 PAGES_ALL = 0
 PAGES_WITH_RECORDS = 1
 STATS_SIZE = 8
+_scratch = threading.local()  # per thread: page size -> the buffer C materializes into
+
+
+def _page_buffer(ffi: Any, page_size: int) -> Any:
+    """This thread's buffer of ``page_size`` bytes for one materialized page: shared by
+    every page log, so a segment costs no page of memory before it holds one."""
+    buffers: dict[int, Any] | None = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    out = buffers.get(page_size)
+    if out is None:
+        out = buffers[page_size] = ffi.new("uint8_t[]", page_size)
+    return out
 
 
 @dataclass(frozen=True)
@@ -107,8 +121,6 @@ class NativePageLog:
         self._count = self._ffi.new("uint64_t[2]")
         self._position = self._ffi.new("size_t *")
         self._stats = self._ffi.new(f"uint64_t[{STATS_SIZE}]")
-        # Materialization writes here, then one copy becomes the caller's bytes.
-        self._out = self._ffi.new("uint8_t[]", page_size)
         # Blocks lent to C by share_images, by block id, kept while images borrow them.
         self._blocks: dict[int, memoryview] = {}
 
@@ -138,7 +150,9 @@ class NativePageLog:
     ) -> tuple[bytes, int]:
         ffi = self._ffi
         flat = native._flatten_annulled(annulled) if annulled else None
-        out = self._out
+        # Materialization writes to this thread's buffer, then one copy becomes the
+        # caller's bytes.
+        out = _page_buffer(ffi, self.page_size)
         count = self._count
         status = self._lib.aus_pagelog_materialize(
             self._live(),

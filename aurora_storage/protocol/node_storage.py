@@ -75,8 +75,7 @@ def checkpoint_object(
         "cutoff": cutoff,
         "chain_lsn": chain_lsn,
         "store": 1,
-        "present": bytes(store_map.present),
-        "slots": bytes(store_map.slots),
+        **store_map.encode(),
         "page_nos": [],
         "image_lsns": [],
         "cpl": segment.cpl_lsns[index - 1] if index else 0,
@@ -529,9 +528,7 @@ class NodeStorage:
             cutoff, chain_lsn = int(meta["cutoff"]), int(meta["chain_lsn"])
             cpl, cpl_time = int(meta["cpl"]), float(meta["cpl_time"])
             in_store = bool(meta.get("store"))
-            store_map = StoreMap(
-                segment.page_lo, bytes(meta.get("present", b"")), bytes(meta.get("slots", b""))
-            )
+            store_map = StoreMap.decode(segment.page_lo, meta)
         except (CorruptionError, KeyError, TypeError, ValueError) as error:
             detail = f"unreadable ({error}): the frames under it are gone from this disk"
             self._doubt(segment, report, LoadFinding(name, FINDING_LOST_CHECKPOINT, detail))

@@ -31,7 +31,11 @@ hole, bytes past the end), a stretch of pages at a time.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import struct
+import sys
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -56,13 +60,20 @@ assert HEADER.size <= HEADER_BYTES and ENTRY.size * SLOTS <= ENTRY_BYTES
 
 
 class StoreMap:
-    """Which pages a store holds at a checkpoint, and in which slot: two bits a page,
-    relative to the PG's first page (bit i of byte i // 8, least significant
-    first). The checkpoint file carries it (checksummed with the file), so a page
-    the store holds but whose entries were zeroed or cut away is found, and the
-    slot read is the one the checkpoint named, never an older one."""
+    """Which pages a store holds at a checkpoint, and in which slot. The checkpoint
+    file carries it (checksummed with the file), so a page the store holds but
+    whose entries were zeroed or cut away is found, and the slot read is the one
+    the checkpoint named, never an older one.
 
-    __slots__ = ("page_lo", "present", "slots")
+    Two shapes, by how many pages the store holds: up to ``SPARSE_MAX`` pages, a
+    sorted array of their offsets from the PG's first page and a byte per page
+    for its slot (a segment of a sparse volume holding a few pages costs a few
+    bytes, wherever in its 10 GiB they are); beyond, two bitmaps of two bits a
+    page (bit i of byte i // 8, least significant first: present, then slot),
+    as long as the last page held."""
+
+    __slots__ = ("_offsets", "_page_slots", "page_lo", "present", "slots")
+    SPARSE_MAX = 2048
 
     def __init__(
         self, page_lo: int, present: bytes | bytearray = b"", slots: bytes | bytearray = b""
@@ -70,10 +81,31 @@ class StoreMap:
         self.page_lo = page_lo
         self.present = bytearray(present)
         self.slots = bytearray(slots)
+        # Sparse shape (None once dense): ascending offsets, and each one's slot.
+        self._offsets: array[int] | None = None if present else array("I")
+        self._page_slots = bytearray()
+
+    @classmethod
+    def _sparse(cls, page_lo: int, held: dict[int, int]) -> StoreMap:
+        """A map of ``held`` (offset -> slot): sparse while small enough, else dense."""
+        grown = cls(page_lo)
+        if len(held) <= cls.SPARSE_MAX:
+            offsets = sorted(held)
+            grown._offsets = array("I", offsets)
+            grown._page_slots = bytearray(held[offset] for offset in offsets)
+            return grown
+        grown._offsets = None
+        return grown._with(held)
 
     def slot(self, page_no: int) -> int | None:
         """The slot holding the page's version, or None if the store has none."""
         bit = page_no - self.page_lo
+        offsets = self._offsets
+        if offsets is not None:
+            index = bisect.bisect_left(offsets, bit)
+            if index < len(offsets) and offsets[index] == bit:
+                return self._page_slots[index]
+            return None
         byte, mask = bit // 8, 1 << (bit % 8)
         if byte >= len(self.present) or not self.present[byte] & mask:
             return None
@@ -81,24 +113,37 @@ class StoreMap:
 
     def with_slots(self, page_nos: Sequence[int], slots: Sequence[int]) -> StoreMap:
         """A copy in which ``page_nos`` are held in ``slots``."""
-        grown = StoreMap(self.page_lo, self.present, self.slots)
-        for page_no, slot in zip(page_nos, slots, strict=True):
-            bit = page_no - self.page_lo
+        changes = {
+            page_no - self.page_lo: slot for page_no, slot in zip(page_nos, slots, strict=True)
+        }
+        if self._offsets is not None:
+            held = dict(zip(self._offsets, self._page_slots, strict=True))
+            held.update(changes)
+            return StoreMap._sparse(self.page_lo, held)
+        return StoreMap(self.page_lo, self.present, self.slots)._with(changes)
+
+    def _with(self, changes: dict[int, int]) -> StoreMap:
+        """Sets ``changes`` (offset -> slot) in this dense map's bitmaps; returns it."""
+        for bit, slot in changes.items():
             byte, mask = bit // 8, 1 << (bit % 8)
-            for bits in (grown.present, grown.slots):
+            for bits in (self.present, self.slots):
                 if byte >= len(bits):
                     bits += bytes(byte + 1 - len(bits))
-            grown.present[byte] |= mask
+            self.present[byte] |= mask
             if slot:
-                grown.slots[byte] |= mask
+                self.slots[byte] |= mask
             else:
-                grown.slots[byte] &= ~mask & 0xFF
-        return grown
+                self.slots[byte] &= ~mask & 0xFF
+        return self
 
     def count(self) -> int:
+        if self._offsets is not None:
+            return len(self._offsets)
         return sum(bin(byte).count("1") for byte in self.present)
 
     def page_nos(self) -> list[int]:
+        if self._offsets is not None:
+            return [self.page_lo + offset for offset in self._offsets]
         return [
             self.page_lo + byte * 8 + bit
             for byte, bits in enumerate(self.present)
@@ -106,6 +151,36 @@ class StoreMap:
             for bit in range(8)
             if bits & (1 << bit)
         ]
+
+    def encode(self) -> dict[str, bytes]:
+        """The map's fields of a checkpoint file (docs/format.md, "Node folder")."""
+        if self._offsets is not None:
+            offsets = array("I", self._offsets)
+            if sys.byteorder != "little":
+                offsets.byteswap()
+            return {"held": offsets.tobytes(), "held_slots": bytes(self._page_slots)}
+        return {"present": bytes(self.present), "slots": bytes(self.slots)}
+
+    @classmethod
+    def decode(cls, page_lo: int, meta: dict[str, object]) -> StoreMap:
+        """The map a checkpoint file names; ValueError for fields that do not read."""
+        held, held_slots = meta.get("held"), meta.get("held_slots")
+        if held is None:
+            present, slots = meta.get("present", b""), meta.get("slots", b"")
+            if not isinstance(present, bytes) or not isinstance(slots, bytes):
+                raise ValueError("the page bitmaps are not bytes")
+            return cls(page_lo, present, slots)
+        if not isinstance(held, bytes) or not isinstance(held_slots, bytes):
+            raise ValueError("the map of held pages is not bytes")
+        offsets = array("I")
+        if len(held) % offsets.itemsize or len(held) // offsets.itemsize != len(held_slots):
+            raise ValueError("the map of held pages has a torn length")
+        offsets.frombytes(held)
+        if sys.byteorder != "little":
+            offsets.byteswap()
+        if any(a >= b for a, b in itertools.pairwise(offsets)) or any(s > 1 for s in held_slots):
+            raise ValueError("the map of held pages is out of order")
+        return cls._sparse(page_lo, dict(zip(offsets, held_slots, strict=True)))
 
 
 def image_name(pg_id: int) -> str:

@@ -182,8 +182,49 @@ def test_the_map_holds_two_bits_a_page() -> None:
     named = StoreMap(100).with_slots([100, 103, 115], [0, 1, 1])
     assert [named.slot(page) for page in (100, 101, 103, 115, 116)] == [0, None, 1, 1, None]
     assert named.page_nos() == [100, 103, 115] and named.count() == 3
-    again = StoreMap(100, named.present, named.slots).with_slots([103], [0])
+    again = StoreMap.decode(100, named.encode()).with_slots([103], [0])
     assert again.slot(103) == 0 and named.slot(103) == 1  # a copy: the named map stays
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 1)), max_size=12), max_size=8),
+    st.integers(1, 6),
+)
+def test_the_map_answers_as_a_dict_in_both_shapes(
+    writes: list[list[tuple[int, int]]], sparse_max: int
+) -> None:
+    """A map grown by checkpoints names the last slot of every page ever written,
+    sparse or dense, through its checkpoint file's encoding too."""
+    before = StoreMap.SPARSE_MAX
+    StoreMap.SPARSE_MAX = sparse_max  # small, so that maps change shape here
+    try:
+        named, model = StoreMap(7_000), {}
+        for batch in writes:
+            changes = dict(batch)  # a checkpoint writes a page once
+            named = named.with_slots([7_000 + page for page in changes], list(changes.values()))
+            model.update(changes)
+            named = StoreMap.decode(7_000, named.encode())
+            assert named.count() == len(model)
+            assert named.page_nos() == [7_000 + page for page in sorted(model)]
+            for page in {*model, 0, 5000, 2500}:
+                assert named.slot(7_000 + page) == model.get(page)
+            fields = set(named.encode())
+            assert fields == (
+                {"held", "held_slots"} if len(model) <= sparse_max else {"present", "slots"}
+            )
+    finally:
+        StoreMap.SPARSE_MAX = before
+
+
+def test_a_sparse_map_costs_bytes_per_page_held_wherever_they_are() -> None:
+    pages = 655_360  # a 10 GiB PG of 16 KiB pages
+    named = StoreMap(0).with_slots([3, pages // 2, pages - 1], [1, 0, 1])
+    assert sum(len(value) for value in named.encode().values()) == 3 * 5
+    with pytest.raises(ValueError, match="torn"):
+        StoreMap.decode(0, {"held": b"\0" * 5, "held_slots": b"\0"})
+    with pytest.raises(ValueError, match="order"):
+        StoreMap.decode(0, {"held": bytes(8), "held_slots": bytes(2)})
 
 
 def test_pages_never_written_cost_no_disk(tmp_path: Path) -> None:
