@@ -277,6 +277,19 @@ class Rejected:
 
 
 @dataclass(slots=True)
+class Maintain:
+    """Writer -> node: the coalescing and gossip floors of PGs written earlier, whose
+    acks raised them since (a WriteFrames carries them for the PGs it writes):
+    flat (pg_id, retain_lsn, floor_lsn) triples, as in WriteFrames. It lets a
+    quiet PG's segments fold their records, drop frames every peer holds and
+    checkpoint, though nothing writes to the PG again."""
+
+    epoch: int
+    floors: tuple[int, ...]
+    history_sequence: int = -1
+
+
+@dataclass(slots=True)
 class Tick:
     """Transport -> node: time passed; run background steps (gossip, coalesce)."""
 
@@ -305,6 +318,7 @@ Message = (
     | HistoryPull
     | WindowQuery
     | WindowAnswer
+    | Maintain
 )
 
 _TYPES: tuple[type[Any], ...] = (
@@ -331,6 +345,7 @@ _TYPES: tuple[type[Any], ...] = (
     HistoryPull,
     WindowQuery,
     WindowAnswer,
+    Maintain,  # tags are positions: new kinds go last
 )
 _TAGS = {kind: tag for tag, kind in enumerate(_TYPES)}
 

@@ -51,11 +51,12 @@ from .node_storage import (
     log_name,
 )
 from .ports import Disk
-from .segment import Segment, SharedImages
+from .segment import COALESCE_RECORD_BYTES, Segment, SharedImages
 from .stage import Upload, build_log_object, build_pages_object
 
 WRITER = "writer"
 DIRTY_BYTES_MIN = 1024 * 1024  # a checkpoint never waits for less changed than this
+HOT_BYTES_MAX = COALESCE_RECORD_BYTES  # unfolded record bytes a node on disk keeps
 CHECKPOINTS_PER_TRIM = 2  # checkpoints a node takes for its cache while handling one message
 META_EVERY_FRAMES = 512  # the VDL hint is persisted at least this often (bounds recovery's work)
 CHECKPOINT_EVERY_FRAMES = 4096  # frames logged between attempts to trim a segment's log
@@ -86,6 +87,11 @@ class StorageNode(NodeStorage):
         self.cache_bytes = cache_bytes
         self._resident: OrderedDict[int, int] = OrderedDict()  # PG -> image bytes, LRU first
         self._resident_total = 0
+        # Segments that may hold unfolded records, least recently written first, and
+        # the bytes appended since the last count (_fold_quiet).
+        self._hot_order: OrderedDict[int, None] = OrderedDict()
+        self._hot_estimate = 0
+        self._hot_check_at = HOT_BYTES_MAX
         self.az = az
         self.geometry = geometry
         self.peers = [peer for peer in peers if peer != name]
@@ -215,6 +221,8 @@ class StorageNode(NodeStorage):
             return [(sender, self.window_answer(message.request_id, message.since))]
         if isinstance(message, m.Stage):
             return self._on_stage(message, sender)
+        if isinstance(message, m.Maintain):
+            return self._on_maintain(message, sender)
         if isinstance(message, m.Tick):
             return self.background()
         return []
@@ -369,30 +377,108 @@ class StorageNode(NodeStorage):
         segment.receive(message.frames)
         scl = segment.persist()
         out: Outgoing = []
-        if message.history_sequence < 0 or (
-            self.history is not None
-            and self.history.key == (message.epoch, message.history_sequence)
-        ):
+        if self._history_agrees(message.epoch, message.history_sequence, sender, out):
             segment.maintain(message.retain_lsn, message.floor_lsn, self.annulled())
-        elif self._history_pulled != (message.epoch, message.history_sequence):
-            # Another history than the writer's: coalescing with it could fold away
-            # records the writer's shows. Wait for the writer's (asked once per key).
-            self._history_pulled = (message.epoch, message.history_sequence)
-            out.append((sender, m.HistoryPull(self.name)))
         if self.disk is not None and (
             segment.frames_logged >= CHECKPOINT_EVERY_FRAMES
             or self._dirty_bytes(segment) > self._dirty_bytes_max()
         ):
             self.checkpoint(segment)
         self._keep_cache(segment)
-        if message.retain_lsn > self.vdl_hint:
-            self.vdl_hint = message.retain_lsn
-            if self._frames_since_meta >= META_EVERY_FRAMES:
-                self._write_meta()
+        self._raise_vdl_hint(message.retain_lsn)
+        if self._hot_estimate > self._hot_check_at:
+            self._fold_quiet()
         out.append((sender, m.SegmentState(self.name, message.pg_id, self.epoch, scl)))
         if segment.pending:
             out += self._pull_from_peers(segment)
         return out
+
+    def _history_agrees(self, epoch: int, sequence: int, sender: str, out: Outgoing) -> bool:
+        """True if the writer's history is this node's (or the writer did not say): only
+        then may its floors fold records. Else the node asks for the writer's history
+        (once per key) in ``out``: coalescing with another history could fold away
+        records the writer's shows."""
+        if sequence < 0 or (self.history is not None and self.history.key == (epoch, sequence)):
+            return True
+        if self._history_pulled != (epoch, sequence):
+            self._history_pulled = (epoch, sequence)
+            out.append((sender, m.HistoryPull(self.name)))
+        return False
+
+    def _raise_vdl_hint(self, retain_lsn: int) -> None:
+        """A retain point the writer sent is durable: recovery never starts below it."""
+        if retain_lsn > self.vdl_hint:
+            self.vdl_hint = retain_lsn
+            if self._frames_since_meta >= META_EVERY_FRAMES:
+                self._write_meta()
+
+    def _on_maintain(self, message: m.Maintain, sender: str) -> Outgoing:
+        """Floors of PGs that had no write since their acks (Maintain): each segment
+        folds and collects as a write would have let it; then quiet segments fold and
+        checkpoint if the node holds too many hot records (:meth:`_fold_quiet`)."""
+        stale = self._stale(message.epoch, sender)
+        if stale is not None:
+            return stale
+        out: Outgoing = []
+        if message.epoch != self.epoch or not self._history_agrees(
+            message.epoch, message.history_sequence, sender, out
+        ):
+            return out  # advice only: a write of this epoch brings the floors again
+        annulled, flat, retained = self.annulled(), message.floors, 0
+        for index in range(0, len(flat) - 2, 3):
+            segment = self.segments.get(flat[index])
+            if segment is not None and not segment.failed:
+                segment.maintain(flat[index + 1], flat[index + 2], annulled)
+                retained = max(retained, flat[index + 1])
+        self._raise_vdl_hint(retained)
+        if self._hot_estimate > self._hot_check_at:
+            self._fold_quiet()
+        return out
+
+    def _fold_quiet(self) -> None:
+        """Keeps the records a node holds unfolded within HOT_BYTES_MAX: the least
+        recently written segments fold theirs and checkpoint (their pages go to the
+        page store, the cache may forget them), as far as their floors let them.
+
+        Only a segment whose checkpoint can follow is folded (every peer holds its
+        chain, and the writer's retain point covers it): folding a 100-byte record
+        into a page that must stay in memory would cost more than the record.
+        Called when the bytes
+        appended since the last pass pass a threshold: a pass that can fold
+        nothing (a node down holds every floor) is not repeated for every write."""
+        if self.disk is None or self.failed or not self._writes_logs:
+            return
+        order, total = self._hot_order, 0
+        for pg_id in list(order):
+            segment = self.segments.get(pg_id)
+            if segment is None or not segment.hot_bytes:
+                del order[pg_id]
+            else:
+                total += segment.hot_bytes
+        excess = total - HOT_BYTES_MAX // 2
+        annulled = self.annulled()
+        for pg_id in list(order):
+            if excess <= 0:
+                break
+            segment = self.segments[pg_id]
+            upto = min(segment.retain_lsn, segment.scl)
+            if (
+                segment.failed
+                or segment.suspect
+                or upto <= segment.coalesced_lsn
+                or upto > min(segment.chain_base_lsn, self.vdl_hint)
+            ):
+                continue
+            before = segment.hot_bytes
+            segment.coalesce(upto, annulled)
+            self.checkpoint(segment)
+            self._keep_cache(segment)
+            excess -= before - segment.hot_bytes
+            total -= before - segment.hot_bytes
+            if not segment.hot_bytes:
+                del order[pg_id]
+        self._hot_estimate = total
+        self._hot_check_at = max(HOT_BYTES_MAX, total + HOT_BYTES_MAX // 2)
 
     def serve_read(
         self,

@@ -28,6 +28,7 @@ import bisect
 import contextlib
 import functools
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -209,6 +210,8 @@ class NodeStorage:
     _repair_mark: int
     _logged_pending: dict[int, set[int]]
     _frames_since_meta: int
+    _hot_order: OrderedDict[int, None]
+    _hot_estimate: int
 
     def segment(self, pg_id: int) -> Segment:
         """The PG's segment, made on first use (node.py)."""
@@ -238,6 +241,12 @@ class NodeStorage:
         self.unindexed.add(pg_id)
         self._frames_since_meta += len(frames)
         self.segments[pg_id].frames_logged += len(frames)
+        self._hot_estimate += sum(map(len, frames))  # their records are unfolded
+        order = self._hot_order
+        if pg_id in order:
+            order.move_to_end(pg_id)
+        else:
+            order[pg_id] = None
 
     def _frames_to_log(self, pg_id: int, frames: list[bytes]) -> list[bytes]:
         """The chained frames a log still lacks (none when the node writes no logs)."""
@@ -309,7 +318,10 @@ class NodeStorage:
             # The store now holds every page at the cutoff: the cache may forget them.
             segment.store = segment.store or self.page_store(segment)
             segment.store_map = store_map
-            disk.replace(name, b"".join(kept))
+            if kept or not disk.exists(name):
+                disk.replace(name, b"".join(kept))
+            else:  # nothing above the cutoff: emptied in place, no new file
+                disk.truncate(name, 0)
         if segment.changed_pages is not None:
             segment.changed_pages.clear()
         self.dirty.discard(name)
@@ -466,6 +478,10 @@ class NodeStorage:
             self.suspect = True
             self.suspect_reason = f"{NODE_META} is older than {stale[0]}"
             report.add(LoadFinding(NODE_META, FINDING_STALE_META, f"older than {stale[0]}"))
+        for pg_id, segment in self.segments.items():  # the logs' records, unfolded
+            if segment.hot_bytes:
+                self._hot_order[pg_id] = None
+                self._hot_estimate += segment.hot_bytes
         return report
 
     def _start_empty(self, report: LoadReport) -> None:

@@ -82,6 +82,8 @@ class ProtectionGroup:
     # first (trimmed at each commit, so bounded by the frames in flight).
     visible_tail_lsn: int = 0
     frames_above_vdl: deque[int] = field(default_factory=deque)
+    # The gossip floor last sent to the PG's segments (a write or a Maintain).
+    floor_sent: int = 0
 
     def note_frame(self, last_lsn: int, vdl: int) -> None:
         """The writer allocated a frame of this PG ending at ``last_lsn``."""

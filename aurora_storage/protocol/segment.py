@@ -127,6 +127,7 @@ class Segment:
         self.pending: dict[int, tuple[int, int, float | None, bytes]] = {}
         self.queued: list[tuple[log.Frame, bytes]] = []
         self.hot_bytes = 0  # record bytes appended since the last coalescing (an upper bound)
+        self.retain_lsn = 0  # the writer's last word: records at or below may be folded
         self._init_checkpoint_state()
 
     def _init_checkpoint_state(self) -> None:
@@ -328,6 +329,7 @@ class Segment:
 
     def maintain(self, retain_lsn: int, floor_lsn: int, annulled: tuple[int, ...] = ()) -> None:
         """Steps 5 and 7 when due: coalesce a large hot log, drop frames every peer holds."""
+        self.retain_lsn = retain_lsn
         if self.hot_bytes > COALESCE_RECORD_BYTES:
             self.coalesce(retain_lsn, annulled)
         # The time index goes with the frames: the backup stages both.

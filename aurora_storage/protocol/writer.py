@@ -59,6 +59,8 @@ from .protection_group import WRITE_QUORUM, Outstanding, ProtectionGroup, Quorum
 from .recovery import RecoveryPlan
 from .transaction import Transaction
 
+MAINTAIN_DUE = 64  # PGs waiting for their floors that make the writer send them
+
 
 @dataclass
 class PendingRead:
@@ -115,9 +117,15 @@ class Writer:
         self._vcl = 0
         self._vdl = 0
         self.pgs: dict[int, ProtectionGroup] = {}
+        # The PGs with frames or a recovery target short of a write quorum: VCL is
+        # computed from these only (a scattered workload leaves thousands of PGs).
+        self._unacked: dict[int, ProtectionGroup] = {}
         self._cpls: deque[int] = deque()
         # Frames stamped while a flush ran, not yet sent (_commit_locked, _send_held_frames).
         self._held_frames: list[tuple[ProtectionGroup, bytes]] = []
+        # PGs whose acks may have raised their gossip floor since it was last sent,
+        # in the order they were acked (_maintenance).
+        self._maintain_due: dict[int, None] = {}
         self._closed = False
         self._request_ids = itertools.count(1)
         self._reads: dict[int, PendingRead] = {}
@@ -178,9 +186,14 @@ class Writer:
 
     def _advance(self) -> None:
         """Recomputes VCL from the PGs and VDL from the CPLs in flight."""
-        firsts = [
-            first for pg in self.pgs.values() if (first := pg.first_unacknowledged()) is not None
-        ]
+        firsts = []
+        unacked = self._unacked
+        for pg in list(unacked.values()):
+            first = pg.first_unacknowledged()
+            if first is None:
+                del unacked[pg.pg_id]  # only a new frame or a recovery brings it back
+            else:
+                firsts.append(first)
         vcl = min(firsts) - 1 if firsts else self.allocated_lsn
         if vcl > self._vcl:
             self._vcl = vcl
@@ -198,12 +211,11 @@ class Writer:
     def _handle(self, message: m.Message, sender: str) -> list[tuple[str, m.Message]]:
         if isinstance(message, m.SegmentState):
             pg = self.pgs.get(message.pg_id)
-            if (
-                pg is not None
-                and message.epoch == self.epoch
-                and pg.record_scl(message.node, message.scl)
-            ):
-                self._advance()
+            if pg is not None and message.epoch == self.epoch:
+                if pg.record_scl(message.node, message.scl):
+                    self._advance()
+                if message.scl > pg.floor_sent:
+                    self._maintain_due[pg.pg_id] = None  # its floor may have risen
         elif isinstance(message, m.PageImage):
             pending = self._reads.get(message.request_id)
             if pending is None:
@@ -247,7 +259,7 @@ class Writer:
         elif isinstance(message, m.HistoryPull):
             return [(sender, m.SetHistory(self.epoch, encode_history(self.history)))]
         elif isinstance(message, m.Tick):
-            return self._retransmissions()
+            return self._retransmissions() + self._maintenance()
         return []
 
     def _check_open(self) -> None:
@@ -304,6 +316,7 @@ class Writer:
             # Retransmission and PGCL trimming rely on a PG's frames in LSN order.
             assert not pg.outstanding or pg.outstanding[-1].last_lsn < first, pg.pg_id
             pg.outstanding.append(Outstanding(first, last, frame))
+            self._unacked[pg_id] = pg
             sends.append((pg, frame))
         cpl = built[-1][2]
         assert cpl <= self._lal_base() + limit, (cpl, self._lal_base(), limit)
@@ -346,30 +359,75 @@ class Writer:
         return built
 
     def _send_frames(self, sends: list[tuple[ProtectionGroup, bytes]]) -> None:
-        """Sends frames (in LSN order) to their PGs' segments, one message per PG."""
+        """Sends frames (in LSN order) to their PGs' segments, one message per PG; then,
+        once MAINTAIN_DUE PGs wait for their floors, a Maintain per node."""
         retain = self.min_read_point()
         truncations = flatten_truncations(self.truncations)
-        key_epoch, history_sequence = self.history.key
-        if key_epoch != self.epoch:
-            history_sequence = -1  # not keyed under this epoch (never after recovery)
+        history_sequence = self._history_sequence()
         by_pg: dict[int, tuple[ProtectionGroup, list[bytes]]] = {}
         for pg, frame in sends:
             by_pg.setdefault(pg.pg_id, (pg, []))[1].append(frame)
+        due = self._maintain_due
         for pg, frames in by_pg.values():
-            pg_retain = retain
-            if self.backup_store is not None:  # the backup's page images are taken at staged LSNs
-                pg_retain = min(retain, self.staging.staged_lsn.get(pg.pg_id, 0))
+            floor = self._gc_floor(pg)
+            pg.floor_sent = max(pg.floor_sent, floor)
+            due.pop(pg.pg_id, None)
             message = m.WriteFrames(
                 self.epoch,
                 pg.pg_id,
                 tuple(frames),
-                pg_retain,
-                self._gc_floor(pg),
+                self._pg_retain(pg, retain),
+                floor,
                 truncations,
                 history_sequence,
             )
             for node in pg.quorum.members:
                 self.transport.send(self.writer_name, node, message)
+        if len(due) >= MAINTAIN_DUE:
+            for destination, maintain in self._maintenance():
+                self.transport.send(self.writer_name, destination, maintain)
+
+    def _history_sequence(self) -> int:
+        """The sequence of the history key a write or Maintain carries (-1: not said)."""
+        key_epoch, history_sequence = self.history.key
+        return int(history_sequence) if key_epoch == self.epoch else -1  # never after recovery
+
+    def _pg_retain(self, pg: ProtectionGroup, retain: int) -> int:
+        """Records of the PG at or below this may be folded: no reader needs older
+        versions, and the backup's page images are taken at staged LSNs."""
+        if self.backup_store is None:
+            return retain
+        return min(retain, int(self.staging.staged_lsn.get(pg.pg_id, 0)))
+
+    def _maintenance(self) -> list[tuple[str, m.Message]]:
+        """A Maintain per node for the PGs whose gossip floor rose since it was last
+        sent, and nothing wrote to them since: their segments fold, collect and
+        checkpoint though the PG stays quiet (a scattered workload touches
+        thousands of PGs once each)."""
+        due, self._maintain_due = self._maintain_due, {}
+        retain = self.min_read_point()
+        floors: dict[str, list[int]] = {}
+        for pg_id in due:
+            pg = self.pgs.get(pg_id)
+            if pg is None:
+                continue
+            floor = self._gc_floor(pg)
+            if floor <= pg.floor_sent:
+                continue
+            pg.floor_sent = floor
+            triple = (pg_id, self._pg_retain(pg, retain), floor)
+            for node in pg.quorum.members:
+                floors.setdefault(node, []).extend(triple)
+        sequence = self._history_sequence()
+        return [
+            (node, m.Maintain(self.epoch, tuple(flat), sequence)) for node, flat in floors.items()
+        ]
+
+    def send_maintenance(self) -> None:
+        """Sends the floors due now (:meth:`_maintenance`): a volume closing leaves its
+        quiet PGs folded and checkpointed, and the next open replays little."""
+        for destination, maintain in self._maintenance():
+            self.transport.send(self.writer_name, destination, maintain)
 
     def _send_held_frames(self) -> None:
         """Sends the frames held back while a flush ran (the transport's before_lead)."""
@@ -423,7 +481,7 @@ class Writer:
         out: list[tuple[str, m.Message]] = []
         # Held frames go out with the next flush's leader, in order (_send_held_frames).
         held = {id(frame) for _, frame in self._held_frames}
-        for pg in self.pgs.values():
+        for pg in list(self._unacked.values()):  # the only PGs with outstanding frames
             for outstanding in pg.outstanding:
                 if held and id(outstanding.frame) in held:
                     continue

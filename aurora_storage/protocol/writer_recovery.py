@@ -133,6 +133,7 @@ class Recovering(Backtracking):
         for pg in self.pgs.values():
             pg.tail_lsn = max(pg.scls.values(), default=0)
             pg.durable_target = pg.tail_lsn
+        self._unacked = dict(self.pgs)
         self.recovery = plan
         self._advance()
         self._window_floor_time = max(

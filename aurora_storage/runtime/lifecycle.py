@@ -120,6 +120,8 @@ class Lifecycle(Embedded):
                 # One more try, so the next open cannot adopt the failed backtrack;
                 # if this fails too, recovery decides (it may find it).
                 self._abandon_history()
+            if not self._degraded:
+                self.send_maintenance()  # quiet PGs fold and checkpoint before nodes close
             self._closed = True
             self.transport.wait_for_syncs()
             if self._flusher is not None:

@@ -1,0 +1,125 @@
+"""PGs written once and never again: a scattered workload (protocol/node.py, writer.py).
+
+A write carries its PG's floors (retain point, gossip floor) to the PG's
+segments; the acks of that write raise them again, and with no later write
+only a Maintain brings them. A node on disk keeps at most HOT_BYTES_MAX of
+unfolded records: past it, the least recently written segments fold theirs
+and checkpoint, so their frames leave memory and their log, and their pages
+are in the page store. Pages written so must read back exactly, before and
+after a reopen, and a Maintain of another epoch or history changes nothing.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from aurora_storage import Volume
+from aurora_storage.protocol import messages as m
+from aurora_storage.protocol import node, writer
+from aurora_storage.protocol.node_storage import log_name
+from aurora_storage.runtime.transport import DirectTransport
+
+PAGE = 4096
+PG_PAGES = 16
+PGS = 400
+HOT = 64 * 1024  # unfolded record bytes a node keeps: 16 pages' worth
+
+
+@pytest.fixture(autouse=True)
+def small_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(node, "HOT_BYTES_MAX", HOT)
+
+
+def create(path: Path) -> Volume:
+    return Volume.create(
+        path,
+        page_size=PAGE,
+        segment_size=PAGE * PG_PAGES,
+        capacity=PAGE * PG_PAGES * PGS,
+        durability="os",
+        transport=DirectTransport(sync_threads=0),
+    )
+
+
+def scatter(volume: Volume, rng: random.Random, pgs: list[int]) -> dict[int, bytes]:
+    """One full page in each PG of ``pgs``, one MTR each, at a random page of the PG."""
+    written = {}
+    for pg_id in pgs:
+        page_no = pg_id * PG_PAGES + rng.randrange(PG_PAGES)
+        written[page_no] = rng.randbytes(PAGE)
+        with volume.transaction() as tx:
+            tx.put_page(page_no, written[page_no])
+    return written
+
+
+def test_quiet_segments_fold_checkpoint_and_leave_memory(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    volume = create(tmp_path / "volume")
+    order = rng.sample(range(PGS), PGS)
+    written = scatter(volume, rng, order)
+    for name, storage in volume.cluster.nodes.items():
+        segments = storage.segments
+        assert len(segments) == PGS
+        hot = sum(segment.hot_bytes for segment in segments.values())
+        # The budget, and the last pass's slack: a pass runs once half a budget more
+        # was appended (the frames' headers count there, not here).
+        assert hot <= HOT + HOT // 2, (name, hot)
+        holding_frames = [s for s in segments.values() if s.chain_frames]
+        # Only the PGs whose floors are not sent yet keep frames for gossip.
+        assert len(holding_frames) <= writer.MAINTAIN_DUE + HOT // PAGE + 2, name
+        quiet = [segments[pg_id] for pg_id in order[: PGS // 2]]
+        assert all(s.checkpoint_lsn and not s.hot_bytes and s.store for s in quiet), name
+        assert all(storage.disk.size(log_name(s.pg_id)) == 0 for s in quiet), name
+    for page_no, image in written.items():
+        assert volume.read_page(page_no) == image
+    volume.close()
+
+    again = Volume.open(tmp_path / "volume", transport=DirectTransport(sync_threads=0))
+    for page_no, image in written.items():
+        assert again.read_page(page_no) == image
+    written.update(scatter(again, rng, order[:50]))  # a second version of some pages
+    for page_no, image in written.items():
+        assert again.read_page(page_no) == image
+    again.close()
+
+
+def test_the_writer_sends_floors_in_batches_of_pgs(tmp_path: Path) -> None:
+    volume = create(tmp_path / "volume")
+    sent: list[m.Maintain] = []
+    deliver = volume.transport.send
+
+    def spy(source: str, destination: str, message: m.Message) -> None:
+        if isinstance(message, m.Maintain):
+            sent.append(message)
+        deliver(source, destination, message)
+
+    volume.transport.send = spy  # type: ignore[method-assign]
+    scatter(volume, random.Random(3), list(range(writer.MAINTAIN_DUE + 1)))
+    # The acks of the first 64 commits made 64 PGs due; the 65th commit sent them,
+    # one Maintain per node, each naming every PG once.
+    assert len(sent) == 6
+    for maintain in sent:
+        pg_ids = maintain.floors[::3]
+        assert sorted(pg_ids) == list(range(writer.MAINTAIN_DUE))
+        assert all(floor > 0 for floor in maintain.floors[2::3])
+    volume.close()
+
+
+def test_a_maintain_of_another_epoch_or_history_changes_nothing(tmp_path: Path) -> None:
+    volume = create(tmp_path / "volume")
+    scatter(volume, random.Random(5), [1, 2])
+    storage = volume.cluster.nodes["az1-a"]
+    segment = storage.segments[1]
+    state = (segment.chain_base_lsn, segment.coalesced_lsn, segment.retain_lsn)
+    far = volume.vdl + 1000
+    stale = storage.handle(m.Maintain(storage.epoch - 1, (1, far, far)), "old-writer")
+    assert [type(reply) for _, reply in stale] == [m.Rejected]
+    newer = storage.handle(m.Maintain(storage.epoch + 1, (1, far, far)), "writer")
+    assert newer == []
+    other = storage.handle(m.Maintain(storage.epoch, (1, far, far), 12345), "writer")
+    assert [type(reply) for _, reply in other] == [m.HistoryPull]
+    assert (segment.chain_base_lsn, segment.coalesced_lsn, segment.retain_lsn) == state
+    volume.close()
