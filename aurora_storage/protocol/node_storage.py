@@ -28,6 +28,7 @@ import bisect
 import contextlib
 import functools
 import re
+import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,6 +48,8 @@ from .segment import Segment
 NODE_META = "node.meta"
 FINDINGS_PER_STORE = 16  # harmless page store problems reported per segment
 FINDINGS_MAX = 10_000  # problems a load report keeps (each names a file and a byte range)
+_LAST_LSN = struct.Struct("<Q")  # a frame header's last LSN (format/frames.py)
+_LAST_LSN_AT = 40
 _LOG_NAME = re.compile(r"^pg-(\d+)\.log$")
 _PG_FILE = re.compile(r"^pg-(\d+)\.(?:log|pages|img|idx)$")
 
@@ -240,7 +243,10 @@ class NodeStorage:
         self.dirty.add(name)
         self.unindexed.add(pg_id)
         self._frames_since_meta += len(frames)
-        self.segments[pg_id].frames_logged += len(frames)
+        segment = self.segments[pg_id]
+        segment.frames_logged += len(frames)
+        for frame in frames:
+            segment.note_logged(_LAST_LSN.unpack_from(frame, _LAST_LSN_AT)[0], len(frame))
         self._hot_estimate += sum(map(len, frames))  # their records are unfolded
         order = self._hot_order
         if pg_id in order:
@@ -289,7 +295,44 @@ class NodeStorage:
         self._write_meta()  # recovery must never ask this node for frames below its hint
         name = log_name(segment.pg_id)
         with self._stopping_on_disk_error("checkpoint"):
-            data = disk.read(name)
+            if segment.log_ordered:
+                offset, below = segment.log_tail(cutoff)
+                chain_lsn = max(segment.checkpoint_chain_lsn, below)
+                size = segment.log_bytes - offset
+                kept = [disk.read_at(name, offset, size)] if size else []
+            else:
+                chain_lsn, kept = self._frames_above(segment, cutoff)
+        with self._stopping_on_disk_error("checkpoint"):
+            store_map = self._store_pages(segment, cutoff)
+            pages = checkpoint_object(segment, cutoff, chain_lsn, store_map, self.volume_id)
+            disk.replace(checkpoint_name(segment.pg_id), pages)
+            # The store now holds every page at the cutoff: the cache may forget them.
+            segment.store = segment.store or self.page_store(segment)
+            segment.store_map = store_map
+            if kept or not disk.exists(name):
+                disk.replace(name, b"".join(kept))
+            else:  # nothing above the cutoff: emptied in place, no new file
+                disk.truncate(name, 0)
+        if segment.log_ordered:
+            segment.drop_log_head(offset)
+        else:
+            segment._init_log_marks()
+            for frame in kept:  # the frames above the cutoff, in the order rewritten
+                segment.note_logged(_LAST_LSN.unpack_from(frame, _LAST_LSN_AT)[0], len(frame))
+        if segment.changed_pages is not None:
+            segment.changed_pages.clear()
+        self.dirty.discard(name)
+        segment.checkpoint_lsn = cutoff
+        segment.checkpoint_chain_lsn = chain_lsn
+        segment.images_grew = True  # its changed pages are clean now: the cache may trim
+        return True
+
+    def _frames_above(self, segment: Segment, cutoff: int) -> tuple[int, list[bytes]]:
+        """(the chain's LSN at ``cutoff``, the frames ending above it) of a log read whole:
+        one whose frames are not in LSN order (a damaged range that gossip refilled,
+        a duplicate), where the offsets of :meth:`Segment.log_tail` do not apply."""
+        assert self.disk is not None
+        data = self.disk.read(log_name(segment.pg_id))
         kept: list[bytes] = []
         chain_lsn = segment.checkpoint_chain_lsn
         position = 0
@@ -311,24 +354,7 @@ class NodeStorage:
             else:
                 kept.append(data[position : position + frame.size])
             position += frame.size
-        with self._stopping_on_disk_error("checkpoint"):
-            store_map = self._store_pages(segment, cutoff)
-            pages = checkpoint_object(segment, cutoff, chain_lsn, store_map, self.volume_id)
-            disk.replace(checkpoint_name(segment.pg_id), pages)
-            # The store now holds every page at the cutoff: the cache may forget them.
-            segment.store = segment.store or self.page_store(segment)
-            segment.store_map = store_map
-            if kept or not disk.exists(name):
-                disk.replace(name, b"".join(kept))
-            else:  # nothing above the cutoff: emptied in place, no new file
-                disk.truncate(name, 0)
-        if segment.changed_pages is not None:
-            segment.changed_pages.clear()
-        self.dirty.discard(name)
-        segment.checkpoint_lsn = cutoff
-        segment.checkpoint_chain_lsn = chain_lsn
-        segment.images_grew = True  # its changed pages are clean now: the cache may trim
-        return True
+        return chain_lsn, kept
 
     def page_store(self, segment: Segment) -> PageStore:
         assert self.disk is not None
@@ -697,10 +723,16 @@ class NodeStorage:
                 if frame.pg_id != segment.pg_id:
                     raise CorruptionError(f"a frame of PG {frame.pg_id}")
             except CorruptionError:
+                stopped = position
                 position = self._past_damage(segment, report, name, data, position)
+                if position is None:  # the rest was cut (or is left, and read whole)
+                    segment.log_bytes = stopped if self._writes_logs else len(data)
+                else:
+                    segment._init_log_marks(ordered=False)  # a damaged range stays
                 continue
             self._take_frame(segment, report, name, data, position, frame, seen, stale)
             position += frame.size
+            segment.note_logged(frame.last_lsn, frame.size)
         if not segment.failed:  # a segment set aside keeps nothing it read
             self._index_loaded(segment, report, name)
         segment.on_chain = self._append_to_disk

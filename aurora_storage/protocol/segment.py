@@ -150,6 +150,42 @@ class Segment:
         # Set when images may have grown (a page read back, a coalescing pass): the
         # node then charges the segment's images to its cache (node.py _keep_cache).
         self.images_grew = False
+        self._init_log_marks()
+
+    def _init_log_marks(self, ordered: bool = True) -> None:
+        """Where each frame of the log file ends and its last LSN, in file order, while
+        those LSNs ascend (``log_ordered``): a checkpoint then copies the log's tail
+        above its cutoff and reads nothing below it (node_storage.py)."""
+        self.log_lasts: array[int] = array("Q")
+        self.log_ends: array[int] = array("Q")
+        self.log_bytes = 0  # the log file's size
+        self.log_ordered = ordered
+
+    def note_logged(self, last_lsn: int, size: int) -> None:
+        """A frame ending at ``last_lsn`` of ``size`` bytes follows in the log file."""
+        self.log_bytes += size
+        if not self.log_ordered:
+            return
+        if self.log_lasts and last_lsn <= self.log_lasts[-1]:
+            self._init_log_marks(ordered=False)  # a checkpoint reads this log whole
+            return
+        self.log_lasts.append(last_lsn)
+        self.log_ends.append(self.log_bytes)
+
+    def log_tail(self, cutoff: int) -> tuple[int, int]:
+        """(offset of the first frame ending above ``cutoff``, the last LSN of the frame
+        before it or 0) in an ordered log."""
+        index = bisect.bisect_right(self.log_lasts, cutoff)
+        if not index:
+            return 0, 0
+        return self.log_ends[index - 1], self.log_lasts[index - 1]
+
+    def drop_log_head(self, offset: int) -> None:
+        """The log file now starts at its byte ``offset`` (a checkpoint cut what was before)."""
+        index = bisect.bisect_right(self.log_ends, offset)
+        self.log_lasts = self.log_lasts[index:]
+        self.log_ends = array("Q", (end - offset for end in self.log_ends[index:]))
+        self.log_bytes -= offset
 
     @property
     def page_log(self) -> PageLog:
