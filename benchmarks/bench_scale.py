@@ -1,8 +1,11 @@
 """Benchmarks of a volume larger than its page cache (durability "os", pages on disk).
 
-A volume of ``AURORA_STORAGE_BENCH_SCALE_MB`` MiB of 16 KiB pages (default
-256; tiny runs use 4) is written whole, page images in MTRs of 16, with a page
-cache of 64 MiB for the six nodes: most pages are not in memory.
+The scale is ``AURORA_STORAGE_BENCH_SCALE_MB`` MiB of 16 KiB pages (default
+256; tiny runs use 4). The first three workloads share a volume of that size,
+written whole, page images in MTRs of 16, with a page cache of 64 MiB for the
+six nodes: most pages are not in memory. The others are about what must not
+grow with the amount of data: a checkpoint's time, a writer's memory, the
+bytes written per byte committed.
 
 - ``read_uncached``: random ``read_page`` over the whole volume, each page
   read back from a node's page store unless cached. Baseline A: LMDB (py-lmdb)
@@ -19,9 +22,27 @@ cache of 64 MiB for the six nodes: most pages are not in memory.
   against opening a volume of 1/16 of the size in the same run: the ratio
   says how flat an open is in the amount of data (goal: the large one within
   1.2x of the small one's time, so ratio >= 0.83).
+- ``checkpoint_flat``: the six nodes' checkpoints of the segments that
+  changed, after 1,000 random pages of the volume were changed (``put_page``,
+  MTRs of 16), against the same in a volume of 1/16 of the size (baseline A),
+  round by round. Both volumes are opened with a cache of 512 MiB, so that no
+  checkpoint the cache forces comes in between (a node checkpoints a segment
+  once a quarter of its share, 21 MiB, changed): the one timed covers the
+  round's pages (but for those of its last commit, above the nodes' VDL hint
+  until the next commit: the next round's takes them). Six warmup rounds fill
+  the cache, and the volumes' build is synced (``os.sync``) before the first.
+  Untimed, before each checkpoint: the commits, then each segment folds its
+  records up to what its node knows is durable (``coalesce`` to the lesser of
+  the volume's VDL and the node's VDL hint) and drops the frames below
+  (``collect_garbage``), as the writer's floor lets it. Timed:
+  ``node.checkpoint(segment)`` for every node and every segment with changed
+  pages; each must return True and leave no changed page. Goal: flat, the
+  large volume's checkpoints within 1.2x of the small one's (ratio >= 0.83).
 
 Run: ``.venv/bin/pytest benchmarks/bench_scale.py --benchmark-only -q``;
-``AURORA_STORAGE_BENCH_SCALE_MB=4096`` for the 4 GiB figures (24 GiB of disk).
+``AURORA_STORAGE_BENCH_SCALE_MB=4096`` for the 4 GiB figures (some 50 GiB of
+disk at once: the shared volume and checkpoint_flat's two; every other
+workload deletes its volumes after each round).
 """
 
 from __future__ import annotations
@@ -38,7 +59,10 @@ import pytest
 from conftest import TINY, Throughput, interleave, sized, timed
 
 from aurora_storage import Volume
+from aurora_storage.protocol.node import StorageNode
+from aurora_storage.protocol.segment import Segment
 
+MIB = 1024 * 1024
 PAGE = 16384
 MTR_PAGES = 16
 SCALE_MB = 4 if TINY else int(os.environ.get("AURORA_STORAGE_BENCH_SCALE_MB", "256"))
@@ -47,6 +71,14 @@ READS_PER_ROUND = sized(256, 16)
 ROUNDS = sized(20, 2)
 WARMUP_ROUNDS = sized(1, 1)
 SEED = 20180610
+
+# checkpoint_flat
+CHECKPOINT_PAGES = sized(1000, 32)  # pages a round changes
+CHECKPOINT_CACHE_BYTES = 512 * MIB  # a quarter of a node's share holds 1,000 changed pages
+CHECKPOINT_ROUNDS = sized(12, 2)
+# A round brings 16 MB of images a node into memory: after six, a node's share of the
+# cache (85 MiB) is full, and each round evicts as much as it brings (the steady state).
+CHECKPOINT_WARMUP_ROUNDS = sized(6, 1)
 
 
 def write_volume(path: Path, megabytes: int) -> tuple[int, bytes]:
@@ -253,5 +285,123 @@ def test_bulk_load_full_pages(benchmark: Any, throughput: Throughput, tmp_path: 
         label="LMDB put, sync off (one copy)",
         records=pages,
         payload_bytes=pages * PAGE,
+        unit="pages",
+    )
+
+
+# --- checkpoint_flat ---------------------------------------------------------------------
+
+
+def changed_image(page_no: int, number: int, pattern: bytes) -> bytes:
+    """Page ``page_no`` as round ``number`` of checkpoint_flat writes it."""
+    return page_no.to_bytes(8, "little") + number.to_bytes(8, "little") + pattern[16:]
+
+
+class CheckpointRounds:
+    """A volume on disk whose rounds change CHECKPOINT_PAGES random pages, then
+    checkpoint every segment that changed, on every node."""
+
+    def __init__(self, path: Path, megabytes: int, seed: int) -> None:
+        self.path = path
+        self.pages, self.pattern = write_volume(path, megabytes)
+        self.volume = Volume.open(path, cache_bytes=CHECKPOINT_CACHE_BYTES)
+        self.rng = random.Random(seed)
+        self.chosen: dict[int, list[int]] = {}  # round -> the pages it changed
+        self.due: list[tuple[StorageNode, Segment, int]] = []  # with the cutoff expected
+        self.results: list[bool] = []
+        self.checkpointed = 0  # checkpoints taken and checked
+
+    def change(self, number: int) -> None:
+        """Untimed: the round's commits, then every segment folds its records up to
+        what its node knows is durable and drops the frames below (the writer's floor)."""
+        chosen = self.chosen[number] = self.rng.sample(range(self.pages), CHECKPOINT_PAGES)
+        for first in range(0, len(chosen), MTR_PAGES):
+            with self.volume.transaction() as tx:
+                for page_no in chosen[first : first + MTR_PAGES]:
+                    tx.put_page(page_no, changed_image(page_no, number, self.pattern))
+        volume = self.volume
+        with volume.transport.lock:
+            for node in volume.cluster.nodes.values():
+                upto = min(volume.vdl, node.vdl_hint)
+                for segment in node.segments.values():
+                    segment.coalesce(upto, node.annulled())
+                    segment.collect_garbage(upto)
+                    if segment.changed_pages:
+                        self.due.append((node, segment, segment.coalesced_lsn))
+        # Every page of the round but those of its last commit (above the VDL hint).
+        changed = sum(len(segment.changed_pages or ()) for _, segment, _ in self.due)
+        assert changed >= 6 * (CHECKPOINT_PAGES - MTR_PAGES), f"{changed} changed pages"
+
+    def checkpoint(self, number: int = 0) -> None:
+        """Timed: the checkpoint of every segment that changed, on every node."""
+        with self.volume.transport.lock:
+            self.results += [node.checkpoint(segment) for node, segment, _ in self.due]
+
+    def check(self, number: int = 0) -> None:
+        """Every checkpoint of the round was taken, at the point its segment folded to."""
+        assert self.due and self.results == [True] * len(self.due), self.results
+        for node, segment, cutoff in self.due:
+            assert segment.checkpoint_lsn == cutoff, (node.name, segment.checkpoint_lsn, cutoff)
+            assert not segment.changed_pages, (node.name, len(segment.changed_pages or ()))
+        self.checkpointed += len(self.due)
+        self.due.clear()
+        self.results.clear()
+
+    def baseline_round(self, number: int) -> float:
+        self.change(number)
+        seconds = timed(self.checkpoint)
+        self.check()
+        return seconds
+
+    def close_and_check(self) -> None:
+        """Reopened, the volume reads the last round's pages as it wrote them."""
+        self.volume.close()
+        volume = Volume.open(self.path, cache_bytes=CACHE_BYTES)
+        try:
+            number = max(self.chosen)
+            for page_no in self.chosen[number][:64]:
+                assert volume.read_page(page_no) == changed_image(page_no, number, self.pattern)
+        finally:
+            volume.close()
+        shutil.rmtree(self.path)
+
+
+def test_checkpoint_flat(benchmark: Any, throughput: Throughput, tmp_path: Path) -> None:
+    small_megabytes = max(1, SCALE_MB // 16)
+    large = CheckpointRounds(tmp_path / "large", SCALE_MB, SEED + 2)
+    small = CheckpointRounds(tmp_path / "small", small_megabytes, SEED + 3)
+    os.sync()  # the write-back of building them must not fall on the first rounds
+    durations = interleave(
+        benchmark,
+        large.checkpoint,
+        {"baseline-A": small.baseline_round},
+        rounds=CHECKPOINT_ROUNDS,
+        warmup_rounds=CHECKPOINT_WARMUP_ROUNDS,
+        prepare=large.change,
+        teardown=large.check,
+    )
+    if large.due:  # --benchmark-disable runs no teardown
+        large.check()
+    assert large.checkpointed and small.checkpointed
+    large.close_and_check()
+    small.close_and_check()
+    benchmark.extra_info["checkpoints"] = {"large": large.checkpointed, "small": small.checkpointed}
+    workload = "checkpoint_flat"
+    throughput.report(
+        workload,
+        "subject",
+        label=f"checkpoints of 6 nodes, {CHECKPOINT_PAGES} pages changed in {SCALE_MB} MiB",
+        records=CHECKPOINT_PAGES,
+        payload_bytes=CHECKPOINT_PAGES * PAGE,
+        unit="pages",
+        ratio_goals={"baseline-A": 1 / 1.2},
+    )
+    throughput.record(
+        workload,
+        "baseline-A",
+        seconds=durations["baseline-A"],
+        label=f"the same in {small_megabytes} MiB",
+        records=CHECKPOINT_PAGES,
+        payload_bytes=CHECKPOINT_PAGES * PAGE,
         unit="pages",
     )
