@@ -38,6 +38,21 @@ bytes written per byte committed.
   ``node.checkpoint(segment)`` for every node and every segment with changed
   pages; each must return True and leave no changed page. Goal: flat, the
   large volume's checkpoints within 1.2x of the small one's (ratio >= 0.83).
+- ``rss_flat``: the peak RSS (``VmHWM`` of /proc/self/status, read in a fresh
+  process: getrusage's maxrss would carry the parent's peak across exec) of a
+  process that writes a volume whole (16 KiB pages in MTRs of 16, the default
+  cache of 256 MiB), at 1/16, 1/4 and all of the scale (4096: 256 MiB, 1 GiB,
+  4 GiB). Timed: the three processes, one after the other. Goal: every peak
+  under ``cache_bytes`` + 256 MiB. The peaks are figures, not rates: they go
+  into ``extra_info["figures"]`` and a table of their own at the end of the
+  session, with the goal met or MISSED (conftest.py's goals are ratios,
+  medians and rates).
+- ``scatter_128tib``: a fresh process writes 1/4 of the scale of 16 KiB pages
+  scattered at random over a volume of capacity 128 TiB (so over some 13,000
+  protection groups of 10 GiB), MTRs of 16, the default cache. Figures: the
+  folder's disk use (the sum of ``st_blocks * 512``), goal under six copies
+  plus 1 MiB a node; the process's peak RSS, goal under ``cache_bytes`` +
+  256 MiB. Timed: the process.
 
 Run: ``.venv/bin/pytest benchmarks/bench_scale.py --benchmark-only -q``;
 ``AURORA_STORAGE_BENCH_SCALE_MB=4096`` for the 4 GiB figures (some 50 GiB of
@@ -47,10 +62,15 @@ workload deletes its volumes after each round).
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +79,7 @@ import pytest
 from conftest import TINY, Throughput, interleave, sized, timed
 
 from aurora_storage import Volume
+from aurora_storage.config import CACHE_BYTES_DEFAULT, CAPACITY_MAX
 from aurora_storage.protocol.node import StorageNode
 from aurora_storage.protocol.segment import Segment
 
@@ -79,6 +100,90 @@ CHECKPOINT_ROUNDS = sized(12, 2)
 # A round brings 16 MB of images a node into memory: after six, a node's share of the
 # cache (85 MiB) is full, and each round evicts as much as it brings (the steady state).
 CHECKPOINT_WARMUP_ROUNDS = sized(6, 1)
+
+# rss_flat, scatter_128tib: a writer in a process of its own
+RSS_MEGABYTES = sorted({max(1, SCALE_MB // 16), max(1, SCALE_MB // 4), SCALE_MB})
+RSS_GOAL_BYTES = CACHE_BYTES_DEFAULT + 256 * MIB  # peak RSS of a writer with the default cache
+SCATTER_MEGABYTES = max(1, SCALE_MB // 4)
+SCATTER_COPIES_MAX = 6  # disk bytes per byte of pages written
+SCATTER_FIXED_BYTES = 6 * MIB  # beside the copies: 1 MiB a node (node.meta, folders)
+CHILD_TIMEOUT_S = 4 * 3600  # a bound on a hung writer, not a timing
+
+
+# --- figures that are not rates ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured figure of a workload (a peak RSS, bytes per byte) and its upper bound."""
+
+    workload: str
+    what: str
+    value: float
+    unit: str  # "B" (shown in MiB) or "x" (a factor)
+    goal_max: float | None = None
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.goal_max is None else self.value < self.goal_max
+
+    def show(self, value: float) -> str:
+        return f"{value / MIB:.1f} MiB" if self.unit == "B" else f"{value:.2f}x"
+
+
+class Figures:
+    """The figures of this file's workloads, printed at the end of the session in a
+    table of their own, beside conftest.py's table of rates (whose goals are ratios,
+    medians and rates only). A pytest plugin, registered by the ``figures`` fixture.
+    As there, a missed goal is reported, never failed."""
+
+    def __init__(self) -> None:
+        self.figures: list[Figure] = []
+
+    def add(self, benchmark: Any, figure: Figure) -> None:
+        """Keeps ``figure`` for the summary and puts it in ``extra_info["figures"]``."""
+        self.figures.append(figure)
+        benchmark.extra_info.setdefault("figures", {})[figure.what] = {
+            "value": figure.value,
+            "unit": figure.unit,
+            "goal_max": figure.goal_max,
+            "met": figure.met,
+        }
+
+    def lines(self) -> list[str]:
+        cells = [("workload", "figure", "value", "goal", "result")]
+        for figure in self.figures:
+            goal = "-" if figure.goal_max is None else f"< {figure.show(figure.goal_max)}"
+            result = {None: "", True: "met", False: "MISSED"}[figure.met]
+            cells.append((figure.workload, figure.what, figure.show(figure.value), goal, result))
+        widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+        lines = [
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in cells
+        ]
+        lines.insert(1, "  ".join("-" * width for width in widths))
+        return [line.rstrip() for line in lines]
+
+    @pytest.hookimpl(trylast=True)  # at the end, after conftest.py's table
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not self.figures:
+            return
+        title = "figures beside the rates: peak memory, bytes written (same run)"
+        terminalreporter.write_sep("=", title + (", tiny: they measure nothing" if TINY else ""))
+        for line in self.lines():
+            terminalreporter.write_line(line)
+
+
+FIGURES_PLUGIN = "aurora-storage-bench-scale-figures"
+
+
+@pytest.fixture(scope="session")
+def figures(pytestconfig: pytest.Config) -> Figures:
+    plugin = pytestconfig.pluginmanager.get_plugin(FIGURES_PLUGIN)
+    if plugin is None:
+        plugin = Figures()
+        pytestconfig.pluginmanager.register(plugin, FIGURES_PLUGIN)
+    assert isinstance(plugin, Figures)
+    return plugin
 
 
 def write_volume(path: Path, megabytes: int) -> tuple[int, bytes]:
@@ -403,5 +508,153 @@ def test_checkpoint_flat(benchmark: Any, throughput: Throughput, tmp_path: Path)
         label=f"the same in {small_megabytes} MiB",
         records=CHECKPOINT_PAGES,
         payload_bytes=CHECKPOINT_PAGES * PAGE,
+        unit="pages",
+    )
+
+
+# --- rss_flat, scatter_128tib: a writer in a process of its own ---------------------------
+
+WRITER = textwrap.dedent(
+    """
+    import json, random, sys
+    from aurora_storage import Volume
+
+    def status(field):  # VmHWM, not getrusage: Linux carries the parent's peak across exec
+        with open("/proc/self/status") as lines:
+            return next(int(line.split()[1]) * 1024 for line in lines if line.startswith(field))
+
+    path, pages, capacity, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    page = 16384
+    start = status("VmHWM")
+    pattern = random.Random(seed).randbytes(page)
+    if seed:  # scattered at random over the capacity, else pages 0 .. pages-1
+        numbers = random.Random(seed).sample(range(capacity // page), pages)
+    else:
+        numbers = range(pages)
+    volume = Volume.create(path, page_size=page, durability="os", capacity=capacity)
+    for first in range(0, pages, 16):
+        with volume.transaction() as tx:
+            for page_no in numbers[first : first + 16]:
+                tx.put_page(page_no, page_no.to_bytes(8, "little") + pattern[8:])
+    for page_no in numbers[:: max(1, pages // 64)]:
+        assert volume.read_page(page_no) == page_no.to_bytes(8, "little") + pattern[8:], page_no
+    segments = len(next(iter(volume.cluster.nodes.values())).segments)
+    volume.close()
+    print(json.dumps({"start": start, "peak": status("VmHWM"), "segments": segments}))
+    """
+)
+
+
+def write_in_child(
+    folder: Path, volume: Path, megabytes: int, capacity: int, seed: int
+) -> dict[str, int]:
+    """A fresh process writes ``megabytes`` of 16 KiB pages to a new volume at ``volume``
+    (default cache, durability "os"), checks some, closes it; returns its VmHWM at
+    start and at the end (``peak``) and its segments a node. It runs in ``folder``,
+    so it imports the installed package, not a checkout's."""
+    script = folder / "writer.py"
+    if not script.exists():
+        script.write_text(WRITER)
+    command = [sys.executable, str(script), str(volume), str(megabytes * MIB // PAGE)]
+    done = subprocess.run(
+        [*command, str(capacity), str(seed)],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        check=False,
+        cwd=folder,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    found: dict[str, int] = json.loads(done.stdout.strip().splitlines()[-1])
+    return found
+
+
+def disk_bytes(folder: Path) -> tuple[int, int]:
+    """(bytes the files under ``folder`` take on disk, files): holes take none."""
+    used = files = 0
+    for parent, _, names in os.walk(folder):
+        for name in names:
+            used += os.lstat(os.path.join(parent, name)).st_blocks * 512
+            files += 1
+    return used, files
+
+
+def test_rss_flat(benchmark: Any, throughput: Throughput, figures: Figures, tmp_path: Path) -> None:
+    peaks: dict[int, list[int]] = {megabytes: [] for megabytes in RSS_MEGABYTES}
+    starts: list[int] = []
+
+    def subject(number: int) -> None:
+        for megabytes in RSS_MEGABYTES:
+            volume = tmp_path / f"volume-{number}-{megabytes}"
+            found = write_in_child(tmp_path, volume, megabytes, CAPACITY_MAX, 0)
+            peaks[megabytes].append(found["peak"])
+            starts.append(found["start"])
+
+    def cleanup(number: int) -> None:
+        for megabytes in RSS_MEGABYTES:
+            shutil.rmtree(tmp_path / f"volume-{number}-{megabytes}", ignore_errors=True)
+
+    interleave(benchmark, subject, {}, rounds=1, warmup_rounds=0, teardown=cleanup)
+    cleanup(0)  # --benchmark-disable runs no teardown
+    benchmark.extra_info["peak_rss_bytes"] = {f"{mb} MiB": max(peaks[mb]) for mb in peaks}
+    benchmark.extra_info["start_rss_bytes"] = max(starts)  # the interpreter and the package
+    for megabytes, peak in peaks.items():
+        figures.add(
+            benchmark,
+            Figure(
+                "rss_flat", f"peak RSS, {megabytes} MiB written", max(peak), "B", RSS_GOAL_BYTES
+            ),
+        )
+    pages = sum(RSS_MEGABYTES) * MIB // PAGE
+    throughput.report(
+        "rss_flat",
+        "subject",
+        label=f"fresh processes writing {' + '.join(map(str, RSS_MEGABYTES))} MiB, default cache",
+        records=pages,
+        payload_bytes=pages * PAGE,
+        unit="pages",
+    )
+
+
+def test_scatter_128tib(
+    benchmark: Any, throughput: Throughput, figures: Figures, tmp_path: Path
+) -> None:
+    found: list[dict[str, int]] = []
+    used: list[tuple[int, int]] = []
+
+    def subject(number: int) -> None:
+        volume = tmp_path / f"volume-{number}"
+        found.append(write_in_child(tmp_path, volume, SCATTER_MEGABYTES, CAPACITY_MAX, SEED + 4))
+
+    def cleanup(number: int) -> None:
+        volume = tmp_path / f"volume-{number}"
+        if volume.exists():
+            used.append(disk_bytes(volume))
+            shutil.rmtree(volume)
+
+    interleave(benchmark, subject, {}, rounds=1, warmup_rounds=0, teardown=cleanup)
+    cleanup(0)  # --benchmark-disable runs no teardown
+    (child,), ((on_disk, files),) = found, used
+    logical = SCATTER_MEGABYTES * MIB
+    benchmark.extra_info["scatter"] = {
+        "pages": logical // PAGE,
+        "segments_per_node": child["segments"],
+        "files": files,
+        "disk_bytes": on_disk,
+        "disk_bytes_per_byte": on_disk / logical,
+        "peak_rss_bytes": child["peak"],
+    }
+    workload = "scatter_128tib"
+    disk_goal = SCATTER_COPIES_MAX * logical + SCATTER_FIXED_BYTES
+    what = f"disk use, {SCATTER_MEGABYTES} MiB scattered ({on_disk / logical:.1f}x)"
+    figures.add(benchmark, Figure(workload, what, on_disk, "B", disk_goal))
+    what = f"peak RSS, {SCATTER_MEGABYTES} MiB scattered"
+    figures.add(benchmark, Figure(workload, what, child["peak"], "B", RSS_GOAL_BYTES))
+    throughput.report(
+        workload,
+        "subject",
+        label=f"a fresh process writing {SCATTER_MEGABYTES} MiB of pages scattered over 128 TiB",
+        records=logical // PAGE,
+        payload_bytes=logical,
         unit="pages",
     )
