@@ -47,6 +47,20 @@ bytes written per byte committed.
   into ``extra_info["figures"]`` and a table of their own at the end of the
   session, with the goal met or MISSED (conftest.py's goals are ratios,
   medians and rates).
+- ``write_amplification[rows_100B]``, ``write_amplification[full_pages]``:
+  bytes written per byte committed, over a run long enough for several
+  checkpoints (each node's page store must have completed at least three
+  writes: one per checkpoint), in a fresh volume a round (default cache).
+  Rows: 100-byte ``tx.write`` at random offsets of random pages of a 64 MiB
+  range, 100 rows a commit, 1/8 of the scale of row bytes a round. Pages:
+  full 16 KiB ``put_page`` images of random pages of the same range, 16 a
+  commit, the scale of page bytes a round. Bytes written: the process's
+  ``wchar`` (/proc/self/io: bytes handed to write(2) and pwrite(2) by every
+  thread) from ``Volume.create`` to the last commit, all six nodes'; with
+  durability "os" every write happens on the committing thread. Figures:
+  that over the bytes committed (and ``rchar`` likewise: a checkpoint reads
+  its log back). Goal for full pages: under 20x (six copies of the log and
+  six of the page store make 12x). Timed: creating the volume and the commits.
 - ``scatter_128tib``: a fresh process writes 1/4 of the scale of 16 KiB pages
   scattered at random over a volume of capacity 128 TiB (so over some 13,000
   protection groups of 10 GiB), MTRs of 16, the default cache. Figures: the
@@ -66,9 +80,11 @@ import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import textwrap
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +124,17 @@ SCATTER_MEGABYTES = max(1, SCALE_MB // 4)
 SCATTER_COPIES_MAX = 6  # disk bytes per byte of pages written
 SCATTER_FIXED_BYTES = 6 * MIB  # beside the copies: 1 MiB a node (node.meta, folders)
 CHILD_TIMEOUT_S = 4 * 3600  # a bound on a hung writer, not a timing
+
+# write_amplification
+AMP_RANGE_PAGES = 64 * MIB // PAGE  # the pages the writes fall on
+AMP_ROW_BYTES = 100
+AMP_ROWS_PER_MTR = 100
+AMP_ROWS = sized(SCALE_MB // 8, 10) * MIB // AMP_ROW_BYTES  # rows a round
+AMP_PAGES = sized(SCALE_MB, 24) * MIB // PAGE  # page images a round
+AMP_ROUNDS = sized(3, 1)
+AMP_CHECKPOINTS_MIN = sized(3, 1)  # store writes each node completed in a round
+AMP_POOL_BYTES = 1 * MIB  # random bytes the payloads are cut from
+AMP_FACTOR_MAX = {"full_pages": 20.0}  # goal on bytes written per byte committed
 
 
 # --- figures that are not rates ---------------------------------------------------------
@@ -657,4 +684,156 @@ def test_scatter_128tib(
         records=logical // PAGE,
         payload_bytes=logical,
         unit="pages",
+    )
+
+
+# --- write_amplification ----------------------------------------------------------------
+
+
+def io_counters() -> dict[str, int]:
+    """This process's I/O counters (/proc/self/io): every thread's, the dead ones' too."""
+    with open("/proc/self/io") as lines:
+        return {key: int(value) for key, value in (line.split(":") for line in lines)}
+
+
+@dataclass
+class AmplificationPlan:
+    """One round's writes: page ``page_nos[i]`` gets ``payload(i)`` at ``offsets[i]``
+    (rows), or as its whole image (pages)."""
+
+    kind: str
+    page_nos: array[int]
+    offsets: array[int]
+    pool: bytes
+
+    @classmethod
+    def make(cls, kind: str, seed: int) -> AmplificationPlan:
+        rng = random.Random(seed)
+        count = AMP_ROWS if kind == "rows_100B" else AMP_PAGES
+        page_nos = array("I", (rng.randrange(AMP_RANGE_PAGES) for _ in range(count)))
+        offsets = array("H")
+        if kind == "rows_100B":
+            offsets.extend(rng.randrange(PAGE - AMP_ROW_BYTES) for _ in range(count))
+        return cls(kind, page_nos, offsets, rng.randbytes(AMP_POOL_BYTES))
+
+    @property
+    def records(self) -> int:
+        return len(self.page_nos)
+
+    @property
+    def logical_bytes(self) -> int:
+        return self.records * (AMP_ROW_BYTES if self.offsets else PAGE)
+
+    def payload(self, index: int) -> bytes:
+        size = AMP_ROW_BYTES if self.offsets else PAGE
+        start = index * 8 % (AMP_POOL_BYTES - size)
+        return self.pool[start : start + size]
+
+    def commit(self, volume: Volume) -> None:
+        """One transaction per AMP_ROWS_PER_MTR rows (or MTR_PAGES pages)."""
+        page_nos, offsets, payload = self.page_nos, self.offsets, self.payload
+        if offsets:
+            for first in range(0, self.records, AMP_ROWS_PER_MTR):
+                with volume.transaction() as tx:
+                    for i in range(first, min(first + AMP_ROWS_PER_MTR, self.records)):
+                        tx.write(page_nos[i], offsets[i], payload(i))
+        else:
+            for first in range(0, self.records, MTR_PAGES):
+                with volume.transaction() as tx:
+                    for i in range(first, min(first + MTR_PAGES, self.records)):
+                        tx.put_page(page_nos[i], payload(i))
+
+    def expected(self, pages: set[int]) -> dict[int, bytes]:
+        """The images of ``pages`` after the round, replayed from the plan."""
+        images = {page_no: bytearray(PAGE) for page_no in pages}
+        for i, page_no in enumerate(self.page_nos):
+            if page_no in images:
+                data = self.payload(i)
+                offset = self.offsets[i] if self.offsets else 0
+                images[page_no][offset : offset + len(data)] = data
+        return {page_no: bytes(image) for page_no, image in images.items()}
+
+
+def store_writes(volume: Volume) -> list[int]:
+    """Per node, the fewest completed writes of a page store of a segment written to:
+    one per checkpoint (page_store.py, the header's write count)."""
+    counts = []
+    for node in volume.cluster.nodes.values():
+        writes = [
+            segment.store.headers()[0][1].write if segment.store is not None else 0
+            for segment in node.segments.values()
+        ]
+        counts.append(min(writes))
+    return counts
+
+
+@pytest.mark.parametrize("kind", ["rows_100B", "full_pages"])
+def test_write_amplification(
+    benchmark: Any, throughput: Throughput, figures: Figures, tmp_path: Path, kind: str
+) -> None:
+    plans: dict[int, AmplificationPlan] = {}
+    volumes: list[Volume] = []
+    written: list[float] = []  # per round: wchar over the bytes committed
+    read: list[float] = []
+    checkpoints: list[int] = []
+
+    def prepare(number: int) -> None:
+        plans[number] = AmplificationPlan.make(kind, SEED + 10 + number)
+
+    def subject(number: int) -> None:
+        before = io_counters()
+        volume = Volume.create(tmp_path / f"volume-{number}", page_size=PAGE, durability="os")
+        volumes.append(volume)
+        plans[number].commit(volume)
+        after = io_counters()
+        written.append((after["wchar"] - before["wchar"]) / plans[number].logical_bytes)
+        read.append((after["rchar"] - before["rchar"]) / plans[number].logical_bytes)
+
+    def check_and_delete(number: int) -> None:
+        plan = plans.pop(number)
+        volume = volumes.pop()
+        try:
+            sample = {plan.page_nos[0], plan.page_nos[plan.records // 2], plan.page_nos[-1]}
+            for page_no, image in plan.expected(sample).items():
+                assert volume.read_page(page_no) == image, f"page {page_no} of round {number}"
+            checkpoints.append(min(store_writes(volume)))
+        finally:
+            volume.close()
+            shutil.rmtree(tmp_path / f"volume-{number}")
+
+    interleave(
+        benchmark,
+        subject,
+        {},
+        rounds=AMP_ROUNDS,
+        warmup_rounds=0,
+        prepare=prepare,
+        teardown=check_and_delete,
+    )
+    if volumes:  # --benchmark-disable runs no teardown
+        check_and_delete(max(plans))
+    assert min(checkpoints) >= AMP_CHECKPOINTS_MIN, f"{checkpoints} checkpoints a node"
+    logical = AMP_ROWS * AMP_ROW_BYTES if kind == "rows_100B" else AMP_PAGES * PAGE
+    workload = f"write_amplification[{kind}]"
+    benchmark.extra_info["amplification"] = {
+        "logical_bytes": logical,
+        "wchar_per_byte": written,
+        "rchar_per_byte": read,
+        "checkpoints_per_node": checkpoints,
+    }
+    what = f"bytes written per byte committed, {logical / MIB:.0f} MiB"
+    figures.add(
+        benchmark,
+        Figure(workload, what, statistics.median(written), "x", AMP_FACTOR_MAX.get(kind)),
+    )
+    what = f"bytes read per byte committed, {logical / MIB:.0f} MiB"
+    figures.add(benchmark, Figure(workload, what, statistics.median(read), "x"))
+    unit = "rows" if kind == "rows_100B" else "pages"
+    throughput.report(
+        workload,
+        "subject",
+        label=f"Volume, {kind.replace('_', ' ')} on 64 MiB of pages, durability os",
+        records=logical // (AMP_ROW_BYTES if kind == "rows_100B" else PAGE),
+        payload_bytes=logical,
+        unit=unit,
     )
