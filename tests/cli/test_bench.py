@@ -30,6 +30,11 @@ EXPECTED_WORKLOADS = {
     "backup_overhead",
     "commit_memory_100x100B",
     "read_current_page",
+    "checkpoint_flat",
+    "rss_flat",
+    "write_amplification[rows_100B]",
+    "write_amplification[full_pages]",
+    "scatter_128tib",
 }
 
 
