@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -58,6 +59,7 @@ WRITER = "writer"
 DIRTY_BYTES_MIN = 1024 * 1024  # a checkpoint never waits for less changed than this
 HOT_BYTES_MAX = COALESCE_RECORD_BYTES  # unfolded record bytes a node on disk keeps
 CHECKPOINTS_PER_TRIM = 2  # checkpoints a node takes for its cache while handling one message
+TRIM_LOOKS = 256  # least recently used segments a trim looks at for a checkpoint to take
 META_EVERY_FRAMES = 512  # the VDL hint is persisted at least this often (bounds recovery's work)
 CHECKPOINT_EVERY_FRAMES = 4096  # frames logged between attempts to trim a segment's log
 GONE = "version gone"  # PageImage.problem when the read point was coalesced away
@@ -129,6 +131,7 @@ class StorageNode(NodeStorage):
         self._logged_pending: dict[int, set[int]] = {}
         self._ticks = 0
         self._frames_since_meta = 0
+        self._meta_hint = -1
         self._annulled: tuple[int, ...] = ()
         self._annulled_key: tuple[tuple[int, int], int, int] = ((-1, 0), -2, 0)
         self._history_pulled: tuple[int, int] = (0, -1)  # the writer history key last asked for
@@ -528,37 +531,52 @@ class StorageNode(NodeStorage):
         if self._forget_clean():
             return
         attempts = CHECKPOINTS_PER_TRIM
-        for pg_id in list(self._resident):
+        for pg_id in list(itertools.islice(self._resident, TRIM_LOOKS)):
             victim = self.segments.get(pg_id)
-            if victim is None or victim.failed or attempts == 0:
+            if victim is None or victim.failed:
                 continue
             if victim.store is not None and not victim.changed_pages:
                 continue  # nothing a checkpoint would make clean
-            attempts -= 1
             if self.checkpoint(victim) and self._forget_clean():
+                return
+            attempts -= 1
+            if not attempts:
                 return
 
     def _forget_clean(self) -> bool:
         """Evicts clean pages, least recently used segments first, until the node is
-        within ``cache_bytes``; True once it is."""
+        within ``cache_bytes``; True once it is. A segment left without images leaves
+        the order, so a pass never walks segments that hold none."""
         excess = self._resident_total - self.cache_bytes
-        for pg_id in list(self._resident):
+        if excess <= 0:
+            return True
+        resident, emptied = self._resident, []
+        for pg_id, held in resident.items():
             if excess <= 0:
                 break
             victim = self.segments.get(pg_id)
             if victim is None or victim.store is None:
                 continue
             victim.page_log.evict(victim.checkpoint_lsn, excess)
-            excess -= self._account(victim, touch=False)
+            images = victim.page_log.image_bytes()
+            excess -= held - images
+            self._resident_total += images - held
+            if images:
+                resident[pg_id] = images  # a new value, not a new key: the walk goes on
+            else:
+                emptied.append(pg_id)
+        for pg_id in emptied:
+            del resident[pg_id]
         return excess <= 0
 
-    def _account(self, segment: Segment, touch: bool = True) -> int:
-        """Updates the segment's image bytes in the node's total; returns the drop."""
+    def _account(self, segment: Segment) -> None:
+        """Updates the segment's image bytes in the node's total; the segment becomes the
+        most recently used (last), or leaves the order if it holds no image."""
         images = segment.page_log.image_bytes()
-        before = self._resident.pop(segment.pg_id, 0) if touch else self._resident[segment.pg_id]
-        self._resident[segment.pg_id] = images  # touched: most recently used, last
+        before = self._resident.pop(segment.pg_id, 0)
+        if images:
+            self._resident[segment.pg_id] = images
         self._resident_total += images - before
-        return before - images
 
     def _on_read(self, message: m.ReadPage, sender: str) -> Outgoing:
         image, problem, scl = self.serve_read(

@@ -213,6 +213,7 @@ class NodeStorage:
     _repair_mark: int
     _logged_pending: dict[int, set[int]]
     _frames_since_meta: int
+    _meta_hint: int  # the VDL hint node.meta holds (-1: unknown)
     _hot_order: OrderedDict[int, None]
     _hot_estimate: int
 
@@ -292,7 +293,8 @@ class NodeStorage:
             return False
         if segment.failed or segment.suspect or not self._writes_logs:
             return False  # a damaged log is rewritten only once the segment is whole again
-        self._write_meta()  # recovery must never ask this node for frames below its hint
+        if self._meta_hint != self.vdl_hint:
+            self._write_meta()  # recovery must never ask this node for frames below its hint
         name = log_name(segment.pg_id)
         with self._stopping_on_disk_error("checkpoint"):
             if segment.log_ordered:
@@ -435,6 +437,7 @@ class NodeStorage:
             with self._stopping_on_disk_error("metadata write"):
                 self.disk.replace(NODE_META, data)
             self._frames_since_meta = 0
+            self._meta_hint = self.vdl_hint
 
     @contextlib.contextmanager
     def _stopping_on_disk_error(self, what: str) -> Iterator[None]:

@@ -208,10 +208,13 @@ class RealDisk:
             if len(self._handles) >= HANDLES_MAX:
                 self._close_oldest()
             path = self._path(name)
-            created = not path.exists()
-            if created:
+            created = False
+            try:
+                handle = os.open(path, os.O_RDWR)
+            except FileNotFoundError:
+                created = True
                 make_folders(path.parent, self.mode == "fsync")
-            handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+                handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             self._handles[name] = handle
             self._opened += 1
             self._generations[name] = self._opened
@@ -243,19 +246,20 @@ class RealDisk:
     def _forget(self, name: str, trim: bool = False) -> None:
         """Closes a file's handle (after its growth in flight); ``trim`` cuts its zeros."""
         extension = self._extending.pop(name, None)
+        grown_to = 0
         if extension is not None:
             with contextlib.suppress(OSError):  # only zeros past the data were at stake
-                extension.result()
+                grown_to = extension.result()
         handle = self._handles.pop(name, None)
         end = self._ends.pop(name, 0)
         self._grown.pop(name, None)
         self._generations.pop(name, None)
         self._journaled.discard(name)
         self._quiet.pop(name, None)
-        self._allocated.pop(name, None)
+        allocated = max(self._allocated.pop(name, 0), grown_to)
         if handle is not None:
             try:
-                if trim:
+                if trim and allocated > end:  # zeros preallocated past the data
                     os.ftruncate(handle, end)
             finally:
                 os.close(handle)
