@@ -96,6 +96,8 @@ from conftest import TINY, Throughput, interleave, sized, timed
 
 from aurora_storage import Volume
 from aurora_storage.config import CACHE_BYTES_DEFAULT, CAPACITY_MAX
+from aurora_storage.protocol import node as node_module
+from aurora_storage.protocol import segment as segment_module
 from aurora_storage.protocol.node import StorageNode
 from aurora_storage.protocol.segment import Segment
 
@@ -498,7 +500,15 @@ class CheckpointRounds:
         shutil.rmtree(self.path)
 
 
-def test_checkpoint_flat(benchmark: Any, throughput: Throughput, tmp_path: Path) -> None:
+def test_checkpoint_flat(
+    benchmark: Any, throughput: Throughput, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The round's 1,000 pages (16 MiB) must wait for the timed checkpoint: no node
+    # folds or checkpoints on its own meanwhile (its hot-record budget, the segment's
+    # coalescing threshold and the frame count are raised past one round).
+    monkeypatch.setattr(node_module, "HOT_BYTES_MAX", 256 << 20)
+    monkeypatch.setattr(segment_module, "COALESCE_RECORD_BYTES", 256 << 20)
+    monkeypatch.setattr(node_module, "CHECKPOINT_EVERY_FRAMES", 1 << 30)
     small_megabytes = max(1, SCALE_MB // 16)
     large = CheckpointRounds(tmp_path / "large", SCALE_MB, SEED + 2)
     small = CheckpointRounds(tmp_path / "small", small_megabytes, SEED + 3)
