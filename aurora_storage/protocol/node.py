@@ -58,6 +58,7 @@ from .stage import Upload, build_log_object, build_pages_object
 WRITER = "writer"
 DIRTY_BYTES_MIN = 1024 * 1024  # a checkpoint never waits for less changed than this
 HOT_BYTES_MAX = COALESCE_RECORD_BYTES  # unfolded record bytes a node on disk keeps
+SEGMENTS_AWAKE_MAX = 1024  # segments a node on disk keeps in memory: quiet clean ones sleep
 CHECKPOINTS_PER_TRIM = 2  # checkpoints a node takes for its cache while handling one message
 TRIM_LOOKS = 256  # least recently used segments a trim looks at for a checkpoint to take
 META_EVERY_FRAMES = 512  # the VDL hint is persisted at least this often (bounds recovery's work)
@@ -92,6 +93,10 @@ class StorageNode(NodeStorage):
         # Segments that may hold unfolded records, least recently written first, and
         # the bytes appended since the last count (_fold_quiet).
         self._hot_order: OrderedDict[int, None] = OrderedDict()
+        # Segments asleep (_sleep): everything they hold is on disk, memory keeps
+        # (SCL, checkpoint LSN, last commit, its time) until one is used (_awake).
+        self.dormant: dict[int, tuple[int, int, int, float]] = {}
+        self._uses = 0  # segment uses so far: each awake segment's used_at is one
         self._hot_estimate = 0
         self._hot_check_at = HOT_BYTES_MAX
         self.az = az
@@ -153,7 +158,10 @@ class StorageNode(NodeStorage):
     # --- segments ---------------------------------------------------------------------
 
     def segment(self, pg_id: int) -> Segment:
+        """The PG's segment, woken if asleep, made on first use."""
         segment = self.segments.get(pg_id)
+        if segment is None and pg_id in self.dormant:
+            segment = self._wake(pg_id)
         if segment is None:
             segment = Segment(pg_id, self.geometry, self.backend)
             segment.truncations = list(self.truncations)
@@ -165,7 +173,103 @@ class StorageNode(NodeStorage):
                 segment.changed_pages = set()  # what the next checkpoint writes
                 segment.on_damage = self._store_damaged
             self.segments[pg_id] = segment
+        self._uses += 1
+        segment.used_at = self._uses
         return segment
+
+    def awake(self, pg_id: int) -> Segment | None:
+        """The PG's segment if this node has one, woken if asleep; None if it has none."""
+        if pg_id in self.segments or pg_id in self.dormant:
+            return self.segment(pg_id)
+        return None
+
+    def segment_ids(self) -> list[int]:
+        """Every PG this node holds a segment of, awake or asleep, ascending."""
+        return sorted({*self.segments, *self.dormant})
+
+    # --- sleeping segments -------------------------------------------------------------
+
+    def _may_sleep(self, segment: Segment) -> bool:
+        """True if everything the segment holds is on disk, as loading finds it: its
+        pages in its page store at its checkpoint, its log empty, nothing unfolded,
+        pending, changed, suspect or waiting for a sync."""
+        pg_id = segment.pg_id
+        return bool(
+            segment.store is not None
+            and segment.checkpoint_lsn
+            and segment.coalesced_lsn == segment.checkpoint_lsn
+            and segment.scl == segment.checkpoint_chain_lsn
+            and segment.log_ordered
+            and not segment.log_bytes
+            and not segment.hot_bytes
+            and not segment.changed_pages
+            and not segment.chain_frames
+            and not segment.pending
+            and not segment.queued
+            and not segment.unindexed
+            and len(segment.cpl_lsns) <= 1
+            and not (segment.failed or segment.suspect or segment.needs_repair)
+            and pg_id not in self._logged_pending
+            and log_name(pg_id) not in self.dirty
+            and not segment.page_log.stats().records
+        )
+
+    def _sleep_quiet(self) -> None:
+        """Puts the least recently used quiet segments to sleep once more than
+        SEGMENTS_AWAKE_MAX are awake, down to three quarters of it: a volume that
+        touched thousands of PGs keeps a few numbers for each, not its segment.
+        Runs between messages, when no handler holds a segment."""
+        awake = len(self.segments)
+        if (
+            awake <= SEGMENTS_AWAKE_MAX + SEGMENTS_AWAKE_MAX // 4
+            or self.disk is None
+            or self.failed
+            or self.suspect
+            or not self._writes_logs
+        ):
+            return
+        quiet = sorted(
+            (segment for segment in self.segments.values() if self._may_sleep(segment)),
+            key=lambda segment: segment.used_at,
+        )
+        for segment in quiet[: awake - SEGMENTS_AWAKE_MAX * 3 // 4]:
+            self._sleep(segment)
+
+    def _sleep(self, segment: Segment) -> None:
+        """Drops the segment from memory, keeping what catalogs, recovery and time
+        queries ask of it; its clean page images go (its page store holds them)."""
+        pg_id = segment.pg_id
+        cpl = segment.cpl_lsns[0] if segment.cpl_lsns else 0
+        cpl_time = segment.cpl_times[0] if segment.cpl_times else 0.0
+        self.dormant[pg_id] = (segment.scl, segment.checkpoint_lsn, cpl, cpl_time)
+        del self.segments[pg_id]
+        self._resident_total -= self._resident.pop(pg_id, 0)
+        self._hot_order.pop(pg_id, None)
+        segment.page_log.close()
+
+    def _wake(self, pg_id: int) -> Segment:
+        """Loads a sleeping segment back from its checkpoint (and empty log), as an open
+        does: damage found now is reported and handled as at load."""
+        del self.dormant[pg_id]
+        segment = self.segment(pg_id)  # a new one: no longer asleep
+        stale: list[str] = []
+        self._load_checkpoint(segment, self.load_report, stale)
+        self._load_segment(segment, self.load_report, stale)
+        return segment
+
+    def _dormant_time_answer(
+        self, moment: float, annulled: tuple[int, ...]
+    ) -> tuple[int, float, float, int]:
+        """(last commit at or before ``moment``, its time, the latest time floor, the
+        highest folded LSN) over the sleeping segments, as Segment answers them."""
+        cpl, cpl_time, floor_time, folded = 0, 0.0, float("-inf"), 0
+        for _scl, checkpoint_lsn, last, last_time in self.dormant.values():
+            if last and last_time <= moment and last > cpl and not _inside(last, annulled):
+                cpl, cpl_time = last, last_time
+            if last:
+                floor_time = max(floor_time, last_time)  # loading makes it the floor
+            folded = max(folded, checkpoint_lsn)
+        return cpl, cpl_time, floor_time, folded
 
     def start_segment(
         self, pg_id: int, lsn: int, time: float, layers: list[SharedImages]
@@ -183,6 +287,8 @@ class StorageNode(NodeStorage):
             return []
         try:
             out = self._dispatch(message, sender)
+            if len(self.segments) > SEGMENTS_AWAKE_MAX:
+                self._sleep_quiet()
         except _DiskFailed:
             return []  # the node stopped mid-message: it says nothing more
         if self.durability == "fsync" and self.disk is not None:
@@ -270,7 +376,7 @@ class StorageNode(NodeStorage):
         built. At most UPLOADS_HELD_MAX objects wait; an older one nobody took
         (its request was answered by another node, or its reply was lost) goes.
         """
-        segment = self.segments.get(message.pg_id)
+        segment = self.awake(message.pg_id)
         name, size, cpls, times, problem = "", 0, (), (), ""
         try:
             if (
@@ -318,7 +424,15 @@ class StorageNode(NodeStorage):
         cpls: list[int] = []
         times: list[float] = []
         record_bytes: list[int] = []
-        for pg_id, segment in sorted(self.segments.items()):
+        for pg_id in self.segment_ids():
+            asleep = self.dormant.get(pg_id)
+            if asleep is not None:
+                if asleep[2] and asleep[3] >= since:
+                    cpls.append(asleep[2])
+                    times.append(asleep[3])
+                record_bytes += (pg_id, 0)
+                continue
+            segment = self.segments[pg_id]
             start = bisect.bisect_left(segment.cpl_times, since)
             cpls += segment.cpl_lsns[start:]
             times += segment.cpl_times[start:]
@@ -329,8 +443,9 @@ class StorageNode(NodeStorage):
         )
 
     def _on_time_query(self, message: m.TimeQuery, sender: str) -> Outgoing:
-        cpl, moment = 0, 0.0
-        floor_time, folded_lsn = float("-inf"), 0
+        cpl, moment, floor_time, folded_lsn = self._dormant_time_answer(
+            message.moment, message.annulled
+        )
         for segment in self.segments.values():
             found, found_time = segment.last_commit_at(message.moment, message.annulled)
             if found > cpl:
@@ -356,6 +471,8 @@ class StorageNode(NodeStorage):
         for truncation in truncation_triples(truncations):
             if truncation not in self.truncations:
                 self.truncations.append(truncation)
+                for pg_id in [p for p, asleep in self.dormant.items() if asleep[0] > truncation[1]]:
+                    self._wake(pg_id)  # it holds frames the truncation reaches
                 for segment in self.segments.values():
                     segment.truncate(*truncation)
                 changed = True
@@ -492,7 +609,7 @@ class StorageNode(NodeStorage):
         annulled: tuple[int, ...],
     ) -> tuple[bytes, str, int]:
         """(image, problem, SCL) for a read: the image if this segment can serve it."""
-        segment = self.segments.get(pg_id)
+        segment = self.awake(pg_id)
         if segment is not None and segment.failed:
             return b"", f"segment set aside: {segment.failed}", 0
         if segment is None or segment.scl < required_scl:
@@ -596,6 +713,12 @@ class StorageNode(NodeStorage):
         return [(peer, pull) for peer in self.peers]
 
     def _on_gossip_pull(self, message: m.GossipPull) -> Outgoing:
+        asleep = self.dormant.get(message.pg_id)
+        if asleep is not None:  # its chain is all collected: at most the news of that
+            if message.scl >= asleep[0]:
+                return []
+            push = m.GossipPush(self.name, message.pg_id, asleep[0], (), asleep[0])
+            return [(message.sender, push)]
         segment = self.segments.get(message.pg_id)
         if segment is None or segment.failed:
             return []
@@ -667,9 +790,12 @@ class StorageNode(NodeStorage):
 
     def _catalog(self) -> tuple[int, ...]:
         flat: list[int] = []
-        for pg_id, segment in sorted(self.segments.items()):
-            if not segment.failed:  # a segment set aside offers nothing
-                flat += (pg_id, segment.scl)
+        for pg_id in self.segment_ids():
+            asleep = self.dormant.get(pg_id)
+            if asleep is not None:
+                flat += (pg_id, asleep[0])
+            elif not self.segments[pg_id].failed:  # a segment set aside offers nothing
+                flat += (pg_id, self.segments[pg_id].scl)
         return tuple(flat)
 
     def _on_catalog(self, message: m.Catalog) -> Outgoing:
@@ -677,6 +803,9 @@ class StorageNode(NodeStorage):
             self._adopt(message.epoch, message.truncations, None)
         out: Outgoing = []
         for pg_id, peer_scl in zip(message.segments[::2], message.segments[1::2], strict=True):
+            asleep = self.dormant.get(pg_id)
+            if asleep is not None and peer_scl <= asleep[0]:
+                continue  # caught up, and not suspect: nothing to pull or vouch
             segment = self.segment(pg_id)
             if segment.failed:
                 continue
@@ -736,7 +865,12 @@ class StorageNode(NodeStorage):
         segments: list[int] = []
         intervals: list[int] = []
         problems: list[str] = [self.suspect_reason] if self.suspect else []
-        for pg_id, segment in sorted(self.segments.items()):
+        for pg_id in self.segment_ids():
+            asleep = self.dormant.get(pg_id)
+            if asleep is not None:  # no frame above its checkpoint: no interval either
+                segments += (pg_id, asleep[0], int(self.suspect))
+                continue
+            segment = self.segments[pg_id]
             segments += (pg_id, segment.scl, int(segment.suspect or self.suspect))
             if segment.suspect:
                 reason = segment.failed or segment.suspect_reason or "damaged at load"
@@ -769,6 +903,8 @@ class StorageNode(NodeStorage):
         out: Outgoing = [(sender, m.Truncated(self.name, message.epoch))]
         for pg_id, segment in self.segments.items():
             out.append((sender, m.SegmentState(self.name, pg_id, self.epoch, segment.scl)))
+        for pg_id, asleep in self.dormant.items():
+            out.append((sender, m.SegmentState(self.name, pg_id, self.epoch, asleep[0])))
         out += self.restart()
         return out
 
@@ -798,6 +934,11 @@ class StorageNode(NodeStorage):
                         self.disk.sync(name)
                 self.dirty.clear()
                 self._write_meta()
+
+
+def _inside(lsn: int, annulled: tuple[int, ...]) -> bool:
+    """True if ``lsn`` lies in one of the flat (lo, hi] ranges of ``annulled``."""
+    return any(annulled[i] < lsn <= annulled[i + 1] for i in range(0, len(annulled), 2))
 
 
 def failed_nodes(nodes: dict[str, StorageNode]) -> str:

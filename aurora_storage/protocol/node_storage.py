@@ -201,6 +201,7 @@ class NodeStorage:
     history: History | None
     vdl_hint: int
     segments: dict[int, Segment]
+    dormant: dict[int, tuple[int, int, int, float]]
     suspect: bool
     suspect_reason: str
     failed: str
@@ -225,6 +226,14 @@ class NodeStorage:
         """LSN ranges every read skips (node.py)."""
         raise NotImplementedError
 
+    def _sleep_quiet(self) -> None:
+        """Puts quiet segments to sleep once too many are awake (node.py)."""
+        raise NotImplementedError
+
+    def awake(self, pg_id: int) -> Segment | None:
+        """The PG's segment, woken if asleep (node.py)."""
+        raise NotImplementedError
+
     # --- the log ----------------------------------------------------------------------
 
     def _append_to_disk(self, pg_id: int, frames: list[bytes]) -> None:
@@ -242,7 +251,8 @@ class NodeStorage:
             self.stop_on_disk_error("write", error)
             raise _DiskFailed from error
         self.dirty.add(name)
-        self.unindexed.add(pg_id)
+        if self.durability == "fsync":  # only a sync job indexes (begin_sync takes them)
+            self.unindexed.add(pg_id)
         self._frames_since_meta += len(frames)
         segment = self.segments[pg_id]
         segment.frames_logged += len(frames)
@@ -511,6 +521,7 @@ class NodeStorage:
             if segment.hot_bytes:
                 self._hot_order[pg_id] = None
                 self._hot_estimate += segment.hot_bytes
+        self._sleep_quiet()  # an open of a scattered volume keeps few segments awake
         return report
 
     def _start_empty(self, report: LoadReport) -> None:
@@ -679,9 +690,9 @@ class NodeStorage:
         depends on is reported; a store whose versions fail sets its segment aside
         (it serves nothing and votes nowhere until repaired). Returns the problems."""
         problems: list[str] = []
-        for segment in self.segments.values():
-            store = segment.store
-            if store is None or segment.failed:
+        for segment in [self.awake(pg_id) for pg_id in sorted({*self.segments, *self.dormant})]:
+            store = segment.store if segment is not None else None
+            if segment is None or store is None or segment.failed:
                 continue
             found = store.scrub(segment.checkpoint_lsn, segment.store_map)
             for problem in found.harmless[:FINDINGS_PER_STORE]:

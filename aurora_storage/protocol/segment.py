@@ -128,6 +128,7 @@ class Segment:
         self.queued: list[tuple[log.Frame, bytes]] = []
         self.hot_bytes = 0  # record bytes appended since the last coalescing (an upper bound)
         self.retain_lsn = 0  # the writer's last word: records at or below may be folded
+        self.used_at = 0  # when its node last used it (node.py: the least used sleep first)
         self._init_checkpoint_state()
 
     def _init_checkpoint_state(self) -> None:

@@ -61,8 +61,8 @@ def test_quiet_segments_fold_checkpoint_and_leave_memory(tmp_path: Path) -> None
     order = rng.sample(range(PGS), PGS)
     written = scatter(volume, rng, order)
     for name, storage in volume.cluster.nodes.items():
-        segments = storage.segments
-        assert len(segments) == PGS
+        segments = storage.segments  # the awake ones: all 400 at the default bound
+        assert storage.segment_ids() == sorted(order)
         hot = sum(segment.hot_bytes for segment in segments.values())
         # The budget, and the last pass's slack: a pass runs once half a budget more
         # was appended (the frames' headers count there, not here).
@@ -70,9 +70,10 @@ def test_quiet_segments_fold_checkpoint_and_leave_memory(tmp_path: Path) -> None
         holding_frames = [s for s in segments.values() if s.chain_frames]
         # Only the PGs whose floors are not sent yet keep frames for gossip.
         assert len(holding_frames) <= writer.MAINTAIN_DUE + HOT // PAGE + 2, name
-        quiet = [segments[pg_id] for pg_id in order[: PGS // 2]]
+        quiet = [segments[pg_id] for pg_id in order[: PGS // 2] if pg_id in segments]
         assert all(s.checkpoint_lsn and not s.hot_bytes and s.store for s in quiet), name
-        assert all(storage.disk.size(log_name(s.pg_id)) == 0 for s in quiet), name
+        # Awake or asleep, their logs are empty: their records are in the page store.
+        assert all(storage.disk.size(log_name(pg)) == 0 for pg in order[: PGS // 2]), name
     for page_no, image in written.items():
         assert volume.read_page(page_no) == image
     volume.close()
@@ -123,3 +124,38 @@ def test_a_maintain_of_another_epoch_or_history_changes_nothing(tmp_path: Path) 
     assert [type(reply) for _, reply in other] == [m.HistoryPull]
     assert (segment.chain_base_lsn, segment.coalesced_lsn, segment.retain_lsn) == state
     volume.close()
+
+
+def test_quiet_segments_sleep_and_wake_as_they_are_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past SEGMENTS_AWAKE_MAX awake segments, a node keeps a few numbers of each quiet
+    one (asleep) and loads it back when used: reads, writes, catalogs, a crash and
+    recovery all see every PG as if it had stayed in memory."""
+    monkeypatch.setattr(node, "SEGMENTS_AWAKE_MAX", 16)
+    rng = random.Random(11)
+    volume = create(tmp_path / "volume")
+    order = rng.sample(range(PGS), PGS)
+    written = scatter(volume, rng, order)
+    for name, storage in volume.cluster.nodes.items():
+        assert len(storage.segments) <= 16 + 16 // 4, name
+        assert len(storage.dormant) >= PGS - writer.MAINTAIN_DUE - HOT // PAGE - 20, name
+        assert storage.segment_ids() == sorted(order)
+        catalog = storage._catalog()
+        assert catalog[::2] == tuple(sorted(order)) and all(catalog[1::2]), name
+    for page_no, image in written.items():  # every read wakes its PG on some node
+        assert volume.read_page(page_no) == image
+    written.update(scatter(volume, rng, order[:40]))  # writes to sleeping PGs
+    for page_no, image in written.items():
+        assert volume.read_page(page_no) == image
+    volume.simulate_crash()
+
+    again = Volume.open(tmp_path / "volume", transport=DirectTransport(sync_threads=0))
+    for storage in again.cluster.nodes.values():
+        # An open leaves them asleep too, but for those whose log holds frames (the
+        # crash came before their floors or their fold).
+        assert len(storage.dormant) >= PGS - writer.MAINTAIN_DUE - HOT // PAGE - 20
+        assert all(segment.log_bytes for segment in storage.segments.values())
+    for page_no, image in written.items():
+        assert again.read_page(page_no) == image
+    again.close()
