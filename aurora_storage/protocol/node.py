@@ -214,6 +214,9 @@ class StorageNode(NodeStorage):
             and not segment.page_log.stats().records
         )
 
+    def _awake_max(self) -> int:
+        return SEGMENTS_AWAKE_MAX
+
     def _sleep_quiet(self) -> None:
         """Puts the least recently used quiet segments to sleep once more than
         SEGMENTS_AWAKE_MAX are awake, down to three quarters of it: a volume that

@@ -509,7 +509,11 @@ class NodeStorage:
             detail = f"PG {pg_id} is past the end of the volume ({pg_count} PGs)"
             report.add(LoadFinding(log_name(pg_id), FINDING_MISPLACED, detail))
         stale: list[str] = []
-        for pg_id in [pg_id for pg_id in pg_ids if pg_id < pg_count]:
+        loaded = [pg_id for pg_id in pg_ids if pg_id < pg_count]
+        asleep = self._writes_logs and not self.suspect and len(loaded) > self._awake_max()
+        for pg_id in loaded:
+            if asleep and self._load_asleep(pg_id):
+                continue
             segment = self.segment(pg_id)
             self._load_checkpoint(segment, report, stale)
             self._load_segment(segment, report, stale)
@@ -523,6 +527,40 @@ class NodeStorage:
                 self._hot_estimate += segment.hot_bytes
         self._sleep_quiet()  # an open of a scattered volume keeps few segments awake
         return report
+
+    def _load_asleep(self, pg_id: int) -> bool:
+        """Loads a segment asleep, from its checkpoint file alone, if that is all it
+        holds (an empty log, a checkpoint in the page store format, nothing a
+        truncation reaches): an open of a volume of thousands of PGs reads one small
+        file of each. False where the full load must look (it reports what it finds);
+        its page store is checked when the segment wakes."""
+        disk = self.disk
+        assert disk is not None
+        name, log_file = checkpoint_name(pg_id), log_name(pg_id)
+        if not disk.exists(name) or not disk.exists(log_file) or disk.size(log_file):
+            return False
+        try:
+            meta, images = decode_object(disk.read(name), name, KIND_PAGES)
+            fields = (int(meta["pg_id"]), str(meta.get("volume_id") or self.volume_id))
+            cutoff, chain_lsn = int(meta["cutoff"]), int(meta["chain_lsn"])
+            cpl, cpl_time = int(meta["cpl"]), float(meta["cpl_time"])
+            in_store = bool(meta.get("store"))
+        except (CorruptionError, KeyError, TypeError, ValueError):
+            return False
+        if (
+            fields != (pg_id, self.volume_id)
+            or not in_store
+            or images
+            or not 0 < cutoff <= self.vdl_hint
+            or any(lo < chain_lsn <= hi for _, lo, hi in self.truncations)
+        ):
+            return False
+        self.dormant[pg_id] = (chain_lsn, cutoff, cpl, cpl_time)
+        return True
+
+    def _awake_max(self) -> int:
+        """Segments a node keeps awake (node.py)."""
+        raise NotImplementedError
 
     def _start_empty(self, report: LoadReport) -> None:
         """A node that lost its disk knows nothing, including what it acknowledged: it

@@ -20,6 +20,7 @@ from aurora_storage import Volume
 from aurora_storage.protocol import messages as m
 from aurora_storage.protocol import node, writer
 from aurora_storage.protocol.node_storage import log_name
+from aurora_storage.protocol.page_store import image_name
 from aurora_storage.runtime.transport import DirectTransport
 
 PAGE = 4096
@@ -156,6 +157,17 @@ def test_quiet_segments_sleep_and_wake_as_they_are_used(
         # crash came before their floors or their fold).
         assert len(storage.dormant) >= PGS - writer.MAINTAIN_DUE - HOT // PAGE - 20
         assert all(segment.log_bytes for segment in storage.segments.values())
+    # A page store damaged while its segment sleeps is found when it wakes: the
+    # segment is set aside and serves nothing; the volume reads from the others.
+    storage = again.cluster.nodes["az1-a"]
+    page_no = next(p for p in sorted(written) if p // PG_PAGES in storage.dormant)
+    pg_id = page_no // PG_PAGES
+    store = tmp_path / "volume" / "nodes" / "az1-a" / image_name(pg_id)
+    store.write_bytes(bytes(byte ^ 0x5A for byte in store.read_bytes()))
+    image, problem, _ = storage.serve_read(pg_id, page_no, again.vdl, 0, ())
+    assert image == b"" and problem, problem
+    assert storage.segments[pg_id].failed
+    assert any(image_name(pg_id) in line for line in storage.load_report.problems())
     for page_no, image in written.items():
         assert again.read_page(page_no) == image
     again.close()
