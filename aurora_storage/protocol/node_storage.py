@@ -511,8 +511,9 @@ class NodeStorage:
         stale: list[str] = []
         loaded = [pg_id for pg_id in pg_ids if pg_id < pg_count]
         asleep = self._writes_logs and not self.suspect and len(loaded) > self._awake_max()
+        present = set(names) if asleep else set()
         for pg_id in loaded:
-            if asleep and self._load_asleep(pg_id):
+            if asleep and self._load_asleep(pg_id, present):
                 continue
             segment = self.segment(pg_id)
             self._load_checkpoint(segment, report, stale)
@@ -528,16 +529,16 @@ class NodeStorage:
         self._sleep_quiet()  # an open of a scattered volume keeps few segments awake
         return report
 
-    def _load_asleep(self, pg_id: int) -> bool:
+    def _load_asleep(self, pg_id: int, present: set[str]) -> bool:
         """Loads a segment asleep, from its checkpoint file alone, if that is all it
         holds (an empty log, a checkpoint in the page store format, nothing a
         truncation reaches): an open of a volume of thousands of PGs reads one small
-        file of each. False where the full load must look (it reports what it finds);
+        file of each. ``present``: the names the node's folder holds. False where the full load must look (it reports what it finds);
         its page store is checked when the segment wakes."""
         disk = self.disk
         assert disk is not None
         name, log_file = checkpoint_name(pg_id), log_name(pg_id)
-        if not disk.exists(name) or not disk.exists(log_file) or disk.size(log_file):
+        if name not in present or log_file not in present or disk.size(log_file):
             return False
         try:
             meta, images = decode_object(disk.read(name), name, KIND_PAGES)

@@ -439,10 +439,15 @@ class RealDisk:
         if not self.root.exists():
             return []
         names = []
-        for path in self.root.rglob("*"):
-            if path.is_file() and not path.name.endswith(".tmp"):
-                name = path.relative_to(self.root).as_posix()
-                if name.startswith(prefix):
+        root = str(self.root)
+        # os.walk reads each folder's entries with their types (no stat per file): a
+        # node folder of a scattered volume holds hundreds of thousands of files.
+        for folder, _, files in os.walk(root):
+            relative = os.path.relpath(folder, root)
+            base = "" if relative == "." else relative.replace(os.sep, "/") + "/"
+            for file in files:
+                name = base + file
+                if not file.endswith(".tmp") and name.startswith(prefix):
                     names.append(name)
         return sorted(names)
 
