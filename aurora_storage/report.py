@@ -29,6 +29,8 @@ from .errors import ConfigurationError
 RATIOS_NAME = "ratios.json"
 PYTEST_BENCHMARK_NAME = "pytest-benchmark.json"
 TINY_ENVIRONMENT = "AURORA_STORAGE_BENCH_TINY"
+SCALE_ENVIRONMENT = "AURORA_STORAGE_BENCH_SCALE_MB"
+QUICK_SCALE_MB = 64  # bench_scale's volume under --quick: 384 MiB on disk with its copies
 QUICK_SKIPS = "not large_working_set and not restore_throughput and not node_restart_replay"
 # pytest-benchmark's own calibration, cut to one round of one call under --tiny.
 TINY_OPTIONS = (
@@ -68,6 +70,9 @@ def run(out: Path, *, quick: bool, root: Path, tiny: bool = False) -> int:
     ]
     if quick:  # the workloads that build gigabytes of data are left out
         command += ["-k", QUICK_SKIPS]
+        # bench_scale's volumes (six copies each) at a size that builds no gigabytes,
+        # unless one is asked for.
+        environment.setdefault(SCALE_ENVIRONMENT, str(QUICK_SCALE_MB))
     if tiny:
         environment[TINY_ENVIRONMENT] = "1"
         command += TINY_OPTIONS
