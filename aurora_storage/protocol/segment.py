@@ -60,7 +60,7 @@ class SharedImages:
     block: memoryview
 
 
-@dataclass
+@dataclass(slots=True)
 class SegmentCounters:
     frames_received: int = 0
     frames_duplicate: int = 0
@@ -72,7 +72,7 @@ class SegmentCounters:
     records_coalesced: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Segment:
     pg_id: int
     geometry: Geometry
@@ -80,41 +80,82 @@ class Segment:
     scl: int = 0
     coalesced_lsn: int = 0
     counters: SegmentCounters = field(default_factory=SegmentCounters)
+    # Set in __post_init__ (slots: a node of a sparse volume holds thousands).
+    page_lo: int = field(init=False, repr=False, compare=False)
+    page_hi: int = field(init=False, repr=False, compare=False)
+    _page_log: PageLog = field(init=False, repr=False, compare=False)
+    defer_indexing: bool = field(init=False, repr=False, compare=False)
+    unindexed: list[memoryview] = field(init=False, repr=False, compare=False)
+    chain_frames: list[bytes] = field(init=False, repr=False, compare=False)
+    chain_first_lsns: list[int] = field(init=False, repr=False, compare=False)
+    chain_last_lsns: list[int] = field(init=False, repr=False, compare=False)
+    chain_base_lsn: int = field(init=False, repr=False, compare=False)
+    cpl_lsns: list[int] = field(init=False, repr=False, compare=False)
+    cpl_times: list[float] = field(init=False, repr=False, compare=False)
+    time_floor: float = field(init=False, repr=False, compare=False)
+    on_damage: Callable[[str, str], None] | None = field(init=False, repr=False, compare=False)
+    on_chain: Callable[[int, list[bytes]], None] | None = field(
+        init=False, repr=False, compare=False
+    )
+    truncations: list[tuple[int, int, int]] = field(init=False, repr=False, compare=False)
+    suspect: bool = field(init=False, repr=False, compare=False)
+    vouchers: set[str] = field(init=False, repr=False, compare=False)
+    suspect_reason: str = field(init=False, repr=False, compare=False)
+    needs_repair: str = field(init=False, repr=False, compare=False)
+    failed: str = field(init=False, repr=False, compare=False)
+    pending: dict[int, tuple[int, int, float | None, bytes]] = field(
+        init=False, repr=False, compare=False
+    )
+    queued: list[tuple[log.Frame, bytes]] = field(init=False, repr=False, compare=False)
+    hot_bytes: int = field(init=False, repr=False, compare=False)
+    retain_lsn: int = field(init=False, repr=False, compare=False)
+    used_at: int = field(init=False, repr=False, compare=False)
+    checkpoint_lsn: int = field(init=False, repr=False, compare=False)
+    checkpoint_chain_lsn: int = field(init=False, repr=False, compare=False)
+    frames_logged: int = field(init=False, repr=False, compare=False)
+    changed_pages: set[int] | None = field(init=False, repr=False, compare=False)
+    store: PageStore | None = field(init=False, repr=False, compare=False)
+    store_map: StoreMap = field(init=False, repr=False, compare=False)
+    images_grew: bool = field(init=False, repr=False, compare=False)
+    log_lasts: array[int] = field(init=False, repr=False, compare=False)
+    log_ends: array[int] = field(init=False, repr=False, compare=False)
+    log_bytes: int = field(init=False, repr=False, compare=False)
+    log_ordered: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.page_lo, self.page_hi = self.geometry.page_range(self.pg_id)
-        self._page_log: PageLog = new_page_log(self.geometry.page_size, self.backend)
+        self._page_log = new_page_log(self.geometry.page_size, self.backend)
         # With defer_indexing, the bodies of chained frames wait here until the page
         # log is next used or index_frames runs: a node indexes them while its
         # flush runs (node.py, SyncJob.index). Reading page_log catches up first.
         self.defer_indexing = False
-        self.unindexed: list[memoryview] = []
+        self.unindexed = []
         # The chain above the gossip floor: frames and their LSN ranges (whether one
         # ends an MTR is in the time index below). chain_base_lsn: the last LSN of
         # the newest frame dropped by garbage collection.
-        self.chain_frames: list[bytes] = []
-        self.chain_first_lsns: list[int] = []
-        self.chain_last_lsns: list[int] = []
+        self.chain_frames = []
+        self.chain_first_lsns = []
+        self.chain_last_lsns = []
         self.chain_base_lsn = 0
         # The time index of this PG: LSN and writer time of every CPL in the chain,
         # both ascending (the writer's commit clock never goes back).
-        self.cpl_lsns: list[int] = []
-        self.cpl_times: list[float] = []
+        self.cpl_lsns = []
+        self.cpl_times = []
         # Moments before this may have had commits the index no longer holds: it
         # answers for none of them (-inf while nothing was dropped).
         self.time_floor = float("-inf")
         # Called with (file, problem) when the page store fails a read (the node
         # reports it).
-        self.on_damage: Callable[[str, str], None] | None = None
+        self.on_damage = None
         # Called with the frames that joined the chain in one step, in order (the
         # node appends them to disk in one write).
-        self.on_chain: Callable[[int, list[bytes]], None] | None = None
+        self.on_chain = None
         # Truncations (epoch, lo, hi) in force on this node: (lo, hi] is annulled.
-        self.truncations: list[tuple[int, int, int]] = []
+        self.truncations = []
         # True while the segment may have lost acknowledged frames (damage found at
         # restart): it counts toward no quorum until it has caught up with peers.
         self.suspect = False
-        self.vouchers: set[str] = set()
+        self.vouchers = set()
         self.suspect_reason = ""
         # Set while a peer said it collected frames this segment lacks: gossip cannot
         # mend it, so it stops asking (a push that makes progress clears it).
@@ -124,8 +165,8 @@ class Segment:
         self.failed = ""
         # Frames beyond a hole, by backlink: backlink -> (first, last, CPL time if the
         # frame ends an MTR else None, frame).
-        self.pending: dict[int, tuple[int, int, float | None, bytes]] = {}
-        self.queued: list[tuple[log.Frame, bytes]] = []
+        self.pending = {}
+        self.queued = []
         self.hot_bytes = 0  # record bytes appended since the last coalescing (an upper bound)
         self.retain_lsn = 0  # the writer's last word: records at or below may be folded
         self.used_at = 0  # when its node last used it (node.py: the least used sleep first)
@@ -140,11 +181,11 @@ class Segment:
         self.frames_logged = 0
         # Pages coalescing changed since the last checkpoint (a superset: pages with
         # records then), or None where nothing checkpoints (a node without a disk).
-        self.changed_pages: set[int] | None = None
+        self.changed_pages = None
         # The page store holding every page at checkpoint_lsn, once one is in force
         # (node_storage.py): the page log then keeps only some pages (a cache), and
         # reads the others back from it before it uses them (_fault_in).
-        self.store: PageStore | None = None
+        self.store = None
         # Which pages the store holds at checkpoint_lsn, and in which slot (StoreMap), from
         # the checkpoint file: a page it holds but cannot find is lost, not absent.
         self.store_map = StoreMap(self.page_lo)
@@ -157,8 +198,8 @@ class Segment:
         """Where each frame of the log file ends and its last LSN, in file order, while
         those LSNs ascend (``log_ordered``): a checkpoint then copies the log's tail
         above its cutoff and reads nothing below it (node_storage.py)."""
-        self.log_lasts: array[int] = array("Q")
-        self.log_ends: array[int] = array("Q")
+        self.log_lasts = array("Q")
+        self.log_ends = array("Q")
         self.log_bytes = 0  # the log file's size
         self.log_ordered = ordered
 
