@@ -55,7 +55,7 @@
 #endif
 
 #define NO_ENTRY UINT32_MAX
-#define TABLE_MIN 64
+#define TABLE_MIN 8 /* slots of a new log: most segments of a sparse volume hold a few pages */
 
 typedef struct {
     uint64_t page_no;
@@ -193,7 +193,7 @@ static int reserve_entries(aus_pagelog *log, size_t extra) {
     size_t needed = log->entry_count + extra;
     if (needed >= NO_ENTRY) return AUS_E_NOMEM;
     if (needed > log->entry_capacity) {
-        size_t capacity = log->entry_capacity ? log->entry_capacity : 16;
+        size_t capacity = log->entry_capacity ? log->entry_capacity : 2;
         while (capacity < needed) capacity *= 2;
         page_entry *entries = realloc(log->entries, capacity * sizeof *entries);
         if (!entries) return AUS_E_NOMEM;
@@ -384,8 +384,11 @@ int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
         if (status != AUS_OK) continue;
         entry->incoming += (i + 1 < count ? positions[i + 1] : len) - positions[i];
         if (entry->length + entry->incoming > entry->capacity) {
+            size_t needed = entry->length + entry->incoming;
             size_t grown = entry->capacity ? entry->capacity : ARENA_BLOCK_MIN;
-            while (grown < entry->length + entry->incoming) grown *= 2;
+            while (grown < needed) grown *= 2;
+            if (!entry->capacity && log->allocated < ARENA_AFTER)
+                grown = (needed + 63) & ~(size_t)63; /* a first batch from malloc: its size */
             status = grow_records(log, entry, grown);
         }
     }

@@ -78,6 +78,15 @@ def test_a_memory_volume_keeps_its_pages_compactly(tmp_path: Path) -> None:
     assert grown <= 7 * 128 * MIB + 64 * MIB, f"{grown / MIB:.0f} MiB for 128 MiB of data"
 
 
+def test_a_memory_volume_scattered_over_128_tib_keeps_its_pages_compactly(
+    tmp_path: Path,
+) -> None:
+    """A page in each of 3,072 PGs: every segment's bookkeeping and its first record
+    batch (allocated at its size, not rounded up to a power of two) count too."""
+    grown = grown_by(tmp_path, "", 48, 256 * MIB, "scattered")
+    assert grown <= 7 * 48 * MIB + 64 * MIB, f"{grown / MIB:.0f} MiB for 48 MiB scattered"
+
+
 @pytest.mark.parametrize("megabytes", [64, 256])
 def test_a_volume_on_disk_keeps_its_cache_whatever_the_data(tmp_path: Path, megabytes: int) -> None:
     cache = 32 * MIB
