@@ -108,7 +108,7 @@ def node_status(node: Any, up: bool) -> NodeStatus:
         "suspect": node.suspect or any(segment.suspect for segment in segments),
         "problems": node.problems(),
         "epoch": node.epoch,
-        "segments": len(node.segments),
+        "segments": len(node.segment_ids()),  # awake or asleep
         "memory_bytes": sum(segment.bytes_used() for segment in segments),
         "shared_bytes": sum(segment.shared_bytes() for segment in segments),
         "disk_bytes": disk_bytes,

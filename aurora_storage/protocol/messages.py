@@ -290,6 +290,17 @@ class Maintain:
 
 
 @dataclass(slots=True)
+class FloorPull:
+    """Node -> writer: the floors of these PGs, please. Sent by a node whose budget
+    of unfolded records is spent while segments' floors are too old to fold them (a
+    Maintain lost, or held back by a read view or a backup not yet staged); the
+    writer answers with a Maintain naming their floors as they are now."""
+
+    node: str
+    pg_ids: tuple[int, ...]
+
+
+@dataclass(slots=True)
 class Tick:
     """Transport -> node: time passed; run background steps (gossip, coalesce)."""
 
@@ -319,6 +330,7 @@ Message = (
     | WindowQuery
     | WindowAnswer
     | Maintain
+    | FloorPull
 )
 
 _TYPES: tuple[type[Any], ...] = (
@@ -346,6 +358,7 @@ _TYPES: tuple[type[Any], ...] = (
     WindowQuery,
     WindowAnswer,
     Maintain,  # tags are positions: new kinds go last
+    FloorPull,
 )
 _TAGS = {kind: tag for tag, kind in enumerate(_TYPES)}
 

@@ -58,6 +58,7 @@ from .stage import Upload, build_log_object, build_pages_object
 WRITER = "writer"
 DIRTY_BYTES_MIN = 1024 * 1024  # a checkpoint never waits for less changed than this
 HOT_BYTES_MAX = COALESCE_RECORD_BYTES  # unfolded record bytes a node on disk keeps
+FLOOR_PULL_MAX = 64  # PGs a node asks the floors of at once (as the writer answers)
 SEGMENTS_AWAKE_MAX = 1024  # segments a node on disk keeps in memory: quiet clean ones sleep
 CHECKPOINTS_PER_TRIM = 2  # checkpoints a node takes for its cache while handling one message
 TRIM_LOOKS = 256  # least recently used segments a trim looks at for a checkpoint to take
@@ -510,7 +511,7 @@ class StorageNode(NodeStorage):
         self._keep_cache(segment)
         self._raise_vdl_hint(message.retain_lsn)
         if self._hot_estimate > self._hot_check_at:
-            self._fold_quiet()
+            out += self._fold_quiet()
         out.append((sender, m.SegmentState(self.name, message.pg_id, self.epoch, scl)))
         if segment.pending:
             out += self._pull_from_peers(segment)
@@ -555,10 +556,10 @@ class StorageNode(NodeStorage):
                 retained = max(retained, flat[index + 1])
         self._raise_vdl_hint(retained)
         if self._hot_estimate > self._hot_check_at:
-            self._fold_quiet()
+            out += self._fold_quiet()
         return out
 
-    def _fold_quiet(self) -> None:
+    def _fold_quiet(self) -> Outgoing:
         """Keeps the records a node holds unfolded within HOT_BYTES_MAX: the least
         recently written segments fold theirs and checkpoint (their pages go to the
         page store, the cache may forget them), as far as their floors let them.
@@ -568,10 +569,13 @@ class StorageNode(NodeStorage):
         into a page that must stay in memory would cost more than the record.
         Called when the bytes
         appended since the last pass pass a threshold: a pass that can fold
-        nothing (a node down holds every floor) is not repeated for every write."""
+        nothing (a node down holds every floor) is not repeated for every write.
+        Returns a FloorPull to the writer for the segments whose floors were too
+        old to fold them (a Maintain lost, or floors held back when it was sent)."""
         if self.disk is None or self.failed or not self._writes_logs:
-            return
+            return []
         order, total = self._hot_order, 0
+        stale: list[int] = []  # PGs whose floors are too old to fold them
         for pg_id in list(order):
             segment = self.segments.get(pg_id)
             if segment is None or not segment.hot_bytes:
@@ -585,12 +589,11 @@ class StorageNode(NodeStorage):
                 break
             segment = self.segments[pg_id]
             upto = min(segment.retain_lsn, segment.scl)
-            if (
-                segment.failed
-                or segment.suspect
-                or upto <= segment.coalesced_lsn
-                or upto > min(segment.chain_base_lsn, self.vdl_hint)
-            ):
+            if segment.failed or segment.suspect:
+                continue
+            if upto <= segment.coalesced_lsn or upto > min(segment.chain_base_lsn, self.vdl_hint):
+                if len(stale) < FLOOR_PULL_MAX:
+                    stale.append(pg_id)
                 continue
             before = segment.hot_bytes
             segment.coalesce(upto, annulled)
@@ -602,6 +605,9 @@ class StorageNode(NodeStorage):
                 del order[pg_id]
         self._hot_estimate = total
         self._hot_check_at = max(HOT_BYTES_MAX, total + HOT_BYTES_MAX // 2)
+        if not stale or excess <= 0:
+            return []
+        return [(self.writer, m.FloorPull(self.name, tuple(stale)))]
 
     def serve_read(
         self,
@@ -626,6 +632,8 @@ class StorageNode(NodeStorage):
             return b"", str(error), segment.scl
         finally:
             self._keep_cache(segment)
+            if len(self.segments) > SEGMENTS_AWAKE_MAX:  # reads wake segments too
+                self._sleep_quiet()
 
     # --- the page cache ------------------------------------------------------------------
 

@@ -60,6 +60,7 @@ from .recovery import RecoveryPlan
 from .transaction import Transaction
 
 MAINTAIN_DUE = 64  # PGs waiting for their floors that make the writer send them
+FLOOR_PULL_MAX = 64  # PGs a node may ask the floors of at once (FloorPull)
 
 
 @dataclass
@@ -258,6 +259,8 @@ class Writer:
                 self._history_acks.add(message.node)
         elif isinstance(message, m.HistoryPull):
             return [(sender, m.SetHistory(self.epoch, encode_history(self.history)))]
+        elif isinstance(message, m.FloorPull):
+            return self._floors_for(message.node, message.pg_ids)
         elif isinstance(message, m.Tick):
             return self._retransmissions() + self._maintenance()
         return []
@@ -422,6 +425,19 @@ class Writer:
         return [
             (node, m.Maintain(self.epoch, tuple(flat), sequence)) for node, flat in floors.items()
         ]
+
+    def _floors_for(self, node: str, pg_ids: tuple[int, ...]) -> list[tuple[str, m.Message]]:
+        """A Maintain for ``node`` naming the floors of ``pg_ids`` as they are now (its
+        FloorPull): whatever was sent before, lost or held back."""
+        retain = self.min_read_point()
+        flat: list[int] = []
+        for pg_id in pg_ids[:FLOOR_PULL_MAX]:
+            pg = self.pgs.get(pg_id)
+            if pg is not None and node in pg.quorum.members:
+                flat += (pg_id, self._pg_retain(pg, retain), self._gc_floor(pg))
+        if not flat or self._closed:
+            return []
+        return [(node, m.Maintain(self.epoch, tuple(flat), self._history_sequence()))]
 
     def send_maintenance(self) -> None:
         """Sends the floors due now (:meth:`_maintenance`): a volume closing leaves its

@@ -88,7 +88,10 @@ def test_quiet_segments_fold_checkpoint_and_leave_memory(tmp_path: Path) -> None
     again.close()
 
 
-def test_the_writer_sends_floors_in_batches_of_pgs(tmp_path: Path) -> None:
+def test_the_writer_sends_floors_in_batches_of_pgs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(node, "HOT_BYTES_MAX", 64 * 1024 * 1024)  # no node asks (FloorPull)
     volume = create(tmp_path / "volume")
     sent: list[m.Maintain] = []
     deliver = volume.transport.send
@@ -171,3 +174,31 @@ def test_quiet_segments_sleep_and_wake_as_they_are_used(
     for page_no, image in written.items():
         assert again.read_page(page_no) == image
     again.close()
+
+
+def test_a_node_over_its_budget_asks_the_floors_it_lacks(tmp_path: Path) -> None:
+    """A node whose unfolded records pass the budget while its quiet segments' floors
+    are too old to fold them asks the writer (FloorPull), which answers with a
+    Maintain of their floors as they are now; then they fold."""
+    volume = create(tmp_path / "volume")
+    pulls: list[m.FloorPull] = []
+    deliver = volume.transport.send
+
+    def spy(source: str, destination: str, message: m.Message) -> None:
+        if isinstance(message, m.FloorPull):
+            pulls.append(message)
+        deliver(source, destination, message)
+
+    volume.transport.send = spy  # type: ignore[method-assign]
+    with volume.read_view():  # holds every floor back while these PGs are written
+        written = scatter(volume, random.Random(13), list(range(40)))
+    assert not pulls or all(len(pull.pg_ids) <= writer.FLOOR_PULL_MAX for pull in pulls)
+    written.update(scatter(volume, random.Random(14), list(range(100, 140))))
+    assert pulls  # over the budget, with the view's PGs unfoldable until it closed
+    for storage in volume.cluster.nodes.values():  # a sleeping segment holds none
+        assert not [
+            pg for pg in range(40) if pg in storage.segments and storage.segments[pg].hot_bytes
+        ]
+    for page_no, image in written.items():
+        assert volume.read_page(page_no) == image
+    volume.close()

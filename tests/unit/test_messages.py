@@ -20,6 +20,7 @@ EXAMPLES: list[m.Message] = [
     m.Rejected("az1-a", 4, "stale"),
     m.Tick(),
     m.Maintain(4, (7, 40, 38, 9, 40, 12), 2),
+    m.FloorPull("az2-a", (7, 9)),
     m.RecoveryState(
         "az2-a", 5, 30, 1, (2, 0, 40), (7, 42, 1), (7, 31, 42, 40), b"\x90", ("PG 7: why",)
     ),
