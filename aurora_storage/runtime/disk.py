@@ -246,20 +246,21 @@ class RealDisk:
     def _forget(self, name: str, trim: bool = False) -> None:
         """Closes a file's handle (after its growth in flight); ``trim`` cuts its zeros."""
         extension = self._extending.pop(name, None)
-        grown_to = 0
         if extension is not None:
             with contextlib.suppress(OSError):  # only zeros past the data were at stake
-                grown_to = extension.result()
+                extension.result()
         handle = self._handles.pop(name, None)
         end = self._ends.pop(name, 0)
         self._grown.pop(name, None)
         self._generations.pop(name, None)
         self._journaled.discard(name)
         self._quiet.pop(name, None)
-        allocated = max(self._allocated.pop(name, 0), grown_to)
+        self._allocated.pop(name, None)
         if handle is not None:
             try:
-                if trim and allocated > end:  # zeros preallocated past the data
+                # Zeros past the data (preallocated, or left by a growth that failed
+                # half way): only where there are any, which fstat tells.
+                if trim and os.fstat(handle).st_size > end:
                     os.ftruncate(handle, end)
             finally:
                 os.close(handle)

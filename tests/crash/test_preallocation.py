@@ -56,6 +56,22 @@ def test_appends_read_back_exactly_and_close_trims(tmp_path: Path) -> None:
     assert (tmp_path / "log").read_bytes() == data, "close trims the zeros"
 
 
+def test_close_trims_zeros_a_growth_left_behind_unrecorded(tmp_path: Path) -> None:
+    """Zeros past the data that the disk never recorded (a background growth that
+    wrote some, then failed) are cut at close all the same: a reopened file must
+    append right after its data, never after a stretch of zeros."""
+    store = RealDisk(tmp_path, "fsync")
+    store.append("log", b"x" * 1000)
+    end = (tmp_path / "log").stat().st_size
+    descriptor = os.open(tmp_path / "log", os.O_WRONLY)
+    try:
+        os.pwrite(descriptor, bytes(8192), end)  # as a growth that died half way would
+    finally:
+        os.close(descriptor)
+    store.close()
+    assert (tmp_path / "log").read_bytes() == b"x" * 1000
+
+
 def test_reopened_file_appends_after_its_data(tmp_path: Path) -> None:
     store = RealDisk(tmp_path, "fsync")
     store.append("log", b"a" * 1000)
