@@ -236,6 +236,15 @@ def large(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int,
     yield path, pages, pattern
 
 
+def warm_files(folder: Path) -> None:
+    """Reads every file under ``folder`` once, so that the OS page cache holds it."""
+    for file in sorted(folder.rglob("*")):
+        if file.is_file():
+            with open(file, "rb") as reader:
+                while reader.read(1 << 20):
+                    pass
+
+
 def lmdb_pages(path: Path, pages: int, pattern: bytes) -> Any:
     env = lmdb.open(str(path), map_size=pages * PAGE * 2 + (64 << 20), sync=False)
     with env.begin(write=True) as txn:
@@ -250,6 +259,12 @@ def test_read_uncached(
     path, pages, pattern = large
     volume = Volume.open(path, cache_bytes=CACHE_BYTES)
     env = lmdb_pages(tmp_path / "lmdb", pages, pattern)
+    # Both sides warm in the OS page cache: the replica that serves the reads (a direct
+    # transport asks the first member first) and LMDB's file, each read through once.
+    # Building the volume wrote six copies: the first one's pages may have left the
+    # cache since, while LMDB's were just written.
+    warm_files(path / "nodes" / next(iter(volume.cluster.nodes)))
+    warm_files(tmp_path / "lmdb")
     rng = random.Random(SEED + 1)
     orders = [
         [rng.randrange(pages) for _ in range(READS_PER_ROUND)]
