@@ -257,8 +257,11 @@ class StorageNode(NodeStorage):
         del self.dormant[pg_id]
         segment = self.segment(pg_id)  # a new one: no longer asleep
         stale: list[str] = []
-        self._load_checkpoint(segment, self.load_report, stale)
-        self._load_segment(segment, self.load_report, stale)
+        # A disk that cannot read its own files stops the node, as a failed write
+        # does: _DiskFailed unwinds to the public method (handle, serve_read).
+        with self._stopping_on_disk_error("segment load"):
+            self._load_checkpoint(segment, self.load_report, stale)
+            self._load_segment(segment, self.load_report, stale)
         return segment
 
     def _dormant_time_answer(
@@ -618,7 +621,12 @@ class StorageNode(NodeStorage):
         annulled: tuple[int, ...],
     ) -> tuple[bytes, str, int]:
         """(image, problem, SCL) for a read: the image if this segment can serve it."""
-        segment = self.awake(pg_id)
+        if self.failed:
+            return b"", f"node stopped: {self.failed}", 0
+        try:
+            segment = self.awake(pg_id)
+        except _DiskFailed:
+            return b"", f"node stopped: {self.failed}", 0
         if segment is not None and segment.failed:
             return b"", f"segment set aside: {segment.failed}", 0
         if segment is None or segment.scl < required_scl:

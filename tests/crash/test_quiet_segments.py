@@ -19,7 +19,7 @@ import pytest
 from aurora_storage import Volume
 from aurora_storage.protocol import messages as m
 from aurora_storage.protocol import node, writer
-from aurora_storage.protocol.node_storage import log_name
+from aurora_storage.protocol.node_storage import checkpoint_name, log_name
 from aurora_storage.protocol.page_store import image_name
 from aurora_storage.runtime.transport import DirectTransport
 
@@ -199,6 +199,29 @@ def test_a_node_over_its_budget_asks_the_floors_it_lacks(tmp_path: Path) -> None
         assert not [
             pg for pg in range(40) if pg in storage.segments and storage.segments[pg].hot_bytes
         ]
+    for page_no, image in written.items():
+        assert volume.read_page(page_no) == image
+    volume.close()
+
+
+def test_a_sleeping_segment_its_disk_cannot_read_stops_its_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waking reads the segment's files: a disk that cannot read them (here the
+    checkpoint file became a folder) stops that node, as a failed write does; the
+    volume reads on from the other replicas."""
+    monkeypatch.setattr(node, "SEGMENTS_AWAKE_MAX", 16)
+    rng = random.Random(37)
+    volume = create(tmp_path / "volume")
+    written = scatter(volume, rng, rng.sample(range(PGS), PGS))
+    storage = volume.cluster.nodes["az1-a"]
+    page_no = next(p for p in sorted(written) if p // PG_PAGES in storage.dormant)
+    checkpoint = tmp_path / "volume" / "nodes" / "az1-a" / checkpoint_name(page_no // PG_PAGES)
+    checkpoint.unlink()
+    checkpoint.mkdir()  # reading it raises IsADirectoryError, an OSError
+    image, problem, _ = storage.serve_read(page_no // PG_PAGES, page_no, volume.vdl, 0, ())
+    assert image == b"" and "stopped" in problem
+    assert "segment load" in storage.failed
     for page_no, image in written.items():
         assert volume.read_page(page_no) == image
     volume.close()
