@@ -46,6 +46,8 @@ FRAME_MAGIC = 0x52465541  # b"AUFR" read as a little-endian u32
 FRAME_VERSION = 1
 FRAME_HEADER_SIZE = 64
 FRAME_CHECKED_PREFIX = 56  # header bytes covered by the checksum (all but itself)
+_LAST_LSN = struct.Struct("<Q")
+_LAST_LSN_AT = struct.calcsize("<IHHQQQQ")  # the header fields before last_lsn
 FRAME_BODY_MAX = 64 * 1024 * 1024  # a frame body never exceeds 64 MiB
 
 assert FRAME_HEADER.size == FRAME_HEADER_SIZE == 64
@@ -164,6 +166,12 @@ def encode_frame(
     )
     struct.pack_into("<Q", header, FRAME_CHECKED_PREFIX, frame_checksum(header, body))
     return b"".join((header, body))
+
+
+def frame_last_lsn(frame: bytes | bytearray | memoryview) -> int:
+    """The last LSN a frame's header names, read without decoding the rest (a frame
+    already verified: the log appends what segments chained)."""
+    return int(_LAST_LSN.unpack_from(frame, _LAST_LSN_AT)[0])
 
 
 def frame_length(buf: bytes | bytearray | memoryview, position: int = 0) -> int:

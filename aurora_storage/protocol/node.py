@@ -38,6 +38,7 @@ from .history import (
     decode_history,
     encode_history,
     flatten_truncations,
+    inside,
     merge_ranges,
     truncation_ranges,
     truncation_triples,
@@ -98,6 +99,7 @@ class StorageNode(NodeStorage):
         # (SCL, checkpoint LSN, last commit, its time) until one is used (_awake).
         self.dormant: dict[int, tuple[int, int, int, float]] = {}
         self._uses = 0  # segment uses so far: each awake segment's used_at is one
+        self._awake_after_sleep = 0  # segments still awake after the last sleep pass
         self._hot_estimate = 0
         self._hot_check_at = HOT_BYTES_MAX
         self.az = az
@@ -222,10 +224,13 @@ class StorageNode(NodeStorage):
         """Puts the least recently used quiet segments to sleep once more than
         SEGMENTS_AWAKE_MAX are awake, down to three quarters of it: a volume that
         touched thousands of PGs keeps a few numbers for each, not its segment.
-        Runs between messages, when no handler holds a segment."""
+        Runs between messages and after reads, when no handler holds a segment. A
+        pass that leaves too many awake (they hold unfolded records) is not repeated
+        before a quarter more are awake: the passes cost a constant per segment."""
         awake = len(self.segments)
+        bound = max(SEGMENTS_AWAKE_MAX, self._awake_after_sleep)
         if (
-            awake <= SEGMENTS_AWAKE_MAX + SEGMENTS_AWAKE_MAX // 4
+            awake <= bound + bound // 4
             or self.disk is None
             or self.failed
             or self.suspect
@@ -238,6 +243,7 @@ class StorageNode(NodeStorage):
         )
         for segment in quiet[: awake - SEGMENTS_AWAKE_MAX * 3 // 4]:
             self._sleep(segment)
+        self._awake_after_sleep = len(self.segments)
 
     def _sleep(self, segment: Segment) -> None:
         """Drops the segment from memory, keeping what catalogs, recovery and time
@@ -271,7 +277,7 @@ class StorageNode(NodeStorage):
         highest folded LSN) over the sleeping segments, as Segment answers them."""
         cpl, cpl_time, floor_time, folded = 0, 0.0, float("-inf"), 0
         for _scl, checkpoint_lsn, last, last_time in self.dormant.values():
-            if last and last_time <= moment and last > cpl and not _inside(last, annulled):
+            if last and last_time <= moment and last > cpl and not inside(last, annulled):
                 cpl, cpl_time = last, last_time
             if last:
                 floor_time = max(floor_time, last_time)  # loading makes it the floor
@@ -294,8 +300,7 @@ class StorageNode(NodeStorage):
             return []
         try:
             out = self._dispatch(message, sender)
-            if len(self.segments) > SEGMENTS_AWAKE_MAX:
-                self._sleep_quiet()
+            self._sleep_quiet()
         except _DiskFailed:
             return []  # the node stopped mid-message: it says nothing more
         if self.durability == "fsync" and self.disk is not None:
@@ -570,10 +575,9 @@ class StorageNode(NodeStorage):
         Only a segment whose checkpoint can follow is folded (every peer holds its
         chain, and the writer's retain point covers it): folding a 100-byte record
         into a page that must stay in memory would cost more than the record.
-        Called when the bytes
-        appended since the last pass pass a threshold: a pass that can fold
-        nothing (a node down holds every floor) is not repeated for every write.
-        Returns a FloorPull to the writer for the segments whose floors were too
+        Called when the bytes appended since the last pass pass a threshold: a
+        pass that can fold nothing (a node down holds every floor) is not repeated
+        for every write. Returns a FloorPull to the writer for the segments whose floors were too
         old to fold them (a Maintain lost, or floors held back when it was sent)."""
         if self.disk is None or self.failed or not self._writes_logs:
             return []
@@ -640,8 +644,7 @@ class StorageNode(NodeStorage):
             return b"", str(error), segment.scl
         finally:
             self._keep_cache(segment)
-            if len(self.segments) > SEGMENTS_AWAKE_MAX:  # reads wake segments too
-                self._sleep_quiet()
+            self._sleep_quiet()  # reads wake segments too
 
     # --- the page cache ------------------------------------------------------------------
 
@@ -953,11 +956,6 @@ class StorageNode(NodeStorage):
                         self.disk.sync(name)
                 self.dirty.clear()
                 self._write_meta()
-
-
-def _inside(lsn: int, annulled: tuple[int, ...]) -> bool:
-    """True if ``lsn`` lies in one of the flat (lo, hi] ranges of ``annulled``."""
-    return any(annulled[i] < lsn <= annulled[i + 1] for i in range(0, len(annulled), 2))
 
 
 def failed_nodes(nodes: dict[str, StorageNode]) -> str:

@@ -28,7 +28,6 @@ import bisect
 import contextlib
 import functools
 import re
-import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -48,8 +47,6 @@ from .segment import Segment
 NODE_META = "node.meta"
 FINDINGS_PER_STORE = 16  # harmless page store problems reported per segment
 FINDINGS_MAX = 10_000  # problems a load report keeps (each names a file and a byte range)
-_LAST_LSN = struct.Struct("<Q")  # a frame header's last LSN (format/frames.py)
-_LAST_LSN_AT = 40
 _LOG_NAME = re.compile(r"^pg-(\d+)\.log$")
 _PG_FILE = re.compile(r"^pg-(\d+)\.(?:log|pages|img|idx)$")
 
@@ -234,6 +231,10 @@ class NodeStorage:
         """The PG's segment, woken if asleep (node.py)."""
         raise NotImplementedError
 
+    def segment_ids(self) -> list[int]:
+        """Every PG the node holds a segment of, awake or asleep (node.py)."""
+        raise NotImplementedError
+
     # --- the log ----------------------------------------------------------------------
 
     def _append_to_disk(self, pg_id: int, frames: list[bytes]) -> None:
@@ -257,7 +258,7 @@ class NodeStorage:
         segment = self.segments[pg_id]
         segment.frames_logged += len(frames)
         for frame in frames:
-            segment.note_logged(_LAST_LSN.unpack_from(frame, _LAST_LSN_AT)[0], len(frame))
+            segment.note_logged(log.frame_last_lsn(frame), len(frame))
         self._hot_estimate += sum(map(len, frames))  # their records are unfolded
         order = self._hot_order
         if pg_id in order:
@@ -330,7 +331,7 @@ class NodeStorage:
         else:
             segment._init_log_marks()
             for frame in kept:  # the frames above the cutoff, in the order rewritten
-                segment.note_logged(_LAST_LSN.unpack_from(frame, _LAST_LSN_AT)[0], len(frame))
+                segment.note_logged(log.frame_last_lsn(frame), len(frame))
         if segment.changed_pages is not None:
             segment.changed_pages.clear()
         self.dirty.discard(name)
@@ -729,7 +730,11 @@ class NodeStorage:
         depends on is reported; a store whose versions fail sets its segment aside
         (it serves nothing and votes nowhere until repaired). Returns the problems."""
         problems: list[str] = []
-        for segment in [self.awake(pg_id) for pg_id in sorted({*self.segments, *self.dormant})]:
+        for pg_id in self.segment_ids():
+            try:
+                segment = self.awake(pg_id)  # one at a time: sleeping ones go back to sleep
+            except _DiskFailed:
+                return [*problems, self.failed]
             store = segment.store if segment is not None else None
             if segment is None or store is None or segment.failed:
                 continue

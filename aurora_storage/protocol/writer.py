@@ -387,8 +387,7 @@ class Writer:
             for node in pg.quorum.members:
                 self.transport.send(self.writer_name, node, message)
         if len(due) >= MAINTAIN_DUE:
-            for destination, maintain in self._maintenance():
-                self.transport.send(self.writer_name, destination, maintain)
+            self.send_maintenance()
 
     def _history_sequence(self) -> int:
         """The sequence of the history key a write or Maintain carries (-1: not said)."""
