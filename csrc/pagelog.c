@@ -349,8 +349,8 @@ void aus_pagelog_free(aus_pagelog *log) {
     free(log);
 }
 
-int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
-                       uint64_t *added, size_t *error_pos) {
+int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len, uint64_t page_lo,
+                       uint64_t page_hi, uint64_t *added, size_t *error_pos) {
     *added = 0;
     *error_pos = 0;
     size_t capacity = len / AUS_RECORD_HEADER_SIZE, count = 0;
@@ -360,6 +360,17 @@ int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
     uint64_t *slots = columns, *positions = columns + capacity;
     int status = aus_index(buf, len, log->page_size, capacity, slots, NULL, NULL,
                            NULL, positions, &count, error_pos);
+    /* Only the records of pages in [page_lo, page_hi) are kept (the batch was
+     * validated whole). */
+    if (status == AUS_OK && (page_lo > 0 || page_hi < UINT64_MAX)) {
+        size_t kept = 0;
+        for (size_t i = 0; i < count; i++) {
+            if (slots[i] < page_lo || slots[i] >= page_hi) continue;
+            slots[kept] = slots[i];
+            positions[kept++] = positions[i];
+        }
+        count = kept;
+    }
     /* Reserve room for every record's page being new, so entries cannot fail. */
     if (status == AUS_OK) status = reserve_entries(log, count);
     if (status != AUS_OK) {
@@ -382,7 +393,7 @@ int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
         if (!entry) entry = add_entry(log, slots[i]);
         slots[i] = (uint64_t)(entry - log->entries);
         if (status != AUS_OK) continue;
-        entry->incoming += (i + 1 < count ? positions[i + 1] : len) - positions[i];
+        entry->incoming += aus_record_size(buf + positions[i]);
         if (entry->length + entry->incoming > entry->capacity) {
             size_t needed = entry->length + entry->incoming;
             size_t grown = entry->capacity ? entry->capacity : ARENA_BLOCK_MIN;
@@ -694,6 +705,19 @@ static void remove_entry(aus_pagelog *log, size_t index) {
         log->entries[index] = log->entries[last];
     }
     log->entry_count = last;
+}
+
+int aus_pagelog_forget(aus_pagelog *log, const uint64_t *page_nos, size_t count,
+                       uint64_t *forgotten) {
+    *forgotten = 0;
+    for (size_t i = 0; i < count; i++) {
+        const page_entry *entry = find_entry(log, page_nos[i]);
+        if (!entry) continue;
+        remove_entry(log, (size_t)(entry - log->entries));
+        (*forgotten)++;
+    }
+    if (log->hand >= log->entry_count) log->hand = 0;
+    return AUS_OK;
 }
 
 int aus_pagelog_evict(aus_pagelog *log, uint64_t clean_lsn, uint64_t want_bytes,

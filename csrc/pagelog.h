@@ -44,10 +44,12 @@ void aus_pagelog_free(aus_pagelog *log);
  * Validates a batch (rules 1-6 of docs/format.md) and indexes a copy of each
  * record by page. A record whose LSN the page already holds, or that is not
  * above the page's coalesced image, is skipped as a duplicate. *added counts
- * the records kept. On any error nothing is added.
+ * the records kept. Only records of pages in [page_lo, page_hi) are kept
+ * (0, UINT64_MAX: every page): a history read indexes one page's records out
+ * of a whole log. On any error nothing is added.
  */
-int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len,
-                       uint64_t *added, size_t *error_pos);
+int aus_pagelog_append(aus_pagelog *log, const uint8_t *buf, size_t len, uint64_t page_lo,
+                       uint64_t page_hi, uint64_t *added, size_t *error_pos);
 
 /*
  * Writes into out (page_size bytes) the page as of lsn_bound: its coalesced
@@ -137,6 +139,14 @@ void aus_pagelog_stats(const aus_pagelog *log, uint64_t *stats);
  */
 int aus_pagelog_evict(aus_pagelog *log, uint64_t clean_lsn, uint64_t want_bytes,
                       uint64_t *dropped);
+
+/*
+ * Forgets the named pages whole, image and records (pages it does not hold
+ * are skipped); *forgotten receives how many it held. A page whose image a
+ * rewrite of history replaced is forgotten, then read back from its store.
+ */
+int aus_pagelog_forget(aus_pagelog *log, const uint64_t *page_nos, size_t count,
+                       uint64_t *forgotten);
 
 /*
  * Writes to out (room for count) the pages of page_nos that hold no image,

@@ -136,11 +136,14 @@ class NativePageLog:
             self._handle = None
         self._blocks.clear()  # after the C log: nothing points into them any more
 
-    def append(self, batch: Buffer) -> int:
+    def append(self, batch: Buffer, pages: tuple[int, int] | None = None) -> int:
+        """Indexes the batch's records (of pages in [lo, hi) only, with ``pages``);
+        returns how many it kept."""
+        lo, hi = pages if pages is not None else (0, native.LSN_MAX)
         # Released before raising: see NativeBackend.validate (CPython gh-77894).
         with self._ffi.from_buffer("uint8_t[]", batch) as source:
             status = self._lib.aus_pagelog_append(
-                self._live(), source, len(source), self._count, self._position
+                self._live(), source, len(source), lo, hi, self._count, self._position
             )
         native.raise_for_status(status, self._position[0])
         return int(self._count[0])
@@ -301,6 +304,16 @@ class NativePageLog:
             self._release_blocks()
         return int(dropped[0])
 
+    def forget(self, page_nos: Sequence[int] | array[int]) -> int:
+        """Forgets these pages whole, image and records; returns how many it held."""
+        numbers = _page_numbers(page_nos)
+        self._lib.aus_pagelog_forget(
+            self._live(), self._ffi.from_buffer("uint64_t[]", numbers), len(numbers), self._count
+        )
+        if self._blocks:
+            self._release_blocks()
+        return int(self._count[0])
+
     def missing(self, page_nos: Sequence[int] | array[int]) -> list[int]:
         """The pages of ``page_nos`` that hold no image, in order."""
         numbers = _page_numbers(page_nos)
@@ -390,15 +403,18 @@ class PythonPageLog:
             raise NativeCoreError("the page log is closed")
         return self._pages
 
-    def append(self, batch: Buffer) -> int:
+    def append(self, batch: Buffer, pages: tuple[int, int] | None = None) -> int:
         self._live()  # a closed log refuses the batch
         index = self._backend.index(batch, self.page_size)
         data = memoryview(batch).cast("B")
         ends = [*index.positions[1:], len(data)]
+        lo, hi = pages if pages is not None else (0, native.LSN_MAX)
         added = 0
         for page_no, lsn, start, end in zip(
             index.page_nos, index.lsns, index.positions, ends, strict=True
         ):
+            if not lo <= page_no < hi:
+                continue
             page = self._entry(page_no)
             if lsn <= page.last_lsn:
                 continue
@@ -584,6 +600,23 @@ class PythonPageLog:
                 order[self._hand] = last  # the last entry takes the forgotten one's place
             dropped += self.page_size
         return dropped
+
+    def forget(self, page_nos: Sequence[int] | array[int]) -> int:
+        pages, order, forgotten = self._live(), self._order, 0
+        for page_no in _page_numbers(page_nos):
+            page = pages.pop(page_no, None)
+            if page is None:
+                continue
+            if page.block:
+                self._unshare(page)
+            place = order.index(page_no)
+            last = order.pop()
+            if place < len(order):
+                order[place] = last  # as C: the last entry takes the forgotten one's place
+            forgotten += 1
+        if self._hand >= len(order):
+            self._hand = 0
+        return forgotten
 
     def missing(self, page_nos: Sequence[int] | array[int]) -> list[int]:
         pages = self._live()

@@ -133,6 +133,51 @@ def test_implementations_agree_with_model(
         assert bytes(image) == replay(model_records, page_no, read_at, annulled), page_no
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    batches=st.lists(st.lists(record_strategy, min_size=1, max_size=8), min_size=1, max_size=6),
+    lo=st.integers(0, 4),
+    width=st.integers(0, 4),
+    forgotten=st.lists(st.integers(0, 5), max_size=4),
+)
+def test_a_page_range_keeps_only_its_pages_and_forget_drops_pages_whole(
+    batches: list[list[tuple[int, int, int, int, int]]],
+    lo: int,
+    width: int,
+    forgotten: list[int],
+) -> None:
+    """append(pages=(lo, hi)) indexes exactly the records of those pages, as if the
+    others were never in the batch; forget drops named pages so they read as zeros,
+    and a page appended again after it reads from its new records alone."""
+    lsn, packed, model_records = 0, [], []
+    for batch in batches:
+        records = []
+        for page_no, kind, offset, length, gap in batch:
+            lsn += gap
+            records.append(record_of(lsn, page_no, kind, offset, length))
+        model_records += records
+        packed.append(batch_of(records))
+    hi = lo + width
+    kept = [record for record in model_records if lo <= record[1] < hi]
+    for implementation in IMPLEMENTATIONS:
+        page_log = implementation(PAGE_SIZE)
+        added = sum(page_log.append(batch, pages=(lo, hi)) for batch in packed)
+        assert added == len(kept)
+        assert page_log.page_nos() == sorted({record[1] for record in kept})
+        for page_no in range(6):
+            assert bytes(page_log.materialize(page_no)[0]) == replay(kept, page_no, lsn)
+        held = set(page_log.page_nos())
+        assert page_log.forget(forgotten) == len(held & set(forgotten))
+        assert set(page_log.page_nos()) == held - set(forgotten)
+        for page_no in range(6):
+            expected = bytes(PAGE_SIZE) if page_no in forgotten else replay(kept, page_no, lsn)
+            assert bytes(page_log.materialize(page_no)[0]) == expected
+        for batch in packed:  # the forgotten pages take their records again
+            page_log.append(batch, pages=(lo, hi))
+        for page_no in range(6):
+            assert bytes(page_log.materialize(page_no)[0]) == replay(kept, page_no, lsn)
+
+
 @pytest.mark.parametrize("typecode", ["Q", "I", "L", "q"])
 def test_annulled_arrays_of_any_item_size_read_the_same(
     page_log: NativePageLog | PythonPageLog, typecode: str
