@@ -23,7 +23,10 @@ class WriteFrames:
     """Writer -> segment: frames of one PG, in LSN order.
 
     retain_lsn: no reader needs a version older than this (the minimum read
-    point), so records at or below it may be coalesced. floor_lsn: every
+    point, the backtrack window's start included), so records at or below it
+    may be coalesced. fold_lsn: no reader but the backtrack window needs a
+    version older than this (-1: as retain_lsn): a node that keeps history on
+    disk may fold records up to it (disk_history.py). floor_lsn: every
     segment of the PG holds the chain up to here, so frames at or below it
     need not be kept for gossip.
     """
@@ -37,6 +40,7 @@ class WriteFrames:
     # The sequence of the writer's history key (its epoch is ``epoch``); -1: not
     # said. A node holding another history coalesces nothing and pulls this one.
     history_sequence: int = -1
+    fold_lsn: int = -1
 
 
 @dataclass(slots=True)
@@ -282,11 +286,13 @@ class Maintain:
     acks raised them since (a WriteFrames carries them for the PGs it writes):
     flat (pg_id, retain_lsn, floor_lsn) triples, as in WriteFrames. It lets a
     quiet PG's segments fold their records, drop frames every peer holds and
-    checkpoint, though nothing writes to the PG again."""
+    checkpoint, though nothing writes to the PG again. ``folds``: each PG's fold_lsn,
+    in the order of the triples (empty: as their retain_lsn)."""
 
     epoch: int
     floors: tuple[int, ...]
     history_sequence: int = -1
+    folds: tuple[int, ...] = ()
 
 
 @dataclass(slots=True)

@@ -215,6 +215,7 @@ class StorageNode(NodeStorage):
             and pg_id not in self._logged_pending
             and log_name(pg_id) not in self.dirty
             and not segment.page_log.stats().records
+            and segment.disk_history is None
         )
 
     def _awake_max(self) -> int:
@@ -268,6 +269,7 @@ class StorageNode(NodeStorage):
         with self._stopping_on_disk_error("segment load"):
             self._load_checkpoint(segment, self.load_report, stale)
             self._load_segment(segment, self.load_report, stale)
+        self.refold(segment)
         return segment
 
     def _dormant_time_answer(
@@ -374,6 +376,7 @@ class StorageNode(NodeStorage):
         if self.history is None or incoming.key > self.history.key:
             self.history = incoming
             self._write_meta()
+            self._refold_all()
         history = self.history
         reply = m.HistorySet(
             self.name, self.epoch, history.current.version, history.key[0], history.key[1]
@@ -448,10 +451,20 @@ class StorageNode(NodeStorage):
             start = bisect.bisect_left(segment.cpl_times, since)
             cpls += segment.cpl_lsns[start:]
             times += segment.cpl_times[start:]
-            record_bytes += (pg_id, segment.page_log.stats().record_bytes)
-        trusted = not self.suspect and not any(s.suspect for s in self.segments.values())
+            history = segment.disk_history
+            on_disk = sum(history.sizes) if history is not None else 0  # the window's, on disk
+            record_bytes += (pg_id, segment.page_log.stats().record_bytes + on_disk)
+        trusted = self._times_trusted()
         return m.WindowAnswer(
             request_id, self.name, tuple(cpls), tuple(times), tuple(record_bytes), int(trusted)
+        )
+
+    def _times_trusted(self) -> bool:
+        """True if the node's time indexes name every commit it holds: none of its
+        segments is suspect or lost the history files its index is rebuilt from."""
+        return not self.suspect and not any(
+            s.suspect or (s.disk_history is not None and s.disk_history.damaged)
+            for s in self.segments.values()
         )
 
     def _on_time_query(self, message: m.TimeQuery, sender: str) -> Outgoing:
@@ -463,8 +476,8 @@ class StorageNode(NodeStorage):
             if found > cpl:
                 cpl, moment = found, found_time
             floor_time = max(floor_time, segment.time_floor)
-            folded_lsn = max(folded_lsn, segment.coalesced_lsn)
-        trusted = not self.suspect and not any(s.suspect for s in self.segments.values())
+            folded_lsn = max(folded_lsn, segment.history_floor)
+        trusted = self._times_trusted()
         answer = m.TimeAnswer(
             message.request_id, self.name, cpl, moment, int(trusted), floor_time, folded_lsn
         )
@@ -495,6 +508,14 @@ class StorageNode(NodeStorage):
             self.writer = writer
         if changed:
             self._write_meta()
+            self._refold_all()
+
+    def _refold_all(self) -> None:
+        """The annulled ranges changed (and node.meta says so): segments whose
+        checkpointed images are ahead of them rebuild those images (refold)."""
+        for segment in list(self.segments.values()):
+            if segment.disk_history is not None:
+                self.refold(segment)
 
     def _on_write(self, message: m.WriteFrames, sender: str) -> Outgoing:
         stale = self._stale(message.epoch, sender)
@@ -510,14 +531,18 @@ class StorageNode(NodeStorage):
         scl = segment.persist()
         out: Outgoing = []
         if self._history_agrees(message.epoch, message.history_sequence, sender, out):
-            segment.maintain(message.retain_lsn, message.floor_lsn, self.annulled())
+            segment.maintain(
+                message.retain_lsn, message.floor_lsn, self.annulled(), message.fold_lsn
+            )
+            if segment.disk_history is not None:
+                self.drop_history(segment)
         if self.disk is not None and (
             segment.frames_logged >= CHECKPOINT_EVERY_FRAMES
             or self._dirty_bytes(segment) > self._dirty_bytes_max()
         ):
             self.checkpoint(segment)
         self._keep_cache(segment)
-        self._raise_vdl_hint(message.retain_lsn)
+        self._raise_vdl_hint(max(message.retain_lsn, message.fold_lsn))
         if self._hot_estimate > self._hot_check_at:
             out += self._fold_quiet()
         out.append((sender, m.SegmentState(self.name, message.pg_id, self.epoch, scl)))
@@ -556,12 +581,15 @@ class StorageNode(NodeStorage):
             message.epoch, message.history_sequence, sender, out
         ):
             return out  # advice only: a write of this epoch brings the floors again
-        annulled, flat, retained = self.annulled(), message.floors, 0
+        annulled, flat, folds, retained = self.annulled(), message.floors, message.folds, 0
         for index in range(0, len(flat) - 2, 3):
+            fold = folds[index // 3] if index // 3 < len(folds) else -1
             segment = self.segments.get(flat[index])
             if segment is not None and not segment.failed:
-                segment.maintain(flat[index + 1], flat[index + 2], annulled)
-                retained = max(retained, flat[index + 1])
+                segment.maintain(flat[index + 1], flat[index + 2], annulled, fold)
+                retained = max(retained, flat[index + 1], fold)
+                if segment.disk_history is not None:
+                    self.drop_history(segment)
         self._raise_vdl_hint(retained)
         if self._hot_estimate > self._hot_check_at:
             out += self._fold_quiet()
@@ -595,7 +623,7 @@ class StorageNode(NodeStorage):
             if excess <= 0:
                 break
             segment = self.segments[pg_id]
-            upto = min(segment.retain_lsn, segment.scl)
+            upto = min(self._fold_point(segment), segment.scl)
             if segment.failed or segment.suspect:
                 continue
             if upto <= segment.coalesced_lsn or upto > min(segment.chain_base_lsn, self.vdl_hint):
@@ -615,6 +643,19 @@ class StorageNode(NodeStorage):
         if not stale or excess <= 0:
             return []
         return [(self.writer, m.FloorPull(self.name, tuple(stale)))]
+
+    @staticmethod
+    def _fold_point(segment: Segment) -> int:
+        """How far a quiet pass folds the segment: the writer's fold point when the
+        versions below it can stay on disk (disk_history.py: its pages at its last
+        checkpoint are all known), else its retain point."""
+        if (
+            segment.disk_history is not None
+            or segment.checkpoint_lsn == 0
+            or (segment.store is not None and segment.changed_pages is not None)
+        ):
+            return segment.fold_lsn
+        return segment.retain_lsn
 
     def serve_read(
         self,
@@ -637,9 +678,17 @@ class StorageNode(NodeStorage):
             scl = segment.scl if segment else 0
             return b"", f"SCL {scl} is below {required_scl}, needed at read point {read_point}", scl
         try:
-            return segment.read(page_no, read_point, annulled), "", segment.scl
+            try:
+                return segment.read(page_no, read_point, annulled), "", segment.scl
+            except VersionGoneError:
+                if segment.disk_history is None:
+                    raise
+            # Folded ahead of the backtrack window: the version is on disk.
+            return self.read_history(segment, page_no, read_point, annulled), "", segment.scl
         except VersionGoneError:
             return b"", GONE, segment.scl
+        except OSError as error:  # a history file the disk cannot read
+            return b"", f"its history on disk cannot be read: {error}", segment.scl
         except AuroraStorageError as error:
             return b"", str(error), segment.scl
         finally:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import dataclasses
 import functools
 import re
 from collections import OrderedDict
@@ -34,11 +35,18 @@ from dataclasses import dataclass, field
 
 from .. import native
 from ..config import Geometry
-from ..errors import CorruptionError, WrongNodeError
+from ..errors import CorruptionError, VersionGoneError, WrongNodeError
 from ..format import frames as log
 from ..format import metadata as metafile
 from ..format.objects import KIND_PAGES, decode_object, encode_object
 from . import messages as m
+from .disk_history import (
+    DiskHistory,
+    HistoryFiles,
+    clip,
+    first_difference,
+    history_name,
+)
 from .history import History
 from .page_store import PageStore, StoreMap
 from .ports import Disk
@@ -49,6 +57,7 @@ FINDINGS_PER_STORE = 16  # harmless page store problems reported per segment
 FINDINGS_MAX = 10_000  # problems a load report keeps (each names a file and a byte range)
 _LOG_NAME = re.compile(r"^pg-(\d+)\.log$")
 _PG_FILE = re.compile(r"^pg-(\d+)\.(?:log|pages|img|idx)$")
+_HISTORY_FILE = re.compile(r"^pg-(\d+)\.(\d+)\.hist$")
 
 Outgoing = list[tuple[str, m.Message]]
 
@@ -63,7 +72,12 @@ def checkpoint_name(pg_id: int) -> str:
 
 
 def checkpoint_object(
-    segment: Segment, cutoff: int, chain_lsn: int, store_map: StoreMap, volume_id: str = ""
+    segment: Segment,
+    cutoff: int,
+    chain_lsn: int,
+    store_map: StoreMap,
+    volume_id: str = "",
+    history: DiskHistory | None = None,
 ) -> bytes:
     """The ``pg-<id>.pages`` file of a checkpoint at ``cutoff`` (docs/format.md, "Node
     folder"): its chain position there and its last commit at or below it. The pages
@@ -84,7 +98,34 @@ def checkpoint_object(
     }
     if volume_id:
         meta["volume_id"] = volume_id  # a file put in another volume's folder is told apart
+    if history is not None:
+        meta["history"] = history.encode()  # the versions below the cutoff still kept
     return encode_object(KIND_PAGES, b"", meta)
+
+
+def _write_existing(
+    store: PageStore,
+    page_nos: list[int],
+    page_lsns: list[int],
+    images: bytes | bytearray,
+    lsn: int,
+    durable: StoreMap,
+) -> StoreMap:
+    """Writes the pages that exist (a page LSN above 0) of a rebuild into ``store``."""
+    if all(page_lsns):
+        return store.write(page_nos, page_lsns, images, lsn, durable)
+    size = len(images) // max(1, len(page_nos))
+    kept = [index for index, page_lsn in enumerate(page_lsns) if page_lsn]
+    if not kept:
+        return durable
+    view = memoryview(images)
+    return store.write(
+        [page_nos[index] for index in kept],
+        [page_lsns[index] for index in kept],
+        b"".join(view[index * size : (index + 1) * size] for index in kept),
+        lsn,
+        durable,
+    )
 
 
 @dataclass(frozen=True)
@@ -307,6 +348,14 @@ class NodeStorage:
         if self._meta_hint != self.vdl_hint:
             self._write_meta()  # recovery must never ask this node for frames below its hint
         name = log_name(segment.pg_id)
+        # Versions below the cutoff that the backtrack window still needs stay on disk
+        # (disk_history.py); a segment whose pages at its last checkpoint are not all
+        # known (no store in force) cannot start a history.
+        keeps = cutoff > segment.retain_lsn and (
+            segment.disk_history is not None
+            or segment.checkpoint_lsn == 0
+            or (segment.store is not None and segment.changed_pages is not None)
+        )
         with self._stopping_on_disk_error("checkpoint"):
             if segment.log_ordered:
                 offset, below = segment.log_tail(cutoff)
@@ -315,13 +364,20 @@ class NodeStorage:
                 kept = [disk.read_at(name, offset, size)] if size else []
             else:
                 chain_lsn, kept = self._frames_above(segment, cutoff)
+            whole = disk.read(name) if keeps and disk.exists(name) else b""
+        history = None
         with self._stopping_on_disk_error("checkpoint"):
+            if keeps:
+                history = self._keep_history(segment, cutoff, whole)
             store_map = self._store_pages(segment, cutoff)
-            pages = checkpoint_object(segment, cutoff, chain_lsn, store_map, self.volume_id)
+            pages = checkpoint_object(
+                segment, cutoff, chain_lsn, store_map, self.volume_id, history
+            )
             disk.replace(checkpoint_name(segment.pg_id), pages)
             # The store now holds every page at the cutoff: the cache may forget them.
             segment.store = segment.store or self.page_store(segment)
             segment.store_map = store_map
+            self._history_in_force(segment, history)
             if kept or not disk.exists(name):
                 disk.replace(name, b"".join(kept))
             else:  # nothing above the cutoff: emptied in place, no new file
@@ -339,6 +395,194 @@ class NodeStorage:
         segment.checkpoint_chain_lsn = chain_lsn
         segment.images_grew = True  # its changed pages are clean now: the cache may trim
         return True
+
+    # --- history on disk (disk_history.py) -------------------------------------------------
+
+    def _keep_history(self, segment: Segment, cutoff: int, whole: bytes) -> DiskHistory:
+        """Before a checkpoint at ``cutoff`` ahead of the window: moves the base up to the
+        window (as far as whole history files allow), stores the versions at the base
+        of the pages first changed since, and keeps the log ``whole`` as the history
+        file of this interval. Returns the history the checkpoint file will name
+        (nothing of it is in force before then)."""
+        assert self.disk is not None
+        annulled = self.annulled()
+        history = segment.disk_history
+        if history is None:
+            history = DiskHistory(segment.checkpoint_lsn, StoreMap(segment.page_lo))
+        files = HistoryFiles(self.disk, segment, history)
+        store = files.base_store()
+        base_map = history.base_map
+        base_lsn = max((cut for cut in history.cuts if cut <= segment.retain_lsn), default=0)
+        if base_lsn > history.base_lsn:  # the window moved on: so does the base
+            for pages, lsns, images in files.rebuild(
+                files.touched(history.base_lsn, base_lsn), base_lsn, annulled
+            ):
+                base_map = _write_existing(store, pages, lsns, images, base_lsn, base_map)
+        else:
+            base_lsn = history.base_lsn
+        fresh: list[int] = []
+        fresh_lsns: list[int] = []
+        fresh_images: list[bytes] = []
+        for page_no in sorted(segment.changed_pages or ()):
+            if base_map.slot(page_no) is not None:
+                continue
+            page_lsn, image = files.head_version(page_no)
+            # Unchanged from the base to here, and there then (a refold leaves a page
+            # that lost its every record as zeros at page LSN 0: absent).
+            if image is not None and 0 < page_lsn <= base_lsn:
+                fresh.append(page_no)
+                fresh_lsns.append(page_lsn)
+                fresh_images.append(image)
+        if fresh:
+            base_map = store.write(fresh, fresh_lsns, b"".join(fresh_images), base_lsn, base_map)
+        cuts = [cut for cut in history.cuts if cut > base_lsn]
+        sizes = history.sizes[len(history.cuts) - len(cuts) :]
+        if whole:
+            self.disk.replace(history_name(segment.pg_id, cutoff), whole)
+            cuts.append(cutoff)
+            sizes.append(len(whole))
+        index = bisect.bisect_right(segment.cpl_lsns, base_lsn)
+        base_cpl, base_time = history.base_cpl, history.base_time
+        if index:
+            base_cpl, base_time = segment.cpl_lsns[index - 1], segment.cpl_times[index - 1]
+        folded = clip(annulled, cutoff)
+        return DiskHistory(base_lsn, base_map, cuts, sizes, folded, base_cpl, base_time)
+
+    def _history_in_force(self, segment: Segment, history: DiskHistory | None) -> None:
+        """The checkpoint file now names ``history``: the files of the one before that it
+        does not name go."""
+        assert self.disk is not None
+        old, segment.disk_history = segment.disk_history, history
+        if old is None:
+            return
+        for cut in old.cuts:
+            if history is None or cut not in history.cuts:
+                name = history_name(segment.pg_id, cut)
+                if self.disk.exists(name):
+                    self.disk.remove(name)
+        if history is None:
+            HistoryFiles(self.disk, segment, old).base_store().remove()
+
+    def drop_history(self, segment: Segment) -> None:
+        """Forgets the segment's history on disk once the window no longer reaches
+        below its checkpoint (a quiet PG takes no checkpoint that would)."""
+        history = segment.disk_history
+        if (
+            history is None
+            or segment.retain_lsn < segment.checkpoint_lsn
+            or self.disk is None
+            or not self._writes_logs
+            or segment.failed
+        ):
+            return
+        with contextlib.suppress(_DiskFailed), self._stopping_on_disk_error("checkpoint"):
+            pages = checkpoint_object(
+                segment,
+                segment.checkpoint_lsn,
+                segment.checkpoint_chain_lsn,
+                segment.store_map,
+                self.volume_id,
+            )
+            self.disk.replace(checkpoint_name(segment.pg_id), pages)
+            self._history_in_force(segment, None)
+
+    def read_history(
+        self, segment: Segment, page_no: int, read_point: int, annulled: tuple[int, ...]
+    ) -> bytes:
+        """The page as of ``read_point``, below the segment's checkpoint, from its history
+        on disk; VersionGoneError below its base, CorruptionError if a file is damaged."""
+        history = segment.disk_history
+        if history is None or self.disk is None:
+            raise VersionGoneError(page_no, read_point)
+        return HistoryFiles(self.disk, segment, history).read(page_no, read_point, annulled)
+
+    def refold(self, segment: Segment) -> None:
+        """Rebuilds the checkpointed images of the pages a change of the annulled ranges
+        reaches (a backtrack below the checkpoint, back or forth) from the history on
+        disk, then the checkpoint file naming them and the pages in memory. A segment
+        whose history cannot give them is set aside: it must not serve the old images."""
+        history, disk = segment.disk_history, self.disk
+        if history is None or disk is None or segment.failed or segment.store is None:
+            return
+        cutoff, annulled = segment.checkpoint_lsn, self.annulled()
+        wanted = clip(annulled, cutoff)
+        if wanted == history.folded or not self._writes_logs:
+            return
+        lo = first_difference(wanted, history.folded)
+        if lo < history.base_lsn:
+            segment.set_aside(
+                f"the annulled ranges change at LSN {lo}, below its history's base "
+                f"{history.base_lsn}"
+            )
+            return
+        files = HistoryFiles(disk, segment, history)
+        size = self.geometry.page_size
+        store, store_map = segment.store, segment.store_map
+        page_log = segment.page_log  # indexes frames that wait first
+        rebuilt: dict[int, bytes] = {}
+        with self._stopping_on_disk_error("checkpoint"):
+            try:
+                pages = files.touched(lo, cutoff)
+                hot = set(page_log.page_nos(with_records=True)).intersection(pages)
+                for chunk, lsns, images in files.rebuild(pages, cutoff, annulled):
+                    store_map = store.write(chunk, lsns, images, cutoff, store_map)
+                    for index, page_no in enumerate(chunk):
+                        if page_no in hot:
+                            rebuilt[page_no] = bytes(images[index * size : (index + 1) * size])
+            except CorruptionError as error:
+                segment.set_aside(f"its history on disk cannot be read: {error}")
+                return
+            history = dataclasses.replace(history, folded=wanted)
+            disk.replace(
+                checkpoint_name(segment.pg_id),
+                checkpoint_object(
+                    segment,
+                    cutoff,
+                    segment.checkpoint_chain_lsn,
+                    store_map,
+                    self.volume_id,
+                    history,
+                ),
+            )
+            segment.store_map, segment.disk_history = store_map, history
+            # The pages in memory: those with records above the cutoff take their new
+            # image and their records again (from the log); the others are read back.
+            page_log.forget(pages)
+            for page_no, image in rebuilt.items():
+                page_log.set_image(page_no, image, cutoff)
+            for body in self._log_bodies_above(segment, cutoff):
+                page_log.append(body)
+            page_log.forget([page_no for page_no in pages if page_no not in hot])
+            segment.images_grew = True
+
+    def _log_bodies_above(self, segment: Segment, cutoff: int) -> list[memoryview]:
+        """The record batches of the log's frames above ``cutoff`` that count, in LSN order."""
+        assert self.disk is not None
+        name = log_name(segment.pg_id)
+        data = self.disk.read(name) if self.disk.exists(name) else b""
+        found = []
+        position = 0
+        while position < len(data):
+            try:
+                frame = log.decode_frame(
+                    data, self.geometry.page_size, segment.page_lo, segment.page_hi, position
+                )
+            except CorruptionError:
+                following = _next_valid_frame(data, position + 1, self.geometry, segment)
+                if following is None:
+                    break
+                position = following
+                continue
+            if frame.last_lsn > cutoff and not segment.annulled_frame(
+                frame.epoch, frame.first_lsn, frame.last_lsn
+            ):
+                found.append((frame.first_lsn, position, frame.size))
+            position += frame.size
+        view = memoryview(data)
+        return [
+            view[start + log.FRAME_HEADER_SIZE : start + size]
+            for _first, start, size in sorted(found)
+        ]
 
     def _frames_above(self, segment: Segment, cutoff: int) -> tuple[int, list[bytes]]:
         """(the chain's LSN at ``cutoff``, the frames ending above it) of a log read whole:
@@ -519,6 +763,8 @@ class NodeStorage:
             segment = self.segment(pg_id)
             self._load_checkpoint(segment, report, stale)
             self._load_segment(segment, report, stale)
+            self.refold(segment)  # a backtrack the node took after its checkpoint
+        self._remove_stray_history(names)
         if stale:
             self.suspect = True
             self.suspect_reason = f"{NODE_META} is older than {stale[0]}"
@@ -529,6 +775,25 @@ class NodeStorage:
                 self._hot_estimate += segment.hot_bytes
         self._sleep_quiet()  # an open of a scattered volume keeps few segments awake
         return report
+
+    def _remove_stray_history(self, names: list[str]) -> None:
+        """Removes history files no checkpoint names (a crash came before the checkpoint
+        file that would have, or after the one that dropped them)."""
+        if not self._writes_logs:
+            return
+        assert self.disk is not None
+        for name in names:
+            match = _HISTORY_FILE.match(name)
+            if match is None:
+                continue
+            pg_id, cut = int(match.group(1)), int(match.group(2))
+            segment = self.segments.get(pg_id)
+            history = segment.disk_history if segment is not None else None
+            if pg_id in self.dormant or (history is not None and cut in history.cuts):
+                continue
+            if segment is not None and segment.failed:
+                continue  # a segment set aside keeps its files as they are
+            self.disk.remove(name)
 
     def _load_asleep(self, pg_id: int, present: set[str]) -> bool:
         """Loads a segment asleep, from its checkpoint file alone, if that is all it
@@ -547,6 +812,8 @@ class NodeStorage:
             cutoff, chain_lsn = int(meta["cutoff"]), int(meta["chain_lsn"])
             cpl, cpl_time = int(meta["cpl"]), float(meta["cpl_time"])
             in_store = bool(meta.get("store"))
+            if meta.get("history"):
+                return False  # its history on disk is checked, and may need refolding
         except (CorruptionError, KeyError, TypeError, ValueError):
             return False
         if (
@@ -625,6 +892,8 @@ class NodeStorage:
             cpl, cpl_time = int(meta["cpl"]), float(meta["cpl_time"])
             in_store = bool(meta.get("store"))
             store_map = StoreMap.decode(segment.page_lo, meta)
+            encoded = meta.get("history")
+            history = DiskHistory.decode(segment.page_lo, encoded) if encoded else None
         except (CorruptionError, KeyError, TypeError, ValueError) as error:
             detail = f"unreadable ({error}): the frames under it are gone from this disk"
             self._doubt(segment, report, LoadFinding(name, FINDING_LOST_CHECKPOINT, detail))
@@ -652,7 +921,14 @@ class NodeStorage:
             return
         segment.checkpoint_lsn = segment.coalesced_lsn = cutoff
         segment.checkpoint_chain_lsn = segment.chain_base_lsn = segment.scl = chain_lsn
-        if cpl:
+        if history is not None:
+            self._load_history(segment, report, history)
+        if history is not None and not history.damaged:
+            # The window's commits, from the history files: the index names every
+            # commit since the last one at or below the base (none: since the start).
+            if history.base_cpl:
+                segment.time_floor = history.base_time
+        elif cpl:
             segment.cpl_lsns.append(cpl)
             segment.cpl_times.append(cpl_time)
             # Commits before it are folded into the images: the index cannot name them.
@@ -698,6 +974,37 @@ class NodeStorage:
             return self._take_store_pages(segment, report, store, cutoff, store_map)
         segment.store, segment.store_map = store, store_map
         return True
+
+    def _load_history(self, segment: Segment, report: LoadReport, history: DiskHistory) -> None:
+        """Puts the history a checkpoint names in force. A file of it gone or damaged costs
+        the versions older than the checkpoint only: reads of them go to other
+        replicas (``damaged`` says why), the pages at the checkpoint serve on."""
+        assert self.disk is not None
+        segment.disk_history = history
+        files = HistoryFiles(self.disk, segment, history)
+        store = files.base_store()
+        problem = ""
+        if history.base_map.count():
+            problem = (
+                f"{store.index_file}: missing"
+                if not store.exists()
+                else store.check(history.base_lsn)[0]
+            )
+        for cut in history.cuts:
+            name = history_name(segment.pg_id, cut)
+            if not problem and not self.disk.exists(name):
+                problem = f"{name}: missing"
+        if not problem:
+            try:
+                commits = files.commits()
+            except CorruptionError as error:
+                problem = str(error)
+            else:
+                segment.cpl_lsns[:] = [lsn for lsn, _time in commits]
+                segment.cpl_times[:] = [time for _lsn, time in commits]
+        if problem:
+            history.damaged = problem
+            report.add(LoadFinding(store.image_file, FINDING_DAMAGED_STORE, problem))
 
     def _take_store_pages(
         self,

@@ -183,12 +183,12 @@ class StoreMap:
         return cls._sparse(page_lo, dict(zip(offsets, held_slots, strict=True)))
 
 
-def image_name(pg_id: int) -> str:
-    return f"pg-{pg_id:08d}.img"
+def image_name(pg_id: int, kind: str = "") -> str:
+    return f"pg-{pg_id:08d}{kind}.img"
 
 
-def index_name(pg_id: int) -> str:
-    return f"pg-{pg_id:08d}.idx"
+def index_name(pg_id: int, kind: str = "") -> str:
+    return f"pg-{pg_id:08d}{kind}.idx"
 
 
 def slot_checksum(page_no: int, checkpoint_lsn: int, page_lsn: int, image: bytes) -> int:
@@ -251,14 +251,18 @@ class StoreContents:
 class PageStore:
     """The page store of one segment (module docstring)."""
 
-    def __init__(self, disk: Disk, pg_id: int, page_lo: int, page_hi: int, page_size: int) -> None:
+    def __init__(
+        self, disk: Disk, pg_id: int, page_lo: int, page_hi: int, page_size: int, kind: str = ""
+    ) -> None:
+        """``kind`` tells a segment's stores apart in their names: "" for the pages at its
+        checkpoint, ".base" for the versions its history starts from (disk_history.py)."""
         self.disk = disk
         self.pg_id = pg_id
         self.page_lo = page_lo
         self.page_hi = page_hi
         self.page_size = page_size
-        self.image_file = image_name(pg_id)
-        self.index_file = index_name(pg_id)
+        self.image_file = image_name(pg_id, kind)
+        self.index_file = index_name(pg_id, kind)
 
     def remove(self) -> None:
         """Deletes both files (a store written anew)."""

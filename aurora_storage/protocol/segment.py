@@ -25,7 +25,7 @@ import bisect
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import Geometry
 from ..errors import CorruptionError, InvalidArgumentError
@@ -33,6 +33,9 @@ from ..format import frames as log
 from ..native.pagelog import PageLog, new_page_log
 from .page_store import PageStore, StoreMap
 from .receive import decode_received
+
+if TYPE_CHECKING:
+    from .disk_history import DiskHistory
 
 PENDING_FRAMES_MAX = 4096  # frames held beyond a hole before new ones are refused
 COALESCE_RECORD_BYTES = 8 * 1024 * 1024  # hot log size that triggers coalescing
@@ -109,6 +112,7 @@ class Segment:
     queued: list[tuple[log.Frame, bytes]] = field(init=False, repr=False, compare=False)
     hot_bytes: int = field(init=False, repr=False, compare=False)
     retain_lsn: int = field(init=False, repr=False, compare=False)
+    fold_lsn: int = field(init=False, repr=False, compare=False)
     used_at: int = field(init=False, repr=False, compare=False)
     checkpoint_lsn: int = field(init=False, repr=False, compare=False)
     checkpoint_chain_lsn: int = field(init=False, repr=False, compare=False)
@@ -121,6 +125,7 @@ class Segment:
     log_ends: array[int] = field(init=False, repr=False, compare=False)
     log_bytes: int = field(init=False, repr=False, compare=False)
     log_ordered: bool = field(init=False, repr=False, compare=False)
+    disk_history: DiskHistory | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.page_lo, self.page_hi = self.geometry.page_range(self.pg_id)
@@ -169,6 +174,9 @@ class Segment:
         self.queued = []
         self.hot_bytes = 0  # record bytes appended since the last coalescing (an upper bound)
         self.retain_lsn = 0  # the writer's last word: records at or below may be folded
+        # The writer's fold point: records at or below may be folded by a node that
+        # keeps the backtrack window's versions on disk (disk_history.py).
+        self.fold_lsn = 0
         self.used_at = 0  # when its node last used it (node.py: the least used sleep first)
         self._init_checkpoint_state()
 
@@ -192,6 +200,9 @@ class Segment:
         # Set when images may have grown (a page read back, a coalescing pass): the
         # node then charges the segment's images to its cache (node.py _keep_cache).
         self.images_grew = False
+        # The versions between the backtrack window's start and the checkpoint, on
+        # disk, while the checkpoint is ahead of the window (disk_history.py).
+        self.disk_history = None
         self._init_log_marks()
 
     def _init_log_marks(self, ordered: bool = True) -> None:
@@ -228,6 +239,13 @@ class Segment:
         self.log_lasts = self.log_lasts[index:]
         self.log_ends = array("Q", (end - offset for end in self.log_ends[index:]))
         self.log_bytes -= offset
+
+    @property
+    def history_floor(self) -> int:
+        """The oldest LSN whose versions the segment can still give: its coalesced point,
+        or the base of its history on disk."""
+        history = self.disk_history
+        return self.coalesced_lsn if history is None else min(history.base_lsn, self.coalesced_lsn)
 
     @property
     def page_log(self) -> PageLog:
@@ -405,13 +423,16 @@ class Segment:
         self.hot_bytes = self.page_log.stats().record_bytes
         return folded
 
-    def maintain(self, retain_lsn: int, floor_lsn: int, annulled: tuple[int, ...] = ()) -> None:
+    def maintain(
+        self, retain_lsn: int, floor_lsn: int, annulled: tuple[int, ...] = (), fold_lsn: int = -1
+    ) -> None:
         """Steps 5 and 7 when due: coalesce a large hot log, drop frames every peer holds."""
         self.retain_lsn = retain_lsn
+        self.fold_lsn = max(fold_lsn, retain_lsn)
         if self.hot_bytes > COALESCE_RECORD_BYTES:
             self.coalesce(retain_lsn, annulled)
         # The time index goes with the frames: the backup stages both.
-        forget = min(self.coalesced_lsn, floor_lsn)
+        forget = min(self.history_floor, floor_lsn)
         if len(self.cpl_lsns) > 1 and self.cpl_lsns[1] <= forget:  # else nothing to trim
             self.forget_commits_before(forget)
         if self.chain_last_lsns and self.chain_last_lsns[0] <= floor_lsn:

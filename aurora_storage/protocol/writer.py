@@ -364,7 +364,7 @@ class Writer:
     def _send_frames(self, sends: list[tuple[ProtectionGroup, bytes]]) -> None:
         """Sends frames (in LSN order) to their PGs' segments, one message per PG; then,
         once MAINTAIN_DUE PGs wait for their floors, a Maintain per node."""
-        retain = self.min_read_point()
+        retain, fold = self.min_read_point(), self.min_fold_point()
         truncations = flatten_truncations(self.truncations)
         history_sequence = self._history_sequence()
         by_pg: dict[int, tuple[ProtectionGroup, list[bytes]]] = {}
@@ -383,6 +383,7 @@ class Writer:
                 floor,
                 truncations,
                 history_sequence,
+                self._pg_retain(pg, fold),
             )
             for node in pg.quorum.members:
                 self.transport.send(self.writer_name, node, message)
@@ -407,8 +408,9 @@ class Writer:
         checkpoint though the PG stays quiet (a scattered workload touches
         thousands of PGs once each)."""
         due, self._maintain_due = self._maintain_due, {}
-        retain = self.min_read_point()
+        retain, fold = self.min_read_point(), self.min_fold_point()
         floors: dict[str, list[int]] = {}
+        folds: dict[str, list[int]] = {}
         for pg_id in due:
             pg = self.pgs.get(pg_id)
             if pg is None:
@@ -418,25 +420,31 @@ class Writer:
                 continue
             pg.floor_sent = floor
             triple = (pg_id, self._pg_retain(pg, retain), floor)
+            pg_fold = self._pg_retain(pg, fold)
             for node in pg.quorum.members:
                 floors.setdefault(node, []).extend(triple)
+                folds.setdefault(node, []).append(pg_fold)
         sequence = self._history_sequence()
         return [
-            (node, m.Maintain(self.epoch, tuple(flat), sequence)) for node, flat in floors.items()
+            (node, m.Maintain(self.epoch, tuple(flat), sequence, tuple(folds[node])))
+            for node, flat in floors.items()
         ]
 
     def _floors_for(self, node: str, pg_ids: tuple[int, ...]) -> list[tuple[str, m.Message]]:
         """A Maintain for ``node`` naming the floors of ``pg_ids`` as they are now (its
         FloorPull): whatever was sent before, lost or held back."""
-        retain = self.min_read_point()
+        retain, fold = self.min_read_point(), self.min_fold_point()
         flat: list[int] = []
+        folds: list[int] = []
         for pg_id in pg_ids[:FLOOR_PULL_MAX]:
             pg = self.pgs.get(pg_id)
             if pg is not None and node in pg.quorum.members:
                 flat += (pg_id, self._pg_retain(pg, retain), self._gc_floor(pg))
+                folds.append(self._pg_retain(pg, fold))
         if not flat or self._closed:
             return []
-        return [(node, m.Maintain(self.epoch, tuple(flat), self._history_sequence()))]
+        sequence = self._history_sequence()
+        return [(node, m.Maintain(self.epoch, tuple(flat), sequence, tuple(folds)))]
 
     def send_maintenance(self) -> None:
         """Sends the floors due now (:meth:`_maintenance`): a volume closing leaves its
@@ -478,6 +486,11 @@ class Writer:
         Versions below it may be coalesced away by segments.
         """
         return min([self._vdl, *self._pinned, self._window_floor()])
+
+    def min_fold_point(self) -> int:
+        """Oldest read point any reader needs, the backtrack window aside: a node that
+        keeps the window's versions on disk may fold records up to here."""
+        return min([self._vdl, *self._pinned])
 
     def _quorum_detail(self, sends: list[tuple[ProtectionGroup, bytes]]) -> str:
         parts = []
