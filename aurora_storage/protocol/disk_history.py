@@ -48,6 +48,7 @@ from .segment import Segment
 
 BASE_KIND = ".base"
 REBUILD_PAGES = 1024  # pages a rebuild holds in memory at once (their images)
+REPLAY_RECORD_BYTES = 4 * 1024 * 1024  # records a rebuild holds before it folds them
 
 
 def history_name(pg_id: int, cut: int) -> str:
@@ -187,9 +188,21 @@ class HistoryFiles:
                 return
             previous = cut
 
-    def _replay(self, into: PageLog, after: int, upto: int, pages: tuple[int, int]) -> None:
-        for body in self._bodies(after, upto):
+    def _replay(
+        self,
+        into: PageLog,
+        after: int,
+        upto: int,
+        pages: tuple[int, int],
+        annulled: tuple[int, ...],
+    ) -> None:
+        """Appends the records of ``pages`` in (after, upto] to ``into``, folding them as
+        it goes: it holds the pages' images and a few MiB of records, not the history."""
+        ranges = list(zip(annulled[::2], annulled[1::2], strict=True))
+        for frame, body in self._frames(after, upto):
             into.append(body, pages)
+            if into.stats().record_bytes > REPLAY_RECORD_BYTES:
+                into.coalesce(min(frame.last_lsn, upto), ranges)
 
     def touched(self, after: int, upto: int) -> list[int]:
         """The pages with records in the frames holding LSNs in (after, upto], ascending:
@@ -251,7 +264,8 @@ class HistoryFiles:
                     base_lsn, image = self.base_version(page_no)
                     if image is not None:
                         scratch.set_image(page_no, image, base_lsn)
-                self._replay(scratch, self.history.base_lsn, upto, (chunk[0], chunk[-1] + 1))
+                pages = (chunk[0], chunk[-1] + 1)
+                self._replay(scratch, self.history.base_lsn, upto, pages, annulled)
                 images, lsns = scratch.materialize_many(chunk, upto, array("Q", annulled))
             finally:
                 scratch.close()

@@ -32,6 +32,7 @@ WRITER = textwrap.dedent(
 
     path, megabytes, cache = sys.argv[1] or None, int(sys.argv[2]), int(sys.argv[3])
     scattered = sys.argv[4] == "scattered"  # over 128 TiB, or else from page 0 on
+    rewrite = sys.argv[4] == "rewrite"  # the first 1,024 pages again and again, in a window
     before = rss()
     page = 16384
     volume = Volume.create(
@@ -40,16 +41,23 @@ WRITER = textwrap.dedent(
         durability="os" if path else None,
         cache_bytes=cache,
         capacity=128 << 40,
+        backtrack_window=72 * 3600 if rewrite else 0,
     )
     pattern = os.urandom(page)
     rng = random.Random(5)
-    pages = [rng.randrange((128 << 40) // page) if scattered else n for n in range(megabytes * 64)]
+    pages = [
+        rng.randrange((128 << 40) // page) if scattered else n % 1024 if rewrite else n
+        for n in range(megabytes * 64)
+    ]
     for first in range(0, len(pages), 16):
         with volume.transaction() as tx:
             for page_no in pages[first : first + 16]:
                 tx.put_page(page_no, page_no.to_bytes(8, "little") + pattern[8:])
     for page_no in pages[:: len(pages) // 64]:
         assert volume.read_page(page_no)[:8] == page_no.to_bytes(8, "little")
+    if rewrite:  # the window reaches back to the first writes
+        volume.backtrack(volume.backtrack_window[0])
+        assert volume.read_page(5) == bytes(page)
     peak = status("VmHWM")
     print(peak - before)
     volume.close()
@@ -105,3 +113,14 @@ def test_a_volume_scattered_over_128_tib_keeps_its_cache(tmp_path: Path) -> None
     used = sum(f.stat().st_blocks * 512 for f in (tmp_path / "volume").rglob("*") if f.is_file())
     segments = 6 * 3072
     assert used <= 6 * 48 * MIB + segments * 16 * 1024, f"{used / MIB:.0f} MiB on disk"
+
+
+def test_a_volume_on_disk_keeps_its_cache_whatever_its_backtrack_window_holds(
+    tmp_path: Path,
+) -> None:
+    """256 MiB written over the same 16 MiB of pages, every version inside a 72 h
+    window: the window's versions stay on disk (history files), not in memory."""
+    cache = 32 * MIB
+    grown = grown_by(tmp_path, str(tmp_path / "volume"), 256, cache, "rewrite")
+    assert grown <= cache + 256 * MIB, f"{grown / MIB:.0f} MiB for 256 MiB in the window"
+    assert list((tmp_path / "volume").rglob("*.hist")), "the window's versions are on disk"
