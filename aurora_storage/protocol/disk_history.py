@@ -188,6 +188,28 @@ class HistoryFiles:
                 return
             previous = cut
 
+    def scrub(self) -> tuple[str, list[str]]:
+        """(why the history cannot serve every version it names, "" if it can; damage
+        that costs no version): each base version verified, the base store's other
+        bytes, each history file read through."""
+        history = self.history
+        if history.damaged:
+            return history.damaged, []
+        harmless: list[str] = []
+        if history.base_map.count():
+            store = self.base_store()
+            if not store.exists():
+                return f"{store.index_file}: missing", []
+            found = store.scrub(history.base_lsn, history.base_map)
+            if found.lost or found.misplaced:
+                return found.lost or found.misplaced, found.harmless
+            harmless = found.harmless
+        try:  # every frame decodes (each one's checksum and records)
+            sum(1 for _ in self._frames(history.base_lsn, self.segment.checkpoint_lsn, every=True))
+        except CorruptionError as error:
+            return str(error), harmless
+        return "", harmless
+
     def _replay(
         self,
         into: PageLog,

@@ -994,6 +994,10 @@ class NodeStorage:
             name = history_name(segment.pg_id, cut)
             if not problem and not self.disk.exists(name):
                 problem = f"{name}: missing"
+        if not problem and not self._writes_logs:  # a verify reads it all through
+            problem, harmless = files.scrub()
+            for line in harmless[:FINDINGS_PER_STORE]:
+                report.add(LoadFinding(store.image_file, FINDING_DAMAGED_STORE, line))
         if not problem:
             try:
                 commits = files.commits()
@@ -1045,6 +1049,16 @@ class NodeStorage:
             store = segment.store if segment is not None else None
             if segment is None or store is None or segment.failed:
                 continue
+            history = segment.disk_history
+            if history is not None and not history.damaged and self.disk is not None:
+                damage, harmless = HistoryFiles(self.disk, segment, history).scrub()
+                problems += harmless
+                if damage:  # costs the versions below the checkpoint only
+                    history.damaged = damage
+                    self.load_report.add(
+                        LoadFinding(store.image_file, FINDING_DAMAGED_STORE, damage)
+                    )
+                    problems.append(damage)
             found = store.scrub(segment.checkpoint_lsn, segment.store_map)
             for problem in found.harmless[:FINDINGS_PER_STORE]:
                 self.load_report.add(LoadFinding(store.image_file, FINDING_DAMAGED_STORE, problem))
