@@ -18,7 +18,7 @@ the window's start and the checkpoint stay readable from disk:
 A page's version at an LSN between the base and the checkpoint is its base
 version with the history files' records applied (:meth:`HistoryFiles.read`):
 a pread of the base, one read of each history file in between, one C call per
-file that keeps only that page's records. As the window moves on, the base
+frame that keeps only that page's records. As the window moves on, the base
 follows it (:meth:`HistoryFiles.rebuild`, then the history files below the
 new base go); once nothing older than the checkpoint is needed, both go.
 
