@@ -169,9 +169,14 @@ class HistoryFiles:
             frames = []
             position = 0
             while position < len(data):
-                frame = log.decode_frame(
-                    data, self.page_size, segment.page_lo, segment.page_hi, position
-                )
+                try:
+                    frame = log.decode_frame(
+                        data, self.page_size, segment.page_lo, segment.page_hi, position
+                    )
+                except CorruptionError:
+                    if data.count(0, position) == len(data) - position:
+                        break  # zeros the log had preallocated (docs/format.md)
+                    raise
                 if frame.pg_id != segment.pg_id:
                     raise CorruptionError(f"{name}: a frame of PG {frame.pg_id}")
                 if (

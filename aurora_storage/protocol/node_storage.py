@@ -365,6 +365,8 @@ class NodeStorage:
             else:
                 chain_lsn, kept = self._frames_above(segment, cutoff)
             whole = disk.read(name) if keeps and disk.exists(name) else b""
+            if 0 < segment.log_bytes < len(whole):
+                whole = whole[: segment.log_bytes]  # not the zeros preallocated after it
         history = None
         with self._stopping_on_disk_error("checkpoint"):
             if keeps:
