@@ -84,6 +84,7 @@ class DiskHistory:
     folded: tuple[int, ...] = ()  # annulled ranges (clipped) the checkpointed images reflect
     base_cpl: int = 0  # the last commit at or below the base, and its time
     base_time: float = 0.0
+    commits: int = 0  # entries of its time index (the base's commit, those above it)
     damaged: str = ""  # why a file of it cannot be read (older versions are unavailable)
 
     def encode(self) -> dict[str, object]:
@@ -95,6 +96,7 @@ class DiskHistory:
             "folded": list(self.folded),
             "cpl": self.base_cpl,
             "cpl_time": self.base_time,
+            "commits": self.commits,
         }
 
     @classmethod
@@ -113,6 +115,7 @@ class DiskHistory:
             folded,
             int(meta["cpl"]),
             float(meta["cpl_time"]),
+            int(meta["commits"]),
         )
 
 

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from ..config import Geometry
 from ..errors import AuroraStorageError, CorruptionError, VersionGoneError
 from . import messages as m
+from .disk_history import first_difference
 from .history import (
     History,
     decode_history,
@@ -96,7 +97,8 @@ class StorageNode(NodeStorage):
         # the bytes appended since the last count (_fold_quiet).
         self._hot_order: OrderedDict[int, None] = OrderedDict()
         # Segments asleep (_sleep): everything they hold is on disk, memory keeps
-        # (SCL, checkpoint LSN, last commit, its time) until one is used (_awake).
+        # (SCL, history floor, last commit, its time) until one is used (_awake): the
+        # floor is its checkpoint LSN, or its history's base when it keeps one on disk.
         self.dormant: dict[int, tuple[int, int, int, float]] = {}
         self._uses = 0  # segment uses so far: each awake segment's used_at is one
         self._awake_after_sleep = 0  # segments still awake after the last sleep pass
@@ -215,7 +217,6 @@ class StorageNode(NodeStorage):
             and pg_id not in self._logged_pending
             and log_name(pg_id) not in self.dirty
             and not segment.page_log.stats().records
-            and segment.disk_history is None
         )
 
     def _awake_max(self) -> int:
@@ -252,7 +253,7 @@ class StorageNode(NodeStorage):
         pg_id = segment.pg_id
         cpl = segment.cpl_lsns[0] if segment.cpl_lsns else 0
         cpl_time = segment.cpl_times[0] if segment.cpl_times else 0.0
-        self.dormant[pg_id] = (segment.scl, segment.checkpoint_lsn, cpl, cpl_time)
+        self.dormant[pg_id] = (segment.scl, segment.history_floor, cpl, cpl_time)
         del self.segments[pg_id]
         self._resident_total -= self._resident.pop(pg_id, 0)
         self._hot_order.pop(pg_id, None)
@@ -278,12 +279,12 @@ class StorageNode(NodeStorage):
         """(last commit at or before ``moment``, its time, the latest time floor, the
         highest folded LSN) over the sleeping segments, as Segment answers them."""
         cpl, cpl_time, floor_time, folded = 0, 0.0, float("-inf"), 0
-        for _scl, checkpoint_lsn, last, last_time in self.dormant.values():
+        for _scl, floor_lsn, last, last_time in self.dormant.values():
             if last and last_time <= moment and last > cpl and not inside(last, annulled):
                 cpl, cpl_time = last, last_time
-            if last:
-                floor_time = max(floor_time, last_time)  # loading makes it the floor
-            folded = max(folded, checkpoint_lsn)
+            if last and last <= floor_lsn:  # folded: loading makes its time the floor
+                floor_time = max(floor_time, last_time)
+            folded = max(folded, floor_lsn)
         return cpl, cpl_time, floor_time, folded
 
     def start_segment(
@@ -374,9 +375,10 @@ class StorageNode(NodeStorage):
         if incoming is None:
             return []
         if self.history is None or incoming.key > self.history.key:
+            previous = self.annulled()
             self.history = incoming
             self._write_meta()
-            self._refold_all()
+            self._refold_all(previous)
         history = self.history
         reply = m.HistorySet(
             self.name, self.epoch, history.current.version, history.key[0], history.key[1]
@@ -492,7 +494,7 @@ class StorageNode(NodeStorage):
 
     def _adopt(self, epoch: int, truncations: tuple[int, ...], writer: str | None) -> None:
         """Takes a newer epoch and the truncations decided with it; durable before use."""
-        changed = False
+        changed, previous = False, self.annulled()
         for truncation in truncation_triples(truncations):
             if truncation not in self.truncations:
                 self.truncations.append(truncation)
@@ -508,11 +510,18 @@ class StorageNode(NodeStorage):
             self.writer = writer
         if changed:
             self._write_meta()
-            self._refold_all()
+            self._refold_all(previous)
 
-    def _refold_all(self) -> None:
-        """The annulled ranges changed (and node.meta says so): segments whose
-        checkpointed images are ahead of them rebuild those images (refold)."""
+    def _refold_all(self, previous: tuple[int, ...]) -> None:
+        """The annulled ranges changed from ``previous`` (and node.meta says so):
+        segments whose checkpointed images are ahead of the change rebuild those
+        images (refold); sleeping ones whose chain reaches past it wake to."""
+        now = self.annulled()
+        if now == previous:
+            return
+        lo = first_difference(now, previous)
+        for pg_id in [p for p, asleep in self.dormant.items() if asleep[0] > lo]:
+            self._wake(pg_id)  # refolds as it loads
         for segment in list(self.segments.values()):
             if segment.disk_history is not None:
                 self.refold(segment)

@@ -448,7 +448,10 @@ class NodeStorage:
         if index:
             base_cpl, base_time = segment.cpl_lsns[index - 1], segment.cpl_times[index - 1]
         folded = clip(annulled, cutoff)
-        return DiskHistory(base_lsn, base_map, cuts, sizes, folded, base_cpl, base_time)
+        commits = bool(base_cpl) + (
+            bisect.bisect_right(segment.cpl_lsns, cutoff) - index  # those above the base
+        )
+        return DiskHistory(base_lsn, base_map, cuts, sizes, folded, base_cpl, base_time, commits)
 
     def _history_in_force(self, segment: Segment, history: DiskHistory | None) -> None:
         """The checkpoint file now names ``history``: the files of the one before that it
@@ -814,8 +817,12 @@ class NodeStorage:
             cutoff, chain_lsn = int(meta["cutoff"]), int(meta["chain_lsn"])
             cpl, cpl_time = int(meta["cpl"]), float(meta["cpl_time"])
             in_store = bool(meta.get("store"))
+            floor = cutoff
             if meta.get("history"):
-                return False  # its history on disk is checked, and may need refolding
+                history = DiskHistory.decode(0, meta["history"])
+                if history.commits > 1 or history.folded != clip(self.annulled(), cutoff):
+                    return False  # a time index of its own, or images to refold
+                floor = history.base_lsn
         except (CorruptionError, KeyError, TypeError, ValueError):
             return False
         if (
@@ -826,7 +833,7 @@ class NodeStorage:
             or any(lo < chain_lsn <= hi for _, lo, hi in self.truncations)
         ):
             return False
-        self.dormant[pg_id] = (chain_lsn, cutoff, cpl, cpl_time)
+        self.dormant[pg_id] = (chain_lsn, floor, cpl, cpl_time)
         return True
 
     def _awake_max(self) -> int:

@@ -265,3 +265,45 @@ def test_damage_to_a_history_file_is_found_by_verify_and_costs_old_versions_only
         for _ in range(6):  # whichever replica a read picks
             assert reopened.read_page(page_no)[:4] == f"v{number:03d}".encode()
     reopened.close()
+
+
+def test_quiet_segments_with_history_sleep_and_backtracks_wake_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """120 PGs written once each inside the window: their segments fold ahead and
+    sleep with their history on disk; a backtrack wakes those it reaches and hides
+    their writes, a reopen loads them asleep, a backtrack forward shows them again."""
+    monkeypatch.setattr(node, "SEGMENTS_AWAKE_MAX", 16)
+    clock = SimulatedClock(START)
+    path = tmp_path / "v"
+    volume = Volume.create(
+        path,
+        page_size=PAGE,
+        segment_size=PAGE * 4,
+        capacity=PAGE * 4 * 120,
+        clock=clock,
+        backtrack_window=WINDOW,
+        durability="os",
+    )
+    for pg_id in range(120):
+        clock.advance(10)
+        with volume.transaction() as tx:
+            tx.write(pg_id * 4 + 1, 0, f"pg {pg_id:03d}".encode() * 100)
+    volume.send_maintenance()
+    storage = volume.nodes["az1-a"]
+    assert len(storage.segments) <= 16 < len(storage.dormant)
+    assert history_files(path)
+    clock.advance(5)
+    volume.backtrack(START + 10 * 60 + 5)  # after PG 59's write
+    for pg_id in (0, 59, 60, 119):
+        expected = f"pg {pg_id:03d}".encode() if pg_id < 60 else bytes(6)
+        assert volume.read_page(pg_id * 4 + 1)[:6] == expected, pg_id
+    volume.close()
+    reopened = Volume.open(path, clock=clock)
+    assert reopened.nodes["az1-a"].dormant, "loaded asleep"
+    assert reopened.read_page(100 * 4 + 1)[:6] == bytes(6)
+    clock.advance(5)
+    reopened.backtrack(START + 10 * 120)  # forward: the last write
+    for pg_id in (0, 60, 119):
+        assert reopened.read_page(pg_id * 4 + 1)[:6] == f"pg {pg_id:03d}".encode(), pg_id
+    reopened.close()
