@@ -364,13 +364,11 @@ class NodeStorage:
                 kept = [disk.read_at(name, offset, size)] if size else []
             else:
                 chain_lsn, kept = self._frames_above(segment, cutoff)
-            whole = disk.read(name) if keeps and disk.exists(name) else b""
-            if 0 < segment.log_bytes < len(whole):
-                whole = whole[: segment.log_bytes]  # not the zeros preallocated after it
+            logged = keeps and disk.exists(name) and disk.size(name) > 0
         history = None
         with self._stopping_on_disk_error("checkpoint"):
             if keeps:
-                history = self._keep_history(segment, cutoff, whole)
+                history = self._keep_history(segment, cutoff, logged)
             store_map = self._store_pages(segment, cutoff)
             pages = checkpoint_object(
                 segment, cutoff, chain_lsn, store_map, self.volume_id, history
@@ -380,7 +378,8 @@ class NodeStorage:
             segment.store = segment.store or self.page_store(segment)
             segment.store_map = store_map
             self._history_in_force(segment, history)
-            if kept or not disk.exists(name):
+            if kept or history is not None or not disk.exists(name):
+                # (A log a history file links to is replaced, never cut in place.)
                 disk.replace(name, b"".join(kept))
             else:  # nothing above the cutoff: emptied in place, no new file
                 disk.truncate(name, 0)
@@ -400,11 +399,12 @@ class NodeStorage:
 
     # --- history on disk (disk_history.py) -------------------------------------------------
 
-    def _keep_history(self, segment: Segment, cutoff: int, whole: bytes) -> DiskHistory:
+    def _keep_history(self, segment: Segment, cutoff: int, logged: bool) -> DiskHistory:
         """Before a checkpoint at ``cutoff`` ahead of the window: moves the base up to the
         window (as far as whole history files allow), stores the versions at the base
-        of the pages first changed since, and keeps the log ``whole`` as the history
-        file of this interval. Returns the history the checkpoint file will name
+        of the pages first changed since, and keeps the log (if ``logged``: it holds
+        frames) as the history file of this interval, a link to it that the log's
+        replacement leaves behind. Returns the history the checkpoint file will name
         (nothing of it is in force before then)."""
         assert self.disk is not None
         annulled = self.annulled()
@@ -439,10 +439,13 @@ class NodeStorage:
             base_map = store.write(fresh, fresh_lsns, b"".join(fresh_images), base_lsn, base_map)
         cuts = [cut for cut in history.cuts if cut > base_lsn]
         sizes = history.sizes[len(history.cuts) - len(cuts) :]
-        if whole:
-            self.disk.replace(history_name(segment.pg_id, cutoff), whole)
+        if logged:
+            name = log_name(segment.pg_id)
+            if self.durability == "fsync":
+                self.disk.sync(name)  # the history's frames as durable as its name
+            self.disk.link(name, history_name(segment.pg_id, cutoff))
             cuts.append(cutoff)
-            sizes.append(len(whole))
+            sizes.append(self.disk.size(name))
         index = bisect.bisect_right(segment.cpl_lsns, base_lsn)
         base_cpl, base_time = history.base_cpl, history.base_time
         if index:

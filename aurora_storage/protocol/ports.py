@@ -36,6 +36,13 @@ class Disk(Protocol):
 
     def replace(self, name: str, data: bytes) -> None: ...
 
+    def link(self, name: str, new_name: str) -> None:
+        """``new_name`` names what ``name`` holds now, without copying it (a hard link
+        where the file system has them); the name is durable on return, the bytes as
+        durable as ``name``'s were. Only for a file its owner replaces next, never
+        writes in place: a hard link would show the write under both names."""
+        ...
+
     def exists(self, name: str) -> bool: ...
 
     def list(self, prefix: str = "") -> list[str]: ...

@@ -456,6 +456,18 @@ class RealDisk:
         self._forget(name)
         self._path(name).unlink(missing_ok=True)
 
+    def link(self, name: str, new_name: str) -> None:
+        self._forget(name, trim=True)  # its preallocated zeros are not its data
+        self._forget(new_name)
+        source, target = self._path(name), self._path(new_name)
+        make_folders(target.parent, self.mode == "fsync")
+        target.unlink(missing_ok=True)
+        try:
+            os.link(source, target)
+        except OSError:  # a file system without hard links: a copy
+            write_file(target, source.read_bytes(), self.mode == "fsync")
+        self._sync_folder(target.parent)
+
     def truncate(self, name: str, size: int) -> None:
         self._forget(name)
         descriptor = os.open(self._path(name), os.O_WRONLY)
@@ -606,6 +618,17 @@ class SimulatedDisk:
 
     def remove(self, name: str) -> None:
         self.files.pop(name, None)
+
+    def link(self, name: str, new_name: str) -> None:
+        # The new name is durable at once (link, then a sync of the folder); its bytes
+        # are the file's, synced or not as they were.
+        self.plan.tick()
+        entry = self.files.get(_check_name(name))
+        if entry is None:
+            raise FileNotFoundError(name)
+        self.files[_check_name(new_name)] = _SimulatedFile(
+            bytearray(entry.synced), list(entry.unsynced), True
+        )
 
     def truncate(self, name: str, size: int) -> None:
         self.plan.tick()

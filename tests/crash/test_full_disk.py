@@ -78,6 +78,10 @@ def refusing(base: Any) -> Any:
             self._check("truncate", name)
             super().truncate(name, size)
 
+        def link(self, name: str, new_name: str) -> None:
+            self._check("link", new_name)
+            super().link(name, new_name)
+
     return Refusing
 
 
@@ -319,6 +323,45 @@ def test_a_full_disk_during_a_page_store_write_keeps_the_last_checkpoint(
     report = again.nodes[victim].load_report
     assert not report.findings, report.problems()  # its checkpoint and store load whole
     assert_holds(again, expected)
+    again.close()
+
+
+@pytest.mark.parametrize("suffix", [".hist", ".base.img", ".base.idx"])
+def test_a_full_disk_while_history_goes_to_disk_keeps_the_last_checkpoint(
+    suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node whose disk refuses a history file or its base store, as a checkpoint folds
+    ahead of the backtrack window: it stops, named with its OS error; with room again
+    it reopens from its last checkpoint, and a backtrack reaches back as before."""
+    monkeypatch.setattr(node, "HOT_BYTES_MAX", 512)
+    clock = SimulatedClock(1_000_000.0)
+    disks = simulated_disks()
+    victim = NODE_NAMES[3]
+    volume = create_on(disks, clock=clock, backtrack_window=600)
+    expected: dict[int, bytes] = {}
+    early: dict[int, bytes] = {}
+    for round_ in range(40):  # past the window: the base moves on and is written
+        clock.advance(30)
+        fill(volume, 3, expected, f"r{round_:02d}")
+        if round_ == 30:
+            early, early_time = dict(expected), clock.now()
+    assert any(name.endswith(suffix) for name in disks[victim].list()), suffix
+    disks[victim].error = ENOSPC
+    disks[victim].refuses = lambda operation, name: name.endswith(suffix)
+    for round_ in range(40, 60):
+        clock.advance(10)
+        fill(volume, 3, expected, f"r{round_:02d}")
+    assert disks[victim].refused, "the node tried to keep its history"
+    assert_failed_and_named(volume, [victim], "checkpoint", ENOSPC)
+    assert_holds(volume, expected)
+    volume.close()
+    disks[victim].error = None
+    again = reopen_on(volume, disks)
+    assert not again.nodes[victim].failed
+    assert_holds(again, expected)
+    clock.advance(5)
+    again.backtrack(early_time)
+    assert_holds(again, early)
     again.close()
 
 
