@@ -425,7 +425,8 @@ class NodeStorage:
         fresh: list[int] = []
         fresh_lsns: list[int] = []
         fresh_images: list[bytes] = []
-        for page_no in sorted(segment.changed_pages or ()):
+        # At a base of LSN 0 no page existed: none has a version there to keep.
+        for page_no in sorted(segment.changed_pages or ()) if base_lsn else ():
             if base_map.slot(page_no) is not None:
                 continue
             page_lsn, image = files.head_version(page_no)
