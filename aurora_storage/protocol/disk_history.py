@@ -252,10 +252,15 @@ class HistoryFiles:
         return sorted(pages)
 
     def head_version(self, page_no: int) -> tuple[int, bytes | None]:
-        """(page LSN, image) of the page at the segment's checkpoint, (0, None) if absent."""
+        """(page LSN, image) of the page at the segment's checkpoint, (0, None) if absent:
+        from its page store, or from memory where no store is in force (a load that
+        changes nothing holds every page)."""
         segment = self.segment
+        if segment.store is None:
+            image, page_lsn = segment.page_log.materialize(page_no, segment.checkpoint_lsn)
+            return page_lsn, image if page_lsn else None
         slot = segment.store_map.slot(page_no)
-        if segment.store is None or slot is None:
+        if slot is None:
             return 0, None
         return segment.store.read(page_no, segment.checkpoint_lsn, slot)
 

@@ -345,6 +345,9 @@ class NodeStorage:
             return False
         if segment.failed or segment.suspect or not self._writes_logs:
             return False  # a damaged log is rewritten only once the segment is whole again
+        # The images in force first reflect the annulled ranges in force.
+        if segment.disk_history is not None and not self.refold(segment):
+            return False
         if self._meta_hint != self.vdl_hint:
             self._write_meta()  # recovery must never ask this node for frames below its hint
         name = log_name(segment.pg_id)
@@ -505,64 +508,73 @@ class NodeStorage:
             raise VersionGoneError(page_no, read_point)
         return HistoryFiles(self.disk, segment, history).read(page_no, read_point, annulled)
 
-    def refold(self, segment: Segment) -> None:
+    def refold(self, segment: Segment) -> bool:
         """Rebuilds the checkpointed images of the pages a change of the annulled ranges
         reaches (a backtrack below the checkpoint, back or forth) from the history on
-        disk, then the checkpoint file naming them and the pages in memory. A segment
-        whose history cannot give them is set aside: it must not serve the old images."""
+        disk, then the checkpoint file naming them and the pages in memory. A load
+        that changes nothing (a read-only open, a verify) holds every page in memory:
+        it rebuilds them there only. A segment whose history cannot give them is set
+        aside: it must not serve the old images. False if the segment is set aside."""
         history, disk = segment.disk_history, self.disk
-        if history is None or disk is None or segment.failed or segment.store is None:
-            return
+        if history is None or disk is None or segment.failed:
+            return not segment.failed
         cutoff, annulled = segment.checkpoint_lsn, self.annulled()
         wanted = clip(annulled, cutoff)
-        if wanted == history.folded or not self._writes_logs:
-            return
+        if wanted == history.folded:
+            return True
         lo = first_difference(wanted, history.folded)
-        if lo < history.base_lsn:
+        writes = self._writes_logs
+        if lo < history.base_lsn or (writes and segment.store is None):
             segment.set_aside(
-                f"the annulled ranges change at LSN {lo}, below its history's base "
-                f"{history.base_lsn}"
+                f"the annulled ranges change at LSN {lo}, below what its history on disk "
+                f"can rebuild (from LSN {history.base_lsn})"
             )
-            return
+            return False
         files = HistoryFiles(disk, segment, history)
         size = self.geometry.page_size
-        store, store_map = segment.store, segment.store_map
+        store_map = segment.store_map
         page_log = segment.page_log  # indexes frames that wait first
         rebuilt: dict[int, bytes] = {}
         with self._stopping_on_disk_error("checkpoint"):
             try:
                 pages = files.touched(lo, cutoff)
-                hot = set(page_log.page_nos(with_records=True)).intersection(pages)
+                # Without a store in force every page stays in memory, else only those
+                # with records above the cutoff: the others are read back when used.
+                kept = set(page_log.page_nos(with_records=writes)).intersection(pages)
                 for chunk, lsns, images in files.rebuild(pages, cutoff, annulled):
-                    store_map = store.write(chunk, lsns, images, cutoff, store_map)
+                    if writes:
+                        assert segment.store is not None
+                        store_map = segment.store.write(chunk, lsns, images, cutoff, store_map)
                     for index, page_no in enumerate(chunk):
-                        if page_no in hot:
+                        if page_no in kept:
                             rebuilt[page_no] = bytes(images[index * size : (index + 1) * size])
             except CorruptionError as error:
                 segment.set_aside(f"its history on disk cannot be read: {error}")
-                return
-            history = dataclasses.replace(history, folded=wanted)
-            disk.replace(
-                checkpoint_name(segment.pg_id),
-                checkpoint_object(
-                    segment,
-                    cutoff,
-                    segment.checkpoint_chain_lsn,
-                    store_map,
-                    self.volume_id,
-                    history,
-                ),
-            )
-            segment.store_map, segment.disk_history = store_map, history
-            # The pages in memory: those with records above the cutoff take their new
-            # image and their records again (from the log); the others are read back.
+                return False
+            if writes:
+                history = dataclasses.replace(history, folded=wanted)
+                disk.replace(
+                    checkpoint_name(segment.pg_id),
+                    checkpoint_object(
+                        segment,
+                        cutoff,
+                        segment.checkpoint_chain_lsn,
+                        store_map,
+                        self.volume_id,
+                        history,
+                    ),
+                )
+                segment.store_map, segment.disk_history = store_map, history
+            # The pages in memory take their new image (a page no record left reads
+            # as zeros), then their records above the cutoff again, from the log.
             page_log.forget(pages)
             for page_no, image in rebuilt.items():
                 page_log.set_image(page_no, image, cutoff)
             for body in self._log_bodies_above(segment, cutoff):
                 page_log.append(body)
-            page_log.forget([page_no for page_no in pages if page_no not in hot])
+            page_log.forget([page_no for page_no in pages if page_no not in kept])
             segment.images_grew = True
+        return True
 
     def _log_bodies_above(self, segment: Segment, cutoff: int) -> list[memoryview]:
         """The record batches of the log's frames above ``cutoff`` that count, in LSN order."""

@@ -307,3 +307,36 @@ def test_quiet_segments_with_history_sleep_and_backtracks_wake_them(
     for pg_id in (0, 60, 119):
         assert reopened.read_page(pg_id * 4 + 1)[:6] == f"pg {pg_id:03d}".encode(), pg_id
     reopened.close()
+
+
+def test_images_a_backtrack_left_unrefolded_are_rebuilt_at_open_never_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nodes that took a backtrack (node.meta) but stopped before rebuilding their
+    checkpointed images: a read-only open rebuilds them in memory, an open that writes
+    on disk; both show the backtrack, never the undone writes."""
+    from aurora_storage.protocol.node_storage import NodeStorage
+
+    clock = SimulatedClock(START)
+    path = tmp_path / "v"
+    volume = create(path, clock)
+    for number in range(60):
+        clock.advance(20)
+        with volume.transaction() as tx:
+            tx.write(0, 0, f"v{number:03d}".encode() * 300)
+    clock.advance(5)
+    with monkeypatch.context() as patch:
+        patch.setattr(NodeStorage, "refold", lambda self, segment: True)
+        volume.backtrack(START + 20 * 11 + 5)  # after commit 10
+        volume.close()
+    readonly = Volume.open(path, clock=clock, readonly=True)
+    assert readonly.read_page(0)[:4] == b"v010"
+    with readonly.read_view(6) as read_point:  # commit 5, below the checkpoint: from disk
+        assert readonly.read_page(0, read_point)[:4] == b"v005"
+    readonly.close()
+    reopened = Volume.open(path, clock=clock)
+    assert reopened.read_page(0)[:4] == b"v010"
+    reopened.close()
+    again = Volume.open(path, clock=clock, readonly=True)  # rebuilt and checkpointed
+    assert again.read_page(0)[:4] == b"v010"
+    again.close()
