@@ -581,24 +581,12 @@ class NodeStorage:
         assert self.disk is not None
         name = log_name(segment.pg_id)
         data = self.disk.read(name) if self.disk.exists(name) else b""
-        found = []
-        position = 0
-        while position < len(data):
-            try:
-                frame = log.decode_frame(
-                    data, self.geometry.page_size, segment.page_lo, segment.page_hi, position
-                )
-            except CorruptionError:
-                following = _next_valid_frame(data, position + 1, self.geometry, segment)
-                if following is None:
-                    break
-                position = following
-                continue
-            if frame.last_lsn > cutoff and not segment.annulled_frame(
-                frame.epoch, frame.first_lsn, frame.last_lsn
-            ):
-                found.append((frame.first_lsn, position, frame.size))
-            position += frame.size
+        found = [
+            (frame.first_lsn, position, frame.size)
+            for position, frame in self._valid_frames(segment, data)
+            if frame.last_lsn > cutoff
+            and not segment.annulled_frame(frame.epoch, frame.first_lsn, frame.last_lsn)
+        ]
         view = memoryview(data)
         return [
             view[start + log.FRAME_HEADER_SIZE : start + size]
@@ -613,6 +601,17 @@ class NodeStorage:
         data = self.disk.read(log_name(segment.pg_id))
         kept: list[bytes] = []
         chain_lsn = segment.checkpoint_chain_lsn
+        for position, frame in self._valid_frames(segment, data):
+            if frame.last_lsn <= cutoff:
+                chain_lsn = max(chain_lsn, frame.last_lsn)
+            else:
+                kept.append(data[position : position + frame.size])
+        return chain_lsn, kept
+
+    def _valid_frames(self, segment: Segment, data: bytes) -> Iterator[tuple[int, log.Frame]]:
+        """(position, frame) of each frame of a log read whole that verifies: past a
+        range damaged before a restart, whose frames gossip appended since (or the
+        zeros of a preallocated tail), reading goes on at the next valid frame."""
         position = 0
         while position < len(data):
             try:
@@ -620,19 +619,13 @@ class NodeStorage:
                     data, self.geometry.page_size, segment.page_lo, segment.page_hi, position
                 )
             except CorruptionError:
-                # A range damaged before a restart, whose frames gossip appended since:
-                # the rewritten log leaves it out (or the zeros of a preallocated tail).
                 following = _next_valid_frame(data, position + 1, self.geometry, segment)
                 if following is None:
-                    break
+                    return
                 position = following
                 continue
-            if frame.last_lsn <= cutoff:
-                chain_lsn = max(chain_lsn, frame.last_lsn)
-            else:
-                kept.append(data[position : position + frame.size])
+            yield position, frame
             position += frame.size
-        return chain_lsn, kept
 
     def page_store(self, segment: Segment) -> PageStore:
         assert self.disk is not None

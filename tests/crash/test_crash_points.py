@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import random
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ PAGE = 4096
 PAGES = 32
 
 
-def fresh(seed: int) -> tuple[Volume, dict[str, SimulatedDisk], CrashPlan]:
+def fresh(seed: int, **options: Any) -> tuple[Volume, dict[str, SimulatedDisk], CrashPlan]:
     plan = CrashPlan()
     disks = {name: SimulatedDisk(seed * 10 + i, plan) for i, name in enumerate(NODE_NAMES)}
     volume = Volume.create(
@@ -35,16 +36,18 @@ def fresh(seed: int) -> tuple[Volume, dict[str, SimulatedDisk], CrashPlan]:
         segment_size=PAGE * 4,
         capacity=PAGE * PAGES,
         transport=DirectTransport(sync_threads=0),
+        **options,
     )
     return volume, disks, plan
 
 
-def reopen(volume: Volume, disks: dict[str, SimulatedDisk]) -> Volume:
+def reopen(volume: Volume, disks: dict[str, SimulatedDisk], **options: Any) -> Volume:
     return Volume.open(
         disks=disks,  # type: ignore[arg-type]
         options=volume.options,
         volume_id=volume.volume_id,
         transport=DirectTransport(sync_threads=0),
+        **options,
     )
 
 
@@ -215,19 +218,8 @@ def test_crash_points_with_history_on_disk(
     monkeypatch.setattr(node, "HOT_BYTES_MAX", 512)
     monkeypatch.setattr(node, "CHECKPOINT_EVERY_FRAMES", 2)
     monkeypatch.setattr(node, "META_EVERY_FRAMES", 2)
-    start = 1_700_000_000.0
-    clock = SimulatedClock(start)
-    plan = CrashPlan()
-    disks = {name: SimulatedDisk(crash_at * 10 + i, plan) for i, name in enumerate(NODE_NAMES)}
-    volume = Volume.create(
-        disks=disks,  # type: ignore[arg-type]
-        page_size=PAGE,
-        segment_size=PAGE * 4,
-        capacity=PAGE * PAGES,
-        clock=clock,
-        backtrack_window=3600,
-        transport=DirectTransport(sync_threads=0),
-    )
+    clock = SimulatedClock(1_700_000_000.0)
+    volume, disks, plan = fresh(crash_at, clock=clock, backtrack_window=3600)
     workload = Workload(crash_at)
     times: dict[int, float] = {}
 
@@ -252,13 +244,7 @@ def test_crash_points_with_history_on_disk(
         commit(200)
     for disk in disks.values():
         disk.crash(mode)
-    volume = Volume.open(
-        disks=disks,  # type: ignore[arg-type]
-        options=volume.options,
-        volume_id=volume.volume_id,
-        clock=clock,
-        transport=DirectTransport(sync_threads=0),
-    )
+    volume = reopen(volume, disks, clock=clock)
     workload.recovered(volume)
     workload.check(volume)
     target = workload.acknowledged[10]
@@ -279,19 +265,8 @@ def test_crash_during_a_backtrack_that_refolds_history(
     from aurora_storage.protocol import node
 
     monkeypatch.setattr(node, "HOT_BYTES_MAX", 512)
-    start = 1_700_000_000.0
-    clock = SimulatedClock(start)
-    plan = CrashPlan()
-    disks = {name: SimulatedDisk(crash_at * 10 + i, plan) for i, name in enumerate(NODE_NAMES)}
-    volume = Volume.create(
-        disks=disks,  # type: ignore[arg-type]
-        page_size=PAGE,
-        segment_size=PAGE * 4,
-        capacity=PAGE * PAGES,
-        clock=clock,
-        backtrack_window=3600,
-        transport=DirectTransport(sync_threads=0),
-    )
+    clock = SimulatedClock(1_700_000_000.0)
+    volume, disks, plan = fresh(crash_at, clock=clock, backtrack_window=3600)
     workload = Workload(crash_at)
     times = []
     for _ in range(40):
@@ -307,13 +282,7 @@ def test_crash_during_a_backtrack_that_refolds_history(
         volume.backtrack(landing_time)
     for disk in disks.values():
         disk.crash("random")
-    volume = Volume.open(
-        disks=disks,  # type: ignore[arg-type]
-        options=volume.options,
-        volume_id=volume.volume_id,
-        clock=clock,
-        transport=DirectTransport(sync_threads=0),
-    )
+    volume = reopen(volume, disks, clock=clock)
     shown = [volume.read_page(page_no) for page_no in range(PAGES)]
     assert shown in (before, landed)
     target, target_time = times[10]

@@ -42,6 +42,15 @@ def create(
     )
 
 
+def versions(volume: Volume, commits: int, pages: int = 1, repeat: int = 300) -> None:
+    """Commit n (every 20 s) writes "v<n>" over the start of page n % ``pages``."""
+    assert isinstance(volume.clock, SimulatedClock)
+    for number in range(commits):
+        volume.clock.advance(20)
+        with volume.transaction() as tx:
+            tx.write(number % pages, 0, f"v{number:03d}".encode() * repeat)
+
+
 def history_files(path: Path) -> list[Path]:
     return sorted(path.rglob("*.hist"))
 
@@ -189,10 +198,7 @@ def test_a_node_whose_history_files_are_gone_sets_its_segment_aside_on_backtrack
     clock = SimulatedClock(START)
     path = tmp_path / "v"
     volume = create(path, clock)
-    for number in range(80):
-        clock.advance(20)
-        with volume.transaction() as tx:
-            tx.write(0, 0, f"v{number:03d}".encode() * 200)
+    versions(volume, 80, repeat=200)
     volume.close()
     victim = next(p for p in history_files(path) if "az1-a" in str(p))
     for file in [p for p in history_files(path) if p.parent == victim.parent]:
@@ -241,10 +247,7 @@ def test_damage_to_a_history_file_is_found_by_verify_and_costs_old_versions_only
     clock = SimulatedClock(START)
     path = tmp_path / "v"
     volume = create(path, clock)
-    for number in range(250):  # longer than the window: its base moves on
-        clock.advance(20)
-        with volume.transaction() as tx:
-            tx.write(number % 3, 0, f"v{number:03d}".encode() * 300)
+    versions(volume, 250, pages=3)  # longer than the window: its base moves on
     volume.close()
     assert cli.main(["verify", str(path)]) == 0, capsys.readouterr().out
     capsys.readouterr()
@@ -320,10 +323,7 @@ def test_images_a_backtrack_left_unrefolded_are_rebuilt_at_open_never_served(
     clock = SimulatedClock(START)
     path = tmp_path / "v"
     volume = create(path, clock)
-    for number in range(60):
-        clock.advance(20)
-        with volume.transaction() as tx:
-            tx.write(0, 0, f"v{number:03d}".encode() * 300)
+    versions(volume, 60)
     clock.advance(5)
     with monkeypatch.context() as patch:
         patch.setattr(NodeStorage, "refold", lambda self, segment: True)

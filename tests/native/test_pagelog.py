@@ -93,6 +93,21 @@ record_strategy = st.tuples(
 )
 
 
+def packed_batches(
+    batches: list[list[tuple[int, int, int, int, int]]],
+) -> tuple[int, list[bytes], list[Record]]:
+    """(last LSN, the packed batches, their records in order) of drawn batches."""
+    lsn, packed, model_records = 0, [], []
+    for batch in batches:
+        records = []
+        for page_no, kind, offset, length, gap in batch:
+            lsn += gap
+            records.append(record_of(lsn, page_no, kind, offset, length))
+        model_records += records
+        packed.append(batch_of(records))
+    return lsn, packed, model_records
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     batches=st.lists(st.lists(record_strategy, min_size=1, max_size=8), min_size=1, max_size=6),
@@ -106,16 +121,7 @@ def test_implementations_agree_with_model(
     read_fraction: float,
     annul: list[tuple[int, int]],
 ) -> None:
-    lsn = 0
-    packed = []
-    model_records = []
-    for batch in batches:
-        records = []
-        for page_no, kind, offset, length, gap in batch:
-            lsn += gap
-            records.append(record_of(lsn, page_no, kind, offset, length))
-        model_records += records
-        packed.append(batch_of(records))
+    lsn, packed, model_records = packed_batches(batches)
     annulled = disjoint_ranges(annul)
     coalesce_at = int(lsn * coalesce_fraction)
     read_at = coalesce_at + int((lsn - coalesce_at) * read_fraction)
@@ -149,14 +155,7 @@ def test_a_page_range_keeps_only_its_pages_and_forget_drops_pages_whole(
     """append(pages=(lo, hi)) indexes exactly the records of those pages, as if the
     others were never in the batch; forget drops named pages so they read as zeros,
     and a page appended again after it reads from its new records alone."""
-    lsn, packed, model_records = 0, [], []
-    for batch in batches:
-        records = []
-        for page_no, kind, offset, length, gap in batch:
-            lsn += gap
-            records.append(record_of(lsn, page_no, kind, offset, length))
-        model_records += records
-        packed.append(batch_of(records))
+    lsn, packed, model_records = packed_batches(batches)
     hi = lo + width
     kept = [record for record in model_records if lo <= record[1] < hi]
     for implementation in IMPLEMENTATIONS:
