@@ -307,6 +307,42 @@ class FloorPull:
 
 
 @dataclass(slots=True)
+class HydratePull:
+    """Segment -> peer: a segment repair. The PG's pages as of ``lsn`` (0: a point the
+    peer picks), from position ``start`` of its ascending page list on; after the
+    last of them, its chain frames above that point. Sent by a segment whose peers
+    collected the frames it lacks, which no gossip can bring."""
+
+    sender: str
+    pg_id: int
+    lsn: int
+    start: int
+
+
+@dataclass(slots=True)
+class HydratePush:
+    """Peer -> segment: up to HYDRATE_PAGES pages of the PG as of ``lsn`` (images end
+    to end, each with the LSN of its last change), and ``cpl``/``cpl_time``, the
+    PG's last commit at or below ``lsn``. ``next_start`` is where the next pull
+    starts; -1 on the last push, which carries the chain frames above ``lsn``.
+    ``lsn`` 0: the peer cannot serve that point (it folded past it): start again.
+    ``chain_lsn``: the PG's chain position at ``lsn`` (the last LSN of its frame at or
+    below it), where the frames above continue the chain."""
+
+    sender: str
+    pg_id: int
+    lsn: int
+    chain_lsn: int
+    cpl: int
+    cpl_time: float
+    page_nos: tuple[int, ...]
+    page_lsns: tuple[int, ...]
+    images: bytes
+    next_start: int
+    frames: tuple[bytes, ...] = ()
+
+
+@dataclass(slots=True)
 class Tick:
     """Transport -> node: time passed; run background steps (gossip, coalesce)."""
 
@@ -337,6 +373,8 @@ Message = (
     | WindowAnswer
     | Maintain
     | FloorPull
+    | HydratePull
+    | HydratePush
 )
 
 _TYPES: tuple[type[Any], ...] = (
@@ -365,6 +403,8 @@ _TYPES: tuple[type[Any], ...] = (
     WindowAnswer,
     Maintain,  # tags are positions: new kinds go last
     FloorPull,
+    HydratePull,
+    HydratePush,
 )
 _TAGS = {kind: tag for tag, kind in enumerate(_TYPES)}
 

@@ -44,11 +44,11 @@ from .history import (
     truncation_ranges,
     truncation_triples,
 )
+from .hydration import Hydration, Repair
 from .node_storage import (
     FINDING_NEEDS_REPAIR,
     LoadFinding,
     LoadReport,
-    NodeStorage,
     Outgoing,
     _DiskFailed,
     log_name,
@@ -72,7 +72,7 @@ UPLOADS_HELD_MAX = 64  # built backup objects a node holds for the runtime to ta
 RECOVERY_PROBLEMS_MAX = 64  # reasons a recovery answer carries (why segments cannot vote)
 
 
-class StorageNode(NodeStorage):
+class StorageNode(Hydration):
     """A storage node (module docstring): its messages here, its disk in node_storage.py."""
 
     def __init__(
@@ -140,6 +140,11 @@ class StorageNode(NodeStorage):
         # gossip fills the hole, they are not appended again.
         self._logged_pending: dict[int, set[int]] = {}
         self._ticks = 0
+        # Segment repairs (hydration.py): in progress here, peers asked in vain, and
+        # the page lists this node serves to repairing peers.
+        self._repairs: dict[int, Repair] = {}
+        self._tried: dict[int, set[str]] = {}
+        self._sources: dict[tuple[int, int], list[int]] = {}
         self._frames_since_meta = 0
         self._meta_hint = -1
         self._annulled: tuple[int, ...] = ()
@@ -324,6 +329,10 @@ class StorageNode(NodeStorage):
             return self._on_read(message, sender)
         if isinstance(message, m.GossipPull):
             return self._on_gossip_pull(message)
+        if isinstance(message, m.HydratePull):
+            return self._on_hydrate_pull(message)
+        if isinstance(message, m.HydratePush):
+            return self._on_hydrate_push(message)
         if isinstance(message, m.GossipPush):
             return self._on_gossip_push(message)
         if isinstance(message, m.CatalogPull):
@@ -831,6 +840,8 @@ class StorageNode(NodeStorage):
             out.append((self.writer, m.SegmentState(self.name, message.pg_id, self.epoch, scl)))
         if scl < message.base_lsn:
             self._needs_repair(segment, message.sender, message.base_lsn)
+            if message.pg_id not in self._repairs:  # only a copy of a peer's pages mends it
+                out += self._start_repair(message.pg_id, message.sender)
         elif scl < message.scl:
             if scl > before:  # the peer holds more than one push carries: keep pulling
                 out.append((message.sender, m.GossipPull(self.name, message.pg_id, scl)))
@@ -1003,7 +1014,7 @@ class StorageNode(NodeStorage):
         if self.peers:
             peer = self.peers[self._ticks % len(self.peers)]
             out.append((peer, m.CatalogPull(self.name)))
-        return out
+        return out + self._retry_repairs()
 
     def close(self) -> None:
         """Syncs what is dirty and records node.meta; a disk error stops the node instead."""

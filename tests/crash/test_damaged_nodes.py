@@ -243,10 +243,26 @@ def test_damage_sweep(built: Built, kind: str, name: str, count: int) -> None:
     run_case(built, kind, name, count)
 
 
+def assert_repaired(volume: Volume, name: str, expected: dict[int, bytes]) -> None:
+    """The node's segments were rebuilt from a peer (a segment repair): none needs one
+    any more, each reached its peers' SCL, and each serves the pages as they are."""
+    repaired = volume.nodes[name]
+    assert repaired.segments, f"{name} holds no segment"
+    for pg_id, segment in repaired.segments.items():
+        assert not segment.needs_repair and not segment.failed, repaired.problems()
+        peers = [volume.nodes[n].segments[pg_id].scl for n in NODE_NAMES if n != name]
+        assert segment.scl >= min(peers), (name, pg_id, segment.scl, peers)
+    for page_no, data in expected.items():
+        image, problem, _ = repaired.serve_read(
+            page_no // 8, page_no, volume.vdl, 0, volume.annulled
+        )
+        assert not problem and image[: len(data)] == data, (name, page_no, problem)
+
+
 @pytest.mark.parametrize("count", [1, 3, 4])
 def test_emptied_node_folders(built: Built, count: int) -> None:
     """A node folder emptied: the node knows nothing, and its peers trimmed their logs,
-    so gossip cannot rebuild it; it is set aside, PG by PG, and asks no more."""
+    so gossip cannot rebuild it; a segment repair copies each PG from a peer."""
     disks = copy.deepcopy(built.disks)
     for name in NODE_NAMES[:count]:
         disks[name].files.clear()
@@ -257,9 +273,8 @@ def test_emptied_node_folders(built: Built, count: int) -> None:
         return
     assert_pages(volume, built.expected)
     for name in NODE_NAMES[:count]:
-        emptied = volume.nodes[name]
-        assert emptied.load_report.started_empty and emptied.suspect
-        assert all(s.needs_repair for s in emptied.segments.values()), emptied.problems()
+        assert volume.nodes[name].load_report.started_empty
+        assert_repaired(volume, name, built.expected)
     volume.close()
 
 
@@ -277,7 +292,8 @@ def test_a_pull_below_the_chain_base_gets_the_news_not_frames(built: Built) -> N
     assert answer == [("az1-a", m.GossipPush("az1-b", 0, peer.segments[0].scl, (), base))]
     empty = node.StorageNode("az1-a", "az1", volume.geometry, list(NODE_NAMES))
     lacking = empty.segment(0)
-    assert empty.handle(answer[0][1], "az1-b") == [], "no pull follows"
+    repair = empty.handle(answer[0][1], "az1-b")
+    assert repair == [("az1-b", m.HydratePull("az1-a", 0, 0, 0))], "a repair, not a pull"
     assert lacking.needs_repair and lacking.suspect
     ticked = empty.background()
     assert not any(isinstance(message, m.GossipPull) for _, message in ticked), "nor a tick"
@@ -352,10 +368,11 @@ def test_one_lost_pages_file_on_disk(tmp_path: Path) -> None:
     reopened = Volume.open(tmp_path / "v")
     for page_no, data in expected.items():
         assert reopened.read_page(page_no)[: len(data)] == data
-    lacking = reopened.nodes["az2-a"].segments[0]
-    assert lacking.needs_repair and "segment repair" in lacking.needs_repair
+    report = reopened.nodes["az2-a"].load_report
+    assert any("segment repair" in line for line in report.problems()), report.problems()
+    assert_repaired(reopened, "az2-a", expected)
     status = {entry["name"]: entry for entry in reopened.status()["nodes"]}
-    assert any("PG 0 needs repair" in line for line in status["az2-a"]["problems"])
+    assert not any("needs repair" in line for line in status["az2-a"]["problems"])
     reopened.close()
 
 
@@ -384,17 +401,23 @@ def test_recovery_error_names_every_node_it_could_not_use(tmp_path: Path) -> Non
 
 
 @pytest.mark.usefixtures("trimming_often")
-def test_rebuild_missing_says_when_peers_no_longer_hold_the_frames(tmp_path: Path) -> None:
+def test_rebuild_missing_repairs_what_peers_no_longer_hold_as_frames(tmp_path: Path) -> None:
+    """A node folder gone after its peers checkpointed: gossip cannot rebuild it, a
+    segment repair does, and the rebuilt node keeps its pages across a reopen."""
     volume = small(tmp_path / "v")
-    fill(volume, 80)
+    expected = fill(volume, 80)
     volume.close()
     shutil.rmtree(tmp_path / "v" / "nodes" / "az3-b")
-    with pytest.raises(SegmentRepairNeededError) as caught:
-        Volume.open(tmp_path / "v", rebuild_missing=True)
-    assert caught.value.node == "az3-b" and "segment repair" in str(caught.value)
-    assert not (tmp_path / "v" / "nodes" / "az3-b").exists(), "the node is still missing"
     with pytest.raises(MissingNodeError):
-        Volume.open(tmp_path / "v")  # as before the attempt
+        Volume.open(tmp_path / "v")
+    rebuilt = Volume.open(tmp_path / "v", rebuild_missing=True)
+    assert_repaired(rebuilt, "az3-b", expected)
+    rebuilt.close()
+    assert (tmp_path / "v" / "nodes" / "az3-b" / checkpoint_name(0)).exists()
+    again = Volume.open(tmp_path / "v")
+    assert not again.nodes["az3-b"].load_report.findings, again.nodes["az3-b"].problems()
+    assert_repaired(again, "az3-b", expected)
+    again.close()
 
 
 def test_a_node_that_started_empty_stays_suspect_across_a_restart() -> None:
