@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CorruptionError, VersionGoneError
 from . import messages as m
+from .disk_history import clip
 from .node_storage import NodeStorage, checkpoint_name, checkpoint_object, log_name
 from .page_store import StoreMap
 from .segment import Segment
@@ -161,6 +162,8 @@ class Hydration(NodeStorage):
         pg_id, lsn, chain_lsn = segment.pg_id, repair.lsn, message.chain_lsn
         segment.scl = segment.chain_base_lsn = segment.checkpoint_chain_lsn = chain_lsn
         segment.coalesced_lsn = segment.checkpoint_lsn = lsn
+        segment.repaired_lsn = lsn
+        segment.repaired_folded = clip(self.annulled(), lsn)
         if message.cpl:
             segment.cpl_lsns.append(message.cpl)
             segment.cpl_times.append(message.cpl_time)

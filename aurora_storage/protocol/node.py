@@ -33,7 +33,7 @@ from collections.abc import Callable
 from ..config import Geometry
 from ..errors import AuroraStorageError, CorruptionError, VersionGoneError
 from . import messages as m
-from .disk_history import first_difference
+from .disk_history import clip, first_difference
 from .history import (
     History,
     decode_history,
@@ -387,12 +387,14 @@ class StorageNode(Hydration):
             previous = self.annulled()
             self.history = incoming
             self._write_meta()
-            self._refold_all(previous)
+            repairs = self._refold_all(previous)
+        else:
+            repairs = []
         history = self.history
         reply = m.HistorySet(
             self.name, self.epoch, history.current.version, history.key[0], history.key[1]
         )
-        return [(sender, reply)]
+        return [(sender, reply), *repairs]
 
     def _on_stage(self, message: m.Stage, sender: str) -> Outgoing:
         """Step 6: build this PG's frames (or pages) into a backup object, once per PG.
@@ -474,7 +476,9 @@ class StorageNode(Hydration):
         """True if the node's time indexes name every commit it holds: none of its
         segments is suspect or lost the history files its index is rebuilt from."""
         return not self.suspect and not any(
-            s.suspect or (s.disk_history is not None and s.disk_history.damaged)
+            s.suspect
+            or (s.disk_history is not None and s.disk_history.damaged)
+            or s.repaired_lsn > s.retain_lsn  # repaired inside the backtrack window
             for s in self.segments.values()
         )
 
@@ -519,21 +523,36 @@ class StorageNode(Hydration):
             self.writer = writer
         if changed:
             self._write_meta()
+            # A truncation (crash recovery) starts at VDL, above every repair point: no
+            # segment a repair built needs one again.
             self._refold_all(previous)
 
-    def _refold_all(self, previous: tuple[int, ...]) -> None:
+    def _refold_all(self, previous: tuple[int, ...]) -> Outgoing:
         """The annulled ranges changed from ``previous`` (and node.meta says so):
         segments whose checkpointed images are ahead of the change rebuild those
-        images (refold); sleeping ones whose chain reaches past it wake to."""
+        images (refold); sleeping ones whose chain reaches past it wake to. A
+        segment a repair built from images past the change has no history to
+        rebuild them from: it is repaired again (the pulls that start it)."""
         now = self.annulled()
         if now == previous:
-            return
+            return []
         lo = first_difference(now, previous)
         for pg_id in [p for p, asleep in self.dormant.items() if asleep[0] > lo]:
             self._wake(pg_id)  # refolds as it loads
+        out: Outgoing = []
         for segment in list(self.segments.values()):
             if segment.disk_history is not None:
                 self.refold(segment)
+            elif segment.repaired_lsn > lo and not segment.failed and self.peers:
+                segment.needs_repair = (
+                    f"its pages, repaired at LSN {segment.repaired_lsn}, predate a change "
+                    f"of the annulled ranges at LSN {lo}: it is repaired again"
+                )
+                segment.suspect = True
+                segment.suspect_reason = segment.needs_repair
+                segment.vouchers.clear()
+                out += self._start_repair(segment.pg_id, self.peers[0])
+        return out
 
     def _on_write(self, message: m.WriteFrames, sender: str) -> Outgoing:
         stale = self._stale(message.epoch, sender)
@@ -663,6 +682,18 @@ class StorageNode(Hydration):
         return [(self.writer, m.FloorPull(self.name, tuple(stale)))]
 
     @staticmethod
+    def _folded_as(segment: Segment, annulled: tuple[int, ...]) -> bool:
+        """True unless the segment's images were folded past the start of a range that
+        ``annulled`` and the ranges they were folded with disagree on (images a repair
+        or a fold ahead of the window built)."""
+        if segment.repaired_lsn and clip(annulled, segment.repaired_lsn) != (
+            segment.repaired_folded
+        ):
+            return False
+        history = segment.disk_history
+        return history is None or clip(annulled, segment.checkpoint_lsn) == history.folded
+
+    @staticmethod
     def _fold_point(segment: Segment) -> int:
         """How far a quiet pass folds the segment: the writer's fold point when the
         versions below it can stay on disk (disk_history.py: its pages at its last
@@ -692,6 +723,12 @@ class StorageNode(Hydration):
             return b"", f"node stopped: {self.failed}", 0
         if segment is not None and segment.failed:
             return b"", f"segment set aside: {segment.failed}", 0
+        if segment is not None and segment.needs_repair:
+            return b"", f"segment needs repair: {segment.needs_repair}", 0
+        if segment is not None and not self._folded_as(segment, annulled):
+            # Its images hold records this read's history annuls (a backtrack the
+            # node has not taken yet): another replica serves it.
+            return b"", "its pages predate the history this read sees", segment.scl
         if segment is None or segment.scl < required_scl:
             scl = segment.scl if segment else 0
             return b"", f"SCL {scl} is below {required_scl}, needed at read point {read_point}", scl
@@ -899,6 +936,9 @@ class StorageNode(Hydration):
                 continue  # caught up, and not suspect: nothing to pull or vouch
             segment = self.segment(pg_id)
             if segment.failed:
+                continue
+            if segment.needs_repair and pg_id not in self._repairs and peer_scl >= segment.scl:
+                out += self._start_repair(pg_id, message.sender)  # gossip cannot mend it
                 continue
             if peer_scl > segment.scl:
                 # Once per catalog, even for a segment that needs repair: a peer may

@@ -100,6 +100,9 @@ def checkpoint_object(
         meta["volume_id"] = volume_id  # a file put in another volume's folder is told apart
     if history is not None:
         meta["history"] = history.encode()  # the versions below the cutoff still kept
+    if segment.repaired_lsn:
+        meta["repaired"] = segment.repaired_lsn  # a segment repair started it there
+        meta["repaired_folded"] = list(segment.repaired_folded)
     return encode_object(KIND_PAGES, b"", meta)
 
 
@@ -565,6 +568,8 @@ class NodeStorage:
                     ),
                 )
                 segment.store_map, segment.disk_history = store_map, history
+            else:  # in memory only: what the segment holds (every page) reflects them
+                segment.disk_history = dataclasses.replace(history, folded=wanted)
             # The pages in memory take their new image (a page no record left reads
             # as zeros), then their records above the cutoff again, from the log.
             page_log.forget(pages)
@@ -912,6 +917,8 @@ class NodeStorage:
             store_map = StoreMap.decode(segment.page_lo, meta)
             encoded = meta.get("history")
             history = DiskHistory.decode(segment.page_lo, encoded) if encoded else None
+            repaired = int(meta.get("repaired", 0))
+            repaired_folded = tuple(int(lsn) for lsn in meta.get("repaired_folded", ()))
         except (CorruptionError, KeyError, TypeError, ValueError) as error:
             detail = f"unreadable ({error}): the frames under it are gone from this disk"
             self._doubt(segment, report, LoadFinding(name, FINDING_LOST_CHECKPOINT, detail))
@@ -939,6 +946,15 @@ class NodeStorage:
             return
         segment.checkpoint_lsn = segment.coalesced_lsn = cutoff
         segment.checkpoint_chain_lsn = segment.chain_base_lsn = segment.scl = chain_lsn
+        segment.repaired_lsn, segment.repaired_folded = repaired, repaired_folded
+        if repaired and clip(self.annulled(), repaired) != repaired_folded:
+            # A backtrack below the point a repair built its pages at came after it.
+            segment.needs_repair = (
+                f"its pages, repaired at LSN {repaired}, predate a change of the "
+                "annulled ranges: it is repaired again"
+            )
+            segment.suspect = True
+            segment.suspect_reason = segment.needs_repair
         if history is not None:
             self._load_history(segment, report, history)
         if history is not None and not history.damaged:

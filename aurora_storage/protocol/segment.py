@@ -126,6 +126,8 @@ class Segment:
     log_bytes: int = field(init=False, repr=False, compare=False)
     log_ordered: bool = field(init=False, repr=False, compare=False)
     disk_history: DiskHistory | None = field(init=False, repr=False, compare=False)
+    repaired_lsn: int = field(init=False, repr=False, compare=False)
+    repaired_folded: tuple[int, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.page_lo, self.page_hi = self.geometry.page_range(self.pg_id)
@@ -178,6 +180,10 @@ class Segment:
         # keeps the backtrack window's versions on disk (disk_history.py).
         self.fold_lsn = 0
         self.used_at = 0  # when its node last used it (node.py: the least used sleep first)
+        # The point a segment repair rebuilt it from (hydration.py; 0: never): it holds
+        # no version, and its time index no commit, from before.
+        self.repaired_lsn = 0
+        self.repaired_folded: tuple[int, ...] = ()  # the annulled ranges its pages reflect
         self._init_checkpoint_state()
 
     def _init_checkpoint_state(self) -> None:

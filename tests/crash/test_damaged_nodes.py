@@ -33,7 +33,6 @@ from aurora_storage.errors import (
     MessageStormError,
     MissingNodeError,
     RecoveryError,
-    SegmentRepairNeededError,
     WriteQuorumError,
 )
 from aurora_storage.format import frames as log
@@ -248,10 +247,10 @@ def assert_repaired(volume: Volume, name: str, expected: dict[int, bytes]) -> No
     any more, each reached its peers' SCL, and each serves the pages as they are."""
     repaired = volume.nodes[name]
     assert repaired.segments, f"{name} holds no segment"
-    for pg_id, segment in repaired.segments.items():
-        assert not segment.needs_repair and not segment.failed, repaired.problems()
+    for pg_id, held in repaired.segments.items():
+        assert not held.needs_repair and not held.failed, repaired.problems()
         peers = [volume.nodes[n].segments[pg_id].scl for n in NODE_NAMES if n != name]
-        assert segment.scl >= min(peers), (name, pg_id, segment.scl, peers)
+        assert held.scl >= min(peers), (name, pg_id, held.scl, peers)
     for page_no, data in expected.items():
         image, problem, _ = repaired.serve_read(
             page_no // 8, page_no, volume.vdl, 0, volume.annulled
