@@ -39,6 +39,7 @@ from .errors import (
     DegradedVolumeError,
     InDoubtError,
     ReadUnavailableError,
+    VersionGoneError,
     WriteQuorumError,
 )
 from .protocol.node import WRITER
@@ -112,6 +113,16 @@ def inject_fault(
                 duplication=rng.uniform(0, duplication_max),
             )
         )
+
+
+def lose_disk(rng: random.Random, volume: Volume, disks: dict[str, SimulatedDisk]) -> None:
+    """A node's drive is replaced: it stops, comes back empty and must be repaired."""
+    cluster = volume.cluster
+    name = rng.choice(NODE_NAMES)
+    cluster.fail_node(name)
+    disks[name].files.clear()
+    volume.nodes[name].failed = "its drive was replaced"  # restore_node reloads it
+    cluster.restore_node(name)
 
 
 class SimulationFailure(AssertionError):
@@ -201,12 +212,20 @@ class Simulation:
         loss_max: float = 0.3,
         duplication_max: float = 0.5,
         fault_rate: float = 0.15,
+        repairs: bool = False,
     ) -> None:
         self.seed = seed
         self.random = random.Random(seed)
         self.clock = SimulatedClock(1_700_000_000.0)
         self.transport = SimulatedTransport(seed, self.clock, NetworkFaults(), tick_interval=0.05)
-        self.volume = simulated_volume(self.clock, self.transport)
+        # With repairs, nodes keep simulated disks, and a fault may replace one's drive.
+        self.disks: dict[str, SimulatedDisk] | None = (
+            {name: SimulatedDisk(seed * len(NODE_NAMES) + i) for i, name in enumerate(NODE_NAMES)}
+            if repairs
+            else None
+        )
+        self.volume = simulated_volume(self.clock, self.transport, disks=self.disks)
+        self.drives_replaced = 0
         self.model = Model(PAGE_SIZE)
         self.loss_max = loss_max
         self.duplication_max = duplication_max
@@ -276,6 +295,13 @@ class Simulation:
             read_point = vdl if rng.random() < 0.7 or not earlier else rng.choice(earlier)
         try:
             image = self.volume.read_page(page_no, lsn=read_point)
+        except VersionGoneError:
+            # Segments that fold and trim often (a repair simulation) keep no version
+            # below VDL that no read view pins: an older read point may be gone.
+            if self.disks is None or read_point >= vdl:
+                raise
+            self.reads_unavailable += 1
+            return False
         except ReadUnavailableError as error:
             server = self.able_to_serve(page_no // PAGES_PER_PG, read_point)
             if server is not None:
@@ -312,9 +338,22 @@ class Simulation:
                 needed = max(needed, segment.chain_last_lsns[index - 1])
             elif segment.chain_base_lsn <= read_point:
                 needed = max(needed, segment.chain_base_lsn)
+            if (
+                index < len(segment.chain_first_lsns)
+                and segment.chain_first_lsns[index] <= read_point
+            ):
+                # A frame that holds records at or below the read point and ends above it.
+                needed = max(needed, segment.chain_last_lsns[index])
         for name in pg.quorum.members:
+            storage = volume.nodes[name]
+            held = storage.segments.get(pg_id)
+            scl = held.scl if held is not None else storage.dormant.get(pg_id, (0,))[0]
             if (
                 pg.scls.get(name, 0) >= needed
+                # A node that lost its drive since it acknowledged holds none of it
+                # (the writer learns that only when it hears from the node again).
+                and scl >= needed
+                and not (held is not None and held.needs_repair)
                 and self.transport.link_open(WRITER, name)
                 and self.transport.link_open(name, WRITER)
             ):
@@ -322,7 +361,21 @@ class Simulation:
         return None
 
     def inject_fault(self) -> None:
+        if self.disks is not None and self.random.random() < 0.25:
+            # One lost drive at a time: a second before the first is repaired, and a
+            # third, can lose acknowledged frames outright (six copies, not more).
+            if self._all_whole():
+                lose_disk(self.random, self.volume, self.disks)
+                self.drives_replaced += 1
+            return
         inject_fault(self.random, self.volume, self.transport, self.loss_max, self.duplication_max)
+
+    def _all_whole(self) -> bool:
+        """True if no node lost its drive and is still short of repaired and caught up."""
+        return not any(
+            storage.suspect or any(held.suspect for held in storage.segments.values())
+            for storage in self.volume.nodes.values()
+        )
 
     def step(self) -> None:
         self.step_number += 1

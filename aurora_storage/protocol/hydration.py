@@ -103,9 +103,19 @@ class Hydration(NodeStorage):
         repair = self._repairs.get(message.pg_id)
         if repair is None or repair.peer != message.sender or self.failed:
             return []  # a repair already done, or given up on
-        if not message.lsn or (repair.lsn and message.lsn != repair.lsn):
-            # The peer cannot serve the point any more: start again from a new one.
-            return self._start_repair(message.pg_id, message.sender)
+        if repair.lsn and message.lsn not in (0, repair.lsn):
+            return []  # a late copy of a push of an earlier attempt
+        if not message.lsn:
+            # The peer cannot serve (any more): the next peer not asked in vain yet,
+            # or, once every one was, a tick or a catalog starts the repair again.
+            tried = self._tried.setdefault(message.pg_id, set())
+            tried.add(message.sender)
+            candidates = [peer for peer in self.peers if peer not in tried]
+            if not candidates:
+                del self._repairs[message.pg_id]
+                tried.clear()
+                return []
+            return self._start_repair(message.pg_id, candidates[0])
         repair.started = self._ticks
         if repair.segment is None:
             repair.lsn = message.lsn

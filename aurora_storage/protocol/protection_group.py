@@ -18,6 +18,7 @@ another PG's record, must not raise what a reader asks of its segments.
 from __future__ import annotations
 
 import functools
+from array import array
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -57,6 +58,9 @@ class QuorumSet:
         return self.point(scls, self.read_quorum)
 
 
+RECENT_FRAMES = 8  # frames of a PG whose LSN ranges the writer keeps for reads
+
+
 @dataclass
 class Outstanding:
     """A frame sent but not yet covered by PGCL; kept for retransmission."""
@@ -84,9 +88,22 @@ class ProtectionGroup:
     frames_above_vdl: deque[int] = field(default_factory=deque)
     # The gossip floor last sent to the PG's segments (a write or a Maintain).
     floor_sent: int = 0
+    # First and last LSN of the PG's last RECENT_FRAMES frames, flat, oldest first:
+    # a read point between two of them needs only the earlier one's segments.
+    recent: array[int] = field(default_factory=lambda: array("Q"))
+    recent_from_start: bool = False  # the recent frames are every frame the PG ever had
 
-    def note_frame(self, last_lsn: int, vdl: int) -> None:
-        """The writer allocated a frame of this PG ending at ``last_lsn``."""
+    def note_frame(self, last_lsn: int, vdl: int, first_lsn: int = 0) -> None:
+        """The writer allocated a frame of this PG, from ``first_lsn`` to ``last_lsn``."""
+        recent = self.recent
+        if first_lsn:
+            if not recent:
+                self.recent_from_start = self.tail_lsn == 0  # a new PG, not a recovered one
+            if len(recent) >= 2 * RECENT_FRAMES:
+                del recent[:2]
+                self.recent_from_start = False
+            recent.append(first_lsn)
+            recent.append(last_lsn)
         self._release(vdl)
         if not self.frames_above_vdl:
             # Every earlier frame is at or below VDL, and so is the tail a recovery or
@@ -109,8 +126,20 @@ class ProtectionGroup:
 
     def required_scl(self, read_point: int, vdl: int) -> int:
         """The SCL a segment needs to serve ``read_point`` (at or below ``vdl``): it then
-        holds every record of this PG at or below the read point."""
-        return min(read_point, self.tail_at(vdl))
+        holds every record of this PG at or below the read point. Between two recent
+        frames, the end of the earlier one (a segment that has it holds every record
+        up to the next); else the read point itself (SCLs are frame ends)."""
+        tail = self.tail_at(vdl)
+        if read_point >= tail:
+            return tail
+        recent = self.recent
+        if recent and recent[0] <= read_point:
+            for index in range(len(recent) - 2, -1, -2):
+                if recent[index] <= read_point:
+                    return min(read_point, recent[index + 1])
+        if recent and self.recent_from_start:
+            return 0  # the PG had no record yet at the read point: any segment serves
+        return read_point
 
     def record_scl(self, node: str, scl: int) -> bool:
         """Takes a segment's SCL from an ack; True when PGCL moved."""

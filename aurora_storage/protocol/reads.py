@@ -62,19 +62,23 @@ class Reading(Writer):
         pending = self._reads[request_id] = PendingRead(page_no)
         asked: dict[str, float] = {}  # node: transport time it was asked
         try:
-            for node in candidates:
-                asked[node] = self.transport.now()
-                self.transport.send(self.writer_name, node, request)
-                answered = functools.partial(answered_by, pending, node)
-                if self.transport.run_until(answered, READ_HEDGE_DELAY) and pending.image:
+            while candidates:
+                for node in candidates:
+                    asked[node] = self.transport.now()
+                    self.transport.send(self.writer_name, node, request)
+                    answered = functools.partial(answered_by, pending, node)
+                    if self.transport.run_until(answered, READ_HEDGE_DELAY) and pending.image:
+                        return pending.image
+                # Every candidate was asked; wait a while longer for a late answer.
+                self.transport.run_until(
+                    lambda: pending.image is not None or len(pending.answered) == len(asked),
+                    READ_TIMEOUT,
+                )
+                if pending.image is not None:
                     return pending.image
-            # Every candidate was asked; wait a while longer for a late answer.
-            self.transport.run_until(
-                lambda: pending.image is not None or len(pending.answered) == len(asked),
-                READ_TIMEOUT,
-            )
-            if pending.image is not None:
-                return pending.image
+                # Segments heard from meanwhile (an SCL that rose: a node that caught
+                # up or was repaired) may serve it too: they are asked as well.
+                candidates = [n for n in pg.readable_nodes(required) if n not in asked]
         finally:
             del self._reads[request_id]
             now = self.transport.now()

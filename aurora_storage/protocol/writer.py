@@ -315,7 +315,7 @@ class Writer:
             pg = self.pgs.get(pg_id)
             if pg is None:
                 pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum)
-            pg.note_frame(last, vdl)
+            pg.note_frame(last, vdl, first)
             # Retransmission and PGCL trimming rely on a PG's frames in LSN order.
             assert not pg.outstanding or pg.outstanding[-1].last_lsn < first, pg.pg_id
             pg.outstanding.append(Outstanding(first, last, frame))
