@@ -306,15 +306,15 @@ class StorageWriteError(AuroraStorageError):
 
 
 class SegmentRepairNeededError(RecoveryError):
-    """A node cannot be rebuilt by gossip: its peers no longer hold the frames it lacks
-    (they are below every peer's checkpoint). Rebuilding a segment from page images
-    (segment repair) is not supported yet."""
+    """A missing node could not be rebuilt: a segment of it still lacks frames its
+    peers no longer hold, and no peer could repair it from its pages (none was
+    whole and reachable)."""
 
     def __init__(self, node: str, detail: str) -> None:
         self.node = node
         super().__init__(
-            f"node {node} cannot be rebuilt from its peers' logs: {detail}; rebuilding a "
-            "segment from page images (segment repair) is not supported yet"
+            f"node {node} could not be rebuilt from its peers: {detail}; no peer could "
+            "repair the segment from its pages (each was down, suspect or unreachable)"
         )
 
 

@@ -249,7 +249,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         :class:`FormatVersionError` for a newer format, :class:`MissingNodeError`
         when node folders are gone (unless ``rebuild_missing``),
         :class:`SegmentRepairNeededError` when a missing node cannot be rebuilt
-        (its peers no longer hold the frames it lacks), and
+        (neither gossip nor a segment repair from a peer's pages could), and
         :class:`RecoveryError`, naming each node it could not use and why (a
         disk error that stopped it, with the OS error), when too few nodes can
         vouch for their data or take the truncation. A node that cannot load or
