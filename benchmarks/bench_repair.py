@@ -93,15 +93,20 @@ def disk_volume(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Volume]:
     volume.close()
 
 
-def report(throughput: Throughput, where: str, goals: dict[str, Any]) -> None:
-    throughput.report(
-        f"hydrate_segment[{where}]",
-        "subject",
-        label=f"segment repair, {SCALE_MB} MiB, {where}",
-        records=PAGES,
-        payload_bytes=PAGES * PAGE,
-        unit="pages",
-        **goals,
+def report(
+    throughput: Throughput,
+    where: str,
+    goals: dict[str, Any],
+    baseline: str,
+    durations: dict[str, list[float]],
+) -> None:
+    """The repair's rate, and its baseline's, as one workload's rows."""
+    workload = f"hydrate_segment[{where}]"
+    sizes: dict[str, Any] = {"records": PAGES, "payload_bytes": PAGES * PAGE, "unit": "pages"}
+    label = f"segment repair, {SCALE_MB} MiB, {where}"
+    throughput.report(workload, "subject", label=label, **sizes, **goals)
+    throughput.record(
+        workload, "baseline-A", seconds=durations["baseline-A"], label=baseline, **sizes
     )
 
 
@@ -132,16 +137,8 @@ def test_hydrate_segment_memory(
         prepare=prepare,
         teardown=teardown,
     )
-    report(throughput, "memory", {"bytes_per_s_min": float(1 << 30)})
-    throughput.record(
-        "hydrate_segment[memory]",
-        "baseline-A",
-        seconds=durations["baseline-A"],
-        label="copy of the page bytes in memory",
-        records=PAGES,
-        payload_bytes=PAGES * PAGE,
-        unit="pages",
-    )
+    goals = {"bytes_per_s_min": float(1 << 30)}
+    report(throughput, "memory", goals, "copy of the page bytes in memory", durations)
 
 
 def test_hydrate_segment_disk(
@@ -195,13 +192,5 @@ def test_hydrate_segment_disk(
         prepare=prepare,
         teardown=teardown,
     )
-    report(throughput, "disk", {"ratio_goals": {"baseline-A": 0.5}})
-    throughput.record(
-        "hydrate_segment[disk]",
-        "baseline-A",
-        seconds=durations["baseline-A"],
-        label="shutil.copyfile of the page bytes",
-        records=PAGES,
-        payload_bytes=PAGES * PAGE,
-        unit="pages",
-    )
+    goals = {"ratio_goals": {"baseline-A": 0.5}}
+    report(throughput, "disk", goals, "shutil.copyfile of the page bytes", durations)

@@ -213,9 +213,11 @@ def test_pushes_that_do_not_add_up_change_nothing() -> None:
     volume.close()
 
 
-def test_a_repaired_node_does_not_narrow_the_backtrack_window() -> None:
-    """Its time index starts at the repair point: it answers time queries as untrusted
-    while the window reaches below that point, and a backtrack lands from the others."""
+def repaired_inside_a_window() -> tuple[
+    Volume, dict[str, SimulatedDisk], SimulatedClock, dict[int, bytes], dict[int, bytes], float
+]:
+    """A volume with a backtrack window: 60 commits (the pages then, and the time),
+    60 more, then VICTIM's drive lost and repaired from its peers."""
     clock = SimulatedClock(1_000_000.0)
     volume, disks = create(clock=clock, backtrack_window=3600)
     expected: dict[int, bytes] = {}
@@ -224,6 +226,13 @@ def test_a_repaired_node_does_not_narrow_the_backtrack_window() -> None:
     clock.advance(5)
     write(volume, expected, 60, seed=2)
     lose_disk(volume, disks)
+    return volume, disks, clock, expected, early, early_time
+
+
+def test_a_repaired_node_does_not_narrow_the_backtrack_window() -> None:
+    """Its time index starts at the repair point: it answers time queries as untrusted
+    while the window reaches below that point, and a backtrack lands from the others."""
+    volume, _disks, clock, expected, early, early_time = repaired_inside_a_window()
     assert_serves(volume, VICTIM, expected)
     clock.advance(5)
     volume.backtrack(early_time)
@@ -239,14 +248,7 @@ def test_a_repaired_node_does_not_narrow_the_backtrack_window() -> None:
 def test_a_repaired_node_that_missed_a_backtrack_is_repaired_again() -> None:
     """Down while a backtrack landed below its repair point, it learns the new history
     when it returns, and never serves the pages the backtrack undid."""
-    clock = SimulatedClock(1_000_000.0)
-    volume, disks = create(clock=clock, backtrack_window=3600)
-    expected: dict[int, bytes] = {}
-    write(volume, expected, 60)
-    early, early_time = dict(expected), clock.now()
-    clock.advance(5)
-    write(volume, expected, 60, seed=2)
-    lose_disk(volume, disks)
+    volume, disks, clock, _expected, early, early_time = repaired_inside_a_window()
     volume.cluster.fail_node(VICTIM)
     clock.advance(5)
     volume.backtrack(early_time)
