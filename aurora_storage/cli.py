@@ -280,7 +280,7 @@ def _backtrack(arguments: argparse.Namespace) -> int:
             f"{arguments.path} was made on a {kind} clock, not the wall clock this command "
             "runs on; pass --wall-clock to act on it with the wall clock anyway"
         )
-    volume = Volume.open(arguments.path, rebuild_missing=arguments.rebuild_missing)
+    volume = _open_rebuilding(arguments.path, arguments.rebuild_missing)
     try:
         result = volume.backtrack(target)
     finally:
@@ -291,6 +291,17 @@ def _backtrack(arguments: argparse.Namespace) -> int:
         f"(history version {result.history_version})"
     )
     return 0
+
+
+def _open_rebuilding(path: str, rebuild_missing: bool) -> Volume:
+    """Volume.open, with a progress bar of the pages segment repairs copy while it
+    rebuilds missing node folders."""
+    from tqdm import tqdm
+
+    with tqdm(
+        unit="page", desc="rebuild", disable=not rebuild_missing or not sys.stderr.isatty()
+    ) as bar:
+        return Volume.open(path, rebuild_missing=rebuild_missing, progress=bar.update)
 
 
 def _restore(arguments: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -238,8 +239,14 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         backup_staging: str | None = None,
         readonly: bool = False,
         cache_bytes: int = CACHE_BYTES_DEFAULT,
+        progress: Callable[[int], None] | None = None,
     ) -> Volume:
         """Opens a volume and recovers it: everything committed is there, nothing else.
+
+        With ``rebuild_missing``, a missing node folder is rebuilt from its peers:
+        by gossip, and by a segment repair (a copy of a peer's pages) where they
+        collected what it lacks; ``progress`` is then called with the number of
+        pages each repair step installed.
 
         A node whose files are damaged is set aside, whole (an unreadable
         node.meta) or per segment (StorageNode.load); the volume opens while a
@@ -264,6 +271,8 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         """
         root = None if path is None else checks.path(path)
         check_collaborators(clock, transport, disks)
+        if progress is not None and not callable(progress):
+            raise InvalidArgumentError(f"progress is a function of (pages), not {progress!r}")
         if readonly:
             if root is None or disks is not None or transport is not None:
                 raise ConfigurationError("a read-only open takes a volume's path (no disks)")
@@ -279,6 +288,9 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             raise MissingNodeError(str(root), missing)
         volume = cls._locked(root, options, volume_id, clock, transport, disks)
         volume.base_lsn, volume.base_time = base
+        if progress is not None:
+            for name in missing:
+                volume.nodes[name].on_repair_pages = progress
         volume._reopen(missing, backup_options)
         return volume
 

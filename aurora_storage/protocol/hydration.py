@@ -64,6 +64,7 @@ class Hydration(NodeStorage):
     _repairs: dict[int, Repair]
     _tried: dict[int, set[str]]  # peers each repair asked in vain, this round
     _sources: dict[tuple[int, int], list[int]]  # (PG, LSN) -> page list a peer serves
+    on_repair_pages: Callable[[int], None] | None  # told the pages each push installed
     _resident: OrderedDict[int, int]
     _resident_total: int
     _keep_cache: Callable[[Segment], None]
@@ -125,6 +126,8 @@ class Hydration(NodeStorage):
         except CorruptionError:
             del self._repairs[message.pg_id]
             return []
+        if self.on_repair_pages is not None and message.page_nos:
+            self.on_repair_pages(len(message.page_nos))
         if message.next_start >= 0:
             pull = m.HydratePull(self.name, message.pg_id, repair.lsn, message.next_start)
             return [(message.sender, pull)]

@@ -143,6 +143,7 @@ class StorageNode(Hydration):
         # Segment repairs (hydration.py): in progress here, peers asked in vain, and
         # the page lists this node serves to repairing peers.
         self._repairs: dict[int, Repair] = {}
+        self.on_repair_pages: Callable[[int], None] | None = None
         self._tried: dict[int, set[str]] = {}
         self._sources: dict[tuple[int, int], list[int]] = {}
         self._frames_since_meta = 0

@@ -30,6 +30,7 @@ from aurora_storage import Volume
 from aurora_storage.config import NODE_NAMES, Geometry, VolumeOptions
 from aurora_storage.errors import (
     DegradedVolumeError,
+    InvalidArgumentError,
     MessageStormError,
     MissingNodeError,
     RecoveryError,
@@ -409,8 +410,15 @@ def test_rebuild_missing_repairs_what_peers_no_longer_hold_as_frames(tmp_path: P
     shutil.rmtree(tmp_path / "v" / "nodes" / "az3-b")
     with pytest.raises(MissingNodeError):
         Volume.open(tmp_path / "v")
-    rebuilt = Volume.open(tmp_path / "v", rebuild_missing=True)
+    with pytest.raises(InvalidArgumentError):
+        Volume.open(tmp_path / "v", rebuild_missing=True, progress=3)  # type: ignore[arg-type]
+    copied: list[int] = []
+    rebuilt = Volume.open(tmp_path / "v", rebuild_missing=True, progress=copied.append)
     assert_repaired(rebuilt, "az3-b", expected)
+    repaired = [s for s in rebuilt.nodes["az3-b"].segments.values() if s.repaired_lsn]
+    assert repaired, "a segment repair rebuilt some of its PGs (gossip the others)"
+    held = sum(len(s.store_map.page_nos()) for s in repaired)
+    assert sum(copied) == held, (copied, held)  # every page a repair copied, once
     rebuilt.close()
     assert (tmp_path / "v" / "nodes" / "az3-b" / checkpoint_name(0)).exists()
     again = Volume.open(tmp_path / "v")
