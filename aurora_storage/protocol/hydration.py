@@ -217,6 +217,34 @@ class Hydration(NodeStorage):
 
     # --- the serving side ----------------------------------------------------------------
 
+    def _pages_at(
+        self, segment: Segment, chunk: list[int], lsn: int
+    ) -> tuple[list[int], list[int], bytes | bytearray]:
+        """(pages, page LSNs, images end to end) of ``chunk`` as of ``lsn``. At the
+        segment's checkpoint, with nothing folded since, every version is in its page
+        store: read from there, the cache left alone; else materialized (page log)."""
+        store = segment.store
+        if store is None or lsn != segment.checkpoint_lsn or segment.changed_pages:
+            return segment.images_of(chunk, lsn, self.annulled())
+        page_nos: list[int] = []
+        page_lsns: list[int] = []
+        images: list[bytes] = []
+        store_map = segment.store_map
+        for page_no in chunk:
+            slot = store_map.slot(page_no)
+            if slot is None:
+                continue  # no version at the checkpoint
+            try:
+                page_lsn, image = store.read(page_no, lsn, slot)
+            except (CorruptionError, OSError):
+                # Damage: the page log's path reports it and sets the segment aside.
+                return segment.images_of(chunk, lsn, self.annulled())
+            if page_lsn:
+                page_nos.append(page_no)
+                page_lsns.append(page_lsn)
+                images.append(image)
+        return page_nos, page_lsns, b"".join(images)
+
     def _on_hydrate_pull(self, message: m.HydratePull) -> Outgoing:
         """A chunk of this segment's pages for a repairing peer (LSN 0: cannot serve)."""
         segment = self.awake(message.pg_id) if not self.failed else None
@@ -232,8 +260,8 @@ class Hydration(NodeStorage):
         chunk = pages[message.start : message.start + HYDRATE_PAGES]
         last = message.start + HYDRATE_PAGES >= len(pages)
         try:
-            page_nos, page_lsns, images = segment.images_of(chunk, lsn, self.annulled())
-        except (VersionGoneError, CorruptionError):
+            page_nos, page_lsns, images = self._pages_at(segment, chunk, lsn)
+        except (VersionGoneError, CorruptionError, OSError):
             return [(message.sender, cannot)]
         finally:
             self._keep_cache(segment)

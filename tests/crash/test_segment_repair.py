@@ -271,3 +271,33 @@ def test_a_repaired_node_that_missed_a_backtrack_is_repaired_again() -> None:
     )
     assert_serves(reopened, VICTIM, early)
     reopened.close()
+
+
+def test_a_peer_at_its_checkpoint_serves_a_repair_from_its_page_store() -> None:
+    """Reopened, a peer's segments are at their checkpoints with nothing folded since:
+    it reads the pages it sends from its page store and leaves its cache alone."""
+    volume, disks = create()
+    expected: dict[int, bytes] = {}
+    write(volume, expected, 120)
+    volume.close()
+    reopened = Volume.open(
+        disks=disks,  # type: ignore[arg-type]
+        options=volume.options,
+        volume_id=volume.volume_id,
+        transport=DirectTransport(sync_threads=0),
+    )
+    served: list[int] = []
+    for name, storage in reopened.nodes.items():
+        if name != VICTIM:
+            stored = [held for held in storage.segments.values() if held.store is not None]
+            assert stored and not any(held.changed_pages for held in stored)
+            served.append(sum(s.page_log.stats().images for s in storage.segments.values()))
+    lose_disk(reopened, disks)
+    assert_serves(reopened, VICTIM, expected)
+    after = [
+        sum(s.page_log.stats().images for s in storage.segments.values())
+        for name, storage in reopened.nodes.items()
+        if name != VICTIM
+    ]
+    assert after == served, (served, after)
+    reopened.close()
