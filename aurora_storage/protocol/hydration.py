@@ -26,6 +26,7 @@ time query as trusted until the window has moved past the repair point).
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -148,10 +149,16 @@ class Hydration(NodeStorage):
             return
         if any(not segment.page_lo <= p < segment.page_hi for p in message.page_nos):
             raise CorruptionError("a repair push with pages of another PG")
+        if any(a >= b for a, b in itertools.pairwise(message.page_nos)) or any(
+            not 0 < page_lsn <= repair.lsn for page_lsn in message.page_lsns
+        ):
+            raise CorruptionError("a repair push whose pages or LSNs are out of order")
         if self.disk is None:
+            fresh = set(segment.page_log.missing(message.page_nos))  # not a push seen twice
             for index, page_no in enumerate(message.page_nos):
-                image = message.images[index * size : (index + 1) * size]
-                segment.page_log.set_image(page_no, image, message.page_lsns[index])
+                if page_no in fresh:
+                    image = message.images[index * size : (index + 1) * size]
+                    segment.page_log.set_image(page_no, image, message.page_lsns[index])
             return
         old = self.segments.get(message.pg_id)
         durable = old.store_map if old is not None and old.store is not None else None

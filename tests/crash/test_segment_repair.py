@@ -199,6 +199,8 @@ def test_pushes_that_do_not_add_up_change_nothing() -> None:
     for bad in (
         m.HydratePush("az1-b", 0, 50, 40, 0, 0.0, (1,), (3,), b"short", -1),
         m.HydratePush("az1-b", 0, 50, 40, 0, 0.0, (99,), (3,), bytes(PAGE), -1),
+        m.HydratePush("az1-b", 0, 50, 40, 0, 0.0, (1,), (60,), bytes(PAGE), -1),  # LSN > 50
+        m.HydratePush("az1-b", 0, 50, 40, 0, 0.0, (2, 2), (3, 4), bytes(2 * PAGE), -1),
     ):
         empty, _ = repairing_node(volume)
         before = empty.segments[0]
@@ -301,3 +303,41 @@ def test_a_peer_at_its_checkpoint_serves_a_repair_from_its_page_store() -> None:
     ]
     assert after == served, (served, after)
     reopened.close()
+
+
+@pytest.mark.parametrize("on_disk", [False, True])
+def test_every_push_delivered_twice_repairs_once(
+    on_disk: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A network that duplicates: each pull and push arrives twice, in memory and on
+    disk; the repair ends with the same segment, and late copies change nothing."""
+    from aurora_storage.runtime.disk import SimulatedDisk as Disk
+
+    monkeypatch.setattr(hydration, "HYDRATE_PAGES", 2)  # several pushes, each seen twice
+
+    volume = Volume.create(page_size=PAGE, segment_size=PAGE * PAGES_PER_PG, capacity=PAGE * PAGES)
+    expected: dict[int, bytes] = {}
+    write(volume, expected, 80)
+    peer = volume.nodes["az1-b"]
+    fresh = node.StorageNode(
+        VICTIM, "az1", volume.geometry, list(NODE_NAMES), disk=Disk(99) if on_disk else None
+    )
+    if on_disk:
+        fresh.load()
+    outbox = fresh._start_repair(0, peer.name) * 2
+    pushes = 0
+    while outbox:
+        _to, message = outbox.pop(0)
+        if isinstance(message, m.HydratePull):
+            outbox += peer.handle(message, VICTIM) * 2
+        elif isinstance(message, m.HydratePush):
+            pushes += 1
+            outbox += fresh.handle(message, peer.name)
+    assert pushes >= 4
+    repaired = fresh.segments[0]
+    assert repaired.repaired_lsn and repaired.scl == peer.segments[0].scl
+    for page_no, data in expected.items():
+        if page_no < PAGES_PER_PG:
+            image, problem, _ = fresh.serve_read(0, page_no, volume.vdl, 0, ())
+            assert not problem and image[: len(data)] == data, page_no
+    volume.close()
