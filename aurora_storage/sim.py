@@ -349,7 +349,8 @@ class Simulation:
             held = storage.segments.get(pg_id)
             scl = held.scl if held is not None else storage.dormant.get(pg_id, (0,))[0]
             if (
-                pg.scls.get(name, 0) >= needed
+                # A segment the writer heard acknowledge this far (it reads no other).
+                pg.scls.get(name, 0) >= max(needed, 1)
                 # A node that lost its drive since it acknowledged holds none of it
                 # (the writer learns that only when it hears from the node again).
                 and scl >= needed

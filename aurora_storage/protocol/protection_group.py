@@ -91,17 +91,13 @@ class ProtectionGroup:
     # First and last LSN of the PG's last RECENT_FRAMES frames, flat, oldest first:
     # a read point between two of them needs only the earlier one's segments.
     recent: array[int] = field(default_factory=lambda: array("Q"))
-    recent_from_start: bool = False  # the recent frames are every frame the PG ever had
 
     def note_frame(self, last_lsn: int, vdl: int, first_lsn: int = 0) -> None:
         """The writer allocated a frame of this PG, from ``first_lsn`` to ``last_lsn``."""
         recent = self.recent
         if first_lsn:
-            if not recent:
-                self.recent_from_start = self.tail_lsn == 0  # a new PG, not a recovered one
             if len(recent) >= 2 * RECENT_FRAMES:
                 del recent[:2]
-                self.recent_from_start = False
             recent.append(first_lsn)
             recent.append(last_lsn)
         self._release(vdl)
@@ -137,8 +133,6 @@ class ProtectionGroup:
             for index in range(len(recent) - 2, -1, -2):
                 if recent[index] <= read_point:
                     return min(read_point, recent[index + 1])
-        if recent and self.recent_from_start:
-            return 0  # the PG had no record yet at the read point: any segment serves
         return read_point
 
     def record_scl(self, node: str, scl: int) -> bool:

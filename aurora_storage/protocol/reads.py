@@ -61,9 +61,11 @@ class Reading(Writer):
         request = m.ReadPage(request_id, pg.pg_id, page_no, read_point, required, self.annulled)
         pending = self._reads[request_id] = PendingRead(page_no)
         asked: dict[str, float] = {}  # node: transport time it was asked
+        retried: set[str] = set()
         try:
             while candidates:
                 for node in candidates:
+                    pending.answered.pop(node, None)
                     asked[node] = self.transport.now()
                     self.transport.send(self.writer_name, node, request)
                     answered = functools.partial(answered_by, pending, node)
@@ -77,8 +79,13 @@ class Reading(Writer):
                 if pending.image is not None:
                     return pending.image
                 # Segments heard from meanwhile (an SCL that rose: a node that caught
-                # up or was repaired) may serve it too: they are asked as well.
-                candidates = [n for n in pg.readable_nodes(required) if n not in asked]
+                # up or was repaired) may serve it too: they are asked as well; then,
+                # once, those that answered with a problem (they may have caught up).
+                readable = pg.readable_nodes(required)
+                candidates = [n for n in readable if n not in asked]
+                if not candidates:
+                    candidates = [n for n in pending.answered if n in readable and n not in retried]
+                    retried.update(candidates)
         finally:
             del self._reads[request_id]
             now = self.transport.now()
