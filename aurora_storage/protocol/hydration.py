@@ -90,16 +90,24 @@ class Hydration(NodeStorage):
             repair = self._repairs.get(pg_id)
             if repair is not None and self._ticks - repair.started < HYDRATE_PATIENCE:
                 continue
-            tried = self._tried.setdefault(pg_id, set())
-            if repair is not None:
-                tried.add(repair.peer)
-            candidates = [peer for peer in self.peers if peer not in tried]
-            if not candidates:
-                tried.clear()
-                candidates = list(self.peers)
-            if candidates:
-                out += self._start_repair(pg_id, candidates[0])
+            peer = self._next_peer(pg_id, repair.peer if repair is not None else None)
+            if peer is None:
+                peer = self.peers[0] if self.peers else None  # every one, in turn, again
+            if peer is not None:
+                out += self._start_repair(pg_id, peer)
         return out
+
+    def _next_peer(self, pg_id: int, failed: str | None) -> str | None:
+        """The next peer a repair of ``pg_id`` asks, ``failed`` having served it in vain;
+        None once every peer was asked (the round starts over)."""
+        tried = self._tried.setdefault(pg_id, set())
+        if failed is not None:
+            tried.add(failed)
+        for peer in self.peers:
+            if peer not in tried:
+                return peer
+        tried.clear()
+        return None
 
     def _on_hydrate_push(self, message: m.HydratePush) -> Outgoing:
         repair = self._repairs.get(message.pg_id)
@@ -110,14 +118,11 @@ class Hydration(NodeStorage):
         if not message.lsn:
             # The peer cannot serve (any more): the next peer not asked in vain yet,
             # or, once every one was, a tick or a catalog starts the repair again.
-            tried = self._tried.setdefault(message.pg_id, set())
-            tried.add(message.sender)
-            candidates = [peer for peer in self.peers if peer not in tried]
-            if not candidates:
+            peer = self._next_peer(message.pg_id, message.sender)
+            if peer is None:
                 del self._repairs[message.pg_id]
-                tried.clear()
                 return []
-            return self._start_repair(message.pg_id, candidates[0])
+            return self._start_repair(message.pg_id, peer)
         repair.started = self._ticks
         if repair.segment is None:
             repair.lsn = message.lsn
