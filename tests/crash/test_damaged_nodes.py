@@ -21,7 +21,6 @@ import copy
 import os
 import random
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +37,7 @@ from aurora_storage.errors import (
 )
 from aurora_storage.format import frames as log
 from aurora_storage.protocol import messages as m
-from aurora_storage.protocol import node, segment
+from aurora_storage.protocol import node
 from aurora_storage.protocol.node_storage import NODE_META, checkpoint_name, log_name
 from aurora_storage.protocol.page_store import image_name, index_name
 from aurora_storage.protocol.segment import Segment
@@ -113,16 +112,6 @@ class Built:
         self.options, self.volume_id, self.disks = volume.options, volume.volume_id, disks
         for disk in disks.values():  # every kind of file is there to damage
             assert {NODE_META, log_name(1), checkpoint_name(1), image_name(1)} <= set(disk.files)
-
-
-@pytest.fixture(scope="module")
-def trimming_often() -> Iterator[None]:
-    """Segments coalesce and nodes checkpoint (trim their logs) after a few frames."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(segment, "COALESCE_RECORD_BYTES", 256)
-        patch.setattr(node, "CHECKPOINT_EVERY_FRAMES", 4)
-        patch.setattr(node, "META_EVERY_FRAMES", 4)
-        yield
 
 
 @pytest.fixture(scope="module")

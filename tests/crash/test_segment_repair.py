@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import random
-from collections.abc import Iterator
 
 import pytest
 
 from aurora_storage import SimulatedClock, Volume
 from aurora_storage.config import NODE_NAMES, Geometry
-from aurora_storage.protocol import hydration, node, segment
+from aurora_storage.protocol import hydration, node
 from aurora_storage.protocol import messages as m
 from aurora_storage.runtime.disk import CrashPlan, SimulatedCrash, SimulatedDisk
 from aurora_storage.runtime.transport import DirectTransport
@@ -29,16 +28,7 @@ PAGE = 4096
 PAGES_PER_PG = 8
 PAGES = 48
 VICTIM = "az1-a"
-
-
-@pytest.fixture(autouse=True)
-def trimming_often() -> Iterator[None]:
-    """Segments coalesce and nodes checkpoint (trim their logs) after a few frames."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(segment, "COALESCE_RECORD_BYTES", 256)
-        patch.setattr(node, "CHECKPOINT_EVERY_FRAMES", 4)
-        patch.setattr(node, "META_EVERY_FRAMES", 4)
-        yield
+pytestmark = pytest.mark.usefixtures("trimming_often")  # tests/conftest.py
 
 
 def create(
@@ -54,6 +44,16 @@ def create(
         **options,  # type: ignore[arg-type]
     )
     return volume, disks
+
+
+def reopen(volume: Volume, disks: dict[str, SimulatedDisk], **options: object) -> Volume:
+    return Volume.open(
+        disks=disks,  # type: ignore[arg-type]
+        options=volume.options,
+        volume_id=volume.volume_id,
+        transport=DirectTransport(sync_threads=0),
+        **options,  # type: ignore[arg-type]
+    )
 
 
 def write(volume: Volume, expected: dict[int, bytes], commits: int, seed: int = 1) -> None:
@@ -106,12 +106,7 @@ def test_a_node_whose_disk_was_lost_is_repaired_and_votes_again() -> None:
     for page_no, data in expected.items():
         assert volume.read_page(page_no)[: len(data)] == data
     volume.close()
-    reopened = Volume.open(
-        disks=disks,  # type: ignore[arg-type]
-        options=volume.options,
-        volume_id=volume.volume_id,
-        transport=DirectTransport(sync_threads=0),
-    )
+    reopened = reopen(volume, disks)
     assert not reopened.nodes[VICTIM].load_report.findings, reopened.nodes[VICTIM].problems()
     assert_serves(reopened, VICTIM, expected)
     reopened.close()
@@ -151,12 +146,7 @@ def test_a_crash_at_any_disk_operation_of_a_repair(crash_at: int) -> None:
     for disk in disks.values():
         disk.crash("random")
     plan.crash_at = None
-    reopened = Volume.open(
-        disks=disks,  # type: ignore[arg-type]
-        options=volume.options,
-        volume_id=volume.volume_id,
-        transport=DirectTransport(sync_threads=0),
-    )
+    reopened = reopen(volume, disks)
     for page_no, data in expected.items():
         assert reopened.read_page(page_no)[: len(data)] == data
     assert_serves(reopened, VICTIM, expected)
@@ -264,13 +254,7 @@ def test_a_repaired_node_that_missed_a_backtrack_is_repaired_again() -> None:
     write(volume, early, 6, seed=3)  # a write brings the history: it is repaired again
     assert_serves(volume, VICTIM, early)
     volume.close()
-    reopened = Volume.open(
-        disks=disks,  # type: ignore[arg-type]
-        options=volume.options,
-        volume_id=volume.volume_id,
-        transport=DirectTransport(sync_threads=0),
-        clock=clock,
-    )
+    reopened = reopen(volume, disks, clock=clock)
     assert_serves(reopened, VICTIM, early)
     reopened.close()
 
@@ -282,12 +266,7 @@ def test_a_peer_at_its_checkpoint_serves_a_repair_from_its_page_store() -> None:
     expected: dict[int, bytes] = {}
     write(volume, expected, 120)
     volume.close()
-    reopened = Volume.open(
-        disks=disks,  # type: ignore[arg-type]
-        options=volume.options,
-        volume_id=volume.volume_id,
-        transport=DirectTransport(sync_threads=0),
-    )
+    reopened = reopen(volume, disks)
     served: list[int] = []
     for name, storage in reopened.nodes.items():
         if name != VICTIM:

@@ -12,27 +12,15 @@ replays it exactly.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 import pytest
 
-from aurora_storage.protocol import node, segment
 from aurora_storage.sim import Simulation
 
 SLOW = os.environ.get("AURORA_STORAGE_SLOW") == "1"
 SEEDS = range(2000) if SLOW else range(100)
 STEPS = 150 if SLOW else 60
-
-
-@pytest.fixture(autouse=True)
-def trimming_often() -> Iterator[None]:
-    """Peers fold and trim their logs after a few frames: a node back from a lost drive
-    finds the frames it lacks collected, and only a repair mends it."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(segment, "COALESCE_RECORD_BYTES", 256)
-        patch.setattr(node, "CHECKPOINT_EVERY_FRAMES", 4)
-        patch.setattr(node, "META_EVERY_FRAMES", 4)
-        yield
+pytestmark = pytest.mark.usefixtures("trimming_often")  # tests/conftest.py
 
 
 @pytest.mark.parametrize("seed", SEEDS)
