@@ -340,3 +340,63 @@ def test_images_a_backtrack_left_unrefolded_are_rebuilt_at_open_never_served(
     again = Volume.open(path, clock=clock, readonly=True)  # rebuilt and checkpointed
     assert again.read_page(0)[:4] == b"v010"
     again.close()
+
+
+def test_reads_at_old_points_while_another_thread_folds_ahead(tmp_path: Path) -> None:
+    """One thread commits (its checkpoints fold ahead and write history files), another
+    reads at the read points the first recorded, current and below the checkpoints:
+    every read shows exactly what that commit left."""
+    import threading
+
+    clock = SimulatedClock(START)
+    volume = create(tmp_path / "v", clock, window=72 * 3600)
+    points: list[tuple[int, int, bytes]] = []  # (LSN, page, its bytes then)
+    lock = threading.Lock()
+    failures: list[str] = []
+    served: list[int] = []
+    done = threading.Event()
+
+    def commit() -> None:
+        try:
+            for number in range(300):
+                data = f"{number:05d}".encode() * 100
+                with volume.transaction() as tx:
+                    tx.write(number % 6, 0, data)
+                with lock:
+                    points.append((tx.lsn, number % 6, data))
+        except Exception as error:  # reported by the main thread
+            failures.append(f"commit: {error!r}")
+        finally:
+            done.set()
+
+    def read() -> None:
+        rng = random.Random(7)
+        after = 0  # reads once the commits are done: 30 more
+        while after < 30:
+            after += done.is_set()
+            with lock:
+                chosen = rng.choice(points) if points else None
+            if chosen is None:
+                continue
+            lsn, page_no, data = chosen
+            try:
+                with volume.read_view(lsn) as read_point:
+                    got = volume.read_page(page_no, read_point)[: len(data)]
+            except Exception as error:
+                failures.append(f"read at {lsn}: {error!r}")
+                return
+            if got != data:
+                failures.append(f"page {page_no} at LSN {lsn}: {got[:10]!r}")
+                return
+            served.append(lsn)
+
+    threads = [threading.Thread(target=commit), threading.Thread(target=read)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not failures, failures[:3]
+    assert history_files(tmp_path / "v"), "the commits folded ahead meanwhile"
+    checkpoints = [s.checkpoint_lsn for s in volume.nodes["az1-a"].segments.values()]
+    assert len(served) >= 10 and min(served) < max(checkpoints), (len(served), checkpoints)
+    volume.close()
