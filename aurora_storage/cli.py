@@ -73,8 +73,8 @@ def _status(arguments: argparse.Namespace) -> int:
         if node["suspect"]:
             health += " (catching up, not voting)"
         print(
-            f"  {node['name']:6} {node['az']}  {health:8} {node['segments']} segments, "
-            f"{node['disk_bytes'] or node['memory_bytes']:,} B"
+            f"  {node['name']:6} {node['az']}  {health:8} {node['segments']} segments "
+            f"({node['placed']} placed), {node['disk_bytes'] or node['memory_bytes']:,} B"
         )
         for line in node["problems"]:
             if line != node["failed"]:
@@ -82,6 +82,9 @@ def _status(arguments: argparse.Namespace) -> int:
     for pg in status["pgs"]:
         scls = " ".join(f"{node}={scl}" for node, scl in pg["scls"].items())
         print(f"  PG {pg['pg']}: PGCL {pg['pgcl']}  SCL {scls}")
+        if len(pg["members"]) > 1:
+            sets = " and ".join(",".join(members) for members in pg["members"])
+            print(f"         changing membership: writes need 4 of each of {sets}")
     backtrack = status.get("backtrack")
     if backtrack:
         print(
@@ -127,7 +130,10 @@ def verify_volume(volume: Volume, progress: Callable[[int], None] | None = None)
         holders = [
             node.segments[pg_id]
             for node in volume.nodes.values()
-            if not node.failed and pg_id in node.segments and not node.segments[pg_id].failed
+            if not node.failed
+            and node.holds(pg_id)
+            and pg_id in node.segments
+            and not node.segments[pg_id].failed
         ]
         problems += _lagging(volume, pg_id, pg.required_scl(vdl, vdl))
         pages = sorted({p for segment in holders for p in segment.page_nos()})
@@ -150,11 +156,11 @@ def _lagging(volume: Volume, pg_id: int, durable: int) -> list[str]:
     chains = [
         node.segments[pg_id]
         for node in volume.nodes.values()
-        if not node.failed and pg_id in node.segments
+        if not node.failed and node.holds(pg_id) and pg_id in node.segments
     ]
     problems = []
     for node in volume.nodes.values():
-        segment = node.segments.get(pg_id)
+        segment = node.segments.get(pg_id) if node.holds(pg_id) else None
         if node.failed or segment is None or segment.failed or segment.scl >= durable:
             continue
         missing = max(
@@ -180,7 +186,9 @@ def _verify(arguments: argparse.Namespace) -> int:
     # its epoch and truncation in each node.meta.)
     volume = Volume.open(arguments.path, readonly=True)
     try:
-        total = sum(len(s.page_nos()) for s in next(iter(volume.nodes.values())).segments.values())
+        total = (
+            sum(len(s.page_nos()) for n in volume.nodes.values() for s in n.segments.values()) // 6
+        )
         with tqdm(total=total, unit="page", desc="verify", disable=not sys.stderr.isatty()) as bar:
             problems = verify_volume(volume, bar.update)
     finally:
@@ -223,15 +231,18 @@ def _dump(arguments: argparse.Namespace) -> int:
         page = arguments.page
         if page is not None and not 0 <= page < volume.geometry.page_count:
             raise PageOutOfRangeError(page, volume.geometry.page_count)
-        node = next((n for n in volume.nodes.values() if not n.failed), None)
-        if node is None:
+        live = [n for n in volume.nodes.values() if not n.failed]
+        if not live:
             raise QuorumError("no storage node of the volume can be read: every one is down")
-        pg_ids = [volume.geometry.pg_of(page)] if page is not None else sorted(node.segments)
+        pg_ids = [volume.geometry.pg_of(page)] if page is not None else sorted(volume.pgs)
         kinds = {log.KIND_WRITE: "WRITE", log.KIND_PAGE: "PAGE", log.KIND_ZERO: "ZERO"}
         print("lsn\tpg\tpage\tkind\toffset\tlength\tflags\ttime")
         shown = 0
         for pg_id in pg_ids:
-            segment = node.segments.get(pg_id)
+            # One live member's segment (the first that has it).
+            segment = next(
+                (n.segments[pg_id] for n in live if n.holds(pg_id) and pg_id in n.segments), None
+            )
             if segment is None:
                 continue
             for data in segment.chain_frames:
@@ -319,7 +330,9 @@ def _restore(arguments: argparse.Namespace) -> int:
         source: Any = arguments.backup
         if arguments.storage_option:
             source = StoreLocation(arguments.backup, _storage_options(arguments.storage_option))
-        volume = Volume.restore(source, to=target, path=arguments.into, progress=progress)
+        volume = Volume.restore(
+            source, to=target, path=arguments.into, progress=progress, nodes=arguments.nodes
+        )
     elapsed = time.perf_counter() - started
     try:
         status = volume.status()
@@ -444,6 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="an fsspec storage option of the backup URL (repeatable; VALUE read as JSON "
         "when it is JSON, else as text), e.g. endpoint_url=http://127.0.0.1:9000",
+    )
+    restore.add_argument(
+        "--nodes",
+        type=int,
+        default=6,
+        help="storage nodes of the new volume: a multiple of 3, at least 6 (default 6)",
     )
     restore.set_defaults(handler=_restore)
 

@@ -28,7 +28,35 @@ COMMIT_TIMEOUT = 10.0  # seconds of transport time a commit waits for its quorum
 READ_HEDGE_DELAY = 0.02  # seconds before a read is also asked of the next segment
 READ_TIMEOUT = 5.0
 AZS = ("az1", "az2", "az3")
-NODE_NAMES = tuple(f"{az}-{suffix}" for az in AZS for suffix in ("a", "b"))
+NODES_DEFAULT = 6  # storage nodes of a volume unless create says otherwise
+NODES_MAX = 78  # 26 per AZ: a letter names each
+
+
+def node_names(count: int) -> tuple[str, ...]:
+    """The names of a fleet of ``count`` nodes (a multiple of three), AZ by AZ:
+    ``az1-a``, ``az1-b``, ..., ``az3-<letter>``; a node's AZ is its name's prefix."""
+    per_az = count // len(AZS)
+    return tuple(f"{az}-{chr(ord('a') + i)}" for az in AZS for i in range(per_az))
+
+
+def az_of(name: str) -> str:
+    return name.split("-", 1)[0]
+
+
+def check_node_count(count: object) -> int:
+    """``count`` as a fleet size (a multiple of 3 from 6 to NODES_MAX), else
+    ConfigurationError."""
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise ConfigurationError(f"nodes is a number of storage nodes, not {count!r}")
+    if count < NODES_DEFAULT or count % len(AZS) or count > NODES_MAX:
+        raise ConfigurationError(
+            f"nodes {count} must be a multiple of 3 from {NODES_DEFAULT} to {NODES_MAX} "
+            "(a third of them in each AZ)"
+        )
+    return count
+
+
+NODE_NAMES = node_names(NODES_DEFAULT)  # the default fleet
 DURABILITY_MODES = ("fsync", "os", "memory")
 # "wall": Unix time; "simulated": a SimulatedClock's; "other": a clock of the caller's.
 # A volume's times are on the clock it was made with (tools on the wall clock check it).
@@ -67,6 +95,10 @@ class VolumeOptions:
     # Bytes of page images the nodes keep in memory, all six together, once their
     # pages are in page stores (a setting of this process: not recorded).
     cache_bytes: int = CACHE_BYTES_DEFAULT
+    nodes: int = NODES_DEFAULT  # storage nodes at create, a third per AZ
+    # The placement's record in volume.meta (protocol/placement.py), once a volume
+    # has one; None: the default placement over ``nodes`` nodes.
+    placement: dict[str, Any] | None = None
 
     @classmethod
     def for_create(
@@ -91,6 +123,7 @@ class VolumeOptions:
         self.lal = checks.integer("lal", self.lal)
         self.backtrack_budget = checks.integer("backtrack_budget", self.backtrack_budget)
         self.cache_bytes = checks.integer("cache_bytes", self.cache_bytes)
+        self.nodes = check_node_count(self.nodes)
         if self.cache_bytes < CACHE_BYTES_MIN:
             raise ConfigurationError(
                 f"cache_bytes {self.cache_bytes} must be at least {CACHE_BYTES_MIN} (1 MiB)"

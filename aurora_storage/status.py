@@ -14,8 +14,9 @@ from typing import Any, TypedDict
 
 
 class NodeStatus(TypedDict):
-    name: str  # az1-a .. az3-b
+    name: str  # az1-a, az1-b, ... az3-<letter>
     az: str
+    placed: int  # the volume's PGs the placement puts a segment of on this node
     up: bool  # the writer can reach it
     failed: str  # why the node stopped (a disk error, a failed load); empty while it runs
     suspect: bool  # catching up with its peers: it does not vote yet
@@ -29,6 +30,8 @@ class NodeStatus(TypedDict):
 
 class PgStatus(TypedDict):
     pg: int
+    members: list[list[str]]  # its six members; two sets during a membership change
+    membership_epoch: list[int]  # [volume epoch, sequence] of its last change; [0, 0]: none
     pgcl: int
     tail_lsn: int
     scls: dict[str, int]  # node name -> SCL
@@ -94,7 +97,7 @@ class VolumeStatus(_VolumeStatusBase, total=False):
 # --- building it ---------------------------------------------------------------------
 
 
-def node_status(node: Any, up: bool) -> NodeStatus:
+def node_status(node: Any, up: bool, placed: int = 0) -> NodeStatus:
     """One storage node (protocol/node.py) as status() shows it."""
     disk_bytes = 0
     if node.disk is not None and not node.failed:
@@ -103,6 +106,7 @@ def node_status(node: Any, up: bool) -> NodeStatus:
     return {
         "name": node.name,
         "az": node.az,
+        "placed": placed,
         "up": up,
         "failed": node.failed,
         "suspect": node.suspect or any(segment.suspect for segment in segments),
@@ -115,10 +119,13 @@ def node_status(node: Any, up: bool) -> NodeStatus:
     }
 
 
-def pg_status(pg: Any) -> PgStatus:
-    """One protection group (protocol/protection_group.py) as the writer knows it."""
+def pg_status(pg: Any, membership: Any) -> PgStatus:
+    """One protection group (protocol/protection_group.py) as the writer knows it, with
+    its membership (protocol/placement.py)."""
     return {
         "pg": pg.pg_id,
+        "members": [list(members) for members in membership.member_sets],
+        "membership_epoch": list(membership.epoch),
         "pgcl": pg.pgcl,
         "tail_lsn": pg.tail_lsn,
         "scls": {node: pg.scls.get(node, 0) for node in pg.quorum.members},
@@ -141,7 +148,11 @@ def backtrack_status(volume: Any) -> BacktrackStatus:
 
 def volume_status(volume: Any) -> VolumeStatus:
     """Everything status() reports of an open volume (the caller holds its lock)."""
-    nodes = [node_status(node, volume.cluster.is_up(name)) for name, node in volume.nodes.items()]
+    placed = volume.placement.load(volume.pgs)
+    nodes = [
+        node_status(node, volume.cluster.is_up(name), placed.get(name, 0))
+        for name, node in volume.nodes.items()
+    ]
     # Memory of the page images replicas share (a restore's), counted once: every
     # block some segment still borrows, whole, whatever replicas did since.
     blocks = {
@@ -165,7 +176,10 @@ def volume_status(volume: Any) -> VolumeStatus:
         "vdl": volume.vdl,
         "pg_count": len(volume.pgs),
         "nodes": nodes,
-        "pgs": [pg_status(pg) for pg in sorted(volume.pgs.values(), key=lambda pg: pg.pg_id)],
+        "pgs": [
+            pg_status(pg, volume.placement.membership(pg.pg_id))
+            for pg in sorted(volume.pgs.values(), key=lambda pg: pg.pg_id)
+        ],
         "bytes_used": sum(node["disk_bytes"] or node["memory_bytes"] for node in nodes)
         + (shared_bytes if in_memory else 0),
         "shared_bytes": shared_bytes,

@@ -33,11 +33,13 @@ from .config import (
     CAPACITY_MAX,
     COMMIT_TIMEOUT,
     LAL_DEFAULT,
-    NODE_NAMES,
+    NODES_DEFAULT,
     PAGE_SIZE_DEFAULT,
     SEGMENT_SIZE_DEFAULT,
     VolumeOptions,
+    check_node_count,
     clock_kind,
+    node_names,
 )
 from .errors import (
     AuroraStorageError,
@@ -53,6 +55,7 @@ from .protocol.node import (
     WRITER,
     StorageNode,
 )
+from .protocol.placement import Placement, placement_of
 from .protocol.ports import Disk
 from .protocol.reads import Reading
 from .protocol.writer_recovery import Recovering
@@ -95,6 +98,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         nodes: dict[str, StorageNode] | None = None,
         volume_id: str = "",
         writer_name: str = WRITER,
+        placement: Placement | None = None,
     ) -> None:
         options.check()
         self.clock = clock or getattr(transport, "clock", None) or WallClock()
@@ -106,7 +110,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         )
         self._init_backup()
         self._init_lifecycle()
-        self._host_nodes(nodes)
+        self._host_nodes(nodes, placement or placement_of(options))
 
     # --- creation and opening -------------------------------------------------------
 
@@ -132,9 +136,12 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         backup_staging_interval: Duration = backup_module.STAGING_INTERVAL_DEFAULT,
         backup_staging: str | None = None,
         cache_bytes: int = CACHE_BYTES_DEFAULT,
+        nodes: int = NODES_DEFAULT,
         _finished: bool = True,
     ) -> Volume:
-        """A new empty volume of six nodes in three AZs.
+        """A new empty volume of ``nodes`` storage nodes (a multiple of 3, at least 6),
+        a third in each of three AZs; each PG's six segments sit on two nodes of each
+        AZ (``status().placement`` says which).
 
         With a ``path``, nodes keep their segments in ``path/nodes/<name>`` and ``durability``
         defaults to ``"fsync"``; without one, to ``"memory"``. ``disks`` replaces the node
@@ -151,7 +158,8 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         are in page stores (``open`` and ``restore`` take it too).
         """
         root = None if path is None else checks.path(path)
-        check_collaborators(clock, transport, disks)
+        fleet = node_names(check_node_count(nodes))
+        check_collaborators(clock, transport, disks, fleet)
         attach = backup_module.BackupOptions.of(
             backup, backup_retention_days, backup_staging_interval, backup_staging
         )
@@ -169,6 +177,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             backtrack_window=to_duration(backtrack_window, "backtrack_window"),
             backtrack_budget=backtrack_budget,
             cache_bytes=cache_bytes,
+            nodes=nodes,
         )
         return cls._build(root, options, clock, transport, disks, attach, _finished)
 
@@ -194,10 +203,19 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         try:
             # The first history write: epoch 1, sequence 1, on every node.
             history = History.new(clock.now(), options.backtrack_window).keyed((1, 1))
-            nodes = new_nodes(options, root, volume_id, disks, history)
+            placement = Placement.of_count(options.nodes)
+            nodes = new_nodes(options, root, volume_id, disks, history, placement)
             if root is not None:
                 replace_volume_meta(root, options.durability, volume_body(options, volume_id))
-            volume = cls(options, root, clock, transport, nodes=nodes, volume_id=volume_id)
+            volume = cls(
+                options,
+                root,
+                clock,
+                transport,
+                nodes=nodes,
+                volume_id=volume_id,
+                placement=placement,
+            )
             volume._lock_handle, lock = lock, None
             volume._unfinished_folder = made if root is not None else None
             volume.history = history
@@ -217,6 +235,10 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         return volume
 
     def _write_volume_meta(self) -> None:
+        placement = self.placement
+        self.options.placement = (
+            placement.encode() if placement.added or placement.changes else None
+        )
         if self.path is not None:
             base = (self.base_lsn, self.base_time)
             write_volume_meta(
@@ -283,10 +305,16 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         if backend is not None:
             options.backend = backend
         options.cache_bytes = cache_bytes
-        missing = missing_node_folders(root) if root is not None and disks is None else []
+        placement = placement_of(options)
+        check_collaborators(clock, transport, disks, placement.fleet)
+        missing = (
+            missing_node_folders(root, placement.fleet)
+            if root is not None and disks is None
+            else []
+        )
         if missing and not rebuild_missing:
             raise MissingNodeError(str(root), missing)
-        volume = cls._locked(root, options, volume_id, clock, transport, disks)
+        volume = cls._locked(root, options, volume_id, clock, transport, disks, placement)
         volume.base_lsn, volume.base_time = base
         if progress is not None:
             for name in missing:
@@ -303,12 +331,21 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         clock: Clock | None,
         transport: Transport | None,
         disks: dict[str, Disk] | None,
+        placement: Placement,
     ) -> Volume:
         """The volume over its nodes, not loaded; the lock first: no thread starts here."""
         lock = lock_folder(root) if root is not None else None
         try:
-            nodes = make_nodes(options, root, volume_id, disks)
-            volume = cls(options, root, clock, transport, nodes=nodes, volume_id=volume_id)
+            nodes = make_nodes(options, root, volume_id, disks, placement)
+            volume = cls(
+                options,
+                root,
+                clock,
+                transport,
+                nodes=nodes,
+                volume_id=volume_id,
+                placement=placement,
+            )
         except BaseException:
             if lock is not None:
                 lock.close()
@@ -347,13 +384,15 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             raise ConfigurationError(f"{root} keeps no node files (durability 'memory')")
         if backend is not None:
             options.backend = backend
-        missing = [name for name in NODE_NAMES if not (root / "nodes" / name).is_dir()]
+        placement = placement_of(options)
+        missing = [name for name in placement.fleet if not (root / "nodes" / name).is_dir()]
         volume = cls(
             options,
             root,
             clock,
-            nodes=make_nodes(options, root, volume_id, None),
+            nodes=make_nodes(options, root, volume_id, None, placement),
             volume_id=volume_id,
+            placement=placement,
         )
         volume.readonly = True
         volume.base_lsn, volume.base_time = base
@@ -401,6 +440,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         backup_staging_interval: Duration = backup_module.STAGING_INTERVAL_DEFAULT,
         backup_staging: str | None = None,
         cache_bytes: int = CACHE_BYTES_DEFAULT,
+        nodes: int = NODES_DEFAULT,
     ) -> Volume:
         """Point-in-time restore: a new volume with exactly the commits at or before ``to``.
 
@@ -438,6 +478,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             backup_staging_interval=backup_staging_interval,
             backup_staging=backup_staging,
             cache_bytes=cache_bytes,
+            nodes=nodes,
         )
 
     @classmethod

@@ -24,7 +24,7 @@ from ..errors import (
 from . import messages as m
 from .history import HistoryVersion, inside, merge_ranges, truncation_ranges
 from .node import failed_nodes
-from .protection_group import READ_QUORUM, WRITE_QUORUM
+from .protection_group import READ_QUORUM
 from .writer import Writer
 
 
@@ -89,7 +89,8 @@ class Backtracking(Writer):
         the highest LSN their segments folded into page images.
 
         Each node bisects its segments' time indexes; a read quorum of trusted
-        answers is needed, since every durable CPL is on four nodes of six.
+        answers of every member set is needed, since every durable CPL is on four
+        of its PG's six segments.
         """
         if annulled is None:
             version = self.history.at(moment)
@@ -107,11 +108,12 @@ class Backtracking(Writer):
         finally:
             del self._time_answers[request_id]
         trusted = [answer for answer in answers.values() if answer.trusted]
-        if len(trusted) < READ_QUORUM:
+        if not self.placement.covers_read(answer.node for answer in trusted):
+            shortfall = self.placement.shortfall([a.node for a in trusted], READ_QUORUM)
             raise ReadUnavailableError(
                 0,
                 0,
-                f"only {len(trusted)} nodes answered the time index query; {READ_QUORUM} needed",
+                f"only {len(trusted)} nodes answered the time index query; {shortfall}",
             )
         best = max(trusted, key=lambda answer: answer.cpl)
         floor_time = max(answer.floor_time for answer in trusted)
@@ -183,8 +185,9 @@ class Backtracking(Writer):
         now = max(self.clock.now(), self._last_commit_time)
         new = HistoryVersion(self.history.current.version + 1, now, hidden, "backtrack")
         candidate = self.history.with_version(new, self._next_history_key())
-        reached = self._write_history(candidate)
-        if reached < WRITE_QUORUM:
+        acks = self._write_history(candidate)
+        reached = len(acks)
+        if not self.placement.covers_write(acks):
             self._raise_if_fenced()
             # Some nodes may hold the candidate: rewrite the history this session
             # keeps above it at once, or stay in doubt until that succeeds.

@@ -60,7 +60,9 @@ class Hydration(NodeStorage):
     """Segment repair on a storage node (module docstring), mixed into StorageNode."""
 
     peers: list[str]
+    name: str
     writer: str
+    _peers_of: Callable[[int], list[str]]
     _ticks: int
     _repairs: dict[int, Repair]
     _tried: dict[int, set[str]]  # peers each repair asked in vain, this round
@@ -92,7 +94,8 @@ class Hydration(NodeStorage):
                 continue
             peer = self._next_peer(pg_id, repair.peer if repair is not None else None)
             if peer is None:
-                peer = self.peers[0] if self.peers else None  # every one, in turn, again
+                peers = self._peers_of(pg_id)
+                peer = peers[0] if peers else None  # every one, in turn, again
             if peer is not None:
                 out += self._start_repair(pg_id, peer)
         return out
@@ -103,7 +106,7 @@ class Hydration(NodeStorage):
         tried = self._tried.setdefault(pg_id, set())
         if failed is not None:
             tried.add(failed)
-        for peer in self.peers:
+        for peer in self._peers_of(pg_id):
             if peer not in tried:
                 return peer
         tried.clear()

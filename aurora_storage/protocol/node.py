@@ -53,6 +53,7 @@ from .node_storage import (
     _DiskFailed,
     log_name,
 )
+from .placement import Placement
 from .ports import Disk
 from .segment import COALESCE_RECORD_BYTES, Segment, SharedImages
 from .stage import Upload, build_log_object, build_pages_object
@@ -86,8 +87,12 @@ class StorageNode(Hydration):
         volume_id: str = "",
         durability: str = "memory",
         cache_bytes: int = 0,
+        placement: Placement | None = None,
     ) -> None:
         self.name = name
+        # Which PGs this node holds a segment of, and each one's peers: the fleet
+        # ``peers`` names with the default placement, unless one is given.
+        self.placement = placement if placement is not None else Placement(peers)
         # Bytes of page images this node keeps in memory once its pages are in page
         # stores (0: no bound): its share of the volume's cache (_keep_cache).
         self.cache_bytes = cache_bytes
@@ -544,7 +549,7 @@ class StorageNode(Hydration):
         for segment in list(self.segments.values()):
             if segment.disk_history is not None:
                 self.refold(segment)
-            elif segment.repaired_lsn > lo and not segment.failed and self.peers:
+            elif segment.repaired_lsn > lo and not segment.failed and self._peers_of(segment.pg_id):
                 segment.needs_repair = (
                     f"its pages, repaired at LSN {segment.repaired_lsn}, predate a change "
                     f"of the annulled ranges at LSN {lo}: it is repaired again"
@@ -552,7 +557,7 @@ class StorageNode(Hydration):
                 segment.suspect = True
                 segment.suspect_reason = segment.needs_repair
                 segment.vouchers.clear()
-                out += self._start_repair(segment.pg_id, self.peers[0])
+                out += self._start_repair(segment.pg_id, self._peers_of(segment.pg_id)[0])
         return out
 
     def _on_write(self, message: m.WriteFrames, sender: str) -> Outgoing:
@@ -833,11 +838,19 @@ class StorageNode(Hydration):
         reply = m.PageImage(message.request_id, self.name, message.page_no, scl, image, problem)
         return [(sender, reply)]
 
+    def holds(self, pg_id: int) -> bool:
+        """True if the placement puts a segment of the PG on this node."""
+        return self.placement.holds(self.name, pg_id)
+
+    def _peers_of(self, pg_id: int) -> list[str]:
+        """The other members of the PG (of both sets during a membership change)."""
+        return [peer for peer in self.placement.members(pg_id) if peer != self.name]
+
     def _pull_from_peers(self, segment: Segment) -> Outgoing:
         if segment.failed or segment.needs_repair:
             return []  # its peers said they no longer hold what it lacks
         pull = m.GossipPull(self.name, segment.pg_id, segment.scl)
-        return [(peer, pull) for peer in self.peers]
+        return [(peer, pull) for peer in self._peers_of(segment.pg_id)]
 
     def _on_gossip_pull(self, message: m.GossipPull) -> Outgoing:
         asleep = self.dormant.get(message.pg_id)
@@ -864,6 +877,8 @@ class StorageNode(Hydration):
         """Takes a peer's frames. An exchange goes on only while it makes progress: the
         next pull follows a push that advanced the SCL (so at most one pull per frame
         chained), and a peer that collected what the segment lacks is not asked again."""
+        if not self.holds(message.pg_id):
+            return []
         segment = self.segment(message.pg_id)
         if segment.failed:
             return []
@@ -920,6 +935,8 @@ class StorageNode(Hydration):
     def _catalog(self) -> tuple[int, ...]:
         flat: list[int] = []
         for pg_id in self.segment_ids():
+            if not self.holds(pg_id):
+                continue  # a segment a membership change moved away offers nothing
             asleep = self.dormant.get(pg_id)
             if asleep is not None:
                 flat += (pg_id, asleep[0])
@@ -932,6 +949,8 @@ class StorageNode(Hydration):
             self._adopt(message.epoch, message.truncations, None)
         out: Outgoing = []
         for pg_id, peer_scl in zip(message.segments[::2], message.segments[1::2], strict=True):
+            if not self.holds(pg_id):
+                continue
             asleep = self.dormant.get(pg_id)
             if asleep is not None and peer_scl <= asleep[0]:
                 continue  # caught up, and not suspect: nothing to pull or vouch
@@ -954,10 +973,12 @@ class StorageNode(Hydration):
 
     def _clear_node_suspicion(self) -> None:
         """A node that started empty (or loaded a stale node.meta) votes again once three
-        peers' catalogs are caught up."""
+        peers of every member set it is in have caught it up with their catalogs (a PG
+        with acknowledged data is on four of its six members, so on one of any three
+        others: their catalogs name it)."""
         if (
             self.suspect
-            and len(self.vouched_by) >= VOUCHERS_NEEDED
+            and self._vouched_in_every_set()
             and not any(segment.suspect for segment in self.segments.values())
         ):
             self.suspect = False
@@ -968,6 +989,14 @@ class StorageNode(Hydration):
                     self.disk.sync(name)
                 self.write_meta()
 
+    def _vouched_in_every_set(self) -> bool:
+        vouched = self.vouched_by
+        for members in self.placement.member_sets():
+            held = members.members
+            if self.name in held and sum(peer in vouched for peer in held) < VOUCHERS_NEEDED:
+                return False
+        return True
+
     def _vouch(self, segment: Segment, peer: str, peer_scl: int) -> None:
         """A suspect segment that caught up with enough peers holds all that was acknowledged.
 
@@ -975,6 +1004,8 @@ class StorageNode(Hydration):
         three of any five: catching up with three peers recovers it.
         """
         if segment.suspect and not segment.failed and segment.scl >= peer_scl:
+            if peer not in self.placement.members(segment.pg_id):
+                return
             segment.vouchers.add(peer)
             if len(segment.vouchers) >= VOUCHERS_NEEDED:
                 segment.suspect = False

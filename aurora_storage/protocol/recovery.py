@@ -10,9 +10,12 @@ number of PGs and the frames above the last known VDL, not with the log.
 2. Each node answers, per segment, its SCL and the runs of consecutive LSNs
    its chain holds above the node's VDL hint (a VDL an earlier writer
    reached), each with the last MTR end inside it.
-3. For every PG at least three answers must come from segments that can
-   vouch for their data; since any write quorum (4) and any read quorum (3)
-   of six intersect, every acknowledged record is in some answer.
+3. For every PG at least three answers must come from its members' segments
+   that can vouch for their data (of one member set, during a membership
+   change: a write reached four of each); since any write quorum (4) and any
+   read quorum (3) of six intersect, every acknowledged record is in some
+   answer. So must three members of every member set in use (a PG no answer
+   names may still sit on members that did not answer: placement.py).
 4. LSNs are allocated densely (each MTR gets a contiguous range), so VCL is
    the end of the run of LSNs present in some answer, starting from the
    highest VDL hint and skipping ranges already annulled (a run inside one,
@@ -33,11 +36,13 @@ number of PGs and the frames above the last known VDL, not with the log.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from ..errors import RecoveryError
 from . import messages as m
 from .history import truncation_triples
+from .placement import Placement
 from .protection_group import READ_QUORUM
 
 
@@ -74,19 +79,26 @@ def plan(
     lal: int,
     unavailable: dict[str, str] | None = None,
     opened_epoch: int | None = None,
+    placement: Placement | None = None,
 ) -> RecoveryPlan:
     """What the recovering writer decides from the nodes' answers; raises RecoveryError
     naming every node it could not use and why (``unavailable``: nodes that did not
     answer, with the reason).
 
     ``opened_epoch`` is the highest epoch of a writer known to have finished its
-    recovery (None: unknown, every truncation counts).
+    recovery (None: unknown, every truncation counts). ``placement`` says which
+    nodes hold each PG (None: every answering node holds every PG).
     """
     trusted = [state for state in states if not state.suspect]
     truncations = _known_truncations(states)
+    if placement is not None:
+        # Segments a node keeps of a PG it is no member of (a change dropped it) count
+        # for nothing: another member holds what they hold that was acknowledged.
+        states = [_members_only(state, placement) for state in states]
+        trusted = [_members_only(state, placement) for state in trusted]
     pg_ids = sorted({s.segments[i] for s in states for i in range(0, len(s.segments), 3)})
     suspect_segments = _suspect_segments(states)
-    _check_read_quorums(states, trusted, pg_ids, suspect_segments, unavailable or {})
+    _check_read_quorums(states, trusted, pg_ids, suspect_segments, unavailable or {}, placement)
     start = max((state.vdl_hint for state in trusted), default=0)
     runs = _runs_above(trusted, suspect_segments, start)
     vcl, vdl = _chain_runs(start, runs, truncations)
@@ -124,26 +136,57 @@ def _suspect_segments(states: list[m.RecoveryState]) -> set[tuple[str, int]]:
     }
 
 
+def _members_only(state: m.RecoveryState, placement: Placement) -> m.RecoveryState:
+    """``state`` without the segments and runs of PGs its node is no member of."""
+    node = state.node
+    segments = state.segments
+    kept = [i for i in range(0, len(segments), 3) if placement.holds(node, segments[i])]
+    if len(kept) * 3 == len(segments):
+        return state
+    intervals = state.intervals
+    return dataclasses.replace(
+        state,
+        segments=tuple(v for i in kept for v in segments[i : i + 3]),
+        intervals=tuple(
+            v
+            for i in range(0, len(intervals), 4)
+            if placement.holds(node, intervals[i])
+            for v in intervals[i : i + 4]
+        ),
+    )
+
+
 def _check_read_quorums(
     states: list[m.RecoveryState],
     trusted: list[m.RecoveryState],
     pg_ids: list[int],
     suspect_segments: set[tuple[str, int]],
     unavailable: dict[str, str],
+    placement: Placement | None,
 ) -> None:
-    """Raise RecoveryError unless every PG, and the volume, has a read quorum of answers
-    that can vouch for their data (a trusted node holding no segment of a PG counts
-    for it as "nothing here")."""
+    """Raise RecoveryError unless every PG, and every member set in use, has a read
+    quorum of answers that can vouch for their data (a trusted member holding no
+    segment of a PG counts for it as "nothing here")."""
     for pg_id in pg_ids:
-        voters = [s for s in trusted if (s.node, pg_id) not in suspect_segments]
-        if len(voters) < READ_QUORUM:
+        voting = {s.node for s in trusted if (s.node, pg_id) not in suspect_segments}
+        count = len(voting)
+        if placement is not None:
+            member_sets = placement.quorum(pg_id).member_sets
+            count = max(sum(name in voting for name in members) for members in member_sets)
+        if count < READ_QUORUM:
             raise RecoveryError(
-                f"PG {pg_id}: {len(voters)} segments can vouch for their data, "
+                f"PG {pg_id}: {count} segments can vouch for their data, "
                 f"{READ_QUORUM} are needed; unusable: {_unusable(states, unavailable, pg_id)}"
             )
-    if len(trusted) < READ_QUORUM:
+    nodes = [state.node for state in trusted]
+    if len(nodes) < READ_QUORUM or (placement is not None and not placement.covers_read(nodes)):
+        shortfall = (
+            placement.shortfall(nodes, READ_QUORUM)
+            if placement is not None
+            else f"{READ_QUORUM} needed"
+        )
         raise RecoveryError(
-            f"{len(trusted)} nodes can vouch for their data, {READ_QUORUM} needed; "
+            f"{len(nodes)} nodes can vouch for their data; {shortfall}; "
             f"unusable: {_unusable(states, unavailable, None)}"
         )
 

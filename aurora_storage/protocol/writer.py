@@ -55,7 +55,8 @@ from . import messages as m
 from .hedging import ReadRanking
 from .history import History, encode_history, flatten_truncations, merge_ranges, truncation_ranges
 from .node import failed_nodes
-from .protection_group import WRITE_QUORUM, Outstanding, ProtectionGroup, QuorumSet
+from .placement import Placement
+from .protection_group import Outstanding, ProtectionGroup
 from .recovery import RecoveryPlan
 from .transaction import Transaction
 
@@ -77,7 +78,7 @@ class Writer:
     # The runtime and backup parts the writer uses, set by volume.py.
     transport: Any  # runtime/transport.py: send, run_until, lock
     nodes: dict[str, Any]  # protocol/node.py StorageNode, by name
-    quorum: QuorumSet
+    placement: Placement  # each PG's members (placement.py)
     backup_store: Any  # backup/store.py BackupStore, or None
     staging: Any  # backup StagingState: what the backup has staged
     _stager: Any  # backup/staging.py Stager, or None
@@ -314,7 +315,7 @@ class Writer:
         for pg_id, first, last, frame in built:
             pg = self.pgs.get(pg_id)
             if pg is None:
-                pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum)
+                pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.placement.quorum(pg_id))
             pg.note_frame(last, vdl, first)
             # Retransmission and PGCL trimming rely on a PG's frames in LSN order.
             assert not pg.outstanding or pg.outstanding[-1].last_lsn < first, pg.pg_id
@@ -601,24 +602,24 @@ class Writer:
         epoch, sequence = max(self.history.key, self._history_write_key)
         return (self.epoch, sequence + 1) if epoch == self.epoch else (self.epoch, 1)
 
-    def _write_history(self, history: History) -> int:
-        """Sends the whole history to every node; returns how many hold it durably
-        (waiting until a write quorum does, or the commit timeout)."""
+    def _write_history(self, history: History) -> set[str]:
+        """Sends the whole history to every node; returns those that hold it durably
+        (waiting until a write quorum of every member set does, or the commit
+        timeout: Placement.covers)."""
         self._history_acks = set()
         self._history_write_key = history.key
         message = m.SetHistory(self.epoch, encode_history(history))
         for name in self.nodes:
             self.transport.send(self.writer_name, name, message)
-        self.transport.run_until(
-            lambda: len(self._history_acks) >= WRITE_QUORUM, self.options.commit_timeout
-        )
-        return len(self._history_acks)
+        covers = self.placement.covers_write
+        self.transport.run_until(lambda: covers(self._history_acks), self.options.commit_timeout)
+        return set(self._history_acks)
 
     def _abandon_history(self) -> bool:
         """After a backtrack failed: writes the history this session keeps under a new
         key, so no recovery can adopt the failed one; True once a write quorum holds it."""
         history = self.history.keyed(self._next_history_key())
-        if self._write_history(history) < WRITE_QUORUM:
+        if not self.placement.covers_write(self._write_history(history)):
             return False
         self.history = history
         self._history_in_doubt = None

@@ -57,8 +57,11 @@ class Recovering(Backtracking):
                 self.options.lal,
                 unavailable=unavailable,
                 opened_epoch=max(keyed) if keyed else None,  # nodes of 0.1.0 keyed nothing
+                placement=self.placement,
             )
-            self.pgs = {pg_id: ProtectionGroup(pg_id, self.quorum) for pg_id in plan.pg_ids}
+            self.pgs = {
+                pg_id: ProtectionGroup(pg_id, self.placement.quorum(pg_id)) for pg_id in plan.pg_ids
+            }
             truncated = self._send_truncation(live, plan)
             self.truncations = list(plan.truncations)
             self._keep_decision(truncated, self._choose_history(histories))
@@ -85,16 +88,17 @@ class Recovering(Backtracking):
             for name, node in self.nodes.items()
             if name not in self._recovery_states
         }
-        if len(states) < READ_QUORUM:
+        answered = [state.node for state in states]
+        if not self.placement.covers_read(answered):
             raise RecoveryError(
-                f"{len(states)} of 6 nodes answered the recovery query; {READ_QUORUM} "
-                "needed; unusable: "
+                f"{len(answered)} of {len(self.nodes)} nodes answered the recovery query; "
+                f"{self.placement.shortfall(answered, READ_QUORUM)}; unusable: "
                 + "; ".join(f"{name}: {why}" for name, why in sorted(unavailable.items()))
             )
         return states, unavailable
 
-    def _send_truncation(self, live: list[str], plan: RecoveryPlan) -> int:
-        """Sends the truncation to every live node; how many made it durable."""
+    def _send_truncation(self, live: list[str], plan: RecoveryPlan) -> set[str]:
+        """Sends the truncation to every live node; those that made it durable."""
         self._truncated.clear()
         lo, hi = plan.truncation
         for name in live:
@@ -105,23 +109,26 @@ class Recovering(Backtracking):
         # Segments report their rewound SCLs once synced: each PG's tail is the
         # highest, since a responder holds the PG's whole chain up to VDL.
         self.transport.wait_for_syncs()
-        return len(self._truncated)
+        return set(self._truncated)
 
-    def _keep_decision(self, truncated: int, decided: History) -> None:
+    def _keep_decision(self, truncated: set[str], decided: History) -> None:
         """A write quorum must hold the truncation and the history before any LSN is
         allocated, so that every later read quorum (the next recovery's) sees them.
         With fewer, a read quorum still says what is durable: the volume opens
         degraded, serving reads and allocating nothing, until four nodes take them
         (_complete_recovery)."""
-        if truncated < WRITE_QUORUM:
-            self._degraded = f"the truncation reached {truncated} nodes"
+        covers = self.placement.covers_write
+        if not covers(truncated):
+            shortfall = self.placement.shortfall(truncated, WRITE_QUORUM)
+            self._degraded = f"the truncation reached {len(truncated)} nodes; {shortfall}"
         else:
             acks = self._write_history(decided)
-            if acks < WRITE_QUORUM:
-                self._degraded = f"the recovered history reached {acks} nodes"
+            if not covers(acks):
+                shortfall = self.placement.shortfall(acks, WRITE_QUORUM)
+                self._degraded = f"the recovered history reached {len(acks)} nodes; {shortfall}"
         self.history = decided
         if self._degraded:
-            self._degraded += f"; {WRITE_QUORUM} needed{failed_nodes(self.nodes)}"
+            self._degraded += failed_nodes(self.nodes)
         self._refresh_annulled()
 
     def _resume_after(self, plan: RecoveryPlan) -> None:
@@ -181,12 +188,11 @@ class Recovering(Backtracking):
         live = [name for name, node in self.nodes.items() if not node.failed]
         for name in live:
             self.transport.send(self.writer_name, name, m.Truncate(self.epoch, lo, hi))
-        self.transport.run_until(
-            lambda: len(self._truncated) >= WRITE_QUORUM, self.options.commit_timeout
-        )
-        if len(self._truncated) >= WRITE_QUORUM:
+        covers = self.placement.covers_write
+        self.transport.run_until(lambda: covers(self._truncated), self.options.commit_timeout)
+        if covers(self._truncated):
             history = self.history.keyed(self._next_history_key())
-            if self._write_history(history) >= WRITE_QUORUM:
+            if covers(self._write_history(history)):
                 self.history = history
                 self._degraded = ""
                 return
@@ -207,6 +213,7 @@ class Recovering(Backtracking):
                 self.options.lal,
                 unavailable={node.name: node.failed for node in self.nodes.values() if node.failed},
                 opened_epoch=max(keyed) if keyed else None,
+                placement=self.placement,
             )
             self.recovery = plan
             # Kept in memory only: reads skip what a recovery would annul.
@@ -248,17 +255,20 @@ class Recovering(Backtracking):
         unavailable = {node.name: node.failed for node in self.nodes.values() if node.failed}
         for node in self.nodes.values():
             self.transport.set_down(node.name, bool(node.failed))
-        if len(live) < READ_QUORUM:
+        if not self.placement.covers_read(node.name for node in live):
+            shortfall = self.placement.shortfall([node.name for node in live], READ_QUORUM)
             raise RecoveryError(
-                f"{len(live)} of 6 nodes can be read; {READ_QUORUM} needed; unusable: "
+                f"{len(live)} of {len(self.nodes)} nodes can be read; {shortfall}; unusable: "
                 + "; ".join(f"{name}: {why}" for name, why in sorted(unavailable.items()))
             )
         return live
 
     def _readonly_group(self, pg_id: int, live: list[StorageNode], vdl: int) -> ProtectionGroup:
         """A protection group's view at ``vdl`` from the segments the live nodes hold."""
-        pg = ProtectionGroup(pg_id, self.quorum)
+        pg = ProtectionGroup(pg_id, self.placement.quorum(pg_id))
         for node in live:
+            if not self.placement.holds(node.name, pg_id):
+                continue
             segment = node.segments.get(pg_id)
             if segment is None or segment.suspect:
                 continue
@@ -303,28 +313,30 @@ class Recovering(Backtracking):
             time = self.history.created_at
             for node in self.nodes.values():
                 for pg_id, layers in sorted(pages.items()):
-                    node.start_segment(pg_id, lsn, time, layers)
+                    if self.placement.holds(node.name, pg_id):
+                        node.start_segment(pg_id, lsn, time, layers)
             checkpoints: dict[int, StartPages] = {}
             if any(node.disk is not None for node in self.nodes.values()):
                 # Every node writes the same pages and file: materialize them once.
-                first = next(iter(self.nodes.values()))
                 for pg_id in pages:
-                    segment = first.segments[pg_id]
+                    segment = self.nodes[self.placement.members(pg_id)[0]].segments[pg_id]
                     page_nos, page_lsns, images = segment.images_at(lsn, ())
                     fresh = StoreMap(segment.page_lo).with_slots(page_nos, [0] * len(page_nos))
                     checkpoint = checkpoint_object(segment, lsn, lsn, fresh, self.volume_id)
                     checkpoints[pg_id] = StartPages(page_nos, page_lsns, images, checkpoint)
             for node in self.nodes.values():
-                node.persist_start(lsn, checkpoints)  # a node that cannot write stops
-            written = sum(not node.failed for node in self.nodes.values())
-            if written < WRITE_QUORUM:
+                held = {p: c for p, c in checkpoints.items() if self.placement.holds(node.name, p)}
+                node.persist_start(lsn, held)  # a node that cannot write stops
+            written = [name for name, node in self.nodes.items() if not node.failed]
+            if not self.placement.covers_write(written):
                 raise StorageWriteError(
-                    f"the restored pages reached {written} of 6 nodes, {WRITE_QUORUM} "
-                    f"needed{failed_nodes(self.nodes)}"
+                    f"the restored pages reached {len(written)} of {len(self.nodes)} nodes, "
+                    f"{self.placement.shortfall(written, WRITE_QUORUM)}{failed_nodes(self.nodes)}"
                 )
             for pg_id in pages:
-                pg = self.pgs[pg_id] = ProtectionGroup(pg_id, self.quorum, tail_lsn=lsn, pgcl=lsn)
-                pg.scls = dict.fromkeys(self.quorum.members, lsn)
+                quorum = self.placement.quorum(pg_id)
+                pg = self.pgs[pg_id] = ProtectionGroup(pg_id, quorum, tail_lsn=lsn, pgcl=lsn)
+                pg.scls = dict.fromkeys(quorum.members, lsn)
             self.allocated_lsn = self._vcl = self._vdl = lsn
             self._window_floor_lsn = lsn
             self._last_commit_time = max(self._last_commit_time, time)

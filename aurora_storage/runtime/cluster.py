@@ -1,7 +1,8 @@
-"""The embedded cluster: the six storage nodes a volume runs, their wiring, fault controls.
+"""The embedded cluster: the storage nodes a volume runs, their wiring, fault controls.
 
-:func:`make_nodes` builds one node per name, each on its own disk (a folder
-under ``nodes/``, a given simulated disk, or none in memory).
+:func:`make_nodes` builds one node per name of the fleet (placement.py), each
+on its own disk (a folder under ``nodes/``, a given simulated disk, or none
+in memory).
 :class:`Cluster` is the volume's handle on them for tests and demos: a node
 or an AZ fails (stops answering, keeping what it stored) or comes back (and
 catches up by gossip), and links between endpoints can be cut and healed.
@@ -13,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..config import AZS, NODE_NAMES, VolumeOptions
+from ..config import AZS, VolumeOptions, az_of
 from ..errors import (
     AuroraStorageError,
     InvalidArgumentError,
@@ -24,8 +25,9 @@ from ..errors import (
 from ..native.flush import Flusher
 from ..protocol.history import History
 from ..protocol.node import StorageNode, failed_nodes
+from ..protocol.placement import Placement
 from ..protocol.ports import Disk
-from ..protocol.protection_group import WRITE_QUORUM, QuorumSet
+from ..protocol.protection_group import WRITE_QUORUM
 from ..protocol.writer import Writer
 from .disk import RealDisk
 from .sync import group_syncer, node_syncer
@@ -33,28 +35,46 @@ from .transport import SimulatedTransport, Transport
 
 
 def make_nodes(
-    options: VolumeOptions, root: Path | None, volume_id: str, disks: dict[str, Disk] | None
+    options: VolumeOptions,
+    root: Path | None,
+    volume_id: str,
+    disks: dict[str, Disk] | None,
+    placement: Placement,
 ) -> dict[str, StorageNode]:
-    nodes = {}
+    return {
+        name: make_node(name, options, root, volume_id, disks, placement)
+        for name in placement.fleet
+    }
+
+
+def make_node(
+    name: str,
+    options: VolumeOptions,
+    root: Path | None,
+    volume_id: str,
+    disks: dict[str, Disk] | None,
+    placement: Placement,
+) -> StorageNode:
+    """One node of the fleet, on its disk, with its own copy of the placement."""
     mode = "fsync" if options.durability == "fsync" else "os"
-    for name in NODE_NAMES:
-        disk: Disk | None = None
-        if disks is not None:
-            disk = disks[name]
-        elif root is not None and options.durability != "memory":
-            disk = RealDisk(root / "nodes" / name, mode)
-        nodes[name] = StorageNode(
-            name,
-            name.split("-")[0],
-            options.geometry(),
-            list(NODE_NAMES),
-            options.backend,
-            disk,
-            volume_id,
-            options.durability,
-            options.cache_bytes // len(NODE_NAMES),
-        )
-    return nodes
+    disk: Disk | None = None
+    if disks is not None:
+        disk = disks[name]
+    elif root is not None and options.durability != "memory":
+        disk = RealDisk(root / "nodes" / name, mode)
+    fleet = placement.fleet
+    return StorageNode(
+        name,
+        az_of(name),
+        options.geometry(),
+        list(fleet),
+        options.backend,
+        disk,
+        volume_id,
+        options.durability,
+        options.cache_bytes // len(fleet),
+        placement.copy(),
+    )
 
 
 def new_nodes(
@@ -63,24 +83,26 @@ def new_nodes(
     volume_id: str,
     disks: dict[str, Disk] | None,
     history: History,
+    placement: Placement,
 ) -> dict[str, StorageNode]:
     """The nodes of a new volume, each with its own copy of the first history written
-    to its node.meta; StorageWriteError if fewer than a write quorum could write."""
-    nodes = make_nodes(options, root, volume_id, disks)
+    to its node.meta; StorageWriteError if fewer than a write quorum of some member
+    set could write."""
+    nodes = make_nodes(options, root, volume_id, disks, placement)
     for node in nodes.values():
         node.history = history.keyed(history.key)
         node.write_meta()  # a node that cannot write stops: failed says why
-    written = sum(not node.failed for node in nodes.values())
-    if written < WRITE_QUORUM:
+    written = [name for name, node in nodes.items() if not node.failed]
+    if not placement.covers_write(written):
         raise StorageWriteError(
-            f"node.meta of the new volume reached {written} of 6 nodes, {WRITE_QUORUM} "
-            f"needed{failed_nodes(nodes)}"
+            f"node.meta of the new volume reached {len(written)} of {len(nodes)} nodes, "
+            f"{placement.shortfall(written, WRITE_QUORUM)}{failed_nodes(nodes)}"
         )
     return nodes
 
 
 class Cluster:
-    """Failure control of the six storage nodes, for tests and demos."""
+    """Failure control of the storage nodes, for tests and demos."""
 
     def __init__(self, volume: Any) -> None:
         self._volume = volume
@@ -175,19 +197,14 @@ class Embedded(Writer):
         """Closes the volume (volume.py)."""
         raise NotImplementedError
 
-    def _host_nodes(self, nodes: dict[str, StorageNode] | None) -> None:
-        """Registers the nodes (six in memory if none are given) and the writer with
-        the transport, and sets up the shared flush when the nodes share a disk."""
+    def _host_nodes(self, nodes: dict[str, StorageNode] | None, placement: Placement) -> None:
+        """Registers the nodes (the fleet in memory if none are given) and the writer
+        with the transport, and sets up the shared flush when the nodes share a disk."""
         options = self.options
+        self.placement = placement
         if nodes is None:
-            nodes = {
-                name: StorageNode(
-                    name, name.split("-")[0], self.geometry, list(NODE_NAMES), options.backend
-                )
-                for name in NODE_NAMES
-            }
+            nodes = make_nodes(options, None, self.volume_id, None, placement)
         self.nodes = nodes
-        self.quorum = QuorumSet((NODE_NAMES,))
         devices = {
             node.disk.device() if isinstance(node.disk, RealDisk) else None
             for node in self.nodes.values()
@@ -218,7 +235,7 @@ class Embedded(Writer):
         self.transport.register(self.writer_name, self._handle)
         self.transport.before_lead = self._send_held_frames
         if isinstance(self.transport, SimulatedTransport):
-            self.transport.tick_targets = [*NODE_NAMES, self.writer_name]
+            self.transport.tick_targets = [*self.nodes, self.writer_name]
         self.cluster = Cluster(self)
 
     def _register_node(self, node: StorageNode) -> None:
@@ -236,11 +253,13 @@ class Embedded(Writer):
             name,
             old.az,
             self.geometry,
-            list(NODE_NAMES),
+            list(self.placement.fleet),
             self.options.backend,
             old.disk,
             self.volume_id,
             self.options.durability,
+            old.cache_bytes,
+            old.placement,
         )
         if node.disk is not None:
             try:
@@ -273,11 +292,17 @@ class Embedded(Writer):
             raise SegmentRepairNeededError(name, detail)
 
 
-def check_collaborators(clock: Any, transport: Any, disks: Any) -> None:
-    """The objects create and open take: a clock, a transport, node disks by name."""
+def check_collaborators(
+    clock: Any, transport: Any, disks: Any, fleet: tuple[str, ...] | None = None
+) -> None:
+    """The objects create and open take: a clock, a transport, node disks by name (one
+    per node of ``fleet``, when it is known)."""
     if clock is not None and not callable(getattr(clock, "now", None)):
         raise InvalidArgumentError(f"clock must have a now() method, not {clock!r}")
     if transport is not None and not isinstance(transport, Transport):
         raise InvalidArgumentError(f"transport must be a Transport, not {transport!r}")
-    if disks is not None and (not isinstance(disks, dict) or sorted(disks) != sorted(NODE_NAMES)):
-        raise InvalidArgumentError(f"disks must map each of {', '.join(NODE_NAMES)} to a disk")
+    if disks is None:
+        return
+    if not isinstance(disks, dict) or (fleet is not None and sorted(disks) != sorted(fleet)):
+        names = ", ".join(fleet) if fleet is not None else "node"
+        raise InvalidArgumentError(f"disks must map each of {names} to a disk")

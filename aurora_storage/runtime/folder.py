@@ -22,7 +22,7 @@ from typing import Any
 from .. import backup as backup_module
 from .. import checks
 from ..backup.store import StoreLocation, store_location
-from ..config import NODE_NAMES, VolumeOptions
+from ..config import VolumeOptions, node_names
 from ..errors import (
     ConfigurationError,
     CorruptionError,
@@ -68,7 +68,8 @@ def volume_body(options: VolumeOptions, volume_id: str) -> dict[str, Any]:
         "backtrack_window": options.backtrack_window,
         "backtrack_budget": options.backtrack_budget,
         "clock": options.clock,
-        "nodes": list(NODE_NAMES),
+        "nodes": list(node_names(options.nodes)),
+        **({"placement": options.placement} if options.placement is not None else {}),
     }
 
 
@@ -93,6 +94,8 @@ def read_volume_meta(
             backtrack_window=float(body.get("backtrack_window", 0.0)),
             backtrack_budget=int(body.get("backtrack_budget", 0)),
             clock=str(body.get("clock", "wall")),
+            nodes=len(body.get("nodes", ())) or 6,
+            placement=body.get("placement"),
         )
         volume_id = str(body["volume_id"])
         base = (int(body.get("base_lsn", 0)), float(body.get("base_time", 0.0)))
@@ -298,6 +301,6 @@ def recorded_options(
     return options, volume_id, base, backup_options
 
 
-def missing_node_folders(root: Path) -> list[str]:
-    """The nodes whose folder is gone from the volume's folder."""
-    return [name for name in NODE_NAMES if not (root / "nodes" / name).exists()]
+def missing_node_folders(root: Path, fleet: tuple[str, ...]) -> list[str]:
+    """The nodes of ``fleet`` whose folder is gone from the volume's folder."""
+    return [name for name in fleet if not (root / "nodes" / name).exists()]
