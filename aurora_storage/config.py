@@ -30,6 +30,7 @@ READ_TIMEOUT = 5.0
 AZS = ("az1", "az2", "az3")
 NODES_DEFAULT = 6  # storage nodes of a volume unless create says otherwise
 NODES_MAX = 78  # 26 per AZ: a letter names each
+REPAIR_AFTER_DEFAULT = 10.0  # seconds a node may be unreachable before its segments move
 
 
 def node_names(count: int) -> tuple[str, ...]:
@@ -99,6 +100,9 @@ class VolumeOptions:
     # The placement's record in volume.meta (protocol/placement.py), once a volume
     # has one; None: the default placement over ``nodes`` nodes.
     placement: dict[str, Any] | None = None
+    # Seconds on the volume's clock a node may be unreachable before its segments are
+    # repaired on other nodes (None: never; a setting of this process: not recorded).
+    repair_after: float | None = REPAIR_AFTER_DEFAULT
 
     @classmethod
     def for_create(
@@ -124,6 +128,12 @@ class VolumeOptions:
         self.backtrack_budget = checks.integer("backtrack_budget", self.backtrack_budget)
         self.cache_bytes = checks.integer("cache_bytes", self.cache_bytes)
         self.nodes = check_node_count(self.nodes)
+        if self.repair_after is not None:
+            self.repair_after = checks.seconds("repair_after", self.repair_after)
+            if not self.repair_after > 0:
+                raise ConfigurationError(
+                    f"repair_after {self.repair_after} must be positive seconds, or None (never)"
+                )
         if self.cache_bytes < CACHE_BYTES_MIN:
             raise ConfigurationError(
                 f"cache_bytes {self.cache_bytes} must be at least {CACHE_BYTES_MIN} (1 MiB)"

@@ -25,6 +25,7 @@ from .volume import Volume
 PAGE = 16 * 1024
 PAGES = 512
 PAGES_PER_PG = 64
+REPAIR_AFTER = 600.0  # seconds the tour lets a node be unreachable before repairing it
 
 
 class Tour:
@@ -88,6 +89,7 @@ def _tour(folder: Path) -> int:
     run.lose_an_az()
     in_doubt = run.lose_an_az_and_a_node()
     run.restore_the_nodes(in_doubt)
+    run.repair_a_lost_node()
     run.crash_the_writer()
     run.backtrack()
     run.restore_to_a_point_in_time()
@@ -126,6 +128,9 @@ class _Run:
             backup=str(folder / "backup"),
             backup_retention_days=7,
             backup_staging_interval=300,
+            # Steps 2 to 4 show the quorums with nodes down for minutes; step 5 a node
+            # down for good, repaired once it has been unreachable this long.
+            repair_after=REPAIR_AFTER,
         )
         print(
             f"volume at {path}: 128 TiB addressable, pages of 16 KiB, PGs of {PAGES_PER_PG} pages,"
@@ -233,6 +238,34 @@ class _Run:
             f"LSN; the in-doubt commit is durable, VDL {volume.vdl}",
         )
 
+    def repair_a_lost_node(self) -> None:
+        """Step 5: a node down for good; after ``repair_after`` its segments are repaired on
+        a new node of its AZ (hydrated from a peer's pages), and the PGs keep six."""
+        volume, clock = self.volume, self.clock
+        volume.cluster.fail_node("az3-b")
+        clock.advance(REPAIR_AFTER + 1)
+        started = time.perf_counter()
+        self.commit(5)  # the policy runs as the volume is used
+        elapsed = time.perf_counter() - started
+        placed = {node["name"]: node["placed"] for node in volume.status()["nodes"]}
+        new = [name for name in volume.placement.added if placed.get(name)]
+        self.tour.check(
+            placed.get("az3-b") == 0 and len(new) == 1,
+            "the lost node's segments are on a new node of its AZ",
+        )
+        complete = all(
+            volume.nodes[name].segments[pg_id].scl == pg.tail_lsn
+            for pg_id, pg in volume.pgs.items()
+            for name in volume.placement.members(pg_id)
+        )
+        self.tour.check(complete, "every PG has six complete segments again")
+        self.tour.check(_matches(volume, self.model), "pages equal the model after the repair")
+        self.tour.step(
+            "5. node lost, repaired",
+            f"az3-b unreachable {REPAIR_AFTER / 60:.0f} min: its {len(volume.pgs)} segments "
+            f"copied from peers onto new node {new[0] if new else '?'} in {elapsed:.2f} s",
+        )
+
     def crash_the_writer(self) -> None:
         """Step 5: a writer crash and the recovery that reopens the volume into ``volume``."""
         acknowledged_vdl = self.volume.vdl
@@ -246,7 +279,7 @@ class _Run:
         self.tour.check(plan.vdl == acknowledged_vdl, "recovery finds every acknowledged commit")
         self.tour.check(_matches(self.volume, self.model), "pages equal the model after recovery")
         self.tour.step(
-            "5. writer crash, reopen",
+            "6. writer crash, reopen",
             f"recovered in {elapsed * 1000:.0f} ms: epoch {plan.epoch}, VDL {plan.vdl}, "
             f"truncation ({plan.truncation[0]}, {plan.truncation[1]}] annulled, no redo replayed",
         )
@@ -277,7 +310,7 @@ class _Run:
         check(_matches(volume, good), "and back once more")
         earliest, latest = volume.backtrack_window
         self.tour.step(
-            "6. backtrack",
+            "7. backtrack",
             f"a wipe of {PAGES // 4} pages undone (back to LSN {result.lsn}), redone, undone "
             f"again; window {(latest - earliest) / 3600:.1f} h reachable",
         )
@@ -308,7 +341,7 @@ class _Run:
         restored_status = restored.status()
         restored.close()
         self.tour.step(
-            "7. point-in-time restore",
+            "8. point-in-time restore",
             f"to {restore_time - earliest:,.0f} s after the earliest restorable time into a new "
             f"volume in {elapsed:.2f} s: {restored_status['pg_count']} PGs, pages verified "
             f"(restorable window {(latest - earliest) / 3600:.1f} h)",

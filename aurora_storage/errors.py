@@ -112,6 +112,11 @@ class UnknownNodeError(InvalidArgumentError):
         super().__init__(f"no node or AZ named {name!r}; known: {', '.join(known)}")
 
 
+class PlacementError(InvalidArgumentError):
+    """A segment move the placement cannot take: a destination in another AZ than the
+    source, one that already holds the PG, a source that holds none, an unknown PG."""
+
+
 class LsnOutOfRangeError(InvalidArgumentError):
     """A read point above the durable point (VDL) or below zero."""
 
@@ -126,6 +131,17 @@ class LsnOutOfRangeError(InvalidArgumentError):
 
 class QuorumError(AuroraStorageError):
     """Too few segments answered for the operation."""
+
+
+class MembershipChangeError(QuorumError):
+    """A membership change that could not start or finish: another change of the PG is
+    running, or too few members took the new membership (``in_doubt``: some may hold
+    it; the writer wrote the old one again under a higher epoch where it could)."""
+
+    def __init__(self, pg_id: int, detail: str, in_doubt: bool = False) -> None:
+        self.pg_id = pg_id
+        self.in_doubt = in_doubt
+        super().__init__(f"PG {pg_id}: {detail}")
 
 
 class WriteQuorumError(QuorumError):

@@ -42,7 +42,7 @@ from .errors import (
     VersionGoneError,
     WriteQuorumError,
 )
-from .protocol.node import WRITER
+from .protocol.node import WRITER, StorageNode
 from .protocol.ports import Disk
 from .runtime.disk import SimulatedDisk
 from .runtime.transport import NetworkFaults, SimulatedTransport
@@ -410,27 +410,30 @@ class Simulation:
         """Stops faults, heals, waits, and demands identical replicas equal to the model."""
         cluster = self.volume.cluster
         self.transport.set_faults(NetworkFaults())
-        for name in NODE_NAMES:
+        for name in list(self.volume.nodes):
             if not cluster.is_up(name):
                 cluster.restore_node(name)
         cluster.heal()
         volume = self.volume
 
+        def members(pg_id: int) -> list[StorageNode]:
+            return [volume.nodes[name] for name in volume.placement.members(pg_id)]
+
         def converged() -> bool:
-            return all(
+            return not volume._changes and all(
                 node.segments.get(pg.pg_id) is not None
                 and node.segments[pg.pg_id].scl == pg.tail_lsn
                 for pg in volume.pgs.values()
-                for node in volume.nodes.values()
+                for node in members(pg.pg_id)
             )
 
         if not self.transport.run_until(converged, seconds):
             lagging = [
                 f"{node.name}/PG{pg.pg_id}"
                 for pg in volume.pgs.values()
-                for node in volume.nodes.values()
+                for node in members(pg.pg_id)
                 if node.segments.get(pg.pg_id) is None or node.segments[pg.pg_id].scl != pg.tail_lsn
-            ]
+            ] + [f"PG{pg_id} changing membership" for pg_id in volume._changes]
             self.fail(f"replicas did not converge in {seconds} s: {lagging[:6]}")
         self.transport.run_until(lambda: volume.vcl == volume.allocated_lsn, seconds)
         if volume.vcl != volume.allocated_lsn:
@@ -442,7 +445,7 @@ class Simulation:
             expected = self.model.at(page_no, vdl)
             if pg_id not in volume.pgs:
                 continue
-            for node in volume.nodes.values():
+            for node in members(pg_id):
                 image = node.segments[pg_id].read(page_no, vdl, volume.annulled)
                 if image != expected:
                     self.fail(f"{node.name} page {page_no} differs from the model at VDL {vdl}")

@@ -35,6 +35,7 @@ from .config import (
     LAL_DEFAULT,
     NODES_DEFAULT,
     PAGE_SIZE_DEFAULT,
+    REPAIR_AFTER_DEFAULT,
     SEGMENT_SIZE_DEFAULT,
     VolumeOptions,
     check_node_count,
@@ -51,6 +52,7 @@ from .errors import (
 from .protocol.history import (
     History,
 )
+from .protocol.membership import Memberships
 from .protocol.node import (
     WRITER,
     StorageNode,
@@ -80,7 +82,7 @@ from .runtime.transport import DirectTransport, Transport
 from .status import VolumeStatus, volume_status
 
 
-class Volume(Recovering, Reading, Backed, Lifecycle):
+class Volume(Recovering, Memberships, Reading, Backed, Lifecycle):
     """A quorum-replicated, log-structured volume seen from its single writer.
 
     Build one with :meth:`create` or :meth:`open`. Every public method takes
@@ -110,6 +112,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         )
         self._init_backup()
         self._init_lifecycle()
+        self._init_memberships(options.repair_after)
         self._host_nodes(nodes, placement or placement_of(options))
 
     # --- creation and opening -------------------------------------------------------
@@ -137,6 +140,8 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         backup_staging: str | None = None,
         cache_bytes: int = CACHE_BYTES_DEFAULT,
         nodes: int = NODES_DEFAULT,
+        repair_after: Duration | None = REPAIR_AFTER_DEFAULT,
+        spare_disks: dict[str, Disk] | None = None,
         _finished: bool = True,
     ) -> Volume:
         """A new empty volume of ``nodes`` storage nodes (a multiple of 3, at least 6),
@@ -154,8 +159,12 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         left, :class:`StorageWriteError` names them with their OS errors. Durations
         (``commit_timeout``, ``backtrack_window``, ``backup_staging_interval``) are seconds
         or a ``timedelta``; ``backup_retention_days`` is days or a ``timedelta``.
-        ``cache_bytes`` bounds the page images the six nodes keep in memory once their pages
-        are in page stores (``open`` and ``restore`` take it too).
+        ``cache_bytes`` bounds the page images the nodes keep in memory once their pages
+        are in page stores (``open`` and ``restore`` take it too). A node unreachable for
+        ``repair_after`` seconds on the volume's clock (None: never) has its segments
+        repaired on another node of its AZ, a new one if none is free
+        (``cluster.check_repairs``); ``spare_disks`` are the disks such new nodes take
+        on a volume made on given ``disks``. ``open`` and ``restore`` take both too.
         """
         root = None if path is None else checks.path(path)
         fleet = node_names(check_node_count(nodes))
@@ -178,8 +187,11 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             backtrack_budget=backtrack_budget,
             cache_bytes=cache_bytes,
             nodes=nodes,
+            repair_after=repair_after,
         )
-        return cls._build(root, options, clock, transport, disks, attach, _finished)
+        volume = cls._build(root, options, clock, transport, disks, attach, _finished)
+        volume._spare_disks = dict(spare_disks or {})
+        return volume
 
     @classmethod
     def _build(
@@ -262,6 +274,8 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         readonly: bool = False,
         cache_bytes: int = CACHE_BYTES_DEFAULT,
         progress: Callable[[int], None] | None = None,
+        repair_after: Duration | None = REPAIR_AFTER_DEFAULT,
+        spare_disks: dict[str, Disk] | None = None,
     ) -> Volume:
         """Opens a volume and recovers it: everything committed is there, nothing else.
 
@@ -305,6 +319,8 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         if backend is not None:
             options.backend = backend
         options.cache_bytes = cache_bytes
+        options.repair_after = repair_after  # type: ignore[assignment]
+        options.check()
         placement = placement_of(options)
         check_collaborators(clock, transport, disks, placement.fleet)
         missing = (
@@ -315,6 +331,7 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         if missing and not rebuild_missing:
             raise MissingNodeError(str(root), missing)
         volume = cls._locked(root, options, volume_id, clock, transport, disks, placement)
+        volume._spare_disks = dict(spare_disks or {})
         volume.base_lsn, volume.base_time = base
         if progress is not None:
             for name in missing:
@@ -441,6 +458,8 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
         backup_staging: str | None = None,
         cache_bytes: int = CACHE_BYTES_DEFAULT,
         nodes: int = NODES_DEFAULT,
+        repair_after: Duration | None = REPAIR_AFTER_DEFAULT,
+        spare_disks: dict[str, Disk] | None = None,
     ) -> Volume:
         """Point-in-time restore: a new volume with exactly the commits at or before ``to``.
 
@@ -479,6 +498,8 @@ class Volume(Recovering, Reading, Backed, Lifecycle):
             backup_staging=backup_staging,
             cache_bytes=cache_bytes,
             nodes=nodes,
+            repair_after=repair_after,
+            spare_disks=spare_disks,
         )
 
     @classmethod

@@ -148,6 +148,9 @@ class RecoveryState:
     intervals: tuple[int, ...]
     history: bytes = b""  # msgpack of History.encode()
     problems: tuple[str, ...] = ()  # why the node or some of its segments cannot vouch
+    # The PG memberships a change set, as the node holds them (Placement.encode's
+    # "changes" rows: [pg, epoch, sequence, member sets]).
+    memberships: tuple[Any, ...] = ()
 
 
 @dataclass(slots=True)
@@ -343,6 +346,30 @@ class HydratePush:
 
 
 @dataclass(slots=True)
+class SetMembers:
+    """Writer -> node: the PG's membership (placement.py), to keep durably if its epoch
+    is above the node's. ``source`` is a member a new member copies its pages from
+    (hydration.py); empty: any peer."""
+
+    epoch: int
+    pg_id: int
+    member_epoch: tuple[int, ...]  # (volume epoch of the change, sequence)
+    member_sets: tuple[tuple[str, ...], ...]
+    source: str = ""
+
+
+@dataclass(slots=True)
+class MembersSet:
+    """Node -> writer: the node durably holds the PG's membership of this epoch (its
+    own, if that is higher than the one sent)."""
+
+    node: str
+    epoch: int
+    pg_id: int
+    member_epoch: tuple[int, ...]
+
+
+@dataclass(slots=True)
 class Tick:
     """Transport -> node: time passed; run background steps (gossip, coalesce)."""
 
@@ -375,6 +402,8 @@ Message = (
     | FloorPull
     | HydratePull
     | HydratePush
+    | SetMembers
+    | MembersSet
 )
 
 _TYPES: tuple[type[Any], ...] = (
@@ -405,6 +434,8 @@ _TYPES: tuple[type[Any], ...] = (
     FloorPull,
     HydratePull,
     HydratePush,
+    SetMembers,
+    MembersSet,
 )
 _TAGS = {kind: tag for tag, kind in enumerate(_TYPES)}
 

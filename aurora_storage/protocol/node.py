@@ -53,7 +53,7 @@ from .node_storage import (
     _DiskFailed,
     log_name,
 )
-from .placement import Placement
+from .placement import Membership, Placement
 from .ports import Disk
 from .segment import COALESCE_RECORD_BYTES, Segment, SharedImages
 from .stage import Upload, build_log_object, build_pages_object
@@ -362,9 +362,72 @@ class StorageNode(Hydration):
             return self._on_stage(message, sender)
         if isinstance(message, m.Maintain):
             return self._on_maintain(message, sender)
+        if isinstance(message, m.SetMembers):
+            return self._on_set_members(message, sender)
         if isinstance(message, m.Tick):
             return self.background()
         return []
+
+    # --- membership changes (placement.py) ------------------------------------------------
+
+    def _on_set_members(self, message: m.SetMembers, sender: str) -> Outgoing:
+        """Keeps the PG's membership if its epoch is above the one held, durably before
+        the ack. A node the change adds starts the PG's segment by a repair from
+        ``source`` (hydration.py); a node it drops lets its segment go."""
+        stale = self._stale(message.epoch, sender)
+        if stale is not None:
+            return stale
+        pg_id = message.pg_id
+        try:
+            incoming = Membership(
+                (int(message.member_epoch[0]), int(message.member_epoch[1])),
+                tuple(tuple(str(name) for name in members) for members in message.member_sets),
+            )
+        except (IndexError, TypeError, ValueError):
+            return []
+        out: Outgoing = []
+        held_before = self.holds(pg_id)
+        if self.placement.set_membership(pg_id, incoming):
+            self._write_meta()  # durable before the ack
+            if self.holds(pg_id) and not held_before:
+                out += self._join(pg_id, message.source)
+            elif held_before and not self.holds(pg_id):
+                self.drop_segment(pg_id)
+        epoch = self.placement.membership(pg_id).epoch
+        out.append((sender, m.MembersSet(self.name, self.epoch, pg_id, epoch)))
+        segment = self.segments.get(pg_id)
+        if segment is not None and not (segment.needs_repair or segment.failed):
+            # What the writer's readiness check of a change needs (an earlier report
+            # may have been lost).
+            out.append((sender, m.SegmentState(self.name, pg_id, self.epoch, segment.scl)))
+        return out
+
+    def drop_segment(self, pg_id: int) -> None:
+        """Lets the PG's segment go (a membership change moved it to another node): out
+        of memory, its repair stopped, its files removed. A disk error stops the node."""
+        self.segments.pop(pg_id, None)
+        self.dormant.pop(pg_id, None)
+        self._repairs.pop(pg_id, None)
+        self._tried.pop(pg_id, None)
+        self._hot_order.pop(pg_id, None)
+        self._resident_total -= self._resident.pop(pg_id, 0)
+        self.unindexed.discard(pg_id)
+        self._logged_pending.pop(pg_id, None)
+        with contextlib.suppress(_DiskFailed):
+            self._remove_segment_files(pg_id)
+
+    def _join(self, pg_id: int, source: str) -> Outgoing:
+        """A new member of the PG: its segment starts empty, votes in nothing, and is
+        filled by a repair from a peer's pages, then catches up by gossip."""
+        if pg_id in self.segments or pg_id in self.dormant:
+            self.drop_segment(pg_id)  # what an earlier membership left here is stale
+        segment = self.segment(pg_id)
+        segment.needs_repair = f"a new member of PG {pg_id}: filled from a peer's pages"
+        segment.suspect = True
+        segment.suspect_reason = segment.needs_repair
+        peers = self._peers_of(pg_id)
+        peer = source if source in peers else (peers[0] if peers else "")
+        return self._start_repair(pg_id, peer) if peer else []
 
     def annulled(self) -> tuple[int, ...]:
         """Every LSN range this node's coalescing must skip (cached per history and truncations)."""
@@ -567,6 +630,11 @@ class StorageNode(Hydration):
         if message.epoch > self.epoch or len(message.truncations) != 3 * len(self.truncations):
             self._adopt(message.epoch, message.truncations, sender)
         self.writer = sender
+        if not self.holds(message.pg_id):
+            # A writer that missed a membership change: frames of a PG this node is no
+            # member of are refused, never acknowledged (placement.py).
+            self.rejected_requests += 1
+            return []
         segment = self.segment(message.pg_id)
         if segment.failed:
             return []  # set aside: it takes nothing and acknowledges nothing
@@ -1051,6 +1119,7 @@ class StorageNode(Hydration):
             tuple(intervals),
             encode_history(self.history),
             tuple(problems[:RECOVERY_PROBLEMS_MAX]),
+            tuple(self.placement.encode()["changes"]),
         )
 
     def _on_truncate(self, message: m.Truncate, sender: str) -> Outgoing:

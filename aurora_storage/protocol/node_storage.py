@@ -49,6 +49,7 @@ from .disk_history import (
 )
 from .history import History
 from .page_store import PageStore, StoreMap
+from .placement import Placement
 from .ports import Disk
 from .segment import Segment
 
@@ -258,6 +259,7 @@ class NodeStorage:
     _meta_hint: int  # the VDL hint node.meta holds (-1: unknown)
     _hot_order: OrderedDict[int, None]
     _hot_estimate: int
+    placement: Placement  # which PGs the node holds (placement.py)
 
     def segment(self, pg_id: int) -> Segment:
         """The PG's segment, made on first use (node.py)."""
@@ -693,6 +695,8 @@ class NodeStorage:
             # Why the node may not vote yet (it started empty, its node.meta was stale):
             # a restart before it caught up must not make it trusted.
             "suspect": self.suspect_reason if self.suspect else "",
+            # The memberships changes set (placement.py): a reopen knows its PGs.
+            "placement": self.placement.encode() if self.placement.changes else {},
         }
 
     def write_meta(self) -> None:
@@ -721,6 +725,15 @@ class NodeStorage:
         except OSError as error:
             self.stop_on_disk_error(what, error)
             raise _DiskFailed from error
+
+    def _remove_segment_files(self, pg_id: int) -> None:
+        if self.disk is None:
+            return
+        prefix = f"pg-{pg_id:08d}."
+        with self._stopping_on_disk_error("segment removal"):
+            for name in self.disk.list(prefix):
+                self.disk.remove(name)
+                self.dirty.discard(name)
 
     def load(self, leave_logs: bool = False, sync_logs: bool = True) -> LoadReport:
         """Rebuilds the node from its disk: metadata, then each segment's checkpoint and log.
@@ -774,6 +787,11 @@ class NodeStorage:
             report.add(LoadFinding(log_name(pg_id), FINDING_MISPLACED, detail))
         stale: list[str] = []
         loaded = [pg_id for pg_id in pg_ids if pg_id < pg_count]
+        for pg_id in [pg_id for pg_id in loaded if not self.placement.holds(self.name, pg_id)]:
+            # A membership change moved the PG away and the files outlived it.
+            loaded.remove(pg_id)
+            if self._writes_logs:
+                self._remove_segment_files(pg_id)
         asleep = self._writes_logs and not self.suspect and len(loaded) > self._awake_max()
         present = set(names) if asleep else set()
         for pg_id in loaded:
@@ -885,6 +903,14 @@ class NodeStorage:
             self.suspect_reason = str(meta["suspect"])
         encoded_history = meta.get("history") or []
         self.history = History.decode_state(encoded_history) if encoded_history else None
+        recorded = meta.get("placement") or {}
+        if recorded:
+            placement = Placement.decode(recorded)
+            for name in placement.added:
+                if name not in self.placement.fleet:
+                    self.placement.added.append(name)
+            for pg_id, membership in placement.changes.items():
+                self.placement.set_membership(pg_id, membership)
 
     def _doubt(self, segment: Segment, report: LoadReport, finding: LoadFinding) -> None:
         """The segment may lack acknowledged frames: it votes in no quorum until it has

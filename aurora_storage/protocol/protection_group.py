@@ -91,6 +91,9 @@ class ProtectionGroup:
     # First and last LSN of the PG's last RECENT_FRAMES frames, flat, oldest first:
     # a read point between two of them needs only the earlier one's segments.
     recent: array[int] = field(default_factory=lambda: array("Q"))
+    # Members the gossip floor does not wait for: during a membership change, the
+    # ones it replaces and the ones it adds (filled from pages: membership.py).
+    floor_skip: frozenset[str] = frozenset()
 
     def note_frame(self, last_lsn: int, vdl: int, first_lsn: int = 0) -> None:
         """The writer allocated a frame of this PG, from ``first_lsn`` to ``last_lsn``."""
@@ -135,13 +138,13 @@ class ProtectionGroup:
                     return min(read_point, recent[index + 1])
         return read_point
 
-    def record_scl(self, node: str, scl: int) -> bool:
-        """Takes a segment's SCL from an ack; True when PGCL moved."""
-        if scl <= self.scls.get(node, 0):
-            return False
-        self.scls[node] = scl
-        if scl <= self.pgcl:
-            return False  # a quorum point rises only with an SCL above it
+    def set_quorum(self, quorum: QuorumSet) -> bool:
+        """Takes the member sets of a membership change; True when PGCL moved (the new
+        set's members may already hold more than the old set's write quorum did)."""
+        self.quorum = quorum
+        return self._raise_pgcl()
+
+    def _raise_pgcl(self) -> bool:
         pgcl = self.quorum.write_point(self.scls)
         if pgcl <= self.pgcl:
             return False
@@ -149,6 +152,15 @@ class ProtectionGroup:
         while self.outstanding and self.outstanding[0].last_lsn <= pgcl:
             self.outstanding.popleft()
         return True
+
+    def record_scl(self, node: str, scl: int) -> bool:
+        """Takes a segment's SCL from an ack; True when PGCL moved."""
+        if scl <= self.scls.get(node, 0):
+            return False
+        self.scls[node] = scl
+        if scl <= self.pgcl:
+            return False  # a quorum point rises only with an SCL above it
+        return self._raise_pgcl()
 
     def first_unacknowledged(self) -> int | None:
         """First LSN of this PG without a write quorum, or None."""
@@ -163,8 +175,12 @@ class ProtectionGroup:
         return [node for node in self.quorum.members if self.scls.get(node, 0) >= required_scl]
 
     def floor(self) -> int:
-        """Highest LSN every member has acknowledged."""
-        return min(self.scls.get(node, 0) for node in self.quorum.members)
+        """Highest LSN every member has acknowledged (those of ``floor_skip`` aside)."""
+        skip = self.floor_skip
+        return min(
+            (self.scls.get(node, 0) for node in self.quorum.members if node not in skip),
+            default=0,
+        )
 
     def lagging(self, frame: Outstanding) -> list[str]:
         return [node for node in self.quorum.members if self.scls.get(node, 0) < frame.last_lsn]

@@ -92,6 +92,32 @@ class Writer:
         """Puts a degraded recovery's decision on a write quorum (writer_recovery.py)."""
         raise NotImplementedError
 
+    def _on_members_set(self, message: m.MembersSet) -> None:
+        """Counts a node's ack of a membership (membership.py)."""
+        raise NotImplementedError
+
+    def _provision_node(self, az: str) -> str:
+        """Adds a new, empty node in ``az`` to the fleet; its name (runtime/cluster.py)."""
+        raise NotImplementedError
+
+    def _write_volume_meta(self) -> None:
+        """Records the options and the placement in volume.meta (volume.py)."""
+        raise NotImplementedError
+
+    _down_since: dict[str, float]  # unreachable nodes, since when (membership.py)
+
+    def _membership_work(self) -> None:
+        """Runs the repair policy and finishes ready changes (membership.py)."""
+        raise NotImplementedError
+
+    def note_reachability(self) -> None:
+        """Notes since when each node has been unreachable (membership.py)."""
+        raise NotImplementedError
+
+    def _step_two(self) -> list[tuple[str, m.Message]]:
+        """Step 2 of the membership changes that can finish (membership.py)."""
+        raise NotImplementedError
+
     def _note_commit(self, time: float, cpl: int, size: int) -> None:
         """Counts a commit into the backtrack window (backtrack.py)."""
         raise NotImplementedError
@@ -262,8 +288,10 @@ class Writer:
             return [(sender, m.SetHistory(self.epoch, encode_history(self.history)))]
         elif isinstance(message, m.FloorPull):
             return self._floors_for(message.node, message.pg_ids)
+        elif isinstance(message, m.MembersSet):
+            self._on_members_set(message)
         elif isinstance(message, m.Tick):
-            return self._retransmissions() + self._maintenance()
+            return self._retransmissions() + self._maintenance() + self._step_two()
         return []
 
     def _check_open(self) -> None:
@@ -294,6 +322,7 @@ class Writer:
     def _commit_locked(self, batches: dict[int, bytearray], record_count: int) -> int:
         self._check_open()
         self._raise_if_fenced()
+        self._membership_work()
         if self._degraded:
             self._complete_recovery()
         if self._in_doubt or self._history_in_doubt is not None:

@@ -25,9 +25,11 @@ from . import messages as m
 from . import recovery
 from .backtrack import Backtracking
 from .history import NO_KEY, History, decode_history, merge_ranges, newest, truncation_ranges
+from .membership import Change
 from .node import StorageNode, failed_nodes
 from .node_storage import StartPages, checkpoint_object
 from .page_store import StoreMap
+from .placement import Membership
 from .protection_group import READ_QUORUM, WRITE_QUORUM, ProtectionGroup
 from .recovery import RecoveryPlan
 from .segment import SharedImages
@@ -37,9 +39,7 @@ class Recovering(Backtracking):
     """Crash recovery of the writer, the read-only view of a volume, and a restored
     volume's start from page images."""
 
-    def _write_volume_meta(self) -> None:
-        """Records the restore's base in volume.meta (volume.py)."""
-        raise NotImplementedError
+    _changes: dict[int, Change]  # membership changes in progress (membership.py)
 
     def _recover(self) -> RecoveryPlan:
         """Crash recovery of the writer (recovery.py): fence, learn SCLs, truncate, resume."""
@@ -47,6 +47,7 @@ class Recovering(Backtracking):
             live = [name for name, node in self.nodes.items() if not node.failed]
             self.epoch = max(node.epoch for node in self.nodes.values()) + 1
             states, unavailable = self._ask_recovery_states(live)
+            self._learn_memberships(states)
             histories = self._histories_of(states)
             # A writer opens once its history is on a write quorum (_choose_history):
             # the highest key's epoch is the last writer known to have opened.
@@ -62,11 +63,39 @@ class Recovering(Backtracking):
             self.pgs = {
                 pg_id: ProtectionGroup(pg_id, self.placement.quorum(pg_id)) for pg_id in plan.pg_ids
             }
+            for pg_id, change in self._changes.items():
+                if pg_id in self.pgs:
+                    self.pgs[pg_id].floor_skip = frozenset((*change.replaced, *change.added))
             truncated = self._send_truncation(live, plan)
             self.truncations = list(plan.truncations)
             self._keep_decision(truncated, self._choose_history(histories))
             self._resume_after(plan)
             return plan
+
+    def _learn_memberships(self, states: list[m.RecoveryState], record: bool = True) -> None:
+        """Takes the highest membership of each PG any answering node holds: a change is
+        written to a write quorum of the members (or, after AZ+1, to those that
+        answered) before it is used, so a read quorum shows it even when volume.meta
+        missed it (a writer that crashed in between). A PG left with two member sets
+        resumes its change (membership.py)."""
+        changed = False
+        for state in states:
+            for row in state.memberships:
+                try:
+                    membership = Membership.decode(list(row)[1:])
+                    pg_id = int(row[0])
+                except (CorruptionError, TypeError, ValueError, IndexError):
+                    continue  # a node that cannot say votes for no membership
+                changed |= self.placement.set_membership(pg_id, membership)
+        if not record:
+            return
+        now = self.clock.now()
+        for pg_id, membership in self.placement.changes.items():
+            if membership.changing and pg_id not in self._changes:
+                old, new = membership.member_sets[0], membership.member_sets[-1]
+                self._changes[pg_id] = Change(pg_id, old, new, "repair", now)
+        if changed:
+            self._write_volume_meta()
 
     def _working(self, live: list[str]) -> int:
         """The nodes of ``live`` still running (one whose disk failed meanwhile stopped)."""
@@ -204,6 +233,7 @@ class Recovering(Backtracking):
         with self.transport.lock:
             live = self._load_nodes_as_they_are(missing)
             states = [node.recovery_state() for node in live]
+            self._learn_memberships(states, record=False)
             histories = self._histories_of(states)
             keyed = [history.key[0] for history in histories if history.key != NO_KEY]
             self.epoch = max(node.epoch for node in live)

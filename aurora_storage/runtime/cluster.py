@@ -18,6 +18,7 @@ from ..config import AZS, VolumeOptions, az_of
 from ..errors import (
     AuroraStorageError,
     InvalidArgumentError,
+    PlacementError,
     SegmentRepairNeededError,
     StorageWriteError,
     UnknownNodeError,
@@ -133,6 +134,7 @@ class Cluster:
         """The node stops answering; what it stored stays on its disk."""
         for node_name in self._names(name):
             self._volume.transport.set_down(node_name, True)
+        self._volume.note_reachability()  # the repair policy counts from now
 
     def fail_az(self, az: str) -> None:
         if not isinstance(az, str) or az not in AZS:
@@ -154,6 +156,9 @@ class Cluster:
                 volume.transport.send(node_name, destination, message)
         volume._retransmit()
         volume._settle()
+        volume.note_reachability()
+        if volume._changes:
+            volume.advance_changes()  # a repair whose replaced node is back is undone
 
     def restore_az(self, az: str) -> None:
         if not isinstance(az, str) or az not in AZS:
@@ -172,6 +177,49 @@ class Cluster:
                 if not isinstance(name, str) or name not in known:
                     raise UnknownNodeError(name, sorted(known))
         self._volume.transport.partition(groups)
+        self._volume.note_reachability()
+
+    # --- the fleet: moves and repairs (protocol/membership.py) ----------------------------
+
+    def move_segment(self, pg: int, src: str, dst: str) -> None:
+        """Moves PG ``pg``'s segment from node ``src`` to node ``dst`` of the same AZ by a
+        membership change; returns once ``dst`` holds it and ``src`` let it go.
+
+        Raises :class:`PlacementError` (another AZ, a node that already holds the PG,
+        one that holds none, no such PG), :class:`UnknownNodeError`, or
+        :class:`MembershipChangeError` (a change of the PG already running, too few
+        members answering), changing nothing; MembershipChangeError also when
+        ``dst`` is not ready within the commit timeout (the move then finishes later).
+        """
+        volume = self._volume
+        volume._check_open()
+        volume._refuse_if_readonly("a segment move")
+        with volume.transport.lock:
+            volume._check_open()
+            volume.move_segment(pg, src, dst)
+
+    def rebalance(self, limit: int = 64) -> list[tuple[int, str, str]]:
+        """Moves segments off the busiest node of each AZ onto its least loaded one until
+        they differ by at most one (at most ``limit`` moves): the moves, as (PG, from, to)."""
+        volume = self._volume
+        volume._check_open()
+        volume._refuse_if_readonly("a rebalance")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidArgumentError(f"limit is a number of moves, not {limit!r}")
+        with volume.transport.lock:
+            volume._check_open()
+            moves: list[tuple[int, str, str]] = volume.rebalance(limit)
+            return moves
+
+    def check_repairs(self) -> list[int]:
+        """Runs the repair policy now (Volume.create's ``repair_after``): replaces the
+        segments of nodes unreachable that long; the PGs whose repair started."""
+        volume = self._volume
+        volume._check_open()
+        volume._refuse_if_readonly("a repair")
+        with volume.transport.lock:
+            volume._check_open()
+            return [change.pg_id for change in volume.check_repairs()]
 
     def heal(self) -> None:
         volume = self._volume
@@ -202,6 +250,7 @@ class Embedded(Writer):
         with the transport, and sets up the shared flush when the nodes share a disk."""
         options = self.options
         self.placement = placement
+        self._spare_disks: dict[str, Disk] = {}  # disks for new nodes (simulated ones)
         if nodes is None:
             nodes = make_nodes(options, None, self.volume_id, None, placement)
         self.nodes = nodes
@@ -238,8 +287,51 @@ class Embedded(Writer):
             self.transport.tick_targets = [*self.nodes, self.writer_name]
         self.cluster = Cluster(self)
 
+    def _provision_node(self, az: str) -> str:
+        """Adds a new, empty node in ``az`` to the fleet (a repair's destination when the
+        AZ has no node free): its folder under ``nodes/`` (or a spare disk, for a
+        volume on given disks), the volume's epoch, truncations and history in its
+        node.meta, then volume.meta names it. Raises PlacementError without a disk
+        for it, StorageWriteError when it cannot write."""
+        name = self.placement.add_node(az)
+        on_given_disks = self.path is None and any(
+            node.disk is not None for node in self.nodes.values()
+        )
+        disks = None
+        if on_given_disks:
+            spare = self._spare_disks.pop(name, None)
+            if spare is None:
+                self.placement.added.remove(name)
+                raise PlacementError(
+                    f"no disk for a new node {name}: a volume on given disks takes "
+                    "spare_disks for the nodes repairs add"
+                )
+            disks = {name: spare}
+        root = Path(self.path) if self.path is not None else None
+        node = make_node(name, self.options, root, self.volume_id, disks, self.placement)
+        node.epoch = self.epoch
+        node.truncations = list(self.truncations)
+        node.history = self.history.keyed(self.history.key)
+        node.vdl_hint = self._vdl
+        node.write_meta()
+        if node.failed:
+            self.placement.added.remove(name)
+            raise StorageWriteError(f"the new node {name} cannot write: {node.failed}")
+        self.nodes[name] = node
+        if self._flusher is not None and isinstance(node.disk, RealDisk):
+            node.disk.on_write = self._flusher.kick
+        self._register_node(node)
+        if isinstance(self.transport, SimulatedTransport):
+            self.transport.tick_targets.insert(-1, name)
+        self._write_volume_meta()
+        return name
+
     def _register_node(self, node: StorageNode) -> None:
-        node.on_stop = lambda: self.transport.set_down(node.name, True)
+        def stopped() -> None:
+            self.transport.set_down(node.name, True)
+            self._down_since.setdefault(node.name, self.clock.now())
+
+        node.on_stop = stopped
         if node.failed:  # stopped by a disk error before it was registered (create)
             node.on_stop()
         # Only fsync durability has sync work for the transport to run.
