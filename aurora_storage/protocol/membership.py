@@ -151,6 +151,14 @@ class Memberships(Writer):
             and bool(self.transport.link_open(self.writer_name, name))
         )
 
+    def send_memberships(self, name: str) -> None:
+        """Tells a node back from an outage every membership a change set (it keeps those
+        above its own, and lets go of the segments it is no member of any more)."""
+        for pg_id, membership in sorted(self.placement.changes.items()):
+            message = m.SetMembers(self.epoch, pg_id, membership.epoch, membership.member_sets)
+            self.transport.send(self.writer_name, name, message)
+        self._settle()
+
     # --- starting, finishing, undoing -------------------------------------------------------
 
     def change_membership(self, pg_id: int, replace: dict[str, str], kind: str) -> Change:
@@ -257,8 +265,11 @@ class Memberships(Writer):
 
     def advance_changes(self) -> None:
         """Sends step 2 of the changes that can finish (:meth:`_step_two`)."""
-        for destination, message in self._step_two():
+        messages = self._step_two()
+        for destination, message in messages:
             self.transport.send(self.writer_name, destination, message)
+        if messages:
+            self._settle()
 
     def _step_two(self) -> list[tuple[str, m.Message]]:
         """Step 2 of every change whose new members are ready (and the undoing of every

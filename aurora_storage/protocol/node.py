@@ -1141,9 +1141,15 @@ class StorageNode(Hydration):
         return out
 
     def restart(self) -> Outgoing:
-        """After a restart or a partition heals: learn what peers hold and catch up."""
+        """After a restart or a partition heals: learn what peers hold and catch up, and
+        start again the repairs whose peer may have been out of reach."""
         pull = m.CatalogPull(self.name)
-        return [(peer, pull) for peer in self.peers]
+        out: Outgoing = [(peer, pull) for peer in self.peers]
+        for pg_id, repair in list(self._repairs.items()):
+            segment = self.segments.get(pg_id)
+            if segment is not None and segment.needs_repair and not segment.failed:
+                out += self._start_repair(pg_id, repair.peer)
+        return out
 
     def background(self) -> Outgoing:
         """Periodic work: pull across holes; compare catalogs with one peer, in turn."""

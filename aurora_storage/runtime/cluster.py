@@ -152,6 +152,7 @@ class Cluster:
                     continue  # still unreadable: it stays down, its reason in status()
             volume.transport.set_down(node_name, False)
             volume.read_ranking.forget(node_name)
+            volume.send_memberships(node_name)  # changes it missed while down
             for destination, message in node.restart():
                 volume.transport.send(node_name, destination, message)
         volume._retransmit()
