@@ -27,22 +27,27 @@ Invariants checked:
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 from .clock import SimulatedClock
-from .config import AZS, NODE_NAMES
+from .config import AZS, NODE_NAMES, az_of, node_names
 from .errors import (
     AuroraStorageError,
     BacktrackQuorumError,
     DegradedVolumeError,
     InDoubtError,
+    MembershipChangeError,
+    PlacementError,
+    QuorumError,
     ReadUnavailableError,
     VersionGoneError,
     WriteQuorumError,
 )
 from .protocol.node import WRITER, StorageNode
+from .protocol.placement import placement_of
 from .protocol.ports import Disk
 from .runtime.disk import SimulatedDisk
 from .runtime.transport import NetworkFaults, SimulatedTransport
@@ -91,18 +96,19 @@ def inject_fault(
     """One random fault or repair: a node or AZ down, a node back, a writer
     partition, healing, or new loss and duplication rates."""
     cluster = volume.cluster
+    names = list(volume.nodes)  # the fleet, with the nodes repairs added
     choice = rng.randrange(7)
     if choice == 0:
-        cluster.fail_node(rng.choice(NODE_NAMES))
+        cluster.fail_node(rng.choice(names))
     elif choice == 1:
         cluster.fail_az(rng.choice(AZS))
     elif choice in (2, 3):
-        for name in NODE_NAMES:
+        for name in names:
             if not cluster.is_up(name):
                 cluster.restore_node(name)
                 break
     elif choice == 4:
-        isolated = rng.sample(NODE_NAMES, rng.randint(1, 3))
+        isolated = rng.sample(names, rng.randint(1, 3))
         cluster.partition([WRITER], isolated)
     elif choice == 5:
         cluster.heal()
@@ -693,3 +699,273 @@ class HistorySimulation:
         except AuroraStorageError as error:
             self.fail(f"unexpected {type(error).__name__}: {error}")
         return dict(self.counts)
+
+
+FLEET_NODES = 9
+FLEET_REPAIR_AFTER = 2.0  # seconds a node may be unreachable before its segments move
+
+
+class FleetSimulation:
+    """Commits, reads, segment moves and repairs on a fleet of nine nodes on simulated
+    disks, under node, AZ and partition faults, message loss and writer crashes.
+
+    A node unreachable for FLEET_REPAIR_AFTER seconds has its segments repaired on
+    another node of its AZ (a new one from the spare disks when none is free);
+    moves start at random, also while other changes run; faults hit during them
+    (the replaced node returning mid-hydration, a second failure, a partition
+    cutting a node off from the others) and the writer crashes, sometimes
+    reopened from the placement it recorded steps before (a volume.meta that
+    missed the latest changes). Invariants, after every step: every page read
+    at VDL equals the model; no membership epoch of a PG holds two different
+    member sets anywhere; each node's membership epochs never go back. At the
+    end, with faults gone: every change finished or undone, every member of
+    every PG complete at its last LSN and equal to the model.
+    """
+
+    def __init__(
+        self,
+        seed: int,
+        *,
+        fault_rate: float = 0.15,
+        crash_rate: float = 0.04,
+        move_rate: float = 0.1,
+    ) -> None:
+        self.seed = seed
+        self.random = random.Random(seed)
+        self.clock = SimulatedClock(1_700_000_000.0)
+        self.transport = SimulatedTransport(seed, self.clock, NetworkFaults(), tick_interval=0.05)
+        fleet = node_names(FLEET_NODES)
+        spares = [f"{az}-{letter}" for az in AZS for letter in "defg"]
+        self.all_disks: dict[str, Disk] = {
+            name: SimulatedDisk(seed * 64 + i) for i, name in enumerate([*fleet, *spares])
+        }
+        self.volume = simulated_volume(
+            self.clock,
+            self.transport,
+            disks={name: self.all_disks[name] for name in fleet},
+            spare_disks={name: self.all_disks[name] for name in spares},
+            nodes=FLEET_NODES,
+            durability="os",
+            repair_after=FLEET_REPAIR_AFTER,
+        )
+        self.model = Model(PAGE_SIZE)
+        self.fault_rate = fault_rate
+        self.crash_rate = crash_rate
+        self.move_rate = move_rate
+        self.step_number = 0
+        self.acknowledged: list[int] = []
+        self.in_doubt: list[tuple[int, list[tuple[int, int, bytes]]]] = []
+        self.options_seen: list[Any] = [dataclasses.replace(self.volume.options)]
+        # (PG, membership epoch) -> member sets, and (node, PG) -> last epoch, as seen.
+        self.memberships: dict[tuple[int, tuple[int, int]], tuple[tuple[str, ...], ...]] = {}
+        self.last_epochs: dict[tuple[str, int], tuple[int, int]] = {}
+        self.counts = dict.fromkeys(
+            ("commits", "in_doubt", "refused", "moves", "moves_refused", "crashes", "reads"), 0
+        )
+
+    def fail(self, detail: str) -> None:
+        raise SimulationFailure(self.seed, self.step_number, detail, "FleetSimulation")
+
+    # --- actions --------------------------------------------------------------------------
+
+    def commit(self) -> None:
+        volume = self.volume
+        changes = random_changes(self.random)
+        tx = volume.transaction()
+        for page_no, offset, data in changes:
+            tx.write(page_no, offset, data)
+        try:
+            lsn = tx.commit()
+        except (InDoubtError, DegradedVolumeError):
+            self.counts["refused"] += 1
+            return
+        except WriteQuorumError as error:
+            self.in_doubt.append((error.lsn, changes))
+            self.model.apply(error.lsn, changes)
+            self.counts["in_doubt"] += 1
+            return
+        self.model.apply(lsn, changes)
+        self.acknowledged.append(lsn)
+        self.counts["commits"] += 1
+
+    def read(self) -> None:
+        volume = self.volume
+        page_no = self.random.randrange(PAGE_COUNT)
+        vdl = volume.vdl
+        try:
+            image = volume.read_page(page_no, lsn=vdl)
+        except (ReadUnavailableError, VersionGoneError):
+            return
+        self.counts["reads"] += 1
+        if image != self.model.at(page_no, vdl):
+            self.fail(f"page {page_no} at VDL {vdl} differs from the model")
+
+    def move(self) -> None:
+        volume = self.volume
+        if not volume.pgs:
+            return
+        pg_id = self.random.choice(sorted(volume.pgs))
+        members = volume.placement.membership(pg_id).member_sets[-1]
+        source = self.random.choice(members)
+        choices = [
+            name
+            for name in volume.placement.nodes_in(az_of(source))
+            if name not in members and volume.cluster.is_up(name)
+        ]
+        if not choices:
+            return
+        try:
+            volume.cluster.move_segment(pg_id, source, self.random.choice(choices))
+        except (MembershipChangeError, PlacementError, QuorumError):
+            self.counts["moves_refused"] += 1
+            return
+        self.counts["moves"] += 1
+
+    def crash(self) -> None:
+        """The writer crashes; a new one recovers from the nodes' disks, now and then with
+        the placement volume.meta held some steps ago."""
+        volume = self.volume
+        current = dataclasses.replace(volume.options)
+        options = current
+        if self.random.random() < 0.3:
+            options = dataclasses.replace(self.random.choice(self.options_seen))
+        volume.simulate_crash()
+        self.counts["crashes"] += 1
+        fleet = placement_of(current).fleet  # every node made so far has a folder
+
+        def reopen() -> Volume:
+            return Volume.open(
+                options=dataclasses.replace(options, placement=_with_fleet(options, fleet)),
+                disks={name: self.all_disks[name] for name in fleet},
+                spare_disks={n: d for n, d in self.all_disks.items() if n not in fleet},
+                volume_id=volume.volume_id,
+                transport=self.transport,
+                clock=self.clock,
+                repair_after=FLEET_REPAIR_AFTER,
+            )
+
+        try:
+            reopened = reopen()
+        except AuroraStorageError:
+            # Too few nodes to recover: bring every node back and try again.
+            self.transport.set_faults(NetworkFaults())
+            self.transport.heal()
+            for name in fleet:
+                self.transport.set_down(name, False)
+            reopened = reopen()
+        self.volume = reopened
+        for cpl, _ in self.in_doubt:
+            annulled = any(lo < cpl <= hi for _, lo, hi in reopened.truncations)
+            if annulled:
+                self.model.annul(cpl - 1, cpl)
+            elif cpl > reopened.vdl:
+                self.fail(f"in-doubt commit {cpl} neither durable nor annulled")
+        self.in_doubt.clear()
+        if self.acknowledged and self.acknowledged[-1] > reopened.vdl:
+            self.fail(f"acknowledged commit {self.acknowledged[-1]} lost: VDL {reopened.vdl}")
+
+    def step(self) -> None:
+        self.step_number += 1
+        roll = self.random.random()
+        if roll < self.crash_rate:
+            self.crash()
+        elif roll < self.crash_rate + self.fault_rate:
+            inject_fault(self.random, self.volume, self.transport, 0.2, 0.3)
+        elif roll < self.crash_rate + self.fault_rate + self.move_rate:
+            self.move()
+        elif roll < 0.75:
+            self.commit()
+        elif roll < 0.9:
+            self.read()
+        else:
+            self.clock.advance(self.random.uniform(0.5, 3 * FLEET_REPAIR_AFTER))
+        if self.random.random() < 0.1:
+            self.options_seen.append(dataclasses.replace(self.volume.options))
+        self.check()
+
+    # --- invariants -------------------------------------------------------------------------
+
+    def check(self) -> None:
+        volume = self.volume
+        holders = [("writer", volume.placement)] + [
+            (name, node.placement) for name, node in volume.nodes.items()
+        ]
+        for holder, placement in holders:
+            for pg_id, membership in placement.changes.items():
+                key = (pg_id, membership.epoch)
+                seen = self.memberships.setdefault(key, membership.member_sets)
+                if seen != membership.member_sets:
+                    self.fail(
+                        f"PG {pg_id} epoch {membership.epoch}: {holder} holds "
+                        f"{membership.member_sets}, another {seen}"
+                    )
+                if holder == "writer":
+                    continue
+                last = self.last_epochs.get((holder, pg_id), (0, 0))
+                if membership.epoch < last:
+                    self.fail(f"{holder}: PG {pg_id}'s membership epoch went back to {key[1]}")
+                self.last_epochs[(holder, pg_id)] = membership.epoch
+
+    def converge(self, seconds: float = 60.0) -> None:
+        """Faults gone: every change finishes, every member of every PG completes."""
+        volume = self.volume
+        self.transport.set_faults(NetworkFaults())
+        volume.cluster.heal()
+        for name in list(volume.nodes):
+            if not volume.cluster.is_up(name):
+                volume.cluster.restore_node(name)
+
+        def complete() -> bool:
+            return not volume._changes and all(
+                pg_id in volume.nodes[name].segments
+                and volume.nodes[name].segments[pg_id].scl == pg.tail_lsn
+                and not volume.nodes[name].segments[pg_id].suspect
+                for pg_id, pg in volume.pgs.items()
+                for name in volume.placement.members(pg_id)
+            )
+
+        deadline = self.clock.now() + seconds
+        while not complete() and self.clock.now() < deadline:
+            self.transport.run_until(complete, 1.0)
+            volume.cluster.check_repairs()
+        if not complete():
+            lagging = [f"PG{pg_id} changing" for pg_id in volume._changes] + [
+                f"{name}/PG{pg_id}"
+                for pg_id in volume.pgs
+                for name in volume.placement.members(pg_id)
+                if pg_id not in volume.nodes[name].segments
+                or volume.nodes[name].segments[pg_id].scl != volume.pgs[pg_id].tail_lsn
+            ]
+            self.fail(f"the fleet did not converge in {seconds} s: {lagging[:6]}")
+        vdl = volume.vdl
+        for page_no in range(PAGE_COUNT):
+            pg_id = page_no // PAGES_PER_PG
+            if pg_id not in volume.pgs:
+                continue
+            expected = self.model.at(page_no, vdl)
+            for name in volume.placement.members(pg_id):
+                image = volume.nodes[name].segments[pg_id].read(page_no, vdl, volume.annulled)
+                if image != expected:
+                    self.fail(f"{name} page {page_no} differs from the model at VDL {vdl}")
+
+    def run(self, steps: int) -> dict[str, int]:
+        try:
+            for _ in range(steps):
+                self.step()
+            self.converge()
+            self.check()
+        except SimulationFailure:
+            raise
+        except AuroraStorageError as error:
+            self.fail(f"unexpected {type(error).__name__}: {error}")
+        return dict(self.counts)
+
+
+def _with_fleet(options: Any, fleet: tuple[str, ...]) -> dict[str, Any]:
+    """The placement record of ``options`` naming every node of ``fleet`` (an older
+    record may predate a node a repair added: its folder is there all the same)."""
+    placement = placement_of(options)
+    for name in fleet:
+        if name not in placement.fleet:
+            placement.added.append(name)
+    return placement.encode()

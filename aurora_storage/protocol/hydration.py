@@ -207,6 +207,11 @@ class Hydration(NodeStorage):
         if self.disk is not None:
             store_map = StoreMap(segment.page_lo).with_slots(repair.page_nos, repair.slots)
             pages = checkpoint_object(segment, lsn, chain_lsn, store_map, self.volume_id)
+            if lsn > self.vdl_hint:
+                # The peer's cutoff is a VDL a writer reached: node.meta says so before
+                # the checkpoint lands, or a load would take node.meta for stale.
+                self.vdl_hint = lsn
+                self._write_meta()
             with self._stopping_on_disk_error("segment repair"):
                 self.disk.replace(checkpoint_name(pg_id), pages)
                 if old is not None:

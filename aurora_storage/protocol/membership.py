@@ -79,6 +79,7 @@ class Memberships(Writer):
         # Step 2 of changes, sent and waiting for their acks: PG -> (membership, when sent).
         self._finishing: dict[int, tuple[Membership, float]] = {}
         self._down_since: dict[str, float] = {}
+        self._member_epoch_sent = (0, 0)  # the highest membership epoch this writer made
         self.repair_problems: list[str] = []  # why the last repairs could not start
 
     # --- the messages ---------------------------------------------------------------------
@@ -98,8 +99,15 @@ class Memberships(Writer):
             self._adopt_membership(key[0], finishing[0])
 
     def _next_member_epoch(self, pg_id: int) -> tuple[int, int]:
+        """An epoch above the PG's and above every one this writer sent (a membership
+        that reached no quorum may still arrive somewhere late: its epoch is spent)."""
         epoch, sequence = self.placement.membership(pg_id).epoch
-        return (self.epoch, sequence + 1 if epoch == self.epoch else 1)
+        if epoch != self.epoch:
+            sequence = 0
+        if self._member_epoch_sent[0] == self.epoch:
+            sequence = max(sequence, self._member_epoch_sent[1])
+        self._member_epoch_sent = (self.epoch, sequence + 1)
+        return self._member_epoch_sent
 
     def _write_membership(
         self,
@@ -211,7 +219,7 @@ class Memberships(Writer):
         the failed one, on the nodes that took it. True if some may still hold it."""
         if not acks:
             return False
-        back = Membership((failed.epoch[0], failed.epoch[1] + 1), current.member_sets)
+        back = Membership(self._next_member_epoch(pg_id), current.member_sets)
         members = [name for sets in failed.member_sets for name in sets]
         written = self._write_membership(pg_id, back, members, lambda got: acks <= got)
         self.placement.set_membership(pg_id, back)

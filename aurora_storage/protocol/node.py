@@ -388,6 +388,7 @@ class StorageNode(Hydration):
         out: Outgoing = []
         held_before = self.holds(pg_id)
         if self.placement.set_membership(pg_id, incoming):
+            self._know_peers(incoming)
             self._write_meta()  # durable before the ack
             if self.holds(pg_id) and not held_before:
                 out += self._join(pg_id, message.source)
@@ -415,6 +416,13 @@ class StorageNode(Hydration):
         self._logged_pending.pop(pg_id, None)
         with contextlib.suppress(_DiskFailed):
             self._remove_segment_files(pg_id)
+
+    def _know_peers(self, membership: Membership) -> None:
+        """Nodes a repair added join the peers this node compares catalogs with."""
+        for members in membership.member_sets:
+            for name in members:
+                if name != self.name and name not in self.peers:
+                    self.peers.append(name)
 
     def _join(self, pg_id: int, source: str) -> Outgoing:
         """A new member of the PG: its segment starts empty, votes in nothing, and is

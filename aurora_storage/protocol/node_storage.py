@@ -49,7 +49,7 @@ from .disk_history import (
 )
 from .history import History
 from .page_store import PageStore, StoreMap
-from .placement import Placement
+from .placement import Membership, Placement
 from .ports import Disk
 from .segment import Segment
 
@@ -260,6 +260,11 @@ class NodeStorage:
     _hot_order: OrderedDict[int, None]
     _hot_estimate: int
     placement: Placement  # which PGs the node holds (placement.py)
+    peers: list[str]
+
+    def _know_peers(self, membership: Membership) -> None:
+        """Adds the members of ``membership`` to the node's peers (node.py)."""
+        raise NotImplementedError
 
     def segment(self, pg_id: int) -> Segment:
         """The PG's segment, made on first use (node.py)."""
@@ -911,6 +916,7 @@ class NodeStorage:
                     self.placement.added.append(name)
             for pg_id, membership in placement.changes.items():
                 self.placement.set_membership(pg_id, membership)
+                self._know_peers(membership)
 
     def _doubt(self, segment: Segment, report: LoadReport, finding: LoadFinding) -> None:
         """The segment may lack acknowledged frames: it votes in no quorum until it has

@@ -110,6 +110,10 @@ class Writer:
         """Runs the repair policy and finishes ready changes (membership.py)."""
         raise NotImplementedError
 
+    def send_memberships(self, name: str) -> None:
+        """Tells a node every membership a change set (membership.py)."""
+        raise NotImplementedError
+
     def note_reachability(self) -> None:
         """Notes since when each node has been unreachable (membership.py)."""
         raise NotImplementedError

@@ -66,6 +66,8 @@ class Recovering(Backtracking):
             for pg_id, change in self._changes.items():
                 if pg_id in self.pgs:
                     self.pgs[pg_id].floor_skip = frozenset((*change.replaced, *change.added))
+            for name in live:
+                self.send_memberships(name)  # changes a node missed while it was out
             truncated = self._send_truncation(live, plan)
             self.truncations = list(plan.truncations)
             self._keep_decision(truncated, self._choose_history(histories))

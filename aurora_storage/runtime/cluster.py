@@ -56,7 +56,9 @@ def make_node(
     disks: dict[str, Disk] | None,
     placement: Placement,
 ) -> StorageNode:
-    """One node of the fleet, on its disk, with its own copy of the placement."""
+    """One node of the fleet, on its disk, with its own copy of the fleet: the
+    memberships changes set it learns from its node.meta and from the writer
+    (SetMembers), never ahead of what it made durable."""
     mode = "fsync" if options.durability == "fsync" else "os"
     disk: Disk | None = None
     if disks is not None:
@@ -74,7 +76,7 @@ def make_node(
         volume_id,
         options.durability,
         options.cache_bytes // len(fleet),
-        placement.copy(),
+        Placement(placement.base, placement.added),
     )
 
 
@@ -310,6 +312,7 @@ class Embedded(Writer):
             disks = {name: spare}
         root = Path(self.path) if self.path is not None else None
         node = make_node(name, self.options, root, self.volume_id, disks, self.placement)
+        node.placement = self.placement.copy()  # new and empty: it takes them all at once
         node.epoch = self.epoch
         node.truncations = list(self.truncations)
         node.history = self.history.keyed(self.history.key)
