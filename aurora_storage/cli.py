@@ -79,6 +79,22 @@ def _status(arguments: argparse.Namespace) -> int:
         for line in node["problems"]:
             if line != node["failed"]:
                 print(f"         {line}")
+    fleet = status["fleet"]
+    repair = (
+        f"repairs after {fleet['repair_after']:g} s unreachable"
+        if fleet["repair_after"] is not None
+        else "no repairs"
+    )
+    added = f" ({', '.join(fleet['added'])} added by repairs)" if fleet["added"] else ""
+    print(f"  fleet: {fleet['nodes']} nodes{added}; {repair}")
+    for change in fleet["changes"]:
+        state = "ready" if change["ready"] else "filling"
+        print(
+            f"  PG {change['pg']} {change['kind']}: {','.join(change['old'])} -> "
+            f"{','.join(change['new'])} ({state})"
+        )
+    for line in fleet["repair_problems"]:
+        print(f"  repair: {line}")
     for pg in status["pgs"]:
         scls = " ".join(f"{node}={scl}" for node, scl in pg["scls"].items())
         print(f"  PG {pg['pg']}: PGCL {pg['pgcl']}  SCL {scls}")

@@ -38,6 +38,24 @@ class PgStatus(TypedDict):
     unacknowledged_frames: int
 
 
+class ChangeStatus(TypedDict):
+    pg: int
+    kind: str  # "repair" or "move"
+    old: list[str]  # the members before
+    new: list[str]  # the members after
+    started: float  # on the volume's clock
+    ready: bool  # the new members hold what a write quorum holds
+
+
+class FleetStatus(TypedDict):
+    nodes: int  # nodes of the fleet, those repairs added included
+    added: list[str]  # nodes repairs added
+    repair_after: float | None  # seconds; None: no repairs
+    unreachable_since: dict[str, float]  # node -> since when, on the volume's clock
+    changes: list[ChangeStatus]  # membership changes in progress
+    repair_problems: list[str]  # why the last repairs could not start
+
+
 class BacktrackStatus(TypedDict):
     window_target_seconds: float  # BacktrackWindowTarget
     window_actual_seconds: float  # BacktrackWindowActual
@@ -76,6 +94,7 @@ class _VolumeStatusBase(TypedDict):
     vdl: int
     pg_count: int
     nodes: list[NodeStatus]
+    fleet: FleetStatus
     pgs: list[PgStatus]
     bytes_used: int  # VolumeBytesUsed
     shared_bytes: int
@@ -133,6 +152,28 @@ def pg_status(pg: Any, membership: Any) -> PgStatus:
     }
 
 
+def fleet_status(volume: Any) -> FleetStatus:
+    """The fleet, its changes in progress and the repair policy (protocol/membership.py)."""
+    return {
+        "nodes": len(volume.placement.fleet),
+        "added": list(volume.placement.added),
+        "repair_after": volume.repair_after,
+        "unreachable_since": dict(sorted(volume._down_since.items())),
+        "changes": [
+            {
+                "pg": change.pg_id,
+                "kind": change.kind,
+                "old": list(change.old),
+                "new": list(change.new),
+                "started": change.started,
+                "ready": volume._ready(change),
+            }
+            for _, change in sorted(volume._changes.items())
+        ],
+        "repair_problems": list(volume.repair_problems),
+    }
+
+
 def backtrack_status(volume: Any) -> BacktrackStatus:
     earliest, latest = volume.backtrack_window
     return {
@@ -176,6 +217,7 @@ def volume_status(volume: Any) -> VolumeStatus:
         "vdl": volume.vdl,
         "pg_count": len(volume.pgs),
         "nodes": nodes,
+        "fleet": fleet_status(volume),
         "pgs": [
             pg_status(pg, volume.placement.membership(pg.pg_id))
             for pg in sorted(volume.pgs.values(), key=lambda pg: pg.pg_id)

@@ -556,6 +556,8 @@ class Volume(Recovering, Memberships, Reading, Backed, Lifecycle):
         data (typed and built in status.py)."""
         with self.transport.lock:
             self._check_open()
+            if not self.readonly:
+                self._membership_work()  # the repair policy runs as the volume is used
             return volume_status(self)
 
     def __repr__(self) -> str:

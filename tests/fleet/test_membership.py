@@ -320,3 +320,31 @@ def test_a_moved_segment_survives_losing_its_old_node_folder(tmp_path: Path) -> 
     reopened = Volume.open(root, rebuild_missing=True)
     check(reopened, expected)
     reopened.close()
+
+
+def test_the_gossip_floor_stops_waiting_for_a_replaced_node() -> None:
+    clock = SimulatedClock(START)
+    volume = make(clock=clock, repair_after=5.0)
+    expected: dict[int, bytes] = {}
+    write(volume, expected, 20, seed=23)
+    volume.cluster.fail_node("az1-a")
+    stuck = {pg_id: pg.floor() for pg_id, pg in volume.pgs.items()}
+    write(volume, expected, 200, seed=24)
+    # While az1-a is only down, every peer keeps the frames it lacks.
+    assert all(volume.pgs[pg_id].floor() == floor for pg_id, floor in stuck.items())
+    held = sum(len(n.segments[0].chain_frames) for n in volume.nodes.values() if 0 in n.segments)
+    clock.advance(6.0)
+    write(volume, expected, 1, seed=25)
+    assert "az1-a" not in volume.placement.members(0)
+    for pg_id, pg in volume.pgs.items():
+        assert pg.floor() >= pg.tail_lsn - 1, pg_id
+    volume.send_maintenance()
+    volume._settle()  # the direct transport delivers when run
+    after = sum(
+        len(volume.nodes[name].segments[0].chain_frames) for name in volume.placement.members(0)
+    )
+    assert after < held
+    status = volume.status()
+    assert status["fleet"]["added"] == ["az1-c"]
+    assert status["fleet"]["unreachable_since"] == {"az1-a": START}
+    check(volume, expected)
