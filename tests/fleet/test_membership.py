@@ -21,6 +21,7 @@ from aurora_storage import SimulatedClock, Volume
 from aurora_storage.cli import main as cli_main
 from aurora_storage.config import az_of
 from aurora_storage.errors import (
+    InvalidArgumentError,
     MembershipChangeError,
     PlacementError,
     QuorumError,
@@ -347,4 +348,28 @@ def test_the_gossip_floor_stops_waiting_for_a_replaced_node() -> None:
     status = volume.status()
     assert status["fleet"]["added"] == ["az1-c"]
     assert status["fleet"]["unreachable_since"] == {"az1-a": START}
+    check(volume, expected)
+
+
+def test_rebalance_moves_segments_off_the_busiest_node_of_each_az() -> None:
+    volume = make(nodes=9)
+    expected: dict[int, bytes] = {}
+    write(volume, expected, 60, seed=26)
+    # Pile az2's segments onto az2-a.
+    for pg_id in sorted(volume.pgs):
+        members = volume.placement.members(pg_id)
+        if "az2-a" not in members:
+            source = next(n for n in members if az_of(n) == "az2")
+            volume.cluster.move_segment(pg_id, source, "az2-a")
+    load = volume.placement.load(volume.pgs)
+    assert load["az2-a"] == len(volume.pgs) and max(load.values()) - min(load.values()) > 1
+    moves = volume.cluster.rebalance()
+    assert moves and all(az_of(src) == az_of(dst) for _, src, dst in moves)
+    load = volume.placement.load(volume.pgs)
+    for az in ("az1", "az2", "az3"):
+        counts = [load[name] for name in volume.placement.nodes_in(az)]
+        assert max(counts) - min(counts) <= 1, (az, counts)
+    assert volume.cluster.rebalance() == []  # balanced: nothing more to move
+    with pytest.raises(InvalidArgumentError, match="limit"):
+        volume.cluster.rebalance(-1)
     check(volume, expected)
