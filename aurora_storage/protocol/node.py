@@ -425,17 +425,19 @@ class StorageNode(Hydration):
                     self.peers.append(name)
 
     def _join(self, pg_id: int, source: str) -> Outgoing:
-        """A new member of the PG: its segment starts empty, votes in nothing, and is
-        filled by a repair from a peer's pages, then catches up by gossip."""
+        """A new member of the PG: its segment starts empty and votes in nothing until it
+        has caught up with three peers. It asks ``source`` for the PG's frames by
+        gossip; a peer that collected some of them answers so, and a segment repair
+        copies that peer's pages instead (hydration.py)."""
         if pg_id in self.segments or pg_id in self.dormant:
             self.drop_segment(pg_id)  # what an earlier membership left here is stale
         segment = self.segment(pg_id)
-        segment.needs_repair = f"a new member of PG {pg_id}: filled from a peer's pages"
         segment.suspect = True
-        segment.suspect_reason = segment.needs_repair
+        segment.suspect_reason = f"a new member of PG {pg_id}: catching up with its peers"
         peers = self._peers_of(pg_id)
-        peer = source if source in peers else (peers[0] if peers else "")
-        return self._start_repair(pg_id, peer) if peer else []
+        if source in peers:
+            return [(source, m.GossipPull(self.name, pg_id, 0))]
+        return self._pull_from_peers(segment)
 
     def annulled(self) -> tuple[int, ...]:
         """Every LSN range this node's coalescing must skip (cached per history and truncations)."""

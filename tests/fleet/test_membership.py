@@ -11,6 +11,7 @@ whose node answers again before its replacement is ready.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 from pathlib import Path
@@ -19,7 +20,7 @@ import pytest
 
 from aurora_storage import SimulatedClock, Volume
 from aurora_storage.cli import main as cli_main
-from aurora_storage.config import az_of
+from aurora_storage.config import az_of, node_names
 from aurora_storage.errors import (
     InvalidArgumentError,
     MembershipChangeError,
@@ -28,7 +29,8 @@ from aurora_storage.errors import (
     UnknownNodeError,
     WriteQuorumError,
 )
-from aurora_storage.runtime.disk import SimulatedDisk
+from aurora_storage.runtime.disk import CrashPlan, SimulatedCrash, SimulatedDisk
+from aurora_storage.runtime.transport import DirectTransport
 
 PAGE = 4096
 PAGES_PER_PG = 4
@@ -231,7 +233,13 @@ def test_a_repair_is_undone_when_the_node_answers_before_its_replacement_is_read
     expected: dict[int, bytes] = {}
     write(volume, expected, 30, seed=12)
     lost = "az1-a"
-    held = [pg for pg in sorted(volume.pgs) if lost in volume.placement.members(pg)]
+    # The PGs whose repair can only go to az1-c (the third node of az1).
+    held = [
+        pg
+        for pg in sorted(volume.pgs)
+        if lost in volume.placement.members(pg) and "az1-c" not in volume.placement.members(pg)
+    ]
+    assert held
     volume.cluster.fail_node(lost)
     cut_off(volume, "az1-c")  # where the repairs go: its copies never arrive
     clock.advance(2.0)
@@ -246,9 +254,7 @@ def test_a_repair_is_undone_when_the_node_answers_before_its_replacement_is_read
         assert not after.changing and after.epoch > before[pg].epoch
         assert after.member_sets[0] == before[pg].member_sets[0]
     volume.cluster.heal()
-    added = [pg for pg in held if "az1-c" not in before[pg].member_sets[0]]
-    assert added
-    assert not set(added) & set(volume.nodes["az1-c"].segment_ids())
+    assert not set(held) & set(volume.nodes["az1-c"].segment_ids())
     write(volume, expected, 3, seed=14)
     check(volume, expected)
 
@@ -373,3 +379,51 @@ def test_rebalance_moves_segments_off_the_busiest_node_of_each_az() -> None:
     with pytest.raises(InvalidArgumentError, match="limit"):
         volume.cluster.rebalance(-1)
     check(volume, expected)
+
+
+@pytest.mark.parametrize("crash_at", range(1, 160, 6))
+def test_a_crash_at_any_disk_operation_of_a_move(crash_at: int) -> None:
+    """Step 1's node.meta writes, the new member's repair, step 2, the old member's
+    file removal: after a machine crash anywhere, a recovery finds every commit and
+    one membership of the PG, and the move can run again."""
+    plan = CrashPlan()
+    disks = {name: SimulatedDisk(i, plan) for i, name in enumerate(node_names(9))}
+    volume = make(
+        disks=disks, nodes=9, durability="fsync", transport=DirectTransport(sync_threads=0)
+    )
+    expected: dict[int, bytes] = {}
+    write(volume, expected, 60, seed=27)
+    pg_id = 2
+    source = volume.placement.members(pg_id)[0]
+    destination = spare_in_az(volume, pg_id, az_of(source))
+    plan.crash_at = plan.operations + crash_at
+    with contextlib.suppress(SimulatedCrash):
+        volume.cluster.move_segment(pg_id, source, destination)
+    crashed = plan.crash_at is None
+    for disk in disks.values():
+        disk.crash("random")
+    plan.crash_at = None
+    options = volume.options  # the placement volume.meta would hold after the crash
+    reopened = Volume.open(
+        disks=disks,  # type: ignore[arg-type]
+        options=options,
+        volume_id=volume.volume_id,
+        transport=DirectTransport(sync_threads=0),
+    )
+    check(reopened, expected)
+    membership = reopened.placement.membership(pg_id)
+    for node in reopened.nodes.values():
+        held = node.placement.membership(pg_id)
+        if held.epoch == membership.epoch:
+            assert held.member_sets == membership.member_sets
+        assert held.epoch <= membership.epoch
+    if reopened.placement.membership(pg_id).changing:
+        write(reopened, expected, 1, seed=28)  # the volume in use finishes the change
+    assert not reopened.placement.membership(pg_id).changing or not crashed
+    members = reopened.placement.members(pg_id)
+    if source in members:
+        reopened.cluster.move_segment(pg_id, source, destination)
+    assert destination in reopened.placement.members(pg_id)
+    write(reopened, expected, 5, seed=29)
+    check(reopened, expected)
+    reopened.close()
