@@ -72,6 +72,7 @@ class Hydration(NodeStorage):
     _resident_total: int
     _keep_cache: Callable[[Segment], None]
     _pull_from_peers: Callable[[Segment], Outgoing]
+    _ask_vouchers: Callable[[Segment], Outgoing]
 
     # --- the repairing side --------------------------------------------------------------
 
@@ -233,7 +234,7 @@ class Hydration(NodeStorage):
             segment.persist(bounded=False)
         self._keep_cache(segment)
         out: Outgoing = [(self.writer, m.SegmentState(self.name, pg_id, self.epoch, segment.scl))]
-        return out + self._pull_from_peers(segment)
+        return out + self._pull_from_peers(segment) + self._ask_vouchers(segment)
 
     # --- the serving side ----------------------------------------------------------------
 

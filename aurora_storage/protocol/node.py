@@ -156,6 +156,7 @@ class StorageNode(Hydration):
         self._annulled: tuple[int, ...] = ()
         self._annulled_key: tuple[tuple[int, int], int, int] = ((-1, 0), -2, 0)
         self._history_pulled: tuple[int, int] = (0, -1)  # the writer history key last asked for
+        self._vouch_asked: dict[int, int] = {}  # PG -> SCL at which peers' catalogs were asked
 
     def problems(self) -> list[str]:
         """Why this node, or a segment of it, cannot vouch for its data now (status)."""
@@ -978,7 +979,22 @@ class StorageNode(Hydration):
                 out.append((message.sender, m.GossipPull(self.name, message.pg_id, scl)))
         else:
             self._vouch(segment, message.sender, message.scl)
+            out += self._ask_vouchers(segment)
         return out
+
+    def _ask_vouchers(self, segment: Segment) -> Outgoing:
+        """A suspect segment that caught up with one peer asks the PG's other members for
+        their catalogs, once per SCL: each that it is caught up with vouches for it (a
+        peer with no frame to send would otherwise never answer a pull)."""
+        if not segment.suspect or len(segment.vouchers) >= VOUCHERS_NEEDED:
+            return []
+        if self._vouch_asked.get(segment.pg_id, -1) >= segment.scl:
+            return []
+        self._vouch_asked[segment.pg_id] = segment.scl
+        pull = m.CatalogPull(self.name)
+        return [
+            (peer, pull) for peer in self._peers_of(segment.pg_id) if peer not in segment.vouchers
+        ]
 
     def _needs_repair(self, segment: Segment, peer: str, base_lsn: int) -> None:
         """A peer collected frames the segment lacks: gossip cannot mend it (the frames

@@ -427,3 +427,27 @@ def test_a_crash_at_any_disk_operation_of_a_move(crash_at: int) -> None:
     write(reopened, expected, 5, seed=29)
     check(reopened, expected)
     reopened.close()
+
+
+def test_moves_one_after_another_leave_every_segment_trusted() -> None:
+    """Each member of each PG moved in turn, commits between: every repaired or newly
+    filled segment is vouched for by its peers, so it can serve the next move."""
+    volume = make(nodes=9)
+    expected: dict[int, bytes] = {}
+    write(volume, expected, 40, seed=30)
+    rng = random.Random(31)
+    for k in range(90):
+        az = ("az1", "az2", "az3")[k % 3]
+        pg_id = sorted(volume.pgs)[k % len(volume.pgs)]
+        members = volume.placement.members(pg_id)
+        source = rng.choice([name for name in members if az_of(name) == az])
+        volume.cluster.move_segment(pg_id, source, spare_in_az(volume, pg_id, az))
+        write(volume, expected, 1, seed=100 + k)
+    suspect = [
+        (name, pg_id)
+        for name, node in volume.nodes.items()
+        for pg_id, segment in node.segments.items()
+        if segment.suspect
+    ]
+    assert suspect == []
+    check(volume, expected)
