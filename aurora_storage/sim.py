@@ -29,6 +29,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -129,6 +130,21 @@ def lose_disk(rng: random.Random, volume: Volume, disks: dict[str, SimulatedDisk
     disks[name].files.clear()
     volume.nodes[name].failed = "its drive was replaced"  # restore_node reloads it
     cluster.restore_node(name)
+
+
+def reopen_with_every_node(
+    transport: SimulatedTransport, names: Iterable[str], reopen: Callable[[], Volume]
+) -> Volume:
+    """A recovering writer's open; when too few nodes answer, every node is brought back
+    (no loss, no partition, none down) and the open tried again."""
+    try:
+        return reopen()
+    except AuroraStorageError:
+        transport.set_faults(NetworkFaults())
+        transport.heal()
+        for name in names:
+            transport.set_down(name, False)
+        return reopen()
 
 
 class SimulationFailure(AssertionError):
@@ -613,15 +629,7 @@ class HistorySimulation:
                 clock=self.clock,
             )
 
-        try:
-            volume = reopen()
-        except AuroraStorageError:
-            # Too few nodes to recover: bring every node back and try again.
-            self.transport.set_faults(NetworkFaults())
-            self.transport.heal()
-            for name in NODE_NAMES:
-                self.transport.set_down(name, False)
-            volume = reopen()
+        volume = reopen_with_every_node(self.transport, NODE_NAMES, reopen)
         self.volume = volume
         # Recovery decided every doubt: commits are durable or annulled.
         for cpl, time, changes in self.pending_commits:
@@ -844,15 +852,7 @@ class FleetSimulation:
                 repair_after=FLEET_REPAIR_AFTER,
             )
 
-        try:
-            reopened = reopen()
-        except AuroraStorageError:
-            # Too few nodes to recover: bring every node back and try again.
-            self.transport.set_faults(NetworkFaults())
-            self.transport.heal()
-            for name in fleet:
-                self.transport.set_down(name, False)
-            reopened = reopen()
+        reopened = reopen_with_every_node(self.transport, fleet, reopen)
         self.volume = reopened
         for cpl, _ in self.in_doubt:
             annulled = any(lo < cpl <= hi for _, lo, hi in reopened.truncations)

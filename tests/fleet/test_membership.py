@@ -451,3 +451,52 @@ def test_moves_one_after_another_leave_every_segment_trusted() -> None:
     ]
     assert suspect == []
     check(volume, expected)
+
+
+def test_two_threads_commit_while_a_third_moves_segments() -> None:
+    import threading
+
+    volume = make(nodes=9)
+    expected: dict[int, bytes] = {}
+    write(volume, expected, 30, seed=32)
+    errors: list[BaseException] = []
+    rows: dict[int, list[tuple[int, bytes]]] = {0: [], 1: []}
+
+    def committer(k: int) -> None:
+        try:
+            for i in range(150):
+                page_no = k * (PAGES_PER_PG * PGS // 2) + i % (PAGES_PER_PG * PGS // 2)
+                data = f"{k}:{i:04d}".encode()
+                with volume.transaction() as tx:
+                    tx.write(page_no, 1000 + 8 * (i // 12), data)
+                rows[k].append((page_no, data))
+        except BaseException as error:
+            errors.append(error)
+
+    def mover() -> None:
+        try:
+            for k in range(30):
+                az = ("az1", "az2", "az3")[k % 3]
+                pg_id = k % PGS
+                with volume.transport.lock:
+                    members = volume.placement.members(pg_id)
+                    source = sorted(n for n in members if az_of(n) == az)[(k // 3) % 2]
+                    destination = spare_in_az(volume, pg_id, az)
+                volume.cluster.move_segment(pg_id, source, destination)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=committer, args=(k,)) for k in (0, 1)]
+    threads.append(threading.Thread(target=mover))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    for k in (0, 1):
+        for i, (page_no, data) in enumerate(rows[k]):
+            offset = 1000 + 8 * (i // 12)
+            assert volume.read_page(page_no)[offset : offset + len(data)] == data
+    for page_no, image in expected.items():
+        assert volume.read_page(page_no)[:1000] == image[:1000]
+    assert not any(volume.placement.membership(pg).changing for pg in volume.pgs)
